@@ -1,0 +1,107 @@
+#include "cpu/selective_scan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "model/linear.h"
+
+namespace mq::cpu {
+namespace {
+
+// Float path: channel-outer so each channel's N-wide state stays in registers across time.
+void ScanFloat(const SelectiveScanParams& p) {
+  const int64_t E = p.channels, N = p.state, L = p.seqlen;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t c = 0; c < E; ++c) {
+      float* h = p.h + (b * E + c) * N;
+      const float* a = p.A + c * N;
+      const float d = p.D[c];
+      for (int64_t l = 0; l < L; ++l) {
+        const int64_t r = b * L + l;
+        const float dt = p.delta[r * E + c];
+        const float uu = p.u[r * E + c];
+        const float dtu = dt * uu;
+        const float* Bt = p.B + r * p.bc_stride;
+        const float* Ct = p.C + r * p.bc_stride;
+        float acc = 0.0f;
+        for (int64_t n = 0; n < N; ++n) {
+          h[n] = std::exp(dt * a[n]) * h[n] + dtu * Bt[n];
+          acc += h[n] * Ct[n];
+        }
+        p.y[r * E + c] = acc + d * uu;
+      }
+    }
+  }
+}
+
+// Quantized-product / observed path: time-outer, because the per-step scale of h needs the
+// whole [E, N] state of that step before any product.
+void ScanStepwise(const SelectiveScanParams& p) {
+  const int64_t E = p.channels, N = p.state, L = p.seqlen;
+  std::vector<float> hr(static_cast<size_t>(E * N));
+  std::vector<int8_t> qh(static_cast<size_t>(E * N));
+  std::vector<int8_t> qc(static_cast<size_t>(N));
+  std::vector<float> crow(static_cast<size_t>(N));
+  for (int64_t b = 0; b < p.batch; ++b) {
+    float* hb = p.h + b * E * N;
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t r = b * L + l;
+      const float* Bt = p.B + r * p.bc_stride;
+      const float* Ct = p.C + r * p.bc_stride;
+      for (int64_t c = 0; c < E; ++c) {
+        float* h = hb + c * N;
+        const float* a = p.A + c * N;
+        const float dt = p.delta[r * E + c];
+        const float dtu = dt * p.u[r * E + c];
+        for (int64_t n = 0; n < N; ++n) h[n] = std::exp(dt * a[n]) * h[n] + dtu * Bt[n];
+      }
+      if (p.observer != nullptr) p.observer->Observe(p.layer, ActivationSite::kSsmState, hb, E, N);
+      if (!p.quantize_output_product) {
+        for (int64_t c = 0; c < E; ++c) {
+          float acc = 0.0f;
+          for (int64_t n = 0; n < N; ++n) acc += hb[c * N + n] * Ct[n];
+          p.y[r * E + c] = acc + p.D[c] * p.u[r * E + c];
+        }
+        continue;
+      }
+      // Online R4 on the state rows; the transpose is folded into the C rows of x_proj.
+      const float* hq = hb;
+      if (p.state_rotation != nullptr) {
+        for (int64_t c = 0; c < E; ++c)
+          for (int64_t j = 0; j < N; ++j) {
+            float s = 0.0f;
+            for (int64_t n = 0; n < N; ++n) s += hb[c * N + n] * p.state_rotation[n * N + j];
+            hr[c * N + j] = s;
+          }
+        hq = hr.data();
+      }
+      float amax = 0.0f;
+      for (int64_t i = 0; i < E * N; ++i) amax = std::max(amax, std::fabs(hq[i]));
+      const float sh = amax > 0.0f ? amax / 127.0f : 1.0f;
+      QuantizeRowsStatic(hq, E, N, sh, qh.data());
+      float sc;
+      std::copy(Ct, Ct + N, crow.begin());
+      QuantizeRowsPerToken(crow.data(), 1, N, qc.data(), &sc);
+      for (int64_t c = 0; c < E; ++c) {
+        int32_t acc = 0;
+        for (int64_t n = 0; n < N; ++n) acc += static_cast<int32_t>(qh[c * N + n]) * qc[n];
+        p.y[r * E + c] = static_cast<float>(acc) * sh * sc + p.D[c] * p.u[r * E + c];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void SelectiveScan(const SelectiveScanParams& p) {
+  const bool stepwise = p.quantize_output_product ||
+                        (p.observer != nullptr && p.observer->Wants(ActivationSite::kSsmState));
+  if (stepwise) {
+    ScanStepwise(p);
+  } else {
+    ScanFloat(p);
+  }
+}
+
+}  // namespace mq::cpu
