@@ -35,7 +35,7 @@ void ScanFloat(const SelectiveScanParams& p) {
   }
 }
 
-// Quantized-product / observed path: time-outer, because the per-step scale of h needs the
+// Quantized-product / rotated / observed path: time-outer, because the per-step scale of h needs the
 // whole [E, N] state of that step before any product.
 void ScanStepwise(const SelectiveScanParams& p) {
   const int64_t E = p.channels, N = p.state, L = p.seqlen;
@@ -57,15 +57,8 @@ void ScanStepwise(const SelectiveScanParams& p) {
         for (int64_t n = 0; n < N; ++n) h[n] = std::exp(dt * a[n]) * h[n] + dtu * Bt[n];
       }
       if (p.observer != nullptr) p.observer->Observe(p.layer, ActivationSite::kSsmState, hb, E, N);
-      if (!p.quantize_output_product) {
-        for (int64_t c = 0; c < E; ++c) {
-          float acc = 0.0f;
-          for (int64_t n = 0; n < N; ++n) acc += hb[c * N + n] * Ct[n];
-          p.y[r * E + c] = acc + p.D[c] * p.u[r * E + c];
-        }
-        continue;
-      }
-      // Online R4 on the state rows; the transpose is folded into the C rows of x_proj.
+      // Online R4 on the state rows; its transpose is folded into the C rows of x_proj, so the
+      // rotation must be applied whether or not the product is quantized.
       const float* hq = hb;
       if (p.state_rotation != nullptr) {
         for (int64_t c = 0; c < E; ++c)
@@ -75,6 +68,14 @@ void ScanStepwise(const SelectiveScanParams& p) {
             hr[c * N + j] = s;
           }
         hq = hr.data();
+      }
+      if (!p.quantize_output_product) {
+        for (int64_t c = 0; c < E; ++c) {
+          float acc = 0.0f;
+          for (int64_t n = 0; n < N; ++n) acc += hq[c * N + n] * Ct[n];
+          p.y[r * E + c] = acc + p.D[c] * p.u[r * E + c];
+        }
+        continue;
       }
       float amax = 0.0f;
       for (int64_t i = 0; i < E * N; ++i) amax = std::max(amax, std::fabs(hq[i]));
@@ -95,7 +96,7 @@ void ScanStepwise(const SelectiveScanParams& p) {
 }  // namespace
 
 void SelectiveScan(const SelectiveScanParams& p) {
-  const bool stepwise = p.quantize_output_product ||
+  const bool stepwise = p.quantize_output_product || p.state_rotation != nullptr ||
                         (p.observer != nullptr && p.observer->Wants(ActivationSite::kSsmState));
   if (stepwise) {
     ScanStepwise(p);

@@ -27,6 +27,7 @@ struct MambaLayerWeights {
   std::vector<float> gate_scale;
   // Scope `full`: INT8 conv input (per token) and INT8 operands of y = h·C.
   bool quantize_conv_input = false;
+  std::vector<float> conv_weight_scale;  // [E] when conv_weight holds INT8 values times these scales
   bool quantize_output_product = false;
   std::vector<float> state_rotation;  // R4 [N, N] applied online to h; empty = none
 };

@@ -6,6 +6,7 @@
 #include <functional>
 #include <string>
 
+#include "model/mamba_weights.h"
 #include "util/status.h"
 
 namespace mq::quant {
@@ -32,6 +33,12 @@ struct QuantizeOptions {
   bool online_r2 = true;        // online Hadamard before out_proj
   bool smooth_s2 = true;        // smooth-fused rotation at out_proj (S-SiLU)
   bool smooth_s4 = true;        // smoothing + rotation of h·C (scope full)
+  bool r1_cov_all_layers = true;  // Σ for R1 summed over all layers (false: layer 0 only)
+  double act_percentile = 99.9;   // static scales: clipping percentile of per-token maxima
+  bool quantize_lm_head = false;
+  // Applies every transform but keeps the linears in float: the transformed model must compute
+  // the original function (the function-preservation check).
+  bool transform_only = false;
 };
 
 struct Progress {
@@ -47,6 +54,15 @@ struct QuantizeResult {
   std::string output_dir;
   std::string report_json;  // the quantization report (also written as quant_report.json)
 };
+
+// The in-memory part of a job (LOAD through QUANTIZE, or through TRANSFORM with
+// transform_only): the function-preservation tests and the evaluation tools use it.
+struct QuantizedModelBuild {
+  MambaWeights original;  // the float model as loaded
+  MambaWeights model;     // transformed, and quantized unless transform_only
+  std::string spec_json;  // the resolved quantization_config
+};
+StatusOr<QuantizedModelBuild> BuildQuantizedModel(const QuantizeOptions& options, const ProgressCallback& progress);
 
 StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& options, const ProgressCallback& progress);
 

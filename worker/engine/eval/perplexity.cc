@@ -1,0 +1,123 @@
+#include "eval/perplexity.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "cpu/mamba_forward.h"
+
+namespace mq {
+namespace {
+
+// Windows go through the forward pass this many at a time: enough rows for efficient GEMMs,
+// small enough that the [rows, vocab] logits stay modest for 50k vocabularies.
+constexpr int64_t kWindowsPerBatch = 8;
+
+// log-softmax of one row into out (double for the sums).
+void LogSoftmax(const float* x, int64_t n, std::vector<double>* out) {
+  out->resize(static_cast<size_t>(n));
+  const float mx = *std::max_element(x, x + n);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(x[i]) - mx);
+  const double lse = mx + std::log(sum);
+  for (int64_t i = 0; i < n; ++i) (*out)[i] = static_cast<double>(x[i]) - lse;
+}
+
+// Runs each batch of windows through `models` and hands the per-model logits to `consume`.
+Status ForEachWindowBatch(const std::vector<const MambaWeights*>& models, const std::vector<int32_t>& tokens,
+                          int64_t window, const EvalProgress& progress,
+                          const std::function<void(const std::vector<std::vector<float>>&, const int32_t*, int64_t)>& consume) {
+  if (window < 2) return InvalidArgumentError("evaluation window must be at least 2 tokens");
+  const std::vector<int64_t> starts = WindowStarts(static_cast<int64_t>(tokens.size()), window);
+  if (starts.empty())
+    return InvalidArgumentError("text has " + std::to_string(tokens.size()) + " tokens, fewer than one window of " +
+                                std::to_string(window) + " plus one");
+  const int64_t total = static_cast<int64_t>(starts.size());
+  std::vector<std::vector<float>> logits(models.size());
+  for (int64_t i0 = 0; i0 < total; i0 += kWindowsPerBatch) {
+    const int64_t nb = std::min(kWindowsPerBatch, total - i0);
+    std::vector<int32_t> ids(static_cast<size_t>(nb * window));
+    for (int64_t b = 0; b < nb; ++b)
+      std::copy_n(tokens.begin() + starts[i0 + b], window, ids.begin() + b * window);
+    for (size_t m = 0; m < models.size(); ++m) {
+      cpu::MambaState state = cpu::MambaState::Zeros(models[m]->config, nb);
+      MQ_RETURN_IF_ERROR(cpu::MambaForward(*models[m], ids.data(), nb, window, &state, &logits[m]));
+    }
+    consume(logits, ids.data(), nb);
+    if (progress && !progress(i0 + nb, total)) return CancelledError("evaluation cancelled");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+std::vector<int64_t> WindowStarts(int64_t total_tokens, int64_t window) {
+  std::vector<int64_t> starts;
+  for (int64_t s = 0; s + window < total_tokens; s += window) starts.push_back(s);
+  return starts;
+}
+
+StatusOr<PerplexityResult> EvaluatePerplexity(const MambaWeights& w, const std::vector<int32_t>& tokens,
+                                              int64_t window, const EvalProgress& progress) {
+  PerplexityResult r;
+  double nll = 0;
+  const int64_t V = w.V();
+  std::vector<double> lp;
+  MQ_RETURN_IF_ERROR(ForEachWindowBatch({&w}, tokens, window, progress,
+      [&](const std::vector<std::vector<float>>& logits, const int32_t* ids, int64_t nb) {
+        for (int64_t b = 0; b < nb; ++b) {
+          for (int64_t l = 0; l + 1 < window; ++l) {
+            LogSoftmax(logits[0].data() + (b * window + l) * V, V, &lp);
+            nll -= lp[ids[b * window + l + 1]];
+            ++r.tokens_scored;
+          }
+          ++r.windows;
+        }
+      }));
+  r.mean_nll = nll / static_cast<double>(r.tokens_scored);
+  r.perplexity = std::exp(r.mean_nll);
+  return r;
+}
+
+StatusOr<ComparisonResult> CompareModels(const MambaWeights& reference, const MambaWeights& candidate,
+                                         const std::vector<int32_t>& tokens, int64_t window,
+                                         const EvalProgress& progress) {
+  if (reference.V() != candidate.V()) return InvalidArgumentError("models have different vocabularies");
+  ComparisonResult c;
+  const int64_t V = reference.V();
+  double nll_ref = 0, nll_cand = 0, kl = 0;
+  int64_t agree = 0, n = 0, windows = 0;
+  std::vector<double> lp_ref, lp_cand;
+  MQ_RETURN_IF_ERROR(ForEachWindowBatch({&reference, &candidate}, tokens, window, progress,
+      [&](const std::vector<std::vector<float>>& logits, const int32_t* ids, int64_t nb) {
+        for (int64_t b = 0; b < nb; ++b) {
+          for (int64_t l = 0; l + 1 < window; ++l) {
+            const float* xr = logits[0].data() + (b * window + l) * V;
+            const float* xc = logits[1].data() + (b * window + l) * V;
+            LogSoftmax(xr, V, &lp_ref);
+            LogSoftmax(xc, V, &lp_cand);
+            const int32_t target = ids[b * window + l + 1];
+            nll_ref -= lp_ref[target];
+            nll_cand -= lp_cand[target];
+            double k = 0;
+            for (int64_t v = 0; v < V; ++v) k += std::exp(lp_ref[v]) * (lp_ref[v] - lp_cand[v]);
+            kl += k;
+            agree += (std::max_element(xr, xr + V) - xr) == (std::max_element(xc, xc + V) - xc);
+            ++n;
+          }
+          ++windows;
+        }
+      }));
+  for (PerplexityResult* r : {&c.reference, &c.candidate}) {
+    r->tokens_scored = n;
+    r->windows = windows;
+  }
+  c.reference.mean_nll = nll_ref / static_cast<double>(n);
+  c.candidate.mean_nll = nll_cand / static_cast<double>(n);
+  c.reference.perplexity = std::exp(c.reference.mean_nll);
+  c.candidate.perplexity = std::exp(c.candidate.mean_nll);
+  c.top1_agreement = static_cast<double>(agree) / static_cast<double>(n);
+  c.mean_kl = kl / static_cast<double>(n);
+  return c;
+}
+
+}  // namespace mq

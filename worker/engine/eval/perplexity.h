@@ -1,0 +1,42 @@
+// Perplexity by the fixtures' protocol: non-overlapping windows of `window` tokens starting at
+// 0, window, 2·window, … for every start s with s + window < total; each window starts from an
+// empty state and scores its window − 1 next-token predictions.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "model/mamba_weights.h"
+#include "util/status.h"
+
+namespace mq {
+
+struct PerplexityResult {
+  double perplexity = 0;
+  double mean_nll = 0;
+  int64_t tokens_scored = 0;
+  int64_t windows = 0;
+};
+
+struct ComparisonResult {
+  PerplexityResult reference;   // e.g. the float model
+  PerplexityResult candidate;   // e.g. the quantized model
+  double top1_agreement = 0;    // share of positions whose argmax token is the same
+  double mean_kl = 0;           // mean KL(reference ‖ candidate) per scored position, nats
+};
+
+// Window starts by the protocol above.
+std::vector<int64_t> WindowStarts(int64_t total_tokens, int64_t window);
+
+// Called between window batches with (windows done, windows total); return false to cancel.
+using EvalProgress = std::function<bool(int64_t, int64_t)>;
+
+StatusOr<PerplexityResult> EvaluatePerplexity(const MambaWeights& w, const std::vector<int32_t>& tokens,
+                                              int64_t window, const EvalProgress& progress = nullptr);
+
+StatusOr<ComparisonResult> CompareModels(const MambaWeights& reference, const MambaWeights& candidate,
+                                         const std::vector<int32_t>& tokens, int64_t window,
+                                         const EvalProgress& progress = nullptr);
+
+}  // namespace mq

@@ -1,0 +1,125 @@
+#include "quant/quant_spec.h"
+
+namespace mq::quant {
+
+const char* PresetName(Preset p) {
+  switch (p) {
+    case Preset::kRtn: return "rtn";
+    case Preset::kSmoothQuant: return "smoothquant";
+    case Preset::kQuaRot: return "quarot";
+    case Preset::kMambaQuant: return "mambaquant";
+  }
+  return "?";
+}
+
+StatusOr<QuantSpec> QuantSpec::FromOptions(const QuantizeOptions& o) {
+  QuantSpec s;
+  if (o.preset == "rtn") {
+    s.preset = Preset::kRtn;
+  } else if (o.preset == "smoothquant") {
+    s.preset = Preset::kSmoothQuant;
+    s.norm_smoothing = true;
+  } else if (o.preset == "quarot") {
+    s.preset = Preset::kQuaRot;
+    s.fold_norms = s.r1 = s.r2 = true;
+  } else if (o.preset == "mambaquant") {
+    s.preset = Preset::kMambaQuant;
+    s.fold_norms = s.r1 = s.r5 = true;  // the Hadamard base; KLT and the rest are components
+    s.r1_klt = o.klt_r1;
+    s.r5_klt = o.klt_r5;
+    s.r2 = o.online_r2;
+    s.s2 = o.smooth_s2;
+  } else {
+    return InvalidArgumentError("unknown preset \"" + o.preset + "\" (rtn, smoothquant, quarot, mambaquant)");
+  }
+  if (o.bits == "w8a8") {
+    s.weight_bits = 8;
+  } else if (o.bits == "w4a8") {
+    s.weight_bits = 4;
+  } else {
+    return InvalidArgumentError("unknown bits \"" + o.bits + "\" (w8a8, w4a8)");
+  }
+  if (o.scope == "linear") {
+    s.scope_full = false;
+  } else if (o.scope == "full") {
+    s.scope_full = true;
+    if (s.preset == Preset::kMambaQuant) s.s4 = s.r4 = o.smooth_s4;
+  } else {
+    return InvalidArgumentError("unknown scope \"" + o.scope + "\" (linear, full)");
+  }
+  if (o.act_granularity == "per_token") {
+    s.act_mode = ActScaleMode::kPerToken;
+  } else if (o.act_granularity == "per_tensor") {
+    s.act_mode = ActScaleMode::kPerTensorStatic;
+  } else {
+    return InvalidArgumentError("unknown activation granularity \"" + o.act_granularity + "\" (per_token, per_tensor)");
+  }
+  if (!(o.act_percentile > 0.0 && o.act_percentile <= 100.0)) return InvalidArgumentError("act_percentile must be in (0, 100]");
+  s.act_percentile = o.act_percentile;
+  s.r1_cov_all_layers = o.r1_cov_all_layers;
+  s.quantize_lm_head = o.quantize_lm_head;
+  s.seed = o.seed;
+  return s;
+}
+
+nlohmann::json QuantSpec::ToJson() const {
+  nlohmann::json transforms = {
+      {"fold_norms", fold_norms}, {"r1", r1 ? (r1_klt ? "klt_hadamard" : "hadamard") : "none"},
+      {"r1_covariance", r1_cov_all_layers ? "all_layers" : "layer0"},
+      {"r5", r5 ? (r5_klt ? "klt_hadamard" : "hadamard") : "none"},
+      {"r2", r2 ? "online_hadamard" : "none"}, {"s2", s2 ? "s_silu" : "none"},
+      {"s4", s4}, {"r4", r4 ? "online_hadamard" : "none"}, {"norm_smoothing", norm_smoothing}};
+  return {{"quant_method", "mambaquant-serve"},
+          {"format_version", 1},
+          {"preset", PresetName(preset)},
+          {"bits", BitsName()},
+          {"weight_bits", weight_bits},
+          {"activation_bits", 8},
+          {"scope", scope_full ? "full" : "linear"},
+          {"weight_granularity", "per_channel"},
+          {"weight_symmetric", true},
+          {"weight_storage", "int8_unpacked"},
+          {"activation_granularity", act_mode == ActScaleMode::kPerToken ? "per_token" : "per_tensor"},
+          {"activation_symmetric", true},
+          {"activation_percentile", act_percentile},
+          {"smooth_alpha", smooth_alpha},
+          {"seed", seed},
+          {"quantize_lm_head", quantize_lm_head},
+          {"transforms", transforms},
+          {"online_transforms", nlohmann::json::array()}};
+}
+
+StatusOr<QuantSpec> QuantSpec::FromJson(const nlohmann::json& j) {
+  try {
+    QuantizeOptions o;
+    o.preset = j.at("preset").get<std::string>();
+    o.bits = j.at("bits").get<std::string>();
+    o.scope = j.at("scope").get<std::string>();
+    o.act_granularity = j.at("activation_granularity").get<std::string>();
+    o.act_percentile = j.value("activation_percentile", 99.9);
+    o.seed = j.value("seed", uint64_t{0});
+    o.quantize_lm_head = j.value("quantize_lm_head", false);
+    const nlohmann::json& t = j.at("transforms");
+    o.klt_r1 = t.value("r1", "none") == "klt_hadamard";
+    o.klt_r5 = t.value("r5", "none") == "klt_hadamard";
+    o.online_r2 = t.value("r2", "none") != "none";
+    o.smooth_s2 = t.value("s2", "none") != "none";
+    o.smooth_s4 = t.value("s4", false);
+    o.r1_cov_all_layers = t.value("r1_covariance", "all_layers") == "all_layers";
+    if (j.at("format_version").get<int>() != 1)
+      return Status(StatusCode::kUnimplemented, "quantization_config format_version is not 1");
+    return FromOptions(o);
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgumentError(std::string("quantization_config is malformed: ") + e.what());
+  }
+}
+
+uint64_t QuantSpec::SeedFor(const char* what, int layer) const {
+  // FNV-1a of the name mixed with the job seed and the layer: stable and distinct per use.
+  uint64_t h = 1469598103934665603ull ^ seed;
+  for (const char* p = what; *p; ++p) h = (h ^ static_cast<uint8_t>(*p)) * 1099511628211ull;
+  h = (h ^ static_cast<uint64_t>(layer + 1)) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace mq::quant

@@ -1,0 +1,354 @@
+#include "quant/quantize_pipeline.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cpu/mamba_forward.h"
+#include "eval/perplexity.h"
+#include "model/mamba_weights.h"
+#include "quant/calibration.h"
+#include "quant/hadamard.h"
+#include "quant/klt.h"
+#include "quant/model_quantizer.h"
+#include "quant/online_rotation.h"
+#include "quant/quant_spec.h"
+#include "quant/quantized_model_io.h"
+#include "quant/rotation_fusion.h"
+#include "quant/smoothing.h"
+#include "tokenizer/bpe_tokenizer.h"
+#include "tokenizer/document_stream.h"
+
+namespace mq::quant {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+StatusOr<std::string> ReadText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFoundError(path + ": cannot open");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Tracks stage timings and forwards progress; a false from the callback cancels.
+class StageTracker {
+ public:
+  explicit StageTracker(const ProgressCallback& cb) : cb_(cb) {}
+  Status Enter(Stage s, const std::string& message) {
+    Close();
+    stage_ = s;
+    started_ = Clock::now();
+    open_ = true;
+    return Report(0.0, message);
+  }
+  Status Report(double fraction, const std::string& message) {
+    if (cb_ && !cb_(Progress{stage_, fraction, message}))
+      return CancelledError(std::string("cancelled during ") + StageName(stage_));
+    return OkStatus();
+  }
+  void Close() {
+    if (open_) timings_[StageName(stage_)] = std::chrono::duration<double>(Clock::now() - started_).count();
+    open_ = false;
+  }
+  const json& timings() const { return timings_; }
+  Stage stage() const { return stage_; }
+
+ private:
+  const ProgressCallback& cb_;
+  Stage stage_ = Stage::kLoad;
+  Clock::time_point started_;
+  bool open_ = false;
+  json timings_ = json::object();
+};
+
+// Observer for the static-scale pass: records the per-token maxima of each linear's input as the
+// quantizer will see it, i.e. after the out_proj online rotation.
+class StaticScaleObserver : public ForwardObserver {
+ public:
+  StaticScaleObserver(const MambaWeights& w, CalibrationStats* stats) : w_(w), stats_(stats) {}
+  bool Wants(ActivationSite s) const override {
+    return s == ActivationSite::kInProjInput || s == ActivationSite::kXProjInput ||
+           s == ActivationSite::kDtProjInput || s == ActivationSite::kOutProjInput || s == ActivationSite::kFinalNorm;
+  }
+  void Observe(int layer, ActivationSite site, const float* x, int64_t rows, int64_t cols) override {
+    std::vector<float> rotated;
+    if (site == ActivationSite::kOutProjInput && w_.layers[static_cast<size_t>(layer)].out_proj.input_transform) {
+      rotated.assign(x, x + rows * cols);
+      w_.layers[static_cast<size_t>(layer)].out_proj.input_transform->ApplyRows(rotated.data(), rows);
+      x = rotated.data();
+    }
+    SiteStats& s = stats_->mutable_sites()[{layer, site}];
+    s.channels = cols;
+    for (int64_t r = 0; r < rows; ++r) {
+      float m = 0.0f;
+      for (int64_t c = 0; c < cols; ++c) m = std::max(m, std::fabs(x[r * cols + c]));
+      s.row_absmax.push_back(m);
+    }
+    s.rows += rows;
+  }
+
+ private:
+  const MambaWeights& w_;
+  CalibrationStats* stats_;
+};
+
+StatusOr<std::vector<double>> ResidualRotation(const QuantSpec& spec, const CalibrationStats& stats, int64_t d,
+                                               int64_t layers, json* notes) {
+  MQ_ASSIGN_OR_RETURN(RandomHadamard h, RandomHadamard::Create(d, spec.SeedFor("r1")));
+  if (!spec.r1_klt) return h.Dense();
+  std::vector<double> sigma(static_cast<size_t>(d * d), 0.0);
+  const int64_t used = spec.r1_cov_all_layers ? layers : 1;
+  for (int64_t l = 0; l < used; ++l) {
+    const SiteStats* s = stats.Find(static_cast<int>(l), ActivationSite::kInProjInput);
+    if (s == nullptr) return InternalError("no in_proj input statistics for layer " + std::to_string(l));
+    std::vector<double> m = s->SecondMoment();
+    for (size_t i = 0; i < sigma.size(); ++i) sigma[i] += m[i];
+  }
+  (*notes)["r1_covariance_layers"] = used;
+  return KltHadamardRotation(sigma, d, h);
+}
+
+}  // namespace
+
+const char* StageName(Stage stage) {
+  switch (stage) {
+    case Stage::kLoad: return "LOAD";
+    case Stage::kCalibrate: return "CALIBRATE";
+    case Stage::kTransform: return "TRANSFORM";
+    case Stage::kQuantize: return "QUANTIZE";
+    case Stage::kEvaluate: return "EVALUATE";
+    case Stage::kExport: return "EXPORT";
+  }
+  return "?";
+}
+
+namespace {
+
+// Everything the stages produce, carried from one stage to the next.
+struct BuildState {
+  QuantSpec spec;
+  MambaWeights original;
+  MambaWeights model;
+  std::vector<int32_t> calib_tokens;
+  std::vector<int32_t> eval_tokens;
+  json notes = json::object();
+};
+
+// LOAD, CALIBRATE, TRANSFORM and QUANTIZE (the last skipped with transform_only).
+Status RunBuild(const QuantizeOptions& o, StageTracker& stages, BuildState& b) {
+  MQ_ASSIGN_OR_RETURN(b.spec, QuantSpec::FromOptions(o));
+  const QuantSpec& spec = b.spec;
+  if (o.num_samples < 1 || o.num_samples > 65536) return InvalidArgumentError("samples must be in [1, 65536]");
+  if (o.seq_len < 2 || o.seq_len > 65536) return InvalidArgumentError("seq_len must be in [2, 65536]");
+  if (o.calib_text_path.empty()) return InvalidArgumentError("a calibration text is required");
+  if (o.output_dir.empty()) return InvalidArgumentError("an output directory is required");
+  json& notes = b.notes;
+
+  // LOAD
+  MQ_RETURN_IF_ERROR(stages.Enter(Stage::kLoad, "loading " + o.model_dir));
+  MQ_ASSIGN_OR_RETURN(b.original, LoadMambaWeights(o.model_dir));
+  const MambaWeights& original = b.original;
+  MQ_ASSIGN_OR_RETURN(Tokenizer tokenizer,
+                      Tokenizer::LoadFromFile((std::filesystem::path(o.model_dir) / "tokenizer.json").string()));
+  const int32_t eos = static_cast<int32_t>(original.config.eos_token_id);
+  MQ_ASSIGN_OR_RETURN(std::string calib_text, ReadText(o.calib_text_path));
+  MQ_ASSIGN_OR_RETURN(b.calib_tokens, TokenizeDocuments(tokenizer, calib_text, eos));
+  const std::vector<int32_t>& calib_tokens = b.calib_tokens;
+  if (!o.eval_text_path.empty()) {
+    MQ_ASSIGN_OR_RETURN(std::string eval_text, ReadText(o.eval_text_path));
+    MQ_ASSIGN_OR_RETURN(b.eval_tokens, TokenizeDocuments(tokenizer, eval_text, eos));
+  }
+  MQ_RETURN_IF_ERROR(stages.Report(1.0, "loaded"));
+
+  // CALIBRATE on the model as the transforms will see it (γ folded when R1 follows).
+  MQ_RETURN_IF_ERROR(stages.Enter(Stage::kCalibrate, "calibrating"));
+  b.model = original;
+  MambaWeights& w = b.model;
+  if (spec.fold_norms) FoldNormWeights(w);
+  MQ_ASSIGN_OR_RETURN(std::vector<int64_t> starts,
+                      SampleWindowStarts(static_cast<int64_t>(calib_tokens.size()), o.seq_len, o.num_samples, o.seed));
+  CalibrationRequest req;
+  if (spec.r1_klt) req.covariance_sites.insert(ActivationSite::kInProjInput);
+  if (spec.r5_klt) req.covariance_sites.insert(ActivationSite::kDtProjInput);
+  req.sites = req.covariance_sites;
+  if (spec.s2) req.sites.insert(ActivationSite::kOutProjInput);
+  if (spec.s4) {
+    req.sites.insert(ActivationSite::kSsmState);
+    req.sites.insert(ActivationSite::kSsmC);
+  }
+  if (spec.norm_smoothing) req.sites.insert(ActivationSite::kInProjInput);
+  CalibrationStats stats;
+  if (!req.sites.empty()) {
+    MQ_ASSIGN_OR_RETURN(stats, Calibrate(w, calib_tokens, starts, o.seq_len, req, [&](int64_t done, int64_t total) {
+      return stages.Report(static_cast<double>(done) / static_cast<double>(total),
+                           std::to_string(done) + "/" + std::to_string(total) + " windows").ok();
+    }));
+  }
+
+  // TRANSFORM: R1, then per layer R5, S2+R2, S4+R4, or SmoothQuant's γ smoothing.
+  MQ_RETURN_IF_ERROR(stages.Enter(Stage::kTransform, "fusing transforms"));
+  const int64_t d = w.d(), E = w.E(), N = w.N(), R = w.R();
+  const int64_t layers = static_cast<int64_t>(w.layers.size());
+  if (spec.r1) {
+    MQ_ASSIGN_OR_RETURN(std::vector<double> r1, ResidualRotation(spec, stats, d, layers, &notes));
+    ApplyResidualRotation(w, r1);
+  }
+  std::shared_ptr<const HadamardRowTransform> r2;
+  std::vector<double> r2_dense;
+  for (int64_t li = 0; li < layers; ++li) {
+    MambaLayerWeights& L = w.layers[static_cast<size_t>(li)];
+    const int layer = static_cast<int>(li);
+    if (spec.r5) {
+      MQ_ASSIGN_OR_RETURN(RandomHadamard h5, RandomHadamard::Create(R, spec.SeedFor("r5", layer)));
+      std::vector<double> r5;
+      if (spec.r5_klt) {
+        const SiteStats* s = stats.Find(layer, ActivationSite::kDtProjInput);
+        if (s == nullptr) return InternalError("no dt statistics for layer " + std::to_string(li));
+        MQ_ASSIGN_OR_RETURN(r5, KltHadamardRotation(s->SecondMoment(), R, h5));
+      } else {
+        r5 = h5.Dense();
+      }
+      ApplyDtRotation(L, R, r5);
+    }
+    if (spec.s2 || spec.r2) {
+      std::vector<float> s;
+      if (spec.s2) {
+        const SiteStats* st = stats.Find(layer, ActivationSite::kOutProjInput);
+        if (st == nullptr) return InternalError("no out_proj statistics for layer " + std::to_string(li));
+        s = SmoothingFactors(st->absmax, ColumnAbsMax(L.out_proj.weight, d, E), spec.smooth_alpha);
+      }
+      std::shared_ptr<const RowTransform> transform;
+      if (spec.r2) {
+        const uint64_t seed = spec.SeedFor("r2", layer);
+        MQ_ASSIGN_OR_RETURN(RandomHadamard h2, RandomHadamard::Create(E, seed));
+        r2_dense = h2.Dense();
+        transform = std::make_shared<HadamardRowTransform>(std::move(h2), seed);
+      }
+      ApplyOutProjSmoothRotation(L, s, transform, r2_dense);
+    }
+    if (spec.s4 || spec.r4) {
+      std::vector<float> s;
+      if (spec.s4) {
+        const SiteStats* h = stats.Find(layer, ActivationSite::kSsmState);
+        const SiteStats* c = stats.Find(layer, ActivationSite::kSsmC);
+        if (h == nullptr || c == nullptr) return InternalError("no state statistics for layer " + std::to_string(li));
+        s = SmoothingFactors(h->absmax, c->absmax, spec.smooth_alpha);
+      }
+      std::vector<double> r4;
+      if (spec.r4) {
+        MQ_ASSIGN_OR_RETURN(RandomHadamard h4, RandomHadamard::CreatePlain(N));
+        r4 = h4.Dense();
+      }
+      ApplyStateSmoothRotation(L, R, N, s, r4);
+    }
+    if (spec.norm_smoothing) {
+      const SiteStats* st = stats.Find(layer, ActivationSite::kInProjInput);
+      if (st == nullptr) return InternalError("no in_proj statistics for layer " + std::to_string(li));
+      ApplyNormSmoothing(L, SmoothingFactors(st->absmax, ColumnAbsMax(L.in_proj.weight, 2 * E, d), spec.smooth_alpha));
+    }
+    MQ_RETURN_IF_ERROR(stages.Report(static_cast<double>(li + 1) / static_cast<double>(layers),
+                                     "layer " + std::to_string(li + 1) + "/" + std::to_string(layers)));
+  }
+
+  // QUANTIZE
+  MQ_RETURN_IF_ERROR(stages.Enter(Stage::kQuantize, "quantizing weights"));
+  if (!o.transform_only) {
+    CalibrationStats static_stats;
+    if (spec.act_mode == ActScaleMode::kPerTensorStatic) {
+      StaticScaleObserver observer(w, &static_stats);
+      for (size_t i0 = 0; i0 < starts.size(); i0 += 8) {
+        const int64_t nb = std::min<int64_t>(8, static_cast<int64_t>(starts.size() - i0));
+        std::vector<int32_t> ids(static_cast<size_t>(nb * o.seq_len));
+        for (int64_t b = 0; b < nb; ++b)
+          std::copy_n(calib_tokens.begin() + starts[i0 + b], o.seq_len, ids.begin() + b * o.seq_len);
+        cpu::MambaState state = cpu::MambaState::Zeros(w.config, nb);
+        cpu::ForwardOptions fo;
+        fo.observer = &observer;
+        fo.skip_logits = !spec.quantize_lm_head;
+        MQ_RETURN_IF_ERROR(cpu::MambaForward(w, ids.data(), nb, o.seq_len, &state, nullptr, fo));
+        MQ_RETURN_IF_ERROR(stages.Report(0.9 * static_cast<double>(i0 + nb) / static_cast<double>(starts.size()),
+                                         "static activation ranges"));
+      }
+    }
+    MQ_RETURN_IF_ERROR(QuantizeModelWeights(w, spec, &static_stats));
+  }
+  MQ_RETURN_IF_ERROR(stages.Report(1.0, "quantized"));
+  return OkStatus();
+}
+
+}  // namespace
+
+StatusOr<QuantizedModelBuild> BuildQuantizedModel(const QuantizeOptions& options, const ProgressCallback& progress) {
+  StageTracker stages(progress);
+  BuildState b;
+  MQ_RETURN_IF_ERROR(RunBuild(options, stages, b));
+  return QuantizedModelBuild{std::move(b.original), std::move(b.model), b.spec.ToJson().dump()};
+}
+
+StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& o, const ProgressCallback& progress) {
+  if (o.transform_only) return InvalidArgumentError("transform_only models are not exported; use BuildQuantizedModel");
+  const auto t_start = Clock::now();
+  StageTracker stages(progress);
+  BuildState b;
+  MQ_RETURN_IF_ERROR(RunBuild(o, stages, b));
+  const QuantSpec& spec = b.spec;
+  const MambaWeights& w = b.model;
+  const json& notes = b.notes;
+
+  // EVALUATE
+  json evaluation = nullptr;
+  if (!b.eval_tokens.empty()) {
+    MQ_RETURN_IF_ERROR(stages.Enter(Stage::kEvaluate, "evaluating float vs quantized"));
+    MQ_ASSIGN_OR_RETURN(ComparisonResult cmp, CompareModels(b.original, w, b.eval_tokens, o.eval_window, [&](int64_t done, int64_t total) {
+      return stages.Report(static_cast<double>(done) / static_cast<double>(total),
+                           std::to_string(done) + "/" + std::to_string(total) + " windows").ok();
+    }));
+    evaluation = {{"text", o.eval_text_path},
+                  {"window", o.eval_window},
+                  {"tokens_scored", cmp.reference.tokens_scored},
+                  {"float_perplexity", cmp.reference.perplexity},
+                  {"quantized_perplexity", cmp.candidate.perplexity},
+                  {"relative_change", cmp.candidate.perplexity / cmp.reference.perplexity - 1.0},
+                  {"top1_agreement", cmp.top1_agreement},
+                  {"mean_kl", cmp.mean_kl}};
+  }
+
+  // EXPORT
+  MQ_RETURN_IF_ERROR(stages.Enter(Stage::kExport, "writing " + o.output_dir));
+  json qc = spec.ToJson();
+  json report = {{"model", o.model_dir},
+                 {"preset", o.preset},
+                 {"bits", spec.BitsName()},
+                 {"scope", spec.scope_full ? "full" : "linear"},
+                 {"activation_granularity", o.act_granularity},
+                 {"transform_only", o.transform_only},
+                 {"transforms", qc["transforms"]},
+                 {"transform_notes", notes},
+                 {"calibration", {{"text", o.calib_text_path},
+                                  {"text_tokens", b.calib_tokens.size()},
+                                  {"samples", o.num_samples},
+                                  {"seq_len", o.seq_len},
+                                  {"seed", o.seed}}},
+                 {"evaluation", evaluation}};
+  stages.Close();
+  json timings = stages.timings();
+  report["timings_seconds"] = timings;
+  MQ_RETURN_IF_ERROR(ExportQuantizedModel(w, spec, o.model_dir, o.output_dir, report));
+  stages.Close();
+  timings = stages.timings();
+  timings["total"] = std::chrono::duration<double>(Clock::now() - t_start).count();
+  report["timings_seconds"] = timings;
+  // Rewritten with the export stage's time included.
+  std::ofstream((std::filesystem::path(o.output_dir) / "quant_report.json").string(), std::ios::trunc)
+      << report.dump(2) << "\n";
+  MQ_RETURN_IF_ERROR(stages.Report(1.0, "done"));
+  return QuantizeResult{o.output_dir, report.dump()};
+}
+
+}  // namespace mq::quant

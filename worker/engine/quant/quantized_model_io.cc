@@ -1,0 +1,264 @@
+#include "quant/quantized_model_io.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "io/safetensors.h"
+#include "io/safetensors_writer.h"
+#include "quant/hadamard.h"
+#include "quant/online_rotation.h"
+
+namespace mq::quant {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+StatusOr<json> ReadJsonFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return NotFoundError(p.string() + ": cannot open");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  try {
+    return json::parse(ss.str());
+  } catch (const json::exception& e) {
+    return InvalidArgumentError(p.string() + ": not valid JSON: " + e.what());
+  }
+}
+
+void AddLinear(SafetensorsWriter& out, const std::string& prefix, const Linear& l) {
+  if (l.quant) {
+    out.AddI8(prefix + ".weight", {l.out_features, l.in_features}, l.quant->qweight);
+    out.AddF32(prefix + ".weight_scale", {l.out_features}, l.quant->weight_scale);
+    if (l.quant->act_mode == ActScaleMode::kPerTensorStatic) out.AddF32(prefix + ".input_scale", {1}, {l.quant->act_scale});
+  } else {
+    out.AddF32(prefix + ".weight", {l.out_features, l.in_features}, l.weight);
+  }
+  if (!l.bias.empty()) out.AddF32(prefix + ".bias", {l.out_features}, l.bias);
+}
+
+StatusOr<std::vector<float>> ReadF32(const SafetensorsModel& t, const std::string& name, const std::vector<int64_t>& shape) {
+  MQ_ASSIGN_OR_RETURN(const TensorView* v, t.Require(name, shape));
+  if (v->dtype != DType::kF32) return DataLossError(v->file + ": tensor \"" + name + "\" must be F32");
+  std::vector<float> x = ToFloat32(*v);
+  for (float f : x)
+    if (!std::isfinite(f)) return DataLossError(v->file + ": tensor \"" + name + "\" holds NaN or Inf");
+  return x;
+}
+
+StatusOr<Linear> ReadLinear(const SafetensorsModel& t, const std::string& prefix, int64_t out, int64_t in,
+                            bool quantized, const QuantSpec& spec, bool has_bias) {
+  Linear l;
+  l.in_features = in;
+  l.out_features = out;
+  if (!quantized) {
+    MQ_ASSIGN_OR_RETURN(l.weight, ReadF32(t, prefix + ".weight", {out, in}));
+  } else {
+    MQ_ASSIGN_OR_RETURN(const TensorView* v, t.Require(prefix + ".weight", {out, in}));
+    if (v->dtype != DType::kI8) return DataLossError(v->file + ": tensor \"" + prefix + ".weight\" must be I8");
+    LinearQuant q;
+    q.weight_bits = spec.weight_bits;
+    const int qmax = spec.weight_bits == 4 ? 7 : 127;
+    q.qweight.assign(reinterpret_cast<const int8_t*>(v->data), reinterpret_cast<const int8_t*>(v->data) + v->nbytes);
+    for (int8_t x : q.qweight)
+      if (x < -qmax || x > qmax)
+        return DataLossError(v->file + ": tensor \"" + prefix + ".weight\" holds " + std::to_string(x) +
+                             ", outside the " + std::to_string(spec.weight_bits) + "-bit range");
+    MQ_ASSIGN_OR_RETURN(q.weight_scale, ReadF32(t, prefix + ".weight_scale", {out}));
+    for (float s : q.weight_scale)
+      if (!(s > 0.0f)) return DataLossError(prefix + ".weight_scale holds a non-positive scale");
+    q.act_mode = spec.act_mode;
+    if (spec.act_mode == ActScaleMode::kPerTensorStatic) {
+      MQ_ASSIGN_OR_RETURN(std::vector<float> s, ReadF32(t, prefix + ".input_scale", {1}));
+      if (!(s[0] > 0.0f)) return DataLossError(prefix + ".input_scale is not positive");
+      q.act_scale = s[0];
+    }
+    l.quant = std::move(q);
+  }
+  if (has_bias) {
+    MQ_ASSIGN_OR_RETURN(l.bias, ReadF32(t, prefix + ".bias", {out}));
+  }
+  return l;
+}
+
+Status CopyIfExists(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  if (!fs::exists(from, ec)) return OkStatus();
+  fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
+  if (ec) return InternalError(to.string() + ": copy failed: " + ec.message());
+  return OkStatus();
+}
+
+Status WriteText(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.flush();
+  if (!out) return InternalError(p.string() + ": write failed");
+  return OkStatus();
+}
+
+}  // namespace
+
+Status ExportQuantizedModel(const MambaWeights& w, const QuantSpec& spec, const std::string& source_dir,
+                            const std::string& out_dir, const json& report) {
+  std::error_code ec;
+  const fs::path out(out_dir);
+  if (fs::exists(out, ec) && !fs::is_empty(out, ec))
+    return Status(StatusCode::kAlreadyExists, out_dir + ": output directory exists and is not empty");
+  const fs::path staging = out.parent_path() / (out.filename().string() + ".partial-" + std::to_string(::getpid()));
+  fs::remove_all(staging, ec);
+  fs::create_directories(staging, ec);
+  if (ec) return InternalError(staging.string() + ": cannot create: " + ec.message());
+  auto fail = [&](Status s) {
+    fs::remove_all(staging, ec);
+    return s;
+  };
+
+  auto cfg = ReadJsonFile(fs::path(source_dir) / "config.json");
+  if (!cfg.ok()) return fail(cfg.status());
+  json config = *cfg;
+  config["tie_word_embeddings"] = w.config.tie_word_embeddings;
+  config["dtype"] = "float32";
+  json qc = spec.ToJson();
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const auto* h = dynamic_cast<const HadamardRowTransform*>(w.layers[i].out_proj.input_transform.get());
+    if (w.layers[i].out_proj.input_transform && h == nullptr)
+      return fail(UnimplementedError("only Hadamard online transforms can be exported"));
+    if (h != nullptr)
+      qc["online_transforms"].push_back(
+          {{"layer", i}, {"site", "out_proj_input"}, {"kind", "random_hadamard"}, {"size", h->size()}, {"seed", h->seed()}});
+  }
+  config["quantization_config"] = qc;
+
+  SafetensorsWriter st;
+  st.SetMetadata("format", "mambaquant-serve");
+  const int64_t d = w.d(), E = w.E(), N = w.N(), K = w.K(), V = w.V();
+  st.AddF32("backbone.embeddings.weight", {V, d}, w.embeddings);
+  st.AddF32("backbone.norm_f.weight", {d}, w.norm_f);
+  if (!w.config.tie_word_embeddings) AddLinear(st, "lm_head", w.lm_head);
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const MambaLayerWeights& L = w.layers[i];
+    const std::string p = "backbone.layers." + std::to_string(i);
+    const std::string m = p + ".mixer";
+    st.AddF32(p + ".norm.weight", {d}, L.norm);
+    AddLinear(st, m + ".in_proj", L.in_proj);
+    if (!L.conv_weight_scale.empty()) {
+      std::vector<int8_t> q(L.conv_weight.size());
+      for (int64_t c = 0; c < E; ++c)
+        for (int64_t k = 0; k < K; ++k)
+          q[c * K + k] = static_cast<int8_t>(std::nearbyint(L.conv_weight[c * K + k] / L.conv_weight_scale[c]));
+      st.AddI8(m + ".conv1d.weight", {E, 1, K}, q);
+      st.AddF32(m + ".conv1d.weight_scale", {E}, L.conv_weight_scale);
+    } else {
+      st.AddF32(m + ".conv1d.weight", {E, 1, K}, L.conv_weight);
+    }
+    st.AddF32(m + ".conv1d.bias", {E}, L.conv_bias);
+    AddLinear(st, m + ".x_proj", L.x_proj);
+    AddLinear(st, m + ".dt_proj", L.dt_proj);
+    st.AddF32(m + ".A_log", {E, N}, L.A_log);
+    st.AddF32(m + ".D", {E}, L.D);
+    AddLinear(st, m + ".out_proj", L.out_proj);
+    if (!L.gate_scale.empty()) st.AddF32(m + ".gate_scale", {E}, L.gate_scale);
+    if (!L.state_rotation.empty()) st.AddF32(m + ".state_rotation", {N, N}, L.state_rotation);
+  }
+  Status s = st.Write((staging / "model.safetensors").string());
+  if (!s.ok()) return fail(s);
+  s = WriteText(staging / "config.json", config.dump(2) + "\n");
+  if (s.ok()) s = WriteText(staging / "quant_report.json", report.dump(2) + "\n");
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"})
+    if (s.ok()) s = CopyIfExists(fs::path(source_dir) / f, staging / f);
+  if (!s.ok()) return fail(s);
+  fs::remove(out, ec);  // an empty directory, if any
+  fs::rename(staging, out, ec);
+  if (ec) return fail(InternalError(out_dir + ": rename failed: " + ec.message()));
+  return OkStatus();
+}
+
+StatusOr<MambaWeights> LoadQuantizedModel(const std::string& dir, std::string* quantization_config_json) {
+  const fs::path config_path = fs::path(dir) / "config.json";
+  MQ_ASSIGN_OR_RETURN(json config, ReadJsonFile(config_path));
+  MQ_ASSIGN_OR_RETURN(MambaConfig cfg, MambaConfig::FromJsonText(config.dump(), config_path.string()));
+  if (!config.contains("quantization_config") || !config["quantization_config"].is_object())
+    return InvalidArgumentError(config_path.string() + ": no quantization_config block");
+  const json& qc = config["quantization_config"];
+  auto spec_or = QuantSpec::FromJson(qc);
+  if (!spec_or.ok()) return spec_or.status().WithContext(config_path.string());
+  const QuantSpec spec = *spec_or;
+  if (quantization_config_json != nullptr) *quantization_config_json = qc.dump();
+
+  MQ_ASSIGN_OR_RETURN(SafetensorsModel t, SafetensorsModel::OpenDirectory(dir));
+  MambaWeights w;
+  w.config = cfg;
+  const int64_t d = cfg.hidden_size, E = cfg.intermediate_size, N = cfg.state_size, R = cfg.time_step_rank;
+  const int64_t K = cfg.conv_kernel, V = cfg.vocab_size;
+  MQ_ASSIGN_OR_RETURN(w.embeddings, ReadF32(t, "backbone.embeddings.weight", {V, d}));
+  MQ_ASSIGN_OR_RETURN(w.norm_f, ReadF32(t, "backbone.norm_f.weight", {d}));
+  if (cfg.tie_word_embeddings) {
+    w.lm_head.in_features = d;
+    w.lm_head.out_features = V;
+    w.lm_head.weight = w.embeddings;
+  } else {
+    MQ_ASSIGN_OR_RETURN(w.lm_head, ReadLinear(t, "lm_head", V, d, spec.quantize_lm_head, spec, false));
+  }
+  std::map<int64_t, json> transforms;
+  if (qc.contains("online_transforms") && qc["online_transforms"].is_array())
+    for (const json& o : qc["online_transforms"])
+      if (o.is_object() && o.contains("layer") && o["layer"].is_number_integer())
+        transforms[o["layer"].get<int64_t>()] = o;
+
+  w.layers.resize(static_cast<size_t>(cfg.num_hidden_layers));
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    MambaLayerWeights& L = w.layers[static_cast<size_t>(i)];
+    const std::string p = "backbone.layers." + std::to_string(i);
+    const std::string m = p + ".mixer";
+    MQ_ASSIGN_OR_RETURN(L.norm, ReadF32(t, p + ".norm.weight", {d}));
+    MQ_ASSIGN_OR_RETURN(L.in_proj, ReadLinear(t, m + ".in_proj", 2 * E, d, true, spec, cfg.use_bias));
+    MQ_ASSIGN_OR_RETURN(const TensorView* conv, t.Require(m + ".conv1d.weight", {E, 1, K}));
+    if (spec.scope_full) {
+      if (conv->dtype != DType::kI8) return DataLossError(conv->file + ": " + m + ".conv1d.weight must be I8 in scope full");
+      MQ_ASSIGN_OR_RETURN(L.conv_weight_scale, ReadF32(t, m + ".conv1d.weight_scale", {E}));
+      L.conv_weight.resize(static_cast<size_t>(E * K));
+      const int8_t* q = reinterpret_cast<const int8_t*>(conv->data);
+      for (int64_t c = 0; c < E; ++c)
+        for (int64_t k = 0; k < K; ++k) L.conv_weight[c * K + k] = static_cast<float>(q[c * K + k]) * L.conv_weight_scale[c];
+      L.quantize_conv_input = true;
+      L.quantize_output_product = true;
+    } else {
+      MQ_ASSIGN_OR_RETURN(L.conv_weight, ReadF32(t, m + ".conv1d.weight", {E, 1, K}));
+    }
+    MQ_ASSIGN_OR_RETURN(L.conv_bias, ReadF32(t, m + ".conv1d.bias", {E}));
+    MQ_ASSIGN_OR_RETURN(L.x_proj, ReadLinear(t, m + ".x_proj", R + 2 * N, E, true, spec, false));
+    MQ_ASSIGN_OR_RETURN(L.dt_proj, ReadLinear(t, m + ".dt_proj", E, R, true, spec, true));
+    MQ_ASSIGN_OR_RETURN(L.A_log, ReadF32(t, m + ".A_log", {E, N}));
+    L.A.resize(L.A_log.size());
+    for (size_t j = 0; j < L.A.size(); ++j) L.A[j] = -std::exp(L.A_log[j]);
+    MQ_ASSIGN_OR_RETURN(L.D, ReadF32(t, m + ".D", {E}));
+    MQ_ASSIGN_OR_RETURN(L.out_proj, ReadLinear(t, m + ".out_proj", d, E, true, spec, cfg.use_bias));
+    if (t.Find(m + ".gate_scale") != nullptr) {
+      MQ_ASSIGN_OR_RETURN(L.gate_scale, ReadF32(t, m + ".gate_scale", {E}));
+      for (float s : L.gate_scale)
+        if (!(s > 0.0f)) return DataLossError(m + ".gate_scale holds a non-positive value");
+    }
+    if (t.Find(m + ".state_rotation") != nullptr) {
+      MQ_ASSIGN_OR_RETURN(L.state_rotation, ReadF32(t, m + ".state_rotation", {N, N}));
+    }
+    auto tr = transforms.find(i);
+    if (tr != transforms.end()) {
+      const json& o = tr->second;
+      if (o.value("kind", "") != "random_hadamard" || o.value("size", int64_t{-1}) != E || !o.contains("seed") ||
+          !o["seed"].is_number_unsigned())
+        return DataLossError(config_path.string() + ": online transform of layer " + std::to_string(i) +
+                             " is not a random_hadamard of size " + std::to_string(E) + " with a seed");
+      const uint64_t seed = o["seed"].get<uint64_t>();
+      MQ_ASSIGN_OR_RETURN(RandomHadamard h, RandomHadamard::Create(E, seed));
+      L.out_proj.input_transform = std::make_shared<HadamardRowTransform>(std::move(h), seed);
+    }
+  }
+  return w;
+}
+
+}  // namespace mq::quant

@@ -1,0 +1,49 @@
+// Offline fusion of rotations and smoothing into the weights of a float model. Each function
+// leaves the model's function unchanged in exact arithmetic (tests check this to 1e-4 on the
+// fixtures); only the distribution of the activations that get quantized changes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model/mamba_weights.h"
+#include "model/row_transform.h"
+
+namespace mq::quant {
+
+// Folds each RMSNorm γ into the columns of the following in_proj and γ_f into the LM head
+// (γ ← 1), and unties the LM head from the embeddings. RMSNorm without γ commutes with an
+// orthogonal rotation of the residual stream, which is what makes R1 fusable.
+void FoldNormWeights(MambaWeights& w);
+
+// R1 (d×d, orthogonal, row vectors times R1): embeddings ← E·R1, W_in ← W_in·R1,
+// W_out ← R1ᵀ·W_out, W_lm ← W_lm·R1. Requires FoldNormWeights first.
+void ApplyResidualRotation(MambaWeights& w, const std::vector<double>& r1);
+
+// R5 (R×R) on the dt path of one layer: W_xp[δ rows] ← R5ᵀ·W_xp[δ rows], W_dt ← W_dt·R5.
+void ApplyDtRotation(MambaLayerWeights& layer, int64_t dt_rank, const std::vector<double>& r5);
+
+// S2 + R2 at out_proj. `s` ([E]) may be empty (no smoothing); `r2` may be null (no rotation).
+// W_in[z rows] ← diag(1/s)·W_in[z rows], gate becomes S-SiLU(z'; s), and
+// W_out ← W_out·diag(s)·R2 with R2 applied online to the out_proj input.
+// `r2_dense` is R2 as an E×E matrix (used for the fusion).
+void ApplyOutProjSmoothRotation(MambaLayerWeights& layer, const std::vector<float>& s,
+                                std::shared_ptr<const RowTransform> r2, const std::vector<double>& r2_dense);
+
+// S4 + R4 at y = h·C (size N): W_xp[B rows] ← diag(1/s)·W_xp[B rows],
+// W_xp[C rows] ← R4ᵀ·diag(s)·W_xp[C rows], and h·R4 online. `s` or `r4` may be empty.
+void ApplyStateSmoothRotation(MambaLayerWeights& layer, int64_t dt_rank, int64_t state_size,
+                              const std::vector<float>& s, const std::vector<double>& r4);
+
+// SmoothQuant where it folds exactly: γ ← γ/s and W_in ← W_in·diag(s).
+void ApplyNormSmoothing(MambaLayerWeights& layer, const std::vector<float>& s);
+
+// w [rows, n] ← w·R  (R n×n, float64 arithmetic).
+void MultiplyRight(std::vector<float>& w, int64_t rows, int64_t n, const std::vector<double>& r,
+                   int64_t row_begin = 0, int64_t row_end = -1);
+// w[row_begin:row_end, :] (n rows of width cols) ← Rᵀ·w[row_begin:row_end, :]  (R n×n).
+void MultiplyLeftTransposed(std::vector<float>& w, int64_t cols, const std::vector<double>& r, int64_t row_begin,
+                            int64_t n);
+
+}  // namespace mq::quant

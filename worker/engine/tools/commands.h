@@ -1,0 +1,14 @@
+// The mq-engine subcommands; each returns the process exit code.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace mq::tools {
+
+int RunEvalCommand(const std::vector<std::string>& args);
+int RunGenerateCommand(const std::vector<std::string>& args);
+int RunTokenizeCommand(const std::vector<std::string>& args);
+int RunQuantizeCommand(const std::vector<std::string>& args);
+
+}  // namespace mq::tools

@@ -1,0 +1,40 @@
+// mq-engine: the engine's command-line tool (evaluate, generate, tokenize, quantize).
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "tools/commands.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: mq-engine COMMAND [options]
+
+commands:
+  eval      --model DIR --text FILE [--window 256] [--json]
+            perplexity by the fixtures' protocol (documents split on blank lines, eos after each,
+            non-overlapping windows)
+  generate  --model DIR --prompt TEXT [--max-tokens 32] [--json]
+            greedy continuation, stops at eos
+  tokenize  --model DIR (--text TEXT | --file FILE) [--json]
+  tokenize  --model DIR --decode IDS [--json]       IDS: comma or space separated token ids
+  quantize  --model DIR --preset P --bits w8a8|w4a8 --scope linear|full --calib FILE
+            [--samples 128] [--seq-len 256] [--seed 0] --out DIR [--eval FILE] [--json]
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (command == "eval") return mq::tools::RunEvalCommand(args);
+  if (command == "generate") return mq::tools::RunGenerateCommand(args);
+  if (command == "tokenize") return mq::tools::RunTokenizeCommand(args);
+  if (command == "quantize") return mq::tools::RunQuantizeCommand(args);
+  std::fprintf(stderr, "mq-engine: unknown command \"%s\"\n%s", command.c_str(), kUsage);
+  return 2;
+}

@@ -1,0 +1,93 @@
+// mq-engine quantize: run a whole quantization job locally and print its report.
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "quant/quantize_pipeline.h"
+#include "tools/command_line.h"
+#include "tools/commands.h"
+
+namespace mq::tools {
+namespace {
+
+std::string Percent(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%+.3f%%", 100.0 * x);
+  return buf;
+}
+
+}  // namespace
+
+int RunQuantizeCommand(const std::vector<std::string>& args) {
+  auto cl = CommandLine::Parse(
+      args, {"json", "no-klt-r1", "no-klt-r5", "no-online-r2", "no-smooth-s2", "no-smooth-s4", "r1-layer0", "quiet",
+             "quantize-lm-head"},
+      {"model", "preset", "bits", "scope", "calib", "samples", "seq-len", "seed", "out", "eval", "window", "act",
+       "act-percentile"});
+  if (!cl.ok()) return ReportError(cl.status());
+  quant::QuantizeOptions o;
+  auto model = cl->Require("model");
+  auto out = cl->Require("out");
+  auto calib = cl->Require("calib");
+  auto samples = cl->GetInt("samples", 128, 1, 65536);
+  auto seq_len = cl->GetInt("seq-len", 256, 2, 65536);
+  auto seed = cl->GetInt("seed", 0, 0, INT64_MAX);
+  auto window = cl->GetInt("window", 256, 2, 1 << 20);
+  for (const Status& s : {model.status(), out.status(), calib.status(), samples.status(), seq_len.status(),
+                          seed.status(), window.status()})
+    if (!s.ok()) return ReportError(s);
+  o.model_dir = *model;
+  o.output_dir = *out;
+  o.calib_text_path = *calib;
+  o.num_samples = static_cast<int>(*samples);
+  o.seq_len = static_cast<int>(*seq_len);
+  o.seed = static_cast<uint64_t>(*seed);
+  o.eval_window = static_cast<int>(*window);
+  o.preset = cl->Get("preset").value_or("mambaquant");
+  o.bits = cl->Get("bits").value_or("w8a8");
+  o.scope = cl->Get("scope").value_or("linear");
+  o.act_granularity = cl->Get("act").value_or("per_token");
+  if (auto p = cl->Get("act-percentile")) {
+    try {
+      o.act_percentile = std::stod(*p);
+    } catch (const std::exception&) {
+      return ReportError(InvalidArgumentError("--act-percentile must be a number"));
+    }
+  }
+  o.eval_text_path = cl->Get("eval").value_or("");
+  o.klt_r1 = !cl->Has("no-klt-r1");
+  o.klt_r5 = !cl->Has("no-klt-r5");
+  o.online_r2 = !cl->Has("no-online-r2");
+  o.smooth_s2 = !cl->Has("no-smooth-s2");
+  o.smooth_s4 = !cl->Has("no-smooth-s4");
+  o.r1_cov_all_layers = !cl->Has("r1-layer0");
+  o.quantize_lm_head = cl->Has("quantize-lm-head");
+
+  const bool json_out = cl->Has("json");
+  const bool quiet = cl->Has("quiet") || json_out;
+  auto result = quant::QuantizeModel(o, [&](const quant::Progress& p) {
+    if (!quiet) std::fprintf(stderr, "[%-9s %5.1f%%] %s\n", quant::StageName(p.stage), 100.0 * p.fraction, p.message.c_str());
+    return true;
+  });
+  if (!result.ok()) return ReportError(result.status());
+  const nlohmann::json report = nlohmann::json::parse(result->report_json);
+  if (json_out) {
+    std::printf("%s\n", report.dump().c_str());
+    return 0;
+  }
+  std::printf("wrote        %s\n", result->output_dir.c_str());
+  std::printf("preset       %s %s scope %s (%s activations)\n", o.preset.c_str(), o.bits.c_str(), o.scope.c_str(),
+              o.act_granularity.c_str());
+  std::printf("transforms   %s\n", report["transforms"].dump().c_str());
+  if (!report["evaluation"].is_null()) {
+    const auto& e = report["evaluation"];
+    std::printf("perplexity   float %.4f  quantized %.4f  (%s)\n", e["float_perplexity"].get<double>(),
+                e["quantized_perplexity"].get<double>(), Percent(e["relative_change"].get<double>()).c_str());
+    std::printf("agreement    %.4f top-1, mean KL %.5f nats over %lld predictions\n", e["top1_agreement"].get<double>(),
+                e["mean_kl"].get<double>(), static_cast<long long>(e["tokens_scored"].get<int64_t>()));
+  }
+  std::printf("time         %s\n", report["timings_seconds"].dump().c_str());
+  return 0;
+}
+
+}  // namespace mq::tools
