@@ -147,7 +147,6 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, BuildState& b) {
   if (o.num_samples < 1 || o.num_samples > 65536) return InvalidArgumentError("samples must be in [1, 65536]");
   if (o.seq_len < 2 || o.seq_len > 65536) return InvalidArgumentError("seq_len must be in [2, 65536]");
   if (o.calib_text_path.empty()) return InvalidArgumentError("a calibration text is required");
-  if (o.output_dir.empty()) return InvalidArgumentError("an output directory is required");
   json& notes = b.notes;
 
   // LOAD
@@ -293,6 +292,7 @@ StatusOr<QuantizedModelBuild> BuildQuantizedModel(const QuantizeOptions& options
 
 StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& o, const ProgressCallback& progress) {
   if (o.transform_only) return InvalidArgumentError("transform_only models are not exported; use BuildQuantizedModel");
+  if (o.output_dir.empty()) return InvalidArgumentError("an output directory is required");
   const auto t_start = Clock::now();
   StageTracker stages(progress);
   BuildState b;
