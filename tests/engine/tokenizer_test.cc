@@ -304,7 +304,7 @@ TEST_F(FixtureTokenizerTest, Decoding) {
   const std::vector<int32_t> first_half(emoji.begin(), emoji.begin() + 2);
   EXPECT_EQ(*tok().DecodeBytes(first_half), "\xF0\x9F");
   EXPECT_EQ(*tok().Decode(first_half), "\xEF\xBF\xBD");  // one U+FFFD for the maximal subpart
-  EXPECT_EQ(*tok().Decode({emoji[1], 66}), "\xEF\xBF\xBD" "b");
+  EXPECT_EQ(*tok().Decode({emoji[1], 66}), "\xEF\xBF\xBD" "a");  // 66 is "a"
 
   auto too_big = tok().Decode({66, 4096});
   EXPECT_EQ(too_big.status().code(), StatusCode::kOutOfRange);
