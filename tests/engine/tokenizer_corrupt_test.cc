@@ -1,18 +1,17 @@
 // tokenizer.json is untrusted input: every malformed file must be refused with a status naming
 // the problem, never a crash. Also pins BPE merge-rank order on a tiny synthetic vocabulary.
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "test_paths.h"
 #include "tokenizer/bpe_tokenizer.h"
@@ -25,37 +24,47 @@ using nlohmann::json;
 // A minimal valid tokenizer.json in the fixture's format: byte-level characters a, b, c, Ġ
 // (space) and the tokens the merges build.
 json TinyTokenizer(json merges = json::array({json::array({"b", "c"}), json::array({"a", "b"})})) {
-  return json{
-      {"version", "1.0"},
-      {"truncation", nullptr},
-      {"padding", nullptr},
-      {"added_tokens",
-       json::array({json{{"id", 0}, {"content", "<|endoftext|>"}, {"single_word", false},
-                         {"lstrip", false}, {"rstrip", false}, {"normalized", false},
-                         {"special", true}}})},
-      {"normalizer", json{{"type", "NFC"}}},
-      {"pre_tokenizer",
-       json{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
-            {"use_regex", true}}},
-      {"post_processor",
-       json{{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false},
-            {"use_regex", true}}},
-      {"decoder",
-       json{{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true},
-            {"use_regex", true}}},
-      {"model",
-       json{{"type", "BPE"},
-            {"dropout", nullptr},
-            {"unk_token", nullptr},
-            {"continuing_subword_prefix", nullptr},
-            {"end_of_word_suffix", nullptr},
-            {"fuse_unk", false},
-            {"byte_fallback", false},
-            {"ignore_merges", false},
-            {"vocab",
-             json{{"<|endoftext|>", 0}, {"a", 1}, {"b", 2}, {"c", 3}, {"Ġ", 4}, {"ab", 5},
-                  {"bc", 6}, {"abc", 7}, {"Ġa", 8}}},
-            {"merges", std::move(merges)}}}};
+  return json{{"version", "1.0"},
+              {"truncation", nullptr},
+              {"padding", nullptr},
+              {"added_tokens", json::array({json{{"id", 0},
+                                                 {"content", "<|endoftext|>"},
+                                                 {"single_word", false},
+                                                 {"lstrip", false},
+                                                 {"rstrip", false},
+                                                 {"normalized", false},
+                                                 {"special", true}}})},
+              {"normalizer", json{{"type", "NFC"}}},
+              {"pre_tokenizer", json{{"type", "ByteLevel"},
+                                     {"add_prefix_space", false},
+                                     {"trim_offsets", true},
+                                     {"use_regex", true}}},
+              {"post_processor", json{{"type", "ByteLevel"},
+                                      {"add_prefix_space", true},
+                                      {"trim_offsets", false},
+                                      {"use_regex", true}}},
+              {"decoder", json{{"type", "ByteLevel"},
+                               {"add_prefix_space", true},
+                               {"trim_offsets", true},
+                               {"use_regex", true}}},
+              {"model", json{{"type", "BPE"},
+                             {"dropout", nullptr},
+                             {"unk_token", nullptr},
+                             {"continuing_subword_prefix", nullptr},
+                             {"end_of_word_suffix", nullptr},
+                             {"fuse_unk", false},
+                             {"byte_fallback", false},
+                             {"ignore_merges", false},
+                             {"vocab", json{{"<|endoftext|>", 0},
+                                            {"a", 1},
+                                            {"b", 2},
+                                            {"c", 3},
+                                            {"Ġ", 4},
+                                            {"ab", 5},
+                                            {"bc", 6},
+                                            {"abc", 7},
+                                            {"Ġa", 8}}},
+                             {"merges", std::move(merges)}}}};
 }
 
 StatusOr<Tokenizer> Load(const json& j) { return Tokenizer::LoadFromJson(j.dump()); }
@@ -99,7 +108,8 @@ TEST(BpeMergeOrderTest, LowestRankMergesFirst) {
   ASSERT_TRUE(tok.ok()) << tok.status().ToString();
   EXPECT_EQ(EncodeOrDie(*tok, "abc"), (std::vector<int32_t>{1, 6}));
   // Reversed ranks: abc -> ab + c.
-  auto reversed = Load(TinyTokenizer(json::array({json::array({"a", "b"}), json::array({"b", "c"})})));
+  auto reversed =
+      Load(TinyTokenizer(json::array({json::array({"a", "b"}), json::array({"b", "c"})})));
   ASSERT_TRUE(reversed.ok()) << reversed.status().ToString();
   EXPECT_EQ(EncodeOrDie(*reversed, "abc"), (std::vector<int32_t>{5, 3}));
   // A later merge can consume an earlier result: a + bc -> abc.
@@ -202,22 +212,40 @@ TEST(TokenizerCorruptTest, WrongTypes) {
       {[](json& j) { j["model"]["vocab"]["a"] = "1"; }, "model.vocab[\"a\"] must be an integer id"},
       {[](json& j) { j["model"]["vocab"]["a"] = 1.5; }, "model.vocab[\"a\"] must be an integer id"},
       {[](json& j) { j["model"]["vocab"]["a"] = nullptr; }, "must be an integer id"},
-      {[](json& j) { j["model"]["merges"] = json{{"a", "b"}}; }, "model.merges must be an array"},
-      {[](json& j) { j["model"]["merges"][0] = 7; }, "model.merges[0] must be a [left, right] pair"},
-      {[](json& j) { j["model"]["merges"][0] = json::array({"b", "c", "d"}); },
+      {[](json& j) {
+         j["model"]["merges"] = json{{"a", "b"}};
+       },
+       "model.merges must be an array"},
+      {[](json& j) { j["model"]["merges"][0] = 7; },
+       "model.merges[0] must be a [left, right] pair"},
+      {[](json& j) {
+         j["model"]["merges"][0] = json::array({"b", "c", "d"});
+       },
        "model.merges[0] must be a pair of strings"},
-      {[](json& j) { j["model"]["merges"][1] = json::array({"a", 2}); },
+      {[](json& j) {
+         j["model"]["merges"][1] = json::array({"a", 2});
+       },
        "model.merges[1] must be a pair of strings"},
       {[](json& j) { j["model"]["merges"][0] = "bc"; }, "single space"},
       {[](json& j) { j["model"]["merges"][0] = "b c d"; }, "single space"},
       {[](json& j) { j["model"]["unk_token"] = 3; }, "model.unk_token must be a string or null"},
-      {[](json& j) { j["model"]["byte_fallback"] = "yes"; }, "model.byte_fallback must be true or false"},
-      {[](json& j) { j["added_tokens"] = json{{"content", "x"}}; }, "added_tokens must be an array"},
-      {[](json& j) { j["added_tokens"][0].erase("content"); }, "missing field added_tokens[0].content"},
-      {[](json& j) { j["added_tokens"][0]["id"] = "0"; }, "added_tokens[0] (\"<|endoftext|>\") has id \"0\""},
-      {[](json& j) { j["added_tokens"][0]["special"] = 1; }, "added_tokens[0].special must be true or false"},
+      {[](json& j) { j["model"]["byte_fallback"] = "yes"; },
+       "model.byte_fallback must be true or false"},
+      {[](json& j) {
+         j["added_tokens"] = json{{"content", "x"}};
+       },
+       "added_tokens must be an array"},
+      {[](json& j) { j["added_tokens"][0].erase("content"); },
+       "missing field added_tokens[0].content"},
+      {[](json& j) { j["added_tokens"][0]["id"] = "0"; },
+       "added_tokens[0] (\"<|endoftext|>\") has id \"0\""},
+      {[](json& j) { j["added_tokens"][0]["special"] = 1; },
+       "added_tokens[0].special must be true or false"},
       {[](json& j) { j["added_tokens"][0]["content"] = ""; }, "added_tokens[0].content is empty"},
-      {[](json& j) { j["normalizer"] = json{{"kind", "NFC"}}; }, "missing field normalizer.type"},
+      {[](json& j) {
+         j["normalizer"] = json{{"kind", "NFC"}};
+       },
+       "missing field normalizer.type"},
       {[](json& j) { j["normalizer"]["type"] = 3; }, "normalizer.type must be a string"},
       {[](json& j) { j["pre_tokenizer"] = "ByteLevel"; }, "pre_tokenizer is not a JSON object"},
       {[](json& j) { j["pre_tokenizer"]["add_prefix_space"] = "no"; },
@@ -250,7 +278,8 @@ TEST(TokenizerCorruptTest, InconsistentVocabularyAndMerges) {
   ExpectError(Load(j).status(), StatusCode::kDataLoss, "id 2 is used by both \"b\" and \"c\"");
   j = TinyTokenizer();
   j["model"]["vocab"]["c"] = -3;
-  ExpectError(Load(j).status(), StatusCode::kDataLoss, "model.vocab[\"c\"] has id -3, outside [0, 10000000)");
+  ExpectError(Load(j).status(), StatusCode::kDataLoss,
+              "model.vocab[\"c\"] has id -3, outside [0, 10000000)");
   j = TinyTokenizer();
   j["model"]["vocab"]["c"] = 4000000000u;
   ExpectError(Load(j).status(), StatusCode::kDataLoss, "has id 4000000000, outside");
@@ -259,7 +288,8 @@ TEST(TokenizerCorruptTest, InconsistentVocabularyAndMerges) {
   ExpectError(Load(j).status(), StatusCode::kDataLoss, "outside [0, 10000000)");
   j = TinyTokenizer();
   j["model"]["unk_token"] = "<unk>";
-  ExpectError(Load(j).status(), StatusCode::kDataLoss, "model.unk_token \"<unk>\" is not in model.vocab");
+  ExpectError(Load(j).status(), StatusCode::kDataLoss,
+              "model.unk_token \"<unk>\" is not in model.vocab");
 }
 
 TEST(TokenizerCorruptTest, InconsistentAddedTokens) {
@@ -270,7 +300,8 @@ TEST(TokenizerCorruptTest, InconsistentAddedTokens) {
               "token \"<|endoftext|>\" has id 7 but its id in this vocabulary is 0");
   j = TinyTokenizer();
   j["added_tokens"][0]["id"] = -1;
-  ExpectError(Load(j).status(), StatusCode::kDataLoss, "has id -1, not an integer in [0, 10000000)");
+  ExpectError(Load(j).status(), StatusCode::kDataLoss,
+              "has id -1, not an integer in [0, 10000000)");
   j = TinyTokenizer();
   j["added_tokens"].push_back(j["added_tokens"][0]);
   ExpectError(Load(j).status(), StatusCode::kDataLoss,
@@ -292,37 +323,67 @@ TEST(TokenizerCorruptTest, InconsistentAddedTokens) {
   ExpectError(Load(j).status(), StatusCode::kDataLoss, "which model.vocab gives to \"Ġa\"");
 }
 
+TEST(TokenizerCorruptTest, DecodeRefusesIdsWithoutTokens) {
+  json j = TinyTokenizer();
+  j["model"]["vocab"]["Ġa"] = 10;  // leaves 8 and 9 unused
+  auto tok = Load(j);
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  EXPECT_EQ(tok->vocab_size(), 11);
+  EXPECT_EQ(*tok->Decode({1, 10}), "a a");
+  ExpectError(tok->Decode({1, 8}).status(), StatusCode::kInvalidArgument,
+              "id 8 at position 1 belongs to no token");
+  ExpectError(tok->Decode({11}).status(), StatusCode::kOutOfRange,
+              "id 11 at position 0 is outside the vocabulary [0, 11)");
+  ExpectError(tok->DecodeBytes({-5}).status(), StatusCode::kOutOfRange, "id -5");
+}
+
 TEST(TokenizerCorruptTest, UnsupportedFeaturesAreRefusedClearly) {
   struct Case {
     std::function<void(json&)> edit;
     std::string needle;
   };
   const std::vector<Case> cases = {
-      {[](json& j) { j["model"]["type"] = "WordPiece"; }, "model type \"WordPiece\" is not supported"},
+      {[](json& j) { j["model"]["type"] = "WordPiece"; },
+       "model type \"WordPiece\" is not supported"},
       {[](json& j) { j["model"]["dropout"] = 0.1; }, "model.dropout = 0.1 is not supported"},
-      {[](json& j) { j["normalizer"] = json{{"type", "Lowercase"}}; },
+      {[](json& j) {
+         j["normalizer"] = json{{"type", "Lowercase"}};
+       },
        "normalizer type \"Lowercase\" is not supported"},
       {[](json& j) {
-         j["normalizer"] = json{{"type", "Sequence"},
-                                {"normalizers", json::array({json{{"type", "NFC"}},
-                                                             json{{"type", "Strip"}}})}};
+         j["normalizer"] =
+             json{{"type", "Sequence"},
+                  {"normalizers", json::array({json{{"type", "NFC"}}, json{{"type", "Strip"}}})}};
        },
        "normalizer.normalizers[1]: normalizer type \"Strip\""},
       {[](json& j) { j["pre_tokenizer"] = nullptr; }, "pre_tokenizer is null"},
-      {[](json& j) { j["pre_tokenizer"] = json{{"type", "Whitespace"}}; },
+      {[](json& j) {
+         j["pre_tokenizer"] = json{{"type", "Whitespace"}};
+       },
        "pre-tokenizer type \"Whitespace\" is not supported"},
       {[](json& j) {
-         j["pre_tokenizer"] = json{{"type", "Sequence"},
-                                   {"pretokenizers", json::array({json{{"type", "Digits"}},
-                                                                  j["pre_tokenizer"]})}};
+         j["pre_tokenizer"] =
+             json{{"type", "Sequence"},
+                  {"pretokenizers", json::array({json{{"type", "Digits"}}, j["pre_tokenizer"]})}};
        },
        "pre_tokenizer Sequence with 2 steps"},
       {[](json& j) { j["decoder"] = nullptr; }, "decoder is null"},
-      {[](json& j) { j["decoder"] = json{{"type", "WordPiece"}}; }, "decoder type \"WordPiece\""},
-      {[](json& j) { j["post_processor"] = json{{"type", "BertProcessing"}}; },
+      {[](json& j) {
+         j["decoder"] = json{{"type", "WordPiece"}};
+       },
+       "decoder type \"WordPiece\""},
+      {[](json& j) {
+         j["post_processor"] = json{{"type", "BertProcessing"}};
+       },
        "post-processor type \"BertProcessing\""},
-      {[](json& j) { j["truncation"] = json{{"max_length", 512}}; }, "\"truncation\" is set"},
-      {[](json& j) { j["padding"] = json{{"strategy", "BatchLongest"}}; }, "\"padding\" is set"},
+      {[](json& j) {
+         j["truncation"] = json{{"max_length", 512}};
+       },
+       "\"truncation\" is set"},
+      {[](json& j) {
+         j["padding"] = json{{"strategy", "BatchLongest"}};
+       },
+       "\"padding\" is set"},
   };
   for (const Case& c : cases) {
     json j = TinyTokenizer();
@@ -335,7 +396,8 @@ TEST(TokenizerCorruptTest, SupportedVariantsLoad) {
   // Sequence wrappers around the supported steps, a null normalizer, and no added tokens.
   json j = TinyTokenizer();
   j["normalizer"] = nullptr;
-  j["pre_tokenizer"] = json{{"type", "Sequence"}, {"pretokenizers", json::array({j["pre_tokenizer"]})}};
+  j["pre_tokenizer"] =
+      json{{"type", "Sequence"}, {"pretokenizers", json::array({j["pre_tokenizer"]})}};
   j["decoder"] = json{{"type", "Sequence"}, {"decoders", json::array({j["decoder"]})}};
   j["post_processor"] = nullptr;
   j.erase("added_tokens");
@@ -356,8 +418,10 @@ TEST(TokenizerCorruptTest, TemplateProcessingAddsSpecialTokens) {
       {"single", json::array({json{{"SpecialToken", json{{"id", "<|endoftext|>"}, {"type_id", 0}}}},
                               json{{"Sequence", json{{"id", "A"}, {"type_id", 0}}}}})},
       {"pair", json::array()},
-      {"special_tokens", json{{"<|endoftext|>", json{{"id", "<|endoftext|>"}, {"ids", json::array({0})},
-                                                     {"tokens", json::array({"<|endoftext|>"})}}}}}};
+      {"special_tokens",
+       json{{"<|endoftext|>", json{{"id", "<|endoftext|>"},
+                                   {"ids", json::array({0})},
+                                   {"tokens", json::array({"<|endoftext|>"})}}}}}};
   auto tok = Load(j);
   ASSERT_TRUE(tok.ok()) << tok.status().ToString();
   EXPECT_EQ(EncodeOrDie(*tok, "abc"), (std::vector<int32_t>{0, 1, 6}));
@@ -372,7 +436,8 @@ TEST(TokenizerCorruptTest, TemplateProcessingAddsSpecialTokens) {
 TEST(TokenizerCorruptTest, SizeAndNestingBounds) {
   // Deep nesting is refused before parsing.
   const std::string deep = std::string(200000, '[') + std::string(200000, ']');
-  ExpectError(Tokenizer::LoadFromJson(deep).status(), StatusCode::kDataLoss, "nests deeper than 64");
+  ExpectError(Tokenizer::LoadFromJson(deep).status(), StatusCode::kDataLoss,
+              "nests deeper than 64");
   // Brackets inside strings do not count.
   json j = TinyTokenizer();
   j["model"]["vocab"][std::string(500, '[')] = 9;
@@ -396,13 +461,13 @@ TEST(TokenizerCorruptTest, NonUtf8InputToEncode) {
   auto tok = Load(TinyTokenizer());
   ASSERT_TRUE(tok.ok());
   const std::vector<std::pair<std::string, size_t>> bad = {
-      {"\xFF", 0},                  // never valid
-      {"ab\xC3", 2},                // truncated 2-byte sequence
-      {"a\xC0\xAF", 1},             // overlong '/'
-      {"ab\xED\xA0\x80", 2},        // UTF-16 surrogate D800
-      {"\xF4\x90\x80\x80", 0},      // past U+10FFFF
-      {"abc\x80", 3},               // stray continuation byte
-      {"<|endoftext|>\xFE", 13},    // after an added token
+      {"\xFF", 0},                // never valid
+      {"ab\xC3", 2},              // truncated 2-byte sequence
+      {"a\xC0\xAF", 1},           // overlong '/'
+      {"ab\xED\xA0\x80", 2},      // UTF-16 surrogate D800
+      {"\xF4\x90\x80\x80", 0},    // past U+10FFFF
+      {"abc\x80", 3},             // stray continuation byte
+      {"<|endoftext|>\xFE", 13},  // after an added token
   };
   for (const auto& [text, offset] : bad) {
     const Status s = tok->Encode(text).status();
@@ -422,9 +487,15 @@ TEST(TokenizerCorruptTest, RandomMutationsNeverCrash) {
     for (int e = 0; e < edits; ++e) {
       const size_t pos = rng() % text.size();
       switch (rng() % 3) {
-        case 0: text[pos] = alphabet[rng() % alphabet.size()]; break;
-        case 1: text.erase(pos, 1 + rng() % 8); break;
-        default: text.insert(pos, 1, alphabet[rng() % alphabet.size()]); break;
+        case 0:
+          text[pos] = alphabet[rng() % alphabet.size()];
+          break;
+        case 1:
+          text.erase(pos, 1 + rng() % 8);
+          break;
+        default:
+          text.insert(pos, 1, alphabet[rng() % alphabet.size()]);
+          break;
       }
       if (text.empty()) text = "{";
     }

@@ -1,17 +1,17 @@
 // Byte-level BPE tokenizer against the mamba-tiny fixture: the evaluation stream's exact token
 // count and reference windows, token ids recorded from Hugging Face `tokenizers`, hand-derived
 // cases, and round trips.
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
 #include "test_paths.h"
@@ -48,8 +48,8 @@ std::string ReadFile(const std::string& path) {
   return buffer.str();
 }
 
-#define MQ_REQUIRE_FILE(path, what)                                                       \
-  if ((path).empty())                                                                     \
+#define MQ_REQUIRE_FILE(path, what)                                                        \
+  if ((path).empty())                                                                      \
   GTEST_SKIP() << what << " not found in the repository (models/, tests/data/) nor under " \
                << MQ_SHARED_FIXTURES_DIR
 
@@ -97,7 +97,8 @@ class FixtureTokenizerTest : public ::testing::Test {
 Tokenizer* FixtureTokenizerTest::tokenizer_ = nullptr;
 
 // Tensor `name` of the reference file as rows of ids.
-std::vector<std::vector<int32_t>> ReferenceRows(const SafetensorsFile& file, const std::string& name) {
+std::vector<std::vector<int32_t>> ReferenceRows(const SafetensorsFile& file,
+                                                const std::string& name) {
   const TensorView* view = file.Find(name);
   EXPECT_NE(view, nullptr) << name << " missing from " << file.path();
   if (view == nullptr) return {};
@@ -108,7 +109,8 @@ std::vector<std::vector<int32_t>> ReferenceRows(const SafetensorsFile& file, con
   std::vector<std::vector<int32_t>> rows(static_cast<size_t>(view->shape[0]));
   const auto cols = static_cast<size_t>(view->shape[1]);
   for (size_t r = 0; r < rows.size(); ++r) {
-    for (size_t c = 0; c < cols; ++c) rows[r].push_back(static_cast<int32_t>((*values)[r * cols + c]));
+    for (size_t c = 0; c < cols; ++c)
+      rows[r].push_back(static_cast<int32_t>((*values)[r * cols + c]));
   }
   return rows;
 }
@@ -232,7 +234,7 @@ TEST_F(FixtureTokenizerTest, HandDerivedCases) {
   EXPECT_EQ(Encode("hello, world!"), Ids({"he", "ll", "o", ",", "Ġworld", "!"}));
 
   // Non-ASCII: each UTF-8 byte is one byte-level character before merging.
-  EXPECT_EQ(Encode("中"), Ids({"ä", "¸", "Ń"}));  // E4 B8 AD
+  EXPECT_EQ(Encode("中"), Ids({"ä", "¸", "Ń"}));      // E4 B8 AD
   EXPECT_EQ(Encode("😀"), Ids({"ð", "Ł", "ĺ", "Ģ"}));  // F0 9F 98 80
 
   EXPECT_EQ(Encode(""), std::vector<int32_t>{});
@@ -304,7 +306,9 @@ TEST_F(FixtureTokenizerTest, Decoding) {
   const std::vector<int32_t> first_half(emoji.begin(), emoji.begin() + 2);
   EXPECT_EQ(*tok().DecodeBytes(first_half), "\xF0\x9F");
   EXPECT_EQ(*tok().Decode(first_half), "\xEF\xBF\xBD");  // one U+FFFD for the maximal subpart
-  EXPECT_EQ(*tok().Decode({emoji[1], 66}), "\xEF\xBF\xBD" "a");  // 66 is "a"
+  EXPECT_EQ(*tok().Decode({emoji[1], 66}),
+            "\xEF\xBF\xBD"
+            "a");  // 66 is "a"
 
   auto too_big = tok().Decode({66, 4096});
   EXPECT_EQ(too_big.status().code(), StatusCode::kOutOfRange);
@@ -319,11 +323,14 @@ TEST_F(FixtureTokenizerTest, ConcurrentEncodingMatchesSequential) {
   const std::string text = ReadFile(eval_path);
   const auto expected = TokenizeDocuments(tok(), text, 0);
   ASSERT_TRUE(expected.ok());
+  // A fresh tokenizer, so the threads also race to fill its word cache.
+  auto fresh = Tokenizer::LoadFromFile(TokenizerPath());
+  ASSERT_TRUE(fresh.ok());
   std::vector<std::vector<int32_t>> results(4);
   std::vector<std::thread> threads;
   for (size_t t = 0; t < results.size(); ++t) {
     threads.emplace_back([&, t] {
-      auto ids = TokenizeDocuments(tok(), text, 0);
+      auto ids = TokenizeDocuments(*fresh, text, 0);
       if (ids.ok()) results[t] = std::move(ids).value();
     });
   }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/parallel_for.h"
 #include "model/linear.h"
 
 namespace mq::cpu {
@@ -12,8 +13,11 @@ namespace {
 // Float path: channel-outer so each channel's N-wide state stays in registers across time.
 void ScanFloat(const SelectiveScanParams& p) {
   const int64_t E = p.channels, N = p.state, L = p.seqlen;
-  for (int64_t b = 0; b < p.batch; ++b) {
-    for (int64_t c = 0; c < E; ++c) {
+  // Channels are independent: threads split them (rows of one channel stay on one thread).
+  ParallelFor(p.batch * E, 64, [&](int64_t begin, int64_t end) {
+  for (int64_t bc = begin; bc < end; ++bc) {
+    const int64_t b = bc / E, c = bc % E;
+    {
       float* h = p.h + (b * E + c) * N;
       const float* a = p.A + c * N;
       const float d = p.D[c];
@@ -33,6 +37,7 @@ void ScanFloat(const SelectiveScanParams& p) {
       }
     }
   }
+  });
 }
 
 // Quantized-product / rotated / observed path: time-outer, because the per-step scale of h needs the

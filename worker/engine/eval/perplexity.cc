@@ -78,46 +78,68 @@ StatusOr<PerplexityResult> EvaluatePerplexity(const MambaWeights& w, const std::
   return r;
 }
 
-StatusOr<ComparisonResult> CompareModels(const MambaWeights& reference, const MambaWeights& candidate,
-                                         const std::vector<int32_t>& tokens, int64_t window,
-                                         const EvalProgress& progress) {
-  if (reference.V() != candidate.V()) return InvalidArgumentError("models have different vocabularies");
-  ComparisonResult c;
+StatusOr<std::vector<ComparisonResult>> CompareModels(const MambaWeights& reference,
+                                                      const std::vector<const MambaWeights*>& candidates,
+                                                      const std::vector<int32_t>& tokens, int64_t window,
+                                                      const EvalProgress& progress) {
+  for (const MambaWeights* c : candidates)
+    if (c->V() != reference.V()) return InvalidArgumentError("models have different vocabularies");
   const int64_t V = reference.V();
-  double nll_ref = 0, nll_cand = 0, kl = 0;
-  int64_t agree = 0, n = 0, windows = 0;
+  const size_t M = candidates.size();
+  std::vector<double> nll_cand(M, 0.0), kl(M, 0.0);
+  std::vector<int64_t> agree(M, 0);
+  double nll_ref = 0;
+  int64_t n = 0, windows = 0;
   std::vector<double> lp_ref, lp_cand;
-  MQ_RETURN_IF_ERROR(ForEachWindowBatch({&reference, &candidate}, tokens, window, progress,
+  std::vector<const MambaWeights*> models = {&reference};
+  models.insert(models.end(), candidates.begin(), candidates.end());
+  MQ_RETURN_IF_ERROR(ForEachWindowBatch(models, tokens, window, progress,
       [&](const std::vector<std::vector<float>>& logits, const int32_t* ids, int64_t nb) {
         for (int64_t b = 0; b < nb; ++b) {
           for (int64_t l = 0; l + 1 < window; ++l) {
-            const float* xr = logits[0].data() + (b * window + l) * V;
-            const float* xc = logits[1].data() + (b * window + l) * V;
+            const int64_t row = (b * window + l) * V;
+            const float* xr = logits[0].data() + row;
             LogSoftmax(xr, V, &lp_ref);
-            LogSoftmax(xc, V, &lp_cand);
             const int32_t target = ids[b * window + l + 1];
             nll_ref -= lp_ref[target];
-            nll_cand -= lp_cand[target];
-            double k = 0;
-            for (int64_t v = 0; v < V; ++v) k += std::exp(lp_ref[v]) * (lp_ref[v] - lp_cand[v]);
-            kl += k;
-            agree += (std::max_element(xr, xr + V) - xr) == (std::max_element(xc, xc + V) - xc);
+            const int64_t arg_ref = std::max_element(xr, xr + V) - xr;
+            for (size_t m = 0; m < M; ++m) {
+              const float* xc = logits[m + 1].data() + row;
+              LogSoftmax(xc, V, &lp_cand);
+              nll_cand[m] -= lp_cand[target];
+              double k = 0;
+              for (int64_t v = 0; v < V; ++v) k += std::exp(lp_ref[v]) * (lp_ref[v] - lp_cand[v]);
+              kl[m] += k;
+              agree[m] += arg_ref == (std::max_element(xc, xc + V) - xc);
+            }
             ++n;
           }
           ++windows;
         }
       }));
-  for (PerplexityResult* r : {&c.reference, &c.candidate}) {
-    r->tokens_scored = n;
-    r->windows = windows;
+  std::vector<ComparisonResult> out(M);
+  for (size_t m = 0; m < M; ++m) {
+    ComparisonResult& c = out[m];
+    for (PerplexityResult* r : {&c.reference, &c.candidate}) {
+      r->tokens_scored = n;
+      r->windows = windows;
+    }
+    c.reference.mean_nll = nll_ref / static_cast<double>(n);
+    c.candidate.mean_nll = nll_cand[m] / static_cast<double>(n);
+    c.reference.perplexity = std::exp(c.reference.mean_nll);
+    c.candidate.perplexity = std::exp(c.candidate.mean_nll);
+    c.top1_agreement = static_cast<double>(agree[m]) / static_cast<double>(n);
+    c.mean_kl = kl[m] / static_cast<double>(n);
   }
-  c.reference.mean_nll = nll_ref / static_cast<double>(n);
-  c.candidate.mean_nll = nll_cand / static_cast<double>(n);
-  c.reference.perplexity = std::exp(c.reference.mean_nll);
-  c.candidate.perplexity = std::exp(c.candidate.mean_nll);
-  c.top1_agreement = static_cast<double>(agree) / static_cast<double>(n);
-  c.mean_kl = kl / static_cast<double>(n);
-  return c;
+  return out;
+}
+
+StatusOr<ComparisonResult> CompareModels(const MambaWeights& reference, const MambaWeights& candidate,
+                                         const std::vector<int32_t>& tokens, int64_t window,
+                                         const EvalProgress& progress) {
+  MQ_ASSIGN_OR_RETURN(std::vector<ComparisonResult> r, CompareModels(reference, std::vector<const MambaWeights*>{&candidate},
+                                                                     tokens, window, progress));
+  return r[0];
 }
 
 }  // namespace mq

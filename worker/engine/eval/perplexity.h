@@ -39,4 +39,10 @@ StatusOr<ComparisonResult> CompareModels(const MambaWeights& reference, const Ma
                                          const std::vector<int32_t>& tokens, int64_t window,
                                          const EvalProgress& progress = nullptr);
 
+// One pass for many candidates: the reference runs once per batch of windows.
+StatusOr<std::vector<ComparisonResult>> CompareModels(const MambaWeights& reference,
+                                                      const std::vector<const MambaWeights*>& candidates,
+                                                      const std::vector<int32_t>& tokens, int64_t window,
+                                                      const EvalProgress& progress = nullptr);
+
 }  // namespace mq

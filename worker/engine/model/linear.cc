@@ -5,6 +5,11 @@
 #include <cstring>
 
 #include "cpu/blas.h"
+#include "cpu/parallel_for.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace mq {
 
@@ -55,23 +60,45 @@ void QuantizeRowsStatic(const float* x, int64_t rows, int64_t cols, float scale,
   }
 }
 
+namespace {
+
+// One output channel's int8 dot product, exact in int32. The AVX2 path widens to int16 and uses
+// vpmaddwd: each pair of products is at most 2·127·127 = 32258, so nothing saturates.
+inline int32_t DotInt8(const int8_t* x, const int8_t* w, int64_t n) {
+  int64_t k = 0;
+  int32_t sum = 0;
+#if defined(__AVX2__)
+  __m256i acc = _mm256_setzero_si256();
+  for (; k + 16 <= n; k += 16) {
+    const __m256i xv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + k)));
+    const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k)));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
+  }
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  sum = _mm_cvtsi128_si32(s);
+#endif
+  for (; k < n; ++k) sum += static_cast<int32_t>(x[k]) * static_cast<int32_t>(w[k]);
+  return sum;
+}
+
+}  // namespace
+
 void Int8MatMulTransposedB(const int8_t* qx, const int8_t* qw, int32_t* acc, int64_t rows, int64_t in,
                            int64_t out) {
-  // Blocked over output channels so a block of weight rows stays in cache across tokens; the inner
-  // loop is a plain int8·int8→int32 dot that the compiler vectorizes (vpmaddwd).
-  constexpr int64_t kBlock = 64;
-  for (int64_t o0 = 0; o0 < out; o0 += kBlock) {
-    const int64_t o1 = std::min(out, o0 + kBlock);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int8_t* xr = qx + r * in;
-      for (int64_t o = o0; o < o1; ++o) {
-        const int8_t* wr = qw + o * in;
-        int32_t sum = 0;
-        for (int64_t k = 0; k < in; ++k) sum += static_cast<int32_t>(xr[k]) * static_cast<int32_t>(wr[k]);
-        acc[r * out + o] = sum;
+  // Threads split the output channels; within a thread a block of weight rows stays in cache
+  // while every token passes over it.
+  constexpr int64_t kBlock = 32;
+  cpu::ParallelFor(out, kBlock, [&](int64_t begin, int64_t end) {
+    for (int64_t o0 = begin; o0 < end; o0 += kBlock) {
+      const int64_t o1 = std::min(end, o0 + kBlock);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int8_t* xr = qx + r * in;
+        for (int64_t o = o0; o < o1; ++o) acc[r * out + o] = DotInt8(xr, qw + o * in, in);
       }
     }
-  }
+  });
 }
 
 void Linear::Forward(const float* x, int64_t rows, float* y) const {

@@ -1,8 +1,8 @@
 #include "tokenizer/added_vocabulary.h"
 
-#include <algorithm>
-
 #include <unicode/uchar.h>
+
+#include <algorithm>
 
 #include "tokenizer/json_fields.h"
 #include "tokenizer/utf8.h"
@@ -73,9 +73,10 @@ StatusOr<AddedToken> ParseAddedToken(const nlohmann::json& entry, const std::str
   }
   MQ_ASSIGN_OR_RETURN(const nlohmann::json* id, json_fields::Member(entry, where, "id"));
   if (!id->is_number_integer() ||
-      (id->is_number_unsigned() ? id->get<uint64_t>() >= BpeModel::kMaxVocabEntries
-                                : id->get<int64_t>() < 0 ||
-                                      id->get<int64_t>() >= static_cast<int64_t>(BpeModel::kMaxVocabEntries))) {
+      (id->is_number_unsigned()
+           ? id->get<uint64_t>() >= BpeModel::kMaxVocabEntries
+           : id->get<int64_t>() < 0 ||
+                 id->get<int64_t>() >= static_cast<int64_t>(BpeModel::kMaxVocabEntries))) {
     return DataLossError(where + " (" + Quote(token.content) + ") has id " + id->dump() +
                          ", not an integer in [0, " + std::to_string(BpeModel::kMaxVocabEntries) +
                          ")");
@@ -157,9 +158,9 @@ StatusOr<AddedVocabulary> AddedVocabulary::FromJson(const nlohmann::json& added_
       expected = *model_id;
     } else {
       const auto model_size = static_cast<int32_t>(model.size());
-      expected = (max_assigned < 0)                                   ? model_size
+      expected = (max_assigned < 0)                                ? model_size
                  : (max_assigned >= model_size || model_size == 0) ? max_assigned + 1
-                                                                    : model_size;
+                                                                   : model_size;
       if (model.IdToToken(expected) != nullptr) {
         return DataLossError(where + ": token " + Quote(token.content) + " would get id " +
                              std::to_string(expected) + ", which model.vocab gives to " +

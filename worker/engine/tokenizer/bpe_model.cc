@@ -102,8 +102,9 @@ StatusOr<BpeModel> BpeModel::FromJson(const nlohmann::json& model) {
   int64_t max_id = -1;
   for (const auto& [token, id_json] : vocab->items()) {
     if (!id_json.is_number_integer()) {
-      return DataLossError("model.vocab[" + Quote(token) + "] must be an integer id, got " +
-                           (id_json.is_number() ? id_json.dump() : std::string(id_json.type_name())));
+      return DataLossError(
+          "model.vocab[" + Quote(token) + "] must be an integer id, got " +
+          (id_json.is_number() ? id_json.dump() : std::string(id_json.type_name())));
     }
     const bool in_range = id_json.is_number_unsigned()
                               ? id_json.get<uint64_t>() < kMaxVocabEntries
@@ -214,7 +215,8 @@ void BpeModel::Tokenize(std::string_view word, std::vector<int32_t>* ids) const 
   if (cacheable) {
     std::unique_lock lock(cache_->mutex);
     if (cache_->words.size() < kCacheCapacity) {
-      cache_->words.emplace(std::string(word), std::vector<int32_t>(ids->begin() + start, ids->end()));
+      cache_->words.emplace(std::string(word),
+                            std::vector<int32_t>(ids->begin() + start, ids->end()));
     }
   }
 }

@@ -4,9 +4,8 @@
 #include <filesystem>
 #include <fstream>
 #include <new>
-#include <system_error>
-
 #include <nlohmann/json.hpp>
+#include <system_error>
 
 #include "tokenizer/added_vocabulary.h"
 #include "tokenizer/bpe_model.h"
@@ -53,13 +52,12 @@ struct Tokenizer::Impl {
 StatusOr<std::unique_ptr<Tokenizer::Impl>> Tokenizer::BuildImpl(const nlohmann::json& root) {
   MQ_ASSIGN_OR_RETURN(const nlohmann::json* model_json, json_fields::Member(root, "", "model"));
   MQ_ASSIGN_OR_RETURN(BpeModel model, BpeModel::FromJson(*model_json));
-  MQ_ASSIGN_OR_RETURN(Normalizer normalizer,
-                      Normalizer::FromJson(FieldOrNull(root, "normalizer")));
+  MQ_ASSIGN_OR_RETURN(Normalizer normalizer, Normalizer::FromJson(FieldOrNull(root, "normalizer")));
   MQ_ASSIGN_OR_RETURN(ByteLevelPreTokenizer pre_tokenizer,
                       ByteLevelPreTokenizer::FromJson(FieldOrNull(root, "pre_tokenizer")));
-  MQ_ASSIGN_OR_RETURN(AddedVocabulary added,
-                      AddedVocabulary::FromJson(FieldOrNull(root, "added_tokens"), model,
-                                                normalizer));
+  MQ_ASSIGN_OR_RETURN(
+      AddedVocabulary added,
+      AddedVocabulary::FromJson(FieldOrNull(root, "added_tokens"), model, normalizer));
   MQ_ASSIGN_OR_RETURN(PostProcessor post_processor,
                       PostProcessor::FromJson(FieldOrNull(root, "post_processor")));
   MQ_ASSIGN_OR_RETURN(ByteLevelDecoder decoder,
@@ -69,8 +67,7 @@ StatusOr<std::unique_ptr<Tokenizer::Impl>> Tokenizer::BuildImpl(const nlohmann::
   if (impl->vocab_size <= 0) return DataLossError("the vocabulary is empty");
   for (const int32_t id : impl->post_processor.TemplateIds()) {
     if (impl->added.FindById(id) == nullptr && impl->model.IdToToken(id) == nullptr) {
-      return DataLossError("post_processor adds id " + std::to_string(id) +
-                           ", which no token has");
+      return DataLossError("post_processor adds id " + std::to_string(id) + ", which no token has");
     }
   }
   return impl;
@@ -227,8 +224,8 @@ Status Tokenizer::DecodeInto(const std::vector<int32_t>& ids, bool skip_special_
     }
     const std::string* token = t.model.IdToToken(id);
     if (token == nullptr) {
-      return InvalidArgumentError("id " + std::to_string(id) + " at position " +
-                                  std::to_string(i) + " belongs to no token");
+      return InvalidArgumentError("id " + std::to_string(id) + " at position " + std::to_string(i) +
+                                  " belongs to no token");
     }
     t.decoder.AppendToken(*token, out);
   }

@@ -23,7 +23,8 @@ struct ByteLevelTables {
     };
     int next = 0;
     for (int b = 0; b < 256; ++b) {
-      const char32_t cp = keeps_own(b) ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + next++);
+      const char32_t cp =
+          keeps_own(b) ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + next++);
       to_cp[b] = cp;
       utf8::AppendCodePoint(cp, &to_utf8[b]);
       from_cp[cp] = static_cast<int16_t>(b);

@@ -18,8 +18,8 @@ std::vector<std::string_view> SplitDocuments(std::string_view text) {
   return pieces;
 }
 
-StatusOr<std::vector<int32_t>> TokenizeDocuments(const Tokenizer& tokenizer,
-                                                 std::string_view text, int32_t eos_id) {
+StatusOr<std::vector<int32_t>> TokenizeDocuments(const Tokenizer& tokenizer, std::string_view text,
+                                                 int32_t eos_id) {
   if (eos_id < 0 || eos_id >= tokenizer.vocab_size() || !tokenizer.IdToToken(eos_id)) {
     return InvalidArgumentError("eos id " + std::to_string(eos_id) +
                                 " is not a token of this tokenizer (vocabulary size " +

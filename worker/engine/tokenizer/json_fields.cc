@@ -101,7 +101,8 @@ std::string Quote(std::string_view text) {
   std::string out = "\"";
   size_t shown = text.size() < kMaxShown ? text.size() : kMaxShown;
   // Cutting inside a UTF-8 sequence would make the message itself ill-formed.
-  while (shown < text.size() && shown > 0 && (static_cast<unsigned char>(text[shown]) & 0xC0) == 0x80) {
+  while (shown < text.size() && shown > 0 &&
+         (static_cast<unsigned char>(text[shown]) & 0xC0) == 0x80) {
     --shown;
   }
   for (size_t i = 0; i < shown; ++i) {
@@ -123,4 +124,3 @@ std::string Quote(std::string_view text) {
 }
 
 }  // namespace mq::json_fields
-

@@ -2,10 +2,9 @@
 // which is what GPT-NeoX-style byte-level BPE files use.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "util/status.h"
 

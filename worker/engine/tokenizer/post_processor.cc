@@ -69,11 +69,12 @@ StatusOr<PostProcessor> PostProcessor::FromJson(const nlohmann::json& spec) {
                             json_fields::String(body, where + ".SpecialToken", "id"));
         const auto it = specials->find(name);
         if (it == specials->end()) {
-          return DataLossError(where + ": special token " + Quote(name) +
-                               " is not in " + path + ".special_tokens");
+          return DataLossError(where + ": special token " + Quote(name) + " is not in " + path +
+                               ".special_tokens");
         }
         const std::string special_path = path + ".special_tokens[" + Quote(name) + "]";
-        MQ_ASSIGN_OR_RETURN(const nlohmann::json* ids, json_fields::Member(*it, special_path, "ids"));
+        MQ_ASSIGN_OR_RETURN(const nlohmann::json* ids,
+                            json_fields::Member(*it, special_path, "ids"));
         if (!ids->is_array()) return DataLossError(special_path + ".ids must be an array");
         Piece piece;
         for (const auto& id : *ids) {
@@ -96,9 +97,7 @@ StatusOr<PostProcessor> PostProcessor::FromJson(const nlohmann::json& spec) {
   return processor;
 }
 
-bool PostProcessor::adds_nothing() const {
-  return single_.size() == 1 && single_[0].is_sequence;
-}
+bool PostProcessor::adds_nothing() const { return single_.size() == 1 && single_[0].is_sequence; }
 
 std::vector<int32_t> PostProcessor::Apply(std::vector<int32_t> ids) const {
   if (adds_nothing()) return ids;

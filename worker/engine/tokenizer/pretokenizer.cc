@@ -16,10 +16,11 @@ namespace {
 // with \s spelled out as Unicode White_Space. Hugging Face runs it on Oniguruma, whose \s is
 // exactly White_Space; PCRE2's \s under UCP also matches U+180E, which would split
 // differently around that character.
-#define MQ_WS "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
-constexpr char kGpt2Pattern[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" MQ_WS "\\p{L}\\p{N}]+|[" MQ_WS
-    "]+(?![^" MQ_WS "])|[" MQ_WS "]+";
+#define MQ_WS                                                          \
+  "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}" \
+  "\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+constexpr char kGpt2Pattern[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" MQ_WS
+                                "\\p{L}\\p{N}]+|[" MQ_WS "]+(?![^" MQ_WS "])|[" MQ_WS "]+";
 #undef MQ_WS
 
 std::string Pcre2Message(int code) {

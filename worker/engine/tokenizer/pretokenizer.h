@@ -5,9 +5,8 @@
 
 #include <functional>
 #include <memory>
-#include <string_view>
-
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "util/status.h"
 

@@ -28,8 +28,8 @@ size_t SequenceLength(std::string_view text, size_t pos, size_t* bad_len) {
   }
   for (size_t k = 1; k <= need; ++k) {
     const size_t i = pos + k;
-    const bool in_range = i < text.size() && byte(i) >= (k == 1 ? lo : 0x80) &&
-                          byte(i) <= (k == 1 ? hi : 0xBF);
+    const bool in_range =
+        i < text.size() && byte(i) >= (k == 1 ? lo : 0x80) && byte(i) <= (k == 1 ? hi : 0xBF);
     if (!in_range) {
       if (bad_len != nullptr) *bad_len = k;
       return 0;

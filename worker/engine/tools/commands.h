@@ -10,5 +10,6 @@ int RunEvalCommand(const std::vector<std::string>& args);
 int RunGenerateCommand(const std::vector<std::string>& args);
 int RunTokenizeCommand(const std::vector<std::string>& args);
 int RunQuantizeCommand(const std::vector<std::string>& args);
+int RunQualityTableCommand(const std::vector<std::string>& args);
 
 }  // namespace mq::tools

@@ -20,6 +20,11 @@ commands:
   tokenize  --model DIR --decode IDS [--json]       IDS: comma or space separated token ids
   quantize  --model DIR --preset P --bits w8a8|w4a8 --scope linear|full --calib FILE
             [--samples 128] [--seq-len 256] [--seed 0] --out DIR [--eval FILE] [--json]
+            [--act per_token|per_tensor] [--act-percentile 99.9] [--no-klt-r1] [--no-klt-r5]
+            [--no-online-r2] [--no-smooth-s2] [--no-smooth-s4] [--r1-layer0] [--quantize-lm-head]
+  quality-table --model DIR --calib FILE --eval FILE [--samples 128] [--seq-len 256]
+            [--seeds 0,1] [--out-md FILE] [--out-json FILE]
+            every preset x bits x scope, extra seeds, the mambaquant ablation, in one eval pass
 )";
 
 }  // namespace
@@ -35,6 +40,7 @@ int main(int argc, char** argv) {
   if (command == "generate") return mq::tools::RunGenerateCommand(args);
   if (command == "tokenize") return mq::tools::RunTokenizeCommand(args);
   if (command == "quantize") return mq::tools::RunQuantizeCommand(args);
+  if (command == "quality-table") return mq::tools::RunQualityTableCommand(args);
   std::fprintf(stderr, "mq-engine: unknown command \"%s\"\n%s", command.c_str(), kUsage);
   return 2;
 }

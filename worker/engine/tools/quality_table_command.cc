@@ -1,0 +1,177 @@
+// mq-engine quality-table: the quality table of docs/quantization.md. Builds every preset × bits
+// × scope (plus extra seeds for the randomized presets, the mambaquant ablation and the R1
+// covariance variants), then evaluates all of them against the float model in one pass over
+// the evaluation text, and writes a Markdown table and a JSON file.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "eval/perplexity.h"
+#include "quant/quantize_pipeline.h"
+#include "tokenizer/bpe_tokenizer.h"
+#include "tokenizer/document_stream.h"
+#include "tools/command_line.h"
+#include "tools/commands.h"
+
+namespace mq::tools {
+namespace {
+
+struct Row {
+  std::string group;  // "grid", "seed", "ablation", "r1-covariance"
+  std::string label;
+  quant::QuantizeOptions options;
+  double build_seconds = 0;
+};
+
+std::vector<Row> TableRows(const quant::QuantizeOptions& base, const std::vector<uint64_t>& seeds) {
+  std::vector<Row> rows;
+  auto make = [&](const std::string& group, const std::string& preset, const std::string& bits, const std::string& scope,
+                  uint64_t seed) {
+    Row r;
+    r.group = group;
+    r.options = base;
+    r.options.preset = preset;
+    r.options.bits = bits;
+    r.options.scope = scope;
+    r.options.seed = seed;
+    r.label = preset;
+    return r;
+  };
+  for (const char* scope : {"linear", "full"})
+    for (const char* bits : {"w8a8", "w4a8"})
+      for (const char* preset : {"rtn", "smoothquant", "quarot", "mambaquant"}) {
+        rows.push_back(make("grid", preset, bits, scope, seeds[0]));
+        if (std::string(preset) == "quarot" || std::string(preset) == "mambaquant")
+          for (size_t i = 1; i < seeds.size(); ++i) rows.push_back(make("seed", preset, bits, scope, seeds[i]));
+      }
+  // Ablation (w8a8): the Hadamard base (R1, R5), + KLT, + online R2, + smooth-fused (= mambaquant).
+  for (const char* scope : {"linear", "full"}) {
+    Row h = make("ablation", "mambaquant", "w8a8", scope, seeds[0]);
+    h.options.klt_r1 = h.options.klt_r5 = h.options.online_r2 = h.options.smooth_s2 = h.options.smooth_s4 = false;
+    h.label = "+hadamard (R1,R5)";
+    rows.push_back(h);
+    Row k = h;
+    k.options.klt_r1 = k.options.klt_r5 = true;
+    k.label = "+KLT";
+    rows.push_back(k);
+    Row o = k;
+    o.options.online_r2 = true;
+    o.label = "+online hadamard (R2)";
+    rows.push_back(o);
+  }
+  for (const char* bits : {"w8a8", "w4a8"}) {
+    Row l0 = make("r1-covariance", "mambaquant", bits, "linear", seeds[0]);
+    l0.options.r1_cov_all_layers = false;
+    l0.label = "mambaquant, R1 Σ from layer 0";
+    rows.push_back(l0);
+  }
+  return rows;
+}
+
+std::string Fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+}  // namespace
+
+int RunQualityTableCommand(const std::vector<std::string>& args) {
+  auto cl = CommandLine::Parse(args, {}, {"model", "calib", "eval", "samples", "seq-len", "seeds", "out-md", "out-json",
+                                          "window", "act"});
+  if (!cl.ok()) return ReportError(cl.status());
+  auto model = cl->Require("model");
+  auto calib = cl->Require("calib");
+  auto eval = cl->Require("eval");
+  auto samples = cl->GetInt("samples", 128, 1, 65536);
+  auto seq_len = cl->GetInt("seq-len", 256, 2, 65536);
+  auto window = cl->GetInt("window", 256, 2, 1 << 20);
+  for (const Status& s : {model.status(), calib.status(), eval.status(), samples.status(), seq_len.status(), window.status()})
+    if (!s.ok()) return ReportError(s);
+  std::vector<uint64_t> seeds;
+  {
+    std::string list = cl->Get("seeds").value_or("0,1");
+    std::stringstream ss(list);
+    std::string item;
+    while (std::getline(ss, item, ','))
+      try {
+        seeds.push_back(std::stoull(item));
+      } catch (const std::exception&) {
+        return ReportError(InvalidArgumentError("--seeds: \"" + item + "\" is not a number"));
+      }
+    if (seeds.empty()) return ReportError(InvalidArgumentError("--seeds is empty"));
+  }
+  quant::QuantizeOptions base;
+  base.model_dir = *model;
+  base.calib_text_path = *calib;
+  base.num_samples = static_cast<int>(*samples);
+  base.seq_len = static_cast<int>(*seq_len);
+  base.act_granularity = cl->Get("act").value_or("per_token");
+
+  auto tokenizer = Tokenizer::LoadFromFile((std::filesystem::path(*model) / "tokenizer.json").string());
+  if (!tokenizer.ok()) return ReportError(tokenizer.status());
+  auto text = ReadTextFile(*eval);
+  if (!text.ok()) return ReportError(text.status());
+
+  std::vector<Row> rows = TableRows(base, seeds);
+  std::vector<MambaWeights> models;
+  models.reserve(rows.size());
+  MambaWeights original;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto b = quant::BuildQuantizedModel(rows[i].options, nullptr);
+    if (!b.ok()) return ReportError(b.status().WithContext(rows[i].label));
+    rows[i].build_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "[%zu/%zu] built %s %s %s seed %llu in %.1f s\n", i + 1, rows.size(), rows[i].label.c_str(),
+                 rows[i].options.bits.c_str(), rows[i].options.scope.c_str(),
+                 static_cast<unsigned long long>(rows[i].options.seed), rows[i].build_seconds);
+    if (i == 0) original = std::move(b->original);
+    models.push_back(std::move(b->model));
+  }
+  auto tokens = TokenizeDocuments(*tokenizer, *text, static_cast<int32_t>(original.config.eos_token_id));
+  if (!tokens.ok()) return ReportError(tokens.status());
+  std::vector<const MambaWeights*> candidates;
+  for (const auto& m : models) candidates.push_back(&m);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto results = CompareModels(original, candidates, *tokens, *window, [&](int64_t done, int64_t total) {
+    std::fprintf(stderr, "\reval %lld/%lld windows", static_cast<long long>(done), static_cast<long long>(total));
+    return true;
+  });
+  std::fprintf(stderr, "\n");
+  if (!results.ok()) return ReportError(results.status());
+  const double eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  nlohmann::json j = {{"model", *model}, {"calib", *calib}, {"eval", *eval}, {"samples", *samples},
+                      {"seq_len", *seq_len}, {"window", *window}, {"seeds", seeds},
+                      {"activation_granularity", base.act_granularity},
+                      {"float_perplexity", (*results)[0].reference.perplexity},
+                      {"tokens_scored", (*results)[0].reference.tokens_scored}, {"eval_seconds", eval_seconds},
+                      {"rows", nlohmann::json::array()}};
+  std::ostringstream md;
+  md << "| group | method | bits | scope | seed | perplexity | Δ% | top-1 agreement | mean KL | build s |\n"
+     << "|---|---|---|---|---|---|---|---|---|---|\n";
+  md << "| float | float32 | - | - | - | " << Fmt("%.3f", (*results)[0].reference.perplexity) << " | 0 | 1 | 0 | - |\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const ComparisonResult& c = (*results)[i];
+    const double delta = 100.0 * (c.candidate.perplexity / c.reference.perplexity - 1.0);
+    md << "| " << rows[i].group << " | " << rows[i].label << " | " << rows[i].options.bits << " | "
+       << rows[i].options.scope << " | " << rows[i].options.seed << " | " << Fmt("%.3f", c.candidate.perplexity)
+       << " | " << Fmt("%+.3f", delta) << " | " << Fmt("%.4f", c.top1_agreement) << " | " << Fmt("%.5f", c.mean_kl)
+       << " | " << Fmt("%.1f", rows[i].build_seconds) << " |\n";
+    j["rows"].push_back({{"group", rows[i].group}, {"method", rows[i].label}, {"bits", rows[i].options.bits},
+                         {"scope", rows[i].options.scope}, {"seed", rows[i].options.seed},
+                         {"perplexity", c.candidate.perplexity}, {"delta_percent", delta},
+                         {"top1_agreement", c.top1_agreement}, {"mean_kl", c.mean_kl},
+                         {"build_seconds", rows[i].build_seconds}});
+  }
+  std::printf("%s", md.str().c_str());
+  if (auto p = cl->Get("out-md")) std::ofstream(*p) << md.str();
+  if (auto p = cl->Get("out-json")) std::ofstream(*p) << j.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace mq::tools
