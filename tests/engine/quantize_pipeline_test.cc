@@ -261,3 +261,38 @@ TEST(MqEngineCliTest, TokenizeGenerateAndErrors) {
 
 }  // namespace
 }  // namespace mq
+
+namespace mq {
+namespace {
+
+// The bar on the real fixture: MambaQuant W8A8 within 1% of float perplexity, with the
+// default calibration (128 × 256). Prints the stage times (the 60 s goal is read from them).
+TEST(QuantizeSmallTest, MambaQuantW8A8OnMambaSmallStaysWithinOnePercent) {
+  auto paths = testing::Fixture("small");
+  MQ_REQUIRE_FIXTURE(paths, "small");
+  const fs::path out = fs::temp_directory_path() / ("mq_small_q_" + std::to_string(::getpid()));
+  fs::remove_all(out);
+  quant::QuantizeOptions o;
+  o.model_dir = paths.model_dir;
+  o.calib_text_path = testing::RepoPath("models/text/calib.txt");
+  o.eval_text_path = testing::RepoPath("models/text/eval.txt");
+  o.output_dir = out.string();
+  auto r = quant::QuantizeModel(o, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const auto report = nlohmann::json::parse(r->report_json);
+  const auto& e = report["evaluation"];
+  EXPECT_NEAR(e["float_perplexity"].get<double>(), 81.486, 0.05);
+  EXPECT_LT(std::fabs(e["relative_change"].get<double>()), 0.01);
+  EXPECT_GT(e["top1_agreement"].get<double>(), 0.95);
+  const auto& t = report["timings_seconds"];
+  const double quantize_seconds = t["total"].get<double>() - t["EVALUATE"].get<double>();
+  std::printf("mamba-small mambaquant w8a8: ppl %.4f -> %.4f (%+.3f%%), agreement %.4f; quantization %.1f s "
+              "(stages %s)\n",
+              e["float_perplexity"].get<double>(), e["quantized_perplexity"].get<double>(),
+              100 * e["relative_change"].get<double>(), e["top1_agreement"].get<double>(), quantize_seconds,
+              t.dump().c_str());
+  fs::remove_all(out);
+}
+
+}  // namespace
+}  // namespace mq
