@@ -1,0 +1,61 @@
+#include "cli_context.h"
+
+#include <cstdio>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "credentials.h"
+
+namespace mq::cli {
+
+const std::set<std::string>& GlobalOptions() {
+  static const std::set<std::string>* options = new std::set<std::string>{
+      "server", "insecure", "token", "token-file", "tls-ca", "tls-server-name", "json", "timeout", "help"};
+  return *options;
+}
+
+void CliContext::Prepare(grpc::ClientContext* ctx, bool with_deadline) const {
+  PrepareClientContext(ctx, token, with_deadline ? timeout : absl::ZeroDuration());
+}
+
+void CliContext::PrintJson(const google::protobuf::Message& message) const {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  std::printf("%s\n", out.c_str());
+  std::fflush(stdout);
+}
+
+int ReportError(const absl::Status& status) {
+  std::fprintf(stderr, "error: %s: %s\n", absl::StatusCodeToString(status.code()).c_str(),
+               std::string(status.message()).c_str());
+  return status.code() == absl::StatusCode::kInvalidArgument && status.message().find("--") != absl::string_view::npos
+             ? kExitUsage
+             : kExitError;
+}
+
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "usage error: %s (see mqctl --help)\n", message.c_str());
+  return kExitUsage;
+}
+
+std::string FormatBytes(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? absl::StrFormat("%d B", bytes) : absl::StrFormat("%.1f %s", v, units[u]);
+}
+
+std::string FormatTime(int64_t unix_seconds) {
+  if (unix_seconds == 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixSeconds(unix_seconds), absl::LocalTimeZone());
+}
+
+}  // namespace mq::cli

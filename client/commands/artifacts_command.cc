@@ -1,0 +1,302 @@
+// mqctl models ... and mqctl datasets ...: both are registry artifacts.
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "commands.h"
+#include "file_transfer.h"
+#include "file_util.h"
+#include "grpc_status.h"
+#include "progress_bar.h"
+
+namespace mq::cli {
+
+using namespace mambaquant::v1;  // NOLINT
+
+namespace {
+
+const char* Noun(ArtifactKind kind) { return kind == ARTIFACT_KIND_MODEL ? "model" : "dataset"; }
+
+std::string Ref(const Artifact& a) { return absl::StrCat(a.name(), ":", a.version()); }
+
+absl::StatusOr<Upload> GetUploadState(CliContext& cli, const std::string& id) {
+  grpc::ClientContext ctx;
+  cli.Prepare(&ctx);
+  GetUploadRequest req;
+  req.set_upload_id(id);
+  Upload upload;
+  absl::Status s = FromGrpcStatus(cli.registry->GetUpload(&ctx, req, &upload));
+  if (!s.ok()) return s;
+  return upload;
+}
+
+// Declares (or resumes) the upload, sends missing bytes, commits.
+int UploadArtifact(CliContext& cli, const Args& args, ArtifactKind kind, const std::map<std::string, std::string>& files) {
+  auto name = args.Require("name");
+  if (!name.ok()) return ReportError(name.status());
+  auto version = args.GetInt("version", 0, 0, 2147483647);
+  if (!version.ok()) return ReportError(version.status());
+  Upload upload;
+  if (auto resume = args.Get("resume")) {
+    auto state = GetUploadState(cli, *resume);
+    if (!state.ok()) return ReportError(state.status());
+    if (state->name() != *name || state->kind() != kind) {
+      return UsageError(absl::StrCat("upload ", *resume, " is for ", state->name(), ", not ", *name));
+    }
+    upload = *std::move(state);
+  } else {
+    CreateUploadRequest req;
+    req.set_kind(kind);
+    req.set_name(*name);
+    req.set_version(*version);
+    req.set_description(args.GetOr("description", ""));
+    for (const std::string& label : args.GetAll("label")) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(label, absl::MaxSplits('=', 1));
+      (*req.mutable_labels())[kv.first] = kv.second;
+    }
+    for (const auto& [path, local] : files) {
+      auto entry = DescribeLocalFile(local, path);
+      if (!entry.ok()) return ReportError(entry.status());
+      *req.add_files() = *entry;
+    }
+    grpc::ClientContext ctx;
+    cli.Prepare(&ctx);
+    absl::Status s = FromGrpcStatus(cli.registry->CreateUpload(&ctx, req, &upload));
+    if (!s.ok()) return ReportError(s);
+  }
+  TransferPrinter printer(absl::StrCat("uploading ", *name), cli.stderr_is_tty);
+  absl::Status s = SendUploadFiles(
+      upload, files, [&cli](grpc::ClientContext* ctx) { cli.Prepare(ctx, false); },
+      [&cli](grpc::ClientContext* ctx, UploadChunksResponse* resp) {
+        return std::unique_ptr<grpc::ClientWriterInterface<UploadChunk>>(cli.registry->UploadChunks(ctx, resp));
+      },
+      [&cli, id = upload.upload_id()]() { return GetUploadState(cli, id); },
+      [&printer](uint64_t done, uint64_t total) { printer.Update(done, total); });
+  printer.Done();
+  if (!s.ok()) {
+    std::fprintf(stderr, "upload interrupted; resume with: --resume %s\n", upload.upload_id().c_str());
+    return ReportError(s);
+  }
+  grpc::ClientContext ctx;
+  cli.Prepare(&ctx);
+  CommitUploadRequest commit;
+  commit.set_upload_id(upload.upload_id());
+  Artifact artifact;
+  s = FromGrpcStatus(cli.registry->CommitUpload(&ctx, commit, &artifact));
+  if (!s.ok()) return ReportError(s);
+  if (cli.json) {
+    cli.PrintJson(artifact);
+  } else {
+    std::printf("%s %s uploaded (%s, %d files)\n", Noun(kind), Ref(artifact).c_str(),
+                FormatBytes(artifact.total_size()).c_str(), artifact.files_size());
+  }
+  return kExitOk;
+}
+
+int List(CliContext& cli, const Args& args, ArtifactKind kind) {
+  auto page_size = args.GetInt("limit", 100, 1, 1000);
+  if (!page_size.ok()) return ReportError(page_size.status());
+  ListArtifactsRequest req;
+  req.set_kind(kind);
+  req.set_name(args.GetOr("name", ""));
+  req.set_page_size(static_cast<int32_t>(*page_size));
+  req.set_page_token(args.GetOr("page-token", ""));
+  ListArtifactsResponse resp;
+  grpc::ClientContext ctx;
+  cli.Prepare(&ctx);
+  absl::Status s = FromGrpcStatus(cli.registry->ListArtifacts(&ctx, req, &resp));
+  if (!s.ok()) return ReportError(s);
+  if (cli.json) {
+    cli.PrintJson(resp);
+    return kExitOk;
+  }
+  std::printf("%-40s %10s %6s  %-19s  %s\n", "REF", "SIZE", "FILES", "CREATED", kind == ARTIFACT_KIND_MODEL ? "SOURCE" : "");
+  for (const auto& a : resp.artifacts()) {
+    std::printf("%-40s %10s %6d  %-19s  %s\n", Ref(a).c_str(), FormatBytes(a.total_size()).c_str(), a.files_size(),
+                FormatTime(a.create_time().seconds()).c_str(),
+                a.has_quantization() ? absl::StrCat(a.quantization().preset(), " ", a.quantization().bits(), " of ",
+                                                    a.quantization().source_model()).c_str()
+                                     : "");
+  }
+  if (!resp.next_page_token().empty()) std::printf("more: --page-token %s\n", resp.next_page_token().c_str());
+  return kExitOk;
+}
+
+absl::StatusOr<Artifact> GetArtifact(CliContext& cli, ArtifactKind kind, const std::string& ref) {
+  GetArtifactRequest req;
+  req.set_kind(kind);
+  req.set_ref(ref);
+  Artifact a;
+  grpc::ClientContext ctx;
+  cli.Prepare(&ctx);
+  absl::Status s = FromGrpcStatus(cli.registry->GetArtifact(&ctx, req, &a));
+  if (!s.ok()) return s;
+  return a;
+}
+
+int Get(CliContext& cli, ArtifactKind kind, const std::string& ref) {
+  auto a = GetArtifact(cli, kind, ref);
+  if (!a.ok()) return ReportError(a.status());
+  if (cli.json) {
+    cli.PrintJson(*a);
+    return kExitOk;
+  }
+  std::printf("%s %s\n", Noun(kind), Ref(*a).c_str());
+  if (!a->description().empty()) std::printf("description  %s\n", a->description().c_str());
+  if (!a->model_type().empty()) std::printf("model_type   %s\n", a->model_type().c_str());
+  std::printf("size         %s\n", FormatBytes(a->total_size()).c_str());
+  std::printf("created      %s\n", FormatTime(a->create_time().seconds()).c_str());
+  for (const auto& [k, v] : a->labels()) std::printf("label        %s=%s\n", k.c_str(), v.c_str());
+  std::printf("files:\n");
+  for (const auto& f : a->files()) {
+    std::printf("  %-32s %12s  sha256:%s\n", f.path().c_str(), FormatBytes(f.size()).c_str(), f.sha256().c_str());
+  }
+  if (a->has_quantization()) {
+    const auto& q = a->quantization();
+    std::printf("quantization %s %s scope %s of %s (job %s)\n", q.preset().c_str(), q.bits().c_str(), q.scope().c_str(),
+                q.source_model().c_str(), q.job_id().c_str());
+    std::printf("report       %s\n", q.report_json().c_str());
+  }
+  return kExitOk;
+}
+
+int Download(CliContext& cli, const Args& args, ArtifactKind kind, const std::string& ref) {
+  auto out = args.Require("out");
+  if (!out.ok()) return ReportError(out.status());
+  auto a = GetArtifact(cli, kind, ref);
+  if (!a.ok()) return ReportError(a.status());
+  const std::string pinned = Ref(*a);
+  for (const auto& f : a->files()) {
+    std::string dest = JoinPath(*out, f.path());
+    absl::Status s = MakeDirs(Dirname(dest));
+    if (!s.ok()) return ReportError(s);
+    TransferPrinter printer(f.path(), cli.stderr_is_tty);
+    s = DownloadToFile(
+        dest, f.size(), f.sha256(), [&cli](grpc::ClientContext* ctx) { cli.Prepare(ctx, false); },
+        [&](grpc::ClientContext* ctx, uint64_t offset) {
+          ReadFileRequest req;
+          req.set_kind(kind);
+          req.set_ref(pinned);
+          req.set_path(f.path());
+          req.set_offset(offset);
+          return std::unique_ptr<grpc::ClientReaderInterface<FileChunk>>(cli.registry->ReadFile(ctx, req));
+        },
+        [&printer](uint64_t done, uint64_t total) { printer.Update(done, total); });
+    printer.Done();
+    if (!s.ok()) return ReportError(s);
+  }
+  if (cli.json) {
+    cli.PrintJson(*a);
+  } else {
+    std::printf("%s %s downloaded to %s\n", Noun(kind), pinned.c_str(), out->c_str());
+  }
+  return kExitOk;
+}
+
+int Delete(CliContext& cli, ArtifactKind kind, const std::string& ref) {
+  DeleteArtifactRequest req;
+  req.set_kind(kind);
+  req.set_ref(ref);
+  DeleteArtifactResponse resp;
+  grpc::ClientContext ctx;
+  cli.Prepare(&ctx);
+  absl::Status s = FromGrpcStatus(cli.registry->DeleteArtifact(&ctx, req, &resp));
+  if (!s.ok()) return ReportError(s);
+  if (cli.json) {
+    cli.PrintJson(resp);
+  } else {
+    std::printf("%s %s deleted\n", Noun(kind), ref.c_str());
+  }
+  return kExitOk;
+}
+
+// Files under `dir`, by '/'-separated relative path.
+absl::StatusOr<std::map<std::string, std::string>> ListDirectory(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return absl::InvalidArgumentError(absl::StrCat(dir, " is not a directory"));
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    files[std::filesystem::relative(it->path(), dir, ec).generic_string()] = it->path().string();
+  }
+  if (ec) return absl::InternalError(absl::StrCat("listing ", dir, ": ", ec.message()));
+  if (files.empty()) return absl::InvalidArgumentError(absl::StrCat(dir, " has no files"));
+  return files;
+}
+
+int RunArtifacts(CliContext& cli, const Args& args, const std::vector<std::string>& words, ArtifactKind kind) {
+  const std::string group = kind == ARTIFACT_KIND_MODEL ? "models" : "datasets";
+  if (words.empty()) return UsageError(absl::StrCat(group, " needs a subcommand: upload, list, get, download, delete"));
+  const std::string& verb = words[0];
+  auto allow = [&](std::set<std::string> extra) {
+    extra.insert(GlobalOptions().begin(), GlobalOptions().end());
+    return args.AllowOnly(extra);
+  };
+  auto need = [&](size_t n, const char* what) -> bool {
+    if (words.size() != n + 1) {
+      UsageError(absl::StrCat(group, " ", verb, " takes ", what));
+      return false;
+    }
+    return true;
+  };
+  absl::Status allowed;
+  if (verb == "upload") {
+    allowed = allow({"name", "version", "description", "label", "resume"});
+    if (!allowed.ok()) return ReportError(allowed);
+    if (!need(1, kind == ARTIFACT_KIND_MODEL ? "a model directory" : "a text file")) return kExitUsage;
+    std::map<std::string, std::string> files;
+    if (kind == ARTIFACT_KIND_MODEL) {
+      auto listed = ListDirectory(words[1]);
+      if (!listed.ok()) return ReportError(listed.status());
+      files = *std::move(listed);
+    } else {
+      std::string base = std::filesystem::path(words[1]).filename().string();
+      bool clean = !base.empty() && base != "." && base != "..";
+      for (char c : base) clean = clean && (isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+      files[clean ? base : "data.txt"] = words[1];
+    }
+    return UploadArtifact(cli, args, kind, files);
+  }
+  if (verb == "list") {
+    allowed = allow({"name", "limit", "page-token"});
+    if (!allowed.ok()) return ReportError(allowed);
+    if (!need(0, "no arguments")) return kExitUsage;
+    return List(cli, args, kind);
+  }
+  if (verb == "get") {
+    allowed = allow({});
+    if (!allowed.ok()) return ReportError(allowed);
+    if (!need(1, "a reference NAME[:VERSION]")) return kExitUsage;
+    return Get(cli, kind, words[1]);
+  }
+  if (verb == "download") {
+    allowed = allow({"out"});
+    if (!allowed.ok()) return ReportError(allowed);
+    if (!need(1, "a reference NAME[:VERSION]")) return kExitUsage;
+    return Download(cli, args, kind, words[1]);
+  }
+  if (verb == "delete") {
+    allowed = allow({});
+    if (!allowed.ok()) return ReportError(allowed);
+    if (!need(1, "a reference NAME:VERSION")) return kExitUsage;
+    return Delete(cli, kind, words[1]);
+  }
+  return UsageError(absl::StrCat("unknown ", group, " subcommand \"", verb, "\""));
+}
+
+}  // namespace
+
+int RunModelsCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words) {
+  return RunArtifacts(cli, args, words, ARTIFACT_KIND_MODEL);
+}
+
+int RunDatasetsCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words) {
+  return RunArtifacts(cli, args, words, ARTIFACT_KIND_DATASET);
+}
+
+}  // namespace mq::cli

@@ -1,0 +1,111 @@
+// mqctl: the command-line client of mq-server.
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "cli_args.h"
+#include "cli_context.h"
+#include "commands/commands.h"
+#include "credentials.h"
+
+namespace mq::cli {
+
+const std::set<std::string>& CommandBoolOptions() {
+  static const std::set<std::string>* o = new std::set<std::string>{"insecure", "json", "help", "wait"};
+  return *o;
+}
+
+const std::set<std::string>& CommandValueOptions() {
+  static const std::set<std::string>* o = new std::set<std::string>{
+      "server", "token", "token-file", "tls-ca", "tls-server-name", "timeout",                  // global
+      "name", "version", "description", "label", "resume", "limit", "page-token", "out",       // registry
+      "model", "preset", "bits", "scope", "act", "calib", "samples", "seq-len", "seed", "eval",  // jobs
+      "eval-window", "output-name", "backend", "disable", "state", "prompt", "max-tokens", "temperature"};
+  return *o;
+}
+
+namespace {
+
+constexpr char kUsage[] = R"(mqctl: client of the MambaQuant server
+
+usage: mqctl [global options] <command> [arguments] [options]
+
+commands:
+  models upload DIR --name NAME [--version N] [--description D] [--label K=V]... [--resume UPLOAD_ID]
+  models list [--name NAME] [--limit N] [--page-token T]
+  models get NAME[:VERSION]
+  models download NAME[:VERSION] --out DIR
+  models delete NAME:VERSION
+  datasets upload FILE --name NAME [...]      (same options as models upload)
+  datasets list | get | download | delete     (as for models)
+  jobs submit --model REF --calib DATASET [--preset rtn|smoothquant|quarot|mambaquant] [--bits w8a8|w4a8]
+              [--scope linear|full] [--act per_token|per_tensor] [--samples N] [--seq-len L] [--seed S]
+              [--eval DATASET] [--eval-window W] [--output-name NAME] [--backend cpu|cuda]
+              [--disable klt_r1|klt_r5|online_r2|smooth_s2|smooth_s4]... [--wait]
+  jobs get JOB_ID | jobs cancel JOB_ID | jobs watch JOB_ID
+  jobs list [--state S[,S...]] [--model NAME] [--limit N] [--page-token T]
+  generate MODEL --prompt TEXT [--max-tokens N]   (reserved: the server answers UNIMPLEMENTED)
+
+global options:
+  --server ADDR        server address (default $MQ_SERVER, else localhost:7070)
+  --token T            bearer token (default: --token-file, else $MQ_TOKEN)
+  --token-file F       file holding the token
+  --tls-ca F           PEM CA bundle to verify the server (default: system roots)
+  --tls-server-name N  name expected in the server certificate
+  --insecure           plaintext without a token (local development servers)
+  --timeout SECONDS    per-call deadline for unary calls (default 60)
+  --json               machine-readable output (one JSON object per line)
+
+exit codes: 0 ok, 1 call failed, 2 usage error, 3 a waited-for job ended FAILED or CANCELLED
+)";
+
+}  // namespace
+}  // namespace mq::cli
+
+int main(int argc, char** argv) {
+  using namespace mq::cli;  // NOLINT
+  auto args = Args::Parse(argc, argv, CommandBoolOptions(), CommandValueOptions());
+  if (!args.ok()) return UsageError(std::string(args.status().message()));
+  const auto& words = args->positionals();
+  if (args->Has("help") || words.empty() || words[0] == "help") {
+    std::fputs(kUsage, stdout);
+    return words.empty() && !args->Has("help") ? kExitUsage : kExitOk;
+  }
+
+  CliContext cli;
+  cli.json = args->Has("json");
+  cli.stdout_is_tty = ::isatty(STDOUT_FILENO) == 1;
+  cli.stderr_is_tty = ::isatty(STDERR_FILENO) == 1;
+  auto timeout = args->GetInt("timeout", 60, 1, 86400);
+  if (!timeout.ok()) return ReportError(timeout.status());
+  cli.timeout = absl::Seconds(*timeout);
+  std::string server = args->GetOr("server", "");
+  if (server.empty()) {
+    const char* env = std::getenv("MQ_SERVER");
+    server = env != nullptr && *env ? env : "localhost:7070";
+  }
+  mq::ClientTlsOptions tls;
+  tls.insecure = args->Has("insecure");
+  tls.ca_file = args->GetOr("tls-ca", "");
+  tls.server_name_override = args->GetOr("tls-server-name", "");
+  if (!tls.insecure) {
+    auto token = mq::ResolveToken(args->GetOr("token", ""), args->GetOr("token-file", ""), "MQ_TOKEN");
+    if (!token.ok()) return ReportError(token.status());
+    cli.token = *token;
+  }
+  auto channel = mq::MakeChannel(server, tls);
+  if (!channel.ok()) return ReportError(channel.status());
+  cli.channel = *channel;
+  cli.registry = mambaquant::v1::RegistryService::NewStub(cli.channel);
+  cli.jobs = mambaquant::v1::JobService::NewStub(cli.channel);
+  cli.inference = mambaquant::v1::InferenceService::NewStub(cli.channel);
+
+  std::vector<std::string> rest(words.begin() + 1, words.end());
+  const std::string& group = words[0];
+  if (group == "models") return RunModelsCommand(cli, *args, rest);
+  if (group == "datasets") return RunDatasetsCommand(cli, *args, rest);
+  if (group == "jobs") return RunJobsCommand(cli, *args, rest);
+  if (group == "generate") return RunGenerateCommand(cli, *args, rest);
+  return UsageError(absl::StrCat("unknown command \"", group, "\""));
+}

@@ -1,0 +1,46 @@
+// Transport security and bearer tokens, shared by mq-server, mq-worker and mqctl.
+//
+// Default: TLS, and every call carries "authorization: Bearer <token>". --insecure: plaintext and
+// no token, for local development only.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace mq {
+
+// The token from, in order: `flag_value`, the file `token_file` (trailing whitespace trimmed),
+// the environment variable `env_var`. Empty when none is set.
+absl::StatusOr<std::string> ResolveToken(const std::string& flag_value, const std::string& token_file,
+                                         const char* env_var);
+
+struct ClientTlsOptions {
+  bool insecure = false;
+  // PEM file of the CA (or self-signed certificate) to trust; system roots when empty.
+  std::string ca_file;
+  // Overrides the name checked against the server certificate (tests, IP addresses).
+  std::string server_name_override;
+};
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target,
+                                                           const ClientTlsOptions& tls);
+
+struct ServerTlsOptions {
+  bool insecure = false;
+  std::string cert_file;
+  std::string key_file;
+};
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const ServerTlsOptions& tls);
+
+// Adds the bearer token (when non-empty) and a deadline (when positive) to a client context.
+void PrepareClientContext(grpc::ClientContext* ctx, const std::string& token, absl::Duration timeout);
+
+}  // namespace mq

@@ -1,0 +1,218 @@
+#include "artifact_validation.h"
+
+#include <set>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "name_validation.h"
+#include "sha256.h"
+
+namespace mq::server {
+
+using mambaquant::v1::Artifact;
+using mambaquant::v1::ArtifactKind;
+
+namespace {
+
+constexpr size_t kMaxDescriptionBytes = 1024;
+constexpr int kMaxLabels = 32;
+constexpr size_t kMaxLabelBytes = 256;
+
+const mambaquant::v1::FileEntry* FindFile(const Artifact& a, const std::string& path) {
+  for (const auto& f : a.files()) {
+    if (f.path() == path) return &f;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<nlohmann::json> ParseJsonBlob(const BlobStore& blobs, const mambaquant::v1::FileEntry& f,
+                                             uint64_t max_bytes) {
+  if (f.size() > max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(f.path(), " is ", f.size(), " bytes; at most ", max_bytes));
+  }
+  auto text = blobs.ReadBlob(f.sha256(), max_bytes);
+  if (!text.ok()) return text.status();
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(f.path(), " is not valid JSON"));
+  return j;
+}
+
+// The safetensors layout: u64 little-endian header length N, N bytes of JSON, then the data. The
+// header must describe tensors whose byte ranges lie inside the data section.
+absl::Status CheckSafetensors(const BlobStore& blobs, const mambaquant::v1::FileEntry& f, uint64_t max_header) {
+  if (f.size() < 8) return absl::InvalidArgumentError(absl::StrCat(f.path(), ": too short for a safetensors file"));
+  auto fd = blobs.OpenBlob(f.sha256());
+  if (!fd.ok()) return fd.status();
+  unsigned char len_bytes[8];
+  auto n = PreadFull(fd->get(), len_bytes, 8, 0);
+  if (!n.ok()) return n.status();
+  if (*n != 8) return absl::InvalidArgumentError(absl::StrCat(f.path(), ": truncated"));
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  if (header_len > max_header || header_len > f.size() - 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(f.path(), ": safetensors header length ", header_len, " exceeds the file or the limit"));
+  }
+  std::string header(static_cast<size_t>(header_len), '\0');
+  n = PreadFull(fd->get(), header.data(), header.size(), 8);
+  if (!n.ok()) return n.status();
+  if (*n != header.size()) return absl::InvalidArgumentError(absl::StrCat(f.path(), ": truncated header"));
+  nlohmann::json j = nlohmann::json::parse(header, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(f.path(), ": safetensors header is not a JSON object"));
+  }
+  const uint64_t data_size = f.size() - 8 - header_len;
+  for (const auto& [name, entry] : j.items()) {
+    if (name == "__metadata__") continue;
+    if (!entry.is_object() || !entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
+        entry["data_offsets"].size() != 2 || !entry["data_offsets"][0].is_number_unsigned() ||
+        !entry["data_offsets"][1].is_number_unsigned()) {
+      return absl::InvalidArgumentError(absl::StrCat(f.path(), ": tensor \"", name.substr(0, 64), "\" has no valid data_offsets"));
+    }
+    uint64_t begin = entry["data_offsets"][0].get<uint64_t>();
+    uint64_t end = entry["data_offsets"][1].get<uint64_t>();
+    if (begin > end || end > data_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f.path(), ": tensor \"", name.substr(0, 64), "\" lies outside the data section"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateUploadManifest(const mambaquant::v1::CreateUploadRequest& request, const UploadLimits& limits) {
+  if (request.kind() != mambaquant::v1::ARTIFACT_KIND_MODEL && request.kind() != mambaquant::v1::ARTIFACT_KIND_DATASET) {
+    return absl::InvalidArgumentError("kind must be MODEL or DATASET");
+  }
+  absl::Status s = ValidateName(request.name());
+  if (!s.ok()) return s;
+  if (request.version() < 0 || request.version() > kMaxVersion) {
+    return absl::InvalidArgumentError(absl::StrCat("version must be 0 (next) or 1..", kMaxVersion));
+  }
+  if (request.description().size() > kMaxDescriptionBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("description is over ", kMaxDescriptionBytes, " bytes"));
+  }
+  if (request.labels_size() > kMaxLabels) return absl::InvalidArgumentError(absl::StrCat("more than ", kMaxLabels, " labels"));
+  for (const auto& [key, value] : request.labels()) {
+    s = ValidateName(key);
+    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("label key: ", s.message()));
+    if (value.size() > kMaxLabelBytes) return absl::InvalidArgumentError(absl::StrCat("label ", key, " is over ", kMaxLabelBytes, " bytes"));
+  }
+  const bool dataset = request.kind() == mambaquant::v1::ARTIFACT_KIND_DATASET;
+  if (request.files_size() == 0) return absl::InvalidArgumentError("no files");
+  if (dataset && request.files_size() != 1) return absl::InvalidArgumentError("a dataset is exactly one file");
+  if (request.files_size() > limits.max_files) {
+    return absl::InvalidArgumentError(absl::StrCat(request.files_size(), " files; at most ", limits.max_files));
+  }
+  std::set<std::string> paths;
+  bool has_config = false, has_tokenizer = false, has_weights = false;
+  for (const auto& f : request.files()) {
+    s = ValidateFilePath(f.path());
+    if (!s.ok()) return s;
+    if (!paths.insert(f.path()).second) return absl::InvalidArgumentError(absl::StrCat("file ", f.path(), " is listed twice"));
+    if (!IsSha256Hex(f.sha256())) {
+      return absl::InvalidArgumentError(absl::StrCat("file ", f.path(), ": sha256 must be 64 lower-case hex characters"));
+    }
+    uint64_t limit = dataset ? limits.max_dataset_bytes : limits.max_file_bytes;
+    if (f.size() > limit) {
+      return absl::InvalidArgumentError(absl::StrCat("file ", f.path(), " is ", f.size(), " bytes; at most ", limit));
+    }
+    if (f.size() == 0 && f.sha256() != Sha256Hex("")) {
+      return absl::InvalidArgumentError(absl::StrCat("file ", f.path(), " is empty but its sha256 is not that of empty content"));
+    }
+    has_config |= f.path() == "config.json";
+    has_tokenizer |= f.path() == "tokenizer.json";
+    has_weights |= absl::EndsWith(f.path(), ".safetensors");
+  }
+  if (!dataset) {
+    if (!has_config) return absl::InvalidArgumentError("a model needs config.json at its top level");
+    if (!has_tokenizer) return absl::InvalidArgumentError("a model needs tokenizer.json at its top level");
+    if (!has_weights) return absl::InvalidArgumentError("a model needs at least one *.safetensors file");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateModelContent(Artifact* artifact, const BlobStore& blobs, const UploadLimits& limits,
+                                  const ModelContentHook& hook) {
+  const auto* config = FindFile(*artifact, "config.json");
+  if (config == nullptr) return absl::InvalidArgumentError("a model needs config.json");
+  auto j = ParseJsonBlob(blobs, *config, limits.max_json_bytes);
+  if (!j.ok()) return j.status();
+  if (!j->is_object() || !j->contains("model_type") || !(*j)["model_type"].is_string() ||
+      (*j)["model_type"].get<std::string>().empty()) {
+    return absl::InvalidArgumentError("config.json must be a JSON object with a string \"model_type\"");
+  }
+  std::string model_type = (*j)["model_type"].get<std::string>();
+  if (model_type.size() > 128) return absl::InvalidArgumentError("config.json: model_type is too long");
+  artifact->set_model_type(model_type);
+  const auto* tokenizer = FindFile(*artifact, "tokenizer.json");
+  if (tokenizer == nullptr) return absl::InvalidArgumentError("a model needs tokenizer.json");
+  auto tj = ParseJsonBlob(blobs, *tokenizer, limits.max_json_bytes);
+  if (!tj.ok()) return tj.status();
+  for (const auto& f : artifact->files()) {
+    if (absl::EndsWith(f.path(), ".safetensors")) {
+      absl::Status s = CheckSafetensors(blobs, f, limits.max_safetensors_header_bytes);
+      if (!s.ok()) return s;
+    }
+  }
+  if (hook) {
+    std::map<std::string, std::string> files;
+    for (const auto& f : artifact->files()) files[f.path()] = blobs.BlobPath(f.sha256());
+    return hook(files);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateDatasetContent(const Artifact& artifact, const BlobStore& blobs, const UploadLimits& limits) {
+  if (artifact.files_size() != 1) return absl::InvalidArgumentError("a dataset is exactly one file");
+  const auto& f = artifact.files(0);
+  if (f.size() == 0) return absl::InvalidArgumentError("the dataset is empty");
+  if (f.size() > limits.max_dataset_bytes) return absl::InvalidArgumentError("the dataset is too large");
+  auto fd = blobs.OpenBlob(f.sha256());
+  if (!fd.ok()) return fd.status();
+  Utf8Validator utf8;
+  std::vector<char> buf(1 << 20);
+  uint64_t pos = 0;
+  while (pos < f.size()) {
+    auto n = PreadFull(fd->get(), buf.data(), buf.size(), pos);
+    if (!n.ok()) return n.status();
+    if (*n == 0) break;
+    if (!utf8.Feed(buf.data(), *n)) {
+      return absl::InvalidArgumentError(absl::StrCat("the dataset is not UTF-8 text (bad byte near offset ", pos, ")"));
+    }
+    pos += *n;
+  }
+  if (!utf8.Finish()) return absl::InvalidArgumentError("the dataset ends inside a UTF-8 sequence");
+  return absl::OkStatus();
+}
+
+bool Utf8Validator::Feed(const char* data, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    unsigned char c = static_cast<unsigned char>(data[i]);
+    if (pending_ > 0) {
+      if ((c & 0xC0) != 0x80) return false;
+      codepoint_ = (codepoint_ << 6) | (c & 0x3F);
+      if (--pending_ == 0) {
+        // Overlong encodings, surrogates and values past U+10FFFF are invalid.
+        if ((length_ == 2 && codepoint_ < 0x80) || (length_ == 3 && codepoint_ < 0x800) ||
+            (length_ == 4 && codepoint_ < 0x10000) || codepoint_ > 0x10FFFF ||
+            (codepoint_ >= 0xD800 && codepoint_ <= 0xDFFF)) {
+          return false;
+        }
+      }
+      continue;
+    }
+    if (c < 0x80) continue;
+    if ((c & 0xE0) == 0xC0) { pending_ = 1; length_ = 2; codepoint_ = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { pending_ = 2; length_ = 3; codepoint_ = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { pending_ = 3; length_ = 4; codepoint_ = c & 0x07; }
+    else return false;
+  }
+  return true;
+}
+
+}  // namespace mq::server

@@ -1,0 +1,65 @@
+// Persistent registry: artifact versions (models and datasets) with their files, and the records
+// of unfinished uploads. The bytes live in the BlobStore; this holds names, versions and digests.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "mambaquant/v1/registry.pb.h"
+#include "name_validation.h"
+#include "sqlite_db.h"
+
+namespace mq::server {
+
+struct UploadRecord {
+  std::string id;
+  mambaquant::v1::CreateUploadRequest request;
+  std::string job_id;  // result uploads only
+  absl::Time created;
+  absl::Time touched;
+};
+
+struct ArtifactPage {
+  std::vector<mambaquant::v1::Artifact> artifacts;
+  std::string next_page_token;
+};
+
+class RegistryStore {
+ public:
+  explicit RegistryStore(SqliteDb* db) : db_(db) {}
+
+  absl::Status InsertUpload(const UploadRecord& record);
+  absl::StatusOr<UploadRecord> GetUpload(const std::string& id);
+  absl::Status TouchUpload(const std::string& id, absl::Time now);
+  absl::Status DeleteUploadTx(SqliteTx& tx, const std::string& id);
+  absl::Status DeleteUpload(const std::string& id);
+  // Uploads untouched since `cutoff`.
+  absl::StatusOr<std::vector<UploadRecord>> StaleUploads(absl::Time cutoff);
+
+  // Inserts an artifact version. version 0 takes the next free version of the name.
+  // ALREADY_EXISTS when the version is taken. Returns the stored artifact.
+  absl::StatusOr<mambaquant::v1::Artifact> InsertTx(SqliteTx& tx, mambaquant::v1::Artifact artifact);
+  absl::StatusOr<bool> VersionExists(mambaquant::v1::ArtifactKind kind, const std::string& name, int64_t version);
+  // ref.version 0 resolves to the latest version. NOT_FOUND when absent.
+  absl::StatusOr<mambaquant::v1::Artifact> Get(mambaquant::v1::ArtifactKind kind, const ArtifactRef& ref);
+  absl::StatusOr<mambaquant::v1::Artifact> GetTx(SqliteTx& tx, mambaquant::v1::ArtifactKind kind,
+                                                 const ArtifactRef& ref);
+  // Newest first. name empty: every name.
+  absl::StatusOr<ArtifactPage> List(mambaquant::v1::ArtifactKind kind, const std::string& name, int page_size,
+                                    const std::string& page_token);
+  // Deletes one version; returns the digests no artifact references any more.
+  absl::StatusOr<std::vector<std::string>> DeleteTx(SqliteTx& tx, mambaquant::v1::ArtifactKind kind,
+                                                    const std::string& name, int64_t version);
+  // Whether any artifact references the digest.
+  absl::StatusOr<bool> DigestReferencedTx(SqliteTx& tx, const std::string& sha256);
+
+  SqliteDb* db() { return db_; }
+
+ private:
+  SqliteDb* db_;
+};
+
+}  // namespace mq::server

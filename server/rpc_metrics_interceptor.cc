@@ -1,0 +1,35 @@
+#include "rpc_metrics_interceptor.h"
+
+#include <chrono>
+#include <string>
+
+namespace mq::server {
+namespace {
+
+class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
+ public:
+  RpcMetricsInterceptor(ServerMetrics* metrics, const char* method)
+      : metrics_(metrics), method_(method ? method : "unknown"), start_(std::chrono::steady_clock::now()) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      metrics_->RecordRpc(method_, static_cast<int>(methods->GetSendStatus().error_code()), seconds);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  ServerMetrics* metrics_;
+  std::string method_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
+
+grpc::experimental::Interceptor* RpcMetricsInterceptorFactory::CreateServerInterceptor(
+    grpc::experimental::ServerRpcInfo* info) {
+  return new RpcMetricsInterceptor(metrics_, info->method());
+}
+
+}  // namespace mq::server

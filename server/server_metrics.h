@@ -1,0 +1,51 @@
+// Prometheus metrics of mq-server, served on --metrics-listen. Families are created once; the
+// per-label children are cached by prometheus-cpp, so recording is a lookup plus an atomic add.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "mambaquant/v1/common.pb.h"
+
+namespace mq::server {
+
+class ServerMetrics {
+ public:
+  ServerMetrics();
+
+  std::shared_ptr<prometheus::Registry> registry() { return registry_; }
+
+  void SetJobCounts(const std::map<mambaquant::v1::JobState, int64_t>& counts);
+  void SetWorkers(const std::map<std::string, int64_t>& live_by_backend);
+  void SetWaitingPolls(int64_t n) { waiting_polls_->Set(static_cast<double>(n)); }
+  void AddUploadedBytes(uint64_t n) { uploaded_bytes_->Increment(static_cast<double>(n)); }
+  void AddDownloadedBytes(uint64_t n) { downloaded_bytes_->Increment(static_cast<double>(n)); }
+  void JobFinished(mambaquant::v1::JobState state);
+  // `method` is the full gRPC method ("/mambaquant.v1.JobService/SubmitJob"); code its status.
+  void RecordRpc(const std::string& method, int code, double seconds);
+  void WatchStreamOpened() { watch_streams_->Increment(); }
+  void WatchStreamClosed() { watch_streams_->Decrement(); }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Gauge>* jobs_;
+  prometheus::Gauge* queue_depth_;
+  prometheus::Family<prometheus::Gauge>* workers_;
+  prometheus::Gauge* waiting_polls_;
+  prometheus::Gauge* watch_streams_;
+  prometheus::Counter* uploaded_bytes_;
+  prometheus::Counter* downloaded_bytes_;
+  prometheus::Family<prometheus::Counter>* jobs_finished_;
+  prometheus::Family<prometheus::Counter>* rpcs_;
+  prometheus::Family<prometheus::Histogram>* rpc_seconds_;
+};
+
+}  // namespace mq::server

@@ -1,0 +1,292 @@
+#include "worker_service.h"
+
+#include <atomic>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "blob_read_reactor.h"
+#include "finished_reactor.h"
+#include "job_state.h"
+#include "log.h"
+#include "name_validation.h"
+#include "sha256.h"
+#include "upload_chunks_reactor.h"
+
+namespace mq::server {
+
+using namespace mambaquant::v1;  // NOLINT
+
+namespace {
+
+constexpr size_t kMaxReportBytes = 1 << 20;
+constexpr size_t kMaxMessageBytes = 1024;
+constexpr size_t kMaxErrorBytes = 4096;
+
+absl::Status ValidateWorkerId(const std::string& id) {
+  bool ok = id.size() == 18 && id.compare(0, 2, "w-") == 0;
+  for (size_t i = 2; ok && i < id.size(); ++i) ok = (id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f');
+  if (!ok) return absl::InvalidArgumentError("worker_id must be w-<16 hex>");
+  return absl::OkStatus();
+}
+
+// A long-polling AcquireJob call: parked in the scheduler until it gets a job, its wait ends, or
+// the client goes away. Finish is called exactly once, by whichever comes first.
+class AcquireReactor : public grpc::ServerUnaryReactor {
+ public:
+  AcquireReactor(Scheduler* scheduler, AcquireJobResponse* response) : scheduler_(scheduler), response_(response) {}
+
+  // After this call `this` may already be deleted (answered and done).
+  void Park(const std::string& worker_id, absl::Time deadline) {
+    uint64_t id = scheduler_->NewWaiterId();
+    waiter_id_ = id;
+    scheduler_->AddWaiter(id, worker_id, deadline, [this](std::optional<JobAssignment> assignment) {
+      if (assignment.has_value()) *response_->mutable_assignment() = *std::move(assignment);
+      FinishOnce(grpc::Status::OK);
+    });
+  }
+
+  void OnCancel() override {
+    // If the scheduler already took the waiter, it is answering it now; otherwise answer here.
+    if (waiter_id_ != 0 && scheduler_->RemoveWaiter(waiter_id_)) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+    }
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void FinishOnce(const grpc::Status& status) {
+    if (!finished_.exchange(true)) Finish(status);
+  }
+  Scheduler* scheduler_;
+  AcquireJobResponse* response_;
+  std::atomic<uint64_t> waiter_id_{0};
+  std::atomic<bool> finished_{false};
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::RegisterWorker(grpc::CallbackServerContext* ctx,
+                                                            const RegisterWorkerRequest* req,
+                                                            RegisterWorkerResponse* resp) {
+  absl::Status s = deps_.auth->CheckWorker(*ctx);
+  if (s.ok() && !req->worker_id().empty()) s = ValidateWorkerId(req->worker_id());
+  if (s.ok() && req->backend() != "cpu" && req->backend() != "cuda") s = absl::InvalidArgumentError("backend must be cpu or cuda");
+  if (s.ok() && (req->name().size() > 128 || req->address().size() > 256 || req->device_name().size() > 256 ||
+                 req->version().size() > 64)) {
+    s = absl::InvalidArgumentError("name, address, device_name or version too long");
+  }
+  if (s.ok() && (req->max_concurrent_jobs() < 0 || req->max_concurrent_jobs() > 64)) {
+    s = absl::InvalidArgumentError("max_concurrent_jobs must be 1..64");
+  }
+  if (!s.ok()) return Reply(ctx, s);
+  RegisterWorkerRequest info = *req;
+  if (info.max_concurrent_jobs() == 0) info.set_max_concurrent_jobs(1);
+  if (!info.worker_id().empty()) {
+    // A (re)registering worker runs nothing yet: whatever it held before goes back to the queue.
+    deps_.scheduler->DropWorker(info.worker_id(), "worker re-registered");
+  }
+  auto id = deps_.workers->Register(info, absl::Now(), deps_.lease);
+  if (!id.ok()) return Reply(ctx, id.status());
+  resp->set_worker_id(*id);
+  resp->set_lease_seconds(static_cast<int32_t>(absl::ToInt64Seconds(deps_.lease)));
+  Log(LogLevel::kInfo, "worker registered")
+      .Kv("worker", *id).Kv("name", info.name()).Kv("backend", info.backend()).Kv("device", info.device_name());
+  deps_.scheduler->Notify();
+  return Reply(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx, const HeartbeatRequest* req,
+                                                       HeartbeatResponse* resp) {
+  absl::Status s = deps_.auth->CheckWorker(*ctx);
+  if (s.ok()) s = ValidateWorkerId(req->worker_id());
+  if (!s.ok()) return Reply(ctx, s);
+  const absl::Time now = absl::Now();
+  s = deps_.workers->Renew(req->worker_id(), now, deps_.lease);
+  if (!s.ok()) return Reply(ctx, s);
+  // Jobs we think it holds but it does not run: the assignment never reached it. Recent
+  // assignments may still be in flight, so they get one lease of grace.
+  std::set<std::string> running(req->running_job_ids().begin(), req->running_job_ids().end());
+  auto released = deps_.jobs->ReleaseWorkerJobs(req->worker_id(), "the worker does not run it", deps_.max_attempts, now,
+                                                running, deps_.lease);
+  if (released.ok()) {
+    for (const Job& job : *released) {
+      Log(LogLevel::kWarning, "job released").Kv("job", job.id()).Kv("worker", req->worker_id()).Kv("reason", "not running on worker");
+      deps_.hub->Publish(job);
+    }
+    if (!released->empty()) deps_.scheduler->Notify();
+  }
+  auto cancel = deps_.jobs->CancelRequestedOnWorker(req->worker_id());
+  if (cancel.ok()) {
+    for (auto& id : *cancel) resp->add_cancel_job_ids(id);
+  }
+  resp->set_lease_seconds(static_cast<int32_t>(absl::ToInt64Seconds(deps_.lease)));
+  return Reply(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::AcquireJob(grpc::CallbackServerContext* ctx, const AcquireJobRequest* req,
+                                                        AcquireJobResponse* resp) {
+  absl::Status s = deps_.auth->CheckWorker(*ctx);
+  if (s.ok()) s = ValidateWorkerId(req->worker_id());
+  if (s.ok() && (req->wait_seconds() < 0 || req->wait_seconds() > 60)) s = absl::InvalidArgumentError("wait_seconds must be 0..60");
+  if (s.ok()) s = deps_.workers->Get(req->worker_id()).status();
+  if (!s.ok()) return Reply(ctx, s);
+  int wait = req->wait_seconds() == 0 ? 20 : req->wait_seconds();
+  auto* reactor = new AcquireReactor(deps_.scheduler, resp);
+  reactor->Park(req->worker_id(), absl::Now() + absl::Seconds(wait));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::ReportProgress(grpc::CallbackServerContext* ctx,
+                                                            const ReportProgressRequest* req,
+                                                            ReportProgressResponse* resp) {
+  absl::Status s = deps_.auth->CheckWorker(*ctx);
+  if (s.ok()) s = ValidateWorkerId(req->worker_id());
+  if (s.ok()) s = ValidateJobId(req->job_id());
+  if (!s.ok()) return Reply(ctx, s);
+  ProgressUpdate p;
+  p.stage = Stage_IsValid(req->stage()) ? req->stage() : STAGE_UNSPECIFIED;
+  p.stage_fraction = std::clamp(req->stage_fraction(), 0.0, 1.0);
+  p.fraction = std::clamp(req->fraction(), 0.0, 1.0);
+  p.eta_seconds = req->eta_seconds();
+  p.message = req->message().substr(0, kMaxMessageBytes);
+  auto job = deps_.jobs->ReportProgress(req->worker_id(), req->job_id(), p, absl::Now());
+  if (!job.ok()) return Reply(ctx, job.status());
+  deps_.hub->Publish(*job);
+  resp->set_cancel_requested(job->cancel_requested());
+  return Reply(ctx, absl::OkStatus());
+}
+
+grpc::ServerWriteReactor<FileChunk>* WorkerServiceImpl::FetchBlob(grpc::CallbackServerContext* ctx,
+                                                                  const FetchBlobRequest* req) {
+  absl::Status s = deps_.auth->CheckWorker(*ctx);
+  if (s.ok() && !IsSha256Hex(req->sha256())) s = absl::InvalidArgumentError("sha256 must be 64 lower-case hex characters");
+  if (!s.ok()) return new FinishedWriteReactor<FileChunk>(ToGrpcStatus(s));
+  auto size = deps_.registry->blobs()->BlobSize(req->sha256());
+  if (!size.ok()) {
+    return new FinishedWriteReactor<FileChunk>(grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("blob ", req->sha256(), " not found")));
+  }
+  if (req->offset() > *size) {
+    return new FinishedWriteReactor<FileChunk>(grpc::Status(grpc::StatusCode::OUT_OF_RANGE, "offset past the end"));
+  }
+  auto fd = deps_.registry->blobs()->OpenBlob(req->sha256());
+  if (!fd.ok()) return new FinishedWriteReactor<FileChunk>(ToGrpcStatus(fd.status()));
+  return new BlobReadReactor(*std::move(fd), req->offset(), *size, deps_.metrics);
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::StartResultUpload(grpc::CallbackServerContext* ctx,
+                                                               const StartResultUploadRequest* req, Upload* resp) {
+  absl::Status s = deps_.auth->CheckWorker(*ctx);
+  if (s.ok()) s = ValidateWorkerId(req->worker_id());
+  if (s.ok()) s = ValidateJobId(req->job_id());
+  if (!s.ok()) return Reply(ctx, s);
+  auto job = deps_.jobs->Get(req->job_id());
+  if (!job.ok()) return Reply(ctx, job.status());
+  if (!IsOnWorker(job->state()) || job->worker_id() != req->worker_id()) {
+    return Reply(ctx, absl::FailedPreconditionError(absl::StrCat("job ", req->job_id(), " is not held by ", req->worker_id())));
+  }
+  CreateUploadRequest create;
+  create.set_kind(ARTIFACT_KIND_MODEL);
+  create.set_name(job->spec().output_name());
+  create.set_description(absl::StrCat(job->spec().preset(), " ", job->spec().bits(), " quantization of ",
+                                      job->spec().model(), " by job ", job->id()));
+  *create.mutable_files() = req->files();
+  auto upload = deps_.uploads->Create(create, job->id(), absl::Now());
+  if (!upload.ok()) return Reply(ctx, upload.status());
+  *resp = *std::move(upload);
+  return Reply(ctx, absl::OkStatus());
+}
+
+grpc::ServerReadReactor<UploadChunk>* WorkerServiceImpl::UploadResultChunks(grpc::CallbackServerContext* ctx,
+                                                                            UploadChunksResponse* resp) {
+  absl::Status s = deps_.auth->CheckWorker(*ctx);
+  if (!s.ok()) return new FinishedReadReactor<UploadChunk>(ToGrpcStatus(s));
+  return new UploadChunksReactor(deps_.uploads, deps_.registry_store, deps_.metrics, resp,
+                                 [](const UploadRecord& record) -> absl::Status {
+                                   if (record.job_id.empty()) return absl::PermissionDeniedError("not a job result upload");
+                                   return absl::OkStatus();
+                                 });
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerContext* ctx, const FinishJobRequest* req,
+                                                       FinishJobResponse* resp) {
+  absl::Status s = deps_.auth->CheckWorker(*ctx);
+  if (s.ok()) s = ValidateWorkerId(req->worker_id());
+  if (s.ok()) s = ValidateJobId(req->job_id());
+  if (s.ok() && !IsTerminal(req->outcome())) s = absl::InvalidArgumentError("outcome must be SUCCEEDED, FAILED or CANCELLED");
+  if (s.ok() && req->error().size() > kMaxErrorBytes) s = absl::InvalidArgumentError("error is over 4096 bytes");
+  if (!s.ok()) return Reply(ctx, s);
+  auto current = deps_.jobs->Get(req->job_id());
+  if (!current.ok()) return Reply(ctx, current.status());
+  if (IsTerminal(current->state()) && current->state() == req->outcome() && current->worker_id() == req->worker_id()) {
+    *resp->mutable_job() = *std::move(current);  // a retry of a FinishJob that took effect
+    return Reply(ctx, absl::OkStatus());
+  }
+  const absl::Time now = absl::Now();
+  Job finished;
+  if (req->outcome() == JOB_STATE_SUCCEEDED) {
+    if (req->report_json().size() > kMaxReportBytes) return Reply(ctx, absl::InvalidArgumentError("report_json is over 1 MiB"));
+    if (!req->report_json().empty()) {
+      auto parsed = nlohmann::json::parse(req->report_json(), nullptr, false);
+      if (parsed.is_discarded() || !parsed.is_object()) return Reply(ctx, absl::InvalidArgumentError("report_json must be a JSON object"));
+    }
+    auto record = deps_.uploads->GetRecord(req->result_upload_id());
+    if (!record.ok()) return Reply(ctx, record.status());
+    if (record->job_id != req->job_id()) {
+      return Reply(ctx, absl::PermissionDeniedError("result_upload_id belongs to another job"));
+    }
+    const Job& job = *current;
+    Registry::CommitHooks hooks;
+    hooks.prepare = [&](Artifact* artifact) -> absl::Status {
+      Quantization* q = artifact->mutable_quantization();
+      q->set_job_id(job.id());
+      q->set_source_model(job.spec().model());
+      q->set_preset(job.spec().preset());
+      q->set_bits(job.spec().bits());
+      q->set_scope(job.spec().scope());
+      q->set_report_json(req->report_json());
+      (*artifact->mutable_labels())["source_model"] = job.spec().model();
+      return absl::OkStatus();
+    };
+    hooks.after_insert = [&](SqliteTx& tx, const Artifact& stored) -> absl::Status {
+      auto f = deps_.jobs->FinishTx(tx, req->worker_id(), req->job_id(), JOB_STATE_SUCCEEDED, "",
+                                    FormatRef(stored.name(), stored.version()), now);
+      if (!f.ok()) return f.status();
+      finished = *std::move(f);
+      return absl::OkStatus();
+    };
+    auto artifact = deps_.registry->CommitUpload(req->result_upload_id(), now, hooks);
+    if (!artifact.ok()) return Reply(ctx, artifact.status());
+  } else {
+    s = deps_.registry_store->db()->Transaction([&](SqliteTx& tx) -> absl::Status {
+      auto f = deps_.jobs->FinishTx(tx, req->worker_id(), req->job_id(), req->outcome(), req->error(), "", now);
+      if (!f.ok()) return f.status();
+      finished = *std::move(f);
+      return absl::OkStatus();
+    });
+    if (!s.ok()) return Reply(ctx, s);
+    if (!req->result_upload_id().empty()) (void)deps_.uploads->Abort(req->result_upload_id());
+  }
+  Log(LogLevel::kInfo, "job finished")
+      .Kv("job", finished.id()).Kv("state", JobStateName(finished.state())).Kv("worker", req->worker_id())
+      .Kv("result", finished.result_model()).Kv("error", finished.error());
+  if (deps_.metrics != nullptr) deps_.metrics->JobFinished(finished.state());
+  deps_.hub->Publish(finished);
+  deps_.scheduler->Notify();
+  *resp->mutable_job() = std::move(finished);
+  return Reply(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::Deregister(grpc::CallbackServerContext* ctx, const DeregisterRequest* req,
+                                                        DeregisterResponse*) {
+  absl::Status s = deps_.auth->CheckWorker(*ctx);
+  if (s.ok()) s = ValidateWorkerId(req->worker_id());
+  if (!s.ok()) return Reply(ctx, s);
+  deps_.scheduler->DropWorker(req->worker_id(), "worker left");
+  Log(LogLevel::kInfo, "worker left").Kv("worker", req->worker_id());
+  return Reply(ctx, absl::OkStatus());
+}
+
+}  // namespace mq::server

@@ -1,0 +1,97 @@
+#include "blob_cache.h"
+
+#include <sys/stat.h>
+#include <utime.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "file_util.h"
+#include "log.h"
+#include "sha256.h"
+
+namespace mq::worker {
+
+absl::StatusOr<std::unique_ptr<BlobCache>> BlobCache::Open(const std::string& dir, uint64_t max_bytes) {
+  absl::Status s = MakeDirs(JoinPath(dir, "sha256"));
+  if (!s.ok()) return s;
+  return std::unique_ptr<BlobCache>(new BlobCache(dir, max_bytes));
+}
+
+std::string BlobCache::PathFor(const std::string& sha256) const {
+  return absl::StrCat(dir_, "/sha256/", sha256.substr(0, 2), "/", sha256);
+}
+
+absl::Mutex* BlobCache::DigestMutex(const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
+  auto& m = downloading_[sha256];
+  if (m == nullptr) m = std::make_unique<absl::Mutex>();
+  return m.get();
+}
+
+absl::StatusOr<std::string> BlobCache::Get(const mambaquant::v1::FileEntry& file, const PrepareContextFn& prepare,
+                                           const OpenReadStreamFn& open_stream, const TransferProgressFn& progress) {
+  if (!IsSha256Hex(file.sha256())) return absl::InvalidArgumentError("bad digest in assignment");
+  const std::string path = PathFor(file.sha256());
+  absl::MutexLock digest_lock(DigestMutex(file.sha256()));
+  auto size = FileSize(path);
+  if (size.ok() && *size == file.size()) {
+    ++hits_;
+    ::utime(path.c_str(), nullptr);  // recency for eviction
+    if (progress) progress(file.size(), file.size());
+    return path;
+  }
+  ++misses_;
+  absl::Status s = MakeDirs(Dirname(path));
+  if (!s.ok()) return s;
+  s = DownloadToFile(path, file.size(), file.sha256(), prepare, open_stream, progress);
+  if (!s.ok()) return s;
+  return path;
+}
+
+void BlobCache::Pin(const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
+  pins_[sha256]++;
+}
+
+void BlobCache::Unpin(const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
+  if (--pins_[sha256] <= 0) pins_.erase(sha256);
+}
+
+void BlobCache::Trim() {
+  if (max_bytes_ == 0) return;
+  struct Entry {
+    std::string path, digest;
+    uint64_t size;
+    int64_t mtime;
+  };
+  std::vector<Entry> entries;
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(JoinPath(dir_, "sha256"), ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    std::string name = it->path().filename().string();
+    if (!IsSha256Hex(name)) continue;  // .part files of downloads in progress
+    struct stat st;
+    if (::stat(it->path().c_str(), &st) != 0) continue;
+    entries.push_back({it->path().string(), name, static_cast<uint64_t>(st.st_size), static_cast<int64_t>(st.st_mtime)});
+    total += static_cast<uint64_t>(st.st_size);
+  }
+  if (total <= max_bytes_) return;
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.mtime < b.mtime; });
+  absl::MutexLock lock(&mu_);
+  for (const Entry& e : entries) {
+    if (total <= max_bytes_) break;
+    if (pins_.count(e.digest)) continue;
+    if (::unlink(e.path.c_str()) == 0) {
+      total -= e.size;
+      Log(LogLevel::kInfo, "cache evicted").Kv("sha256", e.digest).Kv("bytes", e.size);
+    }
+  }
+}
+
+}  // namespace mq::worker

@@ -1,0 +1,295 @@
+#include "job_runner.h"
+
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "file_transfer.h"
+#include "file_util.h"
+#include "grpc_status.h"
+#include "log.h"
+
+namespace mq::worker {
+
+using namespace mambaquant::v1;  // NOLINT
+
+namespace {
+
+constexpr absl::Duration kReportInterval = absl::Milliseconds(500);
+constexpr absl::Duration kRpcTimeout = absl::Seconds(10);
+constexpr absl::Duration kGiveUpAfter = absl::Minutes(30);
+
+bool IsPermanent(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kUnauthenticated:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+JobRunner::JobRunner(const ServerConnection* server, BlobCache* cache, JobExecutor* executor, WorkerMetrics* metrics,
+                     std::string worker_id, std::string work_dir, JobAssignment assignment)
+    : server_(server),
+      cache_(cache),
+      executor_(executor),
+      metrics_(metrics),
+      worker_id_(std::move(worker_id)),
+      work_dir_(std::move(work_dir)),
+      assignment_(std::move(assignment)),
+      start_(absl::Now()),
+      tracker_(start_, assignment_.has_eval_file()) {}
+
+JobRunner::~JobRunner() {
+  {
+    absl::MutexLock lock(&mu_);
+    reporter_exit_ = true;
+  }
+  if (reporter_.joinable()) reporter_.join();
+}
+
+void JobRunner::Stop(StopReason reason) {
+  int expected = 0;
+  // The first reason wins, except that abandoning overrides a requested cancel (nobody to tell).
+  if (!stop_.compare_exchange_strong(expected, static_cast<int>(reason)) && reason == StopReason::kAbandon) {
+    stop_.store(static_cast<int>(reason));
+  }
+}
+
+void JobRunner::SetProgress(Stage stage, double fraction, const std::string& message) {
+  absl::MutexLock lock(&mu_);
+  if (stage != stage_) stage_changed_ = true;
+  stage_ = stage;
+  stage_fraction_ = fraction;
+  message_ = message;
+  tracker_.Update(stage, fraction);
+  dirty_ = true;
+}
+
+void JobRunner::ReporterLoop() {
+  for (;;) {
+    ReportProgressRequest req;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reporter_exit_ || stage_changed_; };
+      mu_.AwaitWithTimeout(absl::Condition(&ready), kReportInterval);
+      if (reporter_exit_) return;
+      if (!dirty_) continue;
+      dirty_ = false;
+      stage_changed_ = false;
+      req.set_worker_id(worker_id_);
+      req.set_job_id(assignment_.job_id());
+      req.set_stage(stage_);
+      req.set_stage_fraction(stage_fraction_);
+      req.set_fraction(tracker_.fraction());
+      req.set_eta_seconds(tracker_.EtaSeconds(absl::Now()));
+      req.set_message(message_);
+    }
+    grpc::ClientContext ctx;
+    server_->Prepare(&ctx, kRpcTimeout);
+    ReportProgressResponse resp;
+    absl::Status s = FromGrpcStatus(server_->stub->ReportProgress(&ctx, req, &resp));
+    if (s.ok() && resp.cancel_requested()) {
+      Log(LogLevel::kInfo, "cancel requested").Kv("job", assignment_.job_id());
+      Stop(StopReason::kCancelRequested);
+    } else if (absl::IsFailedPrecondition(s) || absl::IsNotFound(s)) {
+      Log(LogLevel::kWarning, "job no longer ours; abandoning").Kv("job", assignment_.job_id()).Kv("error", s);
+      Stop(StopReason::kAbandon);
+    }
+    // Other errors (server restarting): the next report carries the newest state anyway.
+  }
+}
+
+absl::Status JobRunner::Fetch(const std::string& job_dir, ExecutionRequest* request) {
+  uint64_t total = 0;
+  for (const auto& f : assignment_.model_files()) total += f.size();
+  total += assignment_.calib_file().size();
+  if (assignment_.has_eval_file()) total += assignment_.eval_file().size();
+  uint64_t done_before = 0;
+  auto get = [&](const FileEntry& file) -> absl::StatusOr<std::string> {
+    if (stopped()) return absl::CancelledError("stopped");
+    cache_->Pin(file.sha256());
+    auto open = [this, &file](grpc::ClientContext* ctx, uint64_t offset) {
+      FetchBlobRequest req;
+      req.set_sha256(file.sha256());
+      req.set_offset(offset);
+      return std::unique_ptr<grpc::ClientReaderInterface<FileChunk>>(server_->stub->FetchBlob(ctx, req));
+    };
+    auto prepare = [this](grpc::ClientContext* ctx) { server_->Prepare(ctx); };
+    uint64_t last = 0;
+    auto progress = [&](uint64_t done, uint64_t) {
+      if (metrics_ != nullptr && done > last) metrics_->AddFetchedBytes(done - last);
+      last = done;
+      SetProgress(STAGE_FETCH, total ? static_cast<double>(done_before + done) / total : 1.0,
+                  absl::StrCat("fetching ", file.path()));
+    };
+    auto path = cache_->Get(file, prepare, open, progress);
+    done_before += file.size();
+    return path;
+  };
+  const std::string model_dir = JoinPath(job_dir, "model");
+  for (const auto& f : assignment_.model_files()) {
+    auto cached = get(f);
+    if (!cached.ok()) return cached.status();
+    std::string link = JoinPath(model_dir, f.path());
+    absl::Status s = MakeDirs(Dirname(link));
+    if (!s.ok()) return s;
+    std::error_code ec;
+    std::filesystem::create_symlink(*cached, link, ec);
+    if (ec) return absl::InternalError(absl::StrCat("link ", link, ": ", ec.message()));
+  }
+  auto calib = get(assignment_.calib_file());
+  if (!calib.ok()) return calib.status();
+  request->calib_path = *calib;
+  if (assignment_.has_eval_file()) {
+    auto eval = get(assignment_.eval_file());
+    if (!eval.ok()) return eval.status();
+    request->eval_path = *eval;
+  }
+  request->model_dir = model_dir;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> JobRunner::UploadResult(const std::string& output_dir) {
+  StartResultUploadRequest start;
+  start.set_worker_id(worker_id_);
+  start.set_job_id(assignment_.job_id());
+  std::map<std::string, std::string> local;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(output_dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    std::string rel = std::filesystem::relative(it->path(), output_dir, ec).string();
+    auto entry = DescribeLocalFile(it->path().string(), rel);
+    if (!entry.ok()) return entry.status();
+    *start.add_files() = *entry;
+    local[rel] = it->path().string();
+  }
+  if (ec) return absl::InternalError(absl::StrCat("listing ", output_dir, ": ", ec.message()));
+  Upload upload;
+  {
+    grpc::ClientContext ctx;
+    server_->Prepare(&ctx, kRpcTimeout);
+    absl::Status s = FromGrpcStatus(server_->stub->StartResultUpload(&ctx, start, &upload));
+    if (!s.ok()) return s;
+  }
+  uint64_t last = 0;
+  absl::Status s = SendUploadFiles(
+      upload, local, [this](grpc::ClientContext* ctx) { server_->Prepare(ctx); },
+      [this](grpc::ClientContext* ctx, UploadChunksResponse* resp) {
+        return std::unique_ptr<grpc::ClientWriterInterface<UploadChunk>>(server_->stub->UploadResultChunks(ctx, resp));
+      },
+      nullptr,
+      [&](uint64_t done, uint64_t total) {
+        if (metrics_ != nullptr && done > last) metrics_->AddUploadedBytes(done - last);
+        last = done;
+        SetProgress(STAGE_UPLOAD, total ? static_cast<double>(done) / total : 1.0, "uploading result");
+      });
+  if (!s.ok()) return s;
+  return upload.upload_id();
+}
+
+void JobRunner::Finish(JobState outcome, const std::string& error, const std::string& report_json,
+                       const std::string& output_dir) {
+  const absl::Time give_up = absl::Now() + kGiveUpAfter;
+  absl::Duration backoff = absl::Milliseconds(250);
+  for (;;) {
+    if (stop_.load() == static_cast<int>(StopReason::kAbandon)) return;
+    FinishJobRequest req;
+    req.set_worker_id(worker_id_);
+    req.set_job_id(assignment_.job_id());
+    req.set_outcome(outcome);
+    req.set_error(error.substr(0, 4096));
+    absl::Status s;
+    if (outcome == JOB_STATE_SUCCEEDED) {
+      // A server restart loses nothing already uploaded: complete blobs are deduplicated.
+      auto upload_id = UploadResult(output_dir);
+      s = upload_id.status();
+      if (s.ok()) {
+        req.set_result_upload_id(*upload_id);
+        req.set_report_json(report_json);
+      }
+    }
+    if (s.ok()) {
+      grpc::ClientContext ctx;
+      server_->Prepare(&ctx, absl::Seconds(60));
+      FinishJobResponse resp;
+      s = FromGrpcStatus(server_->stub->FinishJob(&ctx, req, &resp));
+      if (s.ok()) {
+        Log(LogLevel::kInfo, "job finished").Kv("job", assignment_.job_id()).Kv("state", JobState_Name(resp.job().state()))
+            .Kv("result", resp.job().result_model());
+        return;
+      }
+    }
+    if (IsPermanent(s) || absl::Now() > give_up) {
+      Log(LogLevel::kError, "could not finish job on the server").Kv("job", assignment_.job_id()).Kv("error", s);
+      return;
+    }
+    Log(LogLevel::kWarning, "finishing job failed; retrying").Kv("job", assignment_.job_id()).Kv("error", s);
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(5));
+  }
+}
+
+void JobRunner::Run() {
+  reporter_ = std::thread([this] { ReporterLoop(); });
+  if (metrics_ != nullptr) metrics_->JobStarted();
+  const std::string job_dir = JoinPath(work_dir_, absl::StrCat(assignment_.job_id(), "-", assignment_.attempt()));
+  Log(LogLevel::kInfo, "job started").Kv("job", assignment_.job_id()).Kv("attempt", assignment_.attempt())
+      .Kv("model", assignment_.spec().model()).Kv("preset", assignment_.spec().preset()).Kv("bits", assignment_.spec().bits());
+  (void)RemoveAll(job_dir);
+  ExecutionRequest request;
+  request.spec = assignment_.spec();
+  request.output_dir = JoinPath(job_dir, "out");
+  SetProgress(STAGE_FETCH, 0, "fetching inputs");
+  absl::Status s = MakeDirs(job_dir);
+  if (s.ok()) s = Fetch(job_dir, &request);
+  absl::StatusOr<ExecutionResult> result = absl::UnknownError("not run");
+  if (!s.ok()) {
+    result = s;
+  } else {
+    result = executor_->Execute(request, [this](const ExecutionProgress& p) {
+      SetProgress(p.stage, p.fraction, p.message);
+      return !stopped();
+    });
+  }
+  std::string outcome_name;
+  const StopReason reason = static_cast<StopReason>(stop_.load());
+  if (reason == StopReason::kAbandon) {
+    outcome_name = "ABANDONED";
+    Log(LogLevel::kInfo, "job abandoned").Kv("job", assignment_.job_id());
+  } else if (reason == StopReason::kCancelRequested) {
+    outcome_name = "CANCELLED";
+    Finish(JOB_STATE_CANCELLED, "cancelled by request", "", "");
+  } else if (!result.ok()) {
+    outcome_name = "FAILED";
+    Log(LogLevel::kWarning, "job failed").Kv("job", assignment_.job_id()).Kv("error", result.status());
+    Finish(JOB_STATE_FAILED, result.status().ToString(), "", "");
+  } else {
+    SetProgress(STAGE_UPLOAD, 0, "uploading result");
+    Finish(JOB_STATE_SUCCEEDED, "", result->report_json, request.output_dir);
+    outcome_name = stop_.load() == static_cast<int>(StopReason::kAbandon) ? "ABANDONED" : "SUCCEEDED";
+  }
+  for (const auto& f : assignment_.model_files()) cache_->Unpin(f.sha256());
+  cache_->Unpin(assignment_.calib_file().sha256());
+  if (assignment_.has_eval_file()) cache_->Unpin(assignment_.eval_file().sha256());
+  (void)RemoveAll(job_dir);
+  if (metrics_ != nullptr) metrics_->JobEnded(outcome_name, absl::ToDoubleSeconds(absl::Now() - start_));
+  {
+    absl::MutexLock lock(&mu_);
+    reporter_exit_ = true;
+  }
+  reporter_.join();
+  done_.store(true);
+}
+
+}  // namespace mq::worker

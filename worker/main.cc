@@ -1,0 +1,164 @@
+// mq-worker: runs quantization jobs for an mq-server. See docs/deploy.md for the flags.
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+#include <prometheus/exposer.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "blob_cache.h"
+#include "credentials.h"
+#include "flag_names.h"
+#include "device_info.h"
+#include "file_util.h"
+#include "log.h"
+#include "quantize_executor.h"
+#include "shutdown_signal.h"
+#include "worker_agent.h"
+#include "worker_metrics.h"
+
+ABSL_FLAG(std::string, server, "localhost:7070", "mq-server address host:port");
+ABSL_FLAG(std::string, listen, "0.0.0.0:7071", "Where this worker serves gRPC health and reflection");
+ABSL_FLAG(std::string, metrics_listen, "", "Prometheus /metrics listen address host:port (empty: off)");
+ABSL_FLAG(std::string, backend, "auto", "cpu | cuda | auto (cuda when a GPU is present)");
+ABSL_FLAG(std::string, cache_dir, "./mq-worker-cache", "Blob cache and job work directories");
+ABSL_FLAG(int64_t, cache_max_bytes, int64_t{50} << 30, "Evict cached blobs beyond this size (0: never)");
+ABSL_FLAG(int, max_jobs, 1, "Jobs run at once");
+ABSL_FLAG(std::string, name, "", "Worker name shown by the server (default: host name)");
+ABSL_FLAG(std::string, device_name, "", "Override the advertised device name");
+ABSL_FLAG(bool, insecure, false, "Plaintext to the server without a token (local development only)");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA bundle to verify the server (default: system roots)");
+ABSL_FLAG(std::string, tls_server_name, "", "Override the name checked in the server certificate");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate for this worker's own --listen endpoint (plaintext when empty)");
+ABSL_FLAG(std::string, tls_key, "", "PEM key for this worker's own --listen endpoint");
+ABSL_FLAG(std::string, token, "", "Worker bearer token (else --token-file, $MQ_WORKER_TOKEN, $MQ_TOKEN)");
+ABSL_FLAG(std::string, token_file, "", "File holding the worker bearer token");
+ABSL_FLAG(int, poll_seconds, 20, "Long-poll wait for a job, seconds");
+ABSL_FLAG(std::string, log_level, "info", "debug | info | warn | error");
+
+int main(int argc, char** argv) {
+  mq::BlockShutdownSignals();
+  absl::SetProgramUsageMessage("mq-worker --server ADDR --listen ADDR --backend cpu|cuda --cache-dir DIR [--insecure]");
+  mq::DashedFlagArgs dashed(argc, argv);
+  absl::ParseCommandLine(dashed.argc(), dashed.argv());
+  mq::SetLogComponent("worker");
+  mq::LogLevel level;
+  if (!mq::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    std::fprintf(stderr, "--log-level must be debug, info, warn or error\n");
+    return 2;
+  }
+  mq::SetLogLevel(level);
+
+  std::string backend = absl::GetFlag(FLAGS_backend);
+  if (backend == "auto") backend = mq::worker::CudaDevicePresent() ? "cuda" : "cpu";
+  if (backend != "cpu" && backend != "cuda") {
+    std::fprintf(stderr, "--backend must be cpu, cuda or auto\n");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_max_jobs) < 1 || absl::GetFlag(FLAGS_max_jobs) > 64) {
+    std::fprintf(stderr, "--max-jobs must be 1..64\n");
+    return 2;
+  }
+
+  // The connection to the server.
+  mq::ClientTlsOptions tls;
+  tls.insecure = absl::GetFlag(FLAGS_insecure);
+  tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
+  tls.server_name_override = absl::GetFlag(FLAGS_tls_server_name);
+  auto channel = mq::MakeChannel(absl::GetFlag(FLAGS_server), tls);
+  if (!channel.ok()) {
+    mq::Log(mq::LogLevel::kError, "cannot set up the server connection").Kv("error", channel.status());
+    return 1;
+  }
+  mq::worker::ServerConnection server;
+  server.channel = *channel;
+  server.stub = mambaquant::v1::WorkerService::NewStub(server.channel);
+  if (!tls.insecure) {
+    auto token = mq::ResolveToken(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file), "MQ_WORKER_TOKEN");
+    if (token.ok() && token->empty()) token = mq::ResolveToken("", "", "MQ_TOKEN");
+    if (!token.ok() || token->empty()) {
+      mq::Log(mq::LogLevel::kError, "a worker token is required unless --insecure (--token, --token-file, MQ_WORKER_TOKEN or MQ_TOKEN)");
+      return 2;
+    }
+    server.token = *token;
+  }
+
+  const std::string cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  auto cache = mq::worker::BlobCache::Open(mq::JoinPath(cache_dir, "blobs"), static_cast<uint64_t>(absl::GetFlag(FLAGS_cache_max_bytes)));
+  if (!cache.ok()) {
+    mq::Log(mq::LogLevel::kError, "cannot open the cache").Kv("error", cache.status());
+    return 1;
+  }
+
+  mq::worker::WorkerMetrics metrics;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(absl::GetFlag(FLAGS_metrics_listen));
+      exposer->RegisterCollectable(metrics.registry());
+    } catch (const std::exception& e) {
+      mq::Log(mq::LogLevel::kError, "cannot serve metrics").Kv("error", e.what());
+      return 1;
+    }
+  }
+
+  // The worker's own endpoint serves only health and reflection: no job data passes through it.
+  mq::ServerTlsOptions own_tls;
+  own_tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  own_tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  own_tls.insecure = own_tls.cert_file.empty();
+  auto own_creds = mq::MakeServerCredentials(own_tls);
+  if (!own_creds.ok()) {
+    mq::Log(mq::LogLevel::kError, "bad --tls-cert/--tls-key").Kv("error", own_creds.status());
+    return 2;
+  }
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *own_creds, &port);
+  std::unique_ptr<grpc::Server> health_server = builder.BuildAndStart();
+  if (health_server == nullptr || port == 0) {
+    mq::Log(mq::LogLevel::kError, "cannot listen").Kv("listen", absl::GetFlag(FLAGS_listen));
+    return 1;
+  }
+
+  mq::worker::DeviceInfo device = mq::worker::DetectDevice(backend);
+  if (!absl::GetFlag(FLAGS_device_name).empty()) device.name = absl::GetFlag(FLAGS_device_name);
+  mq::worker::WorkerOptions options;
+  options.name = absl::GetFlag(FLAGS_name);
+  if (options.name.empty()) {
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    options.name = host;
+  }
+  options.address = absl::GetFlag(FLAGS_listen);
+  options.backend = backend;
+  options.device_name = device.name;
+  options.memory_bytes = device.memory_bytes;
+  options.max_jobs = absl::GetFlag(FLAGS_max_jobs);
+  options.work_dir = mq::JoinPath(cache_dir, "jobs");
+  options.poll_wait_seconds = std::clamp(absl::GetFlag(FLAGS_poll_seconds), 1, 60);
+
+  mq::worker::QuantizeExecutor executor;
+  mq::worker::WorkerAgent agent(options, &server, cache->get(), &executor, &metrics);
+  agent.Start();
+  mq::Log(mq::LogLevel::kInfo, "mq-worker started")
+      .Kv("server", absl::GetFlag(FLAGS_server)).Kv("listen", absl::GetFlag(FLAGS_listen)).Kv("port", port)
+      .Kv("backend", backend).Kv("device", device.name).Kv("cache_dir", cache_dir);
+
+  int sig = mq::WaitForShutdownSignal();
+  mq::Log(mq::LogLevel::kInfo, "signal received; leaving").Kv("signal", sig);
+  if (auto* health = health_server->GetHealthCheckService()) health->Shutdown();
+  agent.Shutdown();
+  health_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}

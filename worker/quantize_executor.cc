@@ -1,0 +1,56 @@
+#include "quantize_executor.h"
+
+#include "quant/quantize_pipeline.h"
+
+namespace mq::worker {
+namespace {
+
+mambaquant::v1::Stage ToProtoStage(quant::Stage stage) {
+  switch (stage) {
+    case quant::Stage::kLoad: return mambaquant::v1::STAGE_LOAD;
+    case quant::Stage::kCalibrate: return mambaquant::v1::STAGE_CALIBRATE;
+    case quant::Stage::kTransform: return mambaquant::v1::STAGE_TRANSFORM;
+    case quant::Stage::kQuantize: return mambaquant::v1::STAGE_QUANTIZE;
+    case quant::Stage::kEvaluate: return mambaquant::v1::STAGE_EVALUATE;
+    case quant::Stage::kExport: return mambaquant::v1::STAGE_EXPORT;
+  }
+  return mambaquant::v1::STAGE_UNSPECIFIED;
+}
+
+// mq::Status codes equal absl's numerically (both mirror gRPC's).
+absl::Status ToAbsl(const Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
+}
+
+}  // namespace
+
+absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest& request,
+                                                          const ExecutionProgressFn& progress) {
+  const auto& spec = request.spec;
+  quant::QuantizeOptions o;  // fields the spec does not carry keep the engine's defaults
+  o.model_dir = request.model_dir;
+  o.output_dir = request.output_dir;
+  o.preset = spec.preset();
+  o.bits = spec.bits();
+  o.scope = spec.scope();
+  o.act_granularity = spec.act_granularity();
+  o.calib_text_path = request.calib_path;
+  o.num_samples = spec.num_samples();
+  o.seq_len = spec.seq_len();
+  o.seed = spec.seed();
+  o.eval_text_path = request.eval_path;
+  o.eval_window = spec.eval_window();
+  if (spec.has_klt_r1()) o.klt_r1 = spec.klt_r1();
+  if (spec.has_klt_r5()) o.klt_r5 = spec.klt_r5();
+  if (spec.has_online_r2()) o.online_r2 = spec.online_r2();
+  if (spec.has_smooth_s2()) o.smooth_s2 = spec.smooth_s2();
+  if (spec.has_smooth_s4()) o.smooth_s4 = spec.smooth_s4();
+  auto result = quant::QuantizeModel(o, [&](const quant::Progress& p) {
+    return progress(ExecutionProgress{ToProtoStage(p.stage), p.fraction, p.message});
+  });
+  if (!result.ok()) return ToAbsl(result.status());
+  return ExecutionResult{result->report_json};
+}
+
+}  // namespace mq::worker

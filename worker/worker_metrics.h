@@ -1,0 +1,40 @@
+// Prometheus metrics of mq-worker, served on --metrics-listen.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+namespace mq::worker {
+
+class WorkerMetrics {
+ public:
+  WorkerMetrics();
+  std::shared_ptr<prometheus::Registry> registry() { return registry_; }
+
+  void JobStarted() { running_->Increment(); }
+  // outcome: SUCCEEDED | FAILED | CANCELLED | ABANDONED
+  void JobEnded(const std::string& outcome, double seconds);
+  void SetCacheCounts(uint64_t hits, uint64_t misses);
+  void AddFetchedBytes(uint64_t n) { fetched_bytes_->Increment(static_cast<double>(n)); }
+  void AddUploadedBytes(uint64_t n) { uploaded_bytes_->Increment(static_cast<double>(n)); }
+  void SetRegistered(bool registered) { registered_->Set(registered ? 1 : 0); }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Gauge* running_;
+  prometheus::Gauge* registered_;
+  prometheus::Family<prometheus::Counter>* jobs_;
+  prometheus::Counter* job_seconds_;
+  prometheus::Counter* cache_hits_;
+  prometheus::Counter* cache_misses_;
+  prometheus::Counter* fetched_bytes_;
+  prometheus::Counter* uploaded_bytes_;
+  uint64_t last_hits_ = 0, last_misses_ = 0;  // guarded by being called from one thread
+};
+
+}  // namespace mq::worker
