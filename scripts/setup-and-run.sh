@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command on a fresh Debian 12 machine: install the build dependencies, build, and start the
 # single-machine service (server + one worker, SQLite + local blob store, CPU backend when no GPU
-# is present) with the bundled mamba-tiny registered. Ctrl-C stops it.
+# is present) with the bundled mamba-tiny registered; `deploy/local/start.sh stop` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
