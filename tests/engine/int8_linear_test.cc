@@ -124,3 +124,35 @@ TEST(QuantizedLinearTest, MatchesFloatWithinQuantizationError) {
 
 }  // namespace
 }  // namespace mq
+
+namespace mq {
+namespace {
+
+TEST(QuantizerTest, MseClippingNeverIncreasesARowsErrorAndHelpsHeavyTails) {
+  std::mt19937 rng(9);
+  std::student_t_distribution<float> heavy(3.0f);  // outliers make the max-range grid coarse
+  const int rows = 32, cols = 256;
+  std::vector<float> w(rows * cols);
+  for (auto& v : w) v = heavy(rng);
+  auto error = [&](const LinearQuant& q, int r) {
+    double e = 0;
+    for (int c = 0; c < cols; ++c) {
+      const double d = q.qweight[r * cols + c] * q.weight_scale[r] - w[r * cols + c];
+      e += d * d;
+    }
+    return e;
+  };
+  const LinearQuant mx = QuantizeWeightRows(w, rows, cols, 4, WeightClip::kMax);
+  const LinearQuant ms = QuantizeWeightRows(w, rows, cols, 4, WeightClip::kMse);
+  double total_max = 0, total_mse = 0;
+  for (int r = 0; r < rows; ++r) {
+    EXPECT_LE(error(ms, r), error(mx, r) * (1 + 1e-9)) << "row " << r;
+    EXPECT_LE(ms.weight_scale[r], mx.weight_scale[r]);
+    total_max += error(mx, r);
+    total_mse += error(ms, r);
+  }
+  EXPECT_LT(total_mse, 0.8 * total_max);
+}
+
+}  // namespace
+}  // namespace mq

@@ -13,8 +13,22 @@
 
 namespace mq {
 
-LinearQuant QuantizeWeightRows(const std::vector<float>& w, int64_t rows, int64_t cols, int bits,
-                               float clip_ratio) {
+namespace {
+
+// Squared error of quantizing `row` with scale s to ±qmax.
+double RowQuantError(const float* row, int64_t cols, float s, float qmax) {
+  double e = 0;
+  for (int64_t c = 0; c < cols; ++c) {
+    const float q = std::clamp(std::nearbyint(row[c] / s), -qmax, qmax);
+    const double d = static_cast<double>(q * s) - row[c];
+    e += d * d;
+  }
+  return e;
+}
+
+}  // namespace
+
+LinearQuant QuantizeWeightRows(const std::vector<float>& w, int64_t rows, int64_t cols, int bits, WeightClip clip) {
   LinearQuant q;
   q.weight_bits = bits;
   const float qmax = bits == 4 ? 7.0f : 127.0f;
@@ -24,8 +38,18 @@ LinearQuant QuantizeWeightRows(const std::vector<float>& w, int64_t rows, int64_
     const float* row = w.data() + r * cols;
     float amax = 0.0f;
     for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(row[c]));
-    amax *= clip_ratio;
-    const float s = amax > 0.0f ? amax / qmax : 1.0f;
+    float s = amax > 0.0f ? amax / qmax : 1.0f;
+    if (clip == WeightClip::kMse && amax > 0.0f) {
+      double best = RowQuantError(row, cols, s, qmax);
+      for (int step = 1; step <= 25; ++step) {
+        const float cand = (1.0f - 0.02f * static_cast<float>(step)) * amax / qmax;
+        const double e = RowQuantError(row, cols, cand, qmax);
+        if (e < best) {
+          best = e;
+          s = cand;
+        }
+      }
+    }
     q.weight_scale[r] = s;
     int8_t* out = q.qweight.data() + r * cols;
     for (int64_t c = 0; c < cols; ++c) {

@@ -38,9 +38,15 @@ class Linear {
   void Forward(const float* x, int64_t rows, float* y) const;
 };
 
+// How the range of each weight row is chosen.
+enum class WeightClip {
+  kMax,  // s = max|w_row| / qmax
+  kMse,  // s = c·max|w_row| / qmax with c ∈ {1, 0.98, …, 0.5} minimizing the row's squared error
+};
+
 // Symmetric per-row quantization of a [rows, cols] matrix to `bits` (8 or 4).
 LinearQuant QuantizeWeightRows(const std::vector<float>& w, int64_t rows, int64_t cols, int bits,
-                               float clip_ratio = 1.0f);
+                               WeightClip clip = WeightClip::kMax);
 
 // Per-token INT8 quantization of activations: q[r, :] = round(x[r, :] / s_r), s_r = max|x_r| / 127.
 void QuantizeRowsPerToken(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scales);

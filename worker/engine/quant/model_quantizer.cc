@@ -7,7 +7,7 @@ namespace mq::quant {
 namespace {
 
 Status QuantizeLinear(Linear& l, const QuantSpec& spec, const SiteStats* input_stats, const std::string& name) {
-  LinearQuant q = QuantizeWeightRows(l.weight, l.out_features, l.in_features, spec.weight_bits);
+  LinearQuant q = QuantizeWeightRows(l.weight, l.out_features, l.in_features, spec.weight_bits, spec.weight_clip);
   q.act_mode = spec.act_mode;
   if (spec.act_mode == ActScaleMode::kPerTensorStatic) {
     if (input_stats == nullptr || input_stats->row_absmax.empty())

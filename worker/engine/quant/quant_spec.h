@@ -26,6 +26,7 @@ struct QuantSpec {
   double smooth_alpha = 0.5;
   uint64_t seed = 0;
   bool quantize_lm_head = false;
+  WeightClip weight_clip = WeightClip::kMax;
 
   // Transforms (derived from the preset; the mambaquant ones are switchable).
   bool fold_norms = false;      // γ into the next linear, LM head untied

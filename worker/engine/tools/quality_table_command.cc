@@ -82,7 +82,7 @@ std::string Fmt(const char* f, double v) {
 
 int RunQualityTableCommand(const std::vector<std::string>& args) {
   auto cl = CommandLine::Parse(args, {}, {"model", "calib", "eval", "samples", "seq-len", "seeds", "out-md", "out-json",
-                                          "window", "act"});
+                                          "window", "act", "weight-clip"});
   if (!cl.ok()) return ReportError(cl.status());
   auto model = cl->Require("model");
   auto calib = cl->Require("calib");
@@ -111,6 +111,7 @@ int RunQualityTableCommand(const std::vector<std::string>& args) {
   base.num_samples = static_cast<int>(*samples);
   base.seq_len = static_cast<int>(*seq_len);
   base.act_granularity = cl->Get("act").value_or("per_token");
+  base.weight_clip = cl->Get("weight-clip").value_or("auto");
 
   auto tokenizer = Tokenizer::LoadFromFile((std::filesystem::path(*model) / "tokenizer.json").string());
   if (!tokenizer.ok()) return ReportError(tokenizer.status());
@@ -147,7 +148,7 @@ int RunQualityTableCommand(const std::vector<std::string>& args) {
 
   nlohmann::json j = {{"model", *model}, {"calib", *calib}, {"eval", *eval}, {"samples", *samples},
                       {"seq_len", *seq_len}, {"window", *window}, {"seeds", seeds},
-                      {"activation_granularity", base.act_granularity},
+                      {"activation_granularity", base.act_granularity}, {"weight_clip", base.weight_clip},
                       {"float_perplexity", (*results)[0].reference.perplexity},
                       {"tokens_scored", (*results)[0].reference.tokens_scored}, {"eval_seconds", eval_seconds},
                       {"rows", nlohmann::json::array()}};
