@@ -1,5 +1,7 @@
 #include "mq_server.h"
 
+#include "engine_model_check.h"
+
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_builder.h>
@@ -36,7 +38,7 @@ absl::Status MqServer::Init() {
   uploads_ = std::make_unique<UploadManager>(registry_store_.get(), blobs_.get(), options_.limits);
   // Model content hook: structural checks only for now; the engine's loaders can be plugged in
   // here to open uploaded models before they are accepted.
-  registry_ = std::make_unique<Registry>(registry_store_.get(), blobs_.get(), uploads_.get(), ModelContentHook());
+  registry_ = std::make_unique<Registry>(registry_store_.get(), blobs_.get(), uploads_.get(), CheckModelWithEngine);
   hub_ = std::make_unique<JobEventHub>();
   metrics_ = std::make_unique<ServerMetrics>();
 
