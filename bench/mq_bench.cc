@@ -1,0 +1,319 @@
+// mq-bench: prefill and decode benchmarks of the CUDA backend on the Mamba-1 family's shapes
+// (random weights generated on the device) and on model directories (fixtures, quantized exports).
+//
+//   mq-bench [--shapes 130m,370m,790m,1.4b,2.8b] [--modes fp16,int8] [--decode-batches 1,8,64]
+//            [--prefill 1x2048,8x2048] [--model DIR ...] [--json FILE] [--gemv-compare]
+//
+// Prints one line per measurement and writes them as JSON lines (--json). Times are CUDA-event
+// medians after warm-up; decode steps replay a captured CUDA graph (embedding → layers → LM head
+// → greedy argmax), so ms/token includes selecting the token on the GPU.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_handles.h"
+#include "cuda/cuda_mamba_model.h"
+#include "cuda/device_buffer.h"
+#include "model/model_loader.h"
+
+namespace mq::cuda {
+namespace {
+
+struct Shape {
+  std::string name;
+  int64_t d, layers;
+};
+const std::vector<Shape> kShapes = {
+    {"130m", 768, 24}, {"370m", 1024, 48}, {"790m", 1536, 48}, {"1.4b", 2048, 48}, {"2.8b", 2560, 64}};
+
+MambaConfig ConfigFor(const Shape& s) {
+  MambaConfig c;
+  c.vocab_size = 50280;
+  c.hidden_size = s.d;
+  c.intermediate_size = 2 * s.d;
+  c.state_size = 16;
+  c.num_hidden_layers = s.layers;
+  c.conv_kernel = 4;
+  c.time_step_rank = (s.d + 15) / 16;
+  c.expand = 2;
+  c.tie_word_embeddings = true;
+  return c;
+}
+
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, sep);)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+FILE* g_json = nullptr;
+void Emit(const std::string& model, const std::string& mode, const std::string& metric, double value,
+          const std::string& unit, const std::string& extra = "") {
+  std::printf("%-12s %-5s %-28s %12.4f %s %s\n", model.c_str(), mode.c_str(), metric.c_str(), value, unit.c_str(),
+              extra.c_str());
+  std::fflush(stdout);
+  if (g_json != nullptr) {
+    std::fprintf(g_json, "{\"model\":\"%s\",\"mode\":\"%s\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n",
+                 model.c_str(), mode.c_str(), metric.c_str(), value, unit.c_str());
+    std::fflush(g_json);
+  }
+}
+
+#define BENCH_CHECK(expr)                                                              \
+  do {                                                                                 \
+    const ::mq::Status s_ = (expr);                                                    \
+    if (!s_.ok()) {                                                                    \
+      std::fprintf(stderr, "mq-bench: %s failed: %s\n", #expr, s_.ToString().c_str()); \
+      return s_;                                                                       \
+    }                                                                                  \
+  } while (0)
+
+// Device-to-device copy bandwidth, counting bytes read plus bytes written.
+StatusOr<double> CopyBandwidth() {
+  const size_t bytes = 1ull << 31;
+  MQ_ASSIGN_OR_RETURN(auto a, DeviceBuffer<uint8_t>::Allocate(bytes));
+  MQ_ASSIGN_OR_RETURN(auto b, DeviceBuffer<uint8_t>::Allocate(bytes));
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemset(a.get(), 1, bytes));
+  MQ_ASSIGN_OR_RETURN(auto e0, CudaEvent::Create());
+  MQ_ASSIGN_OR_RETURN(auto e1, CudaEvent::Create());
+  std::vector<double> t;
+  for (int i = 0; i < 12; ++i) {
+    MQ_RETURN_IF_ERROR(e0.Record(nullptr));
+    MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, nullptr));
+    MQ_RETURN_IF_ERROR(e1.Record(nullptr));
+    MQ_ASSIGN_OR_RETURN(float ms, ElapsedMs(e0, e1));
+    if (i >= 2) t.push_back(ms);
+  }
+  return 2.0 * bytes / (Median(t) * 1e-3);
+}
+
+struct BenchOptions {
+  std::vector<std::pair<int64_t, int64_t>> prefill = {{1, 2048}, {8, 2048}};
+  std::vector<int64_t> decode_batches = {1, 8, 64};
+  bool gemv_compare = false;
+  double copy_bw = 0;
+};
+
+Status RandomIds(CudaMambaModel& m, int32_t* dst, int64_t n, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& x : ids) x = static_cast<int32_t>(2 + g() % static_cast<uint64_t>(m.config().vocab_size - 2));
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+  return OkStatus();
+}
+
+Status RunPrefill(CudaMambaModel& m, const std::string& name, const std::string& mode, int64_t B, int64_t L) {
+  if (B * L > m.options().max_tokens) return OkStatus();
+  std::vector<int32_t> slots(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b);
+  MQ_RETURN_IF_ERROR(RandomIds(m, m.ids_buffer(), B * L, 7 + B));
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(m.slots_buffer(), slots.data(), slots.size() * 4, cudaMemcpyHostToDevice));
+  MQ_ASSIGN_OR_RETURN(auto e0, CudaEvent::Create());
+  MQ_ASSIGN_OR_RETURN(auto e1, CudaEvent::Create());
+  std::vector<double> t;
+  const int reps = B * L >= 8192 ? 4 : 6;
+  for (int i = 0; i < reps; ++i) {
+    MQ_RETURN_IF_ERROR(m.ResetSlots(slots));
+    MQ_RETURN_IF_ERROR(e0.Record(m.stream()));
+    MQ_RETURN_IF_ERROR(m.EnqueueForward(m.ids_buffer(), m.slots_buffer(), B, L, LogitsMode::kLast));
+    MQ_RETURN_IF_ERROR(e1.Record(m.stream()));
+    MQ_ASSIGN_OR_RETURN(float ms, ElapsedMs(e0, e1));
+    if (i > 0) t.push_back(ms);
+  }
+  const double ms = Median(t);
+  Emit(name, mode, "prefill_" + std::to_string(B) + "x" + std::to_string(L) + "_tok_per_s", B * L / (ms * 1e-3),
+       "tok/s", "(" + std::to_string(ms) + " ms)");
+  return OkStatus();
+}
+
+Status RunDecode(CudaMambaModel& m, const std::string& name, const std::string& mode, int64_t B,
+                 const std::string& suffix = "") {
+  if (B > m.options().max_batch) return OkStatus();
+  std::vector<int32_t> slots(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b);
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(m.decode_slots(), slots.data(), slots.size() * 4, cudaMemcpyHostToDevice));
+  MQ_RETURN_IF_ERROR(m.ResetSlots(slots));
+  MQ_RETURN_IF_ERROR(RandomIds(m, m.decode_ids(), B, 11 + B));
+  MQ_RETURN_IF_ERROR(m.PrepareDecode(B, true));
+  MQ_RETURN_IF_ERROR(m.ResetDecodeCounters());
+  MQ_ASSIGN_OR_RETURN(auto e0, CudaEvent::Create());
+  MQ_ASSIGN_OR_RETURN(auto e1, CudaEvent::Create());
+  constexpr int kSteps = 64;
+  for (int i = 0; i < 8; ++i) MQ_RETURN_IF_ERROR(m.DecodeStep(B, true));  // warm-up
+  std::vector<double> t;
+  for (int rep = 0; rep < 5; ++rep) {
+    MQ_RETURN_IF_ERROR(e0.Record(m.stream()));
+    for (int i = 0; i < kSteps; ++i) MQ_RETURN_IF_ERROR(m.DecodeStep(B, true));
+    MQ_RETURN_IF_ERROR(e1.Record(m.stream()));
+    MQ_ASSIGN_OR_RETURN(float ms, ElapsedMs(e0, e1));
+    t.push_back(ms / kSteps);
+  }
+  Emit(name, mode, "decode_b" + std::to_string(B) + suffix + "_ms_per_step", Median(t), "ms");
+  return OkStatus();
+}
+
+Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions& o) {
+  const std::string mode = m.int8() ? "int8" : "fp16";
+  for (const auto& [B, L] : o.prefill) BENCH_CHECK(RunPrefill(m, name, mode, B, L));
+  for (int64_t B : o.decode_batches) BENCH_CHECK(RunDecode(m, name, mode, B));
+  if (o.gemv_compare && m.int8()) {
+    m.SetFusedDecode(false);  // per-stage kernels (own GEMV up to 8 tokens)
+    BENCH_CHECK(RunDecode(m, name, mode, 1, "_unfused"));
+    BENCH_CHECK(RunDecode(m, name, mode, 8, "_unfused"));
+    m.SetGemvMaxTokens(0);  // cuBLASLt for every INT8 linear
+    BENCH_CHECK(RunDecode(m, name, mode, 1, "_cublaslt"));
+    m.SetGemvMaxTokens(m.options().max_batch);  // own GEMV for every decode batch
+    for (int64_t B : o.decode_batches)
+      if (B > 8) BENCH_CHECK(RunDecode(m, name, mode, B, "_gemv"));
+    m.SetGemvMaxTokens(8);
+    m.SetFusedDecode(true);
+  }
+  if (std::getenv("MQ_STAGE_TIMING") != nullptr && m.int8()) {
+    static const char* kPhases[] = {"P1 norm", "P2 in_proj", "bar", "P3 conv", "bar", "P4 x_proj", "bar",
+                                    "P5 dt+scan", "bar", "P6 hadamard", "bar", "P7 out_proj", "bar"};
+    for (int64_t B : {1, 8}) {
+      std::vector<int32_t> slots(static_cast<size_t>(B));
+      for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b);
+      MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(m.decode_slots(), slots.data(), slots.size() * 4, cudaMemcpyHostToDevice));
+      auto us = m.ProfileFusedDecode(B);
+      if (!us.ok()) continue;
+      std::string line;
+      double total = 0;
+      for (size_t i = 0; i < us->size(); ++i) {
+        line += std::string(" ") + kPhases[i] + "=" + std::to_string((*us)[i]).substr(0, 5);
+        total += (*us)[i];
+      }
+      std::printf("%-12s %-5s fused decode b%lld phases (us/layer, SM0 clock): total=%.1f%s\n", name.c_str(),
+                  mode.c_str(), static_cast<long long>(B), total, line.c_str());
+    }
+  }
+  if (std::getenv("MQ_STAGE_TIMING") != nullptr && !o.prefill.empty()) {
+    // Where prefill time goes: events between the stages of one eager forward (B×L of the last
+    // prefill shape), summed over layers.
+    const auto [B, L] = o.prefill.back();
+    std::vector<int32_t> slots(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b);
+    BENCH_CHECK(m.ResetSlots(slots));
+    m.EnableStageTiming(true);
+    BENCH_CHECK(m.EnqueueForward(m.ids_buffer(), m.slots_buffer(), B, L, LogitsMode::kLast));
+    BENCH_CHECK(m.CollectStageTimes());
+    m.EnableStageTiming(false);
+    std::string line;
+    for (const auto& [stage, ms] : m.stage_ms()) line += " " + stage + "=" + std::to_string(ms).substr(0, 6);
+    std::printf("%-12s %-5s stages of prefill %lldx%lld (ms):%s\n", name.c_str(), mode.c_str(),
+                static_cast<long long>(B), static_cast<long long>(L), line.c_str());
+  }
+  MQ_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  Emit(name, mode, "weight_bytes_per_step", static_cast<double>(m.decode_weight_bytes()) / 1e9, "GB");
+  Emit(name, mode, "roofline_decode_ms", m.decode_weight_bytes() / o.copy_bw * 1e3, "ms");
+  Emit(name, mode, "peak_gpu_memory", static_cast<double>(DeviceMemoryStats::peak().load()) / 1e9, "GB");
+  return OkStatus();
+}
+
+int Main(int argc, char** argv) {
+  std::vector<std::string> shapes = {"130m", "370m", "790m", "1.4b", "2.8b"};
+  std::vector<std::string> modes = {"fp16", "int8"};
+  std::vector<std::string> model_dirs;
+  BenchOptions o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    if (a == "--shapes") shapes = Split(next(), ',');
+    else if (a == "--modes") modes = Split(next(), ',');
+    else if (a == "--model") model_dirs.push_back(next());
+    else if (a == "--gemv-compare") o.gemv_compare = true;
+    else if (a == "--json") g_json = std::fopen(next().c_str(), "w");
+    else if (a == "--decode-batches") {
+      o.decode_batches.clear();
+      for (const auto& s : Split(next(), ',')) o.decode_batches.push_back(std::stoll(s));
+    } else if (a == "--prefill") {
+      o.prefill.clear();
+      for (const auto& s : Split(next(), ',')) {
+        const auto x = s.find('x');
+        o.prefill.emplace_back(std::stoll(s.substr(0, x)), std::stoll(s.substr(x + 1)));
+      }
+    } else {
+      std::fprintf(stderr, "usage: mq-bench [--shapes a,b] [--modes fp16,int8] [--model DIR]... [--json FILE]\n"
+                           "                [--decode-batches 1,8,64] [--prefill 1x2048,8x2048] [--gemv-compare]\n");
+      return 2;
+    }
+  }
+  if (!DeviceAvailable()) {
+    std::fprintf(stderr, "mq-bench: no CUDA device\n");
+    return 1;
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  std::printf("device: %s, %d SMs, %.0f MB L2\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6);
+  auto bw = CopyBandwidth();
+  if (!bw.ok()) {
+    std::fprintf(stderr, "mq-bench: %s\n", bw.status().ToString().c_str());
+    return 1;
+  }
+  o.copy_bw = *bw;
+  Emit("device", "-", "copy_bandwidth", *bw / 1e12, "TB/s");
+
+  int64_t max_prefill = 1;
+  for (const auto& [B, L] : o.prefill) max_prefill = std::max(max_prefill, B * L);
+  int64_t max_batch = 1;
+  for (int64_t B : o.decode_batches) max_batch = std::max(max_batch, B);
+  for (const auto& [B, L] : o.prefill) max_batch = std::max(max_batch, B);
+  CudaModelOptions mo;
+  mo.max_tokens = max_prefill;
+  mo.max_batch = max_batch;
+  mo.num_slots = max_batch;
+  mo.max_logit_rows = max_batch;
+  int failures = 0;
+  for (const std::string& dir : model_dirs) {
+    auto loaded = LoadModel(dir);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "mq-bench: %s: %s\n", dir.c_str(), loaded.status().ToString().c_str());
+      ++failures;
+      continue;
+    }
+    DeviceMemoryStats::ResetPeak();
+    auto m = CudaMambaModel::Create(loaded->weights, mo);
+    if (!m.ok() || !BenchModel(**m, std::filesystem::path(dir).filename().string(), o).ok()) ++failures;
+  }
+  for (const std::string& sname : shapes) {
+    auto it = std::find_if(kShapes.begin(), kShapes.end(), [&](const Shape& s) { return s.name == sname; });
+    if (it == kShapes.end()) {
+      std::fprintf(stderr, "mq-bench: unknown shape %s\n", sname.c_str());
+      return 2;
+    }
+    for (const std::string& mode : modes) {
+      RandomModelSpec spec;
+      spec.config = ConfigFor(*it);
+      spec.int8 = mode == "int8";
+      DeviceMemoryStats::ResetPeak();
+      auto m = CudaMambaModel::CreateRandom(spec, mo);
+      if (!m.ok()) {
+        std::fprintf(stderr, "mq-bench: %s %s: %s\n", sname.c_str(), mode.c_str(), m.status().ToString().c_str());
+        ++failures;
+        continue;
+      }
+      if (!BenchModel(**m, sname, o).ok()) ++failures;
+    }
+  }
+  if (g_json != nullptr) std::fclose(g_json);
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace mq::cuda
+
+int main(int argc, char** argv) { return mq::cuda::Main(argc, argv); }

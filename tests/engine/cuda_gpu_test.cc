@@ -1,0 +1,442 @@
+// GPU tests of the CUDA backend: kernels against the CPU reference on fresh random inputs, and
+// the whole model against the fixtures' transformers references and the CPU INT8 path. Every
+// test skips (with a message) when no CUDA device is present; tests/engine/cuda_twin_test.cc
+// checks the same arithmetic on the CPU in CI.
+//
+// Environment (set by tests/gpu/run.sh): MQ_FIXTURES_DIR holds mamba-small and its reference
+// when ../shared/fixtures is absent; MQ_QUANT_SMALL_DIR is a quantized mamba-small directory
+// (mq-engine quantize) for the perplexity comparison.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <vector>
+
+#include "cpu/mamba_forward.h"
+#include "cpu/selective_scan.h"
+#include "cuda/cublaslt_gemm.h"
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_mamba_model.h"
+#include "cuda/cuda_perplexity.h"
+#include "cuda/device_buffer.h"
+#include "cuda/hd_math.h"
+#include "cuda/kernel_params.h"
+#include "eval/generation.h"
+#include "eval/perplexity.h"
+#include "io/safetensors.h"
+#include "model/linear.h"
+#include "model/model_loader.h"
+#include "quant/hadamard.h"
+#include "test_paths.h"
+#include "tokenizer/bpe_tokenizer.h"
+#include "tokenizer/document_stream.h"
+
+namespace mq::cuda {
+namespace {
+
+#define MQ_REQUIRE_GPU() \
+  if (!DeviceAvailable()) GTEST_SKIP() << "no CUDA device: GPU test skipped (its CPU twin is cuda_twin_test)"
+#define ASSERT_OK(expr)                                  \
+  do {                                                   \
+    const ::mq::Status s_ = (expr);                      \
+    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString(); \
+  } while (0)
+
+template <typename T>
+DeviceBuffer<T> Up(const std::vector<T>& v) {
+  auto b = DeviceBuffer<T>::FromHost(v);
+  EXPECT_TRUE(b.ok()) << b.status().ToString();
+  return std::move(b).value();
+}
+template <typename T>
+std::vector<T> Down(const DeviceBuffer<T>& b) {
+  auto v = b.ToHost();
+  EXPECT_TRUE(v.ok()) << v.status().ToString();
+  return std::move(v).value();
+}
+
+std::vector<int8_t> RandomInt8(size_t n, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::vector<int8_t> v(n);
+  for (auto& x : v) x = static_cast<int8_t>(static_cast<int>(g() % 255) - 127);
+  return v;
+}
+std::vector<float> RandomFloat(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937_64 g(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = lo + (hi - lo) * static_cast<float>(g() >> 40) * (1.0f / 16777216.0f);
+  return v;
+}
+double RelError(const float* a, const float* ref, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(a[i]) - ref[i];
+    if (!std::isfinite(a[i])) return INFINITY;
+    num += d * d;
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  return std::sqrt(num / den);
+}
+
+TEST(CudaGpuTest, Int8GemmAndGemvAreExact) {
+  MQ_REQUIRE_GPU();
+  auto gemm = CublasLtGemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status().ToString();
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{3072, 768}, {80, 1536}, {1536, 48}, {768, 1536},
+                                                           {36, 128},   {128, 16},  {10240, 2560}};
+  for (const auto& [out, k] : shapes) {
+    for (int64_t tokens : {1, 2, 3, 8, 17, 64, 300}) {
+      if (out * k > 4'000'000 && tokens > 64) continue;
+      std::vector<int8_t> w = RandomInt8(static_cast<size_t>(out * k), out + 31 * k);
+      std::vector<int8_t> x = RandomInt8(static_cast<size_t>(tokens * k), tokens + 7 * k);
+      std::vector<int32_t> ref(static_cast<size_t>(tokens * out));
+      Int8MatMulTransposedB(x.data(), w.data(), ref.data(), tokens, k, out);
+      auto dw = Up(w), dx = Up(x);
+      auto dacc = DeviceBuffer<int32_t>::Allocate(ref.size());
+      ASSERT_TRUE(dacc.ok());
+      // Poison, run the GEMV, check; poison, run cuBLASLt, check.
+      ASSERT_EQ(cudaMemset(dacc->get(), 0x7f, dacc->bytes()), cudaSuccess);
+      Int8GemvParams p;
+      p.w = dw.get(), p.ldw = k, p.x = dx.get(), p.ldx = k, p.acc = dacc->get(), p.ldc = out;
+      p.out = out, p.tokens = tokens, p.k = k;
+      ASSERT_OK(LaunchInt8Gemv(p, nullptr));
+      ASSERT_EQ(Down(*dacc), ref) << "GEMV out " << out << " k " << k << " tokens " << tokens;
+      ASSERT_EQ(cudaMemset(dacc->get(), 0x7f, dacc->bytes()), cudaSuccess);
+      ASSERT_OK((*gemm)->Int8(dw.get(), k, dx.get(), k, dacc->get(), out, out, tokens, k, nullptr));
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      ASSERT_EQ(Down(*dacc), ref) << "cuBLASLt out " << out << " k " << k << " tokens " << tokens;
+    }
+  }
+}
+
+TEST(CudaGpuTest, HadamardQuantMatchesCpu) {
+  MQ_REQUIRE_GPU();
+  for (int64_t n : {128, 768, 1536, 2560, 5120}) {
+    const int64_t T = 19;
+    auto h = quant::RandomHadamard::Create(n, 99 + n);
+    ASSERT_TRUE(h.ok());
+    std::vector<float> x = RandomFloat(static_cast<size_t>(T * n), n, -2.0f, 2.0f);
+    x[5] = 40.0f;  // an outlier channel, what the rotation is for
+    std::vector<float> rot = x;
+    h->ApplyRows(rot.data(), T);
+    const int64_t ld = hd::RoundUp(n, 16) + 16;  // extra padding must be zero-filled
+    std::vector<int8_t> ref(static_cast<size_t>(T * n));
+    std::vector<float> ref_s(static_cast<size_t>(T));
+    QuantizeRowsPerToken(rot.data(), T, n, ref.data(), ref_s.data());
+    const float inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)));
+    std::vector<float> scale(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) scale[i] = h->signs()[i] * inv;
+    const int m = h->factors().m;
+    std::vector<int8_t> mix(static_cast<size_t>(m * m), 1);
+    if (m > 1) {
+      auto small = quant::SmallHadamard(m);
+      ASSERT_TRUE(small.ok());
+      for (int o = 0; o < m; ++o)
+        for (int i = 0; i < m; ++i) mix[o * m + i] = (*small)[i * m + o];
+    }
+    auto dx = Up(x), dscale = Up(scale);
+    auto dmix = Up(mix);
+    auto dq = Up(std::vector<int8_t>(static_cast<size_t>(T * ld), 55));
+    auto ds = Up(std::vector<float>(static_cast<size_t>(T), -1.0f));
+    HadamardQuantParams p;
+    p.x = dx.get(), p.tokens = T, p.n = n, p.m = m, p.p = h->factors().pow2, p.scale = dscale.get(), p.mix = dmix.get();
+    p.quant = QuantOut{dq.get(), ld, ds.get(), 0.0f};
+    ASSERT_OK(LaunchHadamardQuant(p, nullptr));
+    std::vector<int8_t> q = Down(dq);
+    std::vector<float> s = Down(ds);
+    int64_t mismatches = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      EXPECT_EQ(s[t], ref_s[t]) << "n " << n << " token " << t;
+      for (int64_t c = 0; c < ld; ++c) {
+        const int8_t want = c < n ? ref[t * n + c] : 0;
+        if (q[t * ld + c] != want) ++mismatches;
+      }
+    }
+    EXPECT_EQ(mismatches, 0) << "n " << n;
+  }
+}
+
+TEST(CudaGpuTest, ResidualNormQuantMatchesCpu) {
+  MQ_REQUIRE_GPU();
+  const int64_t T = 13, d = 768, dp = 768;
+  std::vector<float> h = RandomFloat(T * d, 1, -3, 3), res = RandomFloat(T * d, 2), gamma = RandomFloat(d, 3, 0.5f, 1.5f);
+  std::vector<float> hs(T * d), xn(T * d);
+  for (int64_t i = 0; i < T * d; ++i) hs[i] = h[i] + res[i];
+  for (int64_t t = 0; t < T; ++t) {
+    double ss = 0;
+    for (int64_t c = 0; c < d; ++c) ss += static_cast<double>(hs[t * d + c]) * hs[t * d + c];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / d + 1e-5));
+    for (int64_t c = 0; c < d; ++c) xn[t * d + c] = gamma[c] * (hs[t * d + c] * inv);
+  }
+  std::vector<int8_t> ref(T * d);
+  std::vector<float> ref_s(T);
+  QuantizeRowsPerToken(xn.data(), T, d, ref.data(), ref_s.data());
+  auto dh = Up(h), dres = Up(res), dg = Up(gamma);
+  auto dq = Up(std::vector<int8_t>(T * dp, 3));
+  auto ds = Up(std::vector<float>(T, 0.0f));
+  ResidualNormParams p;
+  p.h = dh.get(), p.residual = ActView{ActKind::kF32, dres.get(), d, nullptr, nullptr, nullptr};
+  p.gamma = dg.get(), p.eps = 1e-5f, p.rows = T, p.d = d, p.quant = QuantOut{dq.get(), dp, ds.get(), 0.0f};
+  ASSERT_OK(LaunchResidualNorm(p, nullptr));
+  EXPECT_EQ(Down(dh), hs);
+  std::vector<int8_t> q = Down(dq);
+  int64_t off_by_one = 0;
+  for (int64_t i = 0; i < T * d; ++i) {
+    ASSERT_LE(std::abs(q[i] - ref[i]), 1) << i;
+    off_by_one += q[i] != ref[i];
+  }
+  EXPECT_LE(off_by_one, 2) << "INT8 codes differing from the CPU's (double-sum order only)";
+  std::vector<float> s = Down(ds);
+  for (int64_t t = 0; t < T; ++t) EXPECT_NEAR(s[t], ref_s[t], 1e-6f * ref_s[t]);
+}
+
+// The INT8-path scan (accumulator views for Δ and z) against the CPU scan + gate, prefill from a
+// non-zero state then decode steps, in non-trivial slots.
+TEST(CudaGpuTest, SelectiveScanMatchesCpu) {
+  MQ_REQUIRE_GPU();
+  const int64_t B = 3, L = 70, E = 200, N = 16, R = 8, ld = R + 2 * N;
+  const float log2e = 1.4426950408889634f;
+  std::mt19937_64 g(5);
+  std::vector<int32_t> dacc(B * L * E), zacc(B * L * E);
+  for (auto& v : dacc) v = static_cast<int32_t>(g() % 20001) - 15000;
+  for (auto& v : zacc) v = static_cast<int32_t>(g() % 20001) - 10000;
+  std::vector<float> sx = RandomFloat(B * L, 6, 1e-4f, 3e-4f), sw = RandomFloat(2 * E, 7, 0.5f, 1.5f);
+  std::vector<float> dtb = RandomFloat(E, 8, -3, -1), u = RandomFloat(B * L * E, 9), dbc = RandomFloat(B * L * ld, 10);
+  std::vector<float> A = RandomFloat(E * N, 11, -6, -0.5f), D = RandomFloat(E, 12), gs = RandomFloat(E, 13, 0.5f, 2);
+  std::vector<float> h0 = RandomFloat(B * E * N, 14);
+  // CPU reference.
+  std::vector<float> delta(B * L * E), y_ref(B * L * E), h_ref = h0;
+  for (int64_t t = 0; t < B * L; ++t)
+    for (int64_t c = 0; c < E; ++c)
+      delta[t * E + c] = hd::Softplus(hd::Dequantize(dacc[t * E + c], sx[t], sw[c]) + dtb[c]);
+  cpu::SelectiveScanParams cp;
+  cp.batch = B, cp.seqlen = L, cp.channels = E, cp.state = N, cp.u = u.data(), cp.delta = delta.data(), cp.A = A.data();
+  cp.B = dbc.data() + R, cp.C = dbc.data() + R + N, cp.bc_stride = ld, cp.D = D.data(), cp.h = h_ref.data(), cp.y = y_ref.data();
+  cpu::SelectiveScan(cp);
+  for (int64_t t = 0; t < B * L; ++t)
+    for (int64_t c = 0; c < E; ++c)
+      y_ref[t * E + c] *= hd::SmoothSilu(hd::Dequantize(zacc[t * E + c], sx[t], sw[E + c]), gs[c]);
+  // GPU: state slots 2, 0, 1 of 4 (slot stride E·N).
+  const std::vector<int32_t> slots = {2, 0, 1};
+  std::vector<float> pool(4 * E * N, 0.0f);
+  for (int64_t b = 0; b < B; ++b) std::copy_n(h0.begin() + b * E * N, E * N, pool.begin() + slots[b] * E * N);
+  std::vector<float> a2(E * N);
+  for (int64_t i = 0; i < E * N; ++i) a2[i] = A[i] * log2e;
+  auto d_dacc = Up(dacc), d_zacc = Up(zacc);
+  auto d_sx = Up(sx), d_sw = Up(sw), d_dtb = Up(dtb), d_u = Up(u), d_dbc = Up(dbc), d_a2 = Up(a2), d_D = Up(D), d_gs = Up(gs);
+  auto d_pool = Up(pool);
+  auto d_slots = Up(slots);
+  auto d_y = Up(std::vector<float>(B * L * E, NAN));
+  SelectiveScanParams p;
+  p.batch = B, p.seqlen = L, p.E = E, p.N = N;
+  p.delta = ActView{ActKind::kInt32Acc, d_dacc.get(), E, d_sx.get(), d_sw.get(), d_dtb.get()};
+  p.z = ActView{ActKind::kInt32Acc, d_zacc.get(), E, d_sx.get(), d_sw.get() + E, nullptr};
+  p.u = d_u.get(), p.u_f32 = true, p.dbc = d_dbc.get(), p.dbc_ld = ld, p.R = R;
+  p.A2 = d_a2.get(), p.D = d_D.get(), p.gate_scale = d_gs.get(), p.ssm_state = d_pool.get(), p.slot_stride = E * N;
+  p.slot_ids = d_slots.get(), p.y_f32 = d_y.get();
+  ASSERT_OK(LaunchSelectiveScan(p, nullptr));
+  std::vector<float> y = Down(d_y), hp = Down(d_pool);
+  EXPECT_LT(RelError(y.data(), y_ref.data(), y.size()), 1e-4);
+  std::vector<float> h_gpu(B * E * N);
+  for (int64_t b = 0; b < B; ++b) std::copy_n(hp.begin() + slots[b] * E * N, E * N, h_gpu.begin() + b * E * N);
+  EXPECT_LT(RelError(h_gpu.data(), h_ref.data(), h_gpu.size()), 1e-4);
+  for (float v : std::vector<float>(hp.begin() + 3 * E * N, hp.end())) ASSERT_EQ(v, 0.0f) << "untouched slot written";
+}
+
+// ---- model-level tests --------------------------------------------------------------------------
+
+testing::FixturePaths FixtureFor(const std::string& name) {
+  if (name == "small") {
+    if (const char* dir = std::getenv("MQ_FIXTURES_DIR")) {
+      testing::FixturePaths p{std::string(dir) + "/mamba-small", std::string(dir) + "/mamba-small-reference.safetensors"};
+      if (testing::Exists(p.model_dir) && testing::Exists(p.reference)) return p;
+    }
+  }
+  return testing::Fixture(name);
+}
+
+std::vector<int32_t> ToInt32(const TensorView& v) {
+  auto wide = ToInt64(v);
+  EXPECT_TRUE(wide.ok());
+  return std::vector<int32_t>(wide->begin(), wide->end());
+}
+
+CudaModelOptions FixtureOptions() {
+  CudaModelOptions o;
+  o.max_tokens = 16 * 256;
+  o.max_batch = 16;
+  o.num_slots = 16;
+  o.max_logit_rows = 16 * 256;
+  return o;
+}
+
+class CudaFixtureTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaFixtureTest, Fp16LogitsAndGreedyIdsMatchTransformers) {
+  MQ_REQUIRE_GPU();
+  auto paths = FixtureFor(GetParam());
+  MQ_REQUIRE_FIXTURE(paths, GetParam());
+  auto weights = LoadMambaWeights(paths.model_dir);
+  ASSERT_TRUE(weights.ok()) << weights.status().ToString();
+  auto model = CudaMambaModel::Create(*weights, FixtureOptions());
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  ASSERT_FALSE((*model)->int8());
+  auto ref = SafetensorsFile::Open(paths.reference);
+  ASSERT_TRUE(ref.ok());
+  const TensorView* ids_view = (*ref)->Find("input_ids");
+  const int64_t B = ids_view->shape[0], L = ids_view->shape[1];
+  std::vector<int32_t> ids = ToInt32(*ids_view);
+  std::vector<int32_t> slots(B);
+  for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b);
+  ASSERT_OK((*model)->ResetSlots(slots));
+  std::vector<float> logits;
+  ASSERT_OK((*model)->Forward(ids, slots, B, L, LogitsMode::kAll, &logits));
+  std::vector<float> ref_logits = ToFloat32(*(*ref)->Find("logits"));
+  ASSERT_EQ(logits.size(), ref_logits.size());
+  const double err = RelError(logits.data(), ref_logits.data(), logits.size());
+  std::printf("[gpu] %s FP16 logits rel error %.3e\n", GetParam().c_str(), err);
+  RecordProperty("fp16_logits_rel_error", std::to_string(err));
+  EXPECT_LE(err, 1e-2);
+
+  // Prefill in two pieces (state carried across calls) gives the same last logits.
+  ASSERT_OK((*model)->ResetSlots(slots));
+  std::vector<int32_t> first, second;
+  for (int64_t b = 0; b < B; ++b) {
+    first.insert(first.end(), ids.begin() + b * L, ids.begin() + b * L + L / 2);
+    second.insert(second.end(), ids.begin() + b * L + L / 2, ids.begin() + (b + 1) * L);
+  }
+  std::vector<float> last;
+  ASSERT_OK((*model)->Forward(first, slots, B, L / 2, LogitsMode::kNone, nullptr));
+  ASSERT_OK((*model)->Forward(second, slots, B, L - L / 2, LogitsMode::kLast, &last));
+  const int64_t V = weights->V();
+  for (int64_t b = 0; b < B; ++b)
+    EXPECT_LE(RelError(last.data() + b * V, ref_logits.data() + ((b + 1) * L - 1) * V, V), 1e-2) << "row " << b;
+
+  const TensorView* prompt_view = (*ref)->Find("generate_prompt_ids");
+  const TensorView* greedy_view = (*ref)->Find("generate_greedy_ids");
+  std::vector<int32_t> prompt_flat = ToInt32(*prompt_view), greedy_flat = ToInt32(*greedy_view);
+  const int64_t P = prompt_view->shape[0], PL = prompt_view->shape[1], GL = greedy_view->shape[1];
+  std::vector<std::vector<int32_t>> prompts(P);
+  for (int64_t b = 0; b < P; ++b) prompts[b].assign(prompt_flat.begin() + b * PL, prompt_flat.begin() + (b + 1) * PL);
+  GenerationOptions go;
+  go.max_new_tokens = 32, go.eos_id = 0, go.pad_id = 1;
+  for (bool graph : {true, false}) {
+    auto out = (*model)->GreedyGenerate(prompts, go, graph);
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    for (int64_t b = 0; b < P; ++b) {
+      std::vector<int32_t> want(greedy_flat.begin() + b * GL, greedy_flat.begin() + (b + 1) * GL);
+      EXPECT_EQ((*out)[b], want) << "prompt " << b << (graph ? " (graph)" : " (eager)");
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtureTest, ::testing::Values("tiny", "small"));
+
+// INT8: the quantized model (MQ_QUANT_SMALL_DIR, from `mq-engine quantize`) against the CPU INT8
+// path on the same directory: logits on the reference windows, greedy ids, perplexity on eval.txt.
+TEST(CudaQuantizedTest, Int8MatchesCpuInt8Path) {
+  MQ_REQUIRE_GPU();
+  const char* dir = std::getenv("MQ_QUANT_SMALL_DIR");
+  if (dir == nullptr || !testing::Exists(dir))
+    GTEST_SKIP() << "MQ_QUANT_SMALL_DIR not set: run tests/gpu/run.sh (it quantizes mamba-small first)";
+  auto loaded = LoadModel(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_TRUE(loaded->quantized);
+  const MambaWeights& w = loaded->weights;
+  auto model = CudaMambaModel::Create(w, FixtureOptions());
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  ASSERT_TRUE((*model)->int8());
+
+  // Logits on the small fixture's reference windows vs the CPU INT8 forward.
+  auto paths = FixtureFor("small");
+  if (!paths.model_dir.empty()) {
+    auto ref = SafetensorsFile::Open(paths.reference);
+    ASSERT_TRUE(ref.ok());
+    const TensorView* ids_view = (*ref)->Find("input_ids");
+    const int64_t B = ids_view->shape[0], L = ids_view->shape[1];
+    std::vector<int32_t> ids = ToInt32(*ids_view), slots(B);
+    for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b);
+    cpu::MambaState state = cpu::MambaState::Zeros(w.config, B);
+    std::vector<float> cpu_logits, gpu_logits;
+    ASSERT_OK(cpu::MambaForward(w, ids.data(), B, L, &state, &cpu_logits));
+    ASSERT_OK((*model)->ResetSlots(slots));
+    ASSERT_OK((*model)->Forward(ids, slots, B, L, LogitsMode::kAll, &gpu_logits));
+    const double err = RelError(gpu_logits.data(), cpu_logits.data(), cpu_logits.size());
+    std::printf("[gpu] INT8 logits vs CPU INT8 rel error %.3e\n", err);
+    EXPECT_LE(err, 2e-2);
+    const TensorView* prompt_view = (*ref)->Find("generate_prompt_ids");
+    std::vector<int32_t> prompt_flat = ToInt32(*prompt_view);
+    const int64_t P = prompt_view->shape[0], PL = prompt_view->shape[1];
+    std::vector<std::vector<int32_t>> prompts(P);
+    for (int64_t b = 0; b < P; ++b) prompts[b].assign(prompt_flat.begin() + b * PL, prompt_flat.begin() + (b + 1) * PL);
+    GenerationOptions go;
+    auto cpu_ids = GreedyGenerate(w, prompts, go);
+    auto gpu_ids = (*model)->GreedyGenerate(prompts, go, true);
+    ASSERT_TRUE(cpu_ids.ok() && gpu_ids.ok());
+    int64_t same = 0, total = 0;
+    for (int64_t b = 0; b < P; ++b)
+      for (size_t i = 0; i < std::min((*cpu_ids)[b].size(), (*gpu_ids)[b].size()); ++i)
+        same += (*cpu_ids)[b][i] == (*gpu_ids)[b][i], ++total;
+    std::printf("[gpu] INT8 greedy ids equal to CPU INT8: %lld/%lld\n", static_cast<long long>(same),
+                static_cast<long long>(total));
+  }
+
+  // The fused persistent decode kernel against the per-stage kernels, from the same state.
+  {
+    const int64_t L = 16;
+    for (int64_t B : {1, 3, 8}) {
+      std::vector<int32_t> ids(static_cast<size_t>(B * L)), slots(static_cast<size_t>(B)), next(static_cast<size_t>(B));
+      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(2 + (i * 7919) % (w.V() - 2));
+      for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b), next[b] = static_cast<int32_t>(100 + 13 * b);
+      std::vector<std::vector<float>> got;
+      for (bool fused : {false, true}) {
+        (*model)->SetFusedDecode(fused);
+        ASSERT_OK((*model)->ResetSlots(slots));
+        ASSERT_OK((*model)->Forward(ids, slots, B, L, LogitsMode::kNone, nullptr));
+        ASSERT_EQ(cudaMemcpy((*model)->decode_ids(), next.data(), B * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy((*model)->decode_slots(), slots.data(), B * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_OK((*model)->ResetDecodeCounters());
+        ASSERT_OK((*model)->DecodeStep(B, false));
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        std::vector<float> lg(static_cast<size_t>(B * w.V()));
+        ASSERT_EQ(cudaMemcpy(lg.data(), (*model)->logits_dev(), lg.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+        got.push_back(std::move(lg));
+      }
+      const double err = RelError(got[1].data(), got[0].data(), got[0].size());
+      std::printf("[gpu] fused INT8 decode vs per-stage kernels, B=%lld: logits rel error %.3e\n",
+                  static_cast<long long>(B), err);
+      EXPECT_LE(err, 5e-3) << "B " << B;
+    }
+    (*model)->SetFusedDecode(true);
+  }
+
+  auto tok = Tokenizer::LoadFromFile((std::filesystem::path(dir) / "tokenizer.json").string());
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  const std::string text_path = testing::RepoPath("models/text/eval.txt");
+  std::FILE* f = std::fopen(text_path.c_str(), "rb");
+  ASSERT_NE(f, nullptr);
+  std::string text;
+  char buf[65536];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+  std::fclose(f);
+  auto tokens = TokenizeDocuments(*tok, text, static_cast<int32_t>(w.config.eos_token_id));
+  ASSERT_TRUE(tokens.ok());
+  auto gpu = EvaluatePerplexityCuda(**model, *tokens, 256, 16);
+  ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
+  auto cpu_ppl = EvaluatePerplexity(w, *tokens, 256);
+  ASSERT_TRUE(cpu_ppl.ok());
+  const double rel = std::fabs(gpu->perplexity - cpu_ppl->perplexity) / cpu_ppl->perplexity;
+  std::printf("[gpu] mamba-small INT8 perplexity: GPU %.4f CPU %.4f (rel diff %.4f%%, %lld predictions)\n",
+              gpu->perplexity, cpu_ppl->perplexity, 100 * rel, static_cast<long long>(gpu->tokens_scored));
+  RecordProperty("ppl_gpu", std::to_string(gpu->perplexity));
+  RecordProperty("ppl_cpu", std::to_string(cpu_ppl->perplexity));
+  EXPECT_EQ(gpu->tokens_scored, cpu_ppl->tokens_scored);
+  EXPECT_LE(rel, 3e-3);
+}
+
+}  // namespace
+}  // namespace mq::cuda

@@ -1,0 +1,291 @@
+// CPU twins of the CUDA kernels: the same arithmetic (cuda/hd_math.h, compiled here as plain
+// C++) and the same blocking and index maps as the kernels, run on the host against the CPU
+// reference. These run in CI, which has no GPU; tests/engine/cuda_gpu_test.cc runs the kernels.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "cpu/selective_scan.h"
+#include "cuda/hd_math.h"
+#include "cuda/state_slots.h"
+#include "model/linear.h"
+#include "quant/hadamard.h"
+
+namespace mq::cuda {
+namespace {
+
+std::vector<int8_t> RandomInt8(size_t n, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::vector<int8_t> v(n);
+  for (auto& x : v) x = static_cast<int8_t>(static_cast<int>(g() % 255) - 127);
+  return v;
+}
+std::vector<float> RandomFloat(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937_64 g(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = lo + (hi - lo) * static_cast<float>(g() >> 40) * (1.0f / 16777216.0f);
+  return v;
+}
+int32_t Word(const int8_t* p) {
+  uint32_t w = 0;
+  for (int i = 0; i < 4; ++i) w |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return static_cast<int32_t>(w);
+}
+
+// Emulates Int8GemvKernel lane by lane: layout, chunk assignment, dp4a words, group and k-split
+// reductions; every chunk of every row must be read exactly once and the sums must equal the
+// CPU reference's exact int32 products.
+void EmulateGemv(const std::vector<int8_t>& w, const std::vector<int8_t>& x, int64_t out, int64_t kp, int64_t tokens,
+                 std::vector<int32_t>* acc, std::vector<int>* reads) {
+  const hd::GemvLayout l = hd::ChooseGemvLayout(kp, out);
+  ASSERT_EQ(32 % l.group, 0);
+  ASSERT_TRUE(l.ksplit == 1 || l.ksplit == hd::kGemvWarps);
+  acc->assign(static_cast<size_t>(tokens * out), 0);
+  reads->assign(static_cast<size_t>(out * l.chunks), 0);
+  const int64_t blocks = (out + l.rows_per_block() - 1) / l.rows_per_block();
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    for (int warp = 0; warp < hd::kGemvWarps; ++warp) {
+      const int rowset = warp / l.ksplit, kpart = warp % l.ksplit;
+      for (int lane = 0; lane < 32; ++lane) {
+        const int grp = lane / l.group, gl = lane % l.group;
+        const int64_t row = blk * l.rows_per_block() + rowset * l.rows_per_warp + grp;
+        if (row >= out) continue;
+        for (int64_t it = 0; it < l.iters; ++it) {
+          const int64_t ch = hd::GemvChunk(l, kpart, gl, it);
+          if (ch >= l.chunks) continue;
+          ++(*reads)[row * l.chunks + ch];
+          for (int64_t t = 0; t < tokens; ++t) {
+            int32_t& a = (*acc)[t * out + row];
+            for (int q = 0; q < 4; ++q)
+              a = hd::Dp4a(Word(&w[row * kp + ch * 16 + 4 * q]), Word(&x[t * kp + ch * 16 + 4 * q]), a);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaTwinTest, Int8GemvBlockingCoversEveryChunkAndMatchesCpu) {
+  // (out, k) of in_proj, x_proj, dt_proj and out_proj for the fixtures and the real family.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {256, 64},   {36, 128},   {128, 4},    {64, 128},    // tiny
+      {1536, 384}, {56, 768},   {768, 24},   {384, 768},   // small
+      {3072, 768}, {80, 1536},  {1536, 48},  {768, 1536},  // 130m
+      {10240, 2560}, {192, 5120}, {5120, 160}, {2560, 5120}};  // 2.8b
+  for (const auto& [out, k] : shapes) {
+    const int64_t kp = hd::RoundUp(k, 16);
+    for (int64_t tokens : {1, 3}) {
+      std::vector<int8_t> w = RandomInt8(static_cast<size_t>(out * kp), out * 7 + k);
+      std::vector<int8_t> x = RandomInt8(static_cast<size_t>(tokens * kp), k * 3 + tokens);
+      for (int64_t r = 0; r < out; ++r) std::fill(w.begin() + r * kp + k, w.begin() + (r + 1) * kp, 0);
+      for (int64_t t = 0; t < tokens; ++t) std::fill(x.begin() + t * kp + k, x.begin() + (t + 1) * kp, 0);
+      std::vector<int32_t> acc;
+      std::vector<int> reads;
+      EmulateGemv(w, x, out, kp, tokens, &acc, &reads);
+      for (int r : reads) ASSERT_EQ(r, 1) << "out " << out << " k " << k;
+      std::vector<int32_t> ref(static_cast<size_t>(tokens * out));
+      Int8MatMulTransposedB(x.data(), w.data(), ref.data(), tokens, kp, out);
+      ASSERT_EQ(acc, ref) << "out " << out << " k " << k << " tokens " << tokens;
+    }
+  }
+}
+
+TEST(CudaTwinTest, Dp4aMatchesIntegerProducts) {
+  const std::vector<int8_t> a = {-128, 127, -1, 5}, b = {-128, -128, 127, -7};
+  EXPECT_EQ(hd::Dp4a(Word(a.data()), Word(b.data()), 10), 10 + 16384 - 16256 - 127 - 35);
+}
+
+TEST(CudaTwinTest, PerTokenQuantizationIsBitIdentical) {
+  const int64_t rows = 37, cols = 1536;
+  std::vector<float> x = RandomFloat(static_cast<size_t>(rows * cols), 5, -3.0f, 3.0f);
+  // Exact ties (k + 0.5 after scaling) must round to even like std::nearbyint.
+  x[3] = 0.0f;
+  std::vector<int8_t> ref(x.size());
+  std::vector<float> ref_s(rows);
+  QuantizeRowsPerToken(x.data(), rows, cols, ref.data(), ref_s.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    float amax = 0;
+    for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(x[r * cols + c]));
+    const float s = hd::ScaleFromAbsMax(amax);
+    ASSERT_EQ(s, ref_s[r]);
+    const float inv = 1.0f / s;
+    for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(hd::QuantizeValue(x[r * cols + c], inv), ref[r * cols + c]);
+  }
+  EXPECT_EQ(hd::QuantizeValue(2.5f, 1.0f), 2);
+  EXPECT_EQ(hd::QuantizeValue(-3.5f, 1.0f), -4);
+  EXPECT_EQ(hd::QuantizeValue(1000.0f, 1.0f), 127);
+  EXPECT_EQ(hd::QuantizeValue(-1000.0f, 1.0f), -127);
+  EXPECT_EQ(hd::ScaleFromAbsMax(0.0f), 1.0f);
+}
+
+// HadamardQuantKernel's order of operations: scale, radix-2 levels h = 1, 2, …, then the mix.
+void EmulateHadamard(const quant::RandomHadamard& h, float* x) {
+  const int n = static_cast<int>(h.size()), m = h.factors().m, p = h.factors().pow2;
+  const float inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)));
+  for (int i = 0; i < n; ++i) x[i] *= h.signs()[i] * inv;
+  int log2_half = 0;
+  while ((2 << log2_half) < p) ++log2_half;
+  for (int hh = 1; hh < p; hh <<= 1) {
+    for (int i = 0; i < n / 2; ++i) {
+      const int lo = hd::ButterflyLow(i, hh, p, log2_half);
+      const float a = x[lo], b = x[lo + hh];
+      x[lo] = a + b;
+      x[lo + hh] = a - b;
+    }
+  }
+  if (m == 1) return;
+  auto small = quant::SmallHadamard(m);
+  ASSERT_TRUE(small.ok());
+  std::vector<int8_t> mix(static_cast<size_t>(m * m));
+  for (int o = 0; o < m; ++o)
+    for (int i = 0; i < m; ++i) mix[o * m + i] = (*small)[i * m + o];
+  std::vector<float> y(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) y[i] = hd::MixOutput(x, mix.data(), m, p, i / p, i % p);
+  std::copy(y.begin(), y.end(), x);
+}
+
+TEST(CudaTwinTest, HadamardKernelArithmeticIsBitIdenticalToCpu) {
+  for (int64_t n : {16, 24, 128, 768, 1536, 2560, 3072, 4096, 5120}) {
+    auto h = quant::RandomHadamard::Create(n, 1234 + n);
+    ASSERT_TRUE(h.ok()) << n;
+    std::vector<float> x = RandomFloat(static_cast<size_t>(n), n, -4.0f, 4.0f);
+    std::vector<float> ref = x;
+    h->ApplyRows(ref.data(), 1);
+    EmulateHadamard(*h, x.data());
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(x[i], ref[i]) << "n " << n << " index " << i;
+  }
+}
+
+// SelectiveScanKernel's decomposition: a channel's 16 states on 8 lanes × 2, partial sums
+// combined by xor-shuffles with offsets 4, 2, 1; Δ = softplus(Δ_raw + bias), y = (Σ + D·u)·SiLU(z).
+TEST(CudaTwinTest, ScanDecompositionMatchesCpuScan) {
+  const int64_t B = 2, L = 37, E = 24, N = 16;
+  const float log2e = 1.4426950408889634f;
+  std::vector<float> u = RandomFloat(B * L * E, 1), draw = RandomFloat(B * L * E, 2, -4, 1), z = RandomFloat(B * L * E, 3);
+  std::vector<float> bc = RandomFloat(B * L * 2 * N, 4), A = RandomFloat(E * N, 5, -8, -0.5f), D = RandomFloat(E, 6);
+  std::vector<float> bias = RandomFloat(E, 7, -1, 0), h0 = RandomFloat(B * E * N, 8);
+  std::vector<float> delta(draw.size());
+  for (size_t i = 0; i < delta.size(); ++i) delta[i] = hd::Softplus(draw[i] + bias[i % E]);
+  // Reference: the CPU scan, then the gate.
+  std::vector<float> h_ref = h0, y_ref(B * L * E);
+  cpu::SelectiveScanParams sp;
+  sp.batch = B, sp.seqlen = L, sp.channels = E, sp.state = N, sp.u = u.data(), sp.delta = delta.data();
+  sp.A = A.data(), sp.B = bc.data(), sp.C = bc.data() + N, sp.bc_stride = 2 * N, sp.D = D.data();
+  sp.h = h_ref.data(), sp.y = y_ref.data();
+  cpu::SelectiveScan(sp);
+  for (size_t i = 0; i < y_ref.size(); ++i) y_ref[i] *= hd::Silu(z[i]);
+  // Twin.
+  constexpr int kNpt = 2, kTpc = 8;
+  std::vector<float> h = h0;
+  double num = 0, den = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t c = 0; c < E; ++c) {
+      float a2[kTpc][kNpt];
+      for (int g = 0; g < kTpc; ++g)
+        for (int k = 0; k < kNpt; ++k) a2[g][k] = A[c * N + g * kNpt + k] * log2e;
+      for (int64_t l = 0; l < L; ++l) {
+        const int64_t r = b * L + l;
+        const float dt = delta[r * E + c], uu = u[r * E + c];
+        float part[kTpc];
+        for (int g = 0; g < kTpc; ++g)
+          part[g] = hd::ScanStep<kNpt>(&h[(b * E + c) * N + g * kNpt], a2[g], dt, dt * uu, &bc[r * 2 * N + g * kNpt],
+                                       &bc[r * 2 * N + N + g * kNpt]);
+        for (int o = kTpc / 2; o > 0; o >>= 1) {
+          float next[kTpc];
+          for (int g = 0; g < kTpc; ++g) next[g] = part[g] + part[g ^ o];
+          std::copy(next, next + kTpc, part);
+        }
+        const float y = (part[0] + D[c] * uu) * hd::Silu(z[r * E + c]);
+        num += (y - y_ref[r * E + c]) * (y - y_ref[r * E + c]);
+        den += y_ref[r * E + c] * y_ref[r * E + c];
+      }
+    }
+  }
+  EXPECT_LT(std::sqrt(num / den), 1e-5);
+  double hn = 0, hd_ = 0;
+  for (size_t i = 0; i < h.size(); ++i) hn += (h[i] - h_ref[i]) * (h[i] - h_ref[i]), hd_ += h_ref[i] * h_ref[i];
+  EXPECT_LT(std::sqrt(hn / hd_), 1e-5);
+}
+
+// CausalConvKernel + ConvStateUpdateKernel index maps: a sequence fed as prefill chunks of any
+// length (shorter than K−1 too) and single decode steps gives the outputs and final state of one
+// pass over the whole sequence.
+TEST(CudaTwinTest, ConvStateBookkeepingMatchesOnePass) {
+  const int64_t E = 5, K = 4, S = K - 1, total = 23;
+  std::vector<float> w = RandomFloat(E * K, 11), bias = RandomFloat(E, 12), x = RandomFloat(total * E, 13);
+  // One pass from a zero state.
+  std::vector<float> ref(total * E);
+  for (int64_t c = 0; c < E; ++c)
+    for (int64_t t = 0; t < total; ++t) {
+      float acc = bias[c];
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t pos = t + k - S;
+        acc += w[c * K + k] * (pos >= 0 ? x[pos * E + c] : 0.0f);
+      }
+      ref[t * E + c] = hd::Silu(acc);
+    }
+  // Chunked as the kernels see it.
+  std::vector<float> st(E * S, 0.0f), got(total * E);
+  int64_t t0 = 0;
+  for (int64_t L : {5, 1, 2, 1, 1, 7, 1, 2, 3}) {
+    for (int64_t l = 0; l < L; ++l)
+      for (int64_t c = 0; c < E; ++c) {
+        float acc = bias[c];
+        float window[8];
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t i = l + k;
+          window[k] = i < S ? st[c * S + i] : x[(t0 + i - S) * E + c];
+          acc += w[c * K + k] * window[k];
+        }
+        got[(t0 + l) * E + c] = hd::Silu(acc);
+        if (L == 1)
+          for (int64_t s = 0; s < S; ++s) st[c * S + s] = window[s + 1];
+      }
+    if (L > 1)
+      for (int64_t c = 0; c < E; ++c)
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t idx = L + s;
+          st[c * S + s] = idx < S ? st[c * S + idx] : x[(t0 + idx - S) * E + c];
+        }
+    t0 += L;
+  }
+  ASSERT_EQ(t0, total);
+  for (int64_t i = 0; i < total * E; ++i) EXPECT_NEAR(got[i], ref[i], 1e-6) << i;
+  for (int64_t c = 0; c < E; ++c)
+    for (int64_t s = 0; s < S; ++s) EXPECT_EQ(st[c * S + s], x[(total - S + s) * E + c]);
+}
+
+TEST(CudaTwinTest, StateSlotAllocatorBookkeeping) {
+  StateSlotAllocator a(4);
+  EXPECT_EQ(a.scratch_slot(), 4);
+  EXPECT_EQ(a.free_count(), 4);
+  std::vector<int32_t> got;
+  for (int i = 0; i < 4; ++i) {
+    auto s = a.Acquire();
+    ASSERT_TRUE(s.ok());
+    got.push_back(*s);
+  }
+  EXPECT_EQ(got, (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(a.Acquire().status().code(), StatusCode::kResourceExhausted);
+  ASSERT_TRUE(a.Release(1).ok());
+  EXPECT_EQ(a.Release(1).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(a.Release(9).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(*a.Acquire(), 1);  // lowest free slot is reused
+  ASSERT_TRUE(a.Release(2).ok());
+  auto batch = a.BatchSlots({3, 0, 1}, DecodeBucket(3, 64));
+  ASSERT_TRUE(batch.ok());
+  EXPECT_EQ(*batch, (std::vector<int32_t>{3, 0, 1, 4}));  // padded with the scratch slot
+  EXPECT_FALSE(a.BatchSlots({2}, 1).ok());                // released slot
+  EXPECT_FALSE(a.BatchSlots({0, 0}, 2).ok());             // repeated
+  EXPECT_FALSE(a.BatchSlots({0, 1, 3}, 2).ok());          // does not fit
+  EXPECT_EQ(DecodeBucket(1, 64), 1);
+  EXPECT_EQ(DecodeBucket(5, 64), 8);
+  EXPECT_EQ(DecodeBucket(64, 64), 64);
+  EXPECT_EQ(DecodeBucket(40, 48), 48);
+}
+
+}  // namespace
+}  // namespace mq::cuda

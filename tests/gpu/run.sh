@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Build, test and benchmark the CUDA backend on the GPU machine, in one call:
+#   tests/gpu/run.sh [stages]     stages: any of build,test,bench,hf (default: all four)
+# Needs third_party_local/ (tests/gpu/pack-deps.sh) carried along: the dependency prefix and the
+# mamba-small fixture. Logs and JSON go to $OUT (or /tmp/mq-gpu-out); the summary table prints last.
+# Knobs: BENCH_SHAPES (default 130m,370m,790m,1.4b,2.8b), HF_SHAPES (default 130m,1.4b,2.8b),
+#        BUILD_DIR (default build-gpu), JOBS.
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+STAGES="${1:-build,test,bench,hf}"
+# Everything is written to LOG; $OUT (the device tool's return folder, at most 8 files) gets the
+# table, the JSON, the GPU test log and a tarball of all logs at the end.
+RET="${OUT:-}"
+OUT=/tmp/mq-gpu-out
+rm -rf "$OUT" && mkdir -p "$OUT"
+BUILD_DIR="${BUILD_DIR:-build-gpu}"
+JOBS="${JOBS:-$(nproc)}"
+DEPS=/tmp/mq-gpu-deps
+P="$DEPS/prefix"
+FIX="$ROOT/third_party_local/fixtures"
+QDIR=/tmp/mq-quant-small
+has() { [[ ",$STAGES," == *",$1,"* ]]; }
+summary=()
+note() { summary+=("$1"); echo "== $1"; }
+t0=$SECONDS
+
+if [ ! -d "$P" ] && [ -f third_party_local/gpu-deps.tar.xz ]; then
+  mkdir -p "$DEPS" && tar -C "$DEPS" -xJf third_party_local/gpu-deps.tar.xz
+fi
+export LD_LIBRARY_PATH="$P/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export PKG_CONFIG_PATH="$P/lib/pkgconfig:${PKG_CONFIG_PATH:-}"
+
+if has build; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
+  cat "$OUT/gpu.txt"
+  if cmake -S . -B "$BUILD_DIR" -G Ninja -DMQ_ENGINE_ONLY=ON -DMQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+       -DCMAKE_PREFIX_PATH="$P" -DICU_ROOT="$P" -DMQ_GTEST_SOURCE_DIR="$P/src/googletest" > "$OUT/configure.log" 2>&1 &&
+     ninja -C "$BUILD_DIR" -j "$JOBS" mq-engine mq-bench cuda_twin_test cuda_gpu_test > "$OUT/build.log" 2>&1; then
+    note "build: ok ($((SECONDS - t0)) s)"
+  else
+    tail -40 "$OUT/configure.log" "$OUT/build.log"
+    note "build: FAILED (see configure.log / build.log)"
+    printf '%s\n' "${summary[@]}"
+    [ -n "$RET" ] && tar -C "$OUT" -czf "$RET/logs.tar.gz" .
+    exit 1
+  fi
+fi
+BIN="$ROOT/$BUILD_DIR"
+
+if has test; then
+  "$BIN/tests/engine/cuda_twin_test" > "$OUT/twin_test.log" 2>&1 && note "cuda_twin_test: ok" || note "cuda_twin_test: FAILED"
+  rm -rf "$QDIR"
+  t1=$SECONDS
+  if "$BIN/worker/engine/mq-engine" quantize --model "$FIX/mamba-small" --preset mambaquant --bits w8a8 --scope linear \
+       --calib models/text/calib.txt --samples 32 --seq-len 128 --out "$QDIR" > "$OUT/quantize.log" 2>&1; then
+    note "quantize mamba-small (mambaquant w8a8 linear): ok ($((SECONDS - t1)) s)"
+  else
+    note "quantize mamba-small: FAILED"
+  fi
+  t1=$SECONDS
+  MQ_FIXTURES_DIR="$FIX" MQ_QUANT_SMALL_DIR="$QDIR" timeout 300 "$BIN/tests/engine/cuda_gpu_test" > "$OUT/gpu_test.log" 2>&1
+  rc=$?
+  grep -E "^\[gpu\]|FAILED|Failure|error" "$OUT/gpu_test.log" | head -30
+  [ $rc -eq 0 ] && note "cuda_gpu_test: ok ($((SECONDS - t1)) s)" || note "cuda_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
+  while read -r l; do note "$l"; done < <(grep -E "^\[gpu\]" "$OUT/gpu_test.log")
+fi
+
+if has bench; then
+  t1=$SECONDS
+  models=(--model "$FIX/mamba-small")
+  [ -d "$QDIR" ] && models+=(--model "$QDIR")
+  MQ_STAGE_TIMING=1 timeout 300 "$BIN/bench/mq-bench" --shapes "${BENCH_SHAPES:-130m,370m,790m,1.4b,2.8b}" "${models[@]}" --gemv-compare \
+    --json "$OUT/mq_bench.json" > "$OUT/mq_bench.log" 2>&1
+  rc=$?
+  cat "$OUT/mq_bench.log"
+  [ $rc -eq 0 ] && note "mq-bench: ok ($((SECONDS - t1)) s)" || note "mq-bench: FAILED rc=$rc"
+fi
+
+if has hf; then
+  t1=$SECONDS
+  PYTHONUNBUFFERED=1 timeout 240 python3 bench/hf_baseline.py --shapes "${HF_SHAPES:-130m,1.4b,2.8b}" \
+    --json "$OUT/hf_baseline.json" > "$OUT/hf_baseline.log" 2>&1
+  rc=$?
+  tail -5 "$OUT/hf_baseline.log"
+  [ $rc -eq 0 ] && note "transformers baseline: ok ($((SECONDS - t1)) s)" || note "transformers baseline: FAILED rc=$rc"
+fi
+
+echo
+echo "================ summary ($((SECONDS - t0)) s) ================"
+printf '%s\n' "${summary[@]}"
+if [ -f "$OUT/mq_bench.json" ]; then
+  python3 bench/report.py "$OUT/mq_bench.json" "$OUT/hf_baseline.json" --md "$OUT/bench_table.md"
+fi
+if [ -n "$RET" ] && [ "$RET" != "$OUT" ]; then
+  for f in bench_table.md mq_bench.json hf_baseline.json gpu_test.log; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RET/"; done
+  tar -C "$OUT" -czf "$RET/logs.tar.gz" .
+fi

@@ -1,0 +1,704 @@
+#include "cuda/cuda_mamba_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "cuda/cuda_check.h"
+#include "cuda/hd_math.h"
+#include "cuda/kernel_params.h"
+#include "quant/hadamard.h"
+#include "quant/online_rotation.h"
+
+namespace mq::cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+int64_t Pad16(int64_t v) { return hd::RoundUp(v, 16); }
+
+// Host float [rows, cols] → half [rows, ld] with zero padding.
+std::vector<__half> ToHalfPadded(const std::vector<float>& w, int64_t rows, int64_t cols, int64_t ld) {
+  std::vector<__half> out(static_cast<size_t>(rows * ld), __float2half_rn(0.0f));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[r * ld + c] = __float2half_rn(w[r * cols + c]);
+  return out;
+}
+std::vector<int8_t> PadInt8(const std::vector<int8_t>& w, int64_t rows, int64_t cols, int64_t ld) {
+  std::vector<int8_t> out(static_cast<size_t>(rows * ld), 0);
+  for (int64_t r = 0; r < rows; ++r) std::copy_n(w.data() + r * cols, cols, out.data() + r * ld);
+  return out;
+}
+
+}  // namespace
+
+// A linear layer on the device: FP16 weights, or INT8 weights with per-channel scales.
+struct CudaMambaModel::Linear {
+  int64_t out = 0, in = 0, ld = 0;  // ld = in padded to 16
+  DeviceBuffer<__half> w16;
+  DeviceBuffer<int8_t> w8;
+  DeviceBuffer<float> wscale;       // [out] (INT8)
+  float act_static_scale = 0.0f;    // > 0: per-tensor static activation scale
+  DeviceBuffer<float> bias;         // [out] or empty
+  int64_t bytes() const { return static_cast<int64_t>(w16.bytes() + w8.bytes() + wscale.bytes() + bias.bytes()); }
+};
+
+struct CudaMambaModel::Layer {
+  DeviceBuffer<float> norm, conv_w, conv_b, A2, D, gate_scale;
+  Linear in_proj, x_proj, dt_proj, out_proj;
+  // R2 online Hadamard before out_proj (INT8 path), or empty.
+  DeviceBuffer<float> had_scale;
+  DeviceBuffer<int8_t> had_mix;
+  int had_m = 1;
+  int64_t had_p = 1;
+};
+
+// Activation buffers, sized for options_.max_tokens tokens.
+struct CudaMambaModel::Buffers {
+  DeviceBuffer<float> h, dbc, u32, y32;
+  DeviceBuffer<__half> xn16, xz16, u16, xp16, dl16, delta16, y16, hn16;
+  DeviceBuffer<float> o32;
+  DeviceBuffer<int8_t> xn8, u8, dl8, y8;
+  DeviceBuffer<float> s_xn, s_u, s_dl, s_y;
+  DeviceBuffer<int32_t> xz_acc, xp_acc, delta_acc, o_acc;
+};
+
+CudaMambaModel::~CudaMambaModel() {
+  graphs_.clear();
+  if (stream_.get() != nullptr) cudaStreamSynchronize(stream_.get());
+}
+
+Status CudaMambaModel::Init(const MambaConfig& c, bool int8, const CudaModelOptions& o) {
+  MQ_RETURN_IF_ERROR(c.Validate());
+  config_ = c;
+  options_ = o;
+  int8_ = int8;
+  d_ = c.hidden_size, E_ = c.intermediate_size, N_ = c.state_size, R_ = c.time_step_rank, K_ = c.conv_kernel;
+  V_ = c.vocab_size, layers_ = c.num_hidden_layers;
+  dp_ = Pad16(d_), Ep_ = Pad16(E_), Rp_ = Pad16(R_);
+  if (N_ != 16) return UnimplementedError("CUDA backend: state_size must be 16, got " + std::to_string(N_));
+  if (K_ < 2 || K_ > 8) return UnimplementedError("CUDA backend: conv_kernel must be in [2, 8]");
+  if ((R_ + 2 * N_) % 4 != 0 || E_ % 16 != 0 || d_ % 4 != 0)
+    return UnimplementedError("CUDA backend: d_inner must be a multiple of 16, hidden and dt_rank + 2·state of 4");
+  if (o.max_tokens < 1 || o.max_batch < 1 || o.num_slots < o.max_batch || o.max_logit_rows < 1)
+    return InvalidArgumentError("CUDA backend: bad options (need num_slots ≥ max_batch ≥ 1)");
+  MQ_ASSIGN_OR_RETURN(stream_, CudaStream::Create());
+  MQ_ASSIGN_OR_RETURN(gemm_, CublasLtGemm::Create(o.workspace_bytes));
+  layer_.resize(static_cast<size_t>(layers_));
+  const int64_t slots = o.num_slots + 1;
+  MQ_ASSIGN_OR_RETURN(conv_state_, DeviceBuffer<float>::Allocate(static_cast<size_t>(slots * layers_ * E_ * (K_ - 1))));
+  MQ_ASSIGN_OR_RETURN(ssm_state_, DeviceBuffer<float>::Allocate(static_cast<size_t>(slots * layers_ * E_ * N_)));
+  MQ_RETURN_IF_ERROR(conv_state_.Zero(stream_.get()));
+  MQ_RETURN_IF_ERROR(ssm_state_.Zero(stream_.get()));
+  MQ_ASSIGN_OR_RETURN(logits_, DeviceBuffer<float>::Allocate(static_cast<size_t>(o.max_logit_rows * V_)));
+  MQ_ASSIGN_OR_RETURN(ids_, DeviceBuffer<int32_t>::Allocate(static_cast<size_t>(o.max_tokens)));
+  MQ_ASSIGN_OR_RETURN(slots_, DeviceBuffer<int32_t>::Allocate(static_cast<size_t>(o.max_batch)));
+  MQ_ASSIGN_OR_RETURN(dec_ids_, DeviceBuffer<int32_t>::Allocate(static_cast<size_t>(o.max_batch)));
+  MQ_ASSIGN_OR_RETURN(dec_slots_, DeviceBuffer<int32_t>::Allocate(static_cast<size_t>(o.max_batch)));
+  MQ_ASSIGN_OR_RETURN(finished_, DeviceBuffer<int32_t>::Allocate(static_cast<size_t>(o.max_batch)));
+  MQ_ASSIGN_OR_RETURN(out_tokens_, DeviceBuffer<int32_t>::Allocate(static_cast<size_t>(max_decode_steps_ * o.max_batch)));
+  MQ_ASSIGN_OR_RETURN(step_, DeviceBuffer<int32_t>::Allocate(2));
+  std::vector<int32_t> identity(static_cast<size_t>(o.max_batch));
+  for (size_t i = 0; i < identity.size(); ++i) identity[i] = static_cast<int32_t>(i);
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(dec_slots_.get(), identity.data(), identity.size() * 4, cudaMemcpyHostToDevice));
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(slots_.get(), identity.data(), identity.size() * 4, cudaMemcpyHostToDevice));
+  MQ_RETURN_IF_ERROR(dec_ids_.Zero(stream_.get()));
+  MQ_RETURN_IF_ERROR(ResetDecodeCounters());
+  return AllocateActivations();
+}
+
+Status CudaMambaModel::AllocateActivations() {
+  buf_ = std::make_unique<Buffers>();
+  Buffers& b = *buf_;
+  const size_t T = static_cast<size_t>(options_.max_tokens);
+  const size_t d = d_, E = E_, dbc = R_ + 2 * N_;
+  auto f32 = [](DeviceBuffer<float>* x, size_t n) -> Status {
+    MQ_ASSIGN_OR_RETURN(*x, DeviceBuffer<float>::Allocate(n));
+    return OkStatus();
+  };
+  auto f16 = [](DeviceBuffer<__half>* x, size_t n) -> Status {
+    MQ_ASSIGN_OR_RETURN(*x, DeviceBuffer<__half>::Allocate(n));
+    return OkStatus();
+  };
+  auto i8 = [](DeviceBuffer<int8_t>* x, size_t n) -> Status {
+    MQ_ASSIGN_OR_RETURN(*x, DeviceBuffer<int8_t>::Allocate(n));
+    return OkStatus();
+  };
+  auto i32 = [](DeviceBuffer<int32_t>* x, size_t n) -> Status {
+    MQ_ASSIGN_OR_RETURN(*x, DeviceBuffer<int32_t>::Allocate(n));
+    return OkStatus();
+  };
+  MQ_RETURN_IF_ERROR(f32(&b.h, T * d));
+  MQ_RETURN_IF_ERROR(f32(&b.dbc, T * dbc));
+  MQ_RETURN_IF_ERROR(f16(&b.hn16, static_cast<size_t>(options_.max_logit_rows * dp_)));
+  if (int8_) {
+    MQ_RETURN_IF_ERROR(f32(&b.u32, T * E));
+    MQ_RETURN_IF_ERROR(f32(&b.y32, T * E));
+    MQ_RETURN_IF_ERROR(i8(&b.xn8, T * dp_));
+    MQ_RETURN_IF_ERROR(i8(&b.u8, T * Ep_));
+    MQ_RETURN_IF_ERROR(i8(&b.dl8, T * Rp_));
+    MQ_RETURN_IF_ERROR(i8(&b.y8, T * Ep_));
+    for (auto* s : {&b.s_xn, &b.s_u, &b.s_dl, &b.s_y}) MQ_RETURN_IF_ERROR(f32(s, T));
+    MQ_RETURN_IF_ERROR(i32(&b.xz_acc, T * 2 * E));
+    MQ_RETURN_IF_ERROR(i32(&b.xp_acc, T * dbc));
+    MQ_RETURN_IF_ERROR(i32(&b.delta_acc, T * E));
+    MQ_RETURN_IF_ERROR(i32(&b.o_acc, T * d));
+  } else {
+    MQ_RETURN_IF_ERROR(f16(&b.xn16, T * dp_));
+    MQ_RETURN_IF_ERROR(f16(&b.xz16, T * 2 * E));
+    MQ_RETURN_IF_ERROR(f16(&b.u16, T * Ep_));
+    MQ_RETURN_IF_ERROR(f16(&b.xp16, T * dbc));
+    MQ_RETURN_IF_ERROR(f16(&b.dl16, T * Rp_));
+    MQ_RETURN_IF_ERROR(f16(&b.delta16, T * E));
+    MQ_RETURN_IF_ERROR(f16(&b.y16, T * Ep_));
+    MQ_RETURN_IF_ERROR(f32(&b.o32, T * d));
+  }
+  return OkStatus();
+}
+
+namespace {
+
+template <typename T>
+Status Upload(DeviceBuffer<T>* dst, const std::vector<T>& v) {
+  MQ_ASSIGN_OR_RETURN(*dst, DeviceBuffer<T>::FromHost(v));
+  return OkStatus();
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeights& w, const CudaModelOptions& o) {
+  const bool int8 = w.layers.empty() ? false : w.layers[0].in_proj.quant.has_value();
+  std::unique_ptr<CudaMambaModel> m(new CudaMambaModel());
+  MQ_RETURN_IF_ERROR(m->Init(w.config, int8, o));
+  if (w.lm_head.quant) return UnimplementedError("CUDA backend: a quantized LM head is not supported (FP16 only)");
+  if (w.lm_head.weight.size() != static_cast<size_t>(m->V_ * m->d_)) return InvalidArgumentError("LM head has the wrong size");
+  int64_t bytes = 0;
+  auto upload_linear = [&](const mq::Linear& src, Linear* dst, const char* name, bool allow_transform) -> Status {
+    dst->out = src.out_features, dst->in = src.in_features, dst->ld = Pad16(src.in_features);
+    if (src.input_transform && !allow_transform)
+      return UnimplementedError(std::string("CUDA backend: online transform on ") + name + " is not supported");
+    if (src.quant.has_value() != int8)
+      return UnimplementedError(std::string("CUDA backend: ") + name +
+                                " must be quantized like in_proj (all four layer linears INT8, or none)");
+    if (int8) {
+      const LinearQuant& q = *src.quant;
+      MQ_RETURN_IF_ERROR(Upload(&dst->w8, PadInt8(q.qweight, dst->out, dst->in, dst->ld)));
+      MQ_RETURN_IF_ERROR(Upload(&dst->wscale, q.weight_scale));
+      dst->act_static_scale = q.act_mode == ActScaleMode::kPerTensorStatic ? q.act_scale : 0.0f;
+      if (q.act_mode == ActScaleMode::kPerTensorStatic && !(q.act_scale > 0.0f))
+        return InvalidArgumentError(std::string(name) + ": static activation scale must be positive");
+    } else {
+      MQ_RETURN_IF_ERROR(Upload(&dst->w16, ToHalfPadded(src.weight, dst->out, dst->in, dst->ld)));
+    }
+    if (!src.bias.empty()) MQ_RETURN_IF_ERROR(Upload(&dst->bias, src.bias));
+    bytes += dst->bytes();
+    return OkStatus();
+  };
+  for (int64_t li = 0; li < m->layers_; ++li) {
+    const MambaLayerWeights& s = w.layers[static_cast<size_t>(li)];
+    Layer& L = m->layer_[static_cast<size_t>(li)];
+    if (s.quantize_conv_input || s.quantize_output_product || !s.state_rotation.empty())
+      return UnimplementedError("CUDA backend: scope `full` (INT8 conv input, INT8 h·C, state rotation) is not supported");
+    MQ_RETURN_IF_ERROR(upload_linear(s.in_proj, &L.in_proj, "in_proj", false));
+    MQ_RETURN_IF_ERROR(upload_linear(s.x_proj, &L.x_proj, "x_proj", false));
+    MQ_RETURN_IF_ERROR(upload_linear(s.dt_proj, &L.dt_proj, "dt_proj", false));
+    MQ_RETURN_IF_ERROR(upload_linear(s.out_proj, &L.out_proj, "out_proj", true));
+    MQ_RETURN_IF_ERROR(Upload(&L.norm, s.norm));
+    MQ_RETURN_IF_ERROR(Upload(&L.conv_w, s.conv_weight));
+    MQ_RETURN_IF_ERROR(Upload(&L.conv_b, s.conv_bias));
+    std::vector<float> a2(s.A.size());
+    for (size_t i = 0; i < a2.size(); ++i) a2[i] = s.A[i] * kLog2e;
+    MQ_RETURN_IF_ERROR(Upload(&L.A2, a2));
+    MQ_RETURN_IF_ERROR(Upload(&L.D, s.D));
+    if (!s.gate_scale.empty()) MQ_RETURN_IF_ERROR(Upload(&L.gate_scale, s.gate_scale));
+    if (s.out_proj.input_transform) {
+      if (!int8) return UnimplementedError("CUDA backend: online rotation on a float out_proj is not supported");
+      const auto* h = dynamic_cast<const quant::HadamardRowTransform*>(s.out_proj.input_transform.get());
+      if (h == nullptr) return UnimplementedError("CUDA backend: only Hadamard online transforms are supported");
+      const quant::RandomHadamard& had = h->hadamard();
+      const int64_t n = had.size();
+      if (n != m->E_) return InvalidArgumentError("online Hadamard size does not match d_inner");
+      const float inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)));
+      std::vector<float> scale(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) scale[i] = had.signs()[i] * inv;
+      const int hm = had.factors().m;
+      MQ_ASSIGN_OR_RETURN(std::vector<int8_t> small, quant::SmallHadamard(hm));
+      std::vector<int8_t> mix(static_cast<size_t>(hm * hm));
+      for (int oo = 0; oo < hm; ++oo)
+        for (int i = 0; i < hm; ++i) mix[oo * hm + i] = small[i * hm + oo];
+      MQ_RETURN_IF_ERROR(Upload(&L.had_scale, scale));
+      MQ_RETURN_IF_ERROR(Upload(&L.had_mix, mix));
+      L.had_m = hm;
+      L.had_p = had.factors().pow2;
+    }
+    bytes += static_cast<int64_t>(L.norm.bytes() + L.conv_w.bytes() + L.conv_b.bytes() + L.A2.bytes() + L.D.bytes() +
+                                  L.gate_scale.bytes() + L.had_scale.bytes());
+  }
+  MQ_RETURN_IF_ERROR(Upload(&m->embeddings_, w.embeddings));
+  MQ_RETURN_IF_ERROR(Upload(&m->norm_f_, w.norm_f));
+  MQ_RETURN_IF_ERROR(Upload(&m->lm_head_, ToHalfPadded(w.lm_head.weight, m->V_, m->d_, m->dp_)));
+  bytes += static_cast<int64_t>(m->lm_head_.bytes() + m->norm_f_.bytes());
+  m->decode_weight_bytes_ = bytes;
+  MQ_RETURN_IF_ERROR(m->PrepareFused());
+  MQ_RETURN_IF_ERROR(m->stream_.Synchronize());
+  return std::move(m);
+}
+
+StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::CreateRandom(const RandomModelSpec& spec,
+                                                                       const CudaModelOptions& o) {
+  std::unique_ptr<CudaMambaModel> m(new CudaMambaModel());
+  MQ_RETURN_IF_ERROR(m->Init(spec.config, spec.int8, o));
+  cudaStream_t st = m->stream_.get();
+  uint64_t seed = spec.seed * 1000003ull;
+  int64_t bytes = 0;
+  auto f32 = [&](DeviceBuffer<float>* b, int64_t n, float lo, float hi) -> Status {
+    MQ_ASSIGN_OR_RETURN(*b, DeviceBuffer<float>::Allocate(static_cast<size_t>(n)));
+    return LaunchFillUniformF32(b->get(), n, lo, hi, ++seed, st);
+  };
+  auto linear = [&](Linear* L, int64_t out, int64_t in, bool bias) -> Status {
+    L->out = out, L->in = in, L->ld = Pad16(in);
+    const float a = std::sqrt(3.0f / static_cast<float>(in));
+    if (m->int8_) {
+      MQ_ASSIGN_OR_RETURN(L->w8, DeviceBuffer<int8_t>::Allocate(static_cast<size_t>(out * L->ld)));
+      MQ_RETURN_IF_ERROR(LaunchFillUniformI8(L->w8.get(), out, in, L->ld, -127, 127, ++seed, st));
+      MQ_ASSIGN_OR_RETURN(L->wscale, DeviceBuffer<float>::Allocate(static_cast<size_t>(out)));
+      MQ_RETURN_IF_ERROR(LaunchFillUniformF32(L->wscale.get(), out, 0.9f * a / 127.0f, 1.1f * a / 127.0f, ++seed, st));
+    } else {
+      MQ_ASSIGN_OR_RETURN(L->w16, DeviceBuffer<__half>::Allocate(static_cast<size_t>(out * L->ld)));
+      MQ_RETURN_IF_ERROR(LaunchFillUniformF16(L->w16.get(), out, in, L->ld, -a, a, ++seed, st));
+    }
+    if (bias) MQ_RETURN_IF_ERROR(f32(&L->bias, out, -4.6f, -2.3f));  // dt bias: softplus⁻¹ of 0.01…0.1
+    bytes += L->bytes();
+    return OkStatus();
+  };
+  const int64_t d = m->d_, E = m->E_, N = m->N_, R = m->R_, K = m->K_;
+  for (Layer& L : m->layer_) {
+    MQ_RETURN_IF_ERROR(f32(&L.norm, d, 0.9f, 1.1f));
+    MQ_RETURN_IF_ERROR(linear(&L.in_proj, 2 * E, d, false));
+    MQ_RETURN_IF_ERROR(f32(&L.conv_w, E * K, -0.5f, 0.5f));
+    MQ_RETURN_IF_ERROR(f32(&L.conv_b, E, -0.1f, 0.1f));
+    MQ_RETURN_IF_ERROR(linear(&L.x_proj, R + 2 * N, E, false));
+    MQ_RETURN_IF_ERROR(linear(&L.dt_proj, E, R, true));
+    MQ_RETURN_IF_ERROR(f32(&L.A2, E * N, -16.0f * kLog2e, -1.0f * kLog2e));
+    MQ_RETURN_IF_ERROR(f32(&L.D, E, 0.9f, 1.1f));
+    MQ_RETURN_IF_ERROR(linear(&L.out_proj, d, E, false));
+    if (m->int8_ && spec.online_hadamard) {
+      MQ_ASSIGN_OR_RETURN(quant::RandomHadamard had, quant::RandomHadamard::Create(E, seed));
+      const float inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(E)));
+      std::vector<float> scale(static_cast<size_t>(E));
+      for (int64_t i = 0; i < E; ++i) scale[i] = had.signs()[i] * inv;
+      const int hm = had.factors().m;
+      MQ_ASSIGN_OR_RETURN(std::vector<int8_t> small, quant::SmallHadamard(hm));
+      std::vector<int8_t> mix(static_cast<size_t>(hm * hm));
+      for (int oo = 0; oo < hm; ++oo)
+        for (int i = 0; i < hm; ++i) mix[oo * hm + i] = small[i * hm + oo];
+      MQ_RETURN_IF_ERROR(Upload(&L.had_scale, scale));
+      MQ_RETURN_IF_ERROR(Upload(&L.had_mix, mix));
+      L.had_m = hm;
+      L.had_p = had.factors().pow2;
+    }
+    bytes += static_cast<int64_t>(L.norm.bytes() + L.conv_w.bytes() + L.conv_b.bytes() + L.A2.bytes() + L.D.bytes() +
+                                  L.had_scale.bytes());
+  }
+  MQ_RETURN_IF_ERROR(f32(&m->embeddings_, m->V_ * d, -1.0f, 1.0f));
+  MQ_RETURN_IF_ERROR(f32(&m->norm_f_, d, 0.9f, 1.1f));
+  MQ_ASSIGN_OR_RETURN(m->lm_head_, DeviceBuffer<__half>::Allocate(static_cast<size_t>(m->V_ * m->dp_)));
+  const float a = std::sqrt(3.0f / static_cast<float>(d));
+  MQ_RETURN_IF_ERROR(LaunchFillUniformF16(m->lm_head_.get(), m->V_, d, m->dp_, -a, a, ++seed, st));
+  bytes += static_cast<int64_t>(m->lm_head_.bytes() + m->norm_f_.bytes());
+  m->decode_weight_bytes_ = bytes;
+  MQ_RETURN_IF_ERROR(m->PrepareFused());
+  MQ_RETURN_IF_ERROR(m->stream_.Synchronize());
+  return std::move(m);
+}
+
+Status CudaMambaModel::RunLinear(const Linear& lin, const void* x, int64_t ldx, int64_t tokens, void* out, int64_t ldc,
+                                 bool out_f32) {
+  if (int8_) {
+    if (tokens <= options_.gemv_max_tokens) {
+      Int8GemvParams p;
+      p.w = lin.w8.get(), p.ldw = lin.ld, p.x = static_cast<const int8_t*>(x), p.ldx = ldx;
+      p.acc = static_cast<int32_t*>(out), p.ldc = ldc, p.out = lin.out, p.tokens = tokens, p.k = lin.ld;
+      return LaunchInt8Gemv(p, stream_.get());
+    }
+    return gemm_->Int8(lin.w8.get(), lin.ld, static_cast<const int8_t*>(x), ldx, static_cast<int32_t*>(out), ldc,
+                       lin.out, tokens, lin.ld, stream_.get());
+  }
+  return gemm_->F16(lin.w16.get(), lin.ld, static_cast<const __half*>(x), ldx, out, out_f32, ldc, lin.out, tokens,
+                    lin.ld, stream_.get());
+}
+
+Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slots_dev, int64_t B, int64_t L,
+                                      LogitsMode mode) {
+  const int64_t T = B * L;
+  if (B < 1 || L < 1) return InvalidArgumentError("forward: batch and length must be positive");
+  if (T > options_.max_tokens || B > options_.max_batch)
+    return InvalidArgumentError("forward: " + std::to_string(B) + "×" + std::to_string(L) +
+                                " exceeds the model's max_tokens/max_batch");
+  const int64_t logit_rows = mode == LogitsMode::kAll ? T : B;
+  if (mode != LogitsMode::kNone && logit_rows > options_.max_logit_rows)
+    return InvalidArgumentError("forward: " + std::to_string(logit_rows) + " logits rows exceed max_logit_rows");
+  cudaStream_t st = stream_.get();
+  Buffers& b = *buf_;
+  const int64_t dbc_ld = R_ + 2 * N_;
+
+  EmbeddingParams ep;
+  ep.ids = ids_dev, ep.table = embeddings_.get(), ep.h = b.h.get(), ep.tokens = T, ep.d = d_;
+  MQ_RETURN_IF_ERROR(Mark("start"));
+  MQ_RETURN_IF_ERROR(LaunchEmbedding(ep, st));
+  MQ_RETURN_IF_ERROR(Mark("embedding"));
+
+  ActView prev_out;  // out_proj output of the previous layer (kNone before layer 0)
+  for (int64_t li = 0; li < layers_; ++li) {
+    Layer& Ly = layer_[static_cast<size_t>(li)];
+    // 1. residual add + RMSNorm (+ INT8)
+    ResidualNormParams rn;
+    rn.h = b.h.get(), rn.residual = prev_out, rn.gamma = Ly.norm.get();
+    rn.eps = static_cast<float>(config_.layer_norm_epsilon), rn.rows = T, rn.d = d_;
+    if (int8_) {
+      rn.quant = QuantOut{b.xn8.get(), dp_, b.s_xn.get(), Ly.in_proj.act_static_scale};
+    } else {
+      rn.out_f16 = b.xn16.get(), rn.ld_out = dp_;
+    }
+    MQ_RETURN_IF_ERROR(LaunchResidualNorm(rn, st));
+    MQ_RETURN_IF_ERROR(Mark("residual+norm"));
+    // 2. in_proj → xz [T, 2E]
+    if (int8_) {
+      MQ_RETURN_IF_ERROR(RunLinear(Ly.in_proj, b.xn8.get(), dp_, T, b.xz_acc.get(), 2 * E_, false));
+    } else {
+      MQ_RETURN_IF_ERROR(RunLinear(Ly.in_proj, b.xn16.get(), dp_, T, b.xz16.get(), 2 * E_, false));
+    }
+    MQ_RETURN_IF_ERROR(Mark("in_proj"));
+    ActView xz_u0, xz_z;
+    if (int8_) {
+      xz_u0 = ActView{ActKind::kInt32Acc, b.xz_acc.get(), 2 * E_, b.s_xn.get(), Ly.in_proj.wscale.get(),
+                      Ly.in_proj.bias.get()};
+      xz_z = ActView{ActKind::kInt32Acc, b.xz_acc.get() + E_, 2 * E_, b.s_xn.get(), Ly.in_proj.wscale.get() + E_,
+                     Ly.in_proj.bias.empty() ? nullptr : Ly.in_proj.bias.get() + E_};
+    } else {
+      xz_u0 = ActView{ActKind::kF16, b.xz16.get(), 2 * E_, nullptr, nullptr, Ly.in_proj.bias.get()};
+      xz_z = ActView{ActKind::kF16, b.xz16.get() + E_, 2 * E_, nullptr, nullptr,
+                     Ly.in_proj.bias.empty() ? nullptr : Ly.in_proj.bias.get() + E_};
+    }
+    // 3. conv + SiLU (+ INT8)
+    CausalConvParams cp;
+    cp.u0 = xz_u0, cp.weight = Ly.conv_w.get(), cp.bias = Ly.conv_b.get();
+    cp.conv_state = conv_state_.get() + li * E_ * (K_ - 1), cp.slot_stride = layers_ * E_ * (K_ - 1);
+    cp.slot_ids = slots_dev, cp.batch = B, cp.seqlen = L, cp.E = E_, cp.K = K_;
+    if (int8_) {
+      cp.out_f32 = b.u32.get();
+      cp.quant = QuantOut{b.u8.get(), Ep_, b.s_u.get(), Ly.x_proj.act_static_scale};
+    } else {
+      cp.out_f16 = b.u16.get();
+    }
+    MQ_RETURN_IF_ERROR(LaunchCausalConv(cp, st));
+    MQ_RETURN_IF_ERROR(Mark("conv"));
+    // 4. x_proj → δ|B|C
+    if (int8_) {
+      MQ_RETURN_IF_ERROR(RunLinear(Ly.x_proj, b.u8.get(), Ep_, T, b.xp_acc.get(), dbc_ld, false));
+    } else {
+      MQ_RETURN_IF_ERROR(RunLinear(Ly.x_proj, b.u16.get(), E_, T, b.xp16.get(), dbc_ld, false));
+    }
+    MQ_RETURN_IF_ERROR(Mark("x_proj"));
+    XProjPostParams xp;
+    xp.tokens = T, xp.R = R_, xp.N = N_, xp.dbc = b.dbc.get();
+    if (int8_) {
+      xp.in = ActView{ActKind::kInt32Acc, b.xp_acc.get(), dbc_ld, b.s_u.get(), Ly.x_proj.wscale.get(), Ly.x_proj.bias.get()};
+      xp.quant = QuantOut{b.dl8.get(), Rp_, b.s_dl.get(), Ly.dt_proj.act_static_scale};
+    } else {
+      xp.in = ActView{ActKind::kF16, b.xp16.get(), dbc_ld, nullptr, nullptr, Ly.x_proj.bias.get()};
+      xp.delta_f16 = b.dl16.get(), xp.ld_delta = Rp_;
+    }
+    MQ_RETURN_IF_ERROR(LaunchXProjPost(xp, st));
+    MQ_RETURN_IF_ERROR(Mark("x_proj_post"));
+    // 5. dt_proj → Δ before bias/softplus
+    if (int8_) {
+      MQ_RETURN_IF_ERROR(RunLinear(Ly.dt_proj, b.dl8.get(), Rp_, T, b.delta_acc.get(), E_, false));
+    } else {
+      MQ_RETURN_IF_ERROR(RunLinear(Ly.dt_proj, b.dl16.get(), Rp_, T, b.delta16.get(), E_, false));
+    }
+    MQ_RETURN_IF_ERROR(Mark("dt_proj"));
+    // 6. scan + gate
+    SelectiveScanParams sp;
+    sp.batch = B, sp.seqlen = L, sp.E = E_, sp.N = N_;
+    if (int8_) {
+      sp.delta = ActView{ActKind::kInt32Acc, b.delta_acc.get(), E_, b.s_dl.get(), Ly.dt_proj.wscale.get(),
+                         Ly.dt_proj.bias.get()};
+      sp.u = b.u32.get(), sp.u_f32 = true, sp.y_f32 = b.y32.get();
+    } else {
+      sp.delta = ActView{ActKind::kF16, b.delta16.get(), E_, nullptr, nullptr, Ly.dt_proj.bias.get()};
+      sp.u = b.u16.get(), sp.u_f32 = false, sp.y_f16 = b.y16.get();
+    }
+    sp.z = xz_z, sp.dbc = b.dbc.get(), sp.dbc_ld = dbc_ld, sp.R = R_;
+    sp.A2 = Ly.A2.get(), sp.D = Ly.D.get(), sp.gate_scale = Ly.gate_scale.get();
+    sp.ssm_state = ssm_state_.get() + li * E_ * N_, sp.slot_stride = layers_ * E_ * N_, sp.slot_ids = slots_dev;
+    MQ_RETURN_IF_ERROR(LaunchSelectiveScan(sp, st));
+    MQ_RETURN_IF_ERROR(Mark("scan"));
+    // 7. [R2 Hadamard] + INT8, out_proj
+    if (int8_) {
+      HadamardQuantParams hp;
+      hp.x = b.y32.get(), hp.tokens = T, hp.n = E_;
+      hp.m = Ly.had_m, hp.p = Ly.had_p, hp.scale = Ly.had_scale.get(), hp.mix = Ly.had_mix.get();
+      hp.quant = QuantOut{b.y8.get(), Ep_, b.s_y.get(), Ly.out_proj.act_static_scale};
+      MQ_RETURN_IF_ERROR(LaunchHadamardQuant(hp, st));
+      MQ_RETURN_IF_ERROR(Mark("hadamard+quant"));
+      MQ_RETURN_IF_ERROR(RunLinear(Ly.out_proj, b.y8.get(), Ep_, T, b.o_acc.get(), d_, false));
+      prev_out = ActView{ActKind::kInt32Acc, b.o_acc.get(), d_, b.s_y.get(), Ly.out_proj.wscale.get(),
+                         Ly.out_proj.bias.get()};
+      MQ_RETURN_IF_ERROR(Mark("out_proj"));
+    } else {
+      MQ_RETURN_IF_ERROR(RunLinear(Ly.out_proj, b.y16.get(), E_, T, b.o32.get(), d_, true));
+      prev_out = ActView{ActKind::kF32, b.o32.get(), d_, nullptr, nullptr, Ly.out_proj.bias.get()};
+      MQ_RETURN_IF_ERROR(Mark("out_proj"));
+    }
+  }
+  if (mode == LogitsMode::kNone) return OkStatus();
+  // Final residual add + norm_f on the rows whose logits are wanted, then the FP16 LM head.
+  ResidualNormParams rn;
+  rn.h = b.h.get(), rn.residual = prev_out, rn.gamma = norm_f_.get();
+  rn.eps = static_cast<float>(config_.layer_norm_epsilon), rn.rows = logit_rows, rn.d = d_;
+  if (mode == LogitsMode::kLast) rn.row_stride = L, rn.row_offset = L - 1;
+  rn.out_f16 = b.hn16.get(), rn.ld_out = dp_;
+  MQ_RETURN_IF_ERROR(LaunchResidualNorm(rn, st));
+  MQ_RETURN_IF_ERROR(Mark("final_norm"));
+  MQ_RETURN_IF_ERROR(gemm_->F16(lm_head_.get(), dp_, b.hn16.get(), dp_, logits_.get(), true, V_, V_, logit_rows, dp_, st));
+  return Mark("lm_head");
+}
+
+Status CudaMambaModel::Mark(const char* stage) {
+  if (!timing_) return OkStatus();
+  if (stage_names_.size() == events_.size()) {
+    MQ_ASSIGN_OR_RETURN(CudaEvent e, CudaEvent::Create());
+    events_.push_back(std::move(e));
+  }
+  MQ_RETURN_IF_ERROR(events_[stage_names_.size()].Record(stream_.get()));
+  stage_names_.push_back(stage);
+  return OkStatus();
+}
+
+Status CudaMambaModel::CollectStageTimes() {
+  MQ_RETURN_IF_ERROR(stream_.Synchronize());
+  for (size_t i = 1; i < stage_names_.size(); ++i) {
+    MQ_ASSIGN_OR_RETURN(float ms, ElapsedMs(events_[i - 1], events_[i]));
+    auto it = std::find_if(stage_ms_.begin(), stage_ms_.end(), [&](const auto& p) { return p.first == stage_names_[i]; });
+    if (it == stage_ms_.end()) stage_ms_.emplace_back(stage_names_[i], ms);
+    else it->second += ms;
+  }
+  stage_names_.clear();
+  return OkStatus();
+}
+
+Status CudaMambaModel::ResetSlots(const std::vector<int32_t>& slots) {
+  const int64_t conv_per_slot = layers_ * E_ * (K_ - 1), ssm_per_slot = layers_ * E_ * N_;
+  for (int32_t s : slots) {
+    if (s < 0 || s > options_.num_slots) return InvalidArgumentError("state slot out of range");
+    MQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(conv_state_.get() + s * conv_per_slot, 0, conv_per_slot * 4, stream_.get()));
+    MQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(ssm_state_.get() + s * ssm_per_slot, 0, ssm_per_slot * 4, stream_.get()));
+  }
+  return OkStatus();
+}
+
+Status CudaMambaModel::Forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots, int64_t B, int64_t L,
+                               LogitsMode mode, std::vector<float>* logits) {
+  if (static_cast<int64_t>(ids.size()) != B * L || static_cast<int64_t>(slots.size()) != B)
+    return InvalidArgumentError("forward: ids must hold B·L tokens and slots B entries");
+  if (B * L > options_.max_tokens || B > options_.max_batch) return InvalidArgumentError("forward: too many tokens");
+  for (int32_t id : ids)
+    if (id < 0 || id >= V_) return InvalidArgumentError("token id " + std::to_string(id) + " outside the vocabulary");
+  for (int32_t s : slots)
+    if (s < 0 || s > options_.num_slots) return InvalidArgumentError("state slot out of range");
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ids_.get(), ids.data(), ids.size() * 4, cudaMemcpyHostToDevice, stream_.get()));
+  MQ_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(slots_.get(), slots.data(), slots.size() * 4, cudaMemcpyHostToDevice, stream_.get()));
+  MQ_RETURN_IF_ERROR(EnqueueForward(ids_.get(), slots_.get(), B, L, mode));
+  if (logits != nullptr && mode != LogitsMode::kNone) {
+    const int64_t rows = mode == LogitsMode::kAll ? B * L : B;
+    logits->resize(static_cast<size_t>(rows * V_));
+    MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits->data(), logits_.get(), logits->size() * 4, cudaMemcpyDeviceToHost,
+                                            stream_.get()));
+  }
+  return stream_.Synchronize();
+}
+
+Status CudaMambaModel::ResetDecodeCounters() {
+  MQ_RETURN_IF_ERROR(step_.Zero(stream_.get()));
+  MQ_RETURN_IF_ERROR(finished_.Zero(stream_.get()));
+  return OkStatus();
+}
+
+Status CudaMambaModel::PrepareFused() {
+  if (!int8_ || E_ % 32 != 0) return OkStatus();
+  std::vector<FusedLayer> fl(static_cast<size_t>(layers_));
+  for (int64_t li = 0; li < layers_; ++li) {
+    const Layer& L = layer_[static_cast<size_t>(li)];
+    FusedLayer& f = fl[static_cast<size_t>(li)];
+    f.norm = L.norm.get();
+    f.w_in = L.in_proj.w8.get(), f.s_in = L.in_proj.wscale.get(), f.b_in = L.in_proj.bias.get(), f.a_in = L.in_proj.act_static_scale;
+    f.conv_w = L.conv_w.get(), f.conv_b = L.conv_b.get();
+    f.w_x = L.x_proj.w8.get(), f.s_x = L.x_proj.wscale.get(), f.b_x = L.x_proj.bias.get(), f.a_x = L.x_proj.act_static_scale;
+    f.w_dt = L.dt_proj.w8.get(), f.s_dt = L.dt_proj.wscale.get(), f.b_dt = L.dt_proj.bias.get(), f.a_dt = L.dt_proj.act_static_scale;
+    f.A2 = L.A2.get(), f.D = L.D.get(), f.gate_scale = L.gate_scale.get();
+    f.w_out = L.out_proj.w8.get(), f.s_out = L.out_proj.wscale.get(), f.b_out = L.out_proj.bias.get(), f.a_out = L.out_proj.act_static_scale;
+    f.had_scale = L.had_scale.get(), f.had_mix = L.had_mix.get(), f.had_m = L.had_m, f.had_p = static_cast<int>(L.had_p);
+    int lh = 0;
+    while ((int64_t{2} << lh) < L.had_p) ++lh;
+    f.had_log2_half = lh;
+  }
+  const auto* raw = reinterpret_cast<const uint8_t*>(fl.data());
+  MQ_ASSIGN_OR_RETURN(fused_layers_, DeviceBuffer<uint8_t>::FromHost(raw, fl.size() * sizeof(FusedLayer)));
+  const size_t Bm = kFusedMaxBatch;
+  MQ_ASSIGN_OR_RETURN(f_h0_, DeviceBuffer<float>::Allocate(Bm * d_));
+  MQ_ASSIGN_OR_RETURN(f_h1_, DeviceBuffer<float>::Allocate(Bm * d_));
+  MQ_ASSIGN_OR_RETURN(f_xz_, DeviceBuffer<float>::Allocate(Bm * 2 * E_));
+  MQ_ASSIGN_OR_RETURN(f_u_, DeviceBuffer<float>::Allocate(Bm * E_));
+  MQ_ASSIGN_OR_RETURN(f_dbc_, DeviceBuffer<float>::Allocate(Bm * (R_ + 2 * N_)));
+  MQ_ASSIGN_OR_RETURN(f_y_, DeviceBuffer<float>::Allocate(Bm * E_));
+  MQ_ASSIGN_OR_RETURN(f_ys_, DeviceBuffer<float>::Allocate(Bm));
+  MQ_ASSIGN_OR_RETURN(f_o_, DeviceBuffer<float>::Allocate(Bm * d_));
+  MQ_ASSIGN_OR_RETURN(f_yq_, DeviceBuffer<int8_t>::Allocate(Bm * Ep_));
+  MQ_ASSIGN_OR_RETURN(f_umax_, DeviceBuffer<unsigned int>::Allocate(Bm));
+  MQ_ASSIGN_OR_RETURN(f_barrier_, DeviceBuffer<unsigned int>::Allocate(2));
+  MQ_RETURN_IF_ERROR(f_barrier_.Zero(stream_.get()));
+  return OkStatus();
+}
+
+StatusOr<std::vector<double>> CudaMambaModel::ProfileFusedDecode(int64_t B) {
+  if (!UseFused(B)) return FailedPreconditionError("fused decode not in use for this model/batch");
+  if (f_prof_.empty()) {
+    MQ_ASSIGN_OR_RETURN(f_prof_, DeviceBuffer<unsigned long long>::Allocate(16));
+  }
+  MQ_RETURN_IF_ERROR(f_prof_.Zero(stream_.get()));
+  profile_fused_ = true;
+  const Status s = EnqueueDecodeStep(B);
+  profile_fused_ = false;
+  MQ_RETURN_IF_ERROR(s);
+  MQ_RETURN_IF_ERROR(stream_.Synchronize());
+  MQ_ASSIGN_OR_RETURN(std::vector<unsigned long long> cyc, f_prof_.ToHost());
+  int dev = 0, khz = 0;
+  MQ_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
+  MQ_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev));
+  std::vector<double> us(13);
+  for (size_t i = 0; i < us.size(); ++i) us[i] = static_cast<double>(cyc[i]) / (khz * 1e-3) / static_cast<double>(layers_);
+  return us;
+}
+
+bool CudaMambaModel::UseFused(int64_t B) const {
+  return int8_ && options_.fused_decode && !fused_layers_.empty() && B <= kFusedMaxBatch && B <= options_.max_logit_rows;
+}
+
+Status CudaMambaModel::EnqueueDecodeStep(int64_t B) {
+  if (UseFused(B)) {
+    auto it = fused_grid_.find(B);
+    if (it == fused_grid_.end()) {
+      MQ_ASSIGN_OR_RETURN(int grid, FusedDecodeGridSize(static_cast<int>(B), static_cast<int>(d_), static_cast<int>(E_),
+                                                          static_cast<int>(dp_), static_cast<int>(Ep_)));
+      it = fused_grid_.emplace(B, grid).first;
+    }
+    FusedDecodeParams f;
+    f.layers = reinterpret_cast<const FusedLayer*>(fused_layers_.get());
+    f.num_layers = static_cast<int>(layers_), f.B = static_cast<int>(B);
+    f.d = static_cast<int>(d_), f.E = static_cast<int>(E_), f.N = static_cast<int>(N_), f.R = static_cast<int>(R_);
+    f.K = static_cast<int>(K_), f.dp = static_cast<int>(dp_), f.Ep = static_cast<int>(Ep_), f.Rp = static_cast<int>(Rp_);
+    f.eps = static_cast<float>(config_.layer_norm_epsilon);
+    f.ids = dec_ids_.get(), f.slots = dec_slots_.get(), f.embeddings = embeddings_.get();
+    f.conv_state = conv_state_.get(), f.ssm_state = ssm_state_.get();
+    f.h0 = f_h0_.get(), f.h1 = f_h1_.get(), f.xz = f_xz_.get(), f.u = f_u_.get(), f.umax = f_umax_.get();
+    f.dbc = f_dbc_.get(), f.y = f_y_.get(), f.yq = f_yq_.get(), f.ys = f_ys_.get(), f.o = f_o_.get();
+    f.norm_f = norm_f_.get(), f.hn = buf_->hn16.get(), f.barrier = f_barrier_.get();
+    if (profile_fused_) f.phase_cycles = f_prof_.get();
+    f.prefetch = std::getenv("MQ_FUSED_NO_PREFETCH") == nullptr;
+    MQ_RETURN_IF_ERROR(LaunchFusedDecode(f, it->second, stream_.get()));
+    MQ_RETURN_IF_ERROR(
+        gemm_->F16(lm_head_.get(), dp_, buf_->hn16.get(), dp_, logits_.get(), true, V_, V_, B, dp_, stream_.get()));
+  } else {
+    MQ_RETURN_IF_ERROR(EnqueueForward(dec_ids_.get(), dec_slots_.get(), B, 1, LogitsMode::kLast));
+  }
+  GreedyParams g;
+  g.logits = logits_.get(), g.batch = B, g.V = V_, g.next_ids = dec_ids_.get(), g.finished = finished_.get();
+  g.out = out_tokens_.get(), g.step = step_.get(), g.max_steps = max_decode_steps_;
+  g.eos_id = static_cast<int32_t>(config_.eos_token_id), g.pad_id = static_cast<int32_t>(config_.pad_token_id);
+  return LaunchGreedy(g, stream_.get());
+}
+
+Status CudaMambaModel::PrepareDecode(int64_t B, bool use_graph) {
+  if (B < 1 || B > options_.max_batch) return InvalidArgumentError("decode batch out of range");
+  // One eager step first: cuBLASLt plans and kernel attributes are set up outside any capture.
+  MQ_RETURN_IF_ERROR(EnqueueDecodeStep(B));
+  MQ_RETURN_IF_ERROR(stream_.Synchronize());
+  if (!use_graph || graphs_.count(B) != 0) return OkStatus();
+  cudaGraph_t graph = nullptr;
+  MQ_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
+  const Status s = EnqueueDecodeStep(B);
+  const cudaError_t end = cudaStreamEndCapture(stream_.get(), &graph);
+  if (!s.ok()) {
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    return s;
+  }
+  MQ_CUDA_RETURN_IF_ERROR(end);
+  MQ_ASSIGN_OR_RETURN(CudaGraphExec exec, CudaGraphExec::Instantiate(graph));
+  graphs_.emplace(B, std::move(exec));
+  return OkStatus();
+}
+
+Status CudaMambaModel::DecodeStep(int64_t B, bool use_graph) {
+  if (!use_graph) return EnqueueDecodeStep(B);
+  auto it = graphs_.find(B);
+  if (it == graphs_.end()) return FailedPreconditionError("decode graph for batch " + std::to_string(B) + " not prepared");
+  return it->second.Launch(stream_.get());
+}
+
+StatusOr<std::vector<std::vector<int32_t>>> CudaMambaModel::GreedyGenerate(
+    const std::vector<std::vector<int32_t>>& prompts, const GenerationOptions& o, bool use_graph) {
+  if (prompts.empty()) return std::vector<std::vector<int32_t>>{};
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  const int64_t L = static_cast<int64_t>(prompts[0].size());
+  if (L == 0) return InvalidArgumentError("empty prompt");
+  for (const auto& p : prompts)
+    if (static_cast<int64_t>(p.size()) != L) return InvalidArgumentError("batched prompts must have equal length");
+  if (B > options_.max_batch) return InvalidArgumentError("too many prompts for max_batch");
+  if (o.max_new_tokens < 1 || o.max_new_tokens > max_decode_steps_) return InvalidArgumentError("max_new_tokens out of range");
+  std::vector<int32_t> ids, slots(static_cast<size_t>(B));
+  for (const auto& p : prompts) ids.insert(ids.end(), p.begin(), p.end());
+  for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b);
+  // Generation uses the model's eos/pad from the options.
+  config_.eos_token_id = o.eos_id;
+  config_.pad_token_id = o.pad_id;
+  if (use_graph) {
+    // Capture against scratch state, then reset: capture itself runs nothing, but PrepareDecode's
+    // warm-up step does.
+    MQ_RETURN_IF_ERROR(PrepareDecode(B, true));
+  }
+  MQ_RETURN_IF_ERROR(ResetSlots(slots));
+  MQ_RETURN_IF_ERROR(Forward(ids, slots, B, L, LogitsMode::kLast, nullptr));
+  MQ_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(dec_slots_.get(), slots.data(), slots.size() * 4, cudaMemcpyHostToDevice, stream_.get()));
+  MQ_RETURN_IF_ERROR(ResetDecodeCounters());
+  GreedyParams g;
+  g.logits = logits_.get(), g.batch = B, g.V = V_, g.next_ids = dec_ids_.get(), g.finished = finished_.get();
+  g.out = out_tokens_.get(), g.step = step_.get(), g.max_steps = max_decode_steps_;
+  g.eos_id = o.eos_id, g.pad_id = o.pad_id;
+  MQ_RETURN_IF_ERROR(LaunchGreedy(g, stream_.get()));
+  for (int64_t s = 1; s < o.max_new_tokens; ++s) MQ_RETURN_IF_ERROR(DecodeStep(B, use_graph));
+  std::vector<int32_t> toks(static_cast<size_t>(o.max_new_tokens * B));
+  MQ_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(toks.data(), out_tokens_.get(), toks.size() * 4, cudaMemcpyDeviceToHost, stream_.get()));
+  MQ_RETURN_IF_ERROR(stream_.Synchronize());
+  // Columns up to the step at which every row has produced eos (the CPU loop stops there).
+  int64_t steps = o.max_new_tokens;
+  int64_t all_done = -1;
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t first = -1;
+    for (int64_t s = 0; s < o.max_new_tokens && first < 0; ++s)
+      if (toks[s * B + b] == o.eos_id) first = s;
+    if (first < 0) { all_done = -1; break; }
+    all_done = std::max(all_done, first);
+  }
+  if (all_done >= 0) steps = all_done + 1;
+  std::vector<std::vector<int32_t>> out = prompts;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = 0; s < steps; ++s) out[b].push_back(toks[s * B + b]);
+  return out;
+}
+
+}  // namespace mq::cuda

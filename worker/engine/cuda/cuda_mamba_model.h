@@ -1,0 +1,164 @@
+// A Mamba-1 model on one GPU: FP16 weights/activations (float models) or INT8 linears with
+// per-token INT8 activations (quantized models, scope `linear`); float32 residual stream and
+// recurrent state in both. Prefill and decode share one path (EnqueueForward); decoding runs from
+// a CUDA graph per batch size with per-sequence state slots and greedy selection on the GPU.
+//
+// Per layer (T tokens):  residual add + RMSNorm (+INT8 quantize) → in_proj → conv+SiLU (+INT8)
+//   → x_proj → δ|B|C split (+INT8 δ) → dt_proj → scan+gate → [R2 Hadamard + INT8] → out_proj.
+// INT8 linears: cuBLASLt IMMA GEMM for many tokens, the engine's own GEMV for ≤ gemv_max_tokens,
+// both producing exact int32 accumulators that the consumer dequantizes on read.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <memory>
+#include <vector>
+
+#include "cuda/cublaslt_gemm.h"
+#include "cuda/cuda_handles.h"
+#include "cuda/device_buffer.h"
+#include "eval/generation.h"
+#include "model/mamba_weights.h"
+#include "util/status.h"
+
+namespace mq::cuda {
+
+struct CudaModelOptions {
+  int64_t max_tokens = 4096;       // B·L of one forward
+  int64_t max_batch = 64;          // sequences of one forward / decode step
+  int64_t num_slots = 64;          // recurrent-state slots (plus one scratch slot)
+  int64_t max_logit_rows = 64;     // logits rows held on the device (kAll needs B·L)
+  int64_t gemv_max_tokens = 8;     // INT8: own GEMV up to this many tokens, cuBLASLt above
+  bool fused_decode = true;        // INT8 decode (B ≤ 8): one persistent kernel for all layers
+  size_t workspace_bytes = 32ull << 20;
+};
+
+enum class LogitsMode { kAll, kLast, kNone };
+
+// Shapes and options of a randomly initialized model (benchmarks).
+struct RandomModelSpec {
+  MambaConfig config;
+  bool int8 = false;
+  bool online_hadamard = true;  // INT8: R2 before out_proj, as MambaQuant serves it
+  uint64_t seed = 1;
+};
+
+class CudaMambaModel {
+ public:
+  static StatusOr<std::unique_ptr<CudaMambaModel>> Create(const MambaWeights& w, const CudaModelOptions& options);
+  static StatusOr<std::unique_ptr<CudaMambaModel>> CreateRandom(const RandomModelSpec& spec,
+                                                                const CudaModelOptions& options);
+  ~CudaMambaModel();
+  CudaMambaModel(const CudaMambaModel&) = delete;
+  CudaMambaModel& operator=(const CudaMambaModel&) = delete;
+
+  const MambaConfig& config() const { return config_; }
+  const CudaModelOptions& options() const { return options_; }
+  bool int8() const { return int8_; }
+  cudaStream_t stream() const { return stream_.get(); }
+  // Bytes of parameters one decode step reads (linears, their scales, the LM head, conv, A, D, …).
+  int64_t decode_weight_bytes() const { return decode_weight_bytes_; }
+
+  // Zeroes the recurrent state of the given slots (host list), on the model's stream.
+  Status ResetSlots(const std::vector<int32_t>& slots);
+  // Enqueues one forward of B sequences of L tokens: ids_dev [B·L] and slots_dev [B] on the device.
+  // Logits land in logits_dev(): [B·L, V] (kAll) or [B, V] (kLast).
+  Status EnqueueForward(const int32_t* ids_dev, const int32_t* slots_dev, int64_t B, int64_t L, LogitsMode mode);
+  const float* logits_dev() const { return logits_.get(); }
+  int32_t* ids_buffer() const { return ids_.get(); }      // [max_tokens] staging for EnqueueForward
+  int32_t* slots_buffer() const { return slots_.get(); }  // [max_batch]
+
+  // Host convenience: copies ids/slots in, runs, synchronizes and copies the logits out.
+  Status Forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots, int64_t B, int64_t L,
+                 LogitsMode mode, std::vector<float>* logits);
+
+  // Greedy generation like mq::GreedyGenerate (equal-length prompts, eos/pad rules), all on the
+  // GPU: prompts in slots 0..B−1, decode steps replayed from a CUDA graph when use_graph.
+  StatusOr<std::vector<std::vector<int32_t>>> GreedyGenerate(const std::vector<std::vector<int32_t>>& prompts,
+                                                             const GenerationOptions& options, bool use_graph);
+
+  // Decode steps for benchmarks: input ids are decode_ids() [B], slots decode_slots() [B];
+  // each step writes the greedy next ids back into decode_ids().
+  Status PrepareDecode(int64_t B, bool use_graph);  // warms up and captures the graph for B
+  Status DecodeStep(int64_t B, bool use_graph);
+  int32_t* decode_ids() const { return dec_ids_.get(); }
+  int32_t* decode_slots() const { return dec_slots_.get(); }
+  Status ResetDecodeCounters();  // step counter, finished flags
+  // Per-stage GPU time of eager forwards (events between stages; for profiling, not for graphs).
+  void EnableStageTiming(bool on) {
+    timing_ = on;
+    stage_names_.clear();
+    if (on) stage_ms_.clear();
+  }
+  Status CollectStageTimes();  // synchronizes; accumulates into stage_ms()
+  const std::vector<std::pair<std::string, double>>& stage_ms() const { return stage_ms_; }
+  // INT8 decode through the fused persistent kernel (B ≤ 8) or the per-stage kernels.
+  void SetFusedDecode(bool on) {
+    options_.fused_decode = on;
+    graphs_.clear();
+  }
+  // Runs one eager fused decode step (B ≤ 8, slots/ids as set) with phase profiling: per-layer
+  // microseconds of P1, P2, barrier, P3, barrier, … (see fused_decode_kernel.cu), from SM 0's clock.
+  StatusOr<std::vector<double>> ProfileFusedDecode(int64_t B);
+  // INT8: use the engine's GEMV up to this many tokens (0: cuBLASLt always). Drops captured graphs.
+  void SetGemvMaxTokens(int64_t tokens) {
+    options_.gemv_max_tokens = tokens;
+    graphs_.clear();
+  }
+
+ private:
+  struct Linear;
+  struct Layer;
+  struct Buffers;
+  CudaMambaModel() = default;
+  Status Init(const MambaConfig& config, bool int8, const CudaModelOptions& options);
+  Status AllocateActivations();
+  Status RunLinear(const Linear& lin, const void* x, int64_t ldx, int64_t tokens, void* out, int64_t ldc,
+                   bool out_f32);
+  Status EnqueueDecodeStep(int64_t B);
+  Status Mark(const char* stage);
+  Status PrepareFused();
+  bool UseFused(int64_t B) const;
+
+  MambaConfig config_;
+  CudaModelOptions options_;
+  bool int8_ = false;
+  int64_t d_ = 0, E_ = 0, N_ = 0, R_ = 0, K_ = 0, V_ = 0, layers_ = 0;
+  int64_t dp_ = 0, Ep_ = 0, Rp_ = 0;  // padded to 16
+  int64_t decode_weight_bytes_ = 0;
+
+  CudaStream stream_;
+  std::unique_ptr<CublasLtGemm> gemm_;
+  std::vector<Layer> layer_;
+  DeviceBuffer<float> embeddings_;  // [V, d] float32
+  DeviceBuffer<float> norm_f_;      // [d]
+  DeviceBuffer<__half> lm_head_;    // [V, dp]
+  DeviceBuffer<float> conv_state_;  // [slots + 1][layers][E][K−1]
+  DeviceBuffer<float> ssm_state_;   // [slots + 1][layers][E][N]
+  std::unique_ptr<Buffers> buf_;
+  DeviceBuffer<float> logits_;
+  DeviceBuffer<int32_t> ids_, slots_;
+  // Decode loop state on the device.
+  DeviceBuffer<int32_t> dec_ids_, dec_slots_, finished_, out_tokens_, step_;
+  int64_t max_decode_steps_ = 4096;
+  std::map<int64_t, CudaGraphExec> graphs_;
+  // Fused INT8 decode: per-layer pointer table and small [8, ·] work buffers.
+  DeviceBuffer<uint8_t> fused_layers_;
+  DeviceBuffer<float> f_h0_, f_h1_, f_xz_, f_u_, f_dbc_, f_y_, f_ys_, f_o_;
+  DeviceBuffer<int8_t> f_yq_;
+  DeviceBuffer<unsigned int> f_umax_, f_barrier_;
+  std::map<int64_t, int> fused_grid_;
+  DeviceBuffer<unsigned long long> f_prof_;
+  bool profile_fused_ = false;
+  bool timing_ = false;
+  std::vector<CudaEvent> events_;
+  std::vector<std::string> stage_names_;
+  std::vector<std::pair<std::string, double>> stage_ms_;
+};
+
+}  // namespace mq::cuda

@@ -1,0 +1,140 @@
+// Scalar math shared by the CUDA kernels and their CPU twins (tests/engine/cuda_*_test.cc):
+// the same source line runs on both sides, so a twin checks the kernel's arithmetic (rounding,
+// blocking, index maps) against the CPU reference without a GPU. Plain C++ when not under nvcc.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define MQ_HD __host__ __device__ __forceinline__
+#else
+#define MQ_HD inline
+#endif
+
+namespace mq::cuda::hd {
+
+// ---- INT8 quantization, exactly as model/linear.cc (round half to even, clamp ±127) ----------
+// Scale of a row from its absolute maximum: s = amax / 127, or 1 for an all-zero row.
+MQ_HD float ScaleFromAbsMax(float amax) { return amax > 0.0f ? amax / 127.0f : 1.0f; }
+MQ_HD int8_t QuantizeValue(float x, float inv_scale) {
+#if defined(__CUDA_ARCH__)
+  float v = rintf(x * inv_scale);
+  v = fminf(fmaxf(v, -127.0f), 127.0f);
+#else
+  float v = std::nearbyint(x * inv_scale);
+  v = std::clamp(v, -127.0f, 127.0f);
+#endif
+  return static_cast<int8_t>(v);
+}
+// INT8 GEMM dequantization: acc · s_x[token] · s_w[channel] (+ bias), in this order.
+MQ_HD float Dequantize(int32_t acc, float sx, float sw) { return static_cast<float>(acc) * sx * sw; }
+
+// ---- activations -----------------------------------------------------------------------------
+MQ_HD float Exp(float x) {
+#if defined(__CUDA_ARCH__)
+  return __expf(x);
+#else
+  return std::exp(x);
+#endif
+}
+MQ_HD float Silu(float x) { return x / (1.0f + Exp(-x)); }
+// S-SiLU of the smooth-fused rotation: z'·σ(s·z') (= SiLU(z)/s for z' = z/s).
+MQ_HD float SmoothSilu(float z, float s) { return z / (1.0f + Exp(-s * z)); }
+// torch.nn.functional.softplus with threshold 20.
+MQ_HD float Softplus(float x) {
+#if defined(__CUDA_ARCH__)
+  return x > 20.0f ? x : log1pf(__expf(x));
+#else
+  return x > 20.0f ? x : std::log1p(std::exp(x));
+#endif
+}
+
+// ---- fast Hadamard ----------------------------------------------------------------------------
+// Level h of the radix-2 Walsh–Hadamard transform over chunks of p values: butterfly number i
+// (0 <= i < n/2) pairs positions lo and lo + h, lo = chunk·p + (j / h)·2h + j % h with
+// j = i mod p/2. Levels run h = 1, 2, 4, …, p/2, which is exactly the arithmetic of the CPU
+// transform (its radix-8/radix-4 passes are the same additions in the same order).
+// h and p are powers of two, so the divisions are masks and shifts (log2_half = log2(p/2)).
+MQ_HD int ButterflyLow(int i, int h, int p, int log2_half) {
+  const int j = i & ((p >> 1) - 1);
+  const int chunk = i >> log2_half;
+  return chunk * p + ((j & ~(h - 1)) << 1) + (j & (h - 1));
+}
+// Output o of column j of the m×m mix: Σ_i coef[o·m + i]·x[i·p + j], i ascending, starting from
+// coef[o·m]·x[j] (±1 products are exact, so this equals the CPU's accumulation bit for bit).
+MQ_HD float MixOutput(const float* x, const int8_t* coef, int m, int p, int o, int j) {
+  float acc = static_cast<float>(coef[o * m]) * x[j];
+  for (int i = 1; i < m; ++i) acc += static_cast<float>(coef[o * m + i]) * x[i * p + j];
+  return acc;
+}
+
+// ---- selective scan ---------------------------------------------------------------------------
+// One time step of kNpt of the N state entries of one channel; returns Σ h·C over those entries.
+// a2 = A·log2(e), so exp(Δ·A) = 2^(Δ·a2).
+template <int kNpt>
+MQ_HD float ScanStep(float* h, const float* a2, float dt, float dtu, const float* b, const float* c) {
+  float acc = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kNpt; ++k) {
+#if defined(__CUDA_ARCH__)
+    float decay;  // MUFU.EX2 directly (exp2f adds denormal handling the decay never needs)
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(decay) : "f"(dt * a2[k]));
+#else
+    const float decay = std::exp2(dt * a2[k]);
+#endif
+    h[k] = decay * h[k] + dtu * b[k];
+    acc += h[k] * c[k];
+  }
+  return acc;
+}
+
+// ---- INT8 GEMV blocking ------------------------------------------------------------------------
+// The decode GEMV (int8_gemv_kernel.cu) reads weights in 16-byte chunks (k padded to a multiple of
+// 16 with zeros). A block has kGemvWarps warps. A warp owns rows_per_warp consecutive output rows:
+// its 32 lanes split into groups of `group` lanes, group g reading row g. With ksplit > 1 (few
+// output rows, long k) ksplit warps share the same rows, warp part kp reading every ksplit-th
+// stride of chunks; the block sums the parts in shared memory. Lane l of a group reads the chunks
+// GemvChunk(layout, kp, l, it) for it = 0, 1, … while < chunks. Integer sums are exact, so only
+// coverage matters: every chunk of every row exactly once (the CPU twin checks this).
+constexpr int kGemvWarps = 8;
+struct GemvLayout {
+  int rows_per_warp = 0;  // rows of one warp (1, 2, 4 or 8)
+  int group = 0;          // lanes per row = 32 / rows_per_warp
+  int ksplit = 1;         // warps sharing the same rows (1 or kGemvWarps)
+  int64_t chunks = 0;     // 16-byte chunks per row
+  int64_t iters = 0;      // chunk iterations per lane
+  MQ_HD int64_t rows_per_block() const { return static_cast<int64_t>(kGemvWarps / ksplit) * rows_per_warp; }
+};
+MQ_HD GemvLayout ChooseGemvLayout(int64_t k_padded, int64_t out) {
+  GemvLayout l;
+  l.chunks = k_padded / 16;
+  // Short rows (dt_proj, k = dt_rank) give each row fewer lanes so that lanes stay busy.
+  l.rows_per_warp = l.chunks >= 128 ? 1 : l.chunks >= 48 ? 2 : l.chunks >= 16 ? 4 : 8;
+  l.group = 32 / l.rows_per_warp;
+  // Few rows (x_proj, or out_proj of small models): split k over the block's warps so that the
+  // GPU still has enough loads in flight.
+  l.ksplit = (out < 2048 && l.chunks >= static_cast<int64_t>(l.group) * kGemvWarps) ? kGemvWarps : 1;
+  const int64_t stride = static_cast<int64_t>(l.group) * l.ksplit;
+  l.iters = (l.chunks + stride - 1) / stride;
+  return l;
+}
+MQ_HD int64_t GemvChunk(const GemvLayout& l, int kpart, int lane_in_group, int64_t it) {
+  return (it * l.ksplit + kpart) * l.group + lane_in_group;
+}
+// dp4a: Σ of four int8·int8 products, added to acc (the device uses the __dp4a instruction).
+MQ_HD int32_t Dp4a(int32_t a, int32_t b, int32_t acc) {
+#if defined(__CUDA_ARCH__)
+  return __dp4a(a, b, acc);
+#else
+  for (int i = 0; i < 4; ++i)
+    acc += static_cast<int32_t>(static_cast<int8_t>((a >> (8 * i)) & 0xff)) *
+           static_cast<int32_t>(static_cast<int8_t>((b >> (8 * i)) & 0xff));
+  return acc;
+#endif
+}
+
+MQ_HD int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+}  // namespace mq::cuda::hd

@@ -1,0 +1,220 @@
+// The kernel ABI of the CUDA backend: one plain params struct per kernel (like mamba_ssm's
+// selective_scan.h), filled on the host and passed by value, and one launcher per kernel that
+// checks the launch and returns an mq::Status. Shapes are int64 on the host; kernels index with
+// int64 where a product can pass 2^31.
+//
+// Layout conventions: activations are row-major [tokens, features] with a leading dimension
+// `ld` (elements); token row t = b·L + l. INT8 activation rows are padded with zeros to a multiple
+// of 16 features so that GEMV/GEMM reads are 16-byte chunks. Recurrent state lives in slots:
+// conv state [E, K−1] and SSM state [E, N] per layer; slot_ids[b] names the slot of
+// batch row b. A slot holds every layer's state contiguously ([slot][layer][E][·]).
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "util/status.h"
+
+namespace mq::cuda {
+
+// How a kernel reads a linear layer's output (or any activation it consumes).
+enum class ActKind : int {
+  kNone = 0,      // absent (e.g. no residual to add before the first layer)
+  kF16 = 1,       // half values
+  kF32 = 2,       // float values
+  kInt32Acc = 3,  // exact INT8 GEMM accumulators, dequantized on read: acc·row_scale[t]·col_scale[c]
+};
+
+struct ActView {
+  ActKind kind = ActKind::kNone;
+  const void* data = nullptr;
+  int64_t ld = 0;
+  const float* row_scale = nullptr;  // kInt32Acc: per-token activation scale s_x
+  const float* col_scale = nullptr;  // kInt32Acc: per-channel weight scale s_w
+  const float* bias = nullptr;       // optional, added after dequantization
+};
+
+// Per-token INT8 output: q[t, 0..cols) plus zero padding up to ld, and scale[t]. With
+// static_scale > 0 every row uses that scale (per-tensor static activation quantization).
+struct QuantOut {
+  int8_t* q = nullptr;
+  int64_t ld = 0;
+  float* scale = nullptr;
+  float static_scale = 0.0f;
+};
+
+// h[t] (+)= residual(t); y[r] = γ ⊙ RMSNorm(h[row(r)]) → half (out_f16) or INT8 (quant).
+struct ResidualNormParams {
+  float* h = nullptr;           // [T, d] float32 residual stream, updated in place when residual given
+  ActView residual;             // kNone, kF32 or kInt32Acc
+  const float* gamma = nullptr; // [d]
+  float eps = 1e-5f;
+  int64_t rows = 0;             // output rows
+  int64_t d = 0;
+  // Output row r reads h row r·row_stride + row_offset (last position of each sequence: L, L−1).
+  int64_t row_stride = 1, row_offset = 0;
+  __half* out_f16 = nullptr;    // [rows, ld_out] or null
+  int64_t ld_out = 0;
+  QuantOut quant;               // used when out_f16 is null
+};
+
+// u = SiLU(causal depthwise conv(u0)) over each sequence, continuing from the conv state.
+struct CausalConvParams {
+  ActView u0;                   // [T, ≥E] (the first E columns of in_proj's output)
+  const float* weight = nullptr;  // [E, K]
+  const float* bias = nullptr;    // [E]
+  float* conv_state = nullptr;    // this layer's [E, K−1] block of slot 0 …
+  int64_t slot_stride = 0;        // … and the distance (elements) between slots
+  const int32_t* slot_ids = nullptr;  // [B]
+  int64_t batch = 0, seqlen = 0, E = 0, K = 0;
+  __half* out_f16 = nullptr;    // FP16 path: u as half [T, E]
+  float* out_f32 = nullptr;     // INT8 path: u as float [T, E] (for the scan) …
+  QuantOut quant;               // … and as INT8 (for x_proj) when quant.q is set
+};
+
+// After x_proj: δ|B|C → float dbc [T, R+2N] (B, C for the scan) and δ for dt_proj as half or INT8.
+struct XProjPostParams {
+  ActView in;                   // [T, R+2N]
+  int64_t tokens = 0, R = 0, N = 0;
+  float* dbc = nullptr;         // [T, R+2N]
+  __half* delta_f16 = nullptr;  // [T, ld_delta] (zero-padded), FP16 path
+  int64_t ld_delta = 0;
+  QuantOut quant;               // INT8 path
+};
+
+// Selective scan (prefill or one decode step) with the gate, from and into state slots.
+struct SelectiveScanParams {
+  int64_t batch = 0, seqlen = 0, E = 0, N = 0;  // N must be 16
+  ActView delta;                // dt_proj output before bias/softplus (bias in delta.bias)
+  ActView z;                    // gate input (columns E..2E of in_proj's output)
+  const void* u = nullptr;      // [T, E]: half (FP16 path) or float (INT8 path)
+  bool u_f32 = false;
+  const float* dbc = nullptr;   // [T, R+2N] float; B at column R, C at column R+N
+  int64_t dbc_ld = 0, R = 0;
+  const float* A2 = nullptr;    // [E, N] = A·log2(e)
+  const float* D = nullptr;     // [E]
+  const float* gate_scale = nullptr;  // [E] S-SiLU scales, or null for SiLU
+  float* ssm_state = nullptr;   // this layer's [E, N] block of slot 0 …
+  int64_t slot_stride = 0;      // … and the distance (elements) between slots
+  const int32_t* slot_ids = nullptr;
+  __half* y_f16 = nullptr;      // [T, E] gated output (FP16 path) …
+  float* y_f32 = nullptr;       // … or float (INT8 path)
+};
+
+// x[t] ← x[t]·H̃ (randomized Hadamard, n = m·p) then per-token INT8; without a transform
+// (m = p = 1 with scale null) it only quantizes.
+struct HadamardQuantParams {
+  const float* x = nullptr;     // [T, n]
+  int64_t tokens = 0, n = 0;
+  int m = 1;                    // small factor order (1, 12, 20, 28)
+  int64_t p = 1;                // power-of-two factor
+  const float* scale = nullptr; // [n] = sign/√n, or null for no transform
+  const int8_t* mix = nullptr;  // [m, m]: mix[o·m + i] = H_m[i][o]
+  QuantOut quant;
+};
+
+// acc[t, o] = Σ_k x[t, k]·w[o, k], exact int32; k padded to a multiple of 16 (zeros).
+struct Int8GemvParams {
+  const int8_t* w = nullptr;    // [out, ldw]
+  int64_t ldw = 0;
+  const int8_t* x = nullptr;    // [tokens, ldx]
+  int64_t ldx = 0;
+  int32_t* acc = nullptr;       // [tokens, ldc]
+  int64_t ldc = 0;
+  int64_t out = 0, tokens = 0, k = 0;  // k = padded length
+};
+
+struct EmbeddingParams {
+  const int32_t* ids = nullptr;  // [T]
+  const float* table = nullptr;  // [V, d]
+  float* h = nullptr;            // [T, d]
+  int64_t tokens = 0, d = 0;
+};
+
+// Greedy selection for a decode batch, all on the device: next[b] = argmax(logits[b]) (lowest
+// index among equal maxima), or pad once the row has produced eos; appends to out[step, b].
+struct GreedyParams {
+  const float* logits = nullptr;  // [B, V]
+  int64_t batch = 0, V = 0;
+  int32_t* next_ids = nullptr;    // [B]: next step's input
+  int32_t* finished = nullptr;    // [B] 0/1
+  int32_t* out = nullptr;         // [max_steps, B]
+  int32_t* step = nullptr;        // device step counter (incremented by block 0 … after all rows)
+  int64_t max_steps = 0;
+  int32_t eos_id = 0, pad_id = 1;
+};
+
+// Launchers (one .cu file each). All enqueue on `stream` and check the launch.
+Status LaunchEmbedding(const EmbeddingParams& p, cudaStream_t stream);
+Status LaunchResidualNorm(const ResidualNormParams& p, cudaStream_t stream);
+Status LaunchCausalConv(const CausalConvParams& p, cudaStream_t stream);
+Status LaunchXProjPost(const XProjPostParams& p, cudaStream_t stream);
+Status LaunchSelectiveScan(const SelectiveScanParams& p, cudaStream_t stream);
+Status LaunchHadamardQuant(const HadamardQuantParams& p, cudaStream_t stream);
+Status LaunchInt8Gemv(const Int8GemvParams& p, cudaStream_t stream);
+Status LaunchGreedy(const GreedyParams& p, cudaStream_t stream);
+
+// Random initialization on the device (benchmark models): uniform in [lo, hi).
+Status LaunchFillUniformF32(float* x, int64_t n, float lo, float hi, uint64_t seed, cudaStream_t stream);
+Status LaunchFillUniformF16(__half* x, int64_t rows, int64_t cols, int64_t ld, float lo, float hi, uint64_t seed,
+                            cudaStream_t stream);
+Status LaunchFillUniformI8(int8_t* x, int64_t rows, int64_t cols, int64_t ld, int lo, int hi, uint64_t seed,
+                           cudaStream_t stream);
+Status LaunchFillConstantF32(float* x, int64_t n, float value, cudaStream_t stream);
+
+}  // namespace mq::cuda
+
+namespace mq::cuda {
+
+// ---- fused INT8 decode step (fused_decode_kernel.cu) ---------------------------------------------
+// One persistent kernel runs every layer of one decode step for B ≤ kFusedMaxBatch tokens, with
+// grid-wide barriers between the phases that need a whole vector (norm, conv amax, x_proj, the
+// scan, the Hadamard). Device pointers of one layer:
+struct FusedLayer {
+  const float* norm = nullptr;
+  const int8_t* w_in = nullptr;  const float* s_in = nullptr;  const float* b_in = nullptr;  float a_in = 0;
+  const float* conv_w = nullptr; const float* conv_b = nullptr;
+  const int8_t* w_x = nullptr;   const float* s_x = nullptr;   const float* b_x = nullptr;   float a_x = 0;
+  const int8_t* w_dt = nullptr;  const float* s_dt = nullptr;  const float* b_dt = nullptr;  float a_dt = 0;
+  const float* A2 = nullptr;     const float* D = nullptr;     const float* gate_scale = nullptr;
+  const int8_t* w_out = nullptr; const float* s_out = nullptr; const float* b_out = nullptr; float a_out = 0;
+  const float* had_scale = nullptr;  // null: no online rotation before out_proj
+  const int8_t* had_mix = nullptr;
+  int had_m = 1, had_p = 1, had_log2_half = 0;
+};
+
+constexpr int kFusedMaxBatch = 8;
+
+struct FusedDecodeParams {
+  const FusedLayer* layers = nullptr;  // device array [num_layers]
+  int num_layers = 0, B = 0;
+  int d = 0, E = 0, N = 0, R = 0, K = 0, dp = 0, Ep = 0, Rp = 0;
+  float eps = 1e-5f;
+  const int32_t* ids = nullptr;        // [B]
+  const int32_t* slots = nullptr;      // [B]
+  const float* embeddings = nullptr;   // [V, d]
+  float* conv_state = nullptr;         // [slots][layers][E][K−1]
+  float* ssm_state = nullptr;          // [slots][layers][E][N]
+  float* h0 = nullptr; float* h1 = nullptr;  // [B, d] residual stream, ping-pong by layer
+  float* xz = nullptr;                 // [B, 2E] dequantized in_proj output
+  float* u = nullptr;                  // [B, E]
+  unsigned int* umax = nullptr;        // [B] |u| maxima (float bits)
+  float* dbc = nullptr;                // [B, R+2N]
+  float* y = nullptr;                  // [B, E]
+  int8_t* yq = nullptr; float* ys = nullptr;  // [B, Ep], [B]
+  float* o = nullptr;                  // [B, d]
+  const float* norm_f = nullptr;
+  __half* hn = nullptr;                // [B, dp] final normalized rows (LM head input)
+  unsigned int* barrier = nullptr;     // [2] zero-initialized once: arrival count, generation
+  bool prefetch = true;                // warm L2 with upcoming weights during latency-bound phases
+  // Optional profile: block 0 adds the SM clock cycles of each phase (and barrier) here [16].
+  unsigned long long* phase_cycles = nullptr;
+};
+
+// Blocks the fused kernel runs with (all co-resident; needed for its grid barriers).
+StatusOr<int> FusedDecodeGridSize(int B, int d, int E, int dp, int Ep);
+Status LaunchFusedDecode(const FusedDecodeParams& p, int grid, cudaStream_t stream);
+
+}  // namespace mq::cuda
