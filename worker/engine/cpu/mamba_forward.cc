@@ -146,6 +146,7 @@ Status MambaForward(const MambaWeights& w, const int32_t* ids, int64_t batch, in
     sp.h = state->ssm.data() + li * ssm_state_per_layer;
     sp.y = y.data();
     sp.quantize_output_product = lw.quantize_output_product;
+    sp.state_scale_per_channel = lw.state_scale_per_channel;
     sp.state_rotation = lw.state_rotation.empty() ? nullptr : lw.state_rotation.data();
     sp.observer = (obs != nullptr && obs->Wants(ActivationSite::kSsmState)) ? obs : nullptr;
     sp.layer = layer;

@@ -48,6 +48,7 @@ void ScanStepwise(const SelectiveScanParams& p) {
   std::vector<int8_t> qh(static_cast<size_t>(E * N));
   std::vector<int8_t> qc(static_cast<size_t>(N));
   std::vector<float> crow(static_cast<size_t>(N));
+  std::vector<float> sh(static_cast<size_t>(E));
   for (int64_t b = 0; b < p.batch; ++b) {
     float* hb = p.h + b * E * N;
     for (int64_t l = 0; l < L; ++l) {
@@ -82,17 +83,24 @@ void ScanStepwise(const SelectiveScanParams& p) {
         }
         continue;
       }
-      float amax = 0.0f;
-      for (int64_t i = 0; i < E * N; ++i) amax = std::max(amax, std::fabs(hq[i]));
-      const float sh = amax > 0.0f ? amax / 127.0f : 1.0f;
-      QuantizeRowsStatic(hq, E, N, sh, qh.data());
+      // Scales of h: one for the step's whole [E, N] state, or one per channel row.
+      float sh_step = 1.0f;
+      if (p.state_scale_per_channel) {
+        QuantizeRowsPerToken(hq, E, N, qh.data(), sh.data());
+      } else {
+        float amax = 0.0f;
+        for (int64_t i = 0; i < E * N; ++i) amax = std::max(amax, std::fabs(hq[i]));
+        sh_step = amax > 0.0f ? amax / 127.0f : 1.0f;
+        QuantizeRowsStatic(hq, E, N, sh_step, qh.data());
+      }
       float sc;
       std::copy(Ct, Ct + N, crow.begin());
       QuantizeRowsPerToken(crow.data(), 1, N, qc.data(), &sc);
       for (int64_t c = 0; c < E; ++c) {
         int32_t acc = 0;
         for (int64_t n = 0; n < N; ++n) acc += static_cast<int32_t>(qh[c * N + n]) * qc[n];
-        p.y[r * E + c] = static_cast<float>(acc) * sh * sc + p.D[c] * p.u[r * E + c];
+        const float scale_h = p.state_scale_per_channel ? sh[c] : sh_step;
+        p.y[r * E + c] = static_cast<float>(acc) * scale_h * sc + p.D[c] * p.u[r * E + c];
       }
     }
   }

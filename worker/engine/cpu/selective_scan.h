@@ -25,6 +25,7 @@ struct SelectiveScanParams {
   // Scope `full`: y = Q(h_t·R4)·Q(C_t) with INT8 operands (h per time step, C per token) and
   // exact int32 products; R4 ([N, N], row vectors times R4) may be null.
   bool quantize_output_product = false;
+  bool state_scale_per_channel = false;  // one scale per row of h (channel) instead of per step
   const float* state_rotation = nullptr;
 
   // Optional observer of h_t (rows E, cols N per step) for calibration.

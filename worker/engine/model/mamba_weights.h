@@ -29,6 +29,7 @@ struct MambaLayerWeights {
   bool quantize_conv_input = false;
   std::vector<float> conv_weight_scale;  // [E] when conv_weight holds INT8 values times these scales
   bool quantize_output_product = false;
+  bool state_scale_per_channel = false;  // h scales per (step, channel) instead of per step
   std::vector<float> state_rotation;  // R4 [N, N] applied online to h; empty = none
 };
 

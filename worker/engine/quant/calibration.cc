@@ -97,12 +97,9 @@ StatusOr<std::vector<int64_t>> SampleWindowStarts(int64_t total_tokens, int64_t 
   return starts;
 }
 
-StatusOr<CalibrationStats> Calibrate(const MambaWeights& w, const std::vector<int32_t>& tokens,
-                                     const std::vector<int64_t>& starts, int64_t seq_len,
-                                     const CalibrationRequest& request,
-                                     const std::function<bool(int64_t, int64_t)>& progress) {
-  CalibrationStats stats;
-  StatsObserver observer(request, &stats);
+Status ObserveWindows(const MambaWeights& w, const std::vector<int32_t>& tokens, const std::vector<int64_t>& starts,
+                      int64_t seq_len, ForwardObserver* observer,
+                      const std::function<bool(int64_t, int64_t)>& progress) {
   const int64_t total = static_cast<int64_t>(starts.size());
   for (int64_t i0 = 0; i0 < total; i0 += kWindowsPerBatch) {
     const int64_t nb = std::min(kWindowsPerBatch, total - i0);
@@ -114,11 +111,21 @@ StatusOr<CalibrationStats> Calibrate(const MambaWeights& w, const std::vector<in
     }
     cpu::MambaState state = cpu::MambaState::Zeros(w.config, nb);
     cpu::ForwardOptions fo;
-    fo.skip_logits = true;
-    fo.observer = &observer;
+    fo.skip_logits = !observer->Wants(ActivationSite::kFinalNorm);
+    fo.observer = observer;
     MQ_RETURN_IF_ERROR(cpu::MambaForward(w, ids.data(), nb, seq_len, &state, nullptr, fo));
     if (progress && !progress(i0 + nb, total)) return CancelledError("calibration cancelled");
   }
+  return OkStatus();
+}
+
+StatusOr<CalibrationStats> Calibrate(const MambaWeights& w, const std::vector<int32_t>& tokens,
+                                     const std::vector<int64_t>& starts, int64_t seq_len,
+                                     const CalibrationRequest& request,
+                                     const std::function<bool(int64_t, int64_t)>& progress) {
+  CalibrationStats stats;
+  StatsObserver observer(request, &stats);
+  MQ_RETURN_IF_ERROR(ObserveWindows(w, tokens, starts, seq_len, &observer, progress));
   return stats;
 }
 

@@ -53,6 +53,13 @@ class CalibrationStats {
 StatusOr<std::vector<int64_t>> SampleWindowStarts(int64_t total_tokens, int64_t seq_len, int64_t num_samples,
                                                   uint64_t seed);
 
+// Runs the windows (starts into `tokens`, seq_len each) through the forward pass of `w`, handing
+// every activation the observer wants to it; the LM head runs only when `final_norm` is asked for.
+// `progress(done, total)` returning false cancels.
+Status ObserveWindows(const MambaWeights& w, const std::vector<int32_t>& tokens, const std::vector<int64_t>& starts,
+                      int64_t seq_len, ForwardObserver* observer,
+                      const std::function<bool(int64_t, int64_t)>& progress = nullptr);
+
 // Runs the windows through the float forward pass with an observer. `progress(done, total)`
 // returning false cancels.
 StatusOr<CalibrationStats> Calibrate(const MambaWeights& w, const std::vector<int32_t>& tokens,

@@ -46,6 +46,7 @@ Status QuantizeModelWeights(MambaWeights& w, const QuantSpec& spec, const Calibr
     if (spec.scope_full) {
       L.quantize_conv_input = true;
       L.quantize_output_product = true;
+      L.state_scale_per_channel = spec.state_scale_per_channel;
       L.conv_weight_scale = QuantizeConvWeight(L.conv_weight, w.E(), w.K());
     }
   }

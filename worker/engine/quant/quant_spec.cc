@@ -69,6 +69,13 @@ StatusOr<QuantSpec> QuantSpec::FromOptions(const QuantizeOptions& o) {
   } else {
     return InvalidArgumentError("unknown weight clipping \"" + o.weight_clip + "\" (auto, max, mse)");
   }
+  if (o.state_granularity == "per_step") {
+    s.state_scale_per_channel = false;
+  } else if (o.state_granularity == "per_step_channel") {
+    s.state_scale_per_channel = true;
+  } else {
+    return InvalidArgumentError("unknown state granularity \"" + o.state_granularity + "\" (per_step, per_step_channel)");
+  }
   s.seed = o.seed;
   return s;
 }
@@ -91,6 +98,7 @@ nlohmann::json QuantSpec::ToJson() const {
           {"weight_symmetric", true},
           {"weight_storage", "int8_unpacked"},
           {"weight_clip", weight_clip == WeightClip::kMse ? "mse" : "max"},
+          {"state_granularity", state_scale_per_channel ? "per_step_channel" : "per_step"},
           {"activation_granularity", act_mode == ActScaleMode::kPerToken ? "per_token" : "per_tensor"},
           {"activation_symmetric", true},
           {"activation_percentile", act_percentile},
@@ -112,6 +120,7 @@ StatusOr<QuantSpec> QuantSpec::FromJson(const nlohmann::json& j) {
     o.seed = j.value("seed", uint64_t{0});
     o.quantize_lm_head = j.value("quantize_lm_head", false);
     o.weight_clip = j.value("weight_clip", "max");
+    o.state_granularity = j.value("state_granularity", "per_step");
     const nlohmann::json& t = j.at("transforms");
     o.klt_r1 = t.value("r1", "none") == "klt_hadamard";
     o.klt_r5 = t.value("r5", "none") == "klt_hadamard";

@@ -27,6 +27,7 @@ struct QuantSpec {
   uint64_t seed = 0;
   bool quantize_lm_head = false;
   WeightClip weight_clip = WeightClip::kMax;
+  bool state_scale_per_channel = false;  // scope full: h scales per (step, channel)
 
   // Transforms (derived from the preset; the mambaquant ones are switchable).
   bool fold_norms = false;      // γ into the next linear, LM head untied

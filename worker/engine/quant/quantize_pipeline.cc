@@ -71,10 +71,12 @@ class StageTracker {
 // quantizer will see it, i.e. after the out_proj online rotation.
 class StaticScaleObserver : public ForwardObserver {
  public:
-  StaticScaleObserver(const MambaWeights& w, CalibrationStats* stats) : w_(w), stats_(stats) {}
+  StaticScaleObserver(const MambaWeights& w, CalibrationStats* stats, bool lm_head)
+      : w_(w), stats_(stats), lm_head_(lm_head) {}
   bool Wants(ActivationSite s) const override {
     return s == ActivationSite::kInProjInput || s == ActivationSite::kXProjInput ||
-           s == ActivationSite::kDtProjInput || s == ActivationSite::kOutProjInput || s == ActivationSite::kFinalNorm;
+           s == ActivationSite::kDtProjInput || s == ActivationSite::kOutProjInput ||
+           (lm_head_ && s == ActivationSite::kFinalNorm);
   }
   void Observe(int layer, ActivationSite site, const float* x, int64_t rows, int64_t cols) override {
     std::vector<float> rotated;
@@ -96,6 +98,7 @@ class StaticScaleObserver : public ForwardObserver {
  private:
   const MambaWeights& w_;
   CalibrationStats* stats_;
+  bool lm_head_;  // the LM head is quantized too: its input range is needed
 };
 
 StatusOr<std::vector<double>> ResidualRotation(const QuantSpec& spec, const CalibrationStats& stats, int64_t d,
@@ -260,20 +263,10 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, BuildState& b) {
   if (!o.transform_only) {
     CalibrationStats static_stats;
     if (spec.act_mode == ActScaleMode::kPerTensorStatic) {
-      StaticScaleObserver observer(w, &static_stats);
-      for (size_t i0 = 0; i0 < starts.size(); i0 += 8) {
-        const int64_t nb = std::min<int64_t>(8, static_cast<int64_t>(starts.size() - i0));
-        std::vector<int32_t> ids(static_cast<size_t>(nb * o.seq_len));
-        for (int64_t b = 0; b < nb; ++b)
-          std::copy_n(calib_tokens.begin() + starts[i0 + b], o.seq_len, ids.begin() + b * o.seq_len);
-        cpu::MambaState state = cpu::MambaState::Zeros(w.config, nb);
-        cpu::ForwardOptions fo;
-        fo.observer = &observer;
-        fo.skip_logits = !spec.quantize_lm_head;
-        MQ_RETURN_IF_ERROR(cpu::MambaForward(w, ids.data(), nb, o.seq_len, &state, nullptr, fo));
-        MQ_RETURN_IF_ERROR(stages.Report(0.9 * static_cast<double>(i0 + nb) / static_cast<double>(starts.size()),
-                                         "static activation ranges"));
-      }
+      StaticScaleObserver observer(w, &static_stats, spec.quantize_lm_head);
+      MQ_RETURN_IF_ERROR(ObserveWindows(w, calib_tokens, starts, o.seq_len, &observer, [&](int64_t done, int64_t total) {
+        return stages.Report(0.9 * static_cast<double>(done) / static_cast<double>(total), "static activation ranges").ok();
+      }));
     }
     MQ_RETURN_IF_ERROR(QuantizeModelWeights(w, spec, &static_stats));
   }

@@ -227,6 +227,7 @@ StatusOr<MambaWeights> LoadQuantizedModel(const std::string& dir, std::string* q
         for (int64_t k = 0; k < K; ++k) L.conv_weight[c * K + k] = static_cast<float>(q[c * K + k]) * L.conv_weight_scale[c];
       L.quantize_conv_input = true;
       L.quantize_output_product = true;
+      L.state_scale_per_channel = spec.state_scale_per_channel;
     } else {
       MQ_ASSIGN_OR_RETURN(L.conv_weight, ReadF32(t, m + ".conv1d.weight", {E, 1, K}));
     }

@@ -23,7 +23,7 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
       args, {"json", "no-klt-r1", "no-klt-r5", "no-online-r2", "no-smooth-s2", "no-smooth-s4", "r1-layer0", "quiet",
              "quantize-lm-head"},
       {"model", "preset", "bits", "scope", "calib", "samples", "seq-len", "seed", "out", "eval", "window", "act",
-       "act-percentile", "weight-clip"});
+       "act-percentile", "weight-clip", "state-granularity"});
   if (!cl.ok()) return ReportError(cl.status());
   quant::QuantizeOptions o;
   auto model = cl->Require("model");
@@ -56,6 +56,7 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
   }
   o.eval_text_path = cl->Get("eval").value_or("");
   o.weight_clip = cl->Get("weight-clip").value_or(o.weight_clip);
+  o.state_granularity = cl->Get("state-granularity").value_or(o.state_granularity);
   o.klt_r1 = !cl->Has("no-klt-r1");
   o.klt_r5 = !cl->Has("no-klt-r5");
   o.online_r2 = !cl->Has("no-online-r2");
