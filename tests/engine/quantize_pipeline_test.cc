@@ -123,6 +123,7 @@ TEST_F(QuantizePipelineTest, EveryConfigurationRoundTripsThroughExport) {
     EXPECT_EQ(qc["bits"], c.bits);
     EXPECT_EQ(qc["scope"], c.scope);
     EXPECT_EQ(qc["activation_granularity"], c.act);
+    EXPECT_EQ(qc["state_granularity"], "per_step_channel");
     if (std::string(c.bits) == "w4a8") {
       auto st = SafetensorsModel::OpenDirectory(o.output_dir);
       const TensorView* w = st->Find("backbone.layers.0.mixer.out_proj.weight");

@@ -36,7 +36,7 @@ struct QuantizeOptions {
   bool r1_cov_all_layers = true;  // Σ for R1 summed over all layers (false: layer 0 only)
   double act_percentile = 99.9;   // static scales: clipping percentile of per-token maxima
   bool quantize_lm_head = false;
-  std::string state_granularity = "per_step";  // scope full, h: per_step | per_step_channel
+  std::string state_granularity = "per_step_channel";  // scope full, h scales: per_step | per_step_channel
   std::string weight_clip = "auto";  // auto (mse for 4-bit, max for 8-bit) | max | mse
   // Applies every transform but keeps the linears in float: the transformed model must compute
   // the original function (the function-preservation check).
