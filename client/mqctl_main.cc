@@ -12,7 +12,7 @@
 namespace mq::cli {
 
 const std::set<std::string>& CommandBoolOptions() {
-  static const std::set<std::string>* o = new std::set<std::string>{"insecure", "json", "help", "wait"};
+  static const std::set<std::string>* o = new std::set<std::string>{"insecure", "json", "help", "wait", "quantize-lm-head"};
   return *o;
 }
 
@@ -21,7 +21,8 @@ const std::set<std::string>& CommandValueOptions() {
       "server", "token", "token-file", "tls-ca", "tls-server-name", "timeout",                  // global
       "name", "version", "description", "label", "resume", "limit", "page-token", "out",       // registry
       "model", "preset", "bits", "scope", "act", "calib", "samples", "seq-len", "seed", "eval",  // jobs
-      "eval-window", "output-name", "backend", "disable", "state", "prompt", "max-tokens", "temperature"};
+      "eval-window", "output-name", "backend", "disable", "state", "prompt", "max-tokens", "temperature",
+      "act-percentile", "r1-covariance", "weight-clip", "state-granularity"};
   return *o;
 }
 
@@ -42,7 +43,9 @@ commands:
   jobs submit --model REF --calib DATASET [--preset rtn|smoothquant|quarot|mambaquant] [--bits w8a8|w4a8]
               [--scope linear|full] [--act per_token|per_tensor] [--samples N] [--seq-len L] [--seed S]
               [--eval DATASET] [--eval-window W] [--output-name NAME] [--backend cpu|cuda]
-              [--disable klt_r1|klt_r5|online_r2|smooth_s2|smooth_s4]... [--wait]
+              [--disable klt_r1|klt_r5|online_r2|smooth_s2|smooth_s4]... [--act-percentile P]
+              [--quantize-lm-head] [--r1-covariance all_layers|layer0] [--weight-clip auto|max|mse]
+              [--state-granularity per_step_channel|per_step] [--wait]
   jobs get JOB_ID | jobs cancel JOB_ID | jobs watch JOB_ID
   jobs list [--state S[,S...]] [--model NAME] [--limit N] [--page-token T]
   generate MODEL --prompt TEXT [--max-tokens N]   (reserved: the server answers UNIMPLEMENTED)

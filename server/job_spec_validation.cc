@@ -45,6 +45,15 @@ absl::Status NormalizeQuantSpec(mambaquant::v1::QuantSpec* spec) {
   if (s.ok()) s = OneOf("spec.scope", spec->mutable_scope(), "linear", {"linear", "full"});
   if (s.ok()) s = OneOf("spec.act_granularity", spec->mutable_act_granularity(), "per_token", {"per_token", "per_tensor"});
   if (s.ok() && !spec->backend().empty()) s = OneOf("spec.backend", spec->mutable_backend(), "", {"cpu", "cuda"});
+  if (s.ok()) s = OneOf("spec.r1_covariance", spec->mutable_r1_covariance(), "all_layers", {"all_layers", "layer0"});
+  if (s.ok()) s = OneOf("spec.weight_clip", spec->mutable_weight_clip(), "auto", {"auto", "max", "mse"});
+  if (s.ok()) {
+    s = OneOf("spec.state_granularity", spec->mutable_state_granularity(), "per_step_channel",
+              {"per_step_channel", "per_step"});
+  }
+  if (s.ok() && spec->has_act_percentile() && !(spec->act_percentile() > 0.0 && spec->act_percentile() <= 100.0)) {
+    s = absl::InvalidArgumentError(absl::StrCat("spec.act_percentile must be in (0, 100]; got ", spec->act_percentile()));
+  }
   if (spec->num_samples() == 0) spec->set_num_samples(128);
   if (spec->seq_len() == 0) spec->set_seq_len(256);
   if (spec->eval_window() == 0) spec->set_eval_window(256);

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -97,6 +98,15 @@ int Submit(CliContext& cli, const Args& args) {
   spec.set_eval_window(static_cast<int32_t>(*window));
   spec.set_output_name(args.GetOr("output-name", ""));
   spec.set_backend(args.GetOr("backend", ""));
+  spec.set_r1_covariance(args.GetOr("r1-covariance", ""));
+  spec.set_weight_clip(args.GetOr("weight-clip", ""));
+  spec.set_state_granularity(args.GetOr("state-granularity", ""));
+  if (args.Has("quantize-lm-head")) spec.set_quantize_lm_head(true);
+  if (auto p = args.Get("act-percentile")) {
+    double v = 0;
+    if (!absl::SimpleAtod(*p, &v)) return UsageError("--act-percentile takes a number");
+    spec.set_act_percentile(v);
+  }
   for (const std::string& off : args.GetAll("disable")) {
     if (off == "klt_r1") spec.set_klt_r1(false);
     else if (off == "klt_r5") spec.set_klt_r5(false);
@@ -244,7 +254,8 @@ int RunJobsCommand(CliContext& cli, const Args& args, const std::vector<std::str
   absl::Status allowed;
   if (verb == "submit") {
     allowed = allow({"model", "preset", "bits", "scope", "act", "calib", "samples", "seq-len", "seed", "eval",
-                     "eval-window", "output-name", "backend", "disable", "wait"});
+                     "eval-window", "output-name", "backend", "disable", "wait", "act-percentile",
+                     "quantize-lm-head", "r1-covariance", "weight-clip", "state-granularity"});
     if (!allowed.ok()) return ReportError(allowed);
     if (words.size() != 1) return UsageError("jobs submit takes options only");
     return Submit(cli, args);

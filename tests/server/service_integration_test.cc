@@ -348,7 +348,10 @@ TEST_F(BadInputTest, BadSpecValuesAreInvalidArgument) {
   for (auto mutate : std::vector<std::function<void(QuantSpec*)>>{
            [](QuantSpec* s) { s->set_preset("magic"); }, [](QuantSpec* s) { s->set_bits("w2a2"); },
            [](QuantSpec* s) { s->set_num_samples(-1); }, [](QuantSpec* s) { s->set_seq_len(1 << 20); },
-           [](QuantSpec* s) { s->set_output_name("x/y"); }, [](QuantSpec* s) { s->set_backend("tpu"); }}) {
+           [](QuantSpec* s) { s->set_output_name("x/y"); }, [](QuantSpec* s) { s->set_backend("tpu"); },
+           [](QuantSpec* s) { s->set_act_percentile(0.0); }, [](QuantSpec* s) { s->set_act_percentile(101.0); },
+           [](QuantSpec* s) { s->set_r1_covariance("layer7"); }, [](QuantSpec* s) { s->set_weight_clip("gptq"); },
+           [](QuantSpec* s) { s->set_state_granularity("per_channel"); }}) {
     grpc::ClientContext ctx;
     SubmitJobRequest req;
     req.mutable_spec()->set_model("mamba-tiny");
