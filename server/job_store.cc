@@ -1,5 +1,7 @@
 #include "job_store.h"
 
+#include <functional>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -26,6 +28,19 @@ void EnterState(Job* job, JobState to, absl::Time now) {
   job->set_state(to);
   Touch(job, now);
   if (IsTerminal(to)) SetTimestamp(now, job->mutable_finish_time());
+}
+
+// Steps `stmt`, whose column 0 is a stored Job, handing each parsed job to `fn` until it returns
+// false or the rows run out.
+absl::Status ForEachJobRow(SqliteStmt& stmt, const std::function<bool(Job)>& fn) {
+  for (;;) {
+    auto row = stmt.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::OkStatus();
+    auto job = ParseJob(stmt.Blob(0));
+    if (!job.ok()) return job.status();
+    if (!fn(*std::move(job))) return absl::OkStatus();
+  }
 }
 
 // The backend a spec needs ("" = any), compared with the worker's.
@@ -171,17 +186,12 @@ absl::StatusOr<std::optional<Job>> JobStore::AssignNext(const std::string& worke
       auto stmt = tx.Prepare("SELECT job FROM jobs WHERE state = ?1 ORDER BY seq ASC");
       if (!stmt.ok()) return stmt.status();
       stmt->Bind(1, static_cast<int64_t>(JobState::JOB_STATE_QUEUED));
-      for (;;) {
-        auto row = stmt->Step();
-        if (!row.ok()) return row.status();
-        if (!*row) break;
-        auto job = ParseJob(stmt->Blob(0));
-        if (!job.ok()) return job.status();
-        if (BackendMatches(*job, backend)) {
-          assigned = *std::move(job);
-          break;
-        }
-      }
+      absl::Status scan = ForEachJobRow(*stmt, [&](Job job) {
+        if (!BackendMatches(job, backend)) return true;
+        assigned = std::move(job);
+        return false;
+      });
+      if (!scan.ok()) return scan;
     }  // the SELECT is finalized before the row is rewritten
     if (!assigned) return absl::OkStatus();
     Job& job = *assigned;
@@ -268,14 +278,11 @@ absl::StatusOr<std::vector<Job>> JobStore::ReleaseWorkerJobsTx(SqliteTx& tx, con
     stmt->Bind(1, worker_id)
         .Bind(2, static_cast<int64_t>(JobState::JOB_STATE_ASSIGNED))
         .Bind(3, static_cast<int64_t>(JobState::JOB_STATE_RUNNING));
-    for (;;) {
-      auto row = stmt->Step();
-      if (!row.ok()) return row.status();
-      if (!*row) break;
-      auto job = ParseJob(stmt->Blob(0));
-      if (!job.ok()) return job.status();
-      held.push_back(*std::move(job));
-    }
+    absl::Status scan = ForEachJobRow(*stmt, [&](Job job) {
+      held.push_back(std::move(job));
+      return true;
+    });
+    if (!scan.ok()) return scan;
   }
   std::vector<Job> changed;
   for (Job& job : held) {
@@ -328,14 +335,10 @@ absl::StatusOr<std::vector<std::string>> JobStore::CancelRequestedOnWorker(const
     stmt->Bind(1, worker_id)
         .Bind(2, static_cast<int64_t>(JobState::JOB_STATE_ASSIGNED))
         .Bind(3, static_cast<int64_t>(JobState::JOB_STATE_RUNNING));
-    for (;;) {
-      auto row = stmt->Step();
-      if (!row.ok()) return row.status();
-      if (!*row) return absl::OkStatus();
-      auto job = ParseJob(stmt->Blob(0));
-      if (!job.ok()) return job.status();
-      if (job->cancel_requested()) ids.push_back(job->id());
-    }
+    return ForEachJobRow(*stmt, [&](Job job) {
+      if (job.cancel_requested()) ids.push_back(job.id());
+      return true;
+    });
   });
   if (!s.ok()) return s;
   return ids;
@@ -365,14 +368,11 @@ absl::StatusOr<std::vector<Job>> JobStore::UnfinishedJobsTx(SqliteTx& tx) {
   stmt->Bind(1, static_cast<int64_t>(JobState::JOB_STATE_QUEUED))
       .Bind(2, static_cast<int64_t>(JobState::JOB_STATE_ASSIGNED))
       .Bind(3, static_cast<int64_t>(JobState::JOB_STATE_RUNNING));
-  for (;;) {
-    auto row = stmt->Step();
-    if (!row.ok()) return row.status();
-    if (!*row) break;
-    auto job = ParseJob(stmt->Blob(0));
-    if (!job.ok()) return job.status();
-    jobs.push_back(*std::move(job));
-  }
+  absl::Status scan = ForEachJobRow(*stmt, [&](Job job) {
+    jobs.push_back(std::move(job));
+    return true;
+  });
+  if (!scan.ok()) return scan;
   return jobs;
 }
 

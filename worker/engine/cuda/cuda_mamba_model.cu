@@ -167,6 +167,25 @@ Status Upload(DeviceBuffer<T>* dst, const std::vector<T>& v) {
 
 }  // namespace
 
+// The online Hadamard as the kernel applies it: D/√n per element, then the m×m ±1 mix (stored
+// transposed) after the 2^k butterflies.
+Status CudaMambaModel::UploadHadamard(Layer* L, const quant::RandomHadamard& had) {
+  const int64_t n = had.size();
+  const float inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)));
+  std::vector<float> scale(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) scale[i] = had.signs()[i] * inv;
+  const int hm = had.factors().m;
+  MQ_ASSIGN_OR_RETURN(std::vector<int8_t> small, quant::SmallHadamard(hm));
+  std::vector<int8_t> mix(static_cast<size_t>(hm * hm));
+  for (int oo = 0; oo < hm; ++oo)
+    for (int i = 0; i < hm; ++i) mix[oo * hm + i] = small[i * hm + oo];
+  MQ_RETURN_IF_ERROR(Upload(&L->had_scale, scale));
+  MQ_RETURN_IF_ERROR(Upload(&L->had_mix, mix));
+  L->had_m = hm;
+  L->had_p = had.factors().pow2;
+  return OkStatus();
+}
+
 StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeights& w, const CudaModelOptions& o) {
   const bool int8 = w.layers.empty() ? false : w.layers[0].in_proj.quant.has_value();
   std::unique_ptr<CudaMambaModel> m(new CudaMambaModel());
@@ -216,21 +235,8 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
       if (!int8) return UnimplementedError("CUDA backend: online rotation on a float out_proj is not supported");
       const auto* h = dynamic_cast<const quant::HadamardRowTransform*>(s.out_proj.input_transform.get());
       if (h == nullptr) return UnimplementedError("CUDA backend: only Hadamard online transforms are supported");
-      const quant::RandomHadamard& had = h->hadamard();
-      const int64_t n = had.size();
-      if (n != m->E_) return InvalidArgumentError("online Hadamard size does not match d_inner");
-      const float inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)));
-      std::vector<float> scale(static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) scale[i] = had.signs()[i] * inv;
-      const int hm = had.factors().m;
-      MQ_ASSIGN_OR_RETURN(std::vector<int8_t> small, quant::SmallHadamard(hm));
-      std::vector<int8_t> mix(static_cast<size_t>(hm * hm));
-      for (int oo = 0; oo < hm; ++oo)
-        for (int i = 0; i < hm; ++i) mix[oo * hm + i] = small[i * hm + oo];
-      MQ_RETURN_IF_ERROR(Upload(&L.had_scale, scale));
-      MQ_RETURN_IF_ERROR(Upload(&L.had_mix, mix));
-      L.had_m = hm;
-      L.had_p = had.factors().pow2;
+      if (h->hadamard().size() != m->E_) return InvalidArgumentError("online Hadamard size does not match d_inner");
+      MQ_RETURN_IF_ERROR(UploadHadamard(&L, h->hadamard()));
     }
     bytes += static_cast<int64_t>(L.norm.bytes() + L.conv_w.bytes() + L.conv_b.bytes() + L.A2.bytes() + L.D.bytes() +
                                   L.gate_scale.bytes() + L.had_scale.bytes());
@@ -285,18 +291,7 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::CreateRandom(const Ran
     MQ_RETURN_IF_ERROR(linear(&L.out_proj, d, E, false));
     if (m->int8_ && spec.online_hadamard) {
       MQ_ASSIGN_OR_RETURN(quant::RandomHadamard had, quant::RandomHadamard::Create(E, seed));
-      const float inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(E)));
-      std::vector<float> scale(static_cast<size_t>(E));
-      for (int64_t i = 0; i < E; ++i) scale[i] = had.signs()[i] * inv;
-      const int hm = had.factors().m;
-      MQ_ASSIGN_OR_RETURN(std::vector<int8_t> small, quant::SmallHadamard(hm));
-      std::vector<int8_t> mix(static_cast<size_t>(hm * hm));
-      for (int oo = 0; oo < hm; ++oo)
-        for (int i = 0; i < hm; ++i) mix[oo * hm + i] = small[i * hm + oo];
-      MQ_RETURN_IF_ERROR(Upload(&L.had_scale, scale));
-      MQ_RETURN_IF_ERROR(Upload(&L.had_mix, mix));
-      L.had_m = hm;
-      L.had_p = had.factors().pow2;
+      MQ_RETURN_IF_ERROR(UploadHadamard(&L, had));
     }
     bytes += static_cast<int64_t>(L.norm.bytes() + L.conv_w.bytes() + L.conv_b.bytes() + L.A2.bytes() + L.D.bytes() +
                                   L.had_scale.bytes());

@@ -24,6 +24,7 @@
 #include "cuda/device_buffer.h"
 #include "eval/generation.h"
 #include "model/mamba_weights.h"
+#include "quant/hadamard.h"
 #include "util/status.h"
 
 namespace mq::cuda {
@@ -118,6 +119,7 @@ class CudaMambaModel {
   CudaMambaModel() = default;
   Status Init(const MambaConfig& config, bool int8, const CudaModelOptions& options);
   Status AllocateActivations();
+  static Status UploadHadamard(Layer* L, const quant::RandomHadamard& had);
   Status RunLinear(const Linear& lin, const void* x, int64_t ldx, int64_t tokens, void* out, int64_t ldc,
                    bool out_f32);
   Status EnqueueDecodeStep(int64_t B);
