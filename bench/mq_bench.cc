@@ -170,21 +170,35 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
   const std::string mode = m.int8() ? "int8" : "fp16";
   for (const auto& [B, L] : o.prefill) BENCH_CHECK(RunPrefill(m, name, mode, B, L));
   for (int64_t B : o.decode_batches) BENCH_CHECK(RunDecode(m, name, mode, B));
-  if (o.gemv_compare && m.int8()) {
-    m.SetFusedDecode(false);  // per-stage kernels (own GEMV up to 8 tokens)
-    BENCH_CHECK(RunDecode(m, name, mode, 1, "_unfused"));
-    BENCH_CHECK(RunDecode(m, name, mode, 8, "_unfused"));
-    m.SetGemvMaxTokens(0);  // cuBLASLt for every INT8 linear
-    BENCH_CHECK(RunDecode(m, name, mode, 1, "_cublaslt"));
-    m.SetGemvMaxTokens(m.options().max_batch);  // own GEMV for every decode batch
-    for (int64_t B : o.decode_batches)
-      if (B > 8) BENCH_CHECK(RunDecode(m, name, mode, B, "_gemv"));
-    m.SetGemvMaxTokens(8);
-    m.SetFusedDecode(true);
+  if (o.gemv_compare) {
+    // The same decode steps through the other paths and launch options (B ≤ 8), then the INT8
+    // GEMV choices of the per-stage path.
+    for (int64_t B : {1, 8}) {
+      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/false, /*l2_prefetch=*/true);
+      BENCH_CHECK(RunDecode(m, name, mode, B, "_nopdl"));
+      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/true, /*l2_prefetch=*/false);
+      BENCH_CHECK(RunDecode(m, name, mode, B, "_noprefetch"));
+      if (m.int8()) {
+        m.SetDecodePath(DecodePath::kFused);
+        BENCH_CHECK(RunDecode(m, name, mode, B, "_fused"));
+      }
+      m.SetDecodePath(DecodePath::kPerStage);
+      BENCH_CHECK(RunDecode(m, name, mode, B, "_perstage"));
+    }
+    if (m.int8()) {
+      m.SetGemvMaxTokens(0);  // cuBLASLt for every INT8 linear
+      BENCH_CHECK(RunDecode(m, name, mode, 1, "_cublaslt"));
+      m.SetGemvMaxTokens(m.options().max_batch);  // own GEMV for every decode batch
+      for (int64_t B : o.decode_batches)
+        if (B > 8) BENCH_CHECK(RunDecode(m, name, mode, B, "_gemv"));
+      m.SetGemvMaxTokens(8);
+    }
+    m.SetDecodePath(DecodePath::kLayerKernels);
   }
   if (std::getenv("MQ_STAGE_TIMING") != nullptr && m.int8()) {
     static const char* kPhases[] = {"P1 norm", "P2 in_proj", "bar", "P3 conv", "bar", "P4 x_proj", "bar",
                                     "P5 dt+scan", "bar", "P6 hadamard", "bar", "P7 out_proj", "bar"};
+    m.SetDecodePath(DecodePath::kFused);
     for (int64_t B : {1, 8}) {
       std::vector<int32_t> slots(static_cast<size_t>(B));
       for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b);
@@ -200,6 +214,33 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
       std::printf("%-12s %-5s fused decode b%lld phases (us/layer, SM0 clock): total=%.1f%s\n", name.c_str(),
                   mode.c_str(), static_cast<long long>(B), total, line.c_str());
     }
+    m.SetDecodePath(DecodePath::kLayerKernels);
+  }
+  if (std::getenv("MQ_STAGE_TIMING") != nullptr) {
+    // Where a layer-kernel decode step goes: eager launches without PDL, events between kernels,
+    // microseconds per layer (launch gaps included).
+    for (int64_t B : {1, 8}) {
+      std::vector<int32_t> slots(static_cast<size_t>(B));
+      for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b);
+      MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(m.decode_slots(), slots.data(), slots.size() * 4, cudaMemcpyHostToDevice));
+      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/false);
+      BENCH_CHECK(m.DecodeStep(B, false));  // warm-up
+      m.EnableStageTiming(true);
+      for (int i = 0; i < 5; ++i) BENCH_CHECK(m.DecodeStep(B, false));
+      BENCH_CHECK(m.CollectStageTimes());
+      m.EnableStageTiming(false);
+      std::string line;
+      double total = 0;
+      for (const auto& [stage, ms] : m.stage_ms()) {
+        const bool per_layer = stage.rfind("decode ", 0) == 0 && stage != "decode lm_head";
+        const double us = ms * 1e3 / 5 / (per_layer ? m.config().num_hidden_layers : 1);
+        line += " " + stage + "=" + std::to_string(us).substr(0, 6);
+        total += ms * 1e3 / 5;
+      }
+      std::printf("%-12s %-5s decode b%lld layer kernels, eager, no PDL (us per layer; embedding, lm_head per step;"
+                  " step %.1f us):%s\n", name.c_str(), mode.c_str(), static_cast<long long>(B), total, line.c_str());
+    }
+    m.SetDecodePath(DecodePath::kLayerKernels);
   }
   if (std::getenv("MQ_STAGE_TIMING") != nullptr && !o.prefill.empty()) {
     // Where prefill time goes: events between the stages of one eager forward (B×L of the last

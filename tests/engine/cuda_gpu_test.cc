@@ -274,6 +274,82 @@ CudaModelOptions FixtureOptions() {
   return o;
 }
 
+// One decode step (B ≤ 8) through each decode path, from the same state after a 16-token prefill,
+// against the per-stage kernels (the prefill path with T = B): logits within max_rel_err.
+void ExpectDecodePathsAgree(CudaMambaModel& model, const std::string& what, double max_rel_err) {
+  const int64_t L = 16, V = model.config().vocab_size;
+  std::vector<std::pair<DecodePath, std::string>> paths = {{DecodePath::kLayerKernels, "layer kernels"}};
+  if (model.int8()) paths.emplace_back(DecodePath::kFused, "fused persistent kernel");
+  for (int64_t B : {1, 3, 8}) {
+    std::vector<int32_t> ids(static_cast<size_t>(B * L)), slots(static_cast<size_t>(B)), next(static_cast<size_t>(B));
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(2 + (i * 7919) % (V - 2));
+    for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b), next[b] = static_cast<int32_t>(100 + 13 * b);
+    auto step = [&](DecodePath path, bool pdl, std::vector<float>* lg, std::vector<float>* state) {
+      model.SetDecodePath(path, pdl);
+      ASSERT_OK(model.ResetSlots(slots));
+      ASSERT_OK(model.Forward(ids, slots, B, L, LogitsMode::kNone, nullptr));
+      ASSERT_EQ(cudaMemcpy(model.decode_ids(), next.data(), B * 4, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(model.decode_slots(), slots.data(), B * 4, cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_OK(model.ResetDecodeCounters());
+      // Two steps: the second reads the conv and SSM state the first one wrote.
+      ASSERT_OK(model.DecodeStep(B, false));
+      ASSERT_OK(model.DecodeStep(B, false));
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      lg->resize(static_cast<size_t>(B * V));
+      ASSERT_EQ(cudaMemcpy(lg->data(), model.logits_dev(), lg->size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+      // The next ids the greedy kernel wrote back are part of the result too.
+      std::vector<int32_t> ids_after(static_cast<size_t>(B));
+      ASSERT_EQ(cudaMemcpy(ids_after.data(), model.decode_ids(), B * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+      state->assign(ids_after.begin(), ids_after.end());
+    };
+    std::vector<float> ref, ref_ids;
+    step(DecodePath::kPerStage, false, &ref, &ref_ids);
+    if (::testing::Test::HasFatalFailure()) return;
+    for (const auto& [path, name] : paths) {
+      for (bool pdl : {true, false}) {
+        if (path == DecodePath::kFused && !pdl) continue;
+        std::vector<float> got, got_ids;
+        step(path, pdl, &got, &got_ids);
+        if (::testing::Test::HasFatalFailure()) return;
+        const double err = RelError(got.data(), ref.data(), ref.size());
+        std::printf("[gpu] %s decode, %s%s vs per-stage kernels, B=%lld: logits rel error %.3e\n", what.c_str(),
+                    name.c_str(), path == DecodePath::kLayerKernels ? (pdl ? " (PDL)" : " (no PDL)") : "",
+                    static_cast<long long>(B), err);
+        EXPECT_LE(err, max_rel_err) << what << " " << name << " B " << B;
+        int64_t same = 0;
+        for (int64_t b = 0; b < B; ++b) same += got_ids[b] == ref_ids[b];
+        EXPECT_GE(same, B - 1) << what << " " << name << ": greedy ids differ in more than one row";
+      }
+    }
+  }
+  model.SetDecodePath(DecodePath::kLayerKernels);
+}
+
+// Random models with a d_inner whose R2 Hadamard has the 20-point factor (like 2.8b) and enough
+// rows that the decode GEMVs split k over warps: both paths, several batch sizes.
+TEST(CudaGpuTest, DecodeKernelsMatchPerStageOnRandomModels) {
+  MQ_REQUIRE_GPU();
+  for (bool int8 : {false, true}) {
+    RandomModelSpec spec;
+    spec.config.vocab_size = 1000;
+    spec.config.hidden_size = 640;
+    spec.config.intermediate_size = 1280;
+    spec.config.state_size = 16;
+    spec.config.num_hidden_layers = 3;
+    spec.config.conv_kernel = 4;
+    spec.config.time_step_rank = 40;
+    spec.config.expand = 2;
+    spec.config.tie_word_embeddings = true;
+    spec.int8 = int8;
+    spec.seed = 5;
+    CudaModelOptions o;
+    o.max_tokens = 512, o.max_batch = 8, o.num_slots = 8, o.max_logit_rows = 8;
+    auto model = CudaMambaModel::CreateRandom(spec, o);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    ExpectDecodePathsAgree(**model, int8 ? "random INT8 640x3" : "random FP16 640x3", 5e-3);
+  }
+}
+
 class CudaFixtureTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaFixtureTest, Fp16LogitsAndGreedyIdsMatchTransformers) {
@@ -334,6 +410,17 @@ TEST_P(CudaFixtureTest, Fp16LogitsAndGreedyIdsMatchTransformers) {
   }
 }
 
+TEST_P(CudaFixtureTest, Fp16DecodePathsAgree) {
+  MQ_REQUIRE_GPU();
+  auto paths = FixtureFor(GetParam());
+  MQ_REQUIRE_FIXTURE(paths, GetParam());
+  auto weights = LoadMambaWeights(paths.model_dir);
+  ASSERT_TRUE(weights.ok()) << weights.status().ToString();
+  auto model = CudaMambaModel::Create(*weights, FixtureOptions());
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  ExpectDecodePathsAgree(**model, "mamba-" + GetParam() + " FP16", 5e-3);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtureTest, ::testing::Values("tiny", "small"));
 
 // INT8: the quantized model (MQ_QUANT_SMALL_DIR, from `mq-engine quantize`) against the CPU INT8
@@ -385,34 +472,8 @@ TEST(CudaQuantizedTest, Int8MatchesCpuInt8Path) {
                 static_cast<long long>(total));
   }
 
-  // The fused persistent decode kernel against the per-stage kernels, from the same state.
-  {
-    const int64_t L = 16;
-    for (int64_t B : {1, 3, 8}) {
-      std::vector<int32_t> ids(static_cast<size_t>(B * L)), slots(static_cast<size_t>(B)), next(static_cast<size_t>(B));
-      for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(2 + (i * 7919) % (w.V() - 2));
-      for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b), next[b] = static_cast<int32_t>(100 + 13 * b);
-      std::vector<std::vector<float>> got;
-      for (bool fused : {false, true}) {
-        (*model)->SetFusedDecode(fused);
-        ASSERT_OK((*model)->ResetSlots(slots));
-        ASSERT_OK((*model)->Forward(ids, slots, B, L, LogitsMode::kNone, nullptr));
-        ASSERT_EQ(cudaMemcpy((*model)->decode_ids(), next.data(), B * 4, cudaMemcpyHostToDevice), cudaSuccess);
-        ASSERT_EQ(cudaMemcpy((*model)->decode_slots(), slots.data(), B * 4, cudaMemcpyHostToDevice), cudaSuccess);
-        ASSERT_OK((*model)->ResetDecodeCounters());
-        ASSERT_OK((*model)->DecodeStep(B, false));
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        std::vector<float> lg(static_cast<size_t>(B * w.V()));
-        ASSERT_EQ(cudaMemcpy(lg.data(), (*model)->logits_dev(), lg.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-        got.push_back(std::move(lg));
-      }
-      const double err = RelError(got[1].data(), got[0].data(), got[0].size());
-      std::printf("[gpu] fused INT8 decode vs per-stage kernels, B=%lld: logits rel error %.3e\n",
-                  static_cast<long long>(B), err);
-      EXPECT_LE(err, 5e-3) << "B " << B;
-    }
-    (*model)->SetFusedDecode(true);
-  }
+  // Every decode path against the per-stage kernels, from the same state.
+  ExpectDecodePathsAgree(**model, "mq-quant-small", 5e-3);
 
   auto tok = Tokenizer::LoadFromFile((std::filesystem::path(dir) / "tokenizer.json").string());
   ASSERT_TRUE(tok.ok()) << tok.status().ToString();

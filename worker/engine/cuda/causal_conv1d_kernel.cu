@@ -1,7 +1,18 @@
 // Depthwise causal conv1d + SiLU over each sequence, continuing from the conv state (the last
 // K−1 inputs, oldest first), for prefill (L > 1) and the one-step decode update (L = 1).
-// One block per token: the INT8 path quantizes u per token in the same kernel (the absmax needs
-// every channel of the token), so x_proj reads INT8 directly.
+//
+// Prefill: a block takes a tile of kTile consecutive positions of one sequence and a slice of
+// channels, four channels per thread (one 16-byte INT32 / 8-byte half load per position). The
+// tile's inputs plus the K−1 before it (from the conv state before position 0) are loaded once
+// into registers, dequantized once, and every output reads its window from there. The INT8 path
+// quantizes u per token, which needs the token's absolute maximum over all E channels: a
+// thread-block cluster spans the channels of one tile (its blocks exchange their per-token
+// maxima through distributed shared memory) and u stays in registers until the scale is known.
+// The state update of a prefill is a second kernel (the tile that reads the old state is not the
+// one that writes the new state).
+// Decode: one block per token; the thread of (token, channel) shifts the state in place.
+#include <cooperative_groups.h>
+
 #include "cuda/act_io.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/kernel_params.h"
@@ -9,17 +20,155 @@
 namespace mq::cuda {
 namespace {
 
+namespace cg = cooperative_groups;
+
 constexpr int kMaxThreads = 1024;
 constexpr int kMaxK = 8;
+constexpr int kVec = 4;             // channels per thread in the prefill kernel
+constexpr int kMaxCluster = 8;      // portable cluster size
+constexpr int kQuantThreads = 256;  // prefill INT8: threads a block aims at (the cluster grows first) …
+constexpr int kQuantMaxThreads = 512;  // … and may reach with a full cluster
+constexpr int kF16Threads = 128;
 
+// Four consecutive channels c … c+3 of token row t, dequantized (LoadAct's arithmetic).
+template <ActKind kIn>
+__device__ __forceinline__ float4 LoadAct4(const ActView& v, int64_t t, int64_t c) {
+  float4 x;
+  if constexpr (kIn == ActKind::kF16) {
+    const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const __half*>(v.data) + t * v.ld + c);
+    const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+    const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+    x = make_float4(lo.x, lo.y, hi.x, hi.y);
+  } else {
+    const int4 acc = *reinterpret_cast<const int4*>(static_cast<const int32_t*>(v.data) + t * v.ld + c);
+    const float sx = v.row_scale[t];
+    const float4 sw = *reinterpret_cast<const float4*>(v.col_scale + c);
+    x = make_float4(hd::Dequantize(acc.x, sx, sw.x), hd::Dequantize(acc.y, sx, sw.y), hd::Dequantize(acc.z, sx, sw.z),
+                    hd::Dequantize(acc.w, sx, sw.w));
+  }
+  if (v.bias != nullptr) {
+    const float4 bias = *reinterpret_cast<const float4*>(v.bias + c);
+    x.x += bias.x, x.y += bias.y, x.z += bias.z, x.w += bias.w;
+  }
+  return x;
+}
+
+__device__ __forceinline__ float& At(float4& v, int i) { return reinterpret_cast<float*>(&v)[i]; }
+__device__ __forceinline__ float At(const float4& v, int i) { return reinterpret_cast<const float*>(&v)[i]; }
+
+// blockIdx.x: channel slice (the cluster's rank in the INT8 path); blockIdx.y: (sequence, tile).
+template <ActKind kIn, bool kQuant, int kK>
+__global__ void __launch_bounds__(kQuant ? kQuantMaxThreads : kF16Threads) CausalConvTileKernel(CausalConvParams p) {
+  constexpr int kTile = kQuant ? 8 : 16;  // INT8: u of the whole tile waits in registers for its scale
+  constexpr int kS = kK - 1;
+  constexpr int kRows = kTile + kS;
+  const int64_t tiles = (p.seqlen + kTile - 1) / kTile;
+  const int64_t b = blockIdx.y / tiles, l0 = (blockIdx.y % tiles) * kTile;
+  const int nt = static_cast<int>(p.seqlen - l0 < kTile ? p.seqlen - l0 : kTile);
+  const int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kVec;
+  const bool active = c < p.E;
+  const int64_t row0 = b * p.seqlen + l0;  // token row of the tile's first position
+
+  // x[r]: input at position l0 − kS + r (r < kS: before the tile); x[r] becomes u of position
+  // l0 + r once the window that starts there is done.
+  float4 x[kRows];
+  if (active) {
+    float w[kVec][kK];
+#pragma unroll
+    for (int v = 0; v < kVec; ++v) {
+#pragma unroll
+      for (int k = 0; k < kK; ++k) w[v][k] = p.weight[(c + v) * kK + k];
+    }
+    const float4 bias = *reinterpret_cast<const float4*>(p.bias + c);
+    const float* st = p.conv_state + p.slot_ids[b] * p.slot_stride + c * kS;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t pos = l0 - kS + r;
+      if (r < kS + nt) {
+        if (pos >= 0) {
+          x[r] = LoadAct4<kIn>(p.u0, row0 - kS + r, c);
+        } else {
+#pragma unroll
+          for (int v = 0; v < kVec; ++v) At(x[r], v) = st[v * kS + kS + pos];
+        }
+      }
+    }
+#pragma unroll
+    for (int tt = 0; tt < kTile; ++tt) {
+      if (tt < nt) {
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) {
+          float acc = At(bias, v);
+#pragma unroll
+          for (int k = 0; k < kK; ++k) acc += w[v][k] * At(x[tt + k], v);
+          At(x[tt], v) = hd::Silu(acc);
+        }
+        if constexpr (kQuant) {
+          *reinterpret_cast<float4*>(p.out_f32 + (row0 + tt) * p.E + c) = x[tt];
+        } else {
+          __half2 h[2] = {__floats2half2_rn(x[tt].x, x[tt].y), __floats2half2_rn(x[tt].z, x[tt].w)};
+          *reinterpret_cast<uint2*>(p.out_f16 + (row0 + tt) * p.E + c) = *reinterpret_cast<uint2*>(h);
+        }
+      }
+    }
+  }
+  if constexpr (kQuant) {
+    if (p.quant.q == nullptr) return;  // uniform over the grid: no cluster barrier is skipped by part of it
+    __shared__ float s_warp[kTile][32];
+    __shared__ float s_amax[kTile];       // this block's per-token maxima, read by the whole cluster
+    __shared__ float s_scale[kTile][2];   // scale, 1/scale
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int tt = 0; tt < kTile; ++tt) {
+      float m = 0.0f;
+      if (active && tt < nt) m = fmaxf(fmaxf(fabsf(x[tt].x), fabsf(x[tt].y)), fmaxf(fabsf(x[tt].z), fabsf(x[tt].w)));
+      m = WarpMax(m);
+      if (lane == 0) s_warp[tt][warp] = m;
+    }
+    __syncthreads();
+    if (threadIdx.x < kTile) {
+      float m = 0.0f;
+      for (int i = 0; i < nw; ++i) m = fmaxf(m, s_warp[threadIdx.x][i]);
+      s_amax[threadIdx.x] = m;
+    }
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();
+    if (threadIdx.x < nt) {
+      float m = 0.0f;
+      for (unsigned r = 0; r < cluster.num_blocks(); ++r) m = fmaxf(m, cluster.map_shared_rank(s_amax, r)[threadIdx.x]);
+      const float s = p.quant.static_scale > 0.0f ? p.quant.static_scale : hd::ScaleFromAbsMax(m);
+      s_scale[threadIdx.x][0] = s;
+      s_scale[threadIdx.x][1] = 1.0f / s;
+      if (cluster.block_rank() == 0) p.quant.scale[row0 + threadIdx.x] = s;
+    }
+    __syncthreads();
+    if (c < p.quant.ld) {  // channels E … ld−1 are the zero padding
+#pragma unroll
+      for (int tt = 0; tt < kTile; ++tt) {
+        if (tt < nt) {
+          char4 q = make_char4(0, 0, 0, 0);
+          if (active) {
+            const float inv = s_scale[tt][1];
+            q = make_char4(hd::QuantizeValue(x[tt].x, inv), hd::QuantizeValue(x[tt].y, inv),
+                           hd::QuantizeValue(x[tt].z, inv), hd::QuantizeValue(x[tt].w, inv));
+          }
+          *reinterpret_cast<char4*>(p.quant.q + (row0 + tt) * p.quant.ld + c) = q;
+        }
+      }
+    }
+    cluster.sync();  // s_amax must outlive the other blocks' reads
+  }
+}
+
+// Decode (L = 1): block t is batch row t; the thread of channel c owns (slot, c) and shifts the
+// state in place.
 template <ActKind kIn, bool kQuant>
-__global__ void __launch_bounds__(kMaxThreads) CausalConvKernel(CausalConvParams p) {
+__global__ void __launch_bounds__(kMaxThreads) CausalConvStepKernel(CausalConvParams p) {
   extern __shared__ float urow[];  // [E] (INT8 path)
   __shared__ float fscratch[32];
-  const int64_t t = blockIdx.x;  // token row b·L + l
-  const int64_t b = t / p.seqlen, l = t % p.seqlen;
+  const int64_t t = blockIdx.x;
   const int64_t S = p.K - 1;
-  const int32_t slot = p.slot_ids[b];
+  const int32_t slot = p.slot_ids[t];
   float amax = 0.0f;
   for (int64_t c = threadIdx.x; c < p.E; c += blockDim.x) {
     float* st = p.conv_state + slot * p.slot_stride + c * S;
@@ -29,17 +178,14 @@ __global__ void __launch_bounds__(kMaxThreads) CausalConvKernel(CausalConvParams
 #pragma unroll
     for (int k = 0; k < kMaxK; ++k) {
       if (k < p.K) {
-        const int64_t i = l + k;  // index into [state (S), inputs (L)]
-        window[k] = i < S ? st[i] : LoadAct<kIn>(p.u0, b * p.seqlen + (i - S), c);
+        window[k] = k < S ? st[k] : LoadAct<kIn>(p.u0, t, c);
         acc += w[k] * window[k];
       }
     }
     const float u = hd::Silu(acc);
-    if (p.seqlen == 1) {  // decode: shift the state in place (this thread owns (slot, c))
 #pragma unroll
-      for (int s = 0; s < kMaxK - 1; ++s)
-        if (s < S) st[s] = window[s + 1];
-    }
+    for (int s = 0; s < kMaxK - 1; ++s)
+      if (s < S) st[s] = window[s + 1];
     if constexpr (kQuant) {
       p.out_f32[t * p.E + c] = u;
       urow[c] = u;
@@ -71,26 +217,79 @@ __global__ void ConvStateUpdateKernel(CausalConvParams p) {
   }
 }
 
+template <ActKind kIn, bool kQuant, int kK>
+Status LaunchTiles(const CausalConvParams& p, cudaStream_t stream) {
+  constexpr int kTile = kQuant ? 8 : 16;
+  const int64_t tiles = p.batch * ((p.seqlen + kTile - 1) / kTile);
+  if (tiles > 65535) return InvalidArgumentError("CausalConv: too many tokens for one launch");
+  const int64_t groups = (kQuant && p.quant.q != nullptr ? p.quant.ld : p.E) / kVec;  // with the INT8 padding
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[1];
+  cfg.stream = stream;
+  if constexpr (kQuant) {
+    // The smallest cluster whose blocks stay within kQuantThreads threads.
+    int cluster = 1;
+    while (cluster < kMaxCluster && (groups + cluster - 1) / cluster > kQuantThreads) cluster *= 2;
+    const int64_t threads = hd::RoundUp((groups + cluster - 1) / cluster, 32);
+    if (threads > kQuantMaxThreads) return InvalidArgumentError("CausalConv: d_inner too large");
+    cfg.gridDim = dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(tiles));
+    cfg.blockDim = dim3(static_cast<unsigned>(threads));
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  } else {
+    cfg.gridDim = dim3(static_cast<unsigned>((groups + kF16Threads - 1) / kF16Threads), static_cast<unsigned>(tiles));
+    cfg.blockDim = dim3(kF16Threads);
+  }
+  MQ_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, CausalConvTileKernel<kIn, kQuant, kK>, p));
+  MQ_CUDA_CHECK_LAUNCH("CausalConvTileKernel");
+  return OkStatus();
+}
+
 template <ActKind kIn, bool kQuant>
 Status Launch(const CausalConvParams& p, cudaStream_t stream) {
   const int64_t T = p.batch * p.seqlen;
-  const size_t smem = kQuant ? static_cast<size_t>(p.E) * sizeof(float) : 0;
-  if (smem > 48 * 1024) return InvalidArgumentError("CausalConv: d_inner too large for one block");
-  CausalConvKernel<kIn, kQuant><<<static_cast<unsigned>(T), RowKernelThreads(T, p.E), smem, stream>>>(p);
-  MQ_CUDA_CHECK_LAUNCH("CausalConvKernel");
-  if (p.seqlen > 1) {
-    const int64_t n = p.batch * p.E;
-    ConvStateUpdateKernel<kIn><<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(p);
-    MQ_CUDA_CHECK_LAUNCH("ConvStateUpdateKernel");
+  if (p.seqlen == 1) {
+    const size_t smem = kQuant ? static_cast<size_t>(p.E) * sizeof(float) : 0;
+    if (smem > 48 * 1024) return InvalidArgumentError("CausalConv: d_inner too large for one block");
+    CausalConvStepKernel<kIn, kQuant><<<static_cast<unsigned>(T), RowKernelThreads(T, p.E), smem, stream>>>(p);
+    MQ_CUDA_CHECK_LAUNCH("CausalConvStepKernel");
+    return OkStatus();
   }
+  if (kQuant && p.quant.q != nullptr && (p.quant.ld % kVec != 0 || p.quant.ld < p.E))
+    return InvalidArgumentError("CausalConv: INT8 rows must be a multiple of 4 wide");
+  Status st;
+  switch (p.K) {
+    case 2: st = LaunchTiles<kIn, kQuant, 2>(p, stream); break;
+    case 3: st = LaunchTiles<kIn, kQuant, 3>(p, stream); break;
+    case 4: st = LaunchTiles<kIn, kQuant, 4>(p, stream); break;
+    case 5: st = LaunchTiles<kIn, kQuant, 5>(p, stream); break;
+    case 6: st = LaunchTiles<kIn, kQuant, 6>(p, stream); break;
+    case 7: st = LaunchTiles<kIn, kQuant, 7>(p, stream); break;
+    default: st = LaunchTiles<kIn, kQuant, 8>(p, stream); break;
+  }
+  MQ_RETURN_IF_ERROR(st);
+  const int64_t n = p.batch * p.E;
+  ConvStateUpdateKernel<kIn><<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(p);
+  MQ_CUDA_CHECK_LAUNCH("ConvStateUpdateKernel");
   return OkStatus();
 }
+
+bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
 }  // namespace
 
 Status LaunchCausalConv(const CausalConvParams& p, cudaStream_t stream) {
   if (p.batch <= 0 || p.seqlen <= 0) return OkStatus();
   if (p.K < 2 || p.K > kMaxK) return InvalidArgumentError("CausalConv: conv kernel size must be in [2, 8]");
+  // Prefill reads four channels at a time: 16-byte INT32 / 8-byte half groups, float4 parameters.
+  if (p.seqlen > 1 && (p.E % kVec != 0 || !Aligned16(p.u0.data) || p.u0.ld % kVec != 0 || !Aligned16(p.bias) ||
+                       (p.u0.bias != nullptr && !Aligned16(p.u0.bias)) ||
+                       (p.u0.col_scale != nullptr && !Aligned16(p.u0.col_scale))))
+    return InvalidArgumentError("CausalConv: d_inner must be a multiple of 4 and rows 16-byte aligned");
   if (p.u0.kind == ActKind::kF16 && p.out_f16 != nullptr) return Launch<ActKind::kF16, false>(p, stream);
   if (p.u0.kind == ActKind::kInt32Acc && p.out_f32 != nullptr) return Launch<ActKind::kInt32Acc, true>(p, stream);
   return InvalidArgumentError("CausalConv: supported are half in/half out and INT8 accumulators in/float+INT8 out");

@@ -247,6 +247,7 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
   bytes += static_cast<int64_t>(m->lm_head_.bytes() + m->norm_f_.bytes());
   m->decode_weight_bytes_ = bytes;
   MQ_RETURN_IF_ERROR(m->PrepareFused());
+  MQ_RETURN_IF_ERROR(m->PrepareLayerKernels());
   MQ_RETURN_IF_ERROR(m->stream_.Synchronize());
   return std::move(m);
 }
@@ -304,6 +305,7 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::CreateRandom(const Ran
   bytes += static_cast<int64_t>(m->lm_head_.bytes() + m->norm_f_.bytes());
   m->decode_weight_bytes_ = bytes;
   MQ_RETURN_IF_ERROR(m->PrepareFused());
+  MQ_RETURN_IF_ERROR(m->PrepareLayerKernels());
   MQ_RETURN_IF_ERROR(m->stream_.Synchronize());
   return std::move(m);
 }
@@ -558,6 +560,53 @@ Status CudaMambaModel::PrepareFused() {
   return OkStatus();
 }
 
+Status CudaMambaModel::PrepareLayerKernels() {
+  const size_t Bm = kDecodeMaxBatch;
+  MQ_ASSIGN_OR_RETURN(dec_xz_, DeviceBuffer<float>::Allocate(Bm * 2 * E_));
+  MQ_ASSIGN_OR_RETURN(dec_u_, DeviceBuffer<float>::Allocate(Bm * E_));
+  MQ_ASSIGN_OR_RETURN(dec_umax_, DeviceBuffer<unsigned int>::Allocate(Bm));
+  MQ_RETURN_IF_ERROR(dec_umax_.Zero(stream_.get()));  // kernel 3 re-zeroes it after every layer
+  MQ_ASSIGN_OR_RETURN(dec_dbc_, DeviceBuffer<float>::Allocate(Bm * (R_ + 2 * N_)));
+  MQ_ASSIGN_OR_RETURN(dec_y_, DeviceBuffer<float>::Allocate(Bm * E_));
+  auto linear = [&](const Linear& l) {
+    DecodeLinear d;
+    d.w = int8_ ? static_cast<const void*>(l.w8.get()) : static_cast<const void*>(l.w16.get());
+    d.ld = l.ld, d.out = l.out, d.in = l.in;
+    d.wscale = l.wscale.get(), d.bias = l.bias.get(), d.act_static_scale = l.act_static_scale;
+    return d;
+  };
+  dec_layer_.assign(static_cast<size_t>(layers_), DecodeLayerParams{});
+  for (int64_t li = 0; li < layers_; ++li) {
+    const Layer& L = layer_[static_cast<size_t>(li)];
+    DecodeLayerParams& p = dec_layer_[static_cast<size_t>(li)];
+    p.int8 = int8_;
+    p.d = d_, p.E = E_, p.N = N_, p.R = R_, p.K = K_;
+    p.eps = static_cast<float>(config_.layer_norm_epsilon);
+    p.slots = dec_slots_.get();
+    p.h = buf_->h.get(), p.xz = dec_xz_.get(), p.u = dec_u_.get(), p.umax = dec_umax_.get();
+    p.dbc = dec_dbc_.get(), p.y = dec_y_.get();
+    p.norm = L.norm.get();
+    p.in_proj = linear(L.in_proj), p.x_proj = linear(L.x_proj), p.dt_proj = linear(L.dt_proj);
+    p.out_proj = linear(L.out_proj);
+    p.conv_w = L.conv_w.get(), p.conv_b = L.conv_b.get();
+    p.conv_state = conv_state_.get() + li * E_ * (K_ - 1), p.conv_slot_stride = layers_ * E_ * (K_ - 1);
+    p.A2 = L.A2.get(), p.D = L.D.get(), p.gate_scale = L.gate_scale.get();
+    p.ssm_state = ssm_state_.get() + li * E_ * N_, p.ssm_slot_stride = layers_ * E_ * N_;
+    p.had_scale = L.had_scale.get(), p.had_mix = L.had_mix.get(), p.had_m = L.had_m, p.had_p = L.had_p;
+  }
+  dec_head_ = DecodeLmHeadParams{};
+  dec_head_.d = d_, dec_head_.eps = static_cast<float>(config_.layer_norm_epsilon);
+  dec_head_.h = buf_->h.get(), dec_head_.norm_f = norm_f_.get();
+  dec_head_.head.w = lm_head_.get(), dec_head_.head.ld = dp_, dec_head_.head.out = V_, dec_head_.head.in = d_;
+  dec_head_.logits = logits_.get(), dec_head_.ld_logits = V_;
+  return OkStatus();
+}
+
+bool CudaMambaModel::UseLayerKernels(int64_t B) const {
+  return options_.decode_path == DecodePath::kLayerKernels && !dec_layer_.empty() && B <= kDecodeMaxBatch &&
+         B <= options_.max_logit_rows;
+}
+
 StatusOr<std::vector<double>> CudaMambaModel::ProfileFusedDecode(int64_t B) {
   if (!UseFused(B)) return FailedPreconditionError("fused decode not in use for this model/batch");
   if (f_prof_.empty()) {
@@ -579,11 +628,28 @@ StatusOr<std::vector<double>> CudaMambaModel::ProfileFusedDecode(int64_t B) {
 }
 
 bool CudaMambaModel::UseFused(int64_t B) const {
-  return int8_ && options_.fused_decode && !fused_layers_.empty() && B <= kFusedMaxBatch && B <= options_.max_logit_rows;
+  return int8_ && options_.decode_path == DecodePath::kFused && !fused_layers_.empty() && B <= kFusedMaxBatch && B <= options_.max_logit_rows;
 }
 
 Status CudaMambaModel::EnqueueDecodeStep(int64_t B) {
-  if (UseFused(B)) {
+  if (UseLayerKernels(B)) {
+    EmbeddingParams ep;
+    ep.ids = dec_ids_.get(), ep.table = embeddings_.get(), ep.h = buf_->h.get(), ep.tokens = B, ep.d = d_;
+    MQ_RETURN_IF_ERROR(Mark("start"));
+    MQ_RETURN_IF_ERROR(LaunchEmbedding(ep, stream_.get()));
+    MQ_RETURN_IF_ERROR(Mark("embedding"));
+    DecodeMark mark;
+    if (timing_) mark = [this](const char* stage) { return Mark(stage); };
+    for (DecodeLayerParams& p : dec_layer_) {
+      p.B = static_cast<int>(B);
+      p.pdl = options_.decode_pdl, p.l2_prefetch = options_.decode_l2_prefetch;
+      MQ_RETURN_IF_ERROR(LaunchDecodeLayer(p, stream_.get(), mark));
+    }
+    dec_head_.B = static_cast<int>(B);
+    dec_head_.pdl = options_.decode_pdl, dec_head_.l2_prefetch = options_.decode_l2_prefetch;
+    MQ_RETURN_IF_ERROR(LaunchDecodeLmHead(dec_head_, stream_.get()));
+    MQ_RETURN_IF_ERROR(Mark("decode lm_head"));
+  } else if (UseFused(B)) {
     auto it = fused_grid_.find(B);
     if (it == fused_grid_.end()) {
       MQ_ASSIGN_OR_RETURN(int grid, FusedDecodeGridSize(static_cast<int>(B), static_cast<int>(d_), static_cast<int>(E_),

@@ -22,6 +22,7 @@
 #include "cuda/cublaslt_gemm.h"
 #include "cuda/cuda_handles.h"
 #include "cuda/device_buffer.h"
+#include "cuda/kernel_params.h"
 #include "eval/generation.h"
 #include "model/mamba_weights.h"
 #include "quant/hadamard.h"
@@ -29,13 +30,22 @@
 
 namespace mq::cuda {
 
+// How decode steps of B ≤ 8 tokens run (larger batches always take the per-stage kernels).
+enum class DecodePath {
+  kLayerKernels,  // four GEMV-centred kernels per layer (decode_kernels.cu), FP16 and INT8
+  kFused,         // INT8 only: one persistent kernel with grid barriers (fused_decode_kernel.cu)
+  kPerStage,      // the prefill kernels with T = B
+};
+
 struct CudaModelOptions {
   int64_t max_tokens = 4096;       // B·L of one forward
   int64_t max_batch = 64;          // sequences of one forward / decode step
   int64_t num_slots = 64;          // recurrent-state slots (plus one scratch slot)
   int64_t max_logit_rows = 64;     // logits rows held on the device (kAll needs B·L)
   int64_t gemv_max_tokens = 8;     // INT8: own GEMV up to this many tokens, cuBLASLt above
-  bool fused_decode = true;        // INT8 decode (B ≤ 8): one persistent kernel for all layers
+  DecodePath decode_path = DecodePath::kLayerKernels;
+  bool decode_pdl = true;          // layer kernels: programmatic dependent launch
+  bool decode_l2_prefetch = true;  // layer kernels: weight slices prefetched into L2
   size_t workspace_bytes = 32ull << 20;
 };
 
@@ -98,9 +108,11 @@ class CudaMambaModel {
   }
   Status CollectStageTimes();  // synchronizes; accumulates into stage_ms()
   const std::vector<std::pair<std::string, double>>& stage_ms() const { return stage_ms_; }
-  // INT8 decode through the fused persistent kernel (B ≤ 8) or the per-stage kernels.
-  void SetFusedDecode(bool on) {
-    options_.fused_decode = on;
+  // Decode path and launch options for B ≤ 8; drops captured graphs.
+  void SetDecodePath(DecodePath path, bool pdl = true, bool l2_prefetch = true) {
+    options_.decode_path = path;
+    options_.decode_pdl = pdl;
+    options_.decode_l2_prefetch = l2_prefetch;
     graphs_.clear();
   }
   // Runs one eager fused decode step (B ≤ 8, slots/ids as set) with phase profiling: per-layer
@@ -125,7 +137,9 @@ class CudaMambaModel {
   Status EnqueueDecodeStep(int64_t B);
   Status Mark(const char* stage);
   Status PrepareFused();
+  Status PrepareLayerKernels();
   bool UseFused(int64_t B) const;
+  bool UseLayerKernels(int64_t B) const;
 
   MambaConfig config_;
   CudaModelOptions options_;
@@ -156,6 +170,12 @@ class CudaMambaModel {
   DeviceBuffer<unsigned int> f_umax_, f_barrier_;
   std::map<int64_t, int> fused_grid_;
   DeviceBuffer<unsigned long long> f_prof_;
+  // Layer-kernel decode: per-layer parameters (B, slots and launch flags set per step) and the
+  // [8, ·] float buffers between the kernels.
+  std::vector<DecodeLayerParams> dec_layer_;
+  DecodeLmHeadParams dec_head_;
+  DeviceBuffer<float> dec_xz_, dec_u_, dec_dbc_, dec_y_;
+  DeviceBuffer<unsigned int> dec_umax_;
   bool profile_fused_ = false;
   bool timing_ = false;
   std::vector<CudaEvent> events_;

@@ -14,6 +14,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <functional>
 
 #include "util/status.h"
 
@@ -216,5 +217,81 @@ struct FusedDecodeParams {
 // Blocks the fused kernel runs with (all co-resident; needed for its grid barriers).
 StatusOr<int> FusedDecodeGridSize(int B, int d, int E, int dp, int Ep);
 Status LaunchFusedDecode(const FusedDecodeParams& p, int grid, cudaStream_t stream);
+
+}  // namespace mq::cuda
+
+namespace mq::cuda {
+
+// ---- decode step kernels (decode_kernels.cu) ---------------------------------------------------
+// A decode step of B ≤ kDecodeMaxBatch tokens runs four kernels per layer. Each is a GEMV with the
+// small work before it fused in; every block repeats that small work for itself, so no kernel
+// needs a grid-wide barrier:
+//   1 h → RMSNorm → INT8 | half → in_proj → xz, and conv + SiLU → u in its epilogue (also the
+//     LM head, with norm_f and no conv)
+//   2 u → INT8 | half → x_proj → δ|B|C
+//   3 dt_proj + softplus + scan step + gate, conv state shift → y   (4 lanes a channel)
+//   4 [R2 Hadamard] → INT8 | half → out_proj → h += ·
+// Kernels go out with programmatic dependent launch: a kernel's blocks start while its
+// predecessor still runs, pull their slice of the weights into L2, then wait for its data.
+constexpr int kDecodeMaxBatch = 8;
+
+// A linear layer as the decode GEMV reads it: INT8 weights with per-row scales (INT8 models) or
+// FP16 weights, [out, ld] with ld = in padded to 16 elements (zeros).
+struct DecodeLinear {
+  const void* w = nullptr;
+  int64_t ld = 0, out = 0, in = 0;
+  const float* wscale = nullptr;   // INT8: [out]
+  const float* bias = nullptr;     // [out] or null
+  float act_static_scale = 0.0f;   // INT8: > 0 → per-tensor static activation scale
+};
+
+struct DecodeLayerParams {
+  bool int8 = false;               // INT8 linears with per-token INT8 activations; else FP16
+  int B = 0;
+  int64_t d = 0, E = 0, N = 0, R = 0, K = 0;
+  float eps = 1e-5f;
+  const int32_t* slots = nullptr;  // [B]
+  float* h = nullptr;              // [B, d] residual stream; kernel 4 adds out_proj's output
+  float* xz = nullptr;             // [B, 2E] in_proj output (dequantized, bias added)
+  float* u = nullptr;              // [B, E] conv + SiLU output (kernel 1's epilogue)
+  unsigned int* umax = nullptr;    // [B] |u| maxima as float bits (zero between layers)
+  float* dbc = nullptr;            // [B, R+2N]
+  float* y = nullptr;              // [B, E] gated scan output
+  const float* norm = nullptr;     // [d]
+  DecodeLinear in_proj, x_proj, dt_proj, out_proj;
+  const float* conv_w = nullptr;   // [E, K]
+  const float* conv_b = nullptr;   // [E]
+  float* conv_state = nullptr;     // this layer's [E, K−1] block of slot 0 …
+  int64_t conv_slot_stride = 0;    // … and the distance between slots
+  const float* A2 = nullptr;       // [E, N] = A·log2(e)
+  const float* D = nullptr;
+  const float* gate_scale = nullptr;
+  float* ssm_state = nullptr;      // this layer's [E, N] block of slot 0 …
+  int64_t ssm_slot_stride = 0;
+  const float* had_scale = nullptr;  // INT8 with R2: [E] = sign/√E; null: no online Hadamard
+  const int8_t* had_mix = nullptr;   // [m, m] transposed (HadamardQuantParams::mix)
+  int had_m = 1;
+  int64_t had_p = 1;
+  bool pdl = true;                 // programmatic dependent launch
+  bool l2_prefetch = true;         // blocks prefetch their weight slice into L2 before waiting
+};
+
+// The LM head of a decode step: logits[b] = W · RMSNorm(h[b])·γ_f as half (FP16 weights).
+struct DecodeLmHeadParams {
+  int B = 0;
+  int64_t d = 0;
+  float eps = 1e-5f;
+  const float* h = nullptr;        // [B, d]
+  const float* norm_f = nullptr;   // [d]
+  DecodeLinear head;               // FP16 [V, ld]
+  float* logits = nullptr;         // [B, ld_logits]
+  int64_t ld_logits = 0;
+  bool pdl = true, l2_prefetch = true;
+};
+
+// mark (optional, eager profiling) is called after each of the four launches with its name.
+using DecodeMark = std::function<Status(const char*)>;
+Status LaunchDecodeLayer(const DecodeLayerParams& p, cudaStream_t stream, const DecodeMark& mark = nullptr);
+Status LaunchDecodeLmHead(const DecodeLmHeadParams& p, cudaStream_t stream);
 
 }  // namespace mq::cuda

@@ -1,0 +1,739 @@
+// Decode-step kernels (B ≤ kDecodeMaxBatch tokens): four launches per layer plus the LM head; the
+// split is described in kernel_params.h.
+//
+// Why this shape: at decode a layer is about ten small dependent steps. As separate launches
+// (9 per layer) or as phases of one persistent kernel with grid-wide barriers, most of the step
+// went to waiting on them (docs/benchmarks.md). Here every launch is a GEMV that streams its
+// weights at bandwidth, and the latency-bound work in front of it (a norm, the conv of every
+// channel, a Hadamard transform) is repeated by each block from L2 instead of being synchronized
+// across the grid. Programmatic dependent launch lets a kernel's blocks start while the previous
+// kernel runs: they issue a bulk L2 prefetch of their weight slice, then wait (griddepcontrol.wait)
+// for the data they depend on.
+//
+// Arithmetic is the per-stage kernels' (hd_math.h): INT8 GEMV sums are exact int32, quantization,
+// dequantization, the scan step and the Hadamard butterflies are the same expressions.
+#include <cuda_fp16.h>
+
+#include <map>
+#include <mutex>
+#include <type_traits>
+#include <utility>
+
+#include "cuda/act_io.cuh"
+#include "cuda/cuda_check.h"
+#include "cuda/hd_math.h"
+#include "cuda/kernel_params.h"
+
+namespace mq::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kRows = 2;           // output rows per warp task (each activation load feeds both)
+constexpr int kUnroll = 4;         // 16-byte weight chunks in flight per row and lane
+constexpr int kMaxHadM = 28;
+constexpr int kScanThreads = 128;  // kernel 3: 32 channels × 4 lanes
+constexpr int kScanChannels = kScanThreads / 4;
+constexpr int kXProjBlocks = 64;   // kernel 2: every block quantizes all of u for itself
+constexpr int64_t kPrefetchTotal = 24ll << 20;  // L2 bytes one kernel may prefetch (L2: 50 MB)
+
+__device__ __forceinline__ void PdlWait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void PdlLaunchDependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+
+__device__ __forceinline__ int4 LdStream(const uint8_t* p) {
+  int4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// Bulk prefetch of [p, p + bytes) into L2, split over the lanes of warp 0 (p and bytes are
+// multiples of 16: weight rows are padded to 16 elements).
+__device__ __forceinline__ void PrefetchL2(const uint8_t* p, int64_t bytes) {
+  if (threadIdx.x >= 32 || bytes <= 0) return;
+  const int64_t piece = ((bytes + 31) / 32 + 15) / 16 * 16;
+  const int64_t off = static_cast<int64_t>(threadIdx.x) * piece;
+  if (off >= bytes) return;
+  const unsigned n = static_cast<unsigned>(bytes - off < piece ? bytes - off : piece);
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(n) : "memory");
+}
+
+// 16 INT8 products (four dp4a) or 8 FP16 products accumulated in float.
+__device__ __forceinline__ void Dot16(int32_t& acc, const int4& w, const int4& x) {
+  acc = hd::Dp4a(w.x, x.x, acc);
+  acc = hd::Dp4a(w.y, x.y, acc);
+  acc = hd::Dp4a(w.z, x.z, acc);
+  acc = hd::Dp4a(w.w, x.w, acc);
+}
+__device__ __forceinline__ void Dot16(float& acc, const int4& w, const int4& x) {
+  const __half2* wh = reinterpret_cast<const __half2*>(&w);
+  const __half2* xh = reinterpret_cast<const __half2*>(&x);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 a = __half22float2(wh[i]), b = __half22float2(xh[i]);
+    acc = fmaf(a.x, b.x, acc);
+    acc = fmaf(a.y, b.y, acc);
+  }
+}
+
+// How one GEMV is spread: row tiles of kRows rows, each split over `parts` warps along k; block i
+// owns tiles [i·tiles/grid, (i+1)·tiles/grid).
+struct GemvPlan {
+  int64_t rows = 0;
+  int64_t tiles = 0;
+  int chunks = 0;               // 16-byte chunks per row
+  int parts = 1;
+  int grid = 0;
+  int max_tiles = 0;            // most tiles of one block (sizes the partial sums)
+  int64_t prefetch_bytes = 0;   // per block
+};
+
+__device__ __forceinline__ void BlockTiles(const GemvPlan& g, int64_t* t0, int* n) {
+  const int64_t b = blockIdx.x;
+  *t0 = b * g.tiles / g.grid;
+  *n = static_cast<int>((b + 1) * g.tiles / g.grid - *t0);
+}
+
+__device__ __forceinline__ void PrefetchSlice(const GemvPlan& g, const void* w, int64_t ld_bytes) {
+  int64_t t0;
+  int n;
+  BlockTiles(g, &t0, &n);
+  const int64_t r0 = t0 * kRows;
+  const int64_t r1 = (t0 + n) * kRows < g.rows ? (t0 + n) * kRows : g.rows;
+  const int64_t bytes = (r1 - r0) * ld_bytes;
+  PrefetchL2(static_cast<const uint8_t*>(w) + r0 * ld_bytes, bytes < g.prefetch_bytes ? bytes : g.prefetch_bytes);
+}
+
+// The block's tiles against the activations xs ([kB][xs_ld] bytes in shared memory): each warp
+// task (tile, part) leaves its per-(row, token) sums in red[(tile·kRows + r)·parts + part][kB].
+template <typename Acc, int kB>
+__device__ __forceinline__ void BlockGemv(const GemvPlan& g, const void* wv, int64_t ld_bytes, const uint8_t* xs,
+                                          int xs_ld, int B, Acc* red) {
+  int64_t t0;
+  int ntiles;
+  BlockTiles(g, &t0, &ntiles);
+  const uint8_t* w = static_cast<const uint8_t*>(wv);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int stride = 32 * g.parts;
+  for (int task = warp; task < ntiles * g.parts; task += kWarps) {
+    const int tl = task / g.parts, part = task % g.parts;
+    const int64_t row0 = (t0 + tl) * kRows;
+    const uint8_t* wr[kRows];
+    bool ok[kRows];
+    Acc acc[kRows][kB];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      ok[r] = row0 + r < g.rows;
+      wr[r] = w + (ok[r] ? row0 + r : row0) * ld_bytes;
+#pragma unroll
+      for (int b = 0; b < kB; ++b) acc[r][b] = 0;
+    }
+    for (int c0 = part * 32 + lane; c0 < g.chunks; c0 += kUnroll * stride) {
+      int4 wc[kRows][kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int c = c0 + u * stride;
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) wc[r][u] = (c < g.chunks && ok[r]) ? LdStream(wr[r] + c * 16) : make_int4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int c = c0 + u * stride;
+        if (c >= g.chunks) break;
+#pragma unroll
+        for (int b = 0; b < kB; ++b) {
+          if (b < B) {
+            const int4 xv = *reinterpret_cast<const int4*>(xs + b * xs_ld + c * 16);
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) Dot16(acc[r][b], wc[r][u], xv);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+#pragma unroll
+      for (int b = 0; b < kB; ++b)
+        if (b < B) {
+#pragma unroll
+          for (int o = 16; o > 0; o >>= 1) acc[r][b] += __shfl_xor_sync(0xffffffffu, acc[r][b], o);
+        }
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r)
+#pragma unroll
+        for (int b = 0; b < kB; ++b) red[((tl * kRows + r) * g.parts + part) * kB + b] = acc[r][b];
+    }
+  }
+}
+
+// After a barrier: sums the parts in a fixed order and hands (row, token, sum) to epi, the threads
+// running along rows so that the stores coalesce.
+template <typename Acc, int kB, typename Epi>
+__device__ __forceinline__ void GemvEpilogue(const GemvPlan& g, int B, const Acc* red, Epi epi) {
+  int64_t t0;
+  int ntiles;
+  BlockTiles(g, &t0, &ntiles);
+  const int rows_local = ntiles * kRows;
+  for (int i = threadIdx.x; i < rows_local * B; i += blockDim.x) {
+    const int b = i / rows_local, rl = i % rows_local;
+    const int64_t row = t0 * kRows + rl;
+    if (row >= g.rows) continue;
+    Acc s = red[(rl * g.parts) * kB + b];
+    for (int q = 1; q < g.parts; ++q) s += red[(rl * g.parts + q) * kB + b];
+    epi(row, b, s);
+  }
+}
+
+// Row `act_row` of the GEMV input from n float values v (shared or global), zero-padded to ld
+// elements: INT8 with a per-token scale from amax (or the static scale), or half.
+template <bool kInt8>
+__device__ __forceinline__ void StoreAct(const float* v, int64_t n, int64_t ld, float amax, float static_scale,
+                                         uint8_t* act_row, float* scale_out) {
+  if constexpr (kInt8) {
+    const float s = static_scale > 0.0f ? static_scale : hd::ScaleFromAbsMax(amax);
+    const float inv = 1.0f / s;
+    int8_t* q = reinterpret_cast<int8_t*>(act_row);
+    for (int64_t c = threadIdx.x; c < ld; c += blockDim.x) q[c] = c < n ? hd::QuantizeValue(v[c], inv) : 0;
+    if (threadIdx.x == 0) *scale_out = s;
+  } else {
+    __half* a = reinterpret_cast<__half*>(act_row);
+    for (int64_t c = threadIdx.x; c < ld; c += blockDim.x) a[c] = __float2half_rn(c < n ? v[c] : 0.0f);
+  }
+}
+
+template <bool kInt8>
+__device__ __forceinline__ float Dequant(std::conditional_t<kInt8, int32_t, float> s, float sx, const DecodeLinear& l,
+                                         int64_t row) {
+  float v;
+  if constexpr (kInt8) v = hd::Dequantize(s, sx, l.wscale[row]);
+  else v = s;
+  if (l.bias != nullptr) v += l.bias[row];
+  return v;
+}
+
+// dst[i] = src[i]·scale[i] (scale optional) for i < n, n a multiple of 4: float4 loads, up to
+// kLoadsInFlight of them per thread issued before the first is used. The per-token prologues are
+// latency-bound; a plain strided loop waits one L2 round trip per element group.
+constexpr int kLoadsInFlight = 8;
+__device__ __forceinline__ void LoadRow(const float* src, const float* scale, int64_t n, float* dst) {
+  const int64_t n4 = n / 4;
+  const float4* s4 = reinterpret_cast<const float4*>(src);
+  const float4* c4 = reinterpret_cast<const float4*>(scale);
+  float4* d4 = reinterpret_cast<float4*>(dst);
+  for (int64_t base = threadIdx.x; base < n4; base += kLoadsInFlight * blockDim.x) {
+    float4 v[kLoadsInFlight], k[kLoadsInFlight];
+#pragma unroll
+    for (int u = 0; u < kLoadsInFlight; ++u) {
+      const int64_t i = base + static_cast<int64_t>(u) * blockDim.x;
+      if (i < n4) {
+        v[u] = s4[i];
+        if (scale != nullptr) k[u] = __ldg(c4 + i);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kLoadsInFlight; ++u) {
+      const int64_t i = base + static_cast<int64_t>(u) * blockDim.x;
+      if (i < n4) {
+        if (scale != nullptr) v[u] = make_float4(v[u].x * k[u].x, v[u].y * k[u].y, v[u].z * k[u].z, v[u].w * k[u].w);
+        d4[i] = v[u];
+      }
+    }
+  }
+}
+
+// buf ← γ ⊙ RMSNorm(h) of one token, the sum of squares in double like rms_norm_kernel.cu; returns
+// the block-wide |max| (INT8) — either way buf is published to the block on return.
+template <bool kInt8>
+__device__ __forceinline__ float NormRow(const float* h, const float* gamma, int64_t d, float eps, float* buf,
+                                         double* dscr, float* fscr) {
+  LoadRow(h, nullptr, d, buf);
+  __syncthreads();
+  double ss = 0.0;
+  for (int64_t c = threadIdx.x; c < d; c += blockDim.x) ss += static_cast<double>(buf[c]) * buf[c];
+  ss = BlockSum(ss, dscr);
+  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(d) + static_cast<double>(eps)));
+  float amax = 0.0f;
+  for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+    const float v = __ldg(gamma + c) * (buf[c] * inv);
+    buf[c] = v;
+    amax = fmaxf(amax, fabsf(v));
+  }
+  if constexpr (kInt8) return BlockMax(amax, fscr);
+  __syncthreads();
+  return 0.0f;
+}
+
+// u = SiLU(conv) of channel c for token b from the conv state (oldest first) and this step's input x.
+__device__ __forceinline__ float ConvU(const DecodeLayerParams& p, int b, int64_t c, float x) {
+  const int64_t S = p.K - 1;
+  const float* st = p.conv_state + p.slots[b] * p.conv_slot_stride + c * S;
+  const float* w = p.conv_w + c * p.K;
+  float acc = p.conv_b[c];
+  for (int64_t k = 0; k < S; ++k) acc += w[k] * st[k];
+  acc += w[S] * x;
+  return hd::Silu(acc);
+}
+
+template <bool kInt8>
+using AccT = std::conditional_t<kInt8, int32_t, float>;
+template <bool kInt8>
+constexpr int kElem = kInt8 ? 1 : 2;
+
+// ---- kernel 1: RMSNorm → in_proj → conv + SiLU (and the LM head) -------------------------------
+struct NormGemvArgs {
+  int B = 0;
+  int64_t d = 0;
+  float eps = 0;
+  const float* h = nullptr;
+  const float* gamma = nullptr;
+  DecodeLinear lin;
+  float* out = nullptr;
+  int64_t ld_out = 0;
+  bool prefetch = false;
+};
+
+// kConv: rows < E of in_proj are the conv inputs x; the epilogue also runs the conv step of that
+// channel (u = SiLU(conv(state, x))) and gathers per-token |u| maxima for x_proj's quantization,
+// so that no later kernel needs every channel's conv.
+template <bool kInt8, int kB, bool kConv>
+__global__ void __launch_bounds__(kThreads) NormGemvKernel(NormGemvArgs a, GemvPlan g, DecodeLayerParams p) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ float s_scale[kB];
+  __shared__ unsigned int s_umax[kB];
+  __shared__ double dscr[32];
+  __shared__ float fscr[32];
+  const int act_ld = static_cast<int>(a.lin.ld) * kElem<kInt8>;
+  uint8_t* act = smem;                                           // [kB][act_ld]
+  float* buf = reinterpret_cast<float*>(smem + kB * act_ld);     // [d]
+  AccT<kInt8>* red = reinterpret_cast<AccT<kInt8>*>(buf + hd::RoundUp(a.d, 4));
+  if (a.prefetch) PrefetchSlice(g, a.lin.w, act_ld);
+  if (threadIdx.x < kB) s_umax[threadIdx.x] = 0u;
+  PdlWait();
+  PdlLaunchDependents();
+  for (int b = 0; b < a.B; ++b) {
+    const float amax = NormRow<kInt8>(a.h + b * a.d, a.gamma, a.d, a.eps, buf, dscr, fscr);
+    StoreAct<kInt8>(buf, a.d, a.lin.ld, amax, a.lin.act_static_scale, act + b * act_ld, &s_scale[b]);
+    __syncthreads();  // buf is rewritten for the next token
+  }
+  BlockGemv<AccT<kInt8>, kB>(g, a.lin.w, act_ld, act, act_ld, a.B, red);
+  __syncthreads();
+  GemvEpilogue<AccT<kInt8>, kB>(g, a.B, red, [&](int64_t row, int b, AccT<kInt8> s) {
+    const float v = Dequant<kInt8>(s, s_scale[b], a.lin, row);
+    a.out[b * a.ld_out + row] = v;
+    if constexpr (kConv) {
+      if (row < p.E) {
+        const float u = ConvU(p, b, row, v);
+        p.u[b * p.E + row] = u;
+        if constexpr (kInt8) atomicMax(&s_umax[b], __float_as_uint(fabsf(u)));
+      }
+    }
+  });
+  if constexpr (kConv && kInt8) {
+    __syncthreads();
+    if (threadIdx.x < a.B && s_umax[threadIdx.x] != 0u) atomicMax(p.umax + threadIdx.x, s_umax[threadIdx.x]);
+  }
+}
+
+// ---- kernel 2: u → x_proj ------------------------------------------------------------------------
+template <bool kInt8, int kB>
+__global__ void __launch_bounds__(kThreads) ConvXProjKernel(DecodeLayerParams p, GemvPlan g) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ float s_scale[kB];
+  const DecodeLinear& lin = p.x_proj;
+  const int act_ld = static_cast<int>(lin.ld) * kElem<kInt8>;
+  uint8_t* act = smem;
+  float* buf = reinterpret_cast<float*>(smem + kB * act_ld);  // [E]
+  AccT<kInt8>* red = reinterpret_cast<AccT<kInt8>*>(buf + hd::RoundUp(p.E, 4));
+  if (p.l2_prefetch) PrefetchSlice(g, lin.w, act_ld);
+  PdlWait();
+  PdlLaunchDependents();
+  for (int b = 0; b < p.B; ++b) {
+    LoadRow(p.u + b * p.E, nullptr, p.E, buf);
+    __syncthreads();
+    const float amax = kInt8 ? __uint_as_float(p.umax[b]) : 0.0f;
+    StoreAct<kInt8>(buf, p.E, lin.ld, amax, lin.act_static_scale, act + b * act_ld, &s_scale[b]);
+    __syncthreads();
+  }
+  BlockGemv<AccT<kInt8>, kB>(g, lin.w, act_ld, act, act_ld, p.B, red);
+  __syncthreads();
+  const int64_t cols = p.R + 2 * p.N;
+  GemvEpilogue<AccT<kInt8>, kB>(g, p.B, red, [&](int64_t row, int b, AccT<kInt8> s) {
+    p.dbc[b * cols + row] = Dequant<kInt8>(s, s_scale[b], lin, row);
+  });
+}
+
+// ---- kernel 3: dt_proj + softplus + scan step + gate -------------------------------------------
+// Four lanes a channel, four states each; the lanes also split dt_proj's row. The conv state is
+// shifted here (kernel 2 read it in every block, so it cannot change there).
+template <bool kInt8, int kB>
+__global__ void __launch_bounds__(kScanThreads) DtScanKernel(DecodeLayerParams p) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ float s_scale[kB];
+  const DecodeLinear& lin = p.dt_proj;
+  const int act_ld = static_cast<int>(lin.ld) * kElem<kInt8>;
+  uint8_t* act = smem;                                        // [kB][act_ld]: δ as INT8 or half
+  float* bc = reinterpret_cast<float*>(smem + kB * act_ld);   // [kB][2N]: B | C
+  const int64_t N = p.N, cols = p.R + 2 * N;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kScanChannels;
+  const uint8_t* w = static_cast<const uint8_t*>(lin.w);
+  if (p.l2_prefetch) {
+    const int64_t rows = p.E - c0 < kScanChannels ? p.E - c0 : kScanChannels;
+    PrefetchL2(w + c0 * act_ld, rows * act_ld);
+  }
+  PdlWait();
+  PdlLaunchDependents();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int b = warp; b < p.B; b += kScanThreads / 32) {
+    const float* row = p.dbc + b * cols;
+    for (int64_t i = lane; i < 2 * N; i += 32) bc[b * 2 * N + i] = row[p.R + i];
+    if constexpr (kInt8) {
+      float amax = 0.0f;
+      for (int64_t i = lane; i < p.R; i += 32) amax = fmaxf(amax, fabsf(row[i]));
+      amax = WarpMax(amax);
+      const float s = lin.act_static_scale > 0.0f ? lin.act_static_scale : hd::ScaleFromAbsMax(amax);
+      const float inv = 1.0f / s;
+      int8_t* q = reinterpret_cast<int8_t*>(act + b * act_ld);
+      for (int64_t i = lane; i < lin.ld; i += 32) q[i] = i < p.R ? hd::QuantizeValue(row[i], inv) : 0;
+      if (lane == 0) s_scale[b] = s;
+    } else {
+      __half* q = reinterpret_cast<__half*>(act + b * act_ld);
+      for (int64_t i = lane; i < lin.ld; i += 32) q[i] = __float2half_rn(i < p.R ? row[i] : 0.0f);
+    }
+  }
+  __syncthreads();
+  const int64_t c = c0 + threadIdx.x / 4;
+  const int g = threadIdx.x % 4;
+  if (c >= p.E) return;  // E is a multiple of 16: whole warps leave
+  // Kernel 2 has read the |u| maxima; the next layer's kernel 1 gathers them afresh.
+  if (blockIdx.x == 0 && threadIdx.x < p.B) p.umax[threadIdx.x] = 0u;
+  const uint8_t* wrow = w + c * act_ld;
+  const int dt_chunks = act_ld / 16;
+  float a2[4];
+  {
+    const float4 v = __ldg(reinterpret_cast<const float4*>(p.A2 + c * N + g * 4));
+    a2[0] = v.x, a2[1] = v.y, a2[2] = v.z, a2[3] = v.w;
+  }
+  const float dcoef = __ldg(p.D + c);
+  const float gscale = p.gate_scale != nullptr ? __ldg(p.gate_scale + c) : 0.0f;
+  const int64_t S = p.K - 1;
+  for (int b = 0; b < p.B; ++b) {
+    // Every independent load first: the kernel is a chain of round trips otherwise.
+    const int32_t slot = p.slots[b];
+    float* hs = p.ssm_state + slot * p.ssm_slot_stride + c * N + g * 4;
+    const float4 hv = *reinterpret_cast<const float4*>(hs);
+    const float u = p.u[b * p.E + c];
+    const float z = p.xz[b * 2 * p.E + p.E + c];
+    AccT<kInt8> acc = 0;
+    for (int ch = g; ch < dt_chunks; ch += 4)
+      Dot16(acc, __ldg(reinterpret_cast<const int4*>(wrow + ch * 16)),
+            *reinterpret_cast<const int4*>(act + b * act_ld + ch * 16));
+    acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+    const float dt = hd::Softplus(Dequant<kInt8>(acc, s_scale[b], lin, c));
+    const float gate = p.gate_scale != nullptr ? hd::SmoothSilu(z, gscale) : hd::Silu(z);
+    float h[4] = {hv.x, hv.y, hv.z, hv.w};
+    float part = hd::ScanStep<4>(h, a2, dt, dt * u, bc + b * 2 * N + g * 4, bc + b * 2 * N + N + g * 4);
+    part += __shfl_xor_sync(0xffffffffu, part, 2);
+    part += __shfl_xor_sync(0xffffffffu, part, 1);
+    *reinterpret_cast<float4*>(hs) = make_float4(h[0], h[1], h[2], h[3]);
+    if (g == 0) {
+      p.y[b * p.E + c] = (part + dcoef * u) * gate;
+      // Kernel 1 of this layer read the state; shift in this step's input x.
+      float* st = p.conv_state + slot * p.conv_slot_stride + c * S;
+      for (int64_t s = 0; s + 1 < S; ++s) st[s] = st[s + 1];
+      st[S - 1] = p.xz[b * 2 * p.E + c];
+    }
+  }
+}
+
+// ---- kernel 4: [R2 Hadamard] → out_proj → residual ---------------------------------------------
+// In-register radix-2 levels of the Walsh–Hadamard transform over the m chunks of P = 32·V values
+// (a warp a chunk; lane l holds positions l·V … l·V+V−1): levels h < V inside the lane, h ≥ V
+// across lanes by shuffles. Same pairs and the same a+b / a−b per level as hd::ButterflyLow's
+// shared-memory levels, so the values are bit-identical, with no block barrier per level.
+template <int V>
+__device__ __forceinline__ void WarpHadamardChunks(float* x, int m) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+  for (int a = warp; a < m; a += nw) {
+    float* chunk = x + a * 32 * V + lane * V;
+    float v[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i) v[i] = chunk[i];
+#pragma unroll
+    for (int h = 1; h < V; h <<= 1)
+#pragma unroll
+      for (int i = 0; i < V; ++i)
+        if ((i & h) == 0) {
+          const float lo = v[i], hi = v[i + h];
+          v[i] = lo + hi;
+          v[i + h] = lo - hi;
+        }
+#pragma unroll
+    for (int k = 1; k < 32; k <<= 1) {
+      const bool low = (lane & k) == 0;
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const float other = __shfl_xor_sync(0xffffffffu, v[i], k);
+        v[i] = low ? v[i] + other : other - v[i];
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < V; ++i) chunk[i] = v[i];
+  }
+}
+
+// The same levels through shared memory, one block barrier per level (chunk sizes other than
+// 32, 64, 128, 256).
+__device__ __forceinline__ void BlockHadamardChunks(float* x, int64_t n, int P, int log2_half) {
+  for (int hl = 1; hl < P; hl <<= 1) {
+    for (int i = threadIdx.x; i < n / 2; i += blockDim.x) {
+      const int lo = hd::ButterflyLow(i, hl, P, log2_half);
+      const float x0 = x[lo], x1 = x[lo + hl];
+      x[lo] = x0 + x1;
+      x[lo + hl] = x0 - x1;
+    }
+    __syncthreads();
+  }
+}
+
+template <bool kInt8, int kB>
+__global__ void __launch_bounds__(kThreads) HadOutProjKernel(DecodeLayerParams p, GemvPlan g, int log2_half) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ float s_scale[kB];
+  __shared__ float fscr[32];
+  __shared__ unsigned int s_neg[kMaxHadM];  // bit i of s_neg[o]: mix coefficient (o, i) is −1
+  const DecodeLinear& lin = p.out_proj;
+  const int act_ld = static_cast<int>(lin.ld) * kElem<kInt8>;
+  const int64_t E = p.E;
+  uint8_t* act = smem;
+  float* buf = reinterpret_cast<float*>(smem + kB * act_ld);  // INT8: [2E] (transform in, mix out)
+  AccT<kInt8>* red = reinterpret_cast<AccT<kInt8>*>(kInt8 ? buf + 2 * hd::RoundUp(E, 4) : buf);
+  if (p.l2_prefetch) PrefetchSlice(g, lin.w, act_ld);
+  const int m = p.had_m;
+  const int P = static_cast<int>(p.had_p);
+  if (threadIdx.x < m) {
+    unsigned int neg = 0;
+    for (int i = 0; i < m; ++i)
+      if (p.had_mix != nullptr && p.had_mix[threadIdx.x * m + i] < 0) neg |= 1u << i;
+    s_neg[threadIdx.x] = neg;
+  }
+  PdlWait();
+  PdlLaunchDependents();
+  for (int b = 0; b < p.B; ++b) {
+    const float* yb = p.y + b * E;
+    if constexpr (kInt8) {
+      float* sx = buf;
+      float* sy = buf + hd::RoundUp(E, 4);
+      const float* res = sx;
+      LoadRow(yb, p.had_scale, E, sx);
+      __syncthreads();
+      if (p.had_scale != nullptr) {
+        switch (P) {
+          case 32: WarpHadamardChunks<1>(sx, m); break;
+          case 64: WarpHadamardChunks<2>(sx, m); break;
+          case 128: WarpHadamardChunks<4>(sx, m); break;
+          case 256: WarpHadamardChunks<8>(sx, m); break;
+          default: BlockHadamardChunks(sx, E, P, log2_half);
+        }
+        __syncthreads();
+        if (m > 1) {
+          // ±1 mix across chunks, a thread a column: out[o·P + j] = Σ_i ±x[i·P + j], i ascending
+          // from ±x[j] as hd::MixOutput adds them.
+          for (int j = threadIdx.x; j < P; j += blockDim.x) {
+            float xv[kMaxHadM];
+#pragma unroll
+            for (int i = 0; i < kMaxHadM; ++i)
+              if (i < m) xv[i] = sx[i * P + j];
+            for (int o = 0; o < m; ++o) {
+              const unsigned int neg = s_neg[o];
+              float acc = (neg & 1u) ? -xv[0] : xv[0];
+#pragma unroll
+              for (int i = 1; i < kMaxHadM; ++i)
+                if (i < m) acc += ((neg >> i) & 1u) ? -xv[i] : xv[i];
+              sy[o * P + j] = acc;
+            }
+          }
+          res = sy;
+          __syncthreads();
+        }
+      }
+      float amax = 0.0f;
+      for (int64_t i = threadIdx.x; i < E; i += blockDim.x) amax = fmaxf(amax, fabsf(res[i]));
+      amax = BlockMax(amax, fscr);
+      StoreAct<true>(res, E, lin.ld, amax, lin.act_static_scale, act + b * act_ld, &s_scale[b]);
+      __syncthreads();
+    } else {
+      StoreAct<false>(yb, E, lin.ld, 0.0f, 0.0f, act + b * act_ld, nullptr);
+    }
+  }
+  __syncthreads();
+  BlockGemv<AccT<kInt8>, kB>(g, lin.w, act_ld, act, act_ld, p.B, red);
+  __syncthreads();
+  GemvEpilogue<AccT<kInt8>, kB>(g, p.B, red, [&](int64_t row, int b, AccT<kInt8> s) {
+    p.h[b * p.d + row] += Dequant<kInt8>(s, s_scale[b], lin, row);
+  });
+}
+
+// ---- host side ---------------------------------------------------------------------------------
+
+int SmCount() {
+  static const int n = [] {
+    int dev = 0, count = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      return 0;
+    return count;
+  }();
+  return n;
+}
+
+// Raises a kernel's dynamic shared memory limit once (needed above 48 KB) and returns how many of
+// its blocks fit on one SM with that much.
+StatusOr<int> PrepareKernel(const void* fn, int threads, size_t smem) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, size_t>, int> known;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(fn, smem);
+  if (auto it = known.find(key); it != known.end()) return it->second;
+  if (smem > 48 * 1024)
+    MQ_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  int blocks = 0;
+  MQ_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fn, threads, smem));
+  if (blocks < 1) return ResourceExhaustedError("decode kernel does not fit on an SM (shared memory " + std::to_string(smem) + " B)");
+  known.emplace(key, blocks);
+  return blocks;
+}
+
+// Spreads a GEMV of `rows` rows of ld_bytes over at most max_blocks blocks: k is split over more
+// warps (parts) until each warp has several tasks, so that no SM idles at the tail.
+GemvPlan MakePlan(int64_t rows, int64_t ld_bytes, int64_t max_blocks) {
+  GemvPlan g;
+  g.rows = rows;
+  g.tiles = (rows + kRows - 1) / kRows;
+  g.chunks = static_cast<int>(ld_bytes / 16);
+  g.grid = static_cast<int>(g.tiles < max_blocks ? g.tiles : max_blocks);
+  const int64_t warps = static_cast<int64_t>(g.grid) * kWarps;
+  while (g.parts < kWarps && g.tiles * g.parts < 4 * warps && g.chunks >= 64 * g.parts) g.parts *= 2;
+  g.max_tiles = static_cast<int>((g.tiles + g.grid - 1) / g.grid);
+  g.prefetch_bytes = (kPrefetchTotal / g.grid) / 16 * 16;
+  return g;
+}
+
+size_t RedBytes(const GemvPlan& g, int kB) { return static_cast<size_t>(g.max_tiles) * kRows * g.parts * kB * 4; }
+
+template <typename Kernel, typename... Args>
+Status LaunchEx(Kernel kernel, int grid, int threads, size_t smem, bool pdl, cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(grid));
+  cfg.blockDim = dim3(static_cast<unsigned>(threads));
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  MQ_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, kernel, args...));
+  return OkStatus();
+}
+
+// Plans a GEMV kernel for two blocks per SM (so that the next kernel's blocks find room to start
+// early), or one where its shared memory allows no more. Returns the plan and the shared memory.
+StatusOr<std::pair<GemvPlan, size_t>> PlanGemv(const void* fn, int64_t rows, int64_t ld_bytes, size_t smem_fixed,
+                                              int kB) {
+  for (int per_sm = 2;; --per_sm) {
+    const GemvPlan g = MakePlan(rows, ld_bytes, static_cast<int64_t>(per_sm) * SmCount());
+    const size_t smem = smem_fixed + RedBytes(g, kB);
+    MQ_ASSIGN_OR_RETURN(int fit, PrepareKernel(fn, kThreads, smem));
+    if (fit >= per_sm || per_sm == 1) return std::make_pair(g, smem);
+  }
+}
+
+template <bool kInt8, int kB, bool kConv>
+Status LaunchNormGemv(const NormGemvArgs& a, const DecodeLayerParams& p, bool pdl, cudaStream_t stream) {
+  const auto kernel = NormGemvKernel<kInt8, kB, kConv>;
+  const int64_t act_ld = a.lin.ld * kElem<kInt8>;
+  MQ_ASSIGN_OR_RETURN(auto plan, PlanGemv(reinterpret_cast<const void*>(kernel), a.lin.out, act_ld,
+                                          kB * act_ld + hd::RoundUp(a.d, 4) * 4, kB));
+  return LaunchEx(kernel, plan.first.grid, kThreads, plan.second, pdl, stream, a, plan.first, p);
+}
+
+template <bool kInt8, int kB>
+Status LaunchLayer(const DecodeLayerParams& p, cudaStream_t stream, const DecodeMark& mark) {
+  // 1: norm → in_proj
+  NormGemvArgs a;
+  a.B = p.B, a.d = p.d, a.eps = p.eps, a.h = p.h, a.gamma = p.norm, a.lin = p.in_proj, a.out = p.xz;
+  a.ld_out = 2 * p.E, a.prefetch = p.l2_prefetch;
+  MQ_RETURN_IF_ERROR((LaunchNormGemv<kInt8, kB, true>(a, p, p.pdl, stream)));
+  if (mark) MQ_RETURN_IF_ERROR(mark("decode in_proj+conv"));
+  // 2: conv → x_proj
+  {
+    const auto kernel = ConvXProjKernel<kInt8, kB>;
+    const int64_t act_ld = p.x_proj.ld * kElem<kInt8>;
+    const GemvPlan g = MakePlan(p.x_proj.out, act_ld, kXProjBlocks);
+    const size_t smem = kB * act_ld + hd::RoundUp(p.E, 4) * 4 + RedBytes(g, kB);
+    MQ_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(kernel), kThreads, smem).status());
+    MQ_RETURN_IF_ERROR(LaunchEx(kernel, g.grid, kThreads, smem, p.pdl, stream, p, g));
+    if (mark) MQ_RETURN_IF_ERROR(mark("decode x_proj"));
+  }
+  // 3: dt_proj → scan → gate
+  {
+    const auto kernel = DtScanKernel<kInt8, kB>;
+    const size_t smem = kB * p.dt_proj.ld * kElem<kInt8> + kB * 2 * p.N * 4;
+    MQ_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(kernel), kScanThreads, smem).status());
+    const int grid = static_cast<int>((p.E + kScanChannels - 1) / kScanChannels);
+    MQ_RETURN_IF_ERROR(LaunchEx(kernel, grid, kScanThreads, smem, p.pdl, stream, p));
+    if (mark) MQ_RETURN_IF_ERROR(mark("decode dt+scan"));
+  }
+  // 4: Hadamard → out_proj → residual
+  {
+    const auto kernel = HadOutProjKernel<kInt8, kB>;
+    const int64_t act_ld = p.out_proj.ld * kElem<kInt8>;
+    const size_t extra = kInt8 ? 2 * hd::RoundUp(p.E, 4) * 4 : 0;
+    MQ_ASSIGN_OR_RETURN(auto plan, PlanGemv(reinterpret_cast<const void*>(kernel), p.out_proj.out, act_ld,
+                                            kB * act_ld + extra, kB));
+    int log2_half = 0;
+    while ((int64_t{2} << log2_half) < p.had_p) ++log2_half;
+    MQ_RETURN_IF_ERROR(LaunchEx(kernel, plan.first.grid, kThreads, plan.second, p.pdl, stream, p, plan.first, log2_half));
+    if (mark) MQ_RETURN_IF_ERROR(mark("decode hadamard+out_proj"));
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Status LaunchDecodeLayer(const DecodeLayerParams& p, cudaStream_t stream, const DecodeMark& mark) {
+  if (p.B < 1 || p.B > kDecodeMaxBatch) return InvalidArgumentError("decode kernels: batch must be in [1, 8]");
+  if (p.N != 16 || p.K < 2 || p.E % 16 != 0 || p.d % 4 != 0)
+    return UnimplementedError("decode kernels: need state 16, conv kernel ≥ 2, d_inner % 16 == 0");
+  if (p.had_scale != nullptr && (p.had_m > kMaxHadM || p.had_m * p.had_p != p.E || (p.had_p & (p.had_p - 1)) != 0))
+    return InvalidArgumentError("decode kernels: online Hadamard must be m·2^k = d_inner with m ≤ 28");
+  if (p.had_scale != nullptr && !p.int8) return InvalidArgumentError("decode kernels: online Hadamard needs INT8");
+  if (p.u == nullptr || (p.int8 && p.umax == nullptr)) return InvalidArgumentError("decode kernels: missing u buffers");
+  if (SmCount() < 1) return UnavailableError("decode kernels: no CUDA device");
+  if (p.int8) {
+    if (p.B == 1) return LaunchLayer<true, 1>(p, stream, mark);
+    if (p.B == 2) return LaunchLayer<true, 2>(p, stream, mark);
+    if (p.B <= 4) return LaunchLayer<true, 4>(p, stream, mark);
+    return LaunchLayer<true, 8>(p, stream, mark);
+  }
+  if (p.B == 1) return LaunchLayer<false, 1>(p, stream, mark);
+  if (p.B == 2) return LaunchLayer<false, 2>(p, stream, mark);
+  if (p.B <= 4) return LaunchLayer<false, 4>(p, stream, mark);
+  return LaunchLayer<false, 8>(p, stream, mark);
+}
+
+Status LaunchDecodeLmHead(const DecodeLmHeadParams& p, cudaStream_t stream) {
+  if (p.B < 1 || p.B > kDecodeMaxBatch) return InvalidArgumentError("decode LM head: batch must be in [1, 8]");
+  if (SmCount() < 1) return UnavailableError("decode kernels: no CUDA device");
+  NormGemvArgs a;
+  a.B = p.B, a.d = p.d, a.eps = p.eps, a.h = p.h, a.gamma = p.norm_f, a.lin = p.head, a.out = p.logits;
+  a.ld_out = p.ld_logits, a.prefetch = p.l2_prefetch;
+  if (p.B == 1) return LaunchNormGemv<false, 1, false>(a, DecodeLayerParams{}, p.pdl, stream);
+  if (p.B == 2) return LaunchNormGemv<false, 2, false>(a, DecodeLayerParams{}, p.pdl, stream);
+  if (p.B <= 4) return LaunchNormGemv<false, 4, false>(a, DecodeLayerParams{}, p.pdl, stream);
+  return LaunchNormGemv<false, 8, false>(a, DecodeLayerParams{}, p.pdl, stream);
+}
+
+}  // namespace mq::cuda
