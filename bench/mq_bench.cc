@@ -2,7 +2,7 @@
 // (random weights generated on the device) and on model directories (fixtures, quantized exports).
 //
 //   mq-bench [--shapes 130m,370m,790m,1.4b,2.8b] [--modes fp16,int8] [--decode-batches 1,8,64]
-//            [--prefill 1x2048,8x2048] [--model DIR ...] [--json FILE] [--gemv-compare]
+//            [--prefill 1x2048,8x2048] [--model DIR ...] [--json FILE] [--compare-paths]
 //
 // Prints one line per measurement and writes them as JSON lines (--json). Times are CUDA-event
 // medians after warm-up; decode steps replay a captured CUDA graph (embedding → layers → LM head
@@ -104,7 +104,7 @@ StatusOr<double> CopyBandwidth() {
 struct BenchOptions {
   std::vector<std::pair<int64_t, int64_t>> prefill = {{1, 2048}, {8, 2048}};
   std::vector<int64_t> decode_batches = {1, 8, 64};
-  bool gemv_compare = false;
+  bool compare_paths = false;
   double copy_bw = 0;
 };
 
@@ -170,18 +170,15 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
   const std::string mode = m.int8() ? "int8" : "fp16";
   for (const auto& [B, L] : o.prefill) BENCH_CHECK(RunPrefill(m, name, mode, B, L));
   for (int64_t B : o.decode_batches) BENCH_CHECK(RunDecode(m, name, mode, B));
-  if (o.gemv_compare) {
+  if (o.compare_paths) {
     // The same decode steps through the other paths and launch options (B ≤ 8), then the INT8
     // GEMV choices of the per-stage path.
-    for (int64_t B : {1, 8}) {
-      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/false, /*l2_prefetch=*/true);
+    for (int64_t B : o.decode_batches) {
+      if (B > kDecodeMaxBatch) continue;
+      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/false, /*l2_prefetch=*/false);
       BENCH_CHECK(RunDecode(m, name, mode, B, "_nopdl"));
-      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/true, /*l2_prefetch=*/false);
-      BENCH_CHECK(RunDecode(m, name, mode, B, "_noprefetch"));
-      if (m.int8()) {
-        m.SetDecodePath(DecodePath::kFused);
-        BENCH_CHECK(RunDecode(m, name, mode, B, "_fused"));
-      }
+      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/true, /*l2_prefetch=*/true);
+      BENCH_CHECK(RunDecode(m, name, mode, B, "_l2prefetch"));
       m.SetDecodePath(DecodePath::kPerStage);
       BENCH_CHECK(RunDecode(m, name, mode, B, "_perstage"));
     }
@@ -192,53 +189,6 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
       for (int64_t B : o.decode_batches)
         if (B > 8) BENCH_CHECK(RunDecode(m, name, mode, B, "_gemv"));
       m.SetGemvMaxTokens(8);
-    }
-    m.SetDecodePath(DecodePath::kLayerKernels);
-  }
-  if (std::getenv("MQ_STAGE_TIMING") != nullptr && m.int8()) {
-    static const char* kPhases[] = {"P1 norm", "P2 in_proj", "bar", "P3 conv", "bar", "P4 x_proj", "bar",
-                                    "P5 dt+scan", "bar", "P6 hadamard", "bar", "P7 out_proj", "bar"};
-    m.SetDecodePath(DecodePath::kFused);
-    for (int64_t B : {1, 8}) {
-      std::vector<int32_t> slots(static_cast<size_t>(B));
-      for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b);
-      MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(m.decode_slots(), slots.data(), slots.size() * 4, cudaMemcpyHostToDevice));
-      auto us = m.ProfileFusedDecode(B);
-      if (!us.ok()) continue;
-      std::string line;
-      double total = 0;
-      for (size_t i = 0; i < us->size(); ++i) {
-        line += std::string(" ") + kPhases[i] + "=" + std::to_string((*us)[i]).substr(0, 5);
-        total += (*us)[i];
-      }
-      std::printf("%-12s %-5s fused decode b%lld phases (us/layer, SM0 clock): total=%.1f%s\n", name.c_str(),
-                  mode.c_str(), static_cast<long long>(B), total, line.c_str());
-    }
-    m.SetDecodePath(DecodePath::kLayerKernels);
-  }
-  if (std::getenv("MQ_STAGE_TIMING") != nullptr) {
-    // Where a layer-kernel decode step goes: eager launches without PDL, events between kernels,
-    // microseconds per layer (launch gaps included).
-    for (int64_t B : {1, 8}) {
-      std::vector<int32_t> slots(static_cast<size_t>(B));
-      for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b);
-      MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(m.decode_slots(), slots.data(), slots.size() * 4, cudaMemcpyHostToDevice));
-      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/false);
-      BENCH_CHECK(m.DecodeStep(B, false));  // warm-up
-      m.EnableStageTiming(true);
-      for (int i = 0; i < 5; ++i) BENCH_CHECK(m.DecodeStep(B, false));
-      BENCH_CHECK(m.CollectStageTimes());
-      m.EnableStageTiming(false);
-      std::string line;
-      double total = 0;
-      for (const auto& [stage, ms] : m.stage_ms()) {
-        const bool per_layer = stage.rfind("decode ", 0) == 0 && stage != "decode lm_head";
-        const double us = ms * 1e3 / 5 / (per_layer ? m.config().num_hidden_layers : 1);
-        line += " " + stage + "=" + std::to_string(us).substr(0, 6);
-        total += ms * 1e3 / 5;
-      }
-      std::printf("%-12s %-5s decode b%lld layer kernels, eager, no PDL (us per layer; embedding, lm_head per step;"
-                  " step %.1f us):%s\n", name.c_str(), mode.c_str(), static_cast<long long>(B), total, line.c_str());
     }
     m.SetDecodePath(DecodePath::kLayerKernels);
   }
@@ -276,7 +226,7 @@ int Main(int argc, char** argv) {
     if (a == "--shapes") shapes = Split(next(), ',');
     else if (a == "--modes") modes = Split(next(), ',');
     else if (a == "--model") model_dirs.push_back(next());
-    else if (a == "--gemv-compare") o.gemv_compare = true;
+    else if (a == "--compare-paths") o.compare_paths = true;
     else if (a == "--json") g_json = std::fopen(next().c_str(), "w");
     else if (a == "--decode-batches") {
       o.decode_batches.clear();
@@ -289,7 +239,7 @@ int Main(int argc, char** argv) {
       }
     } else {
       std::fprintf(stderr, "usage: mq-bench [--shapes a,b] [--modes fp16,int8] [--model DIR]... [--json FILE]\n"
-                           "                [--decode-batches 1,8,64] [--prefill 1x2048,8x2048] [--gemv-compare]\n");
+                           "                [--decode-batches 1,8,64] [--prefill 1x2048,8x2048] [--compare-paths]\n");
       return 2;
     }
   }

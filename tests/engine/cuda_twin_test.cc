@@ -93,6 +93,112 @@ TEST(CudaTwinTest, Int8GemvBlockingCoversEveryChunkAndMatchesCpu) {
   }
 }
 
+// The decode GEMV plan (decode_kernels.cu) on the family's shapes: every 16-byte chunk of every
+// row is read by exactly one (block, warp task, lane, chunk slot), blocks never hold more tiles
+// than their shared memory was sized for, and the grid fits the block budget.
+TEST(CudaTwinTest, DecodeGemvPlanCoversEveryChunkOnce) {
+  struct Case { int64_t rows, ld_bytes, max_blocks; };
+  std::vector<Case> cases;
+  for (int64_t d : {64, 384, 768, 1024, 1536, 2048, 2560}) {
+    const int64_t E = 2 * d, R = (d + 15) / 16, Ep = E;
+    for (int64_t elem : {1, 2}) {  // INT8, FP16
+      cases.push_back({2 * E, d * elem, 264});          // in_proj
+      cases.push_back({R + 32, Ep * elem, 64});          // x_proj
+      cases.push_back({d, Ep * elem, 264});              // out_proj
+      cases.push_back({d, Ep * elem, 132});              // out_proj, one block an SM
+    }
+    cases.push_back({50280, d * 2, 264});                // LM head (FP16)
+  }
+  cases.push_back({7, 16, 264});  // fewer rows than one tile per block
+  for (const Case& c : cases) {
+    const hd::DecodeGemvPlan g = hd::MakeDecodeGemvPlan(c.rows, c.ld_bytes, c.max_blocks, 24 << 20);
+    SCOPED_TRACE("rows " + std::to_string(c.rows) + " ld_bytes " + std::to_string(c.ld_bytes));
+    ASSERT_GE(g.grid, 1);
+    ASSERT_LE(g.grid, c.max_blocks);
+    ASSERT_TRUE(g.parts == 1 || g.parts == 2 || g.parts == 4 || g.parts == 8);
+    std::vector<int> reads(static_cast<size_t>(c.rows * g.chunks), 0);
+    int64_t next_tile = 0;
+    for (int64_t blk = 0; blk < g.grid; ++blk) {
+      int64_t t0;
+      int n;
+      hd::DecodeBlockTiles(g, blk, &t0, &n);
+      ASSERT_EQ(t0, next_tile);
+      ASSERT_GE(n, 1);
+      ASSERT_LE(n, g.max_tiles);
+      next_tile = t0 + n;
+      for (int warp = 0; warp < hd::kDecodeWarps; ++warp)
+        for (int task = warp; task < n * g.parts; task += hd::kDecodeWarps) {
+          const int64_t tile = t0 + task / g.parts;
+          const int part = task % g.parts, stride = 32 * g.parts;
+          for (int lane = 0; lane < 32; ++lane)
+            for (int c0 = part * 32 + lane; c0 < g.chunks; c0 += hd::kDecodeUnroll * stride)
+              for (int u = 0; u < hd::kDecodeUnroll; ++u) {
+                const int ch = c0 + u * stride;
+                if (ch >= g.chunks) break;
+                for (int r = 0; r < hd::kDecodeRows; ++r) {
+                  const int64_t row = tile * hd::kDecodeRows + r;
+                  if (row < c.rows) ++reads[static_cast<size_t>(row * g.chunks + ch)];
+                }
+              }
+        }
+    }
+    ASSERT_EQ(next_tile, g.tiles);
+    for (size_t i = 0; i < reads.size(); ++i) ASSERT_EQ(reads[i], 1) << "row " << i / g.chunks << " chunk " << i % g.chunks;
+  }
+}
+
+// The decode kernels' Hadamard: the warp-register butterflies (lanes exchanging by xor shuffles)
+// and the sign-mask mix give bit-identical values to the shared-memory levels (hd::ButterflyLow)
+// and hd::MixOutput, i.e. to the CPU transform.
+TEST(CudaTwinTest, WarpHadamardAndMaskedMixAreBitIdentical) {
+  for (int m : {1, 12, 20, 28}) {
+    for (int V : {1, 2, 4, 8}) {
+      const int P = 32 * V, n = m * P;
+      std::vector<float> ref = RandomFloat(static_cast<size_t>(n), 1000 + m * 10 + V);
+      std::vector<float> warp = ref;
+      int log2_half = 0;
+      while ((2 << log2_half) < P) ++log2_half;
+      for (int h = 1; h < P; h <<= 1)
+        for (int i = 0; i < n / 2; ++i) {
+          const int lo = hd::ButterflyLow(i, h, P, log2_half);
+          const float a = ref[lo], b = ref[lo + h];
+          ref[lo] = a + b;
+          ref[lo + h] = a - b;
+        }
+      for (int a = 0; a < m; ++a) {
+        float* chunk = warp.data() + a * P;
+        for (int h = 1; h < V; h <<= 1)  // inside a lane
+          for (int lane = 0; lane < 32; ++lane)
+            for (int i = 0; i < V; ++i)
+              if ((i & h) == 0) {
+                float* v = chunk + lane * V;
+                const float lo = v[i], hi = v[i + h];
+                v[i] = lo + hi;
+                v[i + h] = lo - hi;
+              }
+        for (int k = 1; k < 32; k <<= 1) {  // across lanes: every lane reads its partner's old value
+          std::vector<float> old(chunk, chunk + P);
+          for (int lane = 0; lane < 32; ++lane)
+            for (int i = 0; i < V; ++i)
+              chunk[lane * V + i] = hd::WarpButterfly(old[lane * V + i], old[(lane ^ k) * V + i], (lane & k) == 0);
+        }
+      }
+      for (int i = 0; i < n; ++i) ASSERT_EQ(warp[i], ref[i]) << "m " << m << " V " << V << " i " << i;
+      if (m == 1) continue;
+      auto small = quant::SmallHadamard(m);
+      ASSERT_TRUE(small.ok());
+      std::vector<int8_t> mix(static_cast<size_t>(m * m));
+      for (int o = 0; o < m; ++o)
+        for (int i = 0; i < m; ++i) mix[o * m + i] = (*small)[i * m + o];
+      for (int o = 0; o < m; ++o) {
+        const uint32_t neg = hd::MixNegMask(mix.data(), m, o);
+        for (int j = 0; j < P; ++j)
+          ASSERT_EQ(hd::MixOutputMasked(ref.data(), neg, m, P, j), hd::MixOutput(ref.data(), mix.data(), m, P, o, j));
+      }
+    }
+  }
+}
+
 TEST(CudaTwinTest, Dp4aMatchesIntegerProducts) {
   const std::vector<int8_t> a = {-128, 127, -1, 5}, b = {-128, -128, 127, -7};
   EXPECT_EQ(hd::Dp4a(Word(a.data()), Word(b.data()), 10), 10 + 16384 - 16256 - 127 - 35);

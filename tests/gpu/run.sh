@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build, test and benchmark the CUDA backend on the GPU machine, in one call:
-#   tests/gpu/run.sh [stages]     stages: any of build,test,bench,hf (default: all four)
+#   tests/gpu/run.sh [stages]     stages: any of build,test,bench,profile,hf (default: build,test,bench,hf)
 # Needs third_party_local/ (tests/gpu/pack-deps.sh) carried along: the dependency prefix and the
 # mamba-small fixture. Logs and JSON go to $OUT (or /tmp/mq-gpu-out); the summary table prints last.
 # Knobs: BENCH_SHAPES (default 130m,370m,790m,1.4b,2.8b), HF_SHAPES (default 130m,1.4b,2.8b),
@@ -70,11 +70,34 @@ if has bench; then
   t1=$SECONDS
   models=(--model "$FIX/mamba-small")
   [ -d "$QDIR" ] && models+=(--model "$QDIR")
-  MQ_STAGE_TIMING=1 timeout 300 "$BIN/bench/mq-bench" --shapes "${BENCH_SHAPES:-130m,370m,790m,1.4b,2.8b}" "${models[@]}" --gemv-compare \
+  MQ_STAGE_TIMING=1 timeout 300 "$BIN/bench/mq-bench" --shapes "${BENCH_SHAPES:-130m,370m,790m,1.4b,2.8b}" "${models[@]}" --compare-paths --decode-batches 1,2,4,8,64 \
     --json "$OUT/mq_bench.json" > "$OUT/mq_bench.log" 2>&1
   rc=$?
   cat "$OUT/mq_bench.log"
   [ $rc -eq 0 ] && note "mq-bench: ok ($((SECONDS - t1)) s)" || note "mq-bench: FAILED rc=$rc"
+fi
+
+if has profile; then
+  # Nsight Compute on decode steps (b1, 2.8b shape, graph replays): duration, DRAM traffic and
+  # launch shape of each layer kernel, one at a time (serialized, caches flushed, base clocks).
+  t1=$SECONDS
+  for mode in int8 fp16; do
+    timeout 240 /usr/local/cuda/bin/ncu -k 'regex:NormGemv|ConvXProj|DtScan|HadamardAct|OutProj|Greedy|Embedding' --launch-skip 3000 --launch-count 15 \
+      --csv --page raw --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,launch__registers_per_thread,launch__occupancy_limit_registers \
+      "$BIN/bench/mq-bench" --shapes 2.8b --modes "$mode" --decode-batches 1 --prefill "" > "$OUT/ncu_$mode.csv" 2> "$OUT/ncu_$mode.err"
+    python3 - "$OUT/ncu_$mode.csv" "$mode" <<'PY' || tail -5 "$OUT/ncu_$mode.err"
+import csv, re, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
+col = {h: i for i, h in enumerate(rows[0])}
+unit = rows[1][col["gpu__time_duration.sum"]]
+for r in (r for r in rows[1:] if r[0].isdigit()):
+    name = re.sub(r"\(.*", "", r[col["Kernel Name"]]).split("::")[-1][:36]
+    print("ncu %s %-36s %8s %s  DRAM %5s%%  read %12s B  grid %5s  regs %4s" % (sys.argv[2], name,
+          r[col["gpu__time_duration.sum"]], unit, r[col["dram__throughput.avg.pct_of_peak_sustained_elapsed"]],
+          r[col["dram__bytes_read.sum"]], r[col["launch__grid_size"]], r[col["launch__registers_per_thread"]]))
+PY
+  done
+  note "profile: done ($((SECONDS - t1)) s)"
 fi
 
 if has hf; then

@@ -50,6 +50,7 @@ struct CudaMambaModel::Layer {
   // R2 online Hadamard before out_proj (INT8 path), or empty.
   DeviceBuffer<float> had_scale;
   DeviceBuffer<int8_t> had_mix;
+  DeviceBuffer<uint32_t> had_neg;  // the mix's signs as bit masks (decode kernels)
   int had_m = 1;
   int64_t had_p = 1;
 };
@@ -181,6 +182,9 @@ Status CudaMambaModel::UploadHadamard(Layer* L, const quant::RandomHadamard& had
     for (int i = 0; i < hm; ++i) mix[oo * hm + i] = small[i * hm + oo];
   MQ_RETURN_IF_ERROR(Upload(&L->had_scale, scale));
   MQ_RETURN_IF_ERROR(Upload(&L->had_mix, mix));
+  std::vector<uint32_t> neg(static_cast<size_t>(hm));
+  for (int oo = 0; oo < hm; ++oo) neg[oo] = hd::MixNegMask(mix.data(), hm, oo);
+  MQ_RETURN_IF_ERROR(Upload(&L->had_neg, neg));
   L->had_m = hm;
   L->had_p = had.factors().pow2;
   return OkStatus();
@@ -246,7 +250,6 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
   MQ_RETURN_IF_ERROR(Upload(&m->lm_head_, ToHalfPadded(w.lm_head.weight, m->V_, m->d_, m->dp_)));
   bytes += static_cast<int64_t>(m->lm_head_.bytes() + m->norm_f_.bytes());
   m->decode_weight_bytes_ = bytes;
-  MQ_RETURN_IF_ERROR(m->PrepareFused());
   MQ_RETURN_IF_ERROR(m->PrepareLayerKernels());
   MQ_RETURN_IF_ERROR(m->stream_.Synchronize());
   return std::move(m);
@@ -304,7 +307,6 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::CreateRandom(const Ran
   MQ_RETURN_IF_ERROR(LaunchFillUniformF16(m->lm_head_.get(), m->V_, d, m->dp_, -a, a, ++seed, st));
   bytes += static_cast<int64_t>(m->lm_head_.bytes() + m->norm_f_.bytes());
   m->decode_weight_bytes_ = bytes;
-  MQ_RETURN_IF_ERROR(m->PrepareFused());
   MQ_RETURN_IF_ERROR(m->PrepareLayerKernels());
   MQ_RETURN_IF_ERROR(m->stream_.Synchronize());
   return std::move(m);
@@ -524,42 +526,6 @@ Status CudaMambaModel::ResetDecodeCounters() {
   return OkStatus();
 }
 
-Status CudaMambaModel::PrepareFused() {
-  if (!int8_ || E_ % 32 != 0) return OkStatus();
-  std::vector<FusedLayer> fl(static_cast<size_t>(layers_));
-  for (int64_t li = 0; li < layers_; ++li) {
-    const Layer& L = layer_[static_cast<size_t>(li)];
-    FusedLayer& f = fl[static_cast<size_t>(li)];
-    f.norm = L.norm.get();
-    f.w_in = L.in_proj.w8.get(), f.s_in = L.in_proj.wscale.get(), f.b_in = L.in_proj.bias.get(), f.a_in = L.in_proj.act_static_scale;
-    f.conv_w = L.conv_w.get(), f.conv_b = L.conv_b.get();
-    f.w_x = L.x_proj.w8.get(), f.s_x = L.x_proj.wscale.get(), f.b_x = L.x_proj.bias.get(), f.a_x = L.x_proj.act_static_scale;
-    f.w_dt = L.dt_proj.w8.get(), f.s_dt = L.dt_proj.wscale.get(), f.b_dt = L.dt_proj.bias.get(), f.a_dt = L.dt_proj.act_static_scale;
-    f.A2 = L.A2.get(), f.D = L.D.get(), f.gate_scale = L.gate_scale.get();
-    f.w_out = L.out_proj.w8.get(), f.s_out = L.out_proj.wscale.get(), f.b_out = L.out_proj.bias.get(), f.a_out = L.out_proj.act_static_scale;
-    f.had_scale = L.had_scale.get(), f.had_mix = L.had_mix.get(), f.had_m = L.had_m, f.had_p = static_cast<int>(L.had_p);
-    int lh = 0;
-    while ((int64_t{2} << lh) < L.had_p) ++lh;
-    f.had_log2_half = lh;
-  }
-  const auto* raw = reinterpret_cast<const uint8_t*>(fl.data());
-  MQ_ASSIGN_OR_RETURN(fused_layers_, DeviceBuffer<uint8_t>::FromHost(raw, fl.size() * sizeof(FusedLayer)));
-  const size_t Bm = kFusedMaxBatch;
-  MQ_ASSIGN_OR_RETURN(f_h0_, DeviceBuffer<float>::Allocate(Bm * d_));
-  MQ_ASSIGN_OR_RETURN(f_h1_, DeviceBuffer<float>::Allocate(Bm * d_));
-  MQ_ASSIGN_OR_RETURN(f_xz_, DeviceBuffer<float>::Allocate(Bm * 2 * E_));
-  MQ_ASSIGN_OR_RETURN(f_u_, DeviceBuffer<float>::Allocate(Bm * E_));
-  MQ_ASSIGN_OR_RETURN(f_dbc_, DeviceBuffer<float>::Allocate(Bm * (R_ + 2 * N_)));
-  MQ_ASSIGN_OR_RETURN(f_y_, DeviceBuffer<float>::Allocate(Bm * E_));
-  MQ_ASSIGN_OR_RETURN(f_ys_, DeviceBuffer<float>::Allocate(Bm));
-  MQ_ASSIGN_OR_RETURN(f_o_, DeviceBuffer<float>::Allocate(Bm * d_));
-  MQ_ASSIGN_OR_RETURN(f_yq_, DeviceBuffer<int8_t>::Allocate(Bm * Ep_));
-  MQ_ASSIGN_OR_RETURN(f_umax_, DeviceBuffer<unsigned int>::Allocate(Bm));
-  MQ_ASSIGN_OR_RETURN(f_barrier_, DeviceBuffer<unsigned int>::Allocate(2));
-  MQ_RETURN_IF_ERROR(f_barrier_.Zero(stream_.get()));
-  return OkStatus();
-}
-
 Status CudaMambaModel::PrepareLayerKernels() {
   const size_t Bm = kDecodeMaxBatch;
   MQ_ASSIGN_OR_RETURN(dec_xz_, DeviceBuffer<float>::Allocate(Bm * 2 * E_));
@@ -568,6 +534,8 @@ Status CudaMambaModel::PrepareLayerKernels() {
   MQ_RETURN_IF_ERROR(dec_umax_.Zero(stream_.get()));  // kernel 3 re-zeroes it after every layer
   MQ_ASSIGN_OR_RETURN(dec_dbc_, DeviceBuffer<float>::Allocate(Bm * (R_ + 2 * N_)));
   MQ_ASSIGN_OR_RETURN(dec_y_, DeviceBuffer<float>::Allocate(Bm * E_));
+  MQ_ASSIGN_OR_RETURN(dec_yq_, DeviceBuffer<int8_t>::Allocate(Bm * Ep_));
+  MQ_ASSIGN_OR_RETURN(dec_ys_, DeviceBuffer<float>::Allocate(Bm));
   auto linear = [&](const Linear& l) {
     DecodeLinear d;
     d.w = int8_ ? static_cast<const void*>(l.w8.get()) : static_cast<const void*>(l.w16.get());
@@ -584,7 +552,7 @@ Status CudaMambaModel::PrepareLayerKernels() {
     p.eps = static_cast<float>(config_.layer_norm_epsilon);
     p.slots = dec_slots_.get();
     p.h = buf_->h.get(), p.xz = dec_xz_.get(), p.u = dec_u_.get(), p.umax = dec_umax_.get();
-    p.dbc = dec_dbc_.get(), p.y = dec_y_.get();
+    p.dbc = dec_dbc_.get(), p.y = dec_y_.get(), p.yq = dec_yq_.get(), p.ys = dec_ys_.get();
     p.norm = L.norm.get();
     p.in_proj = linear(L.in_proj), p.x_proj = linear(L.x_proj), p.dt_proj = linear(L.dt_proj);
     p.out_proj = linear(L.out_proj);
@@ -592,7 +560,7 @@ Status CudaMambaModel::PrepareLayerKernels() {
     p.conv_state = conv_state_.get() + li * E_ * (K_ - 1), p.conv_slot_stride = layers_ * E_ * (K_ - 1);
     p.A2 = L.A2.get(), p.D = L.D.get(), p.gate_scale = L.gate_scale.get();
     p.ssm_state = ssm_state_.get() + li * E_ * N_, p.ssm_slot_stride = layers_ * E_ * N_;
-    p.had_scale = L.had_scale.get(), p.had_mix = L.had_mix.get(), p.had_m = L.had_m, p.had_p = L.had_p;
+    p.had_scale = L.had_scale.get(), p.had_neg = L.had_neg.get(), p.had_m = L.had_m, p.had_p = L.had_p;
   }
   dec_head_ = DecodeLmHeadParams{};
   dec_head_.d = d_, dec_head_.eps = static_cast<float>(config_.layer_norm_epsilon);
@@ -604,74 +572,22 @@ Status CudaMambaModel::PrepareLayerKernels() {
 
 bool CudaMambaModel::UseLayerKernels(int64_t B) const {
   return options_.decode_path == DecodePath::kLayerKernels && !dec_layer_.empty() && B <= kDecodeMaxBatch &&
-         B <= options_.max_logit_rows;
-}
-
-StatusOr<std::vector<double>> CudaMambaModel::ProfileFusedDecode(int64_t B) {
-  if (!UseFused(B)) return FailedPreconditionError("fused decode not in use for this model/batch");
-  if (f_prof_.empty()) {
-    MQ_ASSIGN_OR_RETURN(f_prof_, DeviceBuffer<unsigned long long>::Allocate(16));
-  }
-  MQ_RETURN_IF_ERROR(f_prof_.Zero(stream_.get()));
-  profile_fused_ = true;
-  const Status s = EnqueueDecodeStep(B);
-  profile_fused_ = false;
-  MQ_RETURN_IF_ERROR(s);
-  MQ_RETURN_IF_ERROR(stream_.Synchronize());
-  MQ_ASSIGN_OR_RETURN(std::vector<unsigned long long> cyc, f_prof_.ToHost());
-  int dev = 0, khz = 0;
-  MQ_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
-  MQ_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev));
-  std::vector<double> us(13);
-  for (size_t i = 0; i < us.size(); ++i) us[i] = static_cast<double>(cyc[i]) / (khz * 1e-3) / static_cast<double>(layers_);
-  return us;
-}
-
-bool CudaMambaModel::UseFused(int64_t B) const {
-  return int8_ && options_.decode_path == DecodePath::kFused && !fused_layers_.empty() && B <= kFusedMaxBatch && B <= options_.max_logit_rows;
+         B <= options_.layer_kernels_max_batch && B <= options_.max_logit_rows;
 }
 
 Status CudaMambaModel::EnqueueDecodeStep(int64_t B) {
   if (UseLayerKernels(B)) {
     EmbeddingParams ep;
     ep.ids = dec_ids_.get(), ep.table = embeddings_.get(), ep.h = buf_->h.get(), ep.tokens = B, ep.d = d_;
-    MQ_RETURN_IF_ERROR(Mark("start"));
     MQ_RETURN_IF_ERROR(LaunchEmbedding(ep, stream_.get()));
-    MQ_RETURN_IF_ERROR(Mark("embedding"));
-    DecodeMark mark;
-    if (timing_) mark = [this](const char* stage) { return Mark(stage); };
     for (DecodeLayerParams& p : dec_layer_) {
       p.B = static_cast<int>(B);
       p.pdl = options_.decode_pdl, p.l2_prefetch = options_.decode_l2_prefetch;
-      MQ_RETURN_IF_ERROR(LaunchDecodeLayer(p, stream_.get(), mark));
+      MQ_RETURN_IF_ERROR(LaunchDecodeLayer(p, stream_.get()));
     }
     dec_head_.B = static_cast<int>(B);
     dec_head_.pdl = options_.decode_pdl, dec_head_.l2_prefetch = options_.decode_l2_prefetch;
     MQ_RETURN_IF_ERROR(LaunchDecodeLmHead(dec_head_, stream_.get()));
-    MQ_RETURN_IF_ERROR(Mark("decode lm_head"));
-  } else if (UseFused(B)) {
-    auto it = fused_grid_.find(B);
-    if (it == fused_grid_.end()) {
-      MQ_ASSIGN_OR_RETURN(int grid, FusedDecodeGridSize(static_cast<int>(B), static_cast<int>(d_), static_cast<int>(E_),
-                                                          static_cast<int>(dp_), static_cast<int>(Ep_)));
-      it = fused_grid_.emplace(B, grid).first;
-    }
-    FusedDecodeParams f;
-    f.layers = reinterpret_cast<const FusedLayer*>(fused_layers_.get());
-    f.num_layers = static_cast<int>(layers_), f.B = static_cast<int>(B);
-    f.d = static_cast<int>(d_), f.E = static_cast<int>(E_), f.N = static_cast<int>(N_), f.R = static_cast<int>(R_);
-    f.K = static_cast<int>(K_), f.dp = static_cast<int>(dp_), f.Ep = static_cast<int>(Ep_), f.Rp = static_cast<int>(Rp_);
-    f.eps = static_cast<float>(config_.layer_norm_epsilon);
-    f.ids = dec_ids_.get(), f.slots = dec_slots_.get(), f.embeddings = embeddings_.get();
-    f.conv_state = conv_state_.get(), f.ssm_state = ssm_state_.get();
-    f.h0 = f_h0_.get(), f.h1 = f_h1_.get(), f.xz = f_xz_.get(), f.u = f_u_.get(), f.umax = f_umax_.get();
-    f.dbc = f_dbc_.get(), f.y = f_y_.get(), f.yq = f_yq_.get(), f.ys = f_ys_.get(), f.o = f_o_.get();
-    f.norm_f = norm_f_.get(), f.hn = buf_->hn16.get(), f.barrier = f_barrier_.get();
-    if (profile_fused_) f.phase_cycles = f_prof_.get();
-    f.prefetch = std::getenv("MQ_FUSED_NO_PREFETCH") == nullptr;
-    MQ_RETURN_IF_ERROR(LaunchFusedDecode(f, it->second, stream_.get()));
-    MQ_RETURN_IF_ERROR(
-        gemm_->F16(lm_head_.get(), dp_, buf_->hn16.get(), dp_, logits_.get(), true, V_, V_, B, dp_, stream_.get()));
   } else {
     MQ_RETURN_IF_ERROR(EnqueueForward(dec_ids_.get(), dec_slots_.get(), B, 1, LogitsMode::kLast));
   }

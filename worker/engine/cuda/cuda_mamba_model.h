@@ -30,10 +30,10 @@
 
 namespace mq::cuda {
 
-// How decode steps of B ≤ 8 tokens run (larger batches always take the per-stage kernels).
+// How decode steps of B ≤ layer_kernels_max_batch (at most 8) tokens run; larger batches take the
+// per-stage kernels.
 enum class DecodePath {
   kLayerKernels,  // four GEMV-centred kernels per layer (decode_kernels.cu), FP16 and INT8
-  kFused,         // INT8 only: one persistent kernel with grid barriers (fused_decode_kernel.cu)
   kPerStage,      // the prefill kernels with T = B
 };
 
@@ -44,8 +44,9 @@ struct CudaModelOptions {
   int64_t max_logit_rows = 64;     // logits rows held on the device (kAll needs B·L)
   int64_t gemv_max_tokens = 8;     // INT8: own GEMV up to this many tokens, cuBLASLt above
   DecodePath decode_path = DecodePath::kLayerKernels;
-  bool decode_pdl = true;          // layer kernels: programmatic dependent launch
-  bool decode_l2_prefetch = true;  // layer kernels: weight slices prefetched into L2
+  int64_t layer_kernels_max_batch = 8;  // larger decode batches take the per-stage kernels
+  bool decode_pdl = true;           // layer kernels: programmatic dependent launch
+  bool decode_l2_prefetch = false;  // layer kernels: bulk L2 prefetch of weight slices (measured slower)
   size_t workspace_bytes = 32ull << 20;
 };
 
@@ -109,15 +110,12 @@ class CudaMambaModel {
   Status CollectStageTimes();  // synchronizes; accumulates into stage_ms()
   const std::vector<std::pair<std::string, double>>& stage_ms() const { return stage_ms_; }
   // Decode path and launch options for B ≤ 8; drops captured graphs.
-  void SetDecodePath(DecodePath path, bool pdl = true, bool l2_prefetch = true) {
+  void SetDecodePath(DecodePath path, bool pdl = true, bool l2_prefetch = false) {
     options_.decode_path = path;
     options_.decode_pdl = pdl;
     options_.decode_l2_prefetch = l2_prefetch;
     graphs_.clear();
   }
-  // Runs one eager fused decode step (B ≤ 8, slots/ids as set) with phase profiling: per-layer
-  // microseconds of P1, P2, barrier, P3, barrier, … (see fused_decode_kernel.cu), from SM 0's clock.
-  StatusOr<std::vector<double>> ProfileFusedDecode(int64_t B);
   // INT8: use the engine's GEMV up to this many tokens (0: cuBLASLt always). Drops captured graphs.
   void SetGemvMaxTokens(int64_t tokens) {
     options_.gemv_max_tokens = tokens;
@@ -136,9 +134,7 @@ class CudaMambaModel {
                    bool out_f32);
   Status EnqueueDecodeStep(int64_t B);
   Status Mark(const char* stage);
-  Status PrepareFused();
   Status PrepareLayerKernels();
-  bool UseFused(int64_t B) const;
   bool UseLayerKernels(int64_t B) const;
 
   MambaConfig config_;
@@ -163,20 +159,14 @@ class CudaMambaModel {
   DeviceBuffer<int32_t> dec_ids_, dec_slots_, finished_, out_tokens_, step_;
   int64_t max_decode_steps_ = 4096;
   std::map<int64_t, CudaGraphExec> graphs_;
-  // Fused INT8 decode: per-layer pointer table and small [8, ·] work buffers.
-  DeviceBuffer<uint8_t> fused_layers_;
-  DeviceBuffer<float> f_h0_, f_h1_, f_xz_, f_u_, f_dbc_, f_y_, f_ys_, f_o_;
-  DeviceBuffer<int8_t> f_yq_;
-  DeviceBuffer<unsigned int> f_umax_, f_barrier_;
-  std::map<int64_t, int> fused_grid_;
-  DeviceBuffer<unsigned long long> f_prof_;
   // Layer-kernel decode: per-layer parameters (B, slots and launch flags set per step) and the
   // [8, ·] float buffers between the kernels.
   std::vector<DecodeLayerParams> dec_layer_;
   DecodeLmHeadParams dec_head_;
   DeviceBuffer<float> dec_xz_, dec_u_, dec_dbc_, dec_y_;
   DeviceBuffer<unsigned int> dec_umax_;
-  bool profile_fused_ = false;
+  DeviceBuffer<int8_t> dec_yq_;
+  DeviceBuffer<float> dec_ys_;
   bool timing_ = false;
   std::vector<CudaEvent> events_;
   std::vector<std::string> stage_names_;

@@ -27,10 +27,10 @@
 namespace mq::cuda {
 namespace {
 
-constexpr int kWarps = 8;
+constexpr int kWarps = hd::kDecodeWarps;
 constexpr int kThreads = kWarps * 32;
-constexpr int kRows = 2;           // output rows per warp task (each activation load feeds both)
-constexpr int kUnroll = 4;         // 16-byte weight chunks in flight per row and lane
+constexpr int kRows = hd::kDecodeRows;      // output rows per warp task (each activation load feeds both)
+constexpr int kUnroll = hd::kDecodeUnroll;  // 16-byte weight chunks in flight per row and lane (8 KB a warp)
 constexpr int kMaxHadM = 28;
 constexpr int kScanThreads = 128;  // kernel 3: 32 channels × 4 lanes
 constexpr int kScanChannels = kScanThreads / 4;
@@ -77,22 +77,10 @@ __device__ __forceinline__ void Dot16(float& acc, const int4& w, const int4& x) 
   }
 }
 
-// How one GEMV is spread: row tiles of kRows rows, each split over `parts` warps along k; block i
-// owns tiles [i·tiles/grid, (i+1)·tiles/grid).
-struct GemvPlan {
-  int64_t rows = 0;
-  int64_t tiles = 0;
-  int chunks = 0;               // 16-byte chunks per row
-  int parts = 1;
-  int grid = 0;
-  int max_tiles = 0;            // most tiles of one block (sizes the partial sums)
-  int64_t prefetch_bytes = 0;   // per block
-};
+using GemvPlan = hd::DecodeGemvPlan;  // how one GEMV is spread over blocks and warps (hd_math.h)
 
 __device__ __forceinline__ void BlockTiles(const GemvPlan& g, int64_t* t0, int* n) {
-  const int64_t b = blockIdx.x;
-  *t0 = b * g.tiles / g.grid;
-  *n = static_cast<int>((b + 1) * g.tiles / g.grid - *t0);
+  hd::DecodeBlockTiles(g, blockIdx.x, t0, n);
 }
 
 __device__ __forceinline__ void PrefetchSlice(const GemvPlan& g, const void* w, int64_t ld_bytes) {
@@ -105,38 +93,62 @@ __device__ __forceinline__ void PrefetchSlice(const GemvPlan& g, const void* w, 
   PrefetchL2(static_cast<const uint8_t*>(w) + r0 * ld_bytes, bytes < g.prefetch_bytes ? bytes : g.prefetch_bytes);
 }
 
+// Row pointers of warp task `task` (tile t0 + task / parts): rows past g.rows read row0 but are
+// never loaded.
+__device__ __forceinline__ void TaskRows(const GemvPlan& g, const uint8_t* w, int64_t ld_bytes, int64_t t0, int task,
+                                         const uint8_t* (&wr)[kRows], bool (&ok)[kRows]) {
+  const int64_t row0 = (t0 + task / g.parts) * kRows;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    ok[r] = row0 + r < g.rows;
+    wr[r] = w + (ok[r] ? row0 + r : row0) * ld_bytes;
+  }
+}
+
+__device__ __forceinline__ void LoadChunks(const GemvPlan& g, const uint8_t* const (&wr)[kRows], const bool (&ok)[kRows],
+                                           int c0, int stride, int4 (&wc)[kRows][kUnroll]) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int c = c0 + u * stride;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) wc[r][u] = (c < g.chunks && ok[r]) ? LdStream(wr[r] + c * 16) : make_int4(0, 0, 0, 0);
+  }
+}
+
 // The block's tiles against the activations xs ([kB][xs_ld] bytes in shared memory): each warp
 // task (tile, part) leaves its per-(row, token) sums in red[(tile·kRows + r)·parts + part][kB].
-template <typename Acc, int kB>
+// Weights do not depend on the previous kernel, so each warp issues its first task's first chunks
+// before running `prologue` (which waits for the previous kernel and fills xs, with block
+// barriers: every thread calls it): they arrive while the prologue runs. kPreload = false where the
+// prologue itself needs the registers (the INT8 Hadamard mix).
+template <typename Acc, int kB, bool kPreload = true, typename Prologue>
 __device__ __forceinline__ void BlockGemv(const GemvPlan& g, const void* wv, int64_t ld_bytes, const uint8_t* xs,
-                                          int xs_ld, int B, Acc* red) {
+                                          int xs_ld, int B, Acc* red, Prologue prologue) {
   int64_t t0;
   int ntiles;
   BlockTiles(g, &t0, &ntiles);
   const uint8_t* w = static_cast<const uint8_t*>(wv);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int stride = 32 * g.parts;
-  for (int task = warp; task < ntiles * g.parts; task += kWarps) {
+  const int tasks = ntiles * g.parts;
+  const uint8_t* wr[kRows];
+  bool ok[kRows];
+  int4 wc[kRows][kUnroll];
+  if (kPreload && warp < tasks) {
+    TaskRows(g, w, ld_bytes, t0, warp, wr, ok);
+    LoadChunks(g, wr, ok, (warp % g.parts) * 32 + lane, stride, wc);
+  }
+  prologue();
+  for (int task = warp; task < tasks; task += kWarps) {
     const int tl = task / g.parts, part = task % g.parts;
-    const int64_t row0 = (t0 + tl) * kRows;
-    const uint8_t* wr[kRows];
-    bool ok[kRows];
+    TaskRows(g, w, ld_bytes, t0, task, wr, ok);
     Acc acc[kRows][kB];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      ok[r] = row0 + r < g.rows;
-      wr[r] = w + (ok[r] ? row0 + r : row0) * ld_bytes;
+    for (int r = 0; r < kRows; ++r)
 #pragma unroll
       for (int b = 0; b < kB; ++b) acc[r][b] = 0;
-    }
     for (int c0 = part * 32 + lane; c0 < g.chunks; c0 += kUnroll * stride) {
-      int4 wc[kRows][kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int c = c0 + u * stride;
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) wc[r][u] = (c < g.chunks && ok[r]) ? LdStream(wr[r] + c * 16) : make_int4(0, 0, 0, 0);
-      }
+      if (!kPreload || task != warp || c0 != part * 32 + lane) LoadChunks(g, wr, ok, c0, stride, wc);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int c = c0 + u * stride;
@@ -168,7 +180,7 @@ __device__ __forceinline__ void BlockGemv(const GemvPlan& g, const void* wv, int
   }
 }
 
-// After a barrier: sums the parts in a fixed order and hands (row, token, sum) to epi, the threads
+// After a barrier: sums the parts in a fixed order and hands (row, row in block, token, sum) to epi, the threads
 // running along rows so that the stores coalesce.
 template <typename Acc, int kB, typename Epi>
 __device__ __forceinline__ void GemvEpilogue(const GemvPlan& g, int B, const Acc* red, Epi epi) {
@@ -182,7 +194,7 @@ __device__ __forceinline__ void GemvEpilogue(const GemvPlan& g, int B, const Acc
     if (row >= g.rows) continue;
     Acc s = red[(rl * g.parts) * kB + b];
     for (int q = 1; q < g.parts; ++q) s += red[(rl * g.parts + q) * kB + b];
-    epi(row, b, s);
+    epi(row, rl, b, s);
   }
 }
 
@@ -203,29 +215,44 @@ __device__ __forceinline__ void StoreAct(const float* v, int64_t n, int64_t ld, 
   }
 }
 
+// The dequantization constants of the block's rows (weight scale, bias) in shared memory, loaded
+// before the wait so that the epilogue makes no global round trip: s_ws/s_bias [max_tiles·kRows].
+__device__ __forceinline__ void LoadRowConsts(const GemvPlan& g, const DecodeLinear& l, float* s_ws, float* s_bias) {
+  int64_t t0;
+  int n;
+  BlockTiles(g, &t0, &n);
+  for (int i = threadIdx.x; i < n * kRows; i += blockDim.x) {
+    const int64_t row = t0 * kRows + i;
+    const bool ok = row < g.rows;
+    s_ws[i] = ok && l.wscale != nullptr ? __ldg(l.wscale + row) : 1.0f;
+    s_bias[i] = ok && l.bias != nullptr ? __ldg(l.bias + row) : 0.0f;
+  }
+}
+
+// acc·s_x·s_w + bias (INT8) or acc + bias, the per-stage kernels' order (LoadAct).
 template <bool kInt8>
-__device__ __forceinline__ float Dequant(std::conditional_t<kInt8, int32_t, float> s, float sx, const DecodeLinear& l,
-                                         int64_t row) {
+__device__ __forceinline__ float Dequant(std::conditional_t<kInt8, int32_t, float> s, float sx, const float* s_ws,
+                                         const float* s_bias, int rl) {
   float v;
-  if constexpr (kInt8) v = hd::Dequantize(s, sx, l.wscale[row]);
+  if constexpr (kInt8) v = hd::Dequantize(s, sx, s_ws[rl]);
   else v = s;
-  if (l.bias != nullptr) v += l.bias[row];
-  return v;
+  return v + s_bias[rl];
 }
 
 // dst[i] = src[i]·scale[i] (scale optional) for i < n, n a multiple of 4: float4 loads, up to
 // kLoadsInFlight of them per thread issued before the first is used. The per-token prologues are
 // latency-bound; a plain strided loop waits one L2 round trip per element group.
 constexpr int kLoadsInFlight = 8;
+template <int kInFlight = kLoadsInFlight>
 __device__ __forceinline__ void LoadRow(const float* src, const float* scale, int64_t n, float* dst) {
   const int64_t n4 = n / 4;
   const float4* s4 = reinterpret_cast<const float4*>(src);
   const float4* c4 = reinterpret_cast<const float4*>(scale);
   float4* d4 = reinterpret_cast<float4*>(dst);
-  for (int64_t base = threadIdx.x; base < n4; base += kLoadsInFlight * blockDim.x) {
-    float4 v[kLoadsInFlight], k[kLoadsInFlight];
+  for (int64_t base = threadIdx.x; base < n4; base += kInFlight * blockDim.x) {
+    float4 v[kInFlight], k[kInFlight];
 #pragma unroll
-    for (int u = 0; u < kLoadsInFlight; ++u) {
+    for (int u = 0; u < kInFlight; ++u) {
       const int64_t i = base + static_cast<int64_t>(u) * blockDim.x;
       if (i < n4) {
         v[u] = s4[i];
@@ -233,7 +260,7 @@ __device__ __forceinline__ void LoadRow(const float* src, const float* scale, in
       }
     }
 #pragma unroll
-    for (int u = 0; u < kLoadsInFlight; ++u) {
+    for (int u = 0; u < kInFlight; ++u) {
       const int64_t i = base + static_cast<int64_t>(u) * blockDim.x;
       if (i < n4) {
         if (scale != nullptr) v[u] = make_float4(v[u].x * k[u].x, v[u].y * k[u].y, v[u].z * k[u].z, v[u].w * k[u].w);
@@ -256,7 +283,7 @@ __device__ __forceinline__ float NormRow(const float* h, const float* gamma, int
   const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(d) + static_cast<double>(eps)));
   float amax = 0.0f;
   for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
-    const float v = __ldg(gamma + c) * (buf[c] * inv);
+    const float v = gamma[c] * (buf[c] * inv);
     buf[c] = v;
     amax = fmaxf(amax, fabsf(v));
   }
@@ -281,6 +308,12 @@ using AccT = std::conditional_t<kInt8, int32_t, float>;
 template <bool kInt8>
 constexpr int kElem = kInt8 ? 1 : 2;
 
+// Row constants after the partial sums in shared memory.
+template <typename Acc, int kB>
+__device__ __forceinline__ float* RowConstsAfter(const GemvPlan& g, Acc* red) {
+  return reinterpret_cast<float*>(red + static_cast<int64_t>(g.max_tiles) * kRows * g.parts * kB);
+}
+
 // ---- kernel 1: RMSNorm → in_proj → conv + SiLU (and the LM head) -------------------------------
 struct NormGemvArgs {
   int B = 0;
@@ -298,7 +331,7 @@ struct NormGemvArgs {
 // channel (u = SiLU(conv(state, x))) and gathers per-token |u| maxima for x_proj's quantization,
 // so that no later kernel needs every channel's conv.
 template <bool kInt8, int kB, bool kConv>
-__global__ void __launch_bounds__(kThreads) NormGemvKernel(NormGemvArgs a, GemvPlan g, DecodeLayerParams p) {
+__global__ void __launch_bounds__(kThreads, 2) NormGemvKernel(NormGemvArgs a, GemvPlan g, DecodeLayerParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float s_scale[kB];
   __shared__ unsigned int s_umax[kB];
@@ -307,20 +340,26 @@ __global__ void __launch_bounds__(kThreads) NormGemvKernel(NormGemvArgs a, GemvP
   const int act_ld = static_cast<int>(a.lin.ld) * kElem<kInt8>;
   uint8_t* act = smem;                                           // [kB][act_ld]
   float* buf = reinterpret_cast<float*>(smem + kB * act_ld);     // [d]
-  AccT<kInt8>* red = reinterpret_cast<AccT<kInt8>*>(buf + hd::RoundUp(a.d, 4));
+  float* s_gamma = buf + hd::RoundUp(a.d, 4);                    // [d]
+  AccT<kInt8>* red = reinterpret_cast<AccT<kInt8>*>(s_gamma + hd::RoundUp(a.d, 4));
+  float* s_ws = RowConstsAfter<AccT<kInt8>, kB>(g, red);
+  float* s_bias = s_ws + g.max_tiles * kRows;
   if (a.prefetch) PrefetchSlice(g, a.lin.w, act_ld);
   if (threadIdx.x < kB) s_umax[threadIdx.x] = 0u;
-  PdlWait();
-  PdlLaunchDependents();
-  for (int b = 0; b < a.B; ++b) {
-    const float amax = NormRow<kInt8>(a.h + b * a.d, a.gamma, a.d, a.eps, buf, dscr, fscr);
-    StoreAct<kInt8>(buf, a.d, a.lin.ld, amax, a.lin.act_static_scale, act + b * act_ld, &s_scale[b]);
-    __syncthreads();  // buf is rewritten for the next token
-  }
-  BlockGemv<AccT<kInt8>, kB>(g, a.lin.w, act_ld, act, act_ld, a.B, red);
+  LoadRow(a.gamma, nullptr, a.d, s_gamma);  // constants: before the wait
+  LoadRowConsts(g, a.lin, s_ws, s_bias);
+  BlockGemv<AccT<kInt8>, kB>(g, a.lin.w, act_ld, act, act_ld, a.B, red, [&] {
+    PdlWait();
+    PdlLaunchDependents();
+    for (int b = 0; b < a.B; ++b) {
+      const float amax = NormRow<kInt8>(a.h + b * a.d, s_gamma, a.d, a.eps, buf, dscr, fscr);
+      StoreAct<kInt8>(buf, a.d, a.lin.ld, amax, a.lin.act_static_scale, act + b * act_ld, &s_scale[b]);
+      __syncthreads();  // buf is rewritten for the next token
+    }
+  });
   __syncthreads();
-  GemvEpilogue<AccT<kInt8>, kB>(g, a.B, red, [&](int64_t row, int b, AccT<kInt8> s) {
-    const float v = Dequant<kInt8>(s, s_scale[b], a.lin, row);
+  GemvEpilogue<AccT<kInt8>, kB>(g, a.B, red, [&](int64_t row, int rl, int b, AccT<kInt8> s) {
+    const float v = Dequant<kInt8>(s, s_scale[b], s_ws, s_bias, rl);
     a.out[b * a.ld_out + row] = v;
     if constexpr (kConv) {
       if (row < p.E) {
@@ -338,7 +377,7 @@ __global__ void __launch_bounds__(kThreads) NormGemvKernel(NormGemvArgs a, GemvP
 
 // ---- kernel 2: u → x_proj ------------------------------------------------------------------------
 template <bool kInt8, int kB>
-__global__ void __launch_bounds__(kThreads) ConvXProjKernel(DecodeLayerParams p, GemvPlan g) {
+__global__ void __launch_bounds__(kThreads, 2) ConvXProjKernel(DecodeLayerParams p, GemvPlan g) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float s_scale[kB];
   const DecodeLinear& lin = p.x_proj;
@@ -346,27 +385,33 @@ __global__ void __launch_bounds__(kThreads) ConvXProjKernel(DecodeLayerParams p,
   uint8_t* act = smem;
   float* buf = reinterpret_cast<float*>(smem + kB * act_ld);  // [E]
   AccT<kInt8>* red = reinterpret_cast<AccT<kInt8>*>(buf + hd::RoundUp(p.E, 4));
+  float* s_ws = RowConstsAfter<AccT<kInt8>, kB>(g, red);
+  float* s_bias = s_ws + g.max_tiles * kRows;
   if (p.l2_prefetch) PrefetchSlice(g, lin.w, act_ld);
-  PdlWait();
-  PdlLaunchDependents();
-  for (int b = 0; b < p.B; ++b) {
-    LoadRow(p.u + b * p.E, nullptr, p.E, buf);
-    __syncthreads();
-    const float amax = kInt8 ? __uint_as_float(p.umax[b]) : 0.0f;
-    StoreAct<kInt8>(buf, p.E, lin.ld, amax, lin.act_static_scale, act + b * act_ld, &s_scale[b]);
-    __syncthreads();
-  }
-  BlockGemv<AccT<kInt8>, kB>(g, lin.w, act_ld, act, act_ld, p.B, red);
+  LoadRowConsts(g, lin, s_ws, s_bias);
+  BlockGemv<AccT<kInt8>, kB>(g, lin.w, act_ld, act, act_ld, p.B, red, [&] {
+    PdlWait();
+    PdlLaunchDependents();
+    for (int b = 0; b < p.B; ++b) {
+      LoadRow(p.u + b * p.E, nullptr, p.E, buf);
+      __syncthreads();
+      const float amax = kInt8 ? __uint_as_float(p.umax[b]) : 0.0f;
+      StoreAct<kInt8>(buf, p.E, lin.ld, amax, lin.act_static_scale, act + b * act_ld, &s_scale[b]);
+      __syncthreads();
+    }
+  });
   __syncthreads();
   const int64_t cols = p.R + 2 * p.N;
-  GemvEpilogue<AccT<kInt8>, kB>(g, p.B, red, [&](int64_t row, int b, AccT<kInt8> s) {
-    p.dbc[b * cols + row] = Dequant<kInt8>(s, s_scale[b], lin, row);
+  GemvEpilogue<AccT<kInt8>, kB>(g, p.B, red, [&](int64_t row, int rl, int b, AccT<kInt8> s) {
+    p.dbc[b * cols + row] = Dequant<kInt8>(s, s_scale[b], s_ws, s_bias, rl);
   });
 }
 
 // ---- kernel 3: dt_proj + softplus + scan step + gate -------------------------------------------
 // Four lanes a channel, four states each; the lanes also split dt_proj's row. The conv state is
-// shifted here (kernel 2 read it in every block, so it cannot change there).
+// shifted here (kernel 1 read it for this step's conv). Every load that does not depend on the
+// previous kernel (dt_proj's row, A, D, the gate scale) is issued before waiting for it.
+constexpr int kDtChunksPerLane = 8;  // dt_proj rows up to 4·8 16-byte chunks stay in registers
 template <bool kInt8, int kB>
 __global__ void __launch_bounds__(kScanThreads) DtScanKernel(DecodeLayerParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
@@ -374,20 +419,55 @@ __global__ void __launch_bounds__(kScanThreads) DtScanKernel(DecodeLayerParams p
   const DecodeLinear& lin = p.dt_proj;
   const int act_ld = static_cast<int>(lin.ld) * kElem<kInt8>;
   uint8_t* act = smem;                                        // [kB][act_ld]: δ as INT8 or half
-  float* bc = reinterpret_cast<float*>(smem + kB * act_ld);   // [kB][2N]: B | C
+  float* rows = reinterpret_cast<float*>(smem + kB * act_ld); // [kB][cols]: δ | B | C
   const int64_t N = p.N, cols = p.R + 2 * N;
-  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * kScanChannels;
-  const uint8_t* w = static_cast<const uint8_t*>(lin.w);
-  if (p.l2_prefetch) {
-    const int64_t rows = p.E - c0 < kScanChannels ? p.E - c0 : kScanChannels;
-    PrefetchL2(w + c0 * act_ld, rows * act_ld);
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kScanChannels + threadIdx.x / 4;
+  const int g = threadIdx.x % 4;
+  const bool active = c < p.E;  // E is a multiple of 16: inactive channels fill whole warps
+  const int64_t cc = active ? c : 0;
+  const uint8_t* wrow = static_cast<const uint8_t*>(lin.w) + cc * act_ld;
+  const int dt_chunks = act_ld / 16;
+  int4 wdt[kDtChunksPerLane];
+#pragma unroll
+  for (int i = 0; i < kDtChunksPerLane; ++i) {
+    const int ch = g + 4 * i;
+    wdt[i] = ch < dt_chunks ? __ldg(reinterpret_cast<const int4*>(wrow + ch * 16)) : make_int4(0, 0, 0, 0);
   }
+  float a2[4];
+  {
+    const float4 v = __ldg(reinterpret_cast<const float4*>(p.A2 + cc * N + g * 4));
+    a2[0] = v.x, a2[1] = v.y, a2[2] = v.z, a2[3] = v.w;
+  }
+  const float dcoef = __ldg(p.D + cc);
+  const float gscale = p.gate_scale != nullptr ? __ldg(p.gate_scale + cc) : 0.0f;
+  const float dt_ws = lin.wscale != nullptr ? __ldg(lin.wscale + cc) : 1.0f;
+  const float dt_bias = lin.bias != nullptr ? __ldg(lin.bias + cc) : 0.0f;
+  // The SSM state was last written by the previous decode step, complete before this one began.
+  float4 hv[kB];
+#pragma unroll
+  for (int b = 0; b < kB; ++b)
+    if (b < p.B) hv[b] = *reinterpret_cast<const float4*>(p.ssm_state + p.slots[b] * p.ssm_slot_stride + cc * N + g * 4);
   PdlWait();
   PdlLaunchDependents();
+  // Stage δ|B|C of every token (all loads of a thread in flight at once), then quantize δ per
+  // token (a warp a token).
+  for (int64_t i = threadIdx.x; i < p.B * cols; i += kLoadsInFlight * blockDim.x) {
+    float v[kLoadsInFlight];
+#pragma unroll
+    for (int u = 0; u < kLoadsInFlight; ++u) {
+      const int64_t k = i + static_cast<int64_t>(u) * blockDim.x;
+      if (k < p.B * cols) v[u] = p.dbc[k];
+    }
+#pragma unroll
+    for (int u = 0; u < kLoadsInFlight; ++u) {
+      const int64_t k = i + static_cast<int64_t>(u) * blockDim.x;
+      if (k < p.B * cols) rows[k] = v[u];
+    }
+  }
+  __syncthreads();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   for (int b = warp; b < p.B; b += kScanThreads / 32) {
-    const float* row = p.dbc + b * cols;
-    for (int64_t i = lane; i < 2 * N; i += 32) bc[b * 2 * N + i] = row[p.R + i];
+    const float* row = rows + b * cols;
     if constexpr (kInt8) {
       float amax = 0.0f;
       for (int64_t i = lane; i < p.R; i += 32) amax = fmaxf(amax, fabsf(row[i]));
@@ -403,47 +483,45 @@ __global__ void __launch_bounds__(kScanThreads) DtScanKernel(DecodeLayerParams p
     }
   }
   __syncthreads();
-  const int64_t c = c0 + threadIdx.x / 4;
-  const int g = threadIdx.x % 4;
-  if (c >= p.E) return;  // E is a multiple of 16: whole warps leave
   // Kernel 2 has read the |u| maxima; the next layer's kernel 1 gathers them afresh.
   if (blockIdx.x == 0 && threadIdx.x < p.B) p.umax[threadIdx.x] = 0u;
-  const uint8_t* wrow = w + c * act_ld;
-  const int dt_chunks = act_ld / 16;
-  float a2[4];
-  {
-    const float4 v = __ldg(reinterpret_cast<const float4*>(p.A2 + c * N + g * 4));
-    a2[0] = v.x, a2[1] = v.y, a2[2] = v.z, a2[3] = v.w;
-  }
-  const float dcoef = __ldg(p.D + c);
-  const float gscale = p.gate_scale != nullptr ? __ldg(p.gate_scale + c) : 0.0f;
+  if (!active) return;
   const int64_t S = p.K - 1;
-  for (int b = 0; b < p.B; ++b) {
-    // Every independent load first: the kernel is a chain of round trips otherwise.
+#pragma unroll
+  for (int b = 0; b < kB; ++b) {
+    if (b >= p.B) break;
     const int32_t slot = p.slots[b];
     float* hs = p.ssm_state + slot * p.ssm_slot_stride + c * N + g * 4;
-    const float4 hv = *reinterpret_cast<const float4*>(hs);
     const float u = p.u[b * p.E + c];
     const float z = p.xz[b * 2 * p.E + p.E + c];
+    const float x = p.xz[b * 2 * p.E + c];
     AccT<kInt8> acc = 0;
-    for (int ch = g; ch < dt_chunks; ch += 4)
+#pragma unroll
+    for (int i = 0; i < kDtChunksPerLane; ++i) {
+      const int ch = g + 4 * i;
+      if (ch < dt_chunks) Dot16(acc, wdt[i], *reinterpret_cast<const int4*>(act + b * act_ld + ch * 16));
+    }
+    for (int ch = g + 4 * kDtChunksPerLane; ch < dt_chunks; ch += 4)  // longer rows than any Mamba-1 size
       Dot16(acc, __ldg(reinterpret_cast<const int4*>(wrow + ch * 16)),
             *reinterpret_cast<const int4*>(act + b * act_ld + ch * 16));
     acc += __shfl_xor_sync(0xffffffffu, acc, 2);
     acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-    const float dt = hd::Softplus(Dequant<kInt8>(acc, s_scale[b], lin, c));
+    float dtl;
+    if constexpr (kInt8) dtl = hd::Dequantize(acc, s_scale[b], dt_ws);
+    else dtl = acc;
+    const float dt = hd::Softplus(dtl + dt_bias);
     const float gate = p.gate_scale != nullptr ? hd::SmoothSilu(z, gscale) : hd::Silu(z);
-    float h[4] = {hv.x, hv.y, hv.z, hv.w};
-    float part = hd::ScanStep<4>(h, a2, dt, dt * u, bc + b * 2 * N + g * 4, bc + b * 2 * N + N + g * 4);
+    float h[4] = {hv[b].x, hv[b].y, hv[b].z, hv[b].w};
+    const float* bc = rows + b * cols + p.R;
+    float part = hd::ScanStep<4>(h, a2, dt, dt * u, bc + g * 4, bc + N + g * 4);
     part += __shfl_xor_sync(0xffffffffu, part, 2);
     part += __shfl_xor_sync(0xffffffffu, part, 1);
     *reinterpret_cast<float4*>(hs) = make_float4(h[0], h[1], h[2], h[3]);
     if (g == 0) {
       p.y[b * p.E + c] = (part + dcoef * u) * gate;
-      // Kernel 1 of this layer read the state; shift in this step's input x.
       float* st = p.conv_state + slot * p.conv_slot_stride + c * S;
       for (int64_t s = 0; s + 1 < S; ++s) st[s] = st[s + 1];
-      st[S - 1] = p.xz[b * 2 * p.E + c];
+      st[S - 1] = x;
     }
   }
 }
@@ -476,7 +554,7 @@ __device__ __forceinline__ void WarpHadamardChunks(float* x, int m) {
 #pragma unroll
       for (int i = 0; i < V; ++i) {
         const float other = __shfl_xor_sync(0xffffffffu, v[i], k);
-        v[i] = low ? v[i] + other : other - v[i];
+        v[i] = hd::WarpButterfly(v[i], other, low);
       }
     }
 #pragma unroll
@@ -498,81 +576,92 @@ __device__ __forceinline__ void BlockHadamardChunks(float* x, int64_t n, int P, 
   }
 }
 
+// 4a (INT8): y[b] → R2 Hadamard → per-token INT8 into yq[b], ys[b]; one wide block a token. Its
+// blocks let kernel 4b start at once, so out_proj's weights stream in while the transform runs.
+constexpr int kHadThreads = 1024;
+__global__ void __launch_bounds__(kHadThreads) HadamardActKernel(DecodeLayerParams p, int log2_half) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ float fscr[32];
+  __shared__ uint32_t s_neg[kMaxHadM];
+  const int64_t E = p.E;
+  const int b = blockIdx.x;
+  const int m = p.had_m;
+  const int P = static_cast<int>(p.had_p);
+  float* sx = reinterpret_cast<float*>(smem);  // [E] transform, then [E] mix output
+  float* sy = sx + hd::RoundUp(E, 4);
+  if (threadIdx.x < m) s_neg[threadIdx.x] = p.had_neg != nullptr ? __ldg(p.had_neg + threadIdx.x) : 0u;
+  PdlLaunchDependents();
+  PdlWait();
+  LoadRow<2>(p.y + b * E, p.had_scale, E, sx);
+  __syncthreads();
+  const float* res = sx;
+  if (p.had_scale != nullptr) {
+    switch (P) {
+      case 32: WarpHadamardChunks<1>(sx, m); break;
+      case 64: WarpHadamardChunks<2>(sx, m); break;
+      case 128: WarpHadamardChunks<4>(sx, m); break;
+      case 256: WarpHadamardChunks<8>(sx, m); break;
+      default: BlockHadamardChunks(sx, E, P, log2_half);
+    }
+    __syncthreads();
+    if (m > 1) {
+      // ±1 mix across chunks: out[o·P + j] = Σ_i ±x[i·P + j], i ascending from ±x[j] as
+      // hd::MixOutput adds them; a thread an output.
+      for (int64_t k = threadIdx.x; k < E; k += blockDim.x) {
+        sy[k] = hd::MixOutputMasked(sx, s_neg[k / P], m, P, static_cast<int>(k % P));
+      }
+      res = sy;
+      __syncthreads();
+    }
+  }
+  float amax = 0.0f;
+  for (int64_t i = threadIdx.x; i < E; i += blockDim.x) amax = fmaxf(amax, fabsf(res[i]));
+  amax = BlockMax(amax, fscr);
+  const DecodeLinear& lin = p.out_proj;
+  const float s = lin.act_static_scale > 0.0f ? lin.act_static_scale : hd::ScaleFromAbsMax(amax);
+  const float inv = 1.0f / s;
+  int8_t* q = p.yq + b * lin.ld;
+  for (int64_t c = threadIdx.x; c < lin.ld; c += blockDim.x) q[c] = c < E ? hd::QuantizeValue(res[c], inv) : 0;
+  if (threadIdx.x == 0) p.ys[b] = s;
+}
+
+// 4b: out_proj of y (FP16: y → half here; INT8: the codes of kernel 4a) → h += ·.
 template <bool kInt8, int kB>
-__global__ void __launch_bounds__(kThreads) HadOutProjKernel(DecodeLayerParams p, GemvPlan g, int log2_half) {
+__global__ void __launch_bounds__(kThreads, 2) OutProjKernel(DecodeLayerParams p, GemvPlan g) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float s_scale[kB];
-  __shared__ float fscr[32];
-  __shared__ unsigned int s_neg[kMaxHadM];  // bit i of s_neg[o]: mix coefficient (o, i) is −1
   const DecodeLinear& lin = p.out_proj;
   const int act_ld = static_cast<int>(lin.ld) * kElem<kInt8>;
   const int64_t E = p.E;
   uint8_t* act = smem;
-  float* buf = reinterpret_cast<float*>(smem + kB * act_ld);  // INT8: [2E] (transform in, mix out)
-  AccT<kInt8>* red = reinterpret_cast<AccT<kInt8>*>(kInt8 ? buf + 2 * hd::RoundUp(E, 4) : buf);
+  float* buf = reinterpret_cast<float*>(smem + kB * act_ld);  // FP16: [E] y of one token
+  AccT<kInt8>* red = reinterpret_cast<AccT<kInt8>*>(buf + (kInt8 ? 0 : hd::RoundUp(E, 4)));
+  float* s_ws = RowConstsAfter<AccT<kInt8>, kB>(g, red);
+  float* s_bias = s_ws + g.max_tiles * kRows;
   if (p.l2_prefetch) PrefetchSlice(g, lin.w, act_ld);
-  const int m = p.had_m;
-  const int P = static_cast<int>(p.had_p);
-  if (threadIdx.x < m) {
-    unsigned int neg = 0;
-    for (int i = 0; i < m; ++i)
-      if (p.had_mix != nullptr && p.had_mix[threadIdx.x * m + i] < 0) neg |= 1u << i;
-    s_neg[threadIdx.x] = neg;
-  }
-  PdlWait();
-  PdlLaunchDependents();
-  for (int b = 0; b < p.B; ++b) {
-    const float* yb = p.y + b * E;
+  LoadRowConsts(g, lin, s_ws, s_bias);
+  BlockGemv<AccT<kInt8>, kB>(g, lin.w, act_ld, act, act_ld, p.B, red, [&] {
+    PdlWait();
+    PdlLaunchDependents();
     if constexpr (kInt8) {
-      float* sx = buf;
-      float* sy = buf + hd::RoundUp(E, 4);
-      const float* res = sx;
-      LoadRow(yb, p.had_scale, E, sx);
-      __syncthreads();
-      if (p.had_scale != nullptr) {
-        switch (P) {
-          case 32: WarpHadamardChunks<1>(sx, m); break;
-          case 64: WarpHadamardChunks<2>(sx, m); break;
-          case 128: WarpHadamardChunks<4>(sx, m); break;
-          case 256: WarpHadamardChunks<8>(sx, m); break;
-          default: BlockHadamardChunks(sx, E, P, log2_half);
-        }
-        __syncthreads();
-        if (m > 1) {
-          // ±1 mix across chunks, a thread a column: out[o·P + j] = Σ_i ±x[i·P + j], i ascending
-          // from ±x[j] as hd::MixOutput adds them.
-          for (int j = threadIdx.x; j < P; j += blockDim.x) {
-            float xv[kMaxHadM];
-#pragma unroll
-            for (int i = 0; i < kMaxHadM; ++i)
-              if (i < m) xv[i] = sx[i * P + j];
-            for (int o = 0; o < m; ++o) {
-              const unsigned int neg = s_neg[o];
-              float acc = (neg & 1u) ? -xv[0] : xv[0];
-#pragma unroll
-              for (int i = 1; i < kMaxHadM; ++i)
-                if (i < m) acc += ((neg >> i) & 1u) ? -xv[i] : xv[i];
-              sy[o * P + j] = acc;
-            }
-          }
-          res = sy;
-          __syncthreads();
-        }
-      }
-      float amax = 0.0f;
-      for (int64_t i = threadIdx.x; i < E; i += blockDim.x) amax = fmaxf(amax, fabsf(res[i]));
-      amax = BlockMax(amax, fscr);
-      StoreAct<true>(res, E, lin.ld, amax, lin.act_static_scale, act + b * act_ld, &s_scale[b]);
-      __syncthreads();
+      // B rows of act_ld bytes (a multiple of 16), 16 bytes a thread.
+      const int4* src = reinterpret_cast<const int4*>(p.yq);
+      int4* dst = reinterpret_cast<int4*>(act);
+      for (int i = threadIdx.x; i < p.B * act_ld / 16; i += blockDim.x) dst[i] = src[i];
+      if (threadIdx.x < p.B) s_scale[threadIdx.x] = p.ys[threadIdx.x];
     } else {
-      StoreAct<false>(yb, E, lin.ld, 0.0f, 0.0f, act + b * act_ld, nullptr);
+      for (int b = 0; b < p.B; ++b) {
+        LoadRow(p.y + b * E, nullptr, E, buf);
+        __syncthreads();
+        StoreAct<false>(buf, E, lin.ld, 0.0f, 0.0f, act + b * act_ld, nullptr);
+        __syncthreads();
+      }
     }
-  }
+    __syncthreads();
+  });
   __syncthreads();
-  BlockGemv<AccT<kInt8>, kB>(g, lin.w, act_ld, act, act_ld, p.B, red);
-  __syncthreads();
-  GemvEpilogue<AccT<kInt8>, kB>(g, p.B, red, [&](int64_t row, int b, AccT<kInt8> s) {
-    p.h[b * p.d + row] += Dequant<kInt8>(s, s_scale[b], lin, row);
+  GemvEpilogue<AccT<kInt8>, kB>(g, p.B, red, [&](int64_t row, int rl, int b, AccT<kInt8> s) {
+    p.h[b * p.d + row] += Dequant<kInt8>(s, s_scale[b], s_ws, s_bias, rl);
   });
 }
 
@@ -605,22 +694,14 @@ StatusOr<int> PrepareKernel(const void* fn, int threads, size_t smem) {
   return blocks;
 }
 
-// Spreads a GEMV of `rows` rows of ld_bytes over at most max_blocks blocks: k is split over more
-// warps (parts) until each warp has several tasks, so that no SM idles at the tail.
 GemvPlan MakePlan(int64_t rows, int64_t ld_bytes, int64_t max_blocks) {
-  GemvPlan g;
-  g.rows = rows;
-  g.tiles = (rows + kRows - 1) / kRows;
-  g.chunks = static_cast<int>(ld_bytes / 16);
-  g.grid = static_cast<int>(g.tiles < max_blocks ? g.tiles : max_blocks);
-  const int64_t warps = static_cast<int64_t>(g.grid) * kWarps;
-  while (g.parts < kWarps && g.tiles * g.parts < 4 * warps && g.chunks >= 64 * g.parts) g.parts *= 2;
-  g.max_tiles = static_cast<int>((g.tiles + g.grid - 1) / g.grid);
-  g.prefetch_bytes = (kPrefetchTotal / g.grid) / 16 * 16;
-  return g;
+  return hd::MakeDecodeGemvPlan(rows, ld_bytes, max_blocks, kPrefetchTotal);
 }
 
-size_t RedBytes(const GemvPlan& g, int kB) { return static_cast<size_t>(g.max_tiles) * kRows * g.parts * kB * 4; }
+// Shared memory of a GEMV's partial sums (red) and its row constants (RowConsts).
+size_t RedBytes(const GemvPlan& g, int kB) {
+  return static_cast<size_t>(g.max_tiles) * kRows * (g.parts * kB + 2) * 4;
+}
 
 template <typename Kernel, typename... Args>
 Status LaunchEx(Kernel kernel, int grid, int threads, size_t smem, bool pdl, cudaStream_t stream, Args... args) {
@@ -655,18 +736,17 @@ Status LaunchNormGemv(const NormGemvArgs& a, const DecodeLayerParams& p, bool pd
   const auto kernel = NormGemvKernel<kInt8, kB, kConv>;
   const int64_t act_ld = a.lin.ld * kElem<kInt8>;
   MQ_ASSIGN_OR_RETURN(auto plan, PlanGemv(reinterpret_cast<const void*>(kernel), a.lin.out, act_ld,
-                                          kB * act_ld + hd::RoundUp(a.d, 4) * 4, kB));
+                                          kB * act_ld + 2 * hd::RoundUp(a.d, 4) * 4, kB));
   return LaunchEx(kernel, plan.first.grid, kThreads, plan.second, pdl, stream, a, plan.first, p);
 }
 
 template <bool kInt8, int kB>
-Status LaunchLayer(const DecodeLayerParams& p, cudaStream_t stream, const DecodeMark& mark) {
+Status LaunchLayer(const DecodeLayerParams& p, cudaStream_t stream) {
   // 1: norm → in_proj
   NormGemvArgs a;
   a.B = p.B, a.d = p.d, a.eps = p.eps, a.h = p.h, a.gamma = p.norm, a.lin = p.in_proj, a.out = p.xz;
   a.ld_out = 2 * p.E, a.prefetch = p.l2_prefetch;
   MQ_RETURN_IF_ERROR((LaunchNormGemv<kInt8, kB, true>(a, p, p.pdl, stream)));
-  if (mark) MQ_RETURN_IF_ERROR(mark("decode in_proj+conv"));
   // 2: conv → x_proj
   {
     const auto kernel = ConvXProjKernel<kInt8, kB>;
@@ -675,53 +755,57 @@ Status LaunchLayer(const DecodeLayerParams& p, cudaStream_t stream, const Decode
     const size_t smem = kB * act_ld + hd::RoundUp(p.E, 4) * 4 + RedBytes(g, kB);
     MQ_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(kernel), kThreads, smem).status());
     MQ_RETURN_IF_ERROR(LaunchEx(kernel, g.grid, kThreads, smem, p.pdl, stream, p, g));
-    if (mark) MQ_RETURN_IF_ERROR(mark("decode x_proj"));
   }
   // 3: dt_proj → scan → gate
   {
     const auto kernel = DtScanKernel<kInt8, kB>;
-    const size_t smem = kB * p.dt_proj.ld * kElem<kInt8> + kB * 2 * p.N * 4;
+    const size_t smem = kB * p.dt_proj.ld * kElem<kInt8> + kB * (p.R + 2 * p.N) * 4;
     MQ_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(kernel), kScanThreads, smem).status());
     const int grid = static_cast<int>((p.E + kScanChannels - 1) / kScanChannels);
     MQ_RETURN_IF_ERROR(LaunchEx(kernel, grid, kScanThreads, smem, p.pdl, stream, p));
-    if (mark) MQ_RETURN_IF_ERROR(mark("decode dt+scan"));
   }
-  // 4: Hadamard → out_proj → residual
-  {
-    const auto kernel = HadOutProjKernel<kInt8, kB>;
-    const int64_t act_ld = p.out_proj.ld * kElem<kInt8>;
-    const size_t extra = kInt8 ? 2 * hd::RoundUp(p.E, 4) * 4 : 0;
-    MQ_ASSIGN_OR_RETURN(auto plan, PlanGemv(reinterpret_cast<const void*>(kernel), p.out_proj.out, act_ld,
-                                            kB * act_ld + extra, kB));
+  // 4a (INT8): Hadamard → INT8 codes; 4b: out_proj → residual
+  if constexpr (kInt8) {
+    const auto kernel = HadamardActKernel;
+    const size_t smem = 2 * hd::RoundUp(p.E, 4) * 4;
+    MQ_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(kernel), kHadThreads, smem).status());
     int log2_half = 0;
     while ((int64_t{2} << log2_half) < p.had_p) ++log2_half;
-    MQ_RETURN_IF_ERROR(LaunchEx(kernel, plan.first.grid, kThreads, plan.second, p.pdl, stream, p, plan.first, log2_half));
-    if (mark) MQ_RETURN_IF_ERROR(mark("decode hadamard+out_proj"));
+    MQ_RETURN_IF_ERROR(LaunchEx(kernel, p.B, kHadThreads, smem, p.pdl, stream, p, log2_half));
+  }
+  {
+    const auto kernel = OutProjKernel<kInt8, kB>;
+    const int64_t act_ld = p.out_proj.ld * kElem<kInt8>;
+    const size_t extra = kInt8 ? 0 : hd::RoundUp(p.E, 4) * 4;
+    MQ_ASSIGN_OR_RETURN(auto plan, PlanGemv(reinterpret_cast<const void*>(kernel), p.out_proj.out, act_ld,
+                                            kB * act_ld + extra, kB));
+    MQ_RETURN_IF_ERROR(LaunchEx(kernel, plan.first.grid, kThreads, plan.second, p.pdl, stream, p, plan.first));
   }
   return OkStatus();
 }
 
 }  // namespace
 
-Status LaunchDecodeLayer(const DecodeLayerParams& p, cudaStream_t stream, const DecodeMark& mark) {
+Status LaunchDecodeLayer(const DecodeLayerParams& p, cudaStream_t stream) {
   if (p.B < 1 || p.B > kDecodeMaxBatch) return InvalidArgumentError("decode kernels: batch must be in [1, 8]");
   if (p.N != 16 || p.K < 2 || p.E % 16 != 0 || p.d % 4 != 0)
     return UnimplementedError("decode kernels: need state 16, conv kernel ≥ 2, d_inner % 16 == 0");
   if (p.had_scale != nullptr && (p.had_m > kMaxHadM || p.had_m * p.had_p != p.E || (p.had_p & (p.had_p - 1)) != 0))
     return InvalidArgumentError("decode kernels: online Hadamard must be m·2^k = d_inner with m ≤ 28");
   if (p.had_scale != nullptr && !p.int8) return InvalidArgumentError("decode kernels: online Hadamard needs INT8");
-  if (p.u == nullptr || (p.int8 && p.umax == nullptr)) return InvalidArgumentError("decode kernels: missing u buffers");
+  if (p.u == nullptr || (p.int8 && (p.umax == nullptr || p.yq == nullptr || p.ys == nullptr)))
+    return InvalidArgumentError("decode kernels: missing work buffers");
   if (SmCount() < 1) return UnavailableError("decode kernels: no CUDA device");
   if (p.int8) {
-    if (p.B == 1) return LaunchLayer<true, 1>(p, stream, mark);
-    if (p.B == 2) return LaunchLayer<true, 2>(p, stream, mark);
-    if (p.B <= 4) return LaunchLayer<true, 4>(p, stream, mark);
-    return LaunchLayer<true, 8>(p, stream, mark);
+    if (p.B == 1) return LaunchLayer<true, 1>(p, stream);
+    if (p.B == 2) return LaunchLayer<true, 2>(p, stream);
+    if (p.B <= 4) return LaunchLayer<true, 4>(p, stream);
+    return LaunchLayer<true, 8>(p, stream);
   }
-  if (p.B == 1) return LaunchLayer<false, 1>(p, stream, mark);
-  if (p.B == 2) return LaunchLayer<false, 2>(p, stream, mark);
-  if (p.B <= 4) return LaunchLayer<false, 4>(p, stream, mark);
-  return LaunchLayer<false, 8>(p, stream, mark);
+  if (p.B == 1) return LaunchLayer<false, 1>(p, stream);
+  if (p.B == 2) return LaunchLayer<false, 2>(p, stream);
+  if (p.B <= 4) return LaunchLayer<false, 4>(p, stream);
+  return LaunchLayer<false, 8>(p, stream);
 }
 
 Status LaunchDecodeLmHead(const DecodeLmHeadParams& p, cudaStream_t stream) {

@@ -62,6 +62,10 @@ MQ_HD int ButterflyLow(int i, int h, int p, int log2_half) {
   const int chunk = i >> log2_half;
   return chunk * p + ((j & ~(h - 1)) << 1) + (j & (h - 1));
 }
+// The same levels with a chunk of P = 32·V values spread over a warp (lane l holds positions
+// l·V … l·V+V−1): level h = k·V ≥ V pairs lane l with lane l ^ k, element for element; the lane
+// without bit k holds the low position. Returns the lane's new value (a + b or a − b of the pair).
+MQ_HD float WarpButterfly(float mine, float other, bool low) { return low ? mine + other : other - mine; }
 // Output o of column j of the m×m mix: Σ_i coef[o·m + i]·x[i·p + j], i ascending, starting from
 // coef[o·m]·x[j] (±1 products are exact, so this equals the CPU's accumulation bit for bit).
 MQ_HD float MixOutput(const float* x, const int8_t* coef, int m, int p, int o, int j) {
@@ -136,5 +140,56 @@ MQ_HD int32_t Dp4a(int32_t a, int32_t b, int32_t acc) {
 }
 
 MQ_HD int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// The ±1 mix with its signs as bit masks: bit i of neg is set where coef[o·m + i] = −1
+// (MixNegMask), and MixOutputMasked adds exactly what MixOutput adds, in the same order.
+MQ_HD uint32_t MixNegMask(const int8_t* coef, int m, int o) {
+  uint32_t neg = 0;
+  for (int i = 0; i < m; ++i)
+    if (coef[o * m + i] < 0) neg |= 1u << i;
+  return neg;
+}
+MQ_HD float MixOutputMasked(const float* x, uint32_t neg, int m, int p, int j) {
+  float acc = (neg & 1u) ? -x[j] : x[j];
+  for (int i = 1; i < m; ++i) acc += ((neg >> i) & 1u) ? -x[i * p + j] : x[i * p + j];
+  return acc;
+}
+
+// ---- decode GEMV plan (decode_kernels.cu) -------------------------------------------------------
+// A decode GEMV block has kDecodeWarps warps. A warp task is a tile of kDecodeRows consecutive
+// rows over a 1/parts share of k: part q reads the 16-byte chunks c with (c / 32) mod parts == q,
+// lane l the chunks q·32 + l + i·32·parts; kDecodeUnroll of them per row are in flight at once.
+// Block b owns tiles [b·tiles/grid, (b+1)·tiles/grid); warp w runs tasks w, w + kDecodeWarps, …
+// (task = tile·parts + part). The CPU twin checks that every chunk of every row is read once.
+constexpr int kDecodeWarps = 8;
+constexpr int kDecodeRows = 2;
+constexpr int kDecodeUnroll = 8;
+struct DecodeGemvPlan {
+  int64_t rows = 0;
+  int64_t tiles = 0;
+  int chunks = 0;               // 16-byte chunks per row
+  int parts = 1;
+  int grid = 0;
+  int max_tiles = 0;            // most tiles of one block (sizes its partial sums)
+  int64_t prefetch_bytes = 0;   // per block, bulk L2 prefetch (0: none)
+};
+// The GEMV is latency-bound unless every warp keeps many bytes in flight, so k is split only as
+// far as needed to give every warp of the grid a task.
+MQ_HD DecodeGemvPlan MakeDecodeGemvPlan(int64_t rows, int64_t ld_bytes, int64_t max_blocks, int64_t prefetch_total) {
+  DecodeGemvPlan g;
+  g.rows = rows;
+  g.tiles = (rows + kDecodeRows - 1) / kDecodeRows;
+  g.chunks = static_cast<int>(ld_bytes / 16);
+  g.grid = static_cast<int>(g.tiles < max_blocks ? g.tiles : max_blocks);
+  const int64_t warps = static_cast<int64_t>(g.grid) * kDecodeWarps;
+  while (g.parts < kDecodeWarps && g.tiles * g.parts < warps && g.chunks >= 64 * g.parts) g.parts *= 2;
+  g.max_tiles = static_cast<int>((g.tiles + g.grid - 1) / g.grid);
+  g.prefetch_bytes = (prefetch_total / g.grid) / 16 * 16;
+  return g;
+}
+MQ_HD void DecodeBlockTiles(const DecodeGemvPlan& g, int64_t block, int64_t* t0, int* n) {
+  *t0 = block * g.tiles / g.grid;
+  *n = static_cast<int>((block + 1) * g.tiles / g.grid - *t0);
+}
 
 }  // namespace mq::cuda::hd

@@ -14,7 +14,6 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <functional>
 
 #include "util/status.h"
 
@@ -169,68 +168,16 @@ Status LaunchFillConstantF32(float* x, int64_t n, float value, cudaStream_t stre
 
 namespace mq::cuda {
 
-// ---- fused INT8 decode step (fused_decode_kernel.cu) ---------------------------------------------
-// One persistent kernel runs every layer of one decode step for B ≤ kFusedMaxBatch tokens, with
-// grid-wide barriers between the phases that need a whole vector (norm, conv amax, x_proj, the
-// scan, the Hadamard). Device pointers of one layer:
-struct FusedLayer {
-  const float* norm = nullptr;
-  const int8_t* w_in = nullptr;  const float* s_in = nullptr;  const float* b_in = nullptr;  float a_in = 0;
-  const float* conv_w = nullptr; const float* conv_b = nullptr;
-  const int8_t* w_x = nullptr;   const float* s_x = nullptr;   const float* b_x = nullptr;   float a_x = 0;
-  const int8_t* w_dt = nullptr;  const float* s_dt = nullptr;  const float* b_dt = nullptr;  float a_dt = 0;
-  const float* A2 = nullptr;     const float* D = nullptr;     const float* gate_scale = nullptr;
-  const int8_t* w_out = nullptr; const float* s_out = nullptr; const float* b_out = nullptr; float a_out = 0;
-  const float* had_scale = nullptr;  // null: no online rotation before out_proj
-  const int8_t* had_mix = nullptr;
-  int had_m = 1, had_p = 1, had_log2_half = 0;
-};
-
-constexpr int kFusedMaxBatch = 8;
-
-struct FusedDecodeParams {
-  const FusedLayer* layers = nullptr;  // device array [num_layers]
-  int num_layers = 0, B = 0;
-  int d = 0, E = 0, N = 0, R = 0, K = 0, dp = 0, Ep = 0, Rp = 0;
-  float eps = 1e-5f;
-  const int32_t* ids = nullptr;        // [B]
-  const int32_t* slots = nullptr;      // [B]
-  const float* embeddings = nullptr;   // [V, d]
-  float* conv_state = nullptr;         // [slots][layers][E][K−1]
-  float* ssm_state = nullptr;          // [slots][layers][E][N]
-  float* h0 = nullptr; float* h1 = nullptr;  // [B, d] residual stream, ping-pong by layer
-  float* xz = nullptr;                 // [B, 2E] dequantized in_proj output
-  float* u = nullptr;                  // [B, E]
-  unsigned int* umax = nullptr;        // [B] |u| maxima (float bits)
-  float* dbc = nullptr;                // [B, R+2N]
-  float* y = nullptr;                  // [B, E]
-  int8_t* yq = nullptr; float* ys = nullptr;  // [B, Ep], [B]
-  float* o = nullptr;                  // [B, d]
-  const float* norm_f = nullptr;
-  __half* hn = nullptr;                // [B, dp] final normalized rows (LM head input)
-  unsigned int* barrier = nullptr;     // [2] zero-initialized once: arrival count, generation
-  bool prefetch = true;                // warm L2 with upcoming weights during latency-bound phases
-  // Optional profile: block 0 adds the SM clock cycles of each phase (and barrier) here [16].
-  unsigned long long* phase_cycles = nullptr;
-};
-
-// Blocks the fused kernel runs with (all co-resident; needed for its grid barriers).
-StatusOr<int> FusedDecodeGridSize(int B, int d, int E, int dp, int Ep);
-Status LaunchFusedDecode(const FusedDecodeParams& p, int grid, cudaStream_t stream);
-
-}  // namespace mq::cuda
-
-namespace mq::cuda {
-
 // ---- decode step kernels (decode_kernels.cu) ---------------------------------------------------
-// A decode step of B ≤ kDecodeMaxBatch tokens runs four kernels per layer. Each is a GEMV with the
+// A decode step of B ≤ kDecodeMaxBatch tokens runs four kernels per layer (five for INT8). Each is a GEMV with the
 // small work before it fused in; every block repeats that small work for itself, so no kernel
 // needs a grid-wide barrier:
 //   1 h → RMSNorm → INT8 | half → in_proj → xz, and conv + SiLU → u in its epilogue (also the
 //     LM head, with norm_f and no conv)
 //   2 u → INT8 | half → x_proj → δ|B|C
 //   3 dt_proj + softplus + scan step + gate, conv state shift → y   (4 lanes a channel)
-//   4 [R2 Hadamard] → INT8 | half → out_proj → h += ·
+//   4 INT8: 4a R2 Hadamard → INT8 (a block a token), 4b out_proj → h += ·
+//     FP16: y → half → out_proj → h += ·
 // Kernels go out with programmatic dependent launch: a kernel's blocks start while its
 // predecessor still runs, pull their slice of the weights into L2, then wait for its data.
 constexpr int kDecodeMaxBatch = 8;
@@ -257,6 +204,8 @@ struct DecodeLayerParams {
   unsigned int* umax = nullptr;    // [B] |u| maxima as float bits (zero between layers)
   float* dbc = nullptr;            // [B, R+2N]
   float* y = nullptr;              // [B, E] gated scan output
+  int8_t* yq = nullptr;            // INT8: [B, out_proj.ld] out_proj's input codes (kernel 4a) …
+  float* ys = nullptr;             // … and their per-token scales [B]
   const float* norm = nullptr;     // [d]
   DecodeLinear in_proj, x_proj, dt_proj, out_proj;
   const float* conv_w = nullptr;   // [E, K]
@@ -269,7 +218,7 @@ struct DecodeLayerParams {
   float* ssm_state = nullptr;      // this layer's [E, N] block of slot 0 …
   int64_t ssm_slot_stride = 0;
   const float* had_scale = nullptr;  // INT8 with R2: [E] = sign/√E; null: no online Hadamard
-  const int8_t* had_mix = nullptr;   // [m, m] transposed (HadamardQuantParams::mix)
+  const uint32_t* had_neg = nullptr; // [m]: bit i of had_neg[o] set where the mix's (o, i) entry is −1
   int had_m = 1;
   int64_t had_p = 1;
   bool pdl = true;                 // programmatic dependent launch
@@ -289,9 +238,7 @@ struct DecodeLmHeadParams {
   bool pdl = true, l2_prefetch = true;
 };
 
-// mark (optional, eager profiling) is called after each of the four launches with its name.
-using DecodeMark = std::function<Status(const char*)>;
-Status LaunchDecodeLayer(const DecodeLayerParams& p, cudaStream_t stream, const DecodeMark& mark = nullptr);
+Status LaunchDecodeLayer(const DecodeLayerParams& p, cudaStream_t stream);
 Status LaunchDecodeLmHead(const DecodeLmHeadParams& p, cudaStream_t stream);
 
 }  // namespace mq::cuda
