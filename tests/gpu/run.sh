@@ -3,7 +3,7 @@
 #   tests/gpu/run.sh [stages]     stages: any of build,test,bench,profile,hf (default: build,test,bench,hf)
 # Needs third_party_local/ (tests/gpu/pack-deps.sh) carried along: the dependency prefix and the
 # mamba-small fixture. Logs and JSON go to $OUT (or /tmp/mq-gpu-out); the summary table prints last.
-# Knobs: BENCH_SHAPES (default 130m,370m,790m,1.4b,2.8b), HF_SHAPES (default 130m,1.4b,2.8b),
+# Knobs: BENCH_SHAPES (default 130m,370m,790m,1.4b,2.8b), HF_SHAPES (default: all five),
 #        BUILD_DIR (default build-gpu), JOBS.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -70,7 +70,7 @@ if has bench; then
   t1=$SECONDS
   models=(--model "$FIX/mamba-small")
   [ -d "$QDIR" ] && models+=(--model "$QDIR")
-  MQ_STAGE_TIMING=1 timeout 300 "$BIN/bench/mq-bench" --shapes "${BENCH_SHAPES:-130m,370m,790m,1.4b,2.8b}" "${models[@]}" --compare-paths --decode-batches 1,2,4,8,64 \
+  MQ_STAGE_TIMING=1 timeout 420 "$BIN/bench/mq-bench" --shapes "${BENCH_SHAPES:-130m,370m,790m,1.4b,2.8b}" "${models[@]}" --compare-paths --decode-batches 1,2,4,8,64 \
     --json "$OUT/mq_bench.json" > "$OUT/mq_bench.log" 2>&1
   rc=$?
   cat "$OUT/mq_bench.log"
@@ -102,7 +102,7 @@ fi
 
 if has hf; then
   t1=$SECONDS
-  PYTHONUNBUFFERED=1 timeout 240 python3 bench/hf_baseline.py --shapes "${HF_SHAPES:-130m,1.4b,2.8b}" \
+  PYTHONUNBUFFERED=1 timeout 240 python3 bench/hf_baseline.py --shapes "${HF_SHAPES:-130m,370m,790m,1.4b,2.8b}" \
     --json "$OUT/hf_baseline.json" > "$OUT/hf_baseline.log" 2>&1
   rc=$?
   tail -5 "$OUT/hf_baseline.log"
