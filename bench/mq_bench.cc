@@ -175,9 +175,11 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
     // GEMV choices of the per-stage path.
     for (int64_t B : o.decode_batches) {
       if (B > kDecodeMaxBatch) continue;
-      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/false, /*l2_prefetch=*/false);
+      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/true, /*l2_prefetch=*/false, kDecodeMaxBatch);
+      BENCH_CHECK(RunDecode(m, name, mode, B, "_layer"));
+      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/false, /*l2_prefetch=*/false, kDecodeMaxBatch);
       BENCH_CHECK(RunDecode(m, name, mode, B, "_nopdl"));
-      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/true, /*l2_prefetch=*/true);
+      m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/true, /*l2_prefetch=*/true, kDecodeMaxBatch);
       BENCH_CHECK(RunDecode(m, name, mode, B, "_l2prefetch"));
       m.SetDecodePath(DecodePath::kPerStage);
       BENCH_CHECK(RunDecode(m, name, mode, B, "_perstage"));

@@ -284,7 +284,7 @@ void ExpectDecodePathsAgree(CudaMambaModel& model, const std::string& what, doub
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(2 + (i * 7919) % (V - 2));
     for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b), next[b] = static_cast<int32_t>(100 + 13 * b);
     auto step = [&](DecodePath path, bool pdl, std::vector<float>* lg, std::vector<float>* state) {
-      model.SetDecodePath(path, pdl);
+      model.SetDecodePath(path, pdl, /*l2_prefetch=*/false, kDecodeMaxBatch);
       ASSERT_OK(model.ResetSlots(slots));
       ASSERT_OK(model.Forward(ids, slots, B, L, LogitsMode::kNone, nullptr));
       ASSERT_EQ(cudaMemcpy(model.decode_ids(), next.data(), B * 4, cudaMemcpyHostToDevice), cudaSuccess);

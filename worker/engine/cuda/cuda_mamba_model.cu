@@ -572,7 +572,8 @@ Status CudaMambaModel::PrepareLayerKernels() {
 
 bool CudaMambaModel::UseLayerKernels(int64_t B) const {
   return options_.decode_path == DecodePath::kLayerKernels && !dec_layer_.empty() && B <= kDecodeMaxBatch &&
-         B <= options_.layer_kernels_max_batch && B <= options_.max_logit_rows;
+         B <= (options_.layer_kernels_max_batch > 0 ? options_.layer_kernels_max_batch : int8_ ? 4 : 2) &&
+         B <= options_.max_logit_rows;
 }
 
 Status CudaMambaModel::EnqueueDecodeStep(int64_t B) {

@@ -44,7 +44,9 @@ struct CudaModelOptions {
   int64_t max_logit_rows = 64;     // logits rows held on the device (kAll needs B·L)
   int64_t gemv_max_tokens = 8;     // INT8: own GEMV up to this many tokens, cuBLASLt above
   DecodePath decode_path = DecodePath::kLayerKernels;
-  int64_t layer_kernels_max_batch = 8;  // larger decode batches take the per-stage kernels
+  // Largest decode batch for the layer kernels (≤ 8; larger batches take the per-stage kernels);
+  // 0: INT8 4, FP16 2, the crossovers measured on the H100 (docs/benchmarks.md).
+  int64_t layer_kernels_max_batch = 0;
   bool decode_pdl = true;           // layer kernels: programmatic dependent launch
   bool decode_l2_prefetch = false;  // layer kernels: bulk L2 prefetch of weight slices (measured slower)
   size_t workspace_bytes = 32ull << 20;
@@ -109,9 +111,10 @@ class CudaMambaModel {
   }
   Status CollectStageTimes();  // synchronizes; accumulates into stage_ms()
   const std::vector<std::pair<std::string, double>>& stage_ms() const { return stage_ms_; }
-  // Decode path and launch options for B ≤ 8; drops captured graphs.
-  void SetDecodePath(DecodePath path, bool pdl = true, bool l2_prefetch = false) {
+  // Decode path and launch options for B ≤ 8 (see CudaModelOptions); drops captured graphs.
+  void SetDecodePath(DecodePath path, bool pdl = true, bool l2_prefetch = false, int64_t layer_kernels_max_batch = 0) {
     options_.decode_path = path;
+    options_.layer_kernels_max_batch = layer_kernels_max_batch;
     options_.decode_pdl = pdl;
     options_.decode_l2_prefetch = l2_prefetch;
     graphs_.clear();
