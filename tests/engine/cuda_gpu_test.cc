@@ -414,7 +414,10 @@ TEST_P(CudaFixtureTest, Fp16DecodePathsAgree) {
   MQ_REQUIRE_FIXTURE(paths, GetParam());
   auto weights = LoadMambaWeights(paths.model_dir);
   ASSERT_TRUE(weights.ok()) << weights.status().ToString();
-  auto model = CudaMambaModel::Create(*weights, FixtureOptions());
+  // Decode-sized options: the layer kernels need B ≤ max_logit_rows only.
+  CudaModelOptions o;
+  o.max_tokens = 256, o.max_batch = 8, o.num_slots = 8, o.max_logit_rows = 8;
+  auto model = CudaMambaModel::Create(*weights, o);
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   ExpectDecodePathsAgree(**model, "mamba-" + GetParam() + " FP16", 5e-3);
 }

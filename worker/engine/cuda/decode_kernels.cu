@@ -308,11 +308,28 @@ using AccT = std::conditional_t<kInt8, int32_t, float>;
 template <bool kInt8>
 constexpr int kElem = kInt8 ? 1 : 2;
 
-// Row constants after the partial sums in shared memory.
-template <typename Acc, int kB>
-__device__ __forceinline__ float* RowConstsAfter(const GemvPlan& g, Acc* red) {
-  return reinterpret_cast<float*>(red + static_cast<int64_t>(g.max_tiles) * kRows * g.parts * kB);
-}
+// The dynamic shared memory of a GEMV kernel: activations [kB][act_ld bytes], `floats` of scratch,
+// the partial sums and the row constants (the layout RedBytes sizes on the host). Construction also
+// starts what needs no data from the previous kernel: the weight slice's L2 prefetch (optional) and
+// the row constants.
+template <bool kInt8, int kB>
+struct GemvSmem {
+  uint8_t* act;
+  float* buf;
+  AccT<kInt8>* red;
+  float* s_ws;
+  float* s_bias;
+  __device__ __forceinline__ GemvSmem(uint8_t* smem, const GemvPlan& g, const DecodeLinear& lin, int act_ld,
+                                      int64_t floats, bool prefetch) {
+    act = smem;
+    buf = reinterpret_cast<float*>(smem + kB * act_ld);
+    red = reinterpret_cast<AccT<kInt8>*>(buf + floats);
+    s_ws = reinterpret_cast<float*>(red + static_cast<int64_t>(g.max_tiles) * kRows * g.parts * kB);
+    s_bias = s_ws + g.max_tiles * kRows;
+    if (prefetch) PrefetchSlice(g, lin.w, act_ld);
+    LoadRowConsts(g, lin, s_ws, s_bias);
+  }
+};
 
 // ---- kernel 1: RMSNorm → in_proj → conv + SiLU (and the LM head) -------------------------------
 struct NormGemvArgs {
@@ -338,28 +355,22 @@ __global__ void __launch_bounds__(kThreads, 2) NormGemvKernel(NormGemvArgs a, Ge
   __shared__ double dscr[32];
   __shared__ float fscr[32];
   const int act_ld = static_cast<int>(a.lin.ld) * kElem<kInt8>;
-  uint8_t* act = smem;                                           // [kB][act_ld]
-  float* buf = reinterpret_cast<float*>(smem + kB * act_ld);     // [d]
-  float* s_gamma = buf + hd::RoundUp(a.d, 4);                    // [d]
-  AccT<kInt8>* red = reinterpret_cast<AccT<kInt8>*>(s_gamma + hd::RoundUp(a.d, 4));
-  float* s_ws = RowConstsAfter<AccT<kInt8>, kB>(g, red);
-  float* s_bias = s_ws + g.max_tiles * kRows;
-  if (a.prefetch) PrefetchSlice(g, a.lin.w, act_ld);
+  const GemvSmem<kInt8, kB> sm(smem, g, a.lin, act_ld, 2 * hd::RoundUp(a.d, 4), a.prefetch);
+  float* s_gamma = sm.buf + hd::RoundUp(a.d, 4);  // [d]
   if (threadIdx.x < kB) s_umax[threadIdx.x] = 0u;
   LoadRow(a.gamma, nullptr, a.d, s_gamma);  // constants: before the wait
-  LoadRowConsts(g, a.lin, s_ws, s_bias);
-  BlockGemv<AccT<kInt8>, kB>(g, a.lin.w, act_ld, act, act_ld, a.B, red, [&] {
+  BlockGemv<AccT<kInt8>, kB>(g, a.lin.w, act_ld, sm.act, act_ld, a.B, sm.red, [&] {
     PdlWait();
     PdlLaunchDependents();
     for (int b = 0; b < a.B; ++b) {
-      const float amax = NormRow<kInt8>(a.h + b * a.d, s_gamma, a.d, a.eps, buf, dscr, fscr);
-      StoreAct<kInt8>(buf, a.d, a.lin.ld, amax, a.lin.act_static_scale, act + b * act_ld, &s_scale[b]);
+      const float amax = NormRow<kInt8>(a.h + b * a.d, s_gamma, a.d, a.eps, sm.buf, dscr, fscr);
+      StoreAct<kInt8>(sm.buf, a.d, a.lin.ld, amax, a.lin.act_static_scale, sm.act + b * act_ld, &s_scale[b]);
       __syncthreads();  // buf is rewritten for the next token
     }
   });
   __syncthreads();
-  GemvEpilogue<AccT<kInt8>, kB>(g, a.B, red, [&](int64_t row, int rl, int b, AccT<kInt8> s) {
-    const float v = Dequant<kInt8>(s, s_scale[b], s_ws, s_bias, rl);
+  GemvEpilogue<AccT<kInt8>, kB>(g, a.B, sm.red, [&](int64_t row, int rl, int b, AccT<kInt8> s) {
+    const float v = Dequant<kInt8>(s, s_scale[b], sm.s_ws, sm.s_bias, rl);
     a.out[b * a.ld_out + row] = v;
     if constexpr (kConv) {
       if (row < p.E) {
@@ -382,28 +393,22 @@ __global__ void __launch_bounds__(kThreads, 2) ConvXProjKernel(DecodeLayerParams
   __shared__ float s_scale[kB];
   const DecodeLinear& lin = p.x_proj;
   const int act_ld = static_cast<int>(lin.ld) * kElem<kInt8>;
-  uint8_t* act = smem;
-  float* buf = reinterpret_cast<float*>(smem + kB * act_ld);  // [E]
-  AccT<kInt8>* red = reinterpret_cast<AccT<kInt8>*>(buf + hd::RoundUp(p.E, 4));
-  float* s_ws = RowConstsAfter<AccT<kInt8>, kB>(g, red);
-  float* s_bias = s_ws + g.max_tiles * kRows;
-  if (p.l2_prefetch) PrefetchSlice(g, lin.w, act_ld);
-  LoadRowConsts(g, lin, s_ws, s_bias);
-  BlockGemv<AccT<kInt8>, kB>(g, lin.w, act_ld, act, act_ld, p.B, red, [&] {
+  const GemvSmem<kInt8, kB> sm(smem, g, lin, act_ld, hd::RoundUp(p.E, 4), p.l2_prefetch);
+  BlockGemv<AccT<kInt8>, kB>(g, lin.w, act_ld, sm.act, act_ld, p.B, sm.red, [&] {
     PdlWait();
     PdlLaunchDependents();
     for (int b = 0; b < p.B; ++b) {
-      LoadRow(p.u + b * p.E, nullptr, p.E, buf);
+      LoadRow(p.u + b * p.E, nullptr, p.E, sm.buf);
       __syncthreads();
       const float amax = kInt8 ? __uint_as_float(p.umax[b]) : 0.0f;
-      StoreAct<kInt8>(buf, p.E, lin.ld, amax, lin.act_static_scale, act + b * act_ld, &s_scale[b]);
+      StoreAct<kInt8>(sm.buf, p.E, lin.ld, amax, lin.act_static_scale, sm.act + b * act_ld, &s_scale[b]);
       __syncthreads();
     }
   });
   __syncthreads();
   const int64_t cols = p.R + 2 * p.N;
-  GemvEpilogue<AccT<kInt8>, kB>(g, p.B, red, [&](int64_t row, int rl, int b, AccT<kInt8> s) {
-    p.dbc[b * cols + row] = Dequant<kInt8>(s, s_scale[b], s_ws, s_bias, rl);
+  GemvEpilogue<AccT<kInt8>, kB>(g, p.B, sm.red, [&](int64_t row, int rl, int b, AccT<kInt8> s) {
+    p.dbc[b * cols + row] = Dequant<kInt8>(s, s_scale[b], sm.s_ws, sm.s_bias, rl);
   });
 }
 
@@ -633,35 +638,29 @@ __global__ void __launch_bounds__(kThreads, 2) OutProjKernel(DecodeLayerParams p
   const DecodeLinear& lin = p.out_proj;
   const int act_ld = static_cast<int>(lin.ld) * kElem<kInt8>;
   const int64_t E = p.E;
-  uint8_t* act = smem;
-  float* buf = reinterpret_cast<float*>(smem + kB * act_ld);  // FP16: [E] y of one token
-  AccT<kInt8>* red = reinterpret_cast<AccT<kInt8>*>(buf + (kInt8 ? 0 : hd::RoundUp(E, 4)));
-  float* s_ws = RowConstsAfter<AccT<kInt8>, kB>(g, red);
-  float* s_bias = s_ws + g.max_tiles * kRows;
-  if (p.l2_prefetch) PrefetchSlice(g, lin.w, act_ld);
-  LoadRowConsts(g, lin, s_ws, s_bias);
-  BlockGemv<AccT<kInt8>, kB>(g, lin.w, act_ld, act, act_ld, p.B, red, [&] {
+  const GemvSmem<kInt8, kB> sm(smem, g, lin, act_ld, kInt8 ? 0 : hd::RoundUp(E, 4), p.l2_prefetch);
+  BlockGemv<AccT<kInt8>, kB>(g, lin.w, act_ld, sm.act, act_ld, p.B, sm.red, [&] {
     PdlWait();
     PdlLaunchDependents();
     if constexpr (kInt8) {
       // B rows of act_ld bytes (a multiple of 16), 16 bytes a thread.
       const int4* src = reinterpret_cast<const int4*>(p.yq);
-      int4* dst = reinterpret_cast<int4*>(act);
+      int4* dst = reinterpret_cast<int4*>(sm.act);
       for (int i = threadIdx.x; i < p.B * act_ld / 16; i += blockDim.x) dst[i] = src[i];
       if (threadIdx.x < p.B) s_scale[threadIdx.x] = p.ys[threadIdx.x];
     } else {
       for (int b = 0; b < p.B; ++b) {
-        LoadRow(p.y + b * E, nullptr, E, buf);
+        LoadRow(p.y + b * E, nullptr, E, sm.buf);
         __syncthreads();
-        StoreAct<false>(buf, E, lin.ld, 0.0f, 0.0f, act + b * act_ld, nullptr);
+        StoreAct<false>(sm.buf, E, lin.ld, 0.0f, 0.0f, sm.act + b * act_ld, nullptr);
         __syncthreads();
       }
     }
     __syncthreads();
   });
   __syncthreads();
-  GemvEpilogue<AccT<kInt8>, kB>(g, p.B, red, [&](int64_t row, int rl, int b, AccT<kInt8> s) {
-    p.h[b * p.d + row] += Dequant<kInt8>(s, s_scale[b], s_ws, s_bias, rl);
+  GemvEpilogue<AccT<kInt8>, kB>(g, p.B, sm.red, [&](int64_t row, int rl, int b, AccT<kInt8> s) {
+    p.h[b * p.d + row] += Dequant<kInt8>(s, s_scale[b], sm.s_ws, sm.s_bias, rl);
   });
 }
 
