@@ -266,7 +266,7 @@ int Main(int argc, char** argv) {
   for (int64_t B : o.decode_batches) max_batch = std::max(max_batch, B);
   for (const auto& [B, L] : o.prefill) max_batch = std::max(max_batch, B);
   CudaModelOptions mo;
-  mo.max_tokens = max_prefill;
+  mo.max_tokens = std::max(max_prefill, max_batch);  // decode above the layer-kernel batch runs as a forward
   mo.max_batch = max_batch;
   mo.num_slots = max_batch;
   mo.max_logit_rows = max_batch;
