@@ -1,14 +1,16 @@
-// Decode-step kernels (B ≤ kDecodeMaxBatch tokens): four launches per layer plus the LM head; the
-// split is described in kernel_params.h.
+// Decode-step kernels (B ≤ kDecodeMaxBatch tokens): four launches per layer (five for INT8) plus the
+// LM head; the split is described in kernel_params.h.
 //
 // Why this shape: at decode a layer is about ten small dependent steps. As separate launches
 // (9 per layer) or as phases of one persistent kernel with grid-wide barriers, most of the step
 // went to waiting on them (docs/benchmarks.md). Here every launch is a GEMV that streams its
 // weights at bandwidth, and the latency-bound work in front of it (a norm, the conv of every
 // channel, a Hadamard transform) is repeated by each block from L2 instead of being synchronized
-// across the grid. Programmatic dependent launch lets a kernel's blocks start while the previous
-// kernel runs: they issue a bulk L2 prefetch of their weight slice, then wait (griddepcontrol.wait)
-// for the data they depend on.
+// across the grid (the INT8 Hadamard, too long to repeat, has its own one-block-a-token kernel).
+// Programmatic dependent launch lets a kernel's blocks start while the previous kernel runs: they
+// issue their first weight loads and load their constants, then wait (griddepcontrol.wait) for the
+// data they depend on. A bulk L2 prefetch of each block's weight slice is optional and measured
+// slower (docs/benchmarks.md).
 //
 // Arithmetic is the per-stage kernels' (hd_math.h): INT8 GEMV sums are exact int32, quantization,
 // dequantization, the scan step and the Hadamard butterflies are the same expressions.

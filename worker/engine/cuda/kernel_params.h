@@ -169,9 +169,9 @@ Status LaunchFillConstantF32(float* x, int64_t n, float value, cudaStream_t stre
 namespace mq::cuda {
 
 // ---- decode step kernels (decode_kernels.cu) ---------------------------------------------------
-// A decode step of B ≤ kDecodeMaxBatch tokens runs four kernels per layer (five for INT8). Each is a GEMV with the
-// small work before it fused in; every block repeats that small work for itself, so no kernel
-// needs a grid-wide barrier:
+// A decode step of B ≤ kDecodeMaxBatch tokens runs four kernels per layer (five for INT8). Each is
+// a GEMV with the small work before it fused in; every block repeats that small work for itself,
+// so no kernel needs a grid-wide barrier:
 //   1 h → RMSNorm → INT8 | half → in_proj → xz, and conv + SiLU → u in its epilogue (also the
 //     LM head, with norm_f and no conv)
 //   2 u → INT8 | half → x_proj → δ|B|C
@@ -179,7 +179,8 @@ namespace mq::cuda {
 //   4 INT8: 4a R2 Hadamard → INT8 (a block a token), 4b out_proj → h += ·
 //     FP16: y → half → out_proj → h += ·
 // Kernels go out with programmatic dependent launch: a kernel's blocks start while its
-// predecessor still runs, pull their slice of the weights into L2, then wait for its data.
+// predecessor still runs, issue their first weight loads and load their constants, then wait for
+// its data.
 constexpr int kDecodeMaxBatch = 8;
 
 // A linear layer as the decode GEMV reads it: INT8 weights with per-row scales (INT8 models) or
@@ -222,7 +223,7 @@ struct DecodeLayerParams {
   int had_m = 1;
   int64_t had_p = 1;
   bool pdl = true;                 // programmatic dependent launch
-  bool l2_prefetch = true;         // blocks prefetch their weight slice into L2 before waiting
+  bool l2_prefetch = false;        // blocks bulk-prefetch their weight slice into L2 before waiting
 };
 
 // The LM head of a decode step: logits[b] = W · RMSNorm(h[b])·γ_f as half (FP16 weights).
@@ -235,7 +236,7 @@ struct DecodeLmHeadParams {
   DecodeLinear head;               // FP16 [V, ld]
   float* logits = nullptr;         // [B, ld_logits]
   int64_t ld_logits = 0;
-  bool pdl = true, l2_prefetch = true;
+  bool pdl = true, l2_prefetch = false;
 };
 
 Status LaunchDecodeLayer(const DecodeLayerParams& p, cudaStream_t stream);
