@@ -323,28 +323,32 @@ void ExpectDecodePathsAgree(CudaMambaModel& model, const std::string& what, doub
   model.SetDecodePath(DecodePath::kLayerKernels);
 }
 
-// Random models with a d_inner whose R2 Hadamard has the 20-point factor (like 2.8b) and enough
-// rows that the decode GEMVs split k over warps: both paths, several batch sizes.
+// Random models whose R2 Hadamard takes each path of the decode Hadamard kernel: d_inner 1280 =
+// 20·64 (the 20-point factor of 2.8b; warp butterflies over 64-value chunks), 1536 = 12·128 (130m's
+// factors), 1024 = 2^10 (one chunk larger than a warp holds: the shared-memory levels, like 370m
+// and 1.4b); FP16 at 1280. Enough rows that the decode GEMVs split k over warps.
 TEST(CudaGpuTest, DecodeKernelsMatchPerStageOnRandomModels) {
   MQ_REQUIRE_GPU();
-  for (bool int8 : {false, true}) {
+  struct Case { bool int8; int64_t d; };
+  for (const Case& c : {Case{false, 640}, Case{true, 640}, Case{true, 768}, Case{true, 512}}) {
     RandomModelSpec spec;
     spec.config.vocab_size = 1000;
-    spec.config.hidden_size = 640;
-    spec.config.intermediate_size = 1280;
+    spec.config.hidden_size = c.d;
+    spec.config.intermediate_size = 2 * c.d;
     spec.config.state_size = 16;
     spec.config.num_hidden_layers = 3;
     spec.config.conv_kernel = 4;
-    spec.config.time_step_rank = 40;
+    spec.config.time_step_rank = (c.d + 15) / 16;
     spec.config.expand = 2;
     spec.config.tie_word_embeddings = true;
-    spec.int8 = int8;
+    spec.int8 = c.int8;
     spec.seed = 5;
     CudaModelOptions o;
     o.max_tokens = 512, o.max_batch = 8, o.num_slots = 8, o.max_logit_rows = 8;
     auto model = CudaMambaModel::CreateRandom(spec, o);
     ASSERT_TRUE(model.ok()) << model.status().ToString();
-    ExpectDecodePathsAgree(**model, int8 ? "random INT8 640x3" : "random FP16 640x3", 5e-3);
+    ExpectDecodePathsAgree(**model, std::string(c.int8 ? "random INT8 " : "random FP16 ") + std::to_string(c.d) + "x3",
+                           5e-3);
   }
 }
 
