@@ -27,6 +27,7 @@
 #include "cuda/kernel_params.h"
 #include "eval/generation.h"
 #include "eval/perplexity.h"
+#include "eval/sampling.h"
 #include "io/safetensors.h"
 #include "model/linear.h"
 #include "model/model_loader.h"
@@ -274,6 +275,46 @@ CudaModelOptions FixtureOptions() {
   return o;
 }
 
+// The decode loop's next-token kernel against the CPU reference SampleToken on the same logits:
+// greedy and sampled (temperature, top-k, top-p), rows = sequences, ten steps each. Weights use
+// expf on both sides, whose last bits may differ: at most one draw in the whole test may land on
+// the other side of a boundary.
+TEST(CudaGpuTest, NextTokenSelectionMatchesCpuSampling) {
+  MQ_REQUIRE_GPU();
+  const int64_t B = 4, V = 50280, kSteps = 10;
+  std::mt19937 g(21);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  std::vector<float> logits(static_cast<size_t>(B * V));
+  for (auto& x : logits) x = nd(g);
+  DeviceBuffer<float> d_logits = Up(logits);
+  auto d_next = DeviceBuffer<int32_t>::Allocate(B);
+  auto d_finished = DeviceBuffer<int32_t>::Allocate(B);
+  auto d_out = DeviceBuffer<int32_t>::Allocate(kSteps * B);
+  auto d_step = DeviceBuffer<int32_t>::Allocate(2);
+  ASSERT_TRUE(d_next.ok() && d_finished.ok() && d_out.ok() && d_step.ok());
+  int equal = 0, total = 0;
+  for (const SamplingOptions& o : {SamplingOptions{}, SamplingOptions{1.0f, 0, 1.0f, 1}, SamplingOptions{0.8f, 50, 1.0f, 2},
+                                   SamplingOptions{1.2f, 0, 0.9f, 3}, SamplingOptions{0.9f, 100, 0.8f, 4}}) {
+    ASSERT_OK(d_finished->Zero(nullptr));
+    ASSERT_OK(d_step->Zero(nullptr));
+    GreedyParams p;
+    p.logits = d_logits.get(), p.batch = B, p.V = V, p.next_ids = d_next->get(), p.finished = d_finished->get();
+    p.out = d_out->get(), p.step = d_step->get(), p.max_steps = kSteps, p.eos_id = -1, p.pad_id = 1;
+    p.temperature = o.temperature, p.top_k = o.top_k, p.top_p = o.top_p, p.seed = o.seed;
+    for (int64_t s = 0; s < kSteps; ++s) ASSERT_OK(LaunchGreedy(p, nullptr));
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const std::vector<int32_t> out = Down(*d_out);
+    for (int64_t s = 0; s < kSteps; ++s)
+      for (int64_t b = 0; b < B; ++b) {
+        const int32_t want = SampleToken(logits.data() + b * V, V, o, static_cast<uint64_t>(b), static_cast<uint64_t>(s));
+        equal += out[s * B + b] == want;
+        ++total;
+      }
+  }
+  std::printf("[gpu] next-token selection (greedy and sampled) equal to the CPU reference: %d/%d\n", equal, total);
+  EXPECT_GE(equal, total - 1);
+}
+
 // One decode step (B ≤ 8) through each decode path, from the same state after a 16-token prefill,
 // against the per-stage kernels (the prefill path with T = B): logits within max_rel_err.
 void ExpectDecodePathsAgree(CudaMambaModel& model, const std::string& what, double max_rel_err) {
@@ -403,7 +444,7 @@ TEST_P(CudaFixtureTest, Fp16LogitsAndGreedyIdsMatchTransformers) {
   GenerationOptions go;
   go.max_new_tokens = 32, go.eos_id = 0, go.pad_id = 1;
   for (bool graph : {true, false}) {
-    auto out = (*model)->GreedyGenerate(prompts, go, graph);
+    auto out = (*model)->Generate(prompts, go, graph);
     ASSERT_TRUE(out.ok()) << out.status().ToString();
     for (int64_t b = 0; b < P; ++b) {
       std::vector<int32_t> want(greedy_flat.begin() + b * GL, greedy_flat.begin() + (b + 1) * GL);
@@ -466,8 +507,8 @@ TEST(CudaQuantizedTest, Int8MatchesCpuInt8Path) {
     std::vector<std::vector<int32_t>> prompts(P);
     for (int64_t b = 0; b < P; ++b) prompts[b].assign(prompt_flat.begin() + b * PL, prompt_flat.begin() + (b + 1) * PL);
     GenerationOptions go;
-    auto cpu_ids = GreedyGenerate(w, prompts, go);
-    auto gpu_ids = (*model)->GreedyGenerate(prompts, go, true);
+    auto cpu_ids = Generate(w, prompts, go);
+    auto gpu_ids = (*model)->Generate(prompts, go, true);
     ASSERT_TRUE(cpu_ids.ok() && gpu_ids.ok());
     int64_t same = 0, total = 0;
     for (int64_t b = 0; b < P; ++b)

@@ -134,7 +134,7 @@ TEST_P(ForwardFixtureTest, GreedyGenerationEqualsTransformers) {
   for (int64_t b = 0; b < B; ++b) prompts[b].assign(p.begin() + b * P, p.begin() + (b + 1) * P);
   GenerationOptions go;
   go.max_new_tokens = 32;
-  auto out = GreedyGenerate(*weights, prompts, go);
+  auto out = Generate(*weights, prompts, go);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   for (int64_t b = 0; b < B; ++b) {
     std::vector<int32_t> expected(g.begin() + b * G, g.begin() + (b + 1) * G);

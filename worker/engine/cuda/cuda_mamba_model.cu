@@ -592,11 +592,16 @@ Status CudaMambaModel::EnqueueDecodeStep(int64_t B) {
   } else {
     MQ_RETURN_IF_ERROR(EnqueueForward(dec_ids_.get(), dec_slots_.get(), B, 1, LogitsMode::kLast));
   }
+  return LaunchGreedy(NextTokenParams(B), stream_.get());
+}
+
+GreedyParams CudaMambaModel::NextTokenParams(int64_t B) const {
   GreedyParams g;
   g.logits = logits_.get(), g.batch = B, g.V = V_, g.next_ids = dec_ids_.get(), g.finished = finished_.get();
   g.out = out_tokens_.get(), g.step = step_.get(), g.max_steps = max_decode_steps_;
   g.eos_id = static_cast<int32_t>(config_.eos_token_id), g.pad_id = static_cast<int32_t>(config_.pad_token_id);
-  return LaunchGreedy(g, stream_.get());
+  g.temperature = sampling_.temperature, g.top_k = sampling_.top_k, g.top_p = sampling_.top_p, g.seed = sampling_.seed;
+  return g;
 }
 
 Status CudaMambaModel::PrepareDecode(int64_t B, bool use_graph) {
@@ -626,7 +631,7 @@ Status CudaMambaModel::DecodeStep(int64_t B, bool use_graph) {
   return it->second.Launch(stream_.get());
 }
 
-StatusOr<std::vector<std::vector<int32_t>>> CudaMambaModel::GreedyGenerate(
+StatusOr<std::vector<std::vector<int32_t>>> CudaMambaModel::Generate(
     const std::vector<std::vector<int32_t>>& prompts, const GenerationOptions& o, bool use_graph) {
   if (prompts.empty()) return std::vector<std::vector<int32_t>>{};
   const int64_t B = static_cast<int64_t>(prompts.size());
@@ -639,9 +644,17 @@ StatusOr<std::vector<std::vector<int32_t>>> CudaMambaModel::GreedyGenerate(
   std::vector<int32_t> ids, slots(static_cast<size_t>(B));
   for (const auto& p : prompts) ids.insert(ids.end(), p.begin(), p.end());
   for (int64_t b = 0; b < B; ++b) slots[b] = static_cast<int32_t>(b);
-  // Generation uses the model's eos/pad from the options.
+  MQ_RETURN_IF_ERROR(ValidateSampling(o.sampling));
+  // Generation uses eos/pad and sampling from the options; captured decode graphs hold the old
+  // ones in their selection kernel, so they are dropped when these change.
+  const SamplingOptions& sp = o.sampling;
+  if (config_.eos_token_id != o.eos_id || config_.pad_token_id != o.pad_id || sampling_.temperature != sp.temperature ||
+      sampling_.top_k != sp.top_k || sampling_.top_p != sp.top_p || sampling_.seed != sp.seed) {
+    graphs_.clear();
+  }
   config_.eos_token_id = o.eos_id;
   config_.pad_token_id = o.pad_id;
+  sampling_ = sp;
   if (use_graph) {
     // Capture against scratch state, then reset: capture itself runs nothing, but PrepareDecode's
     // warm-up step does.
@@ -652,11 +665,7 @@ StatusOr<std::vector<std::vector<int32_t>>> CudaMambaModel::GreedyGenerate(
   MQ_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(dec_slots_.get(), slots.data(), slots.size() * 4, cudaMemcpyHostToDevice, stream_.get()));
   MQ_RETURN_IF_ERROR(ResetDecodeCounters());
-  GreedyParams g;
-  g.logits = logits_.get(), g.batch = B, g.V = V_, g.next_ids = dec_ids_.get(), g.finished = finished_.get();
-  g.out = out_tokens_.get(), g.step = step_.get(), g.max_steps = max_decode_steps_;
-  g.eos_id = o.eos_id, g.pad_id = o.pad_id;
-  MQ_RETURN_IF_ERROR(LaunchGreedy(g, stream_.get()));
+  MQ_RETURN_IF_ERROR(LaunchGreedy(NextTokenParams(B), stream_.get()));
   for (int64_t s = 1; s < o.max_new_tokens; ++s) MQ_RETURN_IF_ERROR(DecodeStep(B, use_graph));
   std::vector<int32_t> toks(static_cast<size_t>(o.max_new_tokens * B));
   MQ_CUDA_RETURN_IF_ERROR(

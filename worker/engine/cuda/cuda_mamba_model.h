@@ -91,10 +91,10 @@ class CudaMambaModel {
   Status Forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots, int64_t B, int64_t L,
                  LogitsMode mode, std::vector<float>* logits);
 
-  // Greedy generation like mq::GreedyGenerate (equal-length prompts, eos/pad rules), all on the
+  // Generation like mq::Generate (equal-length prompts, eos/pad rules, greedy or sampled), all on the
   // GPU: prompts in slots 0..B−1, decode steps replayed from a CUDA graph when use_graph.
-  StatusOr<std::vector<std::vector<int32_t>>> GreedyGenerate(const std::vector<std::vector<int32_t>>& prompts,
-                                                             const GenerationOptions& options, bool use_graph);
+  StatusOr<std::vector<std::vector<int32_t>>> Generate(const std::vector<std::vector<int32_t>>& prompts,
+                                                       const GenerationOptions& options, bool use_graph);
 
   // Decode steps for benchmarks: input ids are decode_ids() [B], slots decode_slots() [B];
   // each step writes the greedy next ids back into decode_ids().
@@ -136,6 +136,7 @@ class CudaMambaModel {
   Status RunLinear(const Linear& lin, const void* x, int64_t ldx, int64_t tokens, void* out, int64_t ldc,
                    bool out_f32);
   Status EnqueueDecodeStep(int64_t B);
+  GreedyParams NextTokenParams(int64_t B) const;  // selection kernel parameters for a decode batch
   Status Mark(const char* stage);
   Status PrepareLayerKernels();
   bool UseLayerKernels(int64_t B) const;
@@ -161,6 +162,7 @@ class CudaMambaModel {
   // Decode loop state on the device.
   DeviceBuffer<int32_t> dec_ids_, dec_slots_, finished_, out_tokens_, step_;
   int64_t max_decode_steps_ = 4096;
+  SamplingOptions sampling_;  // next-token selection of the decode loop (greedy by default)
   std::map<int64_t, CudaGraphExec> graphs_;
   // Layer-kernel decode: per-layer parameters (B, slots and launch flags set per step) and the
   // [8, ·] float buffers between the kernels.

@@ -1,9 +1,12 @@
-// Greedy next-token selection on the device for the decode loop (no host round trip per step):
-// one block per row finds the arg max (lowest index among equal maxima, like std::max_element),
-// applies eos/pad bookkeeping, writes the next step's input ids and appends to the output. The
-// last block to finish advances the step counter.
+// Next-token selection on the device for the decode loop (no host round trip per step): one block
+// per row finds the arg max (lowest index among equal maxima, like std::max_element) or, with a
+// temperature, samples as eval/sampling_math.h defines (the threshold searches run as block-wide
+// counts and sums); then eos/pad bookkeeping, the next step's input ids and the output. The last
+// block to finish advances the step counter.
+#include "cuda/act_io.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/kernel_params.h"
+#include "eval/sampling_math.h"
 
 namespace mq::cuda {
 namespace {
@@ -14,9 +17,100 @@ __device__ __forceinline__ bool Better(float v, int64_t i, float bv, int64_t bi)
   return v > bv || (v == bv && i < bi);
 }
 
+// Largest 32-bit key whose block-wide measure(key) reaches need; measure is non-increasing in the
+// key and every thread gets the same answer (the CPU runs the same search sequentially).
+template <typename Measure>
+__device__ __forceinline__ uint32_t BlockLargestKey(Measure measure, double need, double* dscr) {
+  uint32_t lo = 0, hi = 0xFFFFFFFFu;
+  while (lo < hi) {
+    const uint32_t mid = lo + static_cast<uint32_t>((static_cast<uint64_t>(hi) - lo + 1) / 2);
+    if (BlockSum(measure(mid), dscr) >= need) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// The sampled token of one row (all threads return it).
+__device__ int32_t SampleRow(const GreedyParams& p, const float* row, float m, int32_t arg, int64_t b, int32_t step,
+                             double* dscr) {
+  const int64_t V = p.V;
+  uint32_t kkey = 0;
+  if (p.top_k > 0 && p.top_k < V) {
+    kkey = BlockLargestKey(
+        [&](uint32_t k) {
+          double n = 0;
+          for (int64_t i = threadIdx.x; i < V; i += blockDim.x) n += sampling::OrderedKey(row[i]) >= k ? 1.0 : 0.0;
+          return n;
+        },
+        static_cast<double>(p.top_k), dscr);
+  }
+  auto weight = [&](int64_t i) {
+    return sampling::OrderedKey(row[i]) >= kkey ? sampling::Weight(row[i], m, p.temperature) : 0.0f;
+  };
+  double total = 0;
+  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) total += weight(i);
+  total = BlockSum(total, dscr);
+  uint32_t tau = 0;
+  if (p.top_p < 1.0f) {
+    tau = BlockLargestKey(
+        [&](uint32_t t) {
+          double s = 0;
+          for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+            const float w = weight(i);
+            if (__float_as_uint(w) >= t) s += w;
+          }
+          return s;
+        },
+        static_cast<double>(p.top_p) * total, dscr);
+  }
+  auto nucleus = [&](int64_t i) {
+    const float w = weight(i);
+    return (w > 0.0f && __float_as_uint(w) >= tau) ? w : 0.0f;
+  };
+  // Contiguous chunks a thread, running sums in index order: the thread whose chunk holds the
+  // target walks it like the CPU's loop.
+  const int64_t chunk = (V + blockDim.x - 1) / blockDim.x;
+  const int64_t c0 = threadIdx.x * chunk, c1 = c0 + chunk < V ? c0 + chunk : V;
+  double local = 0;
+  int64_t last = -1;
+  for (int64_t i = c0; i < c1; ++i) {
+    const float w = nucleus(i);
+    if (w > 0.0f) local += w, last = i;
+  }
+  __shared__ double s_part[kThreads];
+  __shared__ int32_t s_pick, s_last;
+  s_part[threadIdx.x] = local;
+  if (threadIdx.x == 0) s_pick = static_cast<int32_t>(V), s_last = arg;
+  __syncthreads();
+  double prefix = 0, all = 0;
+  for (int t = 0; t < static_cast<int>(blockDim.x); ++t) {  // same order in every thread
+    if (t == static_cast<int>(threadIdx.x)) prefix = all;
+    all += s_part[t];
+  }
+  if (last >= 0) atomicMax(&s_last, static_cast<int32_t>(last));
+  const double target = sampling::Uniform(p.seed, static_cast<uint64_t>(b), static_cast<uint64_t>(step)) * all;
+  if (local > 0 && prefix <= target && target < prefix + local) {
+    double run = prefix;
+    for (int64_t i = c0; i < c1; ++i) {
+      const float w = nucleus(i);
+      if (w <= 0.0f) continue;
+      run += w;
+      if (run > target) {
+        atomicMin(&s_pick, static_cast<int32_t>(i));
+        break;
+      }
+    }
+  }
+  __syncthreads();
+  return s_pick < V ? s_pick : s_last;  // rounding left the target at the very end
+}
+
 __global__ void __launch_bounds__(kThreads) GreedyKernel(GreedyParams p, unsigned int* done_counter) {
   __shared__ float s_v[32];
   __shared__ int64_t s_i[32];
+  __shared__ double dscr[32];
+  __shared__ float s_max;
+  __shared__ int32_t s_arg;
   const int64_t b = blockIdx.x;
   const float* row = p.logits + b * p.V;
   float bv = -INFINITY;
@@ -41,19 +135,22 @@ __global__ void __launch_bounds__(kThreads) GreedyKernel(GreedyParams p, unsigne
       const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
       if (Better(ov, oi, bv, bi)) bv = ov, bi = oi;
     }
-    if (lane == 0) {
-      const int32_t arg = static_cast<int32_t>(bi < p.V ? bi : 0);  // all-NaN row: token 0
-      const int32_t step = *p.step;
-      const int32_t next = p.finished[b] ? p.pad_id : arg;
-      p.next_ids[b] = next;
-      if (step < p.max_steps) p.out[static_cast<int64_t>(step) * p.batch + b] = next;
-      if (arg == p.eos_id) p.finished[b] = 1;
-      __threadfence();
-      const unsigned int prev = atomicAdd(done_counter, 1u);
-      if (prev + 1 == static_cast<unsigned int>(p.batch)) {  // last row of this step
-        *done_counter = 0;
-        *p.step = step + 1;
-      }
+    if (lane == 0) s_max = bv, s_arg = static_cast<int32_t>(bi < p.V ? bi : 0);  // all-NaN row: token 0
+  }
+  __syncthreads();
+  const int32_t step = *p.step;
+  int32_t tok = s_arg;
+  if (p.temperature > 0.0f) tok = SampleRow(p, row, s_max, s_arg, b, step, dscr);
+  if (threadIdx.x == 0) {
+    const int32_t next = p.finished[b] ? p.pad_id : tok;
+    p.next_ids[b] = next;
+    if (step < p.max_steps) p.out[static_cast<int64_t>(step) * p.batch + b] = next;
+    if (tok == p.eos_id) p.finished[b] = 1;
+    __threadfence();
+    const unsigned int prev = atomicAdd(done_counter, 1u);
+    if (prev + 1 == static_cast<unsigned int>(p.batch)) {  // last row of this step
+      *done_counter = 0;
+      *p.step = step + 1;
     }
   }
 }
@@ -62,6 +159,8 @@ __global__ void __launch_bounds__(kThreads) GreedyKernel(GreedyParams p, unsigne
 
 Status LaunchGreedy(const GreedyParams& p, cudaStream_t stream) {
   if (p.batch <= 0) return OkStatus();
+  if (!(p.temperature >= 0.0f) || p.top_k < 0 || !(p.top_p > 0.0f && p.top_p <= 1.0f))
+    return InvalidArgumentError("next-token selection: bad sampling options");
   // The completion counter lives right after the step counter (the caller allocates 2 ints).
   GreedyKernel<<<static_cast<unsigned>(p.batch), kThreads, 0, stream>>>(p, reinterpret_cast<unsigned int*>(p.step + 1));
   MQ_CUDA_CHECK_LAUNCH("GreedyKernel");

@@ -133,8 +133,10 @@ struct EmbeddingParams {
   int64_t tokens = 0, d = 0;
 };
 
-// Greedy selection for a decode batch, all on the device: next[b] = argmax(logits[b]) (lowest
-// index among equal maxima), or pad once the row has produced eos; appends to out[step, b].
+// Next-token selection for a decode batch, all on the device: next[b] = argmax(logits[b]) (lowest
+// index among equal maxima) at temperature 0, else the token sampled from row b at this step as
+// eval/sampling_math.h defines it (the CPU's SampleToken with sequence b); pad once the row has
+// produced eos; appends to out[step, b].
 struct GreedyParams {
   const float* logits = nullptr;  // [B, V]
   int64_t batch = 0, V = 0;
@@ -144,6 +146,10 @@ struct GreedyParams {
   int32_t* step = nullptr;        // device step counter (incremented by block 0 … after all rows)
   int64_t max_steps = 0;
   int32_t eos_id = 0, pad_id = 1;
+  float temperature = 0.0f;        // 0: greedy
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  uint64_t seed = 0;
 };
 
 // Launchers (one .cu file each). All enqueue on `stream` and check the launch.

@@ -6,9 +6,9 @@
 
 namespace mq {
 
-StatusOr<std::vector<std::vector<int32_t>>> GreedyGenerate(const MambaWeights& w,
-                                                           const std::vector<std::vector<int32_t>>& prompts,
-                                                           const GenerationOptions& options) {
+StatusOr<std::vector<std::vector<int32_t>>> Generate(const MambaWeights& w, const std::vector<std::vector<int32_t>>& prompts,
+                                                     const GenerationOptions& options) {
+  MQ_RETURN_IF_ERROR(ValidateSampling(options.sampling));
   if (prompts.empty()) return std::vector<std::vector<int32_t>>{};
   const int64_t B = static_cast<int64_t>(prompts.size());
   const int64_t V = w.V();
@@ -31,7 +31,7 @@ StatusOr<std::vector<std::vector<int32_t>>> GreedyGenerate(const MambaWeights& w
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     for (int64_t b = 0; b < B; ++b) {
       const float* row = logits.data() + b * V;
-      const int32_t arg = static_cast<int32_t>(std::max_element(row, row + V) - row);
+      const int32_t arg = SampleToken(row, V, options.sampling, static_cast<uint64_t>(b), static_cast<uint64_t>(step));
       next[b] = done[b] ? options.pad_id : arg;
       out[b].push_back(next[b]);
       if (arg == options.eos_id) done[b] = true;

@@ -14,8 +14,9 @@ commands:
   eval      --model DIR --text FILE [--window 256] [--json]
             perplexity by the fixtures' protocol (documents split on blank lines, eos after each,
             non-overlapping windows)
-  generate  --model DIR --prompt TEXT [--max-tokens 32] [--json]
-            greedy continuation, stops at eos
+  generate  --model DIR --prompt TEXT [--max-tokens 32] [--temperature 0] [--top-k 0] [--top-p 1]
+            [--seed 0] [--json]
+            continuation (greedy at temperature 0, else sampled, reproducible from the seed), stops at eos
   tokenize  --model DIR (--text TEXT | --file FILE) [--json]
   tokenize  --model DIR --decode IDS [--json]       IDS: comma or space separated token ids
   quantize  --model DIR --preset P --bits w8a8|w4a8 --scope linear|full --calib FILE
