@@ -108,15 +108,6 @@ int32_t KernelSampleTwin(const std::vector<float>& row, const SamplingOptions& o
   for (int64_t i = 1; i < V; ++i)
     if (row[i] > row[arg]) arg = i;
   const float m = row[arg];
-  auto search = [](auto measure, double need) {
-    uint32_t lo = 0, hi = 0xFFFFFFFFu;
-    while (lo < hi) {
-      const uint32_t mid = lo + static_cast<uint32_t>((static_cast<uint64_t>(hi) - lo + 1) / 2);
-      if (measure(mid) >= need) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
-  };
   // Block sums: per-thread strided partials, then added in thread order.
   auto block_sum = [&](auto term) {
     std::vector<double> part(static_cast<size_t>(threads), 0.0);
@@ -128,24 +119,19 @@ int32_t KernelSampleTwin(const std::vector<float>& row, const SamplingOptions& o
   };
   uint32_t kkey = 0;
   if (o.top_k > 0 && o.top_k < V)
-    kkey = search([&](uint32_t k) { return block_sum([&](int64_t i) { return sampling::OrderedKey(row[i]) >= k ? 1.0 : 0.0; }); },
+    kkey = sampling::LargestKey([&](uint32_t k) { return block_sum([&](int64_t i) { return sampling::OrderedKey(row[i]) >= k ? 1.0 : 0.0; }); },
                   o.top_k);
   auto weight = [&](int64_t i) {
     return sampling::OrderedKey(row[i]) >= kkey ? sampling::Weight(row[i], m, o.temperature) : 0.0f;
   };
-  auto bits = [](float x) {
-    uint32_t b;
-    std::memcpy(&b, &x, 4);
-    return b;
-  };
   const double total = block_sum([&](int64_t i) { return static_cast<double>(weight(i)); });
   uint32_t tau = 0;
   if (o.top_p < 1.0f)
-    tau = search([&](uint32_t t) { return block_sum([&](int64_t i) { const float w = weight(i); return bits(w) >= t ? static_cast<double>(w) : 0.0; }); },
+    tau = sampling::LargestKey([&](uint32_t t) { return block_sum([&](int64_t i) { const float w = weight(i); return sampling::Bits(w) >= t ? static_cast<double>(w) : 0.0; }); },
                  static_cast<double>(o.top_p) * total);
   auto nucleus = [&](int64_t i) {
     const float w = weight(i);
-    return (w > 0.0f && bits(w) >= tau) ? w : 0.0f;
+    return (w > 0.0f && sampling::Bits(w) >= tau) ? w : 0.0f;
   };
   const int64_t chunk = (V + threads - 1) / threads;
   std::vector<double> local(static_cast<size_t>(threads), 0.0);

@@ -600,7 +600,7 @@ GreedyParams CudaMambaModel::NextTokenParams(int64_t B) const {
   g.logits = logits_.get(), g.batch = B, g.V = V_, g.next_ids = dec_ids_.get(), g.finished = finished_.get();
   g.out = out_tokens_.get(), g.step = step_.get(), g.max_steps = max_decode_steps_;
   g.eos_id = static_cast<int32_t>(config_.eos_token_id), g.pad_id = static_cast<int32_t>(config_.pad_token_id);
-  g.temperature = sampling_.temperature, g.top_k = sampling_.top_k, g.top_p = sampling_.top_p, g.seed = sampling_.seed;
+  g.sampling = sampling_;
   return g;
 }
 
@@ -647,14 +647,11 @@ StatusOr<std::vector<std::vector<int32_t>>> CudaMambaModel::Generate(
   MQ_RETURN_IF_ERROR(ValidateSampling(o.sampling));
   // Generation uses eos/pad and sampling from the options; captured decode graphs hold the old
   // ones in their selection kernel, so they are dropped when these change.
-  const SamplingOptions& sp = o.sampling;
-  if (config_.eos_token_id != o.eos_id || config_.pad_token_id != o.pad_id || sampling_.temperature != sp.temperature ||
-      sampling_.top_k != sp.top_k || sampling_.top_p != sp.top_p || sampling_.seed != sp.seed) {
+  if (config_.eos_token_id != o.eos_id || config_.pad_token_id != o.pad_id || !(sampling_ == o.sampling))
     graphs_.clear();
-  }
   config_.eos_token_id = o.eos_id;
   config_.pad_token_id = o.pad_id;
-  sampling_ = sp;
+  sampling_ = o.sampling;
   if (use_graph) {
     // Capture against scratch state, then reset: capture itself runs nothing, but PrepareDecode's
     // warm-up step does.

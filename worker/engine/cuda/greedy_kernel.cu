@@ -6,6 +6,7 @@
 #include "cuda/act_io.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/kernel_params.h"
+#include "eval/sampling.h"
 #include "eval/sampling_math.h"
 
 namespace mq::cuda {
@@ -17,55 +18,42 @@ __device__ __forceinline__ bool Better(float v, int64_t i, float bv, int64_t bi)
   return v > bv || (v == bv && i < bi);
 }
 
-// Largest 32-bit key whose block-wide measure(key) reaches need; measure is non-increasing in the
-// key and every thread gets the same answer (the CPU runs the same search sequentially).
-template <typename Measure>
-__device__ __forceinline__ uint32_t BlockLargestKey(Measure measure, double need, double* dscr) {
-  uint32_t lo = 0, hi = 0xFFFFFFFFu;
-  while (lo < hi) {
-    const uint32_t mid = lo + static_cast<uint32_t>((static_cast<uint64_t>(hi) - lo + 1) / 2);
-    if (BlockSum(measure(mid), dscr) >= need) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
-
 // The sampled token of one row (all threads return it).
 __device__ int32_t SampleRow(const GreedyParams& p, const float* row, float m, int32_t arg, int64_t b, int32_t step,
                              double* dscr) {
   const int64_t V = p.V;
   uint32_t kkey = 0;
-  if (p.top_k > 0 && p.top_k < V) {
-    kkey = BlockLargestKey(
+  if (p.sampling.top_k > 0 && p.sampling.top_k < V) {
+    kkey = sampling::LargestKey(
         [&](uint32_t k) {
           double n = 0;
           for (int64_t i = threadIdx.x; i < V; i += blockDim.x) n += sampling::OrderedKey(row[i]) >= k ? 1.0 : 0.0;
-          return n;
+          return BlockSum(n, dscr);
         },
-        static_cast<double>(p.top_k), dscr);
+        static_cast<double>(p.sampling.top_k));
   }
   auto weight = [&](int64_t i) {
-    return sampling::OrderedKey(row[i]) >= kkey ? sampling::Weight(row[i], m, p.temperature) : 0.0f;
+    return sampling::OrderedKey(row[i]) >= kkey ? sampling::Weight(row[i], m, p.sampling.temperature) : 0.0f;
   };
   double total = 0;
   for (int64_t i = threadIdx.x; i < V; i += blockDim.x) total += weight(i);
   total = BlockSum(total, dscr);
   uint32_t tau = 0;
-  if (p.top_p < 1.0f) {
-    tau = BlockLargestKey(
+  if (p.sampling.top_p < 1.0f) {
+    tau = sampling::LargestKey(
         [&](uint32_t t) {
           double s = 0;
           for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
             const float w = weight(i);
-            if (__float_as_uint(w) >= t) s += w;
+            if (sampling::Bits(w) >= t) s += w;
           }
-          return s;
+          return BlockSum(s, dscr);
         },
-        static_cast<double>(p.top_p) * total, dscr);
+        static_cast<double>(p.sampling.top_p) * total);
   }
   auto nucleus = [&](int64_t i) {
     const float w = weight(i);
-    return (w > 0.0f && __float_as_uint(w) >= tau) ? w : 0.0f;
+    return (w > 0.0f && sampling::Bits(w) >= tau) ? w : 0.0f;
   };
   // Contiguous chunks a thread, running sums in index order: the thread whose chunk holds the
   // target walks it like the CPU's loop.
@@ -88,7 +76,7 @@ __device__ int32_t SampleRow(const GreedyParams& p, const float* row, float m, i
     all += s_part[t];
   }
   if (last >= 0) atomicMax(&s_last, static_cast<int32_t>(last));
-  const double target = sampling::Uniform(p.seed, static_cast<uint64_t>(b), static_cast<uint64_t>(step)) * all;
+  const double target = sampling::Uniform(p.sampling.seed, static_cast<uint64_t>(b), static_cast<uint64_t>(step)) * all;
   if (local > 0 && prefix <= target && target < prefix + local) {
     double run = prefix;
     for (int64_t i = c0; i < c1; ++i) {
@@ -140,7 +128,7 @@ __global__ void __launch_bounds__(kThreads) GreedyKernel(GreedyParams p, unsigne
   __syncthreads();
   const int32_t step = *p.step;
   int32_t tok = s_arg;
-  if (p.temperature > 0.0f) tok = SampleRow(p, row, s_max, s_arg, b, step, dscr);
+  if (p.sampling.temperature > 0.0f) tok = SampleRow(p, row, s_max, s_arg, b, step, dscr);
   if (threadIdx.x == 0) {
     const int32_t next = p.finished[b] ? p.pad_id : tok;
     p.next_ids[b] = next;
@@ -159,8 +147,7 @@ __global__ void __launch_bounds__(kThreads) GreedyKernel(GreedyParams p, unsigne
 
 Status LaunchGreedy(const GreedyParams& p, cudaStream_t stream) {
   if (p.batch <= 0) return OkStatus();
-  if (!(p.temperature >= 0.0f) || p.top_k < 0 || !(p.top_p > 0.0f && p.top_p <= 1.0f))
-    return InvalidArgumentError("next-token selection: bad sampling options");
+  MQ_RETURN_IF_ERROR(ValidateSampling(p.sampling));
   // The completion counter lives right after the step counter (the caller allocates 2 ints).
   GreedyKernel<<<static_cast<unsigned>(p.batch), kThreads, 0, stream>>>(p, reinterpret_cast<unsigned int*>(p.step + 1));
   MQ_CUDA_CHECK_LAUNCH("GreedyKernel");

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 
+#include "eval/sampling.h"
 #include "util/status.h"
 
 namespace mq::cuda {
@@ -146,10 +147,7 @@ struct GreedyParams {
   int32_t* step = nullptr;        // device step counter (incremented by block 0 … after all rows)
   int64_t max_steps = 0;
   int32_t eos_id = 0, pad_id = 1;
-  float temperature = 0.0f;        // 0: greedy
-  int32_t top_k = 0;
-  float top_p = 1.0f;
-  uint64_t seed = 0;
+  SamplingOptions sampling;        // default: greedy
 };
 
 // Launchers (one .cu file each). All enqueue on `stream` and check the launch.

@@ -14,23 +14,6 @@ Status ValidateSampling(const SamplingOptions& o) {
   return OkStatus();
 }
 
-namespace {
-
-// Largest key K with count(key ≥ K) ≥ need (a binary search over the 32-bit key space, the same
-// search the GPU kernel runs with block-wide counts).
-template <typename CountAtLeast>
-uint32_t LargestKeyWithCount(CountAtLeast count_at_least, double need) {
-  uint32_t lo = 0, hi = 0xFFFFFFFFu;
-  while (lo < hi) {
-    const uint32_t mid = lo + static_cast<uint32_t>((static_cast<uint64_t>(hi) - lo + 1) / 2);
-    if (count_at_least(mid) >= need) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
-
-}  // namespace
-
 int32_t SampleToken(const float* logits, int64_t V, const SamplingOptions& o, uint64_t sequence, uint64_t step) {
   int64_t arg = 0;
   for (int64_t i = 1; i < V; ++i)
@@ -40,7 +23,7 @@ int32_t SampleToken(const float* logits, int64_t V, const SamplingOptions& o, ui
   // Candidates: logit key ≥ the k-th largest key.
   uint32_t kkey = 0;
   if (o.top_k > 0 && o.top_k < V) {
-    kkey = LargestKeyWithCount(
+    kkey = sampling::LargestKey(
         [&](uint32_t k) {
           double n = 0;
           for (int64_t i = 0; i < V; ++i) n += sampling::OrderedKey(logits[i]) >= k ? 1.0 : 0.0;
@@ -58,21 +41,16 @@ int32_t SampleToken(const float* logits, int64_t V, const SamplingOptions& o, ui
   // non-negative, so their bits order like their values).
   uint32_t tau = 0;
   if (o.top_p < 1.0f) {
-    auto bits = [](float x) {
-      uint32_t b;
-      std::memcpy(&b, &x, 4);
-      return b;
-    };
-    tau = LargestKeyWithCount(
+    tau = sampling::LargestKey(
         [&](uint32_t t) {
           double s = 0;
           for (int64_t i = 0; i < V; ++i)
-            if (bits(w[i]) >= t) s += w[i];
+            if (sampling::Bits(w[i]) >= t) s += w[i];
           return s;
         },
         static_cast<double>(o.top_p) * total);
     for (int64_t i = 0; i < V; ++i)
-      if (bits(w[i]) < tau) w[i] = 0.0f;
+      if (sampling::Bits(w[i]) < tau) w[i] = 0.0f;
   }
   double nucleus = 0.0;
   for (int64_t i = 0; i < V; ++i) nucleus += w[i];

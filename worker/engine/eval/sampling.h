@@ -13,6 +13,7 @@ struct SamplingOptions {
   int32_t top_k = 0;         // 0: no top-k cut
   float top_p = 1.0f;        // 1: no nucleus cut
   uint64_t seed = 0;
+  bool operator==(const SamplingOptions&) const = default;
 };
 
 // temperature finite and ≥ 0, top_k ≥ 0, top_p in (0, 1].

@@ -45,15 +45,34 @@ MQ_SAMPLING_HD double Uniform(uint64_t seed, uint64_t sequence, uint64_t step) {
   return static_cast<double>(Philox(seed, sequence, step) >> 8) * (1.0 / 16777216.0);
 }
 
+// A float's bits; for non-negative values (the weights) they order like the values.
+MQ_SAMPLING_HD uint32_t Bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t b;
+  std::memcpy(&b, &x, 4);
+  return b;
+#endif
+}
 // A float's bits mapped to an unsigned key with the same order (−0 and +0 differ; NaN sorts high).
 MQ_SAMPLING_HD uint32_t OrderedKey(float x) {
-  uint32_t b;
-#if defined(__CUDA_ARCH__)
-  b = __float_as_uint(x);
-#else
-  std::memcpy(&b, &x, 4);
-#endif
+  const uint32_t b = Bits(x);
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// Largest 32-bit key K with measure(K) ≥ need, for a measure that does not increase with K (a count
+// or a mass of the values whose key is ≥ K): binary search over the whole key space. The GPU kernel
+// runs it with block-wide measures, every thread taking the same branches.
+template <typename Measure>
+MQ_SAMPLING_HD uint32_t LargestKey(Measure measure, double need) {
+  uint32_t lo = 0, hi = 0xFFFFFFFFu;
+  while (lo < hi) {
+    const uint32_t mid = lo + static_cast<uint32_t>((static_cast<uint64_t>(hi) - lo + 1) / 2);
+    if (measure(mid) >= need) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
 }
 
 // Weight of a candidate: exp((logit − max) / T) in float (expf on both sides).
