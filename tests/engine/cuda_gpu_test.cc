@@ -33,11 +33,17 @@
 #include "model/model_loader.h"
 #include "quant/hadamard.h"
 #include "test_paths.h"
+#include "test_util.h"
 #include "tokenizer/bpe_tokenizer.h"
 #include "tokenizer/document_stream.h"
 
 namespace mq::cuda {
 namespace {
+
+using testing::RandomFloat;
+using testing::RandomInt8;
+using testing::RelError;
+using testing::ToInt32;
 
 #define MQ_REQUIRE_GPU() \
   if (!DeviceAvailable()) GTEST_SKIP() << "no CUDA device: GPU test skipped (its CPU twin is cuda_twin_test)"
@@ -60,28 +66,6 @@ std::vector<T> Down(const DeviceBuffer<T>& b) {
   return std::move(v).value();
 }
 
-std::vector<int8_t> RandomInt8(size_t n, uint64_t seed) {
-  std::mt19937_64 g(seed);
-  std::vector<int8_t> v(n);
-  for (auto& x : v) x = static_cast<int8_t>(static_cast<int>(g() % 255) - 127);
-  return v;
-}
-std::vector<float> RandomFloat(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937_64 g(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = lo + (hi - lo) * static_cast<float>(g() >> 40) * (1.0f / 16777216.0f);
-  return v;
-}
-double RelError(const float* a, const float* ref, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(a[i]) - ref[i];
-    if (!std::isfinite(a[i])) return INFINITY;
-    num += d * d;
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / den);
-}
 
 TEST(CudaGpuTest, Int8GemmAndGemvAreExact) {
   MQ_REQUIRE_GPU();
@@ -260,11 +244,6 @@ testing::FixturePaths FixtureFor(const std::string& name) {
   return testing::Fixture(name);
 }
 
-std::vector<int32_t> ToInt32(const TensorView& v) {
-  auto wide = ToInt64(v);
-  EXPECT_TRUE(wide.ok());
-  return std::vector<int32_t>(wide->begin(), wide->end());
-}
 
 CudaModelOptions FixtureOptions() {
   CudaModelOptions o;
@@ -300,7 +279,7 @@ TEST(CudaGpuTest, NextTokenSelectionMatchesCpuSampling) {
     GreedyParams p;
     p.logits = d_logits.get(), p.batch = B, p.V = V, p.next_ids = d_next->get(), p.finished = d_finished->get();
     p.out = d_out->get(), p.step = d_step->get(), p.max_steps = kSteps, p.eos_id = -1, p.pad_id = 1;
-    p.temperature = o.temperature, p.top_k = o.top_k, p.top_p = o.top_p, p.seed = o.seed;
+    p.sampling = o;
     for (int64_t s = 0; s < kSteps; ++s) ASSERT_OK(LaunchGreedy(p, nullptr));
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const std::vector<int32_t> out = Down(*d_out);

@@ -13,22 +13,14 @@
 #include "cuda/state_slots.h"
 #include "model/linear.h"
 #include "quant/hadamard.h"
+#include "test_util.h"
 
 namespace mq::cuda {
 namespace {
 
-std::vector<int8_t> RandomInt8(size_t n, uint64_t seed) {
-  std::mt19937_64 g(seed);
-  std::vector<int8_t> v(n);
-  for (auto& x : v) x = static_cast<int8_t>(static_cast<int>(g() % 255) - 127);
-  return v;
-}
-std::vector<float> RandomFloat(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937_64 g(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = lo + (hi - lo) * static_cast<float>(g() >> 40) * (1.0f / 16777216.0f);
-  return v;
-}
+using testing::RandomFloat;
+using testing::RandomInt8;
+
 int32_t Word(const int8_t* p) {
   uint32_t w = 0;
   for (int i = 0; i < 4; ++i) w |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);

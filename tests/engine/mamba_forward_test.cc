@@ -9,24 +9,13 @@
 #include "io/safetensors.h"
 #include "model/mamba_weights.h"
 #include "test_paths.h"
+#include "test_util.h"
 
 namespace mq {
 namespace {
 
-double RelError(const float* a, const float* ref, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) {
-    num += (static_cast<double>(a[i]) - ref[i]) * (static_cast<double>(a[i]) - ref[i]);
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / den);
-}
-
-std::vector<int32_t> ToInt32(const TensorView& v) {
-  auto wide = ToInt64(v);
-  EXPECT_TRUE(wide.ok());
-  return std::vector<int32_t>(wide->begin(), wide->end());
-}
+using testing::RelError;
+using testing::ToInt32;
 
 class HiddenCapture : public ForwardObserver {
  public:

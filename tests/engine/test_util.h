@@ -1,8 +1,12 @@
 // Small helpers shared by the engine tests.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -10,9 +14,11 @@
 
 namespace mq::testing {
 
+// ‖a − ref‖ / ‖ref‖; infinite when a holds NaN or Inf.
 inline double RelError(const float* a, const float* ref, size_t n) {
   double num = 0, den = 0;
   for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
     const double diff = static_cast<double>(a[i]) - ref[i];
     num += diff * diff;
     den += static_cast<double>(ref[i]) * ref[i];
@@ -22,7 +28,22 @@ inline double RelError(const float* a, const float* ref, size_t n) {
 
 inline std::vector<int32_t> ToInt32(const TensorView& v) {
   auto wide = ToInt64(v);
+  EXPECT_TRUE(wide.ok()) << wide.status().ToString();
   return wide.ok() ? std::vector<int32_t>(wide->begin(), wide->end()) : std::vector<int32_t>{};
+}
+
+// Seeded random test data: INT8 in [−127, 127], floats uniform in [lo, hi).
+inline std::vector<int8_t> RandomInt8(size_t n, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::vector<int8_t> v(n);
+  for (auto& x : v) x = static_cast<int8_t>(static_cast<int>(g() % 255) - 127);
+  return v;
+}
+inline std::vector<float> RandomFloat(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937_64 g(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = lo + (hi - lo) * static_cast<float>(g() >> 40) * (1.0f / 16777216.0f);
+  return v;
 }
 
 // Runs a shell command, returning its stdout and exit code.
