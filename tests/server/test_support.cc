@@ -38,6 +38,16 @@ TempDir::~TempDir() {
 
 namespace {
 
+// In a forked child: sets env, then execs argv (exit 127 when that fails).
+[[noreturn]] void ExecChild(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env) {
+  for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  ::execv(args[0], args.data());
+  ::_exit(127);
+}
+
 pid_t Spawn(const std::vector<std::string>& argv, int out_fd, const std::map<std::string, std::string>& env) {
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
@@ -52,12 +62,7 @@ pid_t Spawn(const std::vector<std::string>& argv, int out_fd, const std::map<std
   ::dup2(out_fd, STDERR_FILENO);
   int devnull = ::open("/dev/null", O_RDONLY);
   if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
-  for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  ::execv(args[0], args.data());
-  ::_exit(127);
+  ExecChild(argv, env);
 }
 
 }  // namespace
@@ -110,12 +115,7 @@ int RunCommand(const std::vector<std::string>& argv, std::string* out, absl::Dur
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(127);
     ::dup2(fds[1], STDOUT_FILENO);
-    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
-    ::_exit(127);
+    ExecChild(argv, env);
   }
   ::close(fds[1]);
   std::string collected;
