@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "quant/calibration.h"
+#include "quant/cpu_quant_accelerator.h"
 #include "quant/hadamard.h"
 #include "quant/klt.h"
 #include "quant/smoothing.h"
@@ -31,7 +32,7 @@ TEST(KltTest, RotationIsOrthogonalAndEqualizesChannelVariances) {
     const std::vector<double> sigma = CorrelatedCovariance(n, 11);
     auto h = RandomHadamard::Create(n, 5);
     ASSERT_TRUE(h.ok());
-    auto r = KltHadamardRotation(sigma, n, *h);
+    auto r = KltHadamardRotation(sigma, n, *h, CpuAccelerator());
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     double trace = 0;
     for (int64_t i = 0; i < n; ++i) trace += sigma[i * n + i];

@@ -78,6 +78,22 @@ StatusOr<PerplexityResult> EvaluatePerplexity(const MambaWeights& w, const std::
   return r;
 }
 
+ComparisonResult ComparisonSums::Result() const {
+  ComparisonResult c;
+  const double n = static_cast<double>(positions);
+  for (PerplexityResult* r : {&c.reference, &c.candidate}) {
+    r->tokens_scored = positions;
+    r->windows = windows;
+  }
+  c.reference.mean_nll = nll_reference / n;
+  c.candidate.mean_nll = nll_candidate / n;
+  c.reference.perplexity = std::exp(c.reference.mean_nll);
+  c.candidate.perplexity = std::exp(c.candidate.mean_nll);
+  c.top1_agreement = static_cast<double>(agree) / n;
+  c.mean_kl = kl / n;
+  return c;
+}
+
 StatusOr<std::vector<ComparisonResult>> CompareModels(const MambaWeights& reference,
                                                       const std::vector<const MambaWeights*>& candidates,
                                                       const std::vector<int32_t>& tokens, int64_t window,
@@ -86,10 +102,7 @@ StatusOr<std::vector<ComparisonResult>> CompareModels(const MambaWeights& refere
     if (c->V() != reference.V()) return InvalidArgumentError("models have different vocabularies");
   const int64_t V = reference.V();
   const size_t M = candidates.size();
-  std::vector<double> nll_cand(M, 0.0), kl(M, 0.0);
-  std::vector<int64_t> agree(M, 0);
-  double nll_ref = 0;
-  int64_t n = 0, windows = 0;
+  std::vector<ComparisonSums> sums(M);
   std::vector<double> lp_ref, lp_cand;
   std::vector<const MambaWeights*> models = {&reference};
   models.insert(models.end(), candidates.begin(), candidates.end());
@@ -101,36 +114,25 @@ StatusOr<std::vector<ComparisonResult>> CompareModels(const MambaWeights& refere
             const float* xr = logits[0].data() + row;
             LogSoftmax(xr, V, &lp_ref);
             const int32_t target = ids[b * window + l + 1];
-            nll_ref -= lp_ref[target];
             const int64_t arg_ref = std::max_element(xr, xr + V) - xr;
             for (size_t m = 0; m < M; ++m) {
               const float* xc = logits[m + 1].data() + row;
               LogSoftmax(xc, V, &lp_cand);
-              nll_cand[m] -= lp_cand[target];
+              ComparisonSums& s = sums[m];
+              s.nll_reference -= lp_ref[target];
+              s.nll_candidate -= lp_cand[target];
               double k = 0;
               for (int64_t v = 0; v < V; ++v) k += std::exp(lp_ref[v]) * (lp_ref[v] - lp_cand[v]);
-              kl[m] += k;
-              agree[m] += arg_ref == (std::max_element(xc, xc + V) - xc);
+              s.kl += k;
+              s.agree += arg_ref == (std::max_element(xc, xc + V) - xc);
+              ++s.positions;
             }
-            ++n;
           }
-          ++windows;
+          for (ComparisonSums& s : sums) ++s.windows;
         }
       }));
-  std::vector<ComparisonResult> out(M);
-  for (size_t m = 0; m < M; ++m) {
-    ComparisonResult& c = out[m];
-    for (PerplexityResult* r : {&c.reference, &c.candidate}) {
-      r->tokens_scored = n;
-      r->windows = windows;
-    }
-    c.reference.mean_nll = nll_ref / static_cast<double>(n);
-    c.candidate.mean_nll = nll_cand[m] / static_cast<double>(n);
-    c.reference.perplexity = std::exp(c.reference.mean_nll);
-    c.candidate.perplexity = std::exp(c.candidate.mean_nll);
-    c.top1_agreement = static_cast<double>(agree[m]) / static_cast<double>(n);
-    c.mean_kl = kl[m] / static_cast<double>(n);
-  }
+  std::vector<ComparisonResult> out;
+  for (const ComparisonSums& s : sums) out.push_back(s.Result());
   return out;
 }
 

@@ -26,6 +26,14 @@ struct ComparisonResult {
   double mean_kl = 0;           // mean KL(reference ‖ candidate) per scored position, nats
 };
 
+// Sums over the scored positions of a comparison; every device's evaluation turns them into a
+// ComparisonResult by this one rule.
+struct ComparisonSums {
+  double nll_reference = 0, nll_candidate = 0, kl = 0;
+  int64_t agree = 0, positions = 0, windows = 0;
+  ComparisonResult Result() const;
+};
+
 // Window starts by the protocol above.
 std::vector<int64_t> WindowStarts(int64_t total_tokens, int64_t window);
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "quant/hadamard.h"
+#include "quant/quant_accelerator.h"
 #include "util/status.h"
 
 namespace mq::quant {
@@ -15,8 +16,8 @@ namespace mq::quant {
 StatusOr<std::vector<double>> KltBasis(const std::vector<double>& sigma, int64_t n,
                                        std::vector<double>* eigenvalues = nullptr);
 
-// R = K · H̃ (n×n, row-major, orthogonal).
+// R = K · H̃ (n×n, row-major, orthogonal), the eigendecomposition run on `accel`.
 StatusOr<std::vector<double>> KltHadamardRotation(const std::vector<double>& sigma, int64_t n,
-                                                  const RandomHadamard& hadamard);
+                                                  const RandomHadamard& hadamard, QuantAccelerator& accel);
 
 }  // namespace mq::quant

@@ -11,6 +11,7 @@
 #include "eval/perplexity.h"
 #include "model/mamba_weights.h"
 #include "quant/calibration.h"
+#include "quant/cpu_quant_accelerator.h"
 #include "quant/hadamard.h"
 #include "quant/klt.h"
 #include "quant/model_quantizer.h"
@@ -102,7 +103,7 @@ class StaticScaleObserver : public ForwardObserver {
 };
 
 StatusOr<std::vector<double>> ResidualRotation(const QuantSpec& spec, const CalibrationStats& stats, int64_t d,
-                                               int64_t layers, json* notes) {
+                                               int64_t layers, QuantAccelerator& accel, json* notes) {
   MQ_ASSIGN_OR_RETURN(RandomHadamard h, RandomHadamard::Create(d, spec.SeedFor("r1")));
   if (!spec.r1_klt) return h.Dense();
   std::vector<double> sigma(static_cast<size_t>(d * d), 0.0);
@@ -114,7 +115,7 @@ StatusOr<std::vector<double>> ResidualRotation(const QuantSpec& spec, const Cali
     for (size_t i = 0; i < sigma.size(); ++i) sigma[i] += m[i];
   }
   (*notes)["r1_covariance_layers"] = used;
-  return KltHadamardRotation(sigma, d, h);
+  return KltHadamardRotation(sigma, d, h, accel);
 }
 
 }  // namespace
@@ -144,9 +145,10 @@ struct BuildState {
 };
 
 // LOAD, CALIBRATE, TRANSFORM and QUANTIZE (the last skipped with transform_only).
-Status RunBuild(const QuantizeOptions& o, StageTracker& stages, BuildState& b) {
+Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator& accel, BuildState& b) {
   MQ_ASSIGN_OR_RETURN(b.spec, QuantSpec::FromOptions(o));
   const QuantSpec& spec = b.spec;
+  MQ_RETURN_IF_ERROR(accel.CheckSupported(spec));
   if (o.num_samples < 1 || o.num_samples > 65536) return InvalidArgumentError("samples must be in [1, 65536]");
   if (o.seq_len < 2 || o.seq_len > 65536) return InvalidArgumentError("seq_len must be in [2, 65536]");
   if (o.calib_text_path.empty()) return InvalidArgumentError("a calibration text is required");
@@ -187,7 +189,7 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, BuildState& b) {
   if (spec.norm_smoothing) req.sites.insert(ActivationSite::kInProjInput);
   CalibrationStats stats;
   if (!req.sites.empty()) {
-    MQ_ASSIGN_OR_RETURN(stats, Calibrate(w, calib_tokens, starts, o.seq_len, req, [&](int64_t done, int64_t total) {
+    MQ_ASSIGN_OR_RETURN(stats, accel.Calibrate(w, calib_tokens, starts, o.seq_len, req, [&](int64_t done, int64_t total) {
       return stages.Report(static_cast<double>(done) / static_cast<double>(total),
                            std::to_string(done) + "/" + std::to_string(total) + " windows").ok();
     }));
@@ -198,11 +200,9 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, BuildState& b) {
   const int64_t d = w.d(), E = w.E(), N = w.N(), R = w.R();
   const int64_t layers = static_cast<int64_t>(w.layers.size());
   if (spec.r1) {
-    MQ_ASSIGN_OR_RETURN(std::vector<double> r1, ResidualRotation(spec, stats, d, layers, &notes));
-    ApplyResidualRotation(w, r1);
+    MQ_ASSIGN_OR_RETURN(std::vector<double> r1, ResidualRotation(spec, stats, d, layers, accel, &notes));
+    MQ_RETURN_IF_ERROR(ApplyResidualRotation(w, r1, accel));
   }
-  std::shared_ptr<const HadamardRowTransform> r2;
-  std::vector<double> r2_dense;
   for (int64_t li = 0; li < layers; ++li) {
     MambaLayerWeights& L = w.layers[static_cast<size_t>(li)];
     const int layer = static_cast<int>(li);
@@ -212,11 +212,11 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, BuildState& b) {
       if (spec.r5_klt) {
         const SiteStats* s = stats.Find(layer, ActivationSite::kDtProjInput);
         if (s == nullptr) return InternalError("no dt statistics for layer " + std::to_string(li));
-        MQ_ASSIGN_OR_RETURN(r5, KltHadamardRotation(s->SecondMoment(), R, h5));
+        MQ_ASSIGN_OR_RETURN(r5, KltHadamardRotation(s->SecondMoment(), R, h5, accel));
       } else {
         r5 = h5.Dense();
       }
-      ApplyDtRotation(L, R, r5);
+      MQ_RETURN_IF_ERROR(ApplyDtRotation(L, R, r5, accel));
     }
     if (spec.s2 || spec.r2) {
       std::vector<float> s;
@@ -225,14 +225,13 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, BuildState& b) {
         if (st == nullptr) return InternalError("no out_proj statistics for layer " + std::to_string(li));
         s = SmoothingFactors(st->absmax, ColumnAbsMax(L.out_proj.weight, d, E), spec.smooth_alpha);
       }
-      std::shared_ptr<const RowTransform> transform;
+      std::shared_ptr<const HadamardRowTransform> transform;
       if (spec.r2) {
         const uint64_t seed = spec.SeedFor("r2", layer);
         MQ_ASSIGN_OR_RETURN(RandomHadamard h2, RandomHadamard::Create(E, seed));
-        r2_dense = h2.Dense();
         transform = std::make_shared<HadamardRowTransform>(std::move(h2), seed);
       }
-      ApplyOutProjSmoothRotation(L, s, transform, r2_dense);
+      ApplyOutProjSmoothRotation(L, s, std::move(transform));
     }
     if (spec.s4 || spec.r4) {
       std::vector<float> s;
@@ -247,7 +246,7 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, BuildState& b) {
         MQ_ASSIGN_OR_RETURN(RandomHadamard h4, RandomHadamard::CreatePlain(N));
         r4 = h4.Dense();
       }
-      ApplyStateSmoothRotation(L, R, N, s, r4);
+      MQ_RETURN_IF_ERROR(ApplyStateSmoothRotation(L, R, N, s, r4, accel));
     }
     if (spec.norm_smoothing) {
       const SiteStats* st = stats.Find(layer, ActivationSite::kInProjInput);
@@ -276,20 +275,23 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, BuildState& b) {
 
 }  // namespace
 
-StatusOr<QuantizedModelBuild> BuildQuantizedModel(const QuantizeOptions& options, const ProgressCallback& progress) {
+StatusOr<QuantizedModelBuild> BuildQuantizedModel(const QuantizeOptions& options, const ProgressCallback& progress,
+                                                  QuantAccelerator* accel) {
   StageTracker stages(progress);
   BuildState b;
-  MQ_RETURN_IF_ERROR(RunBuild(options, stages, b));
+  MQ_RETURN_IF_ERROR(RunBuild(options, stages, accel != nullptr ? *accel : CpuAccelerator(), b));
   return QuantizedModelBuild{std::move(b.original), std::move(b.model), b.spec.ToJson().dump()};
 }
 
-StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& o, const ProgressCallback& progress) {
+StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& o, const ProgressCallback& progress,
+                                       QuantAccelerator* accel_or_null) {
+  QuantAccelerator& accel = accel_or_null != nullptr ? *accel_or_null : CpuAccelerator();
   if (o.transform_only) return InvalidArgumentError("transform_only models are not exported; use BuildQuantizedModel");
   if (o.output_dir.empty()) return InvalidArgumentError("an output directory is required");
   const auto t_start = Clock::now();
   StageTracker stages(progress);
   BuildState b;
-  MQ_RETURN_IF_ERROR(RunBuild(o, stages, b));
+  MQ_RETURN_IF_ERROR(RunBuild(o, stages, accel, b));
   const QuantSpec& spec = b.spec;
   const MambaWeights& w = b.model;
   const json& notes = b.notes;
@@ -298,7 +300,7 @@ StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& o, const ProgressC
   json evaluation = nullptr;
   if (!b.eval_tokens.empty()) {
     MQ_RETURN_IF_ERROR(stages.Enter(Stage::kEvaluate, "evaluating float vs quantized"));
-    MQ_ASSIGN_OR_RETURN(ComparisonResult cmp, CompareModels(b.original, w, b.eval_tokens, o.eval_window, [&](int64_t done, int64_t total) {
+    MQ_ASSIGN_OR_RETURN(ComparisonResult cmp, accel.Compare(b.original, w, b.eval_tokens, o.eval_window, [&](int64_t done, int64_t total) {
       return stages.Report(static_cast<double>(done) / static_cast<double>(total),
                            std::to_string(done) + "/" + std::to_string(total) + " windows").ok();
     }));
@@ -320,6 +322,7 @@ StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& o, const ProgressC
                  {"bits", spec.BitsName()},
                  {"scope", spec.scope_full ? "full" : "linear"},
                  {"activation_granularity", o.act_granularity},
+                 {"device", accel.name()},
                  {"transform_only", o.transform_only},
                  {"transforms", qc["transforms"]},
                  {"transform_notes", notes},

@@ -11,6 +11,8 @@
 
 namespace mq::quant {
 
+class QuantAccelerator;
+
 enum class Stage { kLoad, kCalibrate, kTransform, kQuantize, kEvaluate, kExport };
 const char* StageName(Stage stage);  // "LOAD", "CALIBRATE", ...
 
@@ -64,8 +66,13 @@ struct QuantizedModelBuild {
   MambaWeights model;     // transformed, and quantized unless transform_only
   std::string spec_json;  // the resolved quantization_config
 };
-StatusOr<QuantizedModelBuild> BuildQuantizedModel(const QuantizeOptions& options, const ProgressCallback& progress);
+// `accel` runs calibration, eigendecompositions, rotation products and evaluation (null: the CPU
+// reference, CpuAccelerator()). A device that cannot run some step of the job fails it up front
+// with Unimplemented (QuantAccelerator::CheckSupported).
+StatusOr<QuantizedModelBuild> BuildQuantizedModel(const QuantizeOptions& options, const ProgressCallback& progress,
+                                                  QuantAccelerator* accel = nullptr);
 
-StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& options, const ProgressCallback& progress);
+StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& options, const ProgressCallback& progress,
+                                       QuantAccelerator* accel = nullptr);
 
 }  // namespace mq::quant

@@ -1,30 +1,10 @@
 #include "quant/rotation_fusion.h"
 
-#include <cblas.h>
+#include <algorithm>
+
+#include "cpu/parallel_for.h"
 
 namespace mq::quant {
-
-void MultiplyRight(std::vector<float>& w, int64_t rows, int64_t n, const std::vector<double>& r, int64_t row_begin,
-                   int64_t row_end) {
-  if (row_end < 0) row_end = rows;
-  const int64_t m = row_end - row_begin;
-  if (m <= 0) return;
-  std::vector<double> a(w.begin() + row_begin * n, w.begin() + row_end * n);
-  std::vector<double> c(static_cast<size_t>(m * n));
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(n),
-              1.0, a.data(), static_cast<int>(n), r.data(), static_cast<int>(n), 0.0, c.data(), static_cast<int>(n));
-  for (int64_t i = 0; i < m * n; ++i) w[row_begin * n + i] = static_cast<float>(c[i]);
-}
-
-void MultiplyLeftTransposed(std::vector<float>& w, int64_t cols, const std::vector<double>& r, int64_t row_begin,
-                            int64_t n) {
-  std::vector<double> b(w.begin() + row_begin * cols, w.begin() + (row_begin + n) * cols);
-  std::vector<double> c(static_cast<size_t>(n * cols));
-  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(cols), static_cast<int>(n),
-              1.0, r.data(), static_cast<int>(n), b.data(), static_cast<int>(cols), 0.0, c.data(),
-              static_cast<int>(cols));
-  for (int64_t i = 0; i < n * cols; ++i) w[row_begin * cols + i] = static_cast<float>(c[i]);
-}
 
 void FoldNormWeights(MambaWeights& w) {
   const int64_t d = w.d();
@@ -41,29 +21,26 @@ void FoldNormWeights(MambaWeights& w) {
   std::fill(w.norm_f.begin(), w.norm_f.end(), 1.0f);
 }
 
-void ApplyResidualRotation(MambaWeights& w, const std::vector<double>& r1) {
+Status ApplyResidualRotation(MambaWeights& w, const std::vector<double>& r1, QuantAccelerator& accel) {
   const int64_t d = w.d();
-  MultiplyRight(w.embeddings, w.V(), d, r1);
-  MultiplyRight(w.lm_head.weight, w.V(), d, r1);
+  MQ_RETURN_IF_ERROR(accel.MultiplyRight(w.embeddings, d, r1));
+  MQ_RETURN_IF_ERROR(accel.MultiplyRight(w.lm_head.weight, d, r1));
   for (MambaLayerWeights& L : w.layers) {
-    MultiplyRight(L.in_proj.weight, L.in_proj.out_features, d, r1);
+    MQ_RETURN_IF_ERROR(accel.MultiplyRight(L.in_proj.weight, d, r1));
     // out_proj writes into the residual stream: its output rows rotate, W_out ← R1ᵀ·W_out.
-    MultiplyLeftTransposed(L.out_proj.weight, L.out_proj.in_features, r1, 0, d);
-    if (!L.out_proj.bias.empty()) {
-      std::vector<float> b = L.out_proj.bias;
-      MultiplyRight(b, 1, d, r1);
-      L.out_proj.bias = b;
-    }
+    MQ_RETURN_IF_ERROR(accel.MultiplyLeftTransposed(L.out_proj.weight, L.out_proj.in_features, r1, 0, d));
+    if (!L.out_proj.bias.empty()) MQ_RETURN_IF_ERROR(accel.MultiplyRight(L.out_proj.bias, d, r1));
   }
+  return OkStatus();
 }
 
-void ApplyDtRotation(MambaLayerWeights& L, int64_t R, const std::vector<double>& r5) {
-  MultiplyLeftTransposed(L.x_proj.weight, L.x_proj.in_features, r5, 0, R);
-  MultiplyRight(L.dt_proj.weight, L.dt_proj.out_features, R, r5);
+Status ApplyDtRotation(MambaLayerWeights& L, int64_t R, const std::vector<double>& r5, QuantAccelerator& accel) {
+  MQ_RETURN_IF_ERROR(accel.MultiplyLeftTransposed(L.x_proj.weight, L.x_proj.in_features, r5, 0, R));
+  return accel.MultiplyRight(L.dt_proj.weight, R, r5);
 }
 
 void ApplyOutProjSmoothRotation(MambaLayerWeights& L, const std::vector<float>& s,
-                                std::shared_ptr<const RowTransform> r2, const std::vector<double>& r2_dense) {
+                                std::shared_ptr<const HadamardRowTransform> r2) {
   const int64_t E = L.out_proj.in_features, d = L.out_proj.out_features;
   const int64_t din = L.in_proj.in_features;
   if (!s.empty()) {
@@ -77,13 +54,20 @@ void ApplyOutProjSmoothRotation(MambaLayerWeights& L, const std::vector<float>& 
       for (int64_t j = 0; j < E; ++j) L.out_proj.weight[o * E + j] *= s[j];
   }
   if (r2) {
-    MultiplyRight(L.out_proj.weight, d, E, r2_dense);
+    // Each row of W_out times R2, in float64 like the dense products, chunked over the cores.
+    const RandomHadamard& h = r2->hadamard();
+    float* wo = L.out_proj.weight.data();
+    cpu::ParallelFor(d, 16, [&](int64_t begin, int64_t end) {
+      std::vector<double> rows(wo + begin * E, wo + end * E);
+      h.ApplyRows(rows.data(), end - begin);
+      std::copy(rows.begin(), rows.end(), wo + begin * E);
+    });
     L.out_proj.input_transform = std::move(r2);
   }
 }
 
-void ApplyStateSmoothRotation(MambaLayerWeights& L, int64_t R, int64_t N, const std::vector<float>& s,
-                              const std::vector<double>& r4) {
+Status ApplyStateSmoothRotation(MambaLayerWeights& L, int64_t R, int64_t N, const std::vector<float>& s,
+                                const std::vector<double>& r4, QuantAccelerator& accel) {
   const int64_t E = L.x_proj.in_features;
   float* wx = L.x_proj.weight.data();
   if (!s.empty()) {
@@ -94,9 +78,10 @@ void ApplyStateSmoothRotation(MambaLayerWeights& L, int64_t R, int64_t N, const 
       }
   }
   if (!r4.empty()) {
-    MultiplyLeftTransposed(L.x_proj.weight, E, r4, R + N, N);
+    MQ_RETURN_IF_ERROR(accel.MultiplyLeftTransposed(L.x_proj.weight, E, r4, R + N, N));
     L.state_rotation.assign(r4.begin(), r4.end());
   }
+  return OkStatus();
 }
 
 void ApplyNormSmoothing(MambaLayerWeights& L, const std::vector<float>& s) {

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "model/mamba_weights.h"
-#include "model/row_transform.h"
+#include "quant/online_rotation.h"
+#include "quant/quant_accelerator.h"
+#include "util/status.h"
 
 namespace mq::quant {
 
@@ -18,32 +20,27 @@ namespace mq::quant {
 void FoldNormWeights(MambaWeights& w);
 
 // R1 (d×d, orthogonal, row vectors times R1): embeddings ← E·R1, W_in ← W_in·R1,
-// W_out ← R1ᵀ·W_out, W_lm ← W_lm·R1. Requires FoldNormWeights first.
-void ApplyResidualRotation(MambaWeights& w, const std::vector<double>& r1);
+// W_out ← R1ᵀ·W_out, W_lm ← W_lm·R1. Requires FoldNormWeights first. The products (the bulk of
+// the fusion's arithmetic) run on `accel`.
+Status ApplyResidualRotation(MambaWeights& w, const std::vector<double>& r1, QuantAccelerator& accel);
 
 // R5 (R×R) on the dt path of one layer: W_xp[δ rows] ← R5ᵀ·W_xp[δ rows], W_dt ← W_dt·R5.
-void ApplyDtRotation(MambaLayerWeights& layer, int64_t dt_rank, const std::vector<double>& r5);
+Status ApplyDtRotation(MambaLayerWeights& layer, int64_t dt_rank, const std::vector<double>& r5,
+                       QuantAccelerator& accel);
 
 // S2 + R2 at out_proj. `s` ([E]) may be empty (no smoothing); `r2` may be null (no rotation).
 // W_in[z rows] ← diag(1/s)·W_in[z rows], gate becomes S-SiLU(z'; s), and
-// W_out ← W_out·diag(s)·R2 with R2 applied online to the out_proj input.
-// `r2_dense` is R2 as an E×E matrix (used for the fusion).
+// W_out ← W_out·diag(s)·R2 with R2 applied online to the out_proj input. The fusion applies R2 to
+// each row of W_out with the fast transform in float64 (O(d·E log E), never a dense E×E product).
 void ApplyOutProjSmoothRotation(MambaLayerWeights& layer, const std::vector<float>& s,
-                                std::shared_ptr<const RowTransform> r2, const std::vector<double>& r2_dense);
+                                std::shared_ptr<const HadamardRowTransform> r2);
 
 // S4 + R4 at y = h·C (size N): W_xp[B rows] ← diag(1/s)·W_xp[B rows],
 // W_xp[C rows] ← R4ᵀ·diag(s)·W_xp[C rows], and h·R4 online. `s` or `r4` may be empty.
-void ApplyStateSmoothRotation(MambaLayerWeights& layer, int64_t dt_rank, int64_t state_size,
-                              const std::vector<float>& s, const std::vector<double>& r4);
+Status ApplyStateSmoothRotation(MambaLayerWeights& layer, int64_t dt_rank, int64_t state_size,
+                                const std::vector<float>& s, const std::vector<double>& r4, QuantAccelerator& accel);
 
 // SmoothQuant where it folds exactly: γ ← γ/s and W_in ← W_in·diag(s).
 void ApplyNormSmoothing(MambaLayerWeights& layer, const std::vector<float>& s);
-
-// w [rows, n] ← w·R  (R n×n, float64 arithmetic).
-void MultiplyRight(std::vector<float>& w, int64_t rows, int64_t n, const std::vector<double>& r,
-                   int64_t row_begin = 0, int64_t row_end = -1);
-// w[row_begin:row_end, :] (n rows of width cols) ← Rᵀ·w[row_begin:row_end, :]  (R n×n).
-void MultiplyLeftTransposed(std::vector<float>& w, int64_t cols, const std::vector<double>& r, int64_t row_begin,
-                            int64_t n);
 
 }  // namespace mq::quant

@@ -1,0 +1,57 @@
+// The numerically heavy steps of a quantization job behind one interface, so that the pipeline
+// (quantize_pipeline.cc) is the same code on every device: the calibration forward and its
+// statistics, the eigendecompositions of the KLT, the dense rotation products of the fusion, and
+// the float-vs-quantized evaluation. CpuQuantAccelerator is the reference; the CUDA one
+// (cuda/cuda_quant_accelerator.h) runs the same steps on a GPU.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "eval/perplexity.h"
+#include "model/mamba_weights.h"
+#include "quant/calibration.h"
+#include "util/status.h"
+
+namespace mq::quant {
+
+struct QuantSpec;
+
+class QuantAccelerator {
+ public:
+  virtual ~QuantAccelerator() = default;
+  // "cpu", or "cuda (<device name>)": recorded in the job's report.
+  virtual std::string name() const = 0;
+  // OK when every step a job with this spec needs runs here; otherwise Unimplemented, saying which.
+  virtual Status CheckSupported(const QuantSpec& spec) const = 0;
+
+  // Runs the float model `w` over the windows (starts into `tokens`, seq_len each) and collects the
+  // requested statistics (see Calibrate in calibration.h for their meaning).
+  virtual StatusOr<CalibrationStats> Calibrate(const MambaWeights& w, const std::vector<int32_t>& tokens,
+                                               const std::vector<int64_t>& starts, int64_t seq_len,
+                                               const CalibrationRequest& request,
+                                               const std::function<bool(int64_t, int64_t)>& progress) = 0;
+
+  // Eigenvectors of the symmetric n×n float64 matrix `sigma` (row-major) as the columns of K,
+  // by descending eigenvalue (KltBasis's contract).
+  virtual StatusOr<std::vector<double>> SymmetricEigenvectors(const std::vector<double>& sigma, int64_t n,
+                                                              std::vector<double>* eigenvalues) = 0;
+
+  // w[row_begin:row_end, :] ← w[row_begin:row_end, :]·R for w [rows, n] row-major and R n×n,
+  // computed in float64 (row_end < 0: all rows).
+  virtual Status MultiplyRight(std::vector<float>& w, int64_t n, const std::vector<double>& r, int64_t row_begin = 0,
+                               int64_t row_end = -1) = 0;
+  // The n rows of width `cols` starting at row_begin ← Rᵀ·(those rows), in float64.
+  virtual Status MultiplyLeftTransposed(std::vector<float>& w, int64_t cols, const std::vector<double>& r,
+                                        int64_t row_begin, int64_t n) = 0;
+
+  // Perplexity of both models, top-1 agreement and KL(reference ‖ candidate), by the protocol of
+  // CompareModels (eval/perplexity.h).
+  virtual StatusOr<ComparisonResult> Compare(const MambaWeights& reference, const MambaWeights& candidate,
+                                             const std::vector<int32_t>& tokens, int64_t window,
+                                             const EvalProgress& progress) = 0;
+};
+
+}  // namespace mq::quant
