@@ -22,30 +22,10 @@
 #include "cuda/cuda_mamba_model.h"
 #include "cuda/device_buffer.h"
 #include "model/model_loader.h"
+#include "model/model_shapes.h"
 
 namespace mq::cuda {
 namespace {
-
-struct Shape {
-  std::string name;
-  int64_t d, layers;
-};
-const std::vector<Shape> kShapes = {
-    {"130m", 768, 24}, {"370m", 1024, 48}, {"790m", 1536, 48}, {"1.4b", 2048, 48}, {"2.8b", 2560, 64}};
-
-MambaConfig ConfigFor(const Shape& s) {
-  MambaConfig c;
-  c.vocab_size = 50280;
-  c.hidden_size = s.d;
-  c.intermediate_size = 2 * s.d;
-  c.state_size = 16;
-  c.num_hidden_layers = s.layers;
-  c.conv_kernel = 4;
-  c.time_step_rank = (s.d + 15) / 16;
-  c.expand = 2;
-  c.tie_word_embeddings = true;
-  return c;
-}
 
 std::vector<std::string> Split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -283,14 +263,14 @@ int Main(int argc, char** argv) {
     if (!m.ok() || !BenchModel(**m, std::filesystem::path(dir).filename().string(), o).ok()) ++failures;
   }
   for (const std::string& sname : shapes) {
-    auto it = std::find_if(kShapes.begin(), kShapes.end(), [&](const Shape& s) { return s.name == sname; });
-    if (it == kShapes.end()) {
+    auto shape_config = ModelShapeConfig(sname);
+    if (!shape_config.ok()) {
       std::fprintf(stderr, "mq-bench: unknown shape %s\n", sname.c_str());
       return 2;
     }
     for (const std::string& mode : modes) {
       RandomModelSpec spec;
-      spec.config = ConfigFor(*it);
+      spec.config = *shape_config;
       spec.int8 = mode == "int8";
       DeviceMemoryStats::ResetPeak();
       auto m = CudaMambaModel::CreateRandom(spec, mo);

@@ -11,5 +11,6 @@ int RunGenerateCommand(const std::vector<std::string>& args);
 int RunTokenizeCommand(const std::vector<std::string>& args);
 int RunQuantizeCommand(const std::vector<std::string>& args);
 int RunQualityTableCommand(const std::vector<std::string>& args);
+int RunMakeModelCommand(const std::vector<std::string>& args);
 
 }  // namespace mq::tools

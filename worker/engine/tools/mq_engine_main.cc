@@ -1,4 +1,4 @@
-// mq-engine: the engine's command-line tool (evaluate, generate, tokenize, quantize).
+// mq-engine: the engine's command-line tool (evaluate, generate, tokenize, quantize, make-model).
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -26,6 +26,9 @@ commands:
   quality-table --model DIR --calib FILE --eval FILE [--samples 128] [--seq-len 256]
             [--seeds 0,1] [--out-md FILE] [--out-json FILE]
             every preset x bits x scope, extra seeds, the mambaquant ablation, in one eval pass
+  make-model --shape 130m|370m|790m|1.4b|2.8b|tiny --out DIR --tokenizer-from MODEL_DIR [--seed 0]
+            [--dtype f16|f32] [--layers N] [--threads N]
+            a Hugging Face Mamba-1 model directory with random weights of a real shape (for timing)
 )";
 
 }  // namespace
@@ -42,6 +45,7 @@ int main(int argc, char** argv) {
   if (command == "tokenize") return mq::tools::RunTokenizeCommand(args);
   if (command == "quantize") return mq::tools::RunQuantizeCommand(args);
   if (command == "quality-table") return mq::tools::RunQualityTableCommand(args);
+  if (command == "make-model") return mq::tools::RunMakeModelCommand(args);
   std::fprintf(stderr, "mq-engine: unknown command \"%s\"\n%s", command.c_str(), kUsage);
   return 2;
 }
