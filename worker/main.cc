@@ -148,7 +148,7 @@ int main(int argc, char** argv) {
   options.work_dir = mq::JoinPath(cache_dir, "jobs");
   options.poll_wait_seconds = std::clamp(absl::GetFlag(FLAGS_poll_seconds), 1, 60);
 
-  mq::worker::QuantizeExecutor executor;
+  mq::worker::QuantizeExecutor executor(backend);
   mq::worker::WorkerAgent agent(options, &server, cache->get(), &executor, &metrics);
   agent.Start();
   mq::Log(mq::LogLevel::kInfo, "mq-worker started")

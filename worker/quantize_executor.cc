@@ -1,5 +1,6 @@
 #include "quantize_executor.h"
 
+#include "quant/quant_device.h"
 #include "quant/quantize_pipeline.h"
 
 namespace mq::worker {
@@ -51,9 +52,11 @@ absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest
   if (!spec.r1_covariance().empty()) o.r1_cov_all_layers = spec.r1_covariance() != "layer0";
   if (!spec.weight_clip().empty()) o.weight_clip = spec.weight_clip();
   if (!spec.state_granularity().empty()) o.state_granularity = spec.state_granularity();
+  auto accel = quant::OpenQuantDevice(backend_ == "cuda" ? "auto" : "cpu", o);
+  if (!accel.ok()) return ToAbsl(accel.status());
   auto result = quant::QuantizeModel(o, [&](const quant::Progress& p) {
     return progress(ExecutionProgress{ToProtoStage(p.stage), p.fraction, p.message});
-  });
+  }, accel->get());
   if (!result.ok()) return ToAbsl(result.status());
   return ExecutionResult{result->report_json};
 }

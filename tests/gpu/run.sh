@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build, test and benchmark the CUDA backend on the GPU machine, in one call:
-#   tests/gpu/run.sh [stages]     stages: any of build,test,bench,profile,hf (default: build,test,bench,hf)
+#   tests/gpu/run.sh [stages]     stages: any of build,test,quant,bench,profile,hf (default: build,test,quant,bench,hf)
 # Needs third_party_local/ (tests/gpu/pack-deps.sh) carried along: the dependency prefix and the
 # mamba-small fixture. Logs and JSON go to $OUT (or /tmp/mq-gpu-out); the summary table prints last.
 # Knobs: BENCH_SHAPES (default 130m,370m,790m,1.4b,2.8b), HF_SHAPES (default: all five),
@@ -8,7 +8,7 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-STAGES="${1:-build,test,bench,hf}"
+STAGES="${1:-build,test,quant,bench,hf}"
 # Everything is written to LOG; $OUT (the device tool's return folder, at most 8 files) gets the
 # table, the JSON, the GPU test log and a tarball of all logs at the end.
 RET="${OUT:-}"
@@ -36,7 +36,7 @@ if has build; then
   cat "$OUT/gpu.txt"
   if cmake -S . -B "$BUILD_DIR" -G Ninja -DMQ_ENGINE_ONLY=ON -DMQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
        -DCMAKE_PREFIX_PATH="$P" -DICU_ROOT="$P" -DMQ_GTEST_SOURCE_DIR="$P/src/googletest" > "$OUT/configure.log" 2>&1 &&
-     ninja -C "$BUILD_DIR" -j "$JOBS" mq-engine mq-bench cuda_twin_test cuda_gpu_test > "$OUT/build.log" 2>&1; then
+     ninja -C "$BUILD_DIR" -j "$JOBS" mq-engine mq-bench cuda_twin_test cuda_gpu_test cuda_quant_gpu_test quant_accelerator_test > "$OUT/build.log" 2>&1; then
     note "build: ok ($((SECONDS - t0)) s)"
   else
     tail -40 "$OUT/configure.log" "$OUT/build.log"
@@ -64,6 +64,40 @@ if has test; then
   grep -E "^\[gpu\]|FAILED|Failure|error" "$OUT/gpu_test.log" | head -30
   [ $rc -eq 0 ] && note "cuda_gpu_test: ok ($((SECONDS - t1)) s)" || note "cuda_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
   while read -r l; do note "$l"; done < <(grep -E "^\[gpu\]" "$OUT/gpu_test.log")
+  "$BIN/tests/engine/quant_accelerator_test" > "$OUT/quant_cpu_test.log" 2>&1 && note "quant_accelerator_test (CPU twin): ok" ||
+    note "quant_accelerator_test: FAILED"
+  t1=$SECONDS
+  MQ_FIXTURES_DIR="$FIX" timeout 400 "$BIN/tests/engine/cuda_quant_gpu_test" > "$OUT/quant_gpu_test.log" 2>&1
+  rc=$?
+  grep -E "FAILED|Failure|error" "$OUT/quant_gpu_test.log" | head -20
+  [ $rc -eq 0 ] && note "cuda_quant_gpu_test: ok ($((SECONDS - t1)) s)" || note "cuda_quant_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
+  while read -r l; do note "$l"; done < <(grep -E "^\[(gpu|cuda)" "$OUT/quant_gpu_test.log")
+fi
+
+if has quant; then
+  # The W8A8 mambaquant job on the 2.8b shape (random weights written by make-model, the
+  # GPT-NeoX tokenizer of mamba-small), calibration 128 × 2048, on the GPU; stage times last.
+  t1=$SECONDS
+  M28=/tmp/mq-2.8b Q28=/tmp/mq-2.8b-w8a8
+  rm -rf "$M28" "$Q28"
+  if "$BIN/worker/engine/mq-engine" make-model --shape "${QUANT_SHAPE:-2.8b}" --out "$M28" --tokenizer-from "$FIX/mamba-small" \
+       > "$OUT/make_model.log" 2>&1; then
+    note "make-model ${QUANT_SHAPE:-2.8b}: $(tail -1 "$OUT/make_model.log")"
+    t2=$SECONDS
+    TIMEV=(); [ -x /usr/bin/time ] && TIMEV=(/usr/bin/time -v)
+    "${TIMEV[@]}" "$BIN/worker/engine/mq-engine" quantize --device cuda --model "$M28" --preset mambaquant --bits w8a8 \
+      --scope linear --calib models/text/calib.txt --samples 128 --seq-len 2048 --out "$Q28" > "$OUT/quant_2.8b.log" 2>&1
+    rc=$?
+    grep -E "device|time  |Maximum resident|Elapsed" "$OUT/quant_2.8b.log"
+    [ $rc -eq 0 ] && note "quantize ${QUANT_SHAPE:-2.8b} mambaquant w8a8 128x2048 on the GPU: ok ($((SECONDS - t2)) s wall)" ||
+      { tail -20 "$OUT/quant_2.8b.log"; note "quantize ${QUANT_SHAPE:-2.8b}: FAILED rc=$rc"; }
+    note "$(grep -E '^time' "$OUT/quant_2.8b.log")"
+  else
+    tail -5 "$OUT/make_model.log"
+    note "make-model: FAILED"
+  fi
+  rm -rf "$M28" "$Q28"
+  note "quant stage: $((SECONDS - t1)) s"
 fi
 
 if has bench; then
@@ -116,6 +150,6 @@ if [ -f "$OUT/mq_bench.json" ]; then
   python3 bench/report.py "$OUT/mq_bench.json" "$OUT/hf_baseline.json" --md "$OUT/bench_table.md"
 fi
 if [ -n "$RET" ] && [ "$RET" != "$OUT" ]; then
-  for f in bench_table.md mq_bench.json hf_baseline.json gpu_test.log; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RET/"; done
+  for f in bench_table.md mq_bench.json hf_baseline.json gpu_test.log quant_gpu_test.log quant_2.8b.log; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RET/"; done
   tar -C "$OUT" -czf "$RET/logs.tar.gz" .
 fi

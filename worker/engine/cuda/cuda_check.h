@@ -6,6 +6,7 @@
 
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
+#include <cusolver_common.h>
 
 #include <string>
 
@@ -32,6 +33,16 @@ inline Status CublasStatus(cublasStatus_t s, const char* what, const char* file,
                           ") in " + what + " at " + file + ":" + std::to_string(line));
 }
 
+inline Status CusolverStatus(cusolverStatus_t s, const char* what, const char* file, int line) {
+  if (s == CUSOLVER_STATUS_SUCCESS) return OkStatus();
+  const StatusCode code = s == CUSOLVER_STATUS_ALLOC_FAILED    ? StatusCode::kResourceExhausted
+                          : s == CUSOLVER_STATUS_NOT_SUPPORTED ? StatusCode::kUnimplemented
+                          : s == CUSOLVER_STATUS_INVALID_VALUE ? StatusCode::kInvalidArgument
+                                                               : StatusCode::kInternal;
+  return Status(code, std::string("cuSOLVER error ") + std::to_string(static_cast<int>(s)) + " in " + what + " at " +
+                          file + ":" + std::to_string(line));
+}
+
 // True when a CUDA device is usable (tests skip otherwise).
 inline bool DeviceAvailable() {
   int n = 0;
@@ -52,6 +63,13 @@ inline bool DeviceAvailable() {
     const cublasStatus_t mq_cublas_st_ = (expr);                                            \
     if (mq_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                             \
       return ::mq::cuda::CublasStatus(mq_cublas_st_, #expr, __FILE__, __LINE__);            \
+  } while (0)
+
+#define MQ_CUSOLVER_RETURN_IF_ERROR(expr)                                                   \
+  do {                                                                                      \
+    const cusolverStatus_t mq_cusolver_st_ = (expr);                                        \
+    if (mq_cusolver_st_ != CUSOLVER_STATUS_SUCCESS)                                         \
+      return ::mq::cuda::CusolverStatus(mq_cusolver_st_, #expr, __FILE__, __LINE__);       \
   } while (0)
 
 // After a <<<...>>> launch: launch-configuration errors surface here.

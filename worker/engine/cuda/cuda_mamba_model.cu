@@ -362,6 +362,7 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     }
     MQ_RETURN_IF_ERROR(LaunchResidualNorm(rn, st));
     MQ_RETURN_IF_ERROR(Mark("residual+norm"));
+    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kInProjInput, b.xn16.get(), dp_, T, d_));
     // 2. in_proj → xz [T, 2E]
     if (int8_) {
       MQ_RETURN_IF_ERROR(RunLinear(Ly.in_proj, b.xn8.get(), dp_, T, b.xz_acc.get(), 2 * E_, false));
@@ -393,6 +394,7 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     }
     MQ_RETURN_IF_ERROR(LaunchCausalConv(cp, st));
     MQ_RETURN_IF_ERROR(Mark("conv"));
+    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kXProjInput, b.u16.get(), E_, T, E_));
     // 4. x_proj → δ|B|C
     if (int8_) {
       MQ_RETURN_IF_ERROR(RunLinear(Ly.x_proj, b.u8.get(), Ep_, T, b.xp_acc.get(), dbc_ld, false));
@@ -411,6 +413,7 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     }
     MQ_RETURN_IF_ERROR(LaunchXProjPost(xp, st));
     MQ_RETURN_IF_ERROR(Mark("x_proj_post"));
+    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kDtProjInput, b.dl16.get(), Rp_, T, R_));
     // 5. dt_proj → Δ before bias/softplus
     if (int8_) {
       MQ_RETURN_IF_ERROR(RunLinear(Ly.dt_proj, b.dl8.get(), Rp_, T, b.delta_acc.get(), E_, false));
@@ -434,6 +437,7 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     sp.ssm_state = ssm_state_.get() + li * E_ * N_, sp.slot_stride = layers_ * E_ * N_, sp.slot_ids = slots_dev;
     MQ_RETURN_IF_ERROR(LaunchSelectiveScan(sp, st));
     MQ_RETURN_IF_ERROR(Mark("scan"));
+    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kOutProjInput, b.y16.get(), E_, T, E_));
     // 7. [R2 Hadamard] + INT8, out_proj
     if (int8_) {
       HadamardQuantParams hp;
@@ -463,6 +467,18 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
   MQ_RETURN_IF_ERROR(Mark("final_norm"));
   MQ_RETURN_IF_ERROR(gemm_->F16(lm_head_.get(), dp_, b.hn16.get(), dp_, logits_.get(), true, V_, V_, logit_rows, dp_, st));
   return Mark("lm_head");
+}
+
+Status CudaMambaModel::SetActivationTap(ActivationTap tap) {
+  if (tap && int8_) return FailedPreconditionError("activation taps observe FP16 models only (calibration runs in float)");
+  tap_ = std::move(tap);
+  return OkStatus();
+}
+
+Status CudaMambaModel::Tap(int64_t layer, ActivationSite site, const __half* x, int64_t ld, int64_t rows,
+                           int64_t cols) {
+  if (!tap_ || int8_) return OkStatus();
+  return tap_(ActivationTapView{layer, site, x, ld, rows, cols, stream_.get()});
 }
 
 Status CudaMambaModel::Mark(const char* stage) {

@@ -13,6 +13,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -24,6 +25,7 @@
 #include "cuda/device_buffer.h"
 #include "cuda/kernel_params.h"
 #include "eval/generation.h"
+#include "model/activation_site.h"
 #include "model/mamba_weights.h"
 #include "quant/hadamard.h"
 #include "util/status.h"
@@ -53,6 +55,18 @@ struct CudaModelOptions {
 };
 
 enum class LogitsMode { kAll, kLast, kNone };
+
+// An FP16 activation of one forward as calibration sees it: [rows, cols] half, rows `ld` apart,
+// valid on the model's stream when the tap is called.
+struct ActivationTapView {
+  int64_t layer = 0;
+  ActivationSite site = ActivationSite::kInProjInput;
+  const __half* x = nullptr;
+  int64_t ld = 0, rows = 0, cols = 0;
+  cudaStream_t stream = nullptr;
+};
+// Enqueues work on view.stream (it must not synchronize: forwards may be captured).
+using ActivationTap = std::function<Status(const ActivationTapView&)>;
 
 // Shapes and options of a randomly initialized model (benchmarks).
 struct RandomModelSpec {
@@ -103,6 +117,10 @@ class CudaMambaModel {
   int32_t* decode_ids() const { return dec_ids_.get(); }
   int32_t* decode_slots() const { return dec_slots_.get(); }
   Status ResetDecodeCounters();  // step counter, finished flags
+  // Calibration (FP16 models only): EnqueueForward hands the input of every layer linear to `tap`
+  // (kInProjInput, kXProjInput, kDtProjInput, kOutProjInput) right after the kernel producing it.
+  // An empty tap turns it off.
+  Status SetActivationTap(ActivationTap tap);
   // Per-stage GPU time of eager forwards (events between stages; for profiling, not for graphs).
   void EnableStageTiming(bool on) {
     timing_ = on;
@@ -138,6 +156,7 @@ class CudaMambaModel {
   Status EnqueueDecodeStep(int64_t B);
   GreedyParams NextTokenParams(int64_t B) const;  // selection kernel parameters for a decode batch
   Status Mark(const char* stage);
+  Status Tap(int64_t layer, ActivationSite site, const __half* x, int64_t ld, int64_t rows, int64_t cols);
   Status PrepareLayerKernels();
   bool UseLayerKernels(int64_t B) const;
 
@@ -172,6 +191,7 @@ class CudaMambaModel {
   DeviceBuffer<unsigned int> dec_umax_;
   DeviceBuffer<int8_t> dec_yq_;
   DeviceBuffer<float> dec_ys_;
+  ActivationTap tap_;
   bool timing_ = false;
   std::vector<CudaEvent> events_;
   std::vector<std::string> stage_names_;

@@ -8,9 +8,7 @@ namespace mq::cuda {
 
 StatusOr<PerplexityResult> EvaluatePerplexityCuda(CudaMambaModel& model, const std::vector<int32_t>& tokens,
                                                   int64_t window, int64_t windows_per_batch) {
-  if (window < 2) return InvalidArgumentError("evaluation window must be at least 2 tokens");
-  const std::vector<int64_t> starts = WindowStarts(static_cast<int64_t>(tokens.size()), window);
-  if (starts.empty()) return InvalidArgumentError("text is shorter than one window plus one token");
+  MQ_ASSIGN_OR_RETURN(const std::vector<int64_t> starts, EvaluationWindows(static_cast<int64_t>(tokens.size()), window));
   const int64_t V = model.config().vocab_size;
   PerplexityResult r;
   double nll = 0;

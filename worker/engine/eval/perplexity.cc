@@ -26,11 +26,7 @@ void LogSoftmax(const float* x, int64_t n, std::vector<double>* out) {
 Status ForEachWindowBatch(const std::vector<const MambaWeights*>& models, const std::vector<int32_t>& tokens,
                           int64_t window, const EvalProgress& progress,
                           const std::function<void(const std::vector<std::vector<float>>&, const int32_t*, int64_t)>& consume) {
-  if (window < 2) return InvalidArgumentError("evaluation window must be at least 2 tokens");
-  const std::vector<int64_t> starts = WindowStarts(static_cast<int64_t>(tokens.size()), window);
-  if (starts.empty())
-    return InvalidArgumentError("text has " + std::to_string(tokens.size()) + " tokens, fewer than one window of " +
-                                std::to_string(window) + " plus one");
+  MQ_ASSIGN_OR_RETURN(const std::vector<int64_t> starts, EvaluationWindows(static_cast<int64_t>(tokens.size()), window));
   const int64_t total = static_cast<int64_t>(starts.size());
   std::vector<std::vector<float>> logits(models.size());
   for (int64_t i0 = 0; i0 < total; i0 += kWindowsPerBatch) {
@@ -53,6 +49,15 @@ Status ForEachWindowBatch(const std::vector<const MambaWeights*>& models, const 
 std::vector<int64_t> WindowStarts(int64_t total_tokens, int64_t window) {
   std::vector<int64_t> starts;
   for (int64_t s = 0; s + window < total_tokens; s += window) starts.push_back(s);
+  return starts;
+}
+
+StatusOr<std::vector<int64_t>> EvaluationWindows(int64_t total_tokens, int64_t window) {
+  if (window < 2) return InvalidArgumentError("evaluation window must be at least 2 tokens");
+  std::vector<int64_t> starts = WindowStarts(total_tokens, window);
+  if (starts.empty())
+    return InvalidArgumentError("text has " + std::to_string(total_tokens) + " tokens, fewer than one window of " +
+                                std::to_string(window) + " plus one");
   return starts;
 }
 

@@ -36,6 +36,8 @@ struct ComparisonSums {
 
 // Window starts by the protocol above.
 std::vector<int64_t> WindowStarts(int64_t total_tokens, int64_t window);
+// The same, InvalidArgument when the window is under 2 tokens or the text holds no window.
+StatusOr<std::vector<int64_t>> EvaluationWindows(int64_t total_tokens, int64_t window);
 
 // Called between window batches with (windows done, windows total); return false to cancel.
 using EvalProgress = std::function<bool(int64_t, int64_t)>;

@@ -23,6 +23,7 @@ commands:
             [--samples 128] [--seq-len 256] [--seed 0] --out DIR [--eval FILE] [--json]
             [--act per_token|per_tensor] [--act-percentile 99.9] [--no-klt-r1] [--no-klt-r5]
             [--no-online-r2] [--no-smooth-s2] [--no-smooth-s4] [--r1-layer0] [--quantize-lm-head]
+            [--device auto|cpu|cuda]   auto: the GPU when present and able to run the job, else the CPU
   quality-table --model DIR --calib FILE --eval FILE [--samples 128] [--seq-len 256]
             [--seeds 0,1] [--out-md FILE] [--out-json FILE]
             every preset x bits x scope, extra seeds, the mambaquant ablation, in one eval pass

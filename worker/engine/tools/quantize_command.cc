@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "quant/quant_device.h"
 #include "quant/quantize_pipeline.h"
 #include "tools/command_line.h"
 #include "tools/commands.h"
@@ -23,7 +24,7 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
       args, {"json", "no-klt-r1", "no-klt-r5", "no-online-r2", "no-smooth-s2", "no-smooth-s4", "r1-layer0", "quiet",
              "quantize-lm-head"},
       {"model", "preset", "bits", "scope", "calib", "samples", "seq-len", "seed", "out", "eval", "window", "act",
-       "act-percentile", "weight-clip", "state-granularity"});
+       "act-percentile", "weight-clip", "state-granularity", "device"});
   if (!cl.ok()) return ReportError(cl.status());
   quant::QuantizeOptions o;
   auto model = cl->Require("model");
@@ -67,10 +68,18 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
 
   const bool json_out = cl->Has("json");
   const bool quiet = cl->Has("quiet") || json_out;
+  const std::string device = cl->Get("device").value_or("auto");
+  std::string why_not_gpu;
+  auto accel = quant::OpenQuantDevice(device, o, &why_not_gpu);
+  if (!accel.ok()) return ReportError(accel.status());
+  if (!quiet) {
+    std::fprintf(stderr, "device       %s%s%s\n", (*accel)->name().c_str(), why_not_gpu.empty() ? "" : ": ",
+                 why_not_gpu.c_str());
+  }
   auto result = quant::QuantizeModel(o, [&](const quant::Progress& p) {
     if (!quiet) std::fprintf(stderr, "[%-9s %5.1f%%] %s\n", quant::StageName(p.stage), 100.0 * p.fraction, p.message.c_str());
     return true;
-  });
+  }, accel->get());
   if (!result.ok()) return ReportError(result.status());
   const nlohmann::json report = nlohmann::json::parse(result->report_json);
   if (json_out) {
@@ -81,6 +90,7 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
   std::printf("preset       %s %s scope %s (%s activations)\n", o.preset.c_str(), o.bits.c_str(), o.scope.c_str(),
               o.act_granularity.c_str());
   std::printf("transforms   %s\n", report["transforms"].dump().c_str());
+  std::printf("device       %s\n", report["device"].get<std::string>().c_str());
   if (!report["evaluation"].is_null()) {
     const auto& e = report["evaluation"];
     std::printf("perplexity   float %.4f  quantized %.4f  (%s)\n", e["float_perplexity"].get<double>(),
