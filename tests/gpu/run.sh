@@ -80,12 +80,12 @@ if has quant; then
   t1=$SECONDS
   M28=/tmp/mq-2.8b Q28=/tmp/mq-2.8b-w8a8
   rm -rf "$M28" "$Q28"
-  if "$BIN/worker/engine/mq-engine" make-model --shape "${QUANT_SHAPE:-2.8b}" --out "$M28" --tokenizer-from "$FIX/mamba-small" \
+  if timeout 150 "$BIN/worker/engine/mq-engine" make-model --shape "${QUANT_SHAPE:-2.8b}" --out "$M28" --tokenizer-from "$FIX/mamba-small" \
        > "$OUT/make_model.log" 2>&1; then
     note "make-model ${QUANT_SHAPE:-2.8b}: $(tail -1 "$OUT/make_model.log")"
     t2=$SECONDS
     TIMEV=(); [ -x /usr/bin/time ] && TIMEV=(/usr/bin/time -v)
-    "${TIMEV[@]}" "$BIN/worker/engine/mq-engine" quantize --device cuda --model "$M28" --preset mambaquant --bits w8a8 \
+    timeout 300 "${TIMEV[@]}" "$BIN/worker/engine/mq-engine" quantize --device cuda --model "$M28" --preset mambaquant --bits w8a8 \
       --scope linear --calib models/text/calib.txt --samples 128 --seq-len 2048 --out "$Q28" > "$OUT/quant_2.8b.log" 2>&1
     rc=$?
     grep -E "device|time  |Maximum resident|Elapsed" "$OUT/quant_2.8b.log"
