@@ -92,6 +92,7 @@ if has quant; then
     [ $rc -eq 0 ] && note "quantize ${QUANT_SHAPE:-2.8b} mambaquant w8a8 128x2048 on the GPU: ok ($((SECONDS - t2)) s wall)" ||
       { tail -20 "$OUT/quant_2.8b.log"; note "quantize ${QUANT_SHAPE:-2.8b}: FAILED rc=$rc"; }
     note "$(grep -E '^time' "$OUT/quant_2.8b.log")"
+    note "$(grep -E '^device time' "$OUT/quant_2.8b.log")"
   else
     tail -5 "$OUT/make_model.log"
     note "make-model: FAILED"

@@ -86,7 +86,11 @@ StatusOr<quant::CalibrationStats> CudaQuantAccelerator::Calibrate(
   mo.max_tokens = per_forward * seq_len;
   mo.max_batch = mo.num_slots = per_forward;
   mo.max_logit_rows = 1;
-  MQ_ASSIGN_OR_RETURN(std::unique_ptr<CudaMambaModel> model, CudaMambaModel::Create(w, mo));
+  std::unique_ptr<CudaMambaModel> model;
+  {
+    StepTimer timer(this, "calibration_model_upload");
+    MQ_ASSIGN_OR_RETURN(model, CudaMambaModel::Create(w, mo));
+  }
   if (model->int8()) return InvalidArgumentError("calibration runs the float model, not a quantized one");
 
   struct DeviceStats {
@@ -132,6 +136,7 @@ StatusOr<quant::CalibrationStats> CudaQuantAccelerator::Calibrate(
   std::vector<int32_t> ids(static_cast<size_t>(per_forward * seq_len)), slots(static_cast<size_t>(per_forward));
   for (int64_t b = 0; b < per_forward; ++b) slots[b] = static_cast<int32_t>(b);
   Status run = OkStatus();
+  std::unique_ptr<StepTimer> forward_timer = std::make_unique<StepTimer>(this, "calibration_forward_and_statistics");
   for (int64_t i0 = 0; i0 < total && run.ok(); i0 += per_forward) {
     const int64_t nb = std::min(per_forward, total - i0);
     for (int64_t b = 0; b < nb; ++b) std::copy_n(tokens.begin() + starts[i0 + b], seq_len, ids.begin() + b * seq_len);
@@ -142,9 +147,11 @@ StatusOr<quant::CalibrationStats> CudaQuantAccelerator::Calibrate(
                          LogitsMode::kNone, nullptr);
     if (run.ok() && progress && !progress(i0 + nb, total)) run = CancelledError("calibration cancelled");
   }
+  forward_timer.reset();
   MQ_CUBLAS_RETURN_IF_ERROR(cublasSetStream(cublas_, stream_.get()));
   MQ_RETURN_IF_ERROR(run);
 
+  StepTimer timer(this, "calibration_statistics_download");
   quant::CalibrationStats stats;
   for (auto& [key, d] : dev) {
     quant::SiteStats& s = stats.mutable_sites()[key];
@@ -164,6 +171,7 @@ StatusOr<std::vector<double>> CudaQuantAccelerator::SymmetricEigenvectors(const 
   if (n <= 0 || static_cast<int64_t>(sigma.size()) != n * n) return InvalidArgumentError("KLT: covariance must be n×n");
   for (double v : sigma)
     if (!std::isfinite(v)) return InvalidArgumentError("KLT: covariance holds NaN or Inf");
+  StepTimer timer(this, "eigendecompositions");
   cudaStream_t st = stream_.get();
   // Symmetric: the row-major input is its own column-major transpose.
   MQ_ASSIGN_OR_RETURN(DeviceBuffer<double> a, DeviceBuffer<double>::FromHost(sigma));
@@ -211,6 +219,7 @@ Status CudaQuantAccelerator::MultiplyRight(std::vector<float>& w, int64_t n, con
   if (row_end < 0) row_end = rows;
   if (row_begin < 0 || row_end > rows || row_begin > row_end) return InvalidArgumentError("MultiplyRight: bad row range");
   if (row_end == row_begin) return OkStatus();
+  StepTimer timer(this, "rotation_products");
   cudaStream_t st = stream_.get();
   MQ_RETURN_IF_ERROR(UploadRotation(r));
   const int64_t chunk = std::clamp<int64_t>(kProductElements / n, 1, row_end - row_begin);
@@ -239,6 +248,7 @@ Status CudaQuantAccelerator::MultiplyLeftTransposed(std::vector<float>& w, int64
   if (n <= 0 || cols <= 0 || static_cast<int64_t>(r.size()) != n * n || row_begin < 0 ||
       (row_begin + n) * cols > static_cast<int64_t>(w.size()))
     return InvalidArgumentError("MultiplyLeftTransposed: shapes do not match");
+  StepTimer timer(this, "rotation_products");
   cudaStream_t st = stream_.get();
   MQ_RETURN_IF_ERROR(UploadRotation(r));
   const size_t count = static_cast<size_t>(n * cols);
@@ -263,6 +273,7 @@ StatusOr<ComparisonResult> CudaQuantAccelerator::Compare(const MambaWeights& ref
                                                          const std::vector<int32_t>& tokens, int64_t window,
                                                          const EvalProgress& progress) {
   if (reference.V() != candidate.V()) return InvalidArgumentError("models have different vocabularies");
+  StepTimer timer(this, "evaluation");
   MQ_ASSIGN_OR_RETURN(const std::vector<int64_t> starts, EvaluationWindows(static_cast<int64_t>(tokens.size()), window));
   const int64_t per_forward = std::clamp<int64_t>(kEvaluationPositions / window, 1, 64);
   CudaModelOptions mo;

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cpu/parallel_for.h"
+
 namespace mq {
 namespace {
 
@@ -55,11 +57,15 @@ std::vector<float> ToFloat32(const TensorView& t) {
     case DType::kF32:
       if (n > 0) std::memcpy(out.data(), p, static_cast<size_t>(n) * 4);
       break;
-    case DType::kF16:
-      for (int64_t i = 0; i < n; ++i) out[i] = HalfToFloat(LoadUnaligned<uint16_t>(p + 2 * i));
+    case DType::kF16:  // chunked over the cores: a 2.8B model converts 2.8e9 of them on load
+      cpu::ParallelFor(n, 1 << 16, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) out[i] = HalfToFloat(LoadUnaligned<uint16_t>(p + 2 * i));
+      });
       break;
     case DType::kBF16:
-      for (int64_t i = 0; i < n; ++i) out[i] = BFloat16ToFloat(LoadUnaligned<uint16_t>(p + 2 * i));
+      cpu::ParallelFor(n, 1 << 16, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) out[i] = BFloat16ToFloat(LoadUnaligned<uint16_t>(p + 2 * i));
+      });
       break;
     case DType::kI8:
       for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(static_cast<int8_t>(p[i]));

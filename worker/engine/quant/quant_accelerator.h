@@ -5,8 +5,10 @@
 // (cuda/cuda_quant_accelerator.h) runs the same steps on a GPU.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -52,6 +54,30 @@ class QuantAccelerator {
   virtual StatusOr<ComparisonResult> Compare(const MambaWeights& reference, const MambaWeights& candidate,
                                              const std::vector<int32_t>& tokens, int64_t window,
                                              const EvalProgress& progress) = 0;
+
+  // Wall seconds spent so far in each step (e.g. "calibration_forward", "rotation_products"):
+  // the job's report carries them, so a slow stage says where its time went.
+  const std::map<std::string, double>& step_seconds() const { return step_seconds_; }
+
+ protected:
+  // Adds the time from construction to destruction to step_seconds()[step].
+  class StepTimer {
+   public:
+    StepTimer(QuantAccelerator* a, const char* step) : a_(a), step_(step), t0_(std::chrono::steady_clock::now()) {}
+    ~StepTimer() {
+      a_->step_seconds_[step_] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    }
+    StepTimer(const StepTimer&) = delete;
+    StepTimer& operator=(const StepTimer&) = delete;
+
+   private:
+    QuantAccelerator* a_;
+    const char* step_;
+    std::chrono::steady_clock::time_point t0_;
+  };
+
+ private:
+  std::map<std::string, double> step_seconds_;
 };
 
 }  // namespace mq::quant

@@ -334,6 +334,7 @@ StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& o, const ProgressC
                  {"evaluation", evaluation}};
   // The report inside the export is rewritten below with the export stage's own time.
   report["timings_seconds"] = stages.timings();
+  report["device_step_seconds"] = accel.step_seconds();
   MQ_RETURN_IF_ERROR(ExportQuantizedModel(w, spec, o.model_dir, o.output_dir, report));
   stages.Close();
   json timings = stages.timings();

@@ -99,6 +99,7 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
                 e["mean_kl"].get<double>(), static_cast<long long>(e["tokens_scored"].get<int64_t>()));
   }
   std::printf("time         %s\n", report["timings_seconds"].dump().c_str());
+  std::printf("device time  %s\n", report["device_step_seconds"].dump().c_str());
   return 0;
 }
 
