@@ -3,6 +3,7 @@
 // reference. These run in CI, which has no GPU; tests/engine/cuda_gpu_test.cc runs the kernels.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -306,6 +307,51 @@ TEST(CudaTwinTest, ScanDecompositionMatchesCpuScan) {
   double hn = 0, hd_ = 0;
   for (size_t i = 0; i < h.size(); ++i) hn += (h[i] - h_ref[i]) * (h[i] - h_ref[i]), hd_ += h_ref[i] * h_ref[i];
   EXPECT_LT(std::sqrt(hn / hd_), 1e-5);
+}
+
+// SelectiveScanStepwiseKernel (scope `full`): per step hd::ScanStep on all 16 states, then
+// hd::StateOutputProduct (h·R4, INT8 h per channel and C per step, int32 product) against the CPU's
+// ScanStepwise with the same options.
+TEST(CudaTwinTest, StepwiseScanMatchesCpuScopeFullScan) {
+  const int64_t B = 2, L = 29, E = 16, N = 16;
+  const float log2e = 1.4426950408889634f;
+  std::vector<float> u = RandomFloat(B * L * E, 21), delta = RandomFloat(B * L * E, 22, 0.01f, 0.5f);
+  std::vector<float> bc = RandomFloat(B * L * 2 * N, 23), A = RandomFloat(E * N, 24, -8, -0.5f), D = RandomFloat(E, 25);
+  std::vector<float> h0 = RandomFloat(B * E * N, 26);
+  auto had = quant::RandomHadamard::CreatePlain(N);
+  ASSERT_TRUE(had.ok());
+  const std::vector<double> r4d = had->Dense();
+  const std::vector<float> r4(r4d.begin(), r4d.end());
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool quantize = variant != 1, rotate = variant != 2;
+    std::vector<float> h_ref = h0, y_ref(B * L * E);
+    cpu::SelectiveScanParams sp;
+    sp.batch = B, sp.seqlen = L, sp.channels = E, sp.state = N, sp.u = u.data(), sp.delta = delta.data();
+    sp.A = A.data(), sp.B = bc.data(), sp.C = bc.data() + N, sp.bc_stride = 2 * N, sp.D = D.data();
+    sp.h = h_ref.data(), sp.y = y_ref.data();
+    sp.quantize_output_product = quantize, sp.state_scale_per_channel = true;
+    sp.state_rotation = rotate ? r4.data() : nullptr;
+    cpu::SelectiveScan(sp);
+    std::vector<float> h = h0;
+    double num = 0, den = 0;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < E; ++c) {
+        float a2[16];
+        for (int n = 0; n < N; ++n) a2[n] = A[c * N + n] * log2e;
+        float* hc = &h[(b * E + c) * N];
+        for (int64_t l = 0; l < L; ++l) {
+          const int64_t r = b * L + l;
+          const float dt = delta[r * E + c], uu = u[r * E + c];
+          hd::ScanStep<16>(hc, a2, dt, dt * uu, &bc[r * 2 * N], &bc[r * 2 * N + N]);
+          const float y = hd::StateOutputProduct<16>(hc, rotate ? r4.data() : nullptr, &bc[r * 2 * N + N], quantize) +
+                          D[c] * uu;
+          num += (y - y_ref[r * E + c]) * (y - y_ref[r * E + c]);
+          den += y_ref[r * E + c] * y_ref[r * E + c];
+        }
+      }
+    // exp2 vs exp moves h by ~1e-7; an INT8 code can flip at a rounding boundary, no more.
+    EXPECT_LT(std::sqrt(num / den), quantize ? 2e-3 : 1e-5) << "variant " << variant;
+  }
 }
 
 // CausalConvKernel + ConvStateUpdateKernel index maps: a sequence fed as prefill chunks of any

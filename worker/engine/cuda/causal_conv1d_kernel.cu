@@ -39,6 +39,8 @@ __device__ __forceinline__ float4 LoadAct4(const ActView& v, int64_t t, int64_t 
     const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
     const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
     x = make_float4(lo.x, lo.y, hi.x, hi.y);
+  } else if constexpr (kIn == ActKind::kF32) {
+    x = *reinterpret_cast<const float4*>(static_cast<const float*>(v.data) + t * v.ld + c);
   } else {
     const int4 acc = *reinterpret_cast<const int4*>(static_cast<const int32_t*>(v.data) + t * v.ld + c);
     const float sx = v.row_scale[t];
@@ -292,7 +294,9 @@ Status LaunchCausalConv(const CausalConvParams& p, cudaStream_t stream) {
     return InvalidArgumentError("CausalConv: d_inner must be a multiple of 4 and rows 16-byte aligned");
   if (p.u0.kind == ActKind::kF16 && p.out_f16 != nullptr) return Launch<ActKind::kF16, false>(p, stream);
   if (p.u0.kind == ActKind::kInt32Acc && p.out_f32 != nullptr) return Launch<ActKind::kInt32Acc, true>(p, stream);
-  return InvalidArgumentError("CausalConv: supported are half in/half out and INT8 accumulators in/float+INT8 out");
+  // Scope `full`: the fake-quantized conv input, float.
+  if (p.u0.kind == ActKind::kF32 && p.out_f32 != nullptr) return Launch<ActKind::kF32, true>(p, stream);
+  return InvalidArgumentError("CausalConv: supported are half in/half out and INT8 accumulators or float in/float+INT8 out");
 }
 
 }  // namespace mq::cuda

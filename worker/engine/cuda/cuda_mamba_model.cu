@@ -59,6 +59,9 @@ struct CudaMambaModel::Layer {
   DeviceBuffer<uint32_t> had_neg;  // the mix's signs as bit masks (decode kernels)
   int had_m = 1;
   int64_t had_p = 1;
+  // Scope `full`: fake-quantized conv input, INT8 h·C product, online R4 [N, N] (or empty).
+  bool quant_conv_input = false, quant_output_product = false;
+  DeviceBuffer<float> state_rot;
 };
 
 // Activation buffers, sized for options_.max_tokens tokens.
@@ -69,6 +72,7 @@ struct CudaMambaModel::Buffers {
   DeviceBuffer<int8_t> xn8, u8, dl8, y8;
   DeviceBuffer<float> s_xn, s_u, s_dl, s_y;
   DeviceBuffer<int32_t> xz_acc, xp_acc, delta_acc, o_acc;
+  DeviceBuffer<float> u0q;  // scope `full`: the fake-quantized conv input [T, E]
 };
 
 CudaMambaModel::~CudaMambaModel() {
@@ -227,8 +231,20 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
   for (int64_t li = 0; li < m->layers_; ++li) {
     const MambaLayerWeights& s = w.layers[static_cast<size_t>(li)];
     Layer& L = m->layer_[static_cast<size_t>(li)];
-    if (s.quantize_conv_input || s.quantize_output_product || !s.state_rotation.empty())
-      return UnimplementedError("CUDA backend: scope `full` (INT8 conv input, INT8 h·C, state rotation) is not supported");
+    if (s.quantize_conv_input || s.quantize_output_product || !s.state_rotation.empty()) {
+      if (!int8) return UnimplementedError("CUDA backend: scope `full` needs the INT8 linears of a quantized model");
+      if (s.quantize_output_product && !s.state_scale_per_channel)
+        return UnimplementedError("CUDA backend: scope `full` with one h scale per time step (state_granularity "
+                                  "per_step) needs a grid-wide reduction every step; the GPU runs per_step_channel");
+      if (!s.state_rotation.empty()) {
+        if (static_cast<int64_t>(s.state_rotation.size()) != m->N_ * m->N_)
+          return InvalidArgumentError("state rotation must be d_state × d_state");
+        MQ_RETURN_IF_ERROR(Upload(&L.state_rot, s.state_rotation));
+      }
+      L.quant_conv_input = s.quantize_conv_input;
+      L.quant_output_product = s.quantize_output_product;
+      m->full_scope_ = true;
+    }
     MQ_RETURN_IF_ERROR(upload_linear(s.in_proj, &L.in_proj, "in_proj", false));
     MQ_RETURN_IF_ERROR(upload_linear(s.x_proj, &L.x_proj, "x_proj", false));
     MQ_RETURN_IF_ERROR(upload_linear(s.dt_proj, &L.dt_proj, "dt_proj", false));
@@ -250,6 +266,9 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
     }
     bytes += static_cast<int64_t>(L.norm.bytes() + L.conv_w.bytes() + L.conv_b.bytes() + L.A2.bytes() + L.D.bytes() +
                                   L.gate_scale.bytes() + L.had_scale.bytes());
+  }
+  if (m->full_scope_) {
+    MQ_ASSIGN_OR_RETURN(m->buf_->u0q, DeviceBuffer<float>::Allocate(static_cast<size_t>(m->options_.max_tokens * m->E_)));
   }
   MQ_RETURN_IF_ERROR(Upload(&m->embeddings_, w.embeddings));
   MQ_RETURN_IF_ERROR(Upload(&m->norm_f_, w.norm_f));
@@ -392,6 +411,12 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     cp.u0 = xz_u0, cp.weight = Ly.conv_w.get(), cp.bias = Ly.conv_b.get();
     cp.conv_state = conv_state_.get() + li * E_ * (K_ - 1), cp.slot_stride = layers_ * E_ * (K_ - 1);
     cp.slot_ids = slots_dev, cp.batch = B, cp.seqlen = L, cp.E = E_, cp.K = K_;
+    if (Ly.quant_conv_input) {
+      FakeQuantRowsParams fq;
+      fq.x = xz_u0, fq.rows = T, fq.cols = E_, fq.out = b.u0q.get();
+      MQ_RETURN_IF_ERROR(LaunchFakeQuantRows(fq, st));
+      cp.u0 = ActView{ActKind::kF32, b.u0q.get(), E_, nullptr, nullptr, nullptr};
+    }
     if (int8_) {
       cp.out_f32 = b.u32.get();
       cp.quant = QuantOut{b.u8.get(), Ep_, b.s_u.get(), Ly.x_proj.act_static_scale};
@@ -441,6 +466,7 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     sp.z = xz_z, sp.dbc = b.dbc.get(), sp.dbc_ld = dbc_ld, sp.R = R_;
     sp.A2 = Ly.A2.get(), sp.D = Ly.D.get(), sp.gate_scale = Ly.gate_scale.get();
     sp.ssm_state = ssm_state_.get() + li * E_ * N_, sp.slot_stride = layers_ * E_ * N_, sp.slot_ids = slots_dev;
+    sp.state_rotation = Ly.state_rot.get(), sp.quantize_output_product = Ly.quant_output_product;
     MQ_RETURN_IF_ERROR(LaunchSelectiveScan(sp, st));
     MQ_RETURN_IF_ERROR(Mark("scan"));
     MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kOutProjInput, b.y16.get(), E_, T, E_));
@@ -593,7 +619,8 @@ Status CudaMambaModel::PrepareLayerKernels() {
 }
 
 bool CudaMambaModel::UseLayerKernels(int64_t B) const {
-  return options_.decode_path == DecodePath::kLayerKernels && !dec_layer_.empty() && B <= kDecodeMaxBatch &&
+  // Scope `full` decodes through the per-stage kernels (its conv input scale spans the whole row).
+  return options_.decode_path == DecodePath::kLayerKernels && !full_scope_ && !dec_layer_.empty() && B <= kDecodeMaxBatch &&
          B <= (options_.layer_kernels_max_batch > 0 ? options_.layer_kernels_max_batch : int8_ ? 4 : 2) &&
          B <= options_.max_logit_rows;
 }

@@ -1,5 +1,6 @@
 // A Mamba-1 model on one GPU: FP16 weights/activations (float models) or INT8 linears with
-// per-token INT8 activations (quantized models, scope `linear`); float32 residual stream and
+// per-token INT8 activations (quantized models, scope `linear`, and scope `full`: fake-quantized
+// conv input, INT8 h·C with per-(step, channel) h scales and online R4); float32 residual stream and
 // recurrent state in both. Prefill and decode share one path (EnqueueForward); decoding runs from
 // a CUDA graph per batch size with per-sequence state slots and greedy selection on the GPU.
 //
@@ -163,6 +164,7 @@ class CudaMambaModel {
   MambaConfig config_;
   CudaModelOptions options_;
   bool int8_ = false;
+  bool full_scope_ = false;  // some layer quantizes its conv input or h·C, or rotates h (per-stage decode)
   int64_t d_ = 0, E_ = 0, N_ = 0, R_ = 0, K_ = 0, V_ = 0, layers_ = 0;
   int64_t dp_ = 0, Ep_ = 0, Rp_ = 0;  // padded to 16
   int64_t decode_weight_bytes_ = 0;

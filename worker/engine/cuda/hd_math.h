@@ -94,6 +94,40 @@ MQ_HD float ScanStep(float* h, const float* a2, float dt, float dtu, const float
   return acc;
 }
 
+// Scope `full`, one (step, channel) after the state update: y = (h·R4)·C, with `rot` ([kN, kN],
+// row vectors times it) optional and, when `quantize`, the exact int32 product of h quantized with
+// the channel's scale and C with the step's scale — the CPU's ScanStepwise (per_step_channel).
+template <int kN>
+MQ_HD float StateOutputProduct(const float* h, const float* rot, const float* c, bool quantize) {
+  float hr[kN];
+  for (int j = 0; j < kN; ++j) {
+    float acc = 0.0f;
+    if (rot != nullptr) {
+      for (int n = 0; n < kN; ++n) acc += h[n] * rot[n * kN + j];
+    } else {
+      acc = h[j];
+    }
+    hr[j] = acc;
+  }
+  if (!quantize) {
+    float y = 0.0f;
+    for (int n = 0; n < kN; ++n) y += hr[n] * c[n];
+    return y;
+  }
+  float amax_h = 0.0f, amax_c = 0.0f;
+  for (int n = 0; n < kN; ++n) {
+    const float ah = hr[n] < 0.0f ? -hr[n] : hr[n], ac = c[n] < 0.0f ? -c[n] : c[n];
+    amax_h = ah > amax_h ? ah : amax_h;
+    amax_c = ac > amax_c ? ac : amax_c;
+  }
+  const float sh = ScaleFromAbsMax(amax_h), sc = ScaleFromAbsMax(amax_c);
+  const float inv_h = 1.0f / sh, inv_c = 1.0f / sc;
+  int32_t acc = 0;
+  for (int n = 0; n < kN; ++n)
+    acc += static_cast<int32_t>(QuantizeValue(hr[n], inv_h)) * QuantizeValue(c[n], inv_c);
+  return static_cast<float>(acc) * sh * sc;
+}
+
 // ---- INT8 GEMV blocking ------------------------------------------------------------------------
 // The decode GEMV (int8_gemv_kernel.cu) reads weights in 16-byte chunks (k padded to a multiple of
 // 16 with zeros). A block has kGemvWarps warps. A warp owns rows_per_warp consecutive output rows:

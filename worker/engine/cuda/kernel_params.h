@@ -102,6 +102,19 @@ struct SelectiveScanParams {
   const int32_t* slot_ids = nullptr;
   __half* y_f16 = nullptr;      // [T, E] gated output (FP16 path) …
   float* y_f32 = nullptr;       // … or float (INT8 path)
+  // Scope `full` (INT8 path only; selective_scan_stepwise_kernel.cu): h·R4 online before the
+  // output product ([N, N], or null), and y = h·C with h quantized per (step, channel) and C per
+  // step, exact int32 products.
+  const float* state_rotation = nullptr;
+  bool quantize_output_product = false;
+};
+
+// Scope `full`'s conv input: out[t] = per-token INT8 fake quantization of x[t] (q·s, s = max|x_t|/127),
+// exactly as the CPU's FakeQuantRows.
+struct FakeQuantRowsParams {
+  ActView x;                    // [T, ≥cols]
+  int64_t rows = 0, cols = 0;
+  float* out = nullptr;         // [T, cols] float
 };
 
 // x[t] ← x[t]·H̃ (randomized Hadamard, n = m·p) then per-token INT8; without a transform
@@ -156,6 +169,10 @@ Status LaunchResidualNorm(const ResidualNormParams& p, cudaStream_t stream);
 Status LaunchCausalConv(const CausalConvParams& p, cudaStream_t stream);
 Status LaunchXProjPost(const XProjPostParams& p, cudaStream_t stream);
 Status LaunchSelectiveScan(const SelectiveScanParams& p, cudaStream_t stream);
+// The time-outer scan of scope `full` (LaunchSelectiveScan hands quantized-product and rotated
+// scans to it).
+Status LaunchSelectiveScanStepwise(const SelectiveScanParams& p, cudaStream_t stream);
+Status LaunchFakeQuantRows(const FakeQuantRowsParams& p, cudaStream_t stream);
 Status LaunchHadamardQuant(const HadamardQuantParams& p, cudaStream_t stream);
 Status LaunchInt8Gemv(const Int8GemvParams& p, cudaStream_t stream);
 Status LaunchGreedy(const GreedyParams& p, cudaStream_t stream);

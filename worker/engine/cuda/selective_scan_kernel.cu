@@ -221,6 +221,7 @@ bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 Status LaunchSelectiveScan(const SelectiveScanParams& p, cudaStream_t stream) {
   if (p.batch <= 0 || p.seqlen <= 0) return OkStatus();
+  if (p.quantize_output_product || p.state_rotation != nullptr) return LaunchSelectiveScanStepwise(p, stream);
   if (p.N != kN) return UnimplementedError("SelectiveScan: the CUDA scan supports state_size 16 only");
   if (p.batch > 65535) return InvalidArgumentError("SelectiveScan: batch too large");
   // The chunk copies are 16-byte rows of 8 channels (half) or 4 (INT32, float) and 4 B|C values.
