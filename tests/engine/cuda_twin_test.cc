@@ -258,10 +258,13 @@ TEST(CudaTwinTest, HadamardKernelArithmeticIsBitIdenticalToCpu) {
   }
 }
 
-// SelectiveScanKernel's decomposition: a channel's 16 states on 8 lanes × 2, partial sums
-// combined by xor-shuffles with offsets 4, 2, 1; Δ = softplus(Δ_raw + bias), y = (Σ + D·u)·SiLU(z).
-TEST(CudaTwinTest, ScanDecompositionMatchesCpuScan) {
-  const int64_t B = 2, L = 37, E = 24, N = 16;
+// SelectiveScanKernel's decomposition: a channel's 16 states on kTpc lanes × kNpt, partial sums
+// combined by xor-shuffles; Δ = softplus(Δ_raw + bias), y = (Σ + D·u)·SiLU(z). kNpt = 16 (one
+// lane a channel, no shuffle) is also SelectiveScanStepKernel's decode step.
+template <int kNpt>
+void CheckScanDecomposition(int64_t L) {
+  constexpr int kTpc = 16 / kNpt;
+  const int64_t B = 2, E = 24, N = 16;
   const float log2e = 1.4426950408889634f;
   std::vector<float> u = RandomFloat(B * L * E, 1), draw = RandomFloat(B * L * E, 2, -4, 1), z = RandomFloat(B * L * E, 3);
   std::vector<float> bc = RandomFloat(B * L * 2 * N, 4), A = RandomFloat(E * N, 5, -8, -0.5f), D = RandomFloat(E, 6);
@@ -277,7 +280,6 @@ TEST(CudaTwinTest, ScanDecompositionMatchesCpuScan) {
   cpu::SelectiveScan(sp);
   for (size_t i = 0; i < y_ref.size(); ++i) y_ref[i] *= hd::Silu(z[i]);
   // Twin.
-  constexpr int kNpt = 2, kTpc = 8;
   std::vector<float> h = h0;
   double num = 0, den = 0;
   for (int64_t b = 0; b < B; ++b) {
@@ -307,6 +309,13 @@ TEST(CudaTwinTest, ScanDecompositionMatchesCpuScan) {
   double hn = 0, hd_ = 0;
   for (size_t i = 0; i < h.size(); ++i) hn += (h[i] - h_ref[i]) * (h[i] - h_ref[i]), hd_ += h_ref[i] * h_ref[i];
   EXPECT_LT(std::sqrt(hn / hd_), 1e-5);
+}
+
+TEST(CudaTwinTest, ScanDecompositionMatchesCpuScan) {
+  CheckScanDecomposition<2>(37);
+  CheckScanDecomposition<4>(37);
+  CheckScanDecomposition<16>(1);   // the decode step kernel
+  CheckScanDecomposition<16>(37);
 }
 
 // SelectiveScanStepwiseKernel (scope `full`): per step hd::ScanStep on all 16 states, then

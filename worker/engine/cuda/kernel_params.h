@@ -172,6 +172,8 @@ Status LaunchSelectiveScan(const SelectiveScanParams& p, cudaStream_t stream);
 // The time-outer scan of scope `full` (LaunchSelectiveScan hands quantized-product and rotated
 // scans to it).
 Status LaunchSelectiveScanStepwise(const SelectiveScanParams& p, cudaStream_t stream);
+// One decode step (seqlen 1) with vectorized state traffic (LaunchSelectiveScan hands L = 1 to it).
+Status LaunchSelectiveScanStep(const SelectiveScanParams& p, cudaStream_t stream);
 Status LaunchFakeQuantRows(const FakeQuantRowsParams& p, cudaStream_t stream);
 Status LaunchHadamardQuant(const HadamardQuantParams& p, cudaStream_t stream);
 Status LaunchInt8Gemv(const Int8GemvParams& p, cudaStream_t stream);

@@ -5,7 +5,7 @@
 // kTpc = 16/kNpt neighbouring lanes, which combine h·C by xor-shuffles. Prefill uses 4 states a
 // lane (2 for fewer than 8192 channels in all): measured on 2.8b 8×2048 (H100), 4 beats 8 and 16
 // (scan 54 ms vs 64–68), the extra warps hide the recurrence's latency better than one thread a
-// channel saves instructions. Decode keeps 16 (≥ 32768 channels) or 4.
+// channel saves instructions. A single decode step goes to selective_scan_step_kernel.cu.
 // Each block streams kChunk time steps at a time through shared memory, double-buffered: the raw
 // rows of the next chunk (Δ, z, u as stored, B|C, the INT8 rows' scales) are copied with cp.async
 // while the current one is scanned. Per chunk, the lanes of a channel first turn their raw values
@@ -230,10 +230,13 @@ Status LaunchSelectiveScan(const SelectiveScanParams& p, cudaStream_t stream) {
       (p.delta.ld * raw_size) % 16 != 0 || (p.z.ld * raw_size) % 16 != 0 || !Aligned16(p.dbc + p.R) ||
       p.dbc_ld % 4 != 0)
     return InvalidArgumentError("SelectiveScan: d_inner must be a multiple of 8 and rows (Δ, z, u, B|C) 16-byte aligned");
-  if (p.delta.kind == ActKind::kF16 && p.z.kind == ActKind::kF16 && !p.u_f32 && p.y_f16 != nullptr)
-    return LaunchPath<ActKind::kF16>(p, stream);
-  if (p.delta.kind == ActKind::kInt32Acc && p.z.kind == ActKind::kInt32Acc && p.u_f32 && p.y_f32 != nullptr)
-    return LaunchPath<ActKind::kInt32Acc>(p, stream);
+  const bool f16 = p.delta.kind == ActKind::kF16 && p.z.kind == ActKind::kF16 && !p.u_f32 && p.y_f16 != nullptr;
+  const bool int8 = p.delta.kind == ActKind::kInt32Acc && p.z.kind == ActKind::kInt32Acc && p.u_f32 && p.y_f32 != nullptr;
+  // One decode step: the state (and A) move as 16-byte vectors, one thread a channel, when aligned.
+  if ((f16 || int8) && p.seqlen == 1 && Aligned16(p.ssm_state) && Aligned16(p.A2) && p.slot_stride % 4 == 0)
+    return LaunchSelectiveScanStep(p, stream);
+  if (f16) return LaunchPath<ActKind::kF16>(p, stream);
+  if (int8) return LaunchPath<ActKind::kInt32Acc>(p, stream);
   return InvalidArgumentError("SelectiveScan: supported are the FP16 path (half Δ/z/u/y) and the INT8 path "
                               "(accumulator Δ/z, float u/y)");
 }
