@@ -165,12 +165,14 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
       BENCH_CHECK(RunDecode(m, name, mode, B, "_perstage"));
     }
     if (m.int8()) {
+      const int64_t gemv_default = m.options().gemv_max_tokens;
       m.SetGemvMaxTokens(0);  // cuBLASLt for every INT8 linear
-      BENCH_CHECK(RunDecode(m, name, mode, 1, "_cublaslt"));
+      for (int64_t B : o.decode_batches)
+        if (B <= kDecodeMaxBatch) BENCH_CHECK(RunDecode(m, name, mode, B, "_cublaslt"));
       m.SetGemvMaxTokens(m.options().max_batch);  // own GEMV for every decode batch
       for (int64_t B : o.decode_batches)
-        if (B > 8) BENCH_CHECK(RunDecode(m, name, mode, B, "_gemv"));
-      m.SetGemvMaxTokens(8);
+        if (B > kDecodeMaxBatch) BENCH_CHECK(RunDecode(m, name, mode, B, "_gemv"));
+      m.SetGemvMaxTokens(gemv_default);
     }
     m.SetDecodePath(DecodePath::kLayerKernels);
   }

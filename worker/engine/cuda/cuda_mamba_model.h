@@ -45,7 +45,10 @@ struct CudaModelOptions {
   int64_t max_batch = 64;          // sequences of one forward / decode step
   int64_t num_slots = 64;          // recurrent-state slots (plus one scratch slot)
   int64_t max_logit_rows = 64;     // logits rows held on the device (kAll needs B·L)
-  int64_t gemv_max_tokens = 8;     // INT8: own GEMV up to this many tokens, cuBLASLt above
+  // INT8 per-stage linears: own GEMV up to this many tokens, cuBLASLt above. Measured on the H100
+  // (per-stage decode, docs/benchmarks.md): the GEMV wins at 2 tokens, cuBLASLt from 4 (2.8b at 8
+  // tokens: 5.18 ms a step vs 6.64).
+  int64_t gemv_max_tokens = 2;
   DecodePath decode_path = DecodePath::kLayerKernels;
   // Largest decode batch for the layer kernels (≤ 8; larger batches take the per-stage kernels);
   // 0: INT8 4, FP16 2, the crossovers measured on the H100 (docs/benchmarks.md).
