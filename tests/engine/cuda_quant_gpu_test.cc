@@ -69,9 +69,11 @@ TEST(CudaQuantGpuTest, RefusesWhatItCannotRun) {
   ASSERT_NE(gpu, nullptr);
   quant::QuantizeOptions o;
   ASSERT_TRUE((*gpu).CheckSupported(*quant::QuantSpec::FromOptions(o)).ok());
+  o.scope = "full";  // per_step_channel state scales: runs on the GPU
+  ASSERT_TRUE((*gpu).CheckSupported(*quant::QuantSpec::FromOptions(o)).ok());
   for (int which = 0; which < 3; ++which) {
     quant::QuantizeOptions bad;
-    if (which == 0) bad.scope = "full";
+    if (which == 0) bad.scope = "full", bad.state_granularity = "per_step";
     if (which == 1) bad.act_granularity = "per_tensor";
     if (which == 2) bad.quantize_lm_head = true;
     auto spec = quant::QuantSpec::FromOptions(bad);
@@ -147,26 +149,31 @@ TEST(CudaQuantGpuTest, JobOnMambaSmallMatchesCpuJob) {
     EXPECT_LE(err, 1e-4);
   }
 
-  auto on_gpu = quant::BuildQuantizedModel(o, nullptr, gpu.get());
-  ASSERT_TRUE(on_gpu.ok()) << on_gpu.status().ToString();
-  auto on_cpu = quant::BuildQuantizedModel(o, nullptr, nullptr);
-  ASSERT_TRUE(on_cpu.ok()) << on_cpu.status().ToString();
-  const std::vector<int32_t> tokens = EvalTokens(o.model_dir, static_cast<int32_t>(on_cpu->original.config.eos_token_id));
-  ASSERT_FALSE(tokens.empty());
-  const double ppl_float = GpuPerplexity(on_cpu->original, tokens);
-  const double ppl_gpu = GpuPerplexity(on_gpu->model, tokens);
-  const double ppl_cpu = GpuPerplexity(on_cpu->model, tokens);
-  const double rel = std::fabs(ppl_gpu - ppl_cpu) / ppl_cpu;
-  std::printf("[gpu] mamba-small mambaquant w8a8 perplexity: float %.4f, GPU-built %.4f, CPU-built %.4f (%.3f%%)\n",
-              ppl_float, ppl_gpu, ppl_cpu, 100 * rel);
-  EXPECT_LE(rel, 3e-3);
+  for (const std::string scope : {"linear", "full"}) {
+    o.scope = scope;
+    auto on_gpu = quant::BuildQuantizedModel(o, nullptr, gpu.get());
+    ASSERT_TRUE(on_gpu.ok()) << on_gpu.status().ToString();
+    auto on_cpu = quant::BuildQuantizedModel(o, nullptr, nullptr);
+    ASSERT_TRUE(on_cpu.ok()) << on_cpu.status().ToString();
+    const std::vector<int32_t> tokens =
+        EvalTokens(o.model_dir, static_cast<int32_t>(on_cpu->original.config.eos_token_id));
+    ASSERT_FALSE(tokens.empty());
+    const double ppl_float = GpuPerplexity(on_cpu->original, tokens);
+    const double ppl_gpu = GpuPerplexity(on_gpu->model, tokens);
+    const double ppl_cpu = GpuPerplexity(on_cpu->model, tokens);
+    const double rel = std::fabs(ppl_gpu - ppl_cpu) / ppl_cpu;
+    std::printf("[gpu] mamba-small mambaquant w8a8 scope %s perplexity: float %.4f, GPU-built %.4f, CPU-built %.4f "
+                "(%.3f%%)\n", scope.c_str(), ppl_float, ppl_gpu, ppl_cpu, 100 * rel);
+    EXPECT_LE(rel, 3e-3) << scope;
 
-  // The job's own evaluation stage on the GPU agrees with those numbers.
-  auto cmp = gpu->Compare(on_gpu->original, on_gpu->model, tokens, 256, nullptr);
-  ASSERT_TRUE(cmp.ok()) << cmp.status().ToString();
-  EXPECT_NEAR(cmp->reference.perplexity, ppl_float, 1e-3 * ppl_float);
-  EXPECT_NEAR(cmp->candidate.perplexity, ppl_gpu, 1e-3 * ppl_gpu);
-  std::printf("[gpu] GPU evaluation stage: top-1 %.4f, KL %.5f\n", cmp->top1_agreement, cmp->mean_kl);
+    // The job's own evaluation stage on the GPU agrees with those numbers.
+    auto cmp = gpu->Compare(on_gpu->original, on_gpu->model, tokens, 256, nullptr);
+    ASSERT_TRUE(cmp.ok()) << cmp.status().ToString();
+    EXPECT_NEAR(cmp->reference.perplexity, ppl_float, 1e-3 * ppl_float);
+    EXPECT_NEAR(cmp->candidate.perplexity, ppl_gpu, 1e-3 * ppl_gpu);
+    std::printf("[gpu] GPU evaluation stage (scope %s): top-1 %.4f, KL %.5f\n", scope.c_str(), cmp->top1_agreement,
+                cmp->mean_kl);
+  }
 }
 
 }  // namespace

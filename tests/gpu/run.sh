@@ -4,6 +4,7 @@
 # Needs third_party_local/ (tests/gpu/pack-deps.sh) carried along: the dependency prefix and the
 # mamba-small fixture. Logs and JSON go to $OUT (or /tmp/mq-gpu-out); the summary table prints last.
 # Knobs: BENCH_SHAPES (default 130m,370m,790m,1.4b,2.8b), HF_SHAPES (default: all five),
+#        QUANT_SHAPE (default 2.8b), QUANT_SCOPES (default "linear"; "linear full" for both),
 #        BUILD_DIR (default build-gpu), JOBS.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -83,16 +84,20 @@ if has quant; then
   if timeout 150 "$BIN/worker/engine/mq-engine" make-model --shape "${QUANT_SHAPE:-2.8b}" --out "$M28" --tokenizer-from "$FIX/mamba-small" \
        > "$OUT/make_model.log" 2>&1; then
     note "make-model ${QUANT_SHAPE:-2.8b}: $(tail -1 "$OUT/make_model.log")"
-    t2=$SECONDS
     TIMEV=(); [ -x /usr/bin/time ] && TIMEV=(/usr/bin/time -v)
-    timeout 300 "${TIMEV[@]}" "$BIN/worker/engine/mq-engine" quantize --device cuda --model "$M28" --preset mambaquant --bits w8a8 \
-      --scope linear --calib models/text/calib.txt --samples 128 --seq-len 2048 --out "$Q28" > "$OUT/quant_2.8b.log" 2>&1
-    rc=$?
-    grep -E "device|time  |Maximum resident|Elapsed" "$OUT/quant_2.8b.log"
-    [ $rc -eq 0 ] && note "quantize ${QUANT_SHAPE:-2.8b} mambaquant w8a8 128x2048 on the GPU: ok ($((SECONDS - t2)) s wall)" ||
-      { tail -20 "$OUT/quant_2.8b.log"; note "quantize ${QUANT_SHAPE:-2.8b}: FAILED rc=$rc"; }
-    note "$(grep -E '^time' "$OUT/quant_2.8b.log")"
-    note "$(grep -E '^device time' "$OUT/quant_2.8b.log")"
+    for scope in ${QUANT_SCOPES:-linear}; do
+      t2=$SECONDS
+      log="$OUT/quant_2.8b_$scope.log"
+      rm -rf "$Q28"
+      timeout 300 "${TIMEV[@]}" "$BIN/worker/engine/mq-engine" quantize --device cuda --model "$M28" --preset mambaquant \
+        --bits w8a8 --scope "$scope" --calib models/text/calib.txt --samples 128 --seq-len 2048 --out "$Q28" > "$log" 2>&1
+      rc=$?
+      grep -E "device|time  |Maximum resident|Elapsed" "$log"
+      [ $rc -eq 0 ] && note "quantize ${QUANT_SHAPE:-2.8b} mambaquant w8a8 scope $scope 128x2048 on the GPU: ok ($((SECONDS - t2)) s wall)" ||
+        { tail -20 "$log"; note "quantize ${QUANT_SHAPE:-2.8b} scope $scope: FAILED rc=$rc"; }
+      note "$(grep -E '^time' "$log")"
+      note "$(grep -E '^device time' "$log")"
+    done
   else
     tail -5 "$OUT/make_model.log"
     note "make-model: FAILED"
@@ -151,6 +156,6 @@ if [ -f "$OUT/mq_bench.json" ]; then
   python3 bench/report.py "$OUT/mq_bench.json" "$OUT/hf_baseline.json" --md "$OUT/bench_table.md"
 fi
 if [ -n "$RET" ] && [ "$RET" != "$OUT" ]; then
-  for f in bench_table.md mq_bench.json hf_baseline.json gpu_test.log quant_gpu_test.log quant_2.8b.log; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RET/"; done
+  for f in bench_table.md mq_bench.json hf_baseline.json gpu_test.log quant_gpu_test.log quant_2.8b_linear.log quant_2.8b_full.log; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RET/"; done
   tar -C "$OUT" -czf "$RET/logs.tar.gz" .
 fi

@@ -387,7 +387,7 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     }
     MQ_RETURN_IF_ERROR(LaunchResidualNorm(rn, st));
     MQ_RETURN_IF_ERROR(Mark("residual+norm"));
-    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kInProjInput, b.xn16.get(), dp_, T, d_));
+    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kInProjInput, b.xn16.get(), false, dp_, T, d_));
     // 2. in_proj → xz [T, 2E]
     if (int8_) {
       MQ_RETURN_IF_ERROR(RunLinear(Ly.in_proj, b.xn8.get(), dp_, T, b.xz_acc.get(), 2 * E_, false));
@@ -425,7 +425,7 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     }
     MQ_RETURN_IF_ERROR(LaunchCausalConv(cp, st));
     MQ_RETURN_IF_ERROR(Mark("conv"));
-    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kXProjInput, b.u16.get(), E_, T, E_));
+    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kXProjInput, b.u16.get(), false, E_, T, E_));
     // 4. x_proj → δ|B|C
     if (int8_) {
       MQ_RETURN_IF_ERROR(RunLinear(Ly.x_proj, b.u8.get(), Ep_, T, b.xp_acc.get(), dbc_ld, false));
@@ -444,7 +444,8 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     }
     MQ_RETURN_IF_ERROR(LaunchXProjPost(xp, st));
     MQ_RETURN_IF_ERROR(Mark("x_proj_post"));
-    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kDtProjInput, b.dl16.get(), Rp_, T, R_));
+    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kDtProjInput, b.dl16.get(), false, Rp_, T, R_));
+    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kSsmC, b.dbc.get() + R_ + N_, true, dbc_ld, T, N_));
     // 5. dt_proj → Δ before bias/softplus
     if (int8_) {
       MQ_RETURN_IF_ERROR(RunLinear(Ly.dt_proj, b.dl8.get(), Rp_, T, b.delta_acc.get(), E_, false));
@@ -467,9 +468,10 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     sp.A2 = Ly.A2.get(), sp.D = Ly.D.get(), sp.gate_scale = Ly.gate_scale.get();
     sp.ssm_state = ssm_state_.get() + li * E_ * N_, sp.slot_stride = layers_ * E_ * N_, sp.slot_ids = slots_dev;
     sp.state_rotation = Ly.state_rot.get(), sp.quantize_output_product = Ly.quant_output_product;
+    sp.state_absmax = state_absmax_.empty() ? nullptr : state_absmax_.get() + li * N_;
     MQ_RETURN_IF_ERROR(LaunchSelectiveScan(sp, st));
     MQ_RETURN_IF_ERROR(Mark("scan"));
-    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kOutProjInput, b.y16.get(), E_, T, E_));
+    MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kOutProjInput, b.y16.get(), false, E_, T, E_));
     // 7. [R2 Hadamard] + INT8, out_proj
     if (int8_) {
       HadamardQuantParams hp;
@@ -507,10 +509,33 @@ Status CudaMambaModel::SetActivationTap(ActivationTap tap) {
   return OkStatus();
 }
 
-Status CudaMambaModel::Tap(int64_t layer, ActivationSite site, const __half* x, int64_t ld, int64_t rows,
+Status CudaMambaModel::Tap(int64_t layer, ActivationSite site, const void* x, bool f32, int64_t ld, int64_t rows,
                            int64_t cols) {
   if (!tap_ || int8_) return OkStatus();
-  return tap_(ActivationTapView{layer, site, x, ld, rows, cols, stream_.get()});
+  ActivationTapView v{layer, site, nullptr, nullptr, ld, rows, cols, stream_.get()};
+  if (f32) {
+    v.xf = static_cast<const float*>(x);
+  } else {
+    v.x = static_cast<const __half*>(x);
+  }
+  return tap_(v);
+}
+
+Status CudaMambaModel::ObserveStateAbsMax(bool on) {
+  if (!on) {
+    state_absmax_ = DeviceBuffer<float>();
+    return OkStatus();
+  }
+  if (int8_) return FailedPreconditionError("state statistics are taken on FP16 models only (calibration runs in float)");
+  MQ_ASSIGN_OR_RETURN(state_absmax_, DeviceBuffer<float>::Allocate(static_cast<size_t>(layers_ * N_)));
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(state_absmax_.get(), 0, state_absmax_.bytes(), stream_.get()));
+  return OkStatus();
+}
+
+StatusOr<std::vector<float>> CudaMambaModel::StateAbsMax() const {
+  if (state_absmax_.empty()) return FailedPreconditionError("state observation is off");
+  MQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_.get()));
+  return state_absmax_.ToHost();
 }
 
 Status CudaMambaModel::Mark(const char* stage) {

@@ -60,12 +60,13 @@ struct CudaModelOptions {
 
 enum class LogitsMode { kAll, kLast, kNone };
 
-// An FP16 activation of one forward as calibration sees it: [rows, cols] half, rows `ld` apart,
-// valid on the model's stream when the tap is called.
+// An activation of one forward as calibration sees it: [rows, cols], half (x) or float (xf, the
+// C of the scan), rows `ld` apart, valid on the model's stream when the tap is called.
 struct ActivationTapView {
   int64_t layer = 0;
   ActivationSite site = ActivationSite::kInProjInput;
   const __half* x = nullptr;
+  const float* xf = nullptr;
   int64_t ld = 0, rows = 0, cols = 0;
   cudaStream_t stream = nullptr;
 };
@@ -122,9 +123,13 @@ class CudaMambaModel {
   int32_t* decode_slots() const { return dec_slots_.get(); }
   Status ResetDecodeCounters();  // step counter, finished flags
   // Calibration (FP16 models only): EnqueueForward hands the input of every layer linear to `tap`
-  // (kInProjInput, kXProjInput, kDtProjInput, kOutProjInput) right after the kernel producing it.
-  // An empty tap turns it off.
+  // (kInProjInput, kXProjInput, kDtProjInput, kOutProjInput) and the scan's C (kSsmC, float)
+  // right after the kernel producing it. An empty tap turns it off.
   Status SetActivationTap(ActivationTap tap);
+  // Calibration (FP16 models, prefill): the scan records max|h| per state index over every step and
+  // channel of every forward, per layer; `on` zeroes the record. StateAbsMax: [layers, N].
+  Status ObserveStateAbsMax(bool on);
+  StatusOr<std::vector<float>> StateAbsMax() const;
   // Per-stage GPU time of eager forwards (events between stages; for profiling, not for graphs).
   void EnableStageTiming(bool on) {
     timing_ = on;
@@ -160,7 +165,7 @@ class CudaMambaModel {
   Status EnqueueDecodeStep(int64_t B);
   GreedyParams NextTokenParams(int64_t B) const;  // selection kernel parameters for a decode batch
   Status Mark(const char* stage);
-  Status Tap(int64_t layer, ActivationSite site, const __half* x, int64_t ld, int64_t rows, int64_t cols);
+  Status Tap(int64_t layer, ActivationSite site, const void* x, bool f32, int64_t ld, int64_t rows, int64_t cols);
   Status PrepareLayerKernels();
   bool UseLayerKernels(int64_t B) const;
 
@@ -197,6 +202,7 @@ class CudaMambaModel {
   DeviceBuffer<int8_t> dec_yq_;
   DeviceBuffer<float> dec_ys_;
   ActivationTap tap_;
+  DeviceBuffer<float> state_absmax_;  // [layers, N] while ObserveStateAbsMax is on
   bool timing_ = false;
   std::vector<CudaEvent> events_;
   std::vector<std::string> stage_names_;

@@ -20,9 +20,10 @@ constexpr int64_t kEvaluationPositions = 4096;
 // Rows of one float64 product chunk: bounds the scratch to 3 × 32M doubles.
 constexpr int64_t kProductElements = 32ll << 20;
 
+// Sites the FP16 forward hands to its activation tap; kSsmState comes from the scan's own record.
 bool Tappable(ActivationSite s) {
   return s == ActivationSite::kInProjInput || s == ActivationSite::kXProjInput || s == ActivationSite::kDtProjInput ||
-         s == ActivationSite::kOutProjInput;
+         s == ActivationSite::kOutProjInput || s == ActivationSite::kSsmC;
 }
 
 }  // namespace
@@ -58,9 +59,9 @@ CudaQuantAccelerator::~CudaQuantAccelerator() {
 }
 
 Status CudaQuantAccelerator::CheckSupported(const quant::QuantSpec& spec) const {
-  if (spec.scope_full)
-    return UnimplementedError("GPU quantization: scope `full` needs the SSM state statistics and an INT8 h·C path, "
-                              "which the CUDA backend does not have; run it on the CPU");
+  if (spec.scope_full && !spec.state_scale_per_channel)
+    return UnimplementedError("GPU quantization: scope `full` with one h scale per time step (state_granularity "
+                              "per_step) cannot run on the GPU; use per_step_channel or the CPU");
   if (spec.act_mode == ActScaleMode::kPerTensorStatic)
     return UnimplementedError("GPU quantization: static activation scales need a forward of the rotated float model, "
                               "which the CUDA backend does not run; use per_token activations or the CPU");
@@ -73,8 +74,11 @@ StatusOr<quant::CalibrationStats> CudaQuantAccelerator::Calibrate(
     const MambaWeights& w, const std::vector<int32_t>& tokens, const std::vector<int64_t>& starts, int64_t seq_len,
     const quant::CalibrationRequest& request, const std::function<bool(int64_t, int64_t)>& progress) {
   for (ActivationSite s : request.sites)
-    if (!Tappable(s))
+    if (!Tappable(s) && s != ActivationSite::kSsmState)
       return UnimplementedError(std::string("GPU calibration cannot observe ") + ActivationSiteName(s));
+  if (request.covariance_sites.count(ActivationSite::kSsmState) || request.covariance_sites.count(ActivationSite::kSsmC))
+    return UnimplementedError("GPU calibration keeps no covariance of the SSM state or C");
+  const bool observe_state = request.sites.count(ActivationSite::kSsmState) > 0;
   if (request.keep_row_absmax) return UnimplementedError("GPU calibration does not keep per-token maxima");
   if (seq_len < 1) return InvalidArgumentError("calibration needs seq_len ≥ 1");
   for (int64_t s : starts)
@@ -92,6 +96,7 @@ StatusOr<quant::CalibrationStats> CudaQuantAccelerator::Calibrate(
     MQ_ASSIGN_OR_RETURN(model, CudaMambaModel::Create(w, mo));
   }
   if (model->int8()) return InvalidArgumentError("calibration runs the float model, not a quantized one");
+  if (observe_state) MQ_RETURN_IF_ERROR(model->ObserveStateAbsMax(true));
 
   struct DeviceStats {
     int64_t cols = 0, rows = 0;
@@ -116,7 +121,11 @@ StatusOr<quant::CalibrationStats> CudaQuantAccelerator::Calibrate(
         MQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(s.moment.get(), 0, s.moment.bytes(), v.stream));
       }
     }
-    MQ_RETURN_IF_ERROR(LaunchColumnStats(v.x, v.ld, v.rows, v.cols, s.absmax.get(), s.sum.get(), v.stream));
+    if (v.xf != nullptr) {
+      MQ_RETURN_IF_ERROR(LaunchColumnStats(v.xf, v.ld, v.rows, v.cols, s.absmax.get(), s.sum.get(), v.stream));
+    } else {
+      MQ_RETURN_IF_ERROR(LaunchColumnStats(v.x, v.ld, v.rows, v.cols, s.absmax.get(), s.sum.get(), v.stream));
+    }
     if (cov) {
       MQ_RETURN_IF_ERROR(Reserve(&wide, static_cast<size_t>(mo.max_tokens * v.cols)));
       MQ_RETURN_IF_ERROR(LaunchWidenHalf(v.x, v.ld, v.rows, v.cols, wide.get(), v.stream));
@@ -153,6 +162,18 @@ StatusOr<quant::CalibrationStats> CudaQuantAccelerator::Calibrate(
 
   StepTimer timer(this, "calibration_statistics_download");
   quant::CalibrationStats stats;
+  if (observe_state) {
+    // max|h| per state index; the CPU's observer counts E rows a step (the sum is not taken here).
+    MQ_ASSIGN_OR_RETURN(std::vector<float> hmax, model->StateAbsMax());
+    const int64_t N = w.N(), steps = static_cast<int64_t>(starts.size()) * seq_len;
+    for (int64_t l = 0; l < static_cast<int64_t>(w.layers.size()); ++l) {
+      quant::SiteStats& s = stats.mutable_sites()[{static_cast<int>(l), ActivationSite::kSsmState}];
+      s.channels = N;
+      s.rows = steps * w.E();
+      s.absmax.assign(hmax.begin() + l * N, hmax.begin() + (l + 1) * N);
+      s.sum.assign(static_cast<size_t>(N), 0.0);
+    }
+  }
   for (auto& [key, d] : dev) {
     quant::SiteStats& s = stats.mutable_sites()[key];
     s.channels = d.cols;

@@ -2,7 +2,8 @@
 // activation tap (per-channel max/sum by a kernel, second moments by cuBLAS DSYRK in float64),
 // eigendecompositions by cuSOLVER (DSYEVD), the rotation products by DGEMM on the FP64 tensor
 // cores, and the evaluation as two CudaMambaModels whose logits are compared row by row on the GPU.
-// Jobs it cannot run (scope `full`, static activation scales, a quantized LM head) are refused by
+// Scope `full` takes the state's per-index maxima from the scan and C through the tap. Jobs it
+// cannot run (static activation scales, a quantized LM head, per-step state scales) are refused by
 // CheckSupported so that "auto" can fall back to the CPU.
 #pragma once
 

@@ -107,6 +107,9 @@ struct SelectiveScanParams {
   // step, exact int32 products.
   const float* state_rotation = nullptr;
   bool quantize_output_product = false;
+  // Calibration (FP16 prefill): max|h_t[c, n]| over steps and channels folded into [N] (atomicMax
+  // on the float bits, so zero it first), or null.
+  float* state_absmax = nullptr;
 };
 
 // Scope `full`'s conv input: out[t] = per-token INT8 fake quantization of x[t] (q·s, s = max|x_t|/127),

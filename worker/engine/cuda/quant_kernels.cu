@@ -11,15 +11,19 @@ constexpr int kColumnThreads = 256;
 constexpr int64_t kRowsPerBlock = 64;  // rows one column-stats block reduces before its atomics
 constexpr int kCompareThreads = 512;
 
-__global__ void ColumnStatsKernel(const __half* __restrict__ x, int64_t ld, int64_t rows, int64_t cols,
+__device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
+__device__ __forceinline__ float ToFloat(float v) { return v; }
+
+template <typename T>
+__global__ void ColumnStatsKernel(const T* __restrict__ x, int64_t ld, int64_t rows, int64_t cols,
                                   float* __restrict__ absmax, double* __restrict__ sum) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kColumnThreads + threadIdx.x;
   if (j >= cols) return;
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kRowsPerBlock;
   const int64_t r1 = min(rows, r0 + kRowsPerBlock);
-  float m = 0.0f, s = 0.0f;  // 64 half values: a float partial sum is exact enough
+  float m = 0.0f, s = 0.0f;  // 64 values: a float partial sum, then float64 across blocks
   for (int64_t r = r0; r < r1; ++r) {
-    const float v = __half2float(x[r * ld + j]);
+    const float v = ToFloat(x[r * ld + j]);
     m = fmaxf(m, fabsf(v));
     s += v;
   }
@@ -127,17 +131,26 @@ int GridFor(int64_t n, int threads) {
   return static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 65535 * 8));
 }
 
-}  // namespace
-
-Status LaunchColumnStats(const __half* x, int64_t ld, int64_t rows, int64_t cols, float* absmax, double* sum,
-                         cudaStream_t stream) {
+template <typename T>
+Status ColumnStats(const T* x, int64_t ld, int64_t rows, int64_t cols, float* absmax, double* sum, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return OkStatus();
   const int64_t row_blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   if (row_blocks > 65535) return InvalidArgumentError("column stats: too many rows in one call");
   const dim3 grid(static_cast<unsigned>((cols + kColumnThreads - 1) / kColumnThreads), static_cast<unsigned>(row_blocks));
-  ColumnStatsKernel<<<grid, kColumnThreads, 0, stream>>>(x, ld, rows, cols, absmax, sum);
+  ColumnStatsKernel<T><<<grid, kColumnThreads, 0, stream>>>(x, ld, rows, cols, absmax, sum);
   MQ_CUDA_CHECK_LAUNCH("ColumnStatsKernel");
   return OkStatus();
+}
+
+}  // namespace
+
+Status LaunchColumnStats(const __half* x, int64_t ld, int64_t rows, int64_t cols, float* absmax, double* sum,
+                         cudaStream_t stream) {
+  return ColumnStats(x, ld, rows, cols, absmax, sum, stream);
+}
+Status LaunchColumnStats(const float* x, int64_t ld, int64_t rows, int64_t cols, float* absmax, double* sum,
+                         cudaStream_t stream) {
+  return ColumnStats(x, ld, rows, cols, absmax, sum, stream);
 }
 
 Status LaunchWidenHalf(const __half* x, int64_t ld, int64_t rows, int64_t cols, double* out, cudaStream_t stream) {

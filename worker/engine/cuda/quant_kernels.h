@@ -16,6 +16,8 @@ namespace mq::cuda {
 // sum[j] += Σ_t x_tj (float64).
 Status LaunchColumnStats(const __half* x, int64_t ld, int64_t rows, int64_t cols, float* absmax, double* sum,
                          cudaStream_t stream);
+Status LaunchColumnStats(const float* x, int64_t ld, int64_t rows, int64_t cols, float* absmax, double* sum,
+                         cudaStream_t stream);
 
 // out [rows, cols] (dense, float64) ← x [rows, cols] (rows `ld` apart).
 Status LaunchWidenHalf(const __half* x, int64_t ld, int64_t rows, int64_t cols, double* out, cudaStream_t stream);

@@ -63,7 +63,9 @@ template <typename T> __device__ __forceinline__ T FromF(float v);
 template <> __device__ __forceinline__ float FromF<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half FromF<__half>(float v) { return __float2half_rn(v); }
 
-template <ActKind kIn, int kNpt>
+// kObserve (calibration, FP16 path): every lane also keeps max|h| of its states over the steps and
+// folds it into p.state_absmax at the end.
+template <ActKind kIn, int kNpt, bool kObserve>
 __global__ void __launch_bounds__(ScanShape<kNpt>::kThreads) SelectiveScanKernel(SelectiveScanParams p) {
   using Raw = typename ScanTypes<kIn>::Raw;
   using UT = typename ScanTypes<kIn>::U;
@@ -123,8 +125,10 @@ __global__ void __launch_bounds__(ScanShape<kNpt>::kThreads) SelectiveScanKernel
   };
   stage(0, 0);
 
-  float h[kNpt], a2[kNpt];
+  float h[kNpt], a2[kNpt], hmax[kNpt];
   float dcoef = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kNpt; ++k) hmax[k] = 0.0f;
   if (active) {
 #pragma unroll
     for (int k = 0; k < kNpt; ++k) {
@@ -180,6 +184,10 @@ __global__ void __launch_bounds__(ScanShape<kNpt>::kThreads) SelectiveScanKernel
         cv[k] = s.bc[buf][tt][kN + g * kNpt + k];
       }
       float part = hd::ScanStep<kNpt>(h, a2, dt, dt * uu, bv, cv);
+      if constexpr (kObserve) {
+#pragma unroll
+        for (int k = 0; k < kNpt; ++k) hmax[k] = fmaxf(hmax[k], fabsf(h[k]));
+      }
 #pragma unroll
       for (int o = kTpc / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
       // After the xor-butterfly every lane of the channel holds the same sum (the adds commute),
@@ -195,14 +203,20 @@ __global__ void __launch_bounds__(ScanShape<kNpt>::kThreads) SelectiveScanKernel
   if (active) {
 #pragma unroll
     for (int k = 0; k < kNpt; ++k) hstate[k] = h[k];
+    if constexpr (kObserve) {
+      // |h| ≥ 0: the float bits order like the values, so an integer atomicMax works.
+#pragma unroll
+      for (int k = 0; k < kNpt; ++k)
+        atomicMax(reinterpret_cast<int*>(p.state_absmax + g * kNpt + k), __float_as_int(hmax[k]));
+    }
   }
 }
 
-template <ActKind kIn, int kNpt>
+template <ActKind kIn, int kNpt, bool kObserve = false>
 Status Launch(const SelectiveScanParams& p, cudaStream_t stream) {
   using S = ScanShape<kNpt>;
   const dim3 grid(static_cast<unsigned>((p.E + S::kChannels - 1) / S::kChannels), static_cast<unsigned>(p.batch));
-  SelectiveScanKernel<kIn, kNpt><<<grid, S::kThreads, 0, stream>>>(p);
+  SelectiveScanKernel<kIn, kNpt, kObserve><<<grid, S::kThreads, 0, stream>>>(p);
   MQ_CUDA_CHECK_LAUNCH("SelectiveScanKernel");
   return OkStatus();
 }
@@ -211,6 +225,13 @@ Status Launch(const SelectiveScanParams& p, cudaStream_t stream) {
 template <ActKind kIn>
 Status LaunchPath(const SelectiveScanParams& p, cudaStream_t stream) {
   const int64_t channels = p.batch * p.E;
+  if (p.state_absmax != nullptr) {  // calibration of a float model, prefill only
+    if constexpr (kIn == ActKind::kF16) {
+      if (p.seqlen > 1)
+        return channels >= 8192 ? Launch<kIn, 4, true>(p, stream) : Launch<kIn, 2, true>(p, stream);
+    }
+    return InvalidArgumentError("SelectiveScan: state statistics are taken on FP16 prefill forwards only");
+  }
   if (p.seqlen == 1) return channels >= 32768 ? Launch<kIn, 16>(p, stream) : Launch<kIn, 4>(p, stream);
   return channels >= 8192 ? Launch<kIn, 4>(p, stream) : Launch<kIn, 2>(p, stream);
 }
@@ -233,7 +254,7 @@ Status LaunchSelectiveScan(const SelectiveScanParams& p, cudaStream_t stream) {
   const bool f16 = p.delta.kind == ActKind::kF16 && p.z.kind == ActKind::kF16 && !p.u_f32 && p.y_f16 != nullptr;
   const bool int8 = p.delta.kind == ActKind::kInt32Acc && p.z.kind == ActKind::kInt32Acc && p.u_f32 && p.y_f32 != nullptr;
   // One decode step: the state (and A) move as 16-byte vectors, one thread a channel, when aligned.
-  if ((f16 || int8) && p.seqlen == 1 && Aligned16(p.ssm_state) && Aligned16(p.A2) && p.slot_stride % 4 == 0)
+  if ((f16 || int8) && p.seqlen == 1 && p.state_absmax == nullptr && Aligned16(p.ssm_state) && Aligned16(p.A2) && p.slot_stride % 4 == 0)
     return LaunchSelectiveScanStep(p, stream);
   if (f16) return LaunchPath<ActKind::kF16>(p, stream);
   if (int8) return LaunchPath<ActKind::kInt32Acc>(p, stream);
