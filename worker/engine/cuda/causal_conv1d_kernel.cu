@@ -10,10 +10,7 @@
 // maxima through distributed shared memory) and u stays in registers until the scale is known.
 // The state update of a prefill is a second kernel (the tile that reads the old state is not the
 // one that writes the new state).
-// Decode: few tokens take one block per token, whose thread of (token, channel) shifts the state in
-// place; from kTiledDecodeTokens tokens a decode step runs as a prefill of one position (tiles
-// spread each token's channels over a cluster) plus the state update, because one block a token
-// leaves most SMs idle (batch 64 on 2.8b: 15 µs a layer in one block a token, Nsight Compute).
+// Decode: one block per token; the thread of (token, channel) shifts the state in place.
 #include <cooperative_groups.h>
 
 #include "cuda/act_io.cuh"
@@ -31,7 +28,6 @@ constexpr int kVec = 4;             // channels per thread in the prefill kernel
 constexpr int kMaxCluster = 8;      // portable cluster size
 constexpr int kQuantThreads = 256;  // prefill INT8: threads a block aims at (the cluster grows first) …
 constexpr int kQuantMaxThreads = 512;  // … and may reach with a full cluster
-constexpr int64_t kTiledDecodeTokens = 8;  // decode steps of at least this many tokens run tiled
 constexpr int kF16Threads = 128;
 
 // Four consecutive channels c … c+3 of token row t, dequantized (LoadAct's arithmetic).
@@ -256,9 +252,9 @@ Status LaunchTiles(const CausalConvParams& p, cudaStream_t stream) {
 }
 
 template <ActKind kIn, bool kQuant>
-Status Launch(const CausalConvParams& p, bool tiles_ok, cudaStream_t stream) {
+Status Launch(const CausalConvParams& p, cudaStream_t stream) {
   const int64_t T = p.batch * p.seqlen;
-  if (p.seqlen == 1 && (T < kTiledDecodeTokens || !tiles_ok)) {
+  if (p.seqlen == 1) {
     const size_t smem = kQuant ? static_cast<size_t>(p.E) * sizeof(float) : 0;
     if (smem > 48 * 1024) return InvalidArgumentError("CausalConv: d_inner too large for one block");
     CausalConvStepKernel<kIn, kQuant><<<static_cast<unsigned>(T), RowKernelThreads(T, p.E), smem, stream>>>(p);
@@ -291,17 +287,15 @@ bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 Status LaunchCausalConv(const CausalConvParams& p, cudaStream_t stream) {
   if (p.batch <= 0 || p.seqlen <= 0) return OkStatus();
   if (p.K < 2 || p.K > kMaxK) return InvalidArgumentError("CausalConv: conv kernel size must be in [2, 8]");
-  // Tiles read four channels at a time: 16-byte INT32 / 8-byte half groups, float4 parameters.
-  const bool tiles_ok = p.E % kVec == 0 && Aligned16(p.u0.data) && p.u0.ld % kVec == 0 && Aligned16(p.bias) &&
-                        (p.u0.bias == nullptr || Aligned16(p.u0.bias)) &&
-                        (p.u0.col_scale == nullptr || Aligned16(p.u0.col_scale));
-  if (p.seqlen > 1 && !tiles_ok)
+  // Prefill reads four channels at a time: 16-byte INT32 / 8-byte half groups, float4 parameters.
+  if (p.seqlen > 1 && (p.E % kVec != 0 || !Aligned16(p.u0.data) || p.u0.ld % kVec != 0 || !Aligned16(p.bias) ||
+                       (p.u0.bias != nullptr && !Aligned16(p.u0.bias)) ||
+                       (p.u0.col_scale != nullptr && !Aligned16(p.u0.col_scale))))
     return InvalidArgumentError("CausalConv: d_inner must be a multiple of 4 and rows 16-byte aligned");
-  if (p.u0.kind == ActKind::kF16 && p.out_f16 != nullptr) return Launch<ActKind::kF16, false>(p, tiles_ok, stream);
-  if (p.u0.kind == ActKind::kInt32Acc && p.out_f32 != nullptr)
-    return Launch<ActKind::kInt32Acc, true>(p, tiles_ok, stream);
+  if (p.u0.kind == ActKind::kF16 && p.out_f16 != nullptr) return Launch<ActKind::kF16, false>(p, stream);
+  if (p.u0.kind == ActKind::kInt32Acc && p.out_f32 != nullptr) return Launch<ActKind::kInt32Acc, true>(p, stream);
   // Scope `full`: the fake-quantized conv input, float.
-  if (p.u0.kind == ActKind::kF32 && p.out_f32 != nullptr) return Launch<ActKind::kF32, true>(p, tiles_ok, stream);
+  if (p.u0.kind == ActKind::kF32 && p.out_f32 != nullptr) return Launch<ActKind::kF32, true>(p, stream);
   return InvalidArgumentError("CausalConv: supported are half in/half out and INT8 accumulators or float in/float+INT8 out");
 }
 
