@@ -1,12 +1,14 @@
 // The CPU QuantAccelerator against the accelerator contract (quant_accelerator_contract.h); the
 // GPU runs the same checks in cuda_quant_gpu_test. Also: the pipeline refuses a device that
-// cannot run a job before touching anything.
+// cannot run a job before touching anything, and the device names of `--device` without the CUDA
+// backend.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "quant/cpu_quant_accelerator.h"
 #include "quant_accelerator_contract.h"
+#include "quant/quant_device.h"
 #include "quant/quant_spec.h"
 
 namespace mq::quant {
@@ -47,6 +49,22 @@ TEST(CpuQuantAcceleratorTest, UnsupportedJobIsRefusedUpFront) {
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_NE(ok->report_json.find("\"device\":\"refusing\""), std::string::npos);
   std::filesystem::remove_all(o.output_dir);
+}
+
+// The device names of `mq-engine quantize --device` in a binary without the CUDA backend (this
+// test does not link it): cpu works, cuda is refused as unavailable, auto falls back and says why.
+TEST(QuantDeviceTest, PicksTheCpuWithoutTheCudaBackend) {
+  QuantizeOptions o;
+  auto cpu = OpenQuantDevice("cpu", o);
+  ASSERT_TRUE(cpu.ok());
+  EXPECT_EQ((*cpu)->name(), "cpu");
+  std::string why;
+  auto autod = OpenQuantDevice("auto", o, &why);
+  ASSERT_TRUE(autod.ok());
+  EXPECT_EQ((*autod)->name(), "cpu");
+  EXPECT_NE(why.find("without a CUDA toolkit"), std::string::npos) << why;
+  EXPECT_EQ(OpenQuantDevice("cuda", o).status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(OpenQuantDevice("gpu", o).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace
