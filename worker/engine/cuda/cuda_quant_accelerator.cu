@@ -187,12 +187,8 @@ StatusOr<quant::CalibrationStats> CudaQuantAccelerator::Calibrate(
   return stats;
 }
 
-StatusOr<std::vector<double>> CudaQuantAccelerator::SymmetricEigenvectors(const std::vector<double>& sigma, int64_t n,
-                                                                          std::vector<double>* eigenvalues) {
-  if (n <= 0 || static_cast<int64_t>(sigma.size()) != n * n) return InvalidArgumentError("KLT: covariance must be n×n");
-  for (double v : sigma)
-    if (!std::isfinite(v)) return InvalidArgumentError("KLT: covariance holds NaN or Inf");
-  StepTimer timer(this, "eigendecompositions");
+StatusOr<std::vector<double>> CudaQuantAccelerator::Eigenvectors(const std::vector<double>& sigma, int64_t n,
+                                                                 std::vector<double>* eigenvalues) {
   cudaStream_t st = stream_.get();
   // Symmetric: the row-major input is its own column-major transpose.
   MQ_ASSIGN_OR_RETURN(DeviceBuffer<double> a, DeviceBuffer<double>::FromHost(sigma));
@@ -232,25 +228,17 @@ Status CudaQuantAccelerator::UploadRotation(const std::vector<double>& r) {
   return OkStatus();
 }
 
-Status CudaQuantAccelerator::MultiplyRight(std::vector<float>& w, int64_t n, const std::vector<double>& r,
-                                           int64_t row_begin, int64_t row_end) {
-  if (n <= 0 || static_cast<int64_t>(r.size()) != n * n || static_cast<int64_t>(w.size()) % n != 0)
-    return InvalidArgumentError("MultiplyRight: shapes do not match");
-  const int64_t rows = static_cast<int64_t>(w.size()) / n;
-  if (row_end < 0) row_end = rows;
-  if (row_begin < 0 || row_end > rows || row_begin > row_end) return InvalidArgumentError("MultiplyRight: bad row range");
-  if (row_end == row_begin) return OkStatus();
-  StepTimer timer(this, "rotation_products");
+Status CudaQuantAccelerator::RightProduct(float* rows, int64_t m_total, int64_t n, const std::vector<double>& r) {
   cudaStream_t st = stream_.get();
   MQ_RETURN_IF_ERROR(UploadRotation(r));
-  const int64_t chunk = std::clamp<int64_t>(kProductElements / n, 1, row_end - row_begin);
+  const int64_t chunk = std::clamp<int64_t>(kProductElements / n, 1, m_total);
   MQ_RETURN_IF_ERROR(Reserve(&f_, static_cast<size_t>(chunk * n)));
   MQ_RETURN_IF_ERROR(Reserve(&a_, static_cast<size_t>(chunk * n)));
   MQ_RETURN_IF_ERROR(Reserve(&c_, static_cast<size_t>(chunk * n)));
   const double one = 1.0, zero = 0.0;
-  for (int64_t r0 = row_begin; r0 < row_end; r0 += chunk) {
-    const int64_t m = std::min(chunk, row_end - r0);
-    float* host = w.data() + r0 * n;
+  for (int64_t r0 = 0; r0 < m_total; r0 += chunk) {
+    const int64_t m = std::min(chunk, m_total - r0);
+    float* host = rows + r0 * n;
     MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(f_.get(), host, m * n * sizeof(float), cudaMemcpyHostToDevice, st));
     MQ_RETURN_IF_ERROR(LaunchWidenFloat(f_.get(), m * n, a_.get(), st));
     // Row-major rows·R is, column-major, Rᵀ(n×n view of R) times the n×m view of the rows.
@@ -264,20 +252,14 @@ Status CudaQuantAccelerator::MultiplyRight(std::vector<float>& w, int64_t n, con
   return OkStatus();
 }
 
-Status CudaQuantAccelerator::MultiplyLeftTransposed(std::vector<float>& w, int64_t cols, const std::vector<double>& r,
-                                                    int64_t row_begin, int64_t n) {
-  if (n <= 0 || cols <= 0 || static_cast<int64_t>(r.size()) != n * n || row_begin < 0 ||
-      (row_begin + n) * cols > static_cast<int64_t>(w.size()))
-    return InvalidArgumentError("MultiplyLeftTransposed: shapes do not match");
-  StepTimer timer(this, "rotation_products");
+Status CudaQuantAccelerator::LeftTransposedProduct(float* rows, int64_t n, int64_t cols, const std::vector<double>& r) {
   cudaStream_t st = stream_.get();
   MQ_RETURN_IF_ERROR(UploadRotation(r));
   const size_t count = static_cast<size_t>(n * cols);
   MQ_RETURN_IF_ERROR(Reserve(&f_, count));
   MQ_RETURN_IF_ERROR(Reserve(&a_, count));
   MQ_RETURN_IF_ERROR(Reserve(&c_, count));
-  float* host = w.data() + row_begin * cols;
-  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(f_.get(), host, count * sizeof(float), cudaMemcpyHostToDevice, st));
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(f_.get(), rows, count * sizeof(float), cudaMemcpyHostToDevice, st));
   MQ_RETURN_IF_ERROR(LaunchWidenFloat(f_.get(), static_cast<int64_t>(count), a_.get(), st));
   // Row-major Rᵀ·B is, column-major, Bᵀ(cols×n view of B) times R (the transposed n×n view of R).
   const double one = 1.0, zero = 0.0;
@@ -285,7 +267,7 @@ Status CudaQuantAccelerator::MultiplyLeftTransposed(std::vector<float>& w, int64
                                         static_cast<int>(n), &one, a_.get(), static_cast<int>(cols), r_dev_.get(),
                                         static_cast<int>(n), &zero, c_.get(), static_cast<int>(cols)));
   MQ_RETURN_IF_ERROR(LaunchNarrowDouble(c_.get(), static_cast<int64_t>(count), f_.get(), st));
-  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host, f_.get(), count * sizeof(float), cudaMemcpyDeviceToHost, st));
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rows, f_.get(), count * sizeof(float), cudaMemcpyDeviceToHost, st));
   MQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
   return OkStatus();
 }

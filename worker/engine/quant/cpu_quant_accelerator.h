@@ -14,15 +14,15 @@ class CpuQuantAccelerator : public QuantAccelerator {
                                        const std::vector<int64_t>& starts, int64_t seq_len,
                                        const CalibrationRequest& request,
                                        const std::function<bool(int64_t, int64_t)>& progress) override;
-  StatusOr<std::vector<double>> SymmetricEigenvectors(const std::vector<double>& sigma, int64_t n,
-                                                      std::vector<double>* eigenvalues) override;
-  Status MultiplyRight(std::vector<float>& w, int64_t n, const std::vector<double>& r, int64_t row_begin = 0,
-                       int64_t row_end = -1) override;
-  Status MultiplyLeftTransposed(std::vector<float>& w, int64_t cols, const std::vector<double>& r, int64_t row_begin,
-                                int64_t n) override;
   StatusOr<ComparisonResult> Compare(const MambaWeights& reference, const MambaWeights& candidate,
                                      const std::vector<int32_t>& tokens, int64_t window,
                                      const EvalProgress& progress) override;
+
+ protected:
+  StatusOr<std::vector<double>> Eigenvectors(const std::vector<double>& sigma, int64_t n,
+                                             std::vector<double>* eigenvalues) override;
+  Status RightProduct(float* rows, int64_t m, int64_t n, const std::vector<double>& r) override;
+  Status LeftTransposedProduct(float* rows, int64_t n, int64_t cols, const std::vector<double>& r) override;
 };
 
 // The process-wide CPU accelerator (it holds no state): the default of the pipeline and fusion.

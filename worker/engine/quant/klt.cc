@@ -30,8 +30,6 @@ StatusOr<std::vector<double>> KltBasis(const std::vector<double>& sigma, int64_t
 StatusOr<std::vector<double>> KltHadamardRotation(const std::vector<double>& sigma, int64_t n,
                                                   const RandomHadamard& hadamard, QuantAccelerator& accel) {
   if (hadamard.size() != n) return InvalidArgumentError("KLT: Hadamard size differs from the covariance size");
-  if (n <= 0 || static_cast<int64_t>(sigma.size()) != n * n)
-    return InvalidArgumentError("KLT: covariance must be n×n");
   MQ_ASSIGN_OR_RETURN(std::vector<double> k, accel.SymmetricEigenvectors(sigma, n, nullptr));
   hadamard.ApplyRows(k.data(), n);  // each row of K times H̃: K·H̃
   return k;

@@ -37,17 +37,18 @@ class QuantAccelerator {
                                                const std::function<bool(int64_t, int64_t)>& progress) = 0;
 
   // Eigenvectors of the symmetric n×n float64 matrix `sigma` (row-major) as the columns of K,
-  // by descending eigenvalue (KltBasis's contract).
-  virtual StatusOr<std::vector<double>> SymmetricEigenvectors(const std::vector<double>& sigma, int64_t n,
-                                                              std::vector<double>* eigenvalues) = 0;
+  // by descending eigenvalue (KltBasis's contract). Checks the input, then runs Eigenvectors.
+  StatusOr<std::vector<double>> SymmetricEigenvectors(const std::vector<double>& sigma, int64_t n,
+                                                      std::vector<double>* eigenvalues);
 
   // w[row_begin:row_end, :] ← w[row_begin:row_end, :]·R for w [rows, n] row-major and R n×n,
-  // computed in float64 (row_end < 0: all rows).
-  virtual Status MultiplyRight(std::vector<float>& w, int64_t n, const std::vector<double>& r, int64_t row_begin = 0,
-                               int64_t row_end = -1) = 0;
-  // The n rows of width `cols` starting at row_begin ← Rᵀ·(those rows), in float64.
-  virtual Status MultiplyLeftTransposed(std::vector<float>& w, int64_t cols, const std::vector<double>& r,
-                                        int64_t row_begin, int64_t n) = 0;
+  // computed in float64 (row_end < 0: all rows). Checks the shapes, then runs RightProduct.
+  Status MultiplyRight(std::vector<float>& w, int64_t n, const std::vector<double>& r, int64_t row_begin = 0,
+                       int64_t row_end = -1);
+  // The n rows of width `cols` starting at row_begin ← Rᵀ·(those rows), in float64. Checks the
+  // shapes, then runs LeftTransposedProduct.
+  Status MultiplyLeftTransposed(std::vector<float>& w, int64_t cols, const std::vector<double>& r, int64_t row_begin,
+                                int64_t n);
 
   // Perplexity of both models, top-1 agreement and KL(reference ‖ candidate), by the protocol of
   // CompareModels (eval/perplexity.h).
@@ -60,6 +61,12 @@ class QuantAccelerator {
   const std::map<std::string, double>& step_seconds() const { return step_seconds_; }
 
  protected:
+  // The device's arithmetic behind the checked public calls (shapes valid, Σ finite, m ≥ 1).
+  virtual StatusOr<std::vector<double>> Eigenvectors(const std::vector<double>& sigma, int64_t n,
+                                                     std::vector<double>* eigenvalues) = 0;
+  virtual Status RightProduct(float* rows, int64_t m, int64_t n, const std::vector<double>& r) = 0;  // [m, n]·R
+  virtual Status LeftTransposedProduct(float* rows, int64_t n, int64_t cols, const std::vector<double>& r) = 0;
+
   // Adds the time from construction to destruction to step_seconds()[step].
   class StepTimer {
    public:
