@@ -1,7 +1,5 @@
 #include "quant/quantized_model_io.h"
 
-#include <unistd.h>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +7,7 @@
 
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
+#include "io/staged_directory.h"
 #include "quant/hadamard.h"
 #include "quant/online_rotation.h"
 
@@ -85,22 +84,6 @@ StatusOr<Linear> ReadLinear(const SafetensorsModel& t, const std::string& prefix
   return l;
 }
 
-Status CopyIfExists(const fs::path& from, const fs::path& to) {
-  std::error_code ec;
-  if (!fs::exists(from, ec)) return OkStatus();
-  fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
-  if (ec) return InternalError(to.string() + ": copy failed: " + ec.message());
-  return OkStatus();
-}
-
-Status WriteText(const fs::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.flush();
-  if (!out) return InternalError(p.string() + ": write failed");
-  return OkStatus();
-}
-
 }  // namespace
 
 Status ExportQuantizedModel(const MambaWeights& w, const QuantSpec& spec, const std::string& source_dir,
@@ -109,25 +92,16 @@ Status ExportQuantizedModel(const MambaWeights& w, const QuantSpec& spec, const 
   const fs::path out(out_dir);
   if (fs::exists(out, ec) && !fs::is_empty(out, ec))
     return Status(StatusCode::kAlreadyExists, out_dir + ": output directory exists and is not empty");
-  const fs::path staging = out.parent_path() / (out.filename().string() + ".partial-" + std::to_string(::getpid()));
-  fs::remove_all(staging, ec);
-  fs::create_directories(staging, ec);
-  if (ec) return InternalError(staging.string() + ": cannot create: " + ec.message());
-  auto fail = [&](Status s) {
-    fs::remove_all(staging, ec);
-    return s;
-  };
+  MQ_ASSIGN_OR_RETURN(StagedDirectory staged, StagedDirectory::Create(out));
 
-  auto cfg = ReadJsonFile(fs::path(source_dir) / "config.json");
-  if (!cfg.ok()) return fail(cfg.status());
-  json config = *cfg;
+  MQ_ASSIGN_OR_RETURN(json config, ReadJsonFile(fs::path(source_dir) / "config.json"));
   config["tie_word_embeddings"] = w.config.tie_word_embeddings;
   config["dtype"] = "float32";
   json qc = spec.ToJson();
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const auto* h = dynamic_cast<const HadamardRowTransform*>(w.layers[i].out_proj.input_transform.get());
     if (w.layers[i].out_proj.input_transform && h == nullptr)
-      return fail(UnimplementedError("only Hadamard online transforms can be exported"));
+      return UnimplementedError("only Hadamard online transforms can be exported");
     if (h != nullptr)
       qc["online_transforms"].push_back(
           {{"layer", i}, {"site", "out_proj_input"}, {"kind", "random_hadamard"}, {"size", h->size()}, {"seed", h->seed()}});
@@ -165,17 +139,12 @@ Status ExportQuantizedModel(const MambaWeights& w, const QuantSpec& spec, const 
     if (!L.gate_scale.empty()) st.AddF32(m + ".gate_scale", {E}, L.gate_scale);
     if (!L.state_rotation.empty()) st.AddF32(m + ".state_rotation", {N, N}, L.state_rotation);
   }
-  Status s = st.Write((staging / "model.safetensors").string());
-  if (!s.ok()) return fail(s);
-  s = WriteText(staging / "config.json", config.dump(2) + "\n");
-  if (s.ok()) s = WriteText(staging / "quant_report.json", report.dump(2) + "\n");
+  MQ_RETURN_IF_ERROR(st.Write(staged.File("model.safetensors").string()));
+  MQ_RETURN_IF_ERROR(staged.WriteText("config.json", config.dump(2) + "\n"));
+  MQ_RETURN_IF_ERROR(staged.WriteText("quant_report.json", report.dump(2) + "\n"));
   for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"})
-    if (s.ok()) s = CopyIfExists(fs::path(source_dir) / f, staging / f);
-  if (!s.ok()) return fail(s);
-  fs::remove(out, ec);  // an empty directory, if any
-  fs::rename(staging, out, ec);
-  if (ec) return fail(InternalError(out_dir + ": rename failed: " + ec.message()));
-  return OkStatus();
+    MQ_RETURN_IF_ERROR(staged.CopyIfExists(fs::path(source_dir) / f, f));
+  return staged.Commit();
 }
 
 StatusOr<MambaWeights> LoadQuantizedModel(const std::string& dir, std::string* quantization_config_json) {

@@ -7,7 +7,6 @@
 // into their stored dtype (no float32 copy of the model). Initialization follows Mamba's:
 // linears U(±1/√in) (out_proj also ÷√layers), embeddings N(0, 0.02), norms 1, conv U(±1/√K),
 // A_log = log(1..N), D = 1, dt_proj.bias = softplus⁻¹(dt) with dt log-uniform in [0.001, 0.1].
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -15,13 +14,13 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 
 #include <nlohmann/json.hpp>
 
 #include "cpu/parallel_for.h"
 #include "io/safetensors_writer.h"
+#include "io/staged_directory.h"
 #include "model/model_shapes.h"
 #include "tokenizer/bpe_tokenizer.h"
 #include "tools/command_line.h"
@@ -164,14 +163,6 @@ nlohmann::ordered_json ConfigJson(const MambaConfig& c, DType dtype) {
   return j;
 }
 
-Status WriteText(const fs::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.flush();
-  if (!out) return InternalError(p.string() + ": write failed");
-  return OkStatus();
-}
-
 struct MakeModelOptions {
   std::string shape;
   std::string out_dir;
@@ -200,14 +191,7 @@ Status MakeModel(const MakeModelOptions& o) {
     return InvalidArgumentError(tokenizer_json.string() + ": " + std::to_string(tokenizer.vocab_size()) +
                                 " tokens do not fit the model's vocabulary of " + std::to_string(config.vocab_size));
 
-  const fs::path staging = out.parent_path() / (out.filename().string() + ".partial-" + std::to_string(::getpid()));
-  fs::remove_all(staging, ec);
-  fs::create_directories(staging, ec);
-  if (ec) return InternalError(staging.string() + ": cannot create: " + ec.message());
-  auto fail = [&](Status s) {
-    fs::remove_all(staging, ec);
-    return s;
-  };
+  MQ_ASSIGN_OR_RETURN(StagedDirectory staged, StagedDirectory::Create(out));
 
   ModelWriter w;
   w.dtype = o.dtype;
@@ -215,19 +199,11 @@ Status MakeModel(const MakeModelOptions& o) {
   w.st.SetMetadata("format", "pt");
   w.st.SetMetadata("mq_make_model", "shape=" + o.shape + " seed=" + std::to_string(o.seed));
   AddModelTensors(config, w);
-  Status s = w.st.Write((staging / "model.safetensors").string());
-  if (s.ok()) s = WriteText(staging / "config.json", ConfigJson(config, o.dtype).dump(2) + "\n");
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
-    if (!s.ok()) break;
-    const fs::path src = fs::path(o.tokenizer_dir) / f;
-    if (!fs::exists(src, ec)) continue;
-    fs::copy_file(src, staging / f, fs::copy_options::overwrite_existing, ec);
-    if (ec) s = InternalError(src.string() + ": copy failed: " + ec.message());
-  }
-  if (!s.ok()) return fail(s);
-  fs::remove(out, ec);  // an empty directory, if any
-  fs::rename(staging, out, ec);
-  if (ec) return fail(InternalError(o.out_dir + ": rename failed: " + ec.message()));
+  MQ_RETURN_IF_ERROR(w.st.Write(staged.File("model.safetensors").string()));
+  MQ_RETURN_IF_ERROR(staged.WriteText("config.json", ConfigJson(config, o.dtype).dump(2) + "\n"));
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+    MQ_RETURN_IF_ERROR(staged.CopyIfExists(fs::path(o.tokenizer_dir) / f, f));
+  MQ_RETURN_IF_ERROR(staged.Commit());
 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const auto file_bytes = fs::file_size(out / "model.safetensors", ec);
