@@ -35,8 +35,6 @@
 #include "quant/quantize_pipeline.h"
 #include "test_paths.h"
 #include "test_util.h"
-#include "tokenizer/bpe_tokenizer.h"
-#include "tokenizer/document_stream.h"
 
 namespace mq::cuda {
 namespace {
@@ -235,17 +233,6 @@ TEST(CudaGpuTest, SelectiveScanMatchesCpu) {
 
 // ---- model-level tests --------------------------------------------------------------------------
 
-testing::FixturePaths FixtureFor(const std::string& name) {
-  if (name == "small") {
-    if (const char* dir = std::getenv("MQ_FIXTURES_DIR")) {
-      testing::FixturePaths p{std::string(dir) + "/mamba-small", std::string(dir) + "/mamba-small-reference.safetensors"};
-      if (testing::Exists(p.model_dir) && testing::Exists(p.reference)) return p;
-    }
-  }
-  return testing::Fixture(name);
-}
-
-
 CudaModelOptions FixtureOptions() {
   CudaModelOptions o;
   o.max_tokens = 16 * 256;
@@ -377,7 +364,7 @@ class CudaFixtureTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaFixtureTest, Fp16LogitsAndGreedyIdsMatchTransformers) {
   MQ_REQUIRE_GPU();
-  auto paths = FixtureFor(GetParam());
+  auto paths = testing::Fixture(GetParam());
   MQ_REQUIRE_FIXTURE(paths, GetParam());
   auto weights = LoadMambaWeights(paths.model_dir);
   ASSERT_TRUE(weights.ok()) << weights.status().ToString();
@@ -435,7 +422,7 @@ TEST_P(CudaFixtureTest, Fp16LogitsAndGreedyIdsMatchTransformers) {
 
 TEST_P(CudaFixtureTest, Fp16DecodePathsAgree) {
   MQ_REQUIRE_GPU();
-  auto paths = FixtureFor(GetParam());
+  auto paths = testing::Fixture(GetParam());
   MQ_REQUIRE_FIXTURE(paths, GetParam());
   auto weights = LoadMambaWeights(paths.model_dir);
   ASSERT_TRUE(weights.ok()) << weights.status().ToString();
@@ -465,7 +452,7 @@ TEST(CudaQuantizedTest, Int8MatchesCpuInt8Path) {
   ASSERT_TRUE((*model)->int8());
 
   // Logits on the small fixture's reference windows vs the CPU INT8 forward.
-  auto paths = FixtureFor("small");
+  auto paths = testing::Fixture("small");
   if (!paths.model_dir.empty()) {
     auto ref = SafetensorsFile::Open(paths.reference);
     ASSERT_TRUE(ref.ok());
@@ -501,20 +488,11 @@ TEST(CudaQuantizedTest, Int8MatchesCpuInt8Path) {
   // Every decode path against the per-stage kernels, from the same state.
   ExpectDecodePathsAgree(**model, "mq-quant-small", 5e-3);
 
-  auto tok = Tokenizer::LoadFromFile((std::filesystem::path(dir) / "tokenizer.json").string());
-  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
-  const std::string text_path = testing::RepoPath("models/text/eval.txt");
-  std::FILE* f = std::fopen(text_path.c_str(), "rb");
-  ASSERT_NE(f, nullptr);
-  std::string text;
-  char buf[65536];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
-  std::fclose(f);
-  auto tokens = TokenizeDocuments(*tok, text, static_cast<int32_t>(w.config.eos_token_id));
-  ASSERT_TRUE(tokens.ok());
-  auto gpu = EvaluatePerplexityCuda(**model, *tokens, 256, 16);
+  const std::vector<int32_t> tokens = testing::EvalTextTokens(dir, static_cast<int32_t>(w.config.eos_token_id));
+  ASSERT_FALSE(tokens.empty());
+  auto gpu = EvaluatePerplexityCuda(**model, tokens, 256, 16);
   ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
-  auto cpu_ppl = EvaluatePerplexity(w, *tokens, 256);
+  auto cpu_ppl = EvaluatePerplexity(w, tokens, 256);
   ASSERT_TRUE(cpu_ppl.ok());
   const double rel = std::fabs(gpu->perplexity - cpu_ppl->perplexity) / cpu_ppl->perplexity;
   std::printf("[gpu] mamba-small INT8 perplexity: GPU %.4f CPU %.4f (rel diff %.4f%%, %lld predictions)\n",
@@ -532,7 +510,7 @@ TEST(CudaQuantizedTest, Int8MatchesCpuInt8Path) {
 TEST(CudaQuantizedTest, ScopeFullMatchesCpu) {
   MQ_REQUIRE_GPU();
   for (const std::string name : {"tiny", "small"}) {
-    auto paths = FixtureFor(name);
+    auto paths = testing::Fixture(name);
     if (paths.model_dir.empty()) {
       std::printf("[gpu] scope full: fixture mamba-%s absent, skipped\n", name.c_str());
       continue;
@@ -578,19 +556,11 @@ TEST(CudaQuantizedTest, ScopeFullMatchesCpu) {
     EXPECT_EQ((*cpu_ids)[0][8], (*gpu_ids)[0][8]) << "first generated token";
 
     // Perplexity on the start of eval.txt (the CPU's time-outer scan is slow at full length).
-    auto tok = Tokenizer::LoadFromFile((std::filesystem::path(paths.model_dir) / "tokenizer.json").string());
-    ASSERT_TRUE(tok.ok());
-    std::FILE* f = std::fopen(testing::RepoPath("models/text/eval.txt").c_str(), "rb");
-    ASSERT_NE(f, nullptr);
-    std::string text;
-    char buf[65536];
-    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
-    std::fclose(f);
-    auto tokens = TokenizeDocuments(*tok, text, static_cast<int32_t>(w.config.eos_token_id));
-    ASSERT_TRUE(tokens.ok());
-    tokens->resize(std::min<size_t>(tokens->size(), 24 * 256 + 1));
-    auto gpu_ppl = EvaluatePerplexityCuda(**model, *tokens, 256, 16);
-    auto cpu_ppl = EvaluatePerplexity(w, *tokens, 256);
+    std::vector<int32_t> tokens = testing::EvalTextTokens(paths.model_dir, static_cast<int32_t>(w.config.eos_token_id));
+    ASSERT_FALSE(tokens.empty());
+    tokens.resize(std::min<size_t>(tokens.size(), 24 * 256 + 1));
+    auto gpu_ppl = EvaluatePerplexityCuda(**model, tokens, 256, 16);
+    auto cpu_ppl = EvaluatePerplexity(w, tokens, 256);
     ASSERT_TRUE(gpu_ppl.ok() && cpu_ppl.ok());
     const double rel = std::fabs(gpu_ppl->perplexity - cpu_ppl->perplexity) / cpu_ppl->perplexity;
     std::printf("[gpu] mamba-%s scope full perplexity: GPU %.4f CPU %.4f (rel diff %.4f%%, %lld predictions)\n",

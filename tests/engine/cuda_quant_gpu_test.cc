@@ -3,14 +3,12 @@
 // against the same jobs built on the CPU. Skips without a CUDA device.
 //
 // Environment (set by tests/gpu/run.sh): MQ_FIXTURES_DIR holds mamba-small when ../shared/fixtures
-// is absent.
+// is absent (testing::Fixture looks there).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
 #include "cpu/mamba_forward.h"
 #include "cuda/cuda_check.h"
@@ -19,8 +17,6 @@
 #include "cuda/cuda_quant_accelerator.h"
 #include "quant/quant_spec.h"
 #include "quant_accelerator_contract.h"
-#include "tokenizer/bpe_tokenizer.h"
-#include "tokenizer/document_stream.h"
 
 namespace mq::cuda {
 namespace {
@@ -82,25 +78,6 @@ TEST(CudaQuantGpuTest, RefusesWhatItCannotRun) {
   }
 }
 
-testing::FixturePaths Small() {
-  if (const char* dir = std::getenv("MQ_FIXTURES_DIR")) {
-    testing::FixturePaths p{std::string(dir) + "/mamba-small", std::string(dir) + "/mamba-small-reference.safetensors"};
-    if (testing::Exists(p.model_dir)) return p;
-  }
-  return testing::Fixture("small");
-}
-
-std::vector<int32_t> EvalTokens(const std::string& model_dir, int32_t eos) {
-  auto tok = Tokenizer::LoadFromFile(model_dir + "/tokenizer.json");
-  EXPECT_TRUE(tok.ok());
-  std::ifstream in(testing::RepoPath("models/text/eval.txt"), std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto tokens = TokenizeDocuments(*tok, ss.str(), eos);
-  EXPECT_TRUE(tokens.ok());
-  return tokens.ok() ? *tokens : std::vector<int32_t>{};
-}
-
 double GpuPerplexity(const MambaWeights& w, const std::vector<int32_t>& tokens) {
   CudaModelOptions mo;
   mo.max_tokens = mo.max_logit_rows = 16 * 256;
@@ -118,7 +95,7 @@ double GpuPerplexity(const MambaWeights& w, const std::vector<int32_t>& tokens) 
 // is within 0.3% of the CPU-built model's.
 TEST(CudaQuantGpuTest, JobOnMambaSmallMatchesCpuJob) {
   MQ_REQUIRE_GPU();
-  const testing::FixturePaths small = Small();
+  const testing::FixturePaths small = testing::Fixture("small");
   MQ_REQUIRE_FIXTURE(small, "small");
   auto gpu = Gpu();
   ASSERT_NE(gpu, nullptr);
@@ -156,7 +133,7 @@ TEST(CudaQuantGpuTest, JobOnMambaSmallMatchesCpuJob) {
     auto on_cpu = quant::BuildQuantizedModel(o, nullptr, nullptr);
     ASSERT_TRUE(on_cpu.ok()) << on_cpu.status().ToString();
     const std::vector<int32_t> tokens =
-        EvalTokens(o.model_dir, static_cast<int32_t>(on_cpu->original.config.eos_token_id));
+        testing::EvalTextTokens(o.model_dir, static_cast<int32_t>(on_cpu->original.config.eos_token_id));
     ASSERT_FALSE(tokens.empty());
     const double ppl_float = GpuPerplexity(on_cpu->original, tokens);
     const double ppl_gpu = GpuPerplexity(on_gpu->model, tokens);

@@ -1,6 +1,7 @@
 // Where the tests find their data: in-repo copies first, ../shared/fixtures for the large ones.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -15,8 +16,14 @@ struct FixturePaths {
   std::string model_dir;
   std::string reference;
 };
+// MQ_FIXTURES_DIR, when set, is looked at first (the GPU machine gets mamba-small there, from
+// tests/gpu/run.sh, without ../shared).
 inline FixturePaths Fixture(const std::string& name) {
   if (name == "tiny") return {RepoPath("models/mamba-tiny"), RepoPath("tests/data/mamba-tiny-reference.safetensors")};
+  if (const char* dir = std::getenv("MQ_FIXTURES_DIR")) {
+    FixturePaths p{std::string(dir) + "/mamba-" + name, std::string(dir) + "/mamba-" + name + "-reference.safetensors"};
+    if (Exists(p.model_dir) && Exists(p.reference)) return p;
+  }
   FixturePaths p{SharedFixture("models/mamba-" + name), SharedFixture("models/mamba-" + name + "-reference.safetensors")};
   if (!Exists(p.model_dir) || !Exists(p.reference)) return {};
   return p;

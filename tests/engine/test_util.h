@@ -6,11 +6,16 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "io/safetensors.h"
+#include "test_paths.h"
+#include "tokenizer/bpe_tokenizer.h"
+#include "tokenizer/document_stream.h"
 
 namespace mq::testing {
 
@@ -61,6 +66,20 @@ inline CommandResult RunCommand(const std::string& cmd) {
   const int status = ::pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// models/text/eval.txt tokenized with the tokenizer of `model_dir` (documents joined by eos);
+// empty, with a test failure, when that fails.
+inline std::vector<int32_t> EvalTextTokens(const std::string& model_dir, int32_t eos) {
+  auto tok = Tokenizer::LoadFromFile(model_dir + "/tokenizer.json");
+  EXPECT_TRUE(tok.ok()) << tok.status().ToString();
+  if (!tok.ok()) return {};
+  std::ifstream in(RepoPath("models/text/eval.txt"), std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto tokens = TokenizeDocuments(*tok, ss.str(), eos);
+  EXPECT_TRUE(tokens.ok()) << tokens.status().ToString();
+  return tokens.ok() ? *tokens : std::vector<int32_t>{};
 }
 
 }  // namespace mq::testing
