@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "credentials.h"
+#include "terminal_text.h"
 
 namespace mq::cli {
 
@@ -30,8 +31,9 @@ void CliContext::PrintJson(const google::protobuf::Message& message) const {
 }
 
 int ReportError(const absl::Status& status) {
+  // Messages may quote what the server was sent (names, stop strings): no raw control characters.
   std::fprintf(stderr, "error: %s: %s\n", absl::StatusCodeToString(status.code()).c_str(),
-               std::string(status.message()).c_str());
+               SanitizeTerminalText(status.message()).c_str());
   return status.code() == absl::StatusCode::kInvalidArgument && status.message().find("--") != absl::string_view::npos
              ? kExitUsage
              : kExitError;

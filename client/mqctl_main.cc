@@ -12,7 +12,8 @@
 namespace mq::cli {
 
 const std::set<std::string>& CommandBoolOptions() {
-  static const std::set<std::string>* o = new std::set<std::string>{"insecure", "json", "help", "wait", "quantize-lm-head"};
+  static const std::set<std::string>* o =
+      new std::set<std::string>{"insecure", "json", "help", "wait", "quantize-lm-head", "ignore-eos"};
   return *o;
 }
 
@@ -22,7 +23,10 @@ const std::set<std::string>& CommandValueOptions() {
       "name", "version", "description", "label", "resume", "limit", "page-token", "out",       // registry
       "model", "preset", "bits", "scope", "act", "calib", "samples", "seq-len", "seed", "eval",  // jobs
       "eval-window", "output-name", "backend", "disable", "state", "prompt", "max-tokens", "temperature",
-      "act-percentile", "r1-covariance", "weight-clip", "state-granularity"};
+      "act-percentile", "r1-covariance", "weight-clip", "state-granularity",
+      "prompt-ids", "max-new-tokens", "min-tokens", "top-k", "top-p", "min-p", "repetition-penalty",  // generate
+      "presence-penalty", "frequency-penalty", "stop", "stop-token-id", "logprobs", "n",
+      "text", "file", "top-logprobs"};                                                             // score
   return *o;
 }
 
@@ -48,7 +52,13 @@ commands:
               [--state-granularity per_step_channel|per_step] [--wait]
   jobs get JOB_ID | jobs cancel JOB_ID | jobs watch JOB_ID
   jobs list [--state S[,S...]] [--model NAME] [--limit N] [--page-token T]
-  generate MODEL --prompt TEXT [--max-tokens N]   (reserved: the server answers UNIMPLEMENTED)
+  generate --model NAME[:VERSION] (--prompt TEXT | --prompt-ids 1,2,3) [--max-new-tokens N]
+              [--min-tokens N] [--temperature F] [--top-k N] [--top-p F] [--min-p F]
+              [--repetition-penalty F] [--presence-penalty F] [--frequency-penalty F] [--seed N]
+              [--stop STR]... [--stop-token-id N]... [--ignore-eos] [--logprobs N] [--n N]
+                                              (mqctl generate --help for details)
+  score --model NAME[:VERSION] (--text TEXT | --file PATH) [--top-logprobs N]
+                                              (mqctl score --help for details)
 
 global options:
   --server ADDR        server address (default $MQ_SERVER, else localhost:7070)
@@ -60,7 +70,8 @@ global options:
   --timeout SECONDS    per-call deadline for unary calls (default 60)
   --json               machine-readable output (one JSON object per line)
 
-exit codes: 0 ok, 1 call failed, 2 usage error, 3 a waited-for job ended FAILED or CANCELLED
+exit codes: 0 ok, 1 call failed, 2 usage error, 3 a waited-for job ended FAILED or CANCELLED,
+            130 generate/score cancelled by Ctrl-C
 )";
 
 }  // namespace
@@ -71,6 +82,17 @@ int main(int argc, char** argv) {
   auto args = Args::Parse(argc, argv, CommandBoolOptions(), CommandValueOptions());
   if (!args.ok()) return UsageError(std::string(args.status().message()));
   const auto& words = args->positionals();
+  // Commands with their own help: "mqctl generate --help", "mqctl help generate".
+  const bool wants_help = args->Has("help") || (!words.empty() && words[0] == "help");
+  const std::string help_topic = words.empty() ? "" : words[0] == "help" ? (words.size() > 1 ? words[1] : "") : words[0];
+  if (wants_help && help_topic == "generate") {
+    std::fputs(GenerateHelp(), stdout);
+    return kExitOk;
+  }
+  if (wants_help && help_topic == "score") {
+    std::fputs(ScoreHelp(), stdout);
+    return kExitOk;
+  }
   if (args->Has("help") || words.empty() || words[0] == "help") {
     std::fputs(kUsage, stdout);
     return words.empty() && !args->Has("help") ? kExitUsage : kExitOk;
@@ -110,5 +132,6 @@ int main(int argc, char** argv) {
   if (group == "datasets") return RunDatasetsCommand(cli, *args, rest);
   if (group == "jobs") return RunJobsCommand(cli, *args, rest);
   if (group == "generate") return RunGenerateCommand(cli, *args, rest);
+  if (group == "score") return RunScoreCommand(cli, *args, rest);
   return UsageError(absl::StrCat("unknown command \"", group, "\""));
 }

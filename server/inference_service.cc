@@ -1,17 +1,232 @@
 #include "inference_service.h"
 
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+
 #include "finished_reactor.h"
+#include "inference_router.h"
 
 namespace mq::server {
 
-grpc::ServerWriteReactor<mambaquant::v1::GenerateResponse>* InferenceServiceImpl::Generate(
-    grpc::CallbackServerContext* ctx, const mambaquant::v1::GenerateRequest*) {
+using namespace mambaquant::v1;  // NOLINT
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// Streams one Generate call: the router's events become writes, one in flight at a time. The
+// router holds the Relay (shared), which forwards to the reactor until the reactor is done.
+class GenerateReactor;
+
+class Relay final : public InferenceCallObserver {
+ public:
+  explicit Relay(GenerateReactor* r) : reactor_(r) {}
+  void OnEvent(const InferenceEvent& event) override;
+  void OnDone(const absl::Status& status) override;
+  void Detach() {
+    std::lock_guard<std::mutex> l(mu_);
+    reactor_ = nullptr;
+  }
+
+ private:
+  std::mutex mu_;  // guards reactor_: the reactor may be deleted while the router still calls
+  GenerateReactor* reactor_;
+};
+
+class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> {
+ public:
+  GenerateReactor(ServiceDeps deps, const GenerateRequest& req) : deps_(deps) {
+    relay_ = std::make_shared<Relay>(this);
+    InferenceCall call;
+    call.set_model(req.model());
+    *call.mutable_generate() = req;
+    auto id = deps_.router->Start(std::move(call), relay_);
+    std::lock_guard<std::mutex> l(mu_);
+    if (!id.ok()) {
+      if (!finished_) {
+        final_ = ToGrpcStatus(id.status());
+        done_ = true;
+        MaybeFinish();
+      }
+      return;
+    }
+    call_id_ = *id;
+    if (cancelled_) deps_.router->Cancel(call_id_);  // the client left before Start returned
+  }
+
+  void Push(const InferenceEvent& event) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (done_) return;
+    const GenerateResponse& g = event.generate();
+    const auto now = Clock::now();
+    if (model_.empty() && !g.model().empty()) model_ = g.model();
+    if (deps_.metrics != nullptr && !g.token_ids().empty()) {
+      auto last = last_token_.find(g.index());
+      if (last == last_token_.end()) {
+        if (!first_token_seen_) deps_.metrics->ObserveTimeToFirstToken(model_, Seconds(start_, now));
+        first_token_seen_ = true;
+        if (g.seed() != 0 || event.queue_seconds() > 0) deps_.metrics->ObserveQueueTime(model_, event.queue_seconds());
+      } else {
+        deps_.metrics->ObserveInterTokenLatency(model_, Seconds(last->second, now));
+      }
+      last_token_[g.index()] = now;
+      deps_.metrics->AddGenerationTokens(model_, g.token_ids_size());
+      if (!g.finish_reason().empty()) {
+        deps_.metrics->RequestFinished(model_, g.finish_reason());
+        if (g.index() == 0) deps_.metrics->AddPromptTokens(model_, g.prompt_tokens());
+      }
+    }
+    queue_.push_back(g);
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(&queue_.front());
+    }
+  }
+
+  void Complete(const absl::Status& status) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (done_) return;
+    done_ = true;
+    final_ = ToGrpcStatus(status);
+    if (deps_.metrics != nullptr && !model_.empty()) {
+      deps_.metrics->ObserveRequestLatency(model_, Seconds(start_, Clock::now()));
+      if (!status.ok()) deps_.metrics->RequestFinished(model_, absl::StatusCodeToString(status.code()));
+    }
+    MaybeFinish();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::string cancel;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      queue_.pop_front();
+      writing_ = false;
+      if (!ok) {
+        // The client is gone: stop the worker's sequence now rather than at the next failed write.
+        cancel = call_id_;
+        done_ = true;
+        final_ = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+        queue_.clear();
+      } else if (!queue_.empty()) {
+        writing_ = true;
+        StartWrite(&queue_.front());
+      }
+      MaybeFinish();
+    }
+    if (!cancel.empty()) deps_.router->Cancel(cancel);
+  }
+
+  // Client cancellation, deadline or disconnect.
+  void OnCancel() override {
+    std::string cancel;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      cancelled_ = true;
+      cancel = call_id_;
+      if (!done_) {
+        done_ = true;
+        final_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+        queue_.clear();
+      }
+      MaybeFinish();
+    }
+    if (!cancel.empty()) deps_.router->Cancel(cancel);
+  }
+
+  void OnDone() override {
+    relay_->Detach();
+    delete this;
+  }
+
+ private:
+  void MaybeFinish() {
+    if (!done_ || writing_ || finished_) return;
+    finished_ = true;
+    Finish(final_);
+  }
+
+  ServiceDeps deps_;
+  std::shared_ptr<Relay> relay_;
+  const Clock::time_point start_ = Clock::now();
+  std::mutex mu_;  // guards everything below
+  std::string call_id_;
+  std::string model_;
+  std::deque<GenerateResponse> queue_;
+  std::map<int32_t, Clock::time_point> last_token_;
+  bool first_token_seen_ = false;
+  bool writing_ = false;
+  bool done_ = false;       // no more messages will be queued
+  bool finished_ = false;   // Finish was called
+  bool cancelled_ = false;
+  grpc::Status final_;
+};
+
+void Relay::OnEvent(const InferenceEvent& event) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (reactor_ != nullptr && event.has_generate()) reactor_->Push(event);
+}
+
+void Relay::OnDone(const absl::Status& status) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (reactor_ != nullptr) reactor_->Complete(status);
+}
+
+// Score: one answer, then the unary call finishes.
+class ScoreRelay final : public InferenceCallObserver {
+ public:
+  ScoreRelay(grpc::ServerUnaryReactor* reactor, ScoreResponse* resp, ServiceDeps deps)
+      : reactor_(reactor), resp_(resp), deps_(deps) {}
+  void OnEvent(const InferenceEvent& event) override {
+    std::lock_guard<std::mutex> l(mu_);
+    if (event.has_score() && resp_ != nullptr) *resp_ = event.score();
+  }
+  void OnDone(const absl::Status& status) override {
+    std::lock_guard<std::mutex> l(mu_);
+    if (reactor_ == nullptr) return;
+    if (deps_.metrics != nullptr && resp_ != nullptr && !resp_->model().empty()) {
+      deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
+      deps_.metrics->RequestFinished(resp_->model(), status.ok() ? "scored" : absl::StatusCodeToString(status.code()));
+    }
+    reactor_->Finish(ToGrpcStatus(status));
+    reactor_ = nullptr;  // the call is over: nothing may touch it or its response again
+    resp_ = nullptr;
+  }
+
+ private:
+  std::mutex mu_;
+  grpc::ServerUnaryReactor* reactor_;
+  ScoreResponse* resp_;
+  ServiceDeps deps_;
+  const Clock::time_point start_ = Clock::now();
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<GenerateResponse>* InferenceServiceImpl::Generate(grpc::CallbackServerContext* ctx,
+                                                                          const GenerateRequest* req) {
   absl::Status s = deps_.auth->CheckClient(*ctx);
-  if (!s.ok()) return new FinishedWriteReactor<mambaquant::v1::GenerateResponse>(ToGrpcStatus(s));
-  return new FinishedWriteReactor<mambaquant::v1::GenerateResponse>(grpc::Status(
-      grpc::StatusCode::UNIMPLEMENTED,
-      "Generate is reserved and not implemented in this release: download a quantized model with "
-      "`mqctl models download` and run it with `mq-engine`"));
+  if (!s.ok()) return new FinishedWriteReactor<GenerateResponse>(ToGrpcStatus(s));
+  return new GenerateReactor(deps_, *req);
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::Score(grpc::CallbackServerContext* ctx, const ScoreRequest* req,
+                                                      ScoreResponse* resp) {
+  absl::Status s = deps_.auth->CheckClient(*ctx);
+  if (!s.ok()) return Reply(ctx, s);
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto relay = std::make_shared<ScoreRelay>(reactor, resp, deps_);
+  InferenceCall call;
+  call.set_model(req->model());
+  *call.mutable_score() = *req;
+  auto id = deps_.router->Start(std::move(call), relay);
+  if (!id.ok()) relay->OnDone(id.status());
+  // A Score whose client leaves is cancelled by the router's worker stream when the answer finds
+  // nobody; Score calls are short (one prefill), so no cancellation is wired here.
+  return reactor;
 }
 
 }  // namespace mq::server

@@ -1,5 +1,5 @@
-// mambaquant.v1.InferenceService: reserved. Generate answers UNIMPLEMENTED until inference
-// workers exist; the proto is the intended contract.
+// mambaquant.v1.InferenceService: Generate (server streaming) and Score, routed to workers by the
+// InferenceRouter. The client's cancellation, deadline or disconnect cancels the worker's call.
 #pragma once
 
 #include "mambaquant/v1/inference.grpc.pb.h"
@@ -12,6 +12,8 @@ class InferenceServiceImpl final : public mambaquant::v1::InferenceService::Call
   explicit InferenceServiceImpl(ServiceDeps deps) : deps_(deps) {}
   grpc::ServerWriteReactor<mambaquant::v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* ctx, const mambaquant::v1::GenerateRequest* req) override;
+  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* ctx, const mambaquant::v1::ScoreRequest* req,
+                                  mambaquant::v1::ScoreResponse* resp) override;
 
  private:
   ServiceDeps deps_;

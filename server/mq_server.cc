@@ -70,6 +70,8 @@ absl::Status MqServer::Init() {
   deps.scheduler = scheduler_.get();
   deps.hub = hub_.get();
   deps.metrics = metrics_.get();
+  router_ = std::make_unique<InferenceRouter>(registry_.get(), workers_.get(), metrics_.get());
+  deps.router = router_.get();
   deps.lease = options_.lease;
   deps.max_attempts = options_.max_attempts;
   deps.max_queued_jobs = options_.max_queued_jobs;
@@ -77,6 +79,7 @@ absl::Status MqServer::Init() {
   job_service_ = std::make_unique<JobServiceImpl>(deps);
   worker_service_ = std::make_unique<WorkerServiceImpl>(deps);
   inference_service_ = std::make_unique<InferenceServiceImpl>(deps);
+  kserve_service_ = std::make_unique<KServeServiceImpl>(deps);
 
   auto creds = MakeServerCredentials(options_.tls);
   if (!creds.ok()) return creds.status();
@@ -100,6 +103,7 @@ absl::Status MqServer::Init() {
   builder.RegisterService(job_service_.get());
   builder.RegisterService(worker_service_.get());
   builder.RegisterService(inference_service_.get());
+  builder.RegisterService(kserve_service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<RpcMetricsInterceptorFactory>(metrics_.get()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));

@@ -18,6 +18,8 @@
 #include "job_event_hub.h"
 #include "job_service.h"
 #include "job_store.h"
+#include "inference_router.h"
+#include "kserve_service.h"
 #include "registry.h"
 #include "registry_service.h"
 #include "scheduler.h"
@@ -74,6 +76,8 @@ class MqServer {
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<InferenceServiceImpl> inference_service_;
+  std::unique_ptr<InferenceRouter> router_;  // before the services that use it
+  std::unique_ptr<KServeServiceImpl> kserve_service_;  // inference.GRPCInferenceService (KServe v2)
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;
   bool shut_down_ = false;

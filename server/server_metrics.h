@@ -4,6 +4,9 @@
 
 #include <cstdint>
 #include <map>
+#include <mutex>
+#include <set>
+#include <utility>
 #include <memory>
 #include <string>
 
@@ -31,6 +34,17 @@ class ServerMetrics {
   void JobFinished(mambaquant::v1::JobState state);
   // `method` is the full gRPC method ("/mambaquant.v1.JobService/SubmitJob"); code its status.
   void RecordRpc(const std::string& method, int code, double seconds);
+  // Serving (vLLM's names with our prefix), per model "name:version".
+  void ObserveTimeToFirstToken(const std::string& model, double seconds);
+  void ObserveInterTokenLatency(const std::string& model, double seconds);
+  void ObserveRequestLatency(const std::string& model, double seconds);
+  void ObserveQueueTime(const std::string& model, double seconds);
+  void AddPromptTokens(const std::string& model, int64_t n);
+  void AddGenerationTokens(const std::string& model, int64_t n);
+  // outcome: a finish reason (length | stop | eos) or a status code name (CANCELLED, ...).
+  void RequestFinished(const std::string& model, const std::string& outcome);
+  // Sequences running and waiting per model over every worker (from the workers' load reports).
+  void SetSequences(const std::map<std::string, std::pair<int64_t, int64_t>>& running_waiting);
   void WatchStreamOpened() { watch_streams_->Increment(); }
   void WatchStreamClosed() { watch_streams_->Decrement(); }
 
@@ -46,6 +60,17 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>* jobs_finished_;
   prometheus::Family<prometheus::Counter>* rpcs_;
   prometheus::Family<prometheus::Histogram>* rpc_seconds_;
+  prometheus::Family<prometheus::Histogram>* ttft_;
+  prometheus::Family<prometheus::Histogram>* itl_;
+  prometheus::Family<prometheus::Histogram>* e2e_;
+  prometheus::Family<prometheus::Histogram>* queue_time_;
+  prometheus::Family<prometheus::Counter>* prompt_tokens_;
+  prometheus::Family<prometheus::Counter>* generation_tokens_;
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Gauge>* running_;
+  prometheus::Family<prometheus::Gauge>* waiting_;
+  std::mutex sequences_mu_;  // guards sequence_models_
+  std::set<std::string> sequence_models_;  // models with running/waiting gauges (zeroed when gone)
 };
 
 }  // namespace mq::server

@@ -19,6 +19,8 @@
 
 namespace mq::server {
 
+class InferenceRouter;
+
 struct ServiceDeps {
   Authenticator* auth = nullptr;
   Registry* registry = nullptr;
@@ -29,6 +31,7 @@ struct ServiceDeps {
   Scheduler* scheduler = nullptr;
   JobEventHub* hub = nullptr;
   ServerMetrics* metrics = nullptr;  // may be null
+  InferenceRouter* router = nullptr;
   absl::Duration lease = absl::Seconds(15);
   int max_attempts = 3;
   int64_t max_queued_jobs = 10000;

@@ -1,5 +1,7 @@
 #include "worker_service.h"
 
+#include "serve_stream_reactor.h"
+
 #include <atomic>
 #include <set>
 
@@ -287,6 +289,20 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Deregister(grpc::CallbackServerCont
   deps_.scheduler->DropWorker(req->worker_id(), "worker left");
   Log(LogLevel::kInfo, "worker left").Kv("worker", req->worker_id());
   return Reply(ctx, absl::OkStatus());
+}
+
+grpc::ServerBidiReactor<ServeUp, ServeDown>* WorkerServiceImpl::Serve(grpc::CallbackServerContext* ctx) {
+  absl::Status s = deps_.auth->CheckWorker(*ctx);
+  if (!s.ok()) {
+    // A bidi reactor that finishes at once (the worker retries with backoff).
+    class Refused : public grpc::ServerBidiReactor<ServeUp, ServeDown> {
+     public:
+      explicit Refused(const grpc::Status& st) { Finish(st); }
+      void OnDone() override { delete this; }
+    };
+    return new Refused(ToGrpcStatus(s));
+  }
+  return new ServeStreamReactor(deps_.router);
 }
 
 }  // namespace mq::server

@@ -28,6 +28,7 @@ class WorkerServiceImpl final : public mambaquant::v1::WorkerService::CallbackSe
       grpc::CallbackServerContext* ctx, mambaquant::v1::UploadChunksResponse* resp) override;
   grpc::ServerUnaryReactor* FinishJob(grpc::CallbackServerContext* ctx, const mambaquant::v1::FinishJobRequest* req,
                                       mambaquant::v1::FinishJobResponse* resp) override;
+  grpc::ServerBidiReactor<mambaquant::v1::ServeUp, mambaquant::v1::ServeDown>* Serve(grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* Deregister(grpc::CallbackServerContext* ctx, const mambaquant::v1::DeregisterRequest* req,
                                        mambaquant::v1::DeregisterResponse* resp) override;
 

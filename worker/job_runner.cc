@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "artifact_files.h"
 #include "file_transfer.h"
 #include "file_util.h"
 #include "grpc_status.h"
@@ -115,38 +116,35 @@ absl::Status JobRunner::Fetch(const std::string& job_dir, ExecutionRequest* requ
   total += assignment_.calib_file().size();
   if (assignment_.has_eval_file()) total += assignment_.eval_file().size();
   uint64_t done_before = 0;
+  auto progress = [&](const FileEntry& file, uint64_t done, uint64_t* last) {
+    if (metrics_ != nullptr && done > *last) metrics_->AddFetchedBytes(done - *last);
+    *last = done;
+    SetProgress(STAGE_FETCH, total ? static_cast<double>(done_before + done) / total : 1.0,
+                absl::StrCat("fetching ", file.path()));
+  };
   auto get = [&](const FileEntry& file) -> absl::StatusOr<std::string> {
     if (stopped()) return absl::CancelledError("stopped");
     cache_->Pin(file.sha256());
-    auto open = [this, &file](grpc::ClientContext* ctx, uint64_t offset) {
-      FetchBlobRequest req;
-      req.set_sha256(file.sha256());
-      req.set_offset(offset);
-      return std::unique_ptr<grpc::ClientReaderInterface<FileChunk>>(server_->stub->FetchBlob(ctx, req));
-    };
-    auto prepare = [this](grpc::ClientContext* ctx) { server_->Prepare(ctx); };
     uint64_t last = 0;
-    auto progress = [&](uint64_t done, uint64_t) {
-      if (metrics_ != nullptr && done > last) metrics_->AddFetchedBytes(done - last);
-      last = done;
-      SetProgress(STAGE_FETCH, total ? static_cast<double>(done_before + done) / total : 1.0,
-                  absl::StrCat("fetching ", file.path()));
-    };
-    auto path = cache_->Get(file, prepare, open, progress);
+    auto path = FetchBlobToCache(cache_, server_, file, [&](uint64_t done) { progress(file, done, &last); });
     done_before += file.size();
     return path;
   };
   const std::string model_dir = JoinPath(job_dir, "model");
-  for (const auto& f : assignment_.model_files()) {
-    auto cached = get(f);
-    if (!cached.ok()) return cached.status();
-    std::string link = JoinPath(model_dir, f.path());
-    absl::Status s = MakeDirs(Dirname(link));
-    if (!s.ok()) return s;
-    std::error_code ec;
-    std::filesystem::create_symlink(*cached, link, ec);
-    if (ec) return absl::InternalError(absl::StrCat("link ", link, ": ", ec.message()));
-  }
+  uint64_t last = 0, previous_size = 0;
+  absl::Status fetched = MaterializeArtifact(
+      cache_, server_, assignment_.model_files(), model_dir,
+      [&](const FileEntry& file) {
+        if (stopped()) return absl::CancelledError("stopped");
+        cache_->Pin(file.sha256());
+        done_before += previous_size;
+        previous_size = file.size();
+        last = 0;
+        return absl::OkStatus();
+      },
+      [&](const FileEntry& file, uint64_t done) { progress(file, done, &last); });
+  if (!fetched.ok()) return fetched;
+  done_before += previous_size;
   auto calib = get(assignment_.calib_file());
   if (!calib.ok()) return calib.status();
   request->calib_path = *calib;

@@ -14,12 +14,15 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "backend_plugin_loader.h"
 #include "blob_cache.h"
 #include "credentials.h"
 #include "flag_names.h"
 #include "device_info.h"
 #include "file_util.h"
+#include "inference_stream.h"
 #include "log.h"
+#include "model_host.h"
 #include "quantize_executor.h"
 #include "shutdown_signal.h"
 #include "worker_agent.h"
@@ -28,7 +31,10 @@
 ABSL_FLAG(std::string, server, "localhost:7070", "mq-server address host:port");
 ABSL_FLAG(std::string, listen, "0.0.0.0:7071", "Where this worker serves gRPC health and reflection");
 ABSL_FLAG(std::string, metrics_listen, "", "Prometheus /metrics listen address host:port (empty: off)");
-ABSL_FLAG(std::string, backend, "auto", "cpu | cuda | auto (cuda when a GPU is present)");
+ABSL_FLAG(std::string, backend, "auto",
+          "cpu | cuda | auto (cuda when the CUDA backend plugin loads and finds a usable GPU, else cpu)");
+ABSL_FLAG(std::string, backend_plugin, "",
+          "The CUDA backend plugin (default: libmq_cuda_backend.so next to mq-worker, then in ../lib/)");
 ABSL_FLAG(std::string, cache_dir, "./mq-worker-cache", "Blob cache and job work directories");
 ABSL_FLAG(int64_t, cache_max_bytes, int64_t{50} << 30, "Evict cached blobs beyond this size (0: never)");
 ABSL_FLAG(int, max_jobs, 1, "Jobs run at once");
@@ -43,6 +49,16 @@ ABSL_FLAG(std::string, token, "", "Worker bearer token (else --token-file, $MQ_W
 ABSL_FLAG(std::string, token_file, "", "File holding the worker bearer token");
 ABSL_FLAG(int, poll_seconds, 20, "Long-poll wait for a job, seconds");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warn | error");
+// Inference serving (per loaded model; everything is allocated when the model loads).
+ABSL_FLAG(int, max_sequences, 64, "Sequences decoded at once per model (recurrent-state slots)");
+ABSL_FLAG(int, max_batch, 0, "Sequences of one decode step (0: --max-sequences)");
+ABSL_FLAG(int, prefill_chunk, 256, "Prompt tokens per prefill chunk (a long prompt stalls running streams at most this long)");
+ABSL_FLAG(int, max_waiting, 256, "Calls queued per model beyond the running ones (RESOURCE_EXHAUSTED past it)");
+ABSL_FLAG(int, max_prompt_tokens, 8192, "Longest prompt, tokens");
+ABSL_FLAG(int, max_new_tokens, 4096, "Most tokens one completion may generate (at most 4096)");
+ABSL_FLAG(int, max_score_tokens, 8192, "Longest text Score accepts, tokens");
+ABSL_FLAG(int64_t, model_memory_budget, 0,
+          "Bytes loaded models may hold (0: 90% of the device memory); least recently used idle models unload beyond it");
 
 int main(int argc, char** argv) {
   mq::BlockShutdownSignals();
@@ -57,12 +73,34 @@ int main(int argc, char** argv) {
   }
   mq::SetLogLevel(level);
 
+  // ---- The device backend. ----
+  // `plugin` is the CUDA backend (serve/backend_plugin.h), loaded with dlopen and probed; null
+  // when the worker computes on the CPU. Everything that computes (quantization jobs, inference
+  // serving) takes its device from this pointer and nothing else: backend == "cuda" exactly when
+  // plugin != null, so a worker never says cuda and computes on the CPU.
   std::string backend = absl::GetFlag(FLAGS_backend);
-  if (backend == "auto") backend = mq::worker::CudaDevicePresent() ? "cuda" : "cpu";
-  if (backend != "cpu" && backend != "cuda") {
+  if (backend != "cpu" && backend != "cuda" && backend != "auto") {
     std::fprintf(stderr, "--backend must be cpu, cuda or auto\n");
     return 2;
   }
+  const mq::serve::BackendPlugin* plugin = nullptr;
+  mq::serve::DeviceDescription gpu;
+  if (backend != "cpu") {
+    const std::string plugin_path = mq::worker::ResolveBackendPluginPath(absl::GetFlag(FLAGS_backend_plugin));
+    auto loaded = mq::worker::LoadAndProbeBackendPlugin(plugin_path, &gpu);
+    if (loaded.ok()) {
+      plugin = *loaded;
+      backend = "cuda";
+    } else if (backend == "cuda") {
+      std::fprintf(stderr, "--backend cuda: %s\n", loaded.status().ToString().c_str());
+      return 2;
+    } else {
+      mq::Log(mq::LogLevel::kInfo, "CUDA backend not available; computing on the CPU")
+          .Kv("plugin", plugin_path).Kv("reason", loaded.status());
+      backend = "cpu";
+    }
+  }
+  // ---- end of the device backend ----
   if (absl::GetFlag(FLAGS_max_jobs) < 1 || absl::GetFlag(FLAGS_max_jobs) > 64) {
     std::fprintf(stderr, "--max-jobs must be 1..64\n");
     return 2;
@@ -131,7 +169,14 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  mq::worker::DeviceInfo device = mq::worker::DetectDevice(backend);
+  // cuda: the device the plugin's probe found; cpu: /proc/cpuinfo and MemTotal.
+  mq::worker::DeviceInfo device;
+  if (plugin != nullptr) {
+    device.name = gpu.name;
+    device.memory_bytes = gpu.total_bytes;
+  } else {
+    device = mq::worker::DetectDevice("cpu");
+  }
   if (!absl::GetFlag(FLAGS_device_name).empty()) device.name = absl::GetFlag(FLAGS_device_name);
   mq::worker::WorkerOptions options;
   options.name = absl::GetFlag(FLAGS_name);
@@ -148,9 +193,42 @@ int main(int argc, char** argv) {
   options.work_dir = mq::JoinPath(cache_dir, "jobs");
   options.poll_wait_seconds = std::clamp(absl::GetFlag(FLAGS_poll_seconds), 1, 60);
 
-  mq::worker::QuantizeExecutor executor(backend);
+  mq::worker::QuantizeExecutor executor(plugin);
   mq::worker::WorkerAgent agent(options, &server, cache->get(), &executor, &metrics);
   agent.Start();
+
+  // Inference: models load on first use into the ModelHost; calls arrive on the Serve stream.
+  mq::worker::ModelHostOptions host_options;
+  mq::serve::ServingOptions& serving = host_options.serving;
+  serving.backend.num_slots = absl::GetFlag(FLAGS_max_sequences);
+  serving.backend.max_batch = absl::GetFlag(FLAGS_max_batch) > 0 ? absl::GetFlag(FLAGS_max_batch) : serving.backend.num_slots;
+  serving.backend.max_prefill_tokens = absl::GetFlag(FLAGS_prefill_chunk);
+  serving.backend.max_logit_rows = std::min(serving.backend.max_prefill_tokens, 128);
+  serving.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  serving.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  serving.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  serving.max_score_tokens = absl::GetFlag(FLAGS_max_score_tokens);
+  if (mq::Status valid = mq::serve::ValidateServingOptions(serving); !valid.ok()) {
+    std::fprintf(stderr, "serving flags: %s\n", valid.message().c_str());
+    return 2;
+  }
+  const int64_t budget = absl::GetFlag(FLAGS_model_memory_budget);
+  host_options.memory_budget_bytes = budget > 0 ? static_cast<uint64_t>(budget) : device.memory_bytes / 10 * 9;
+  host_options.models_dir = mq::JoinPath(cache_dir, "models");
+  host_options.plugin = plugin;
+  mq::worker::ModelHost host(host_options, cache->get(), &server);
+  mambaquant::v1::WorkerCapacity capacity;
+  capacity.set_device(backend);
+  capacity.set_device_name(device.name);
+  capacity.set_device_memory_bytes(device.memory_bytes);
+  capacity.set_model_memory_budget_bytes(host_options.memory_budget_bytes);
+  capacity.set_max_sequences(serving.backend.num_slots);
+  capacity.set_max_waiting(serving.max_waiting);
+  capacity.set_max_prompt_tokens(serving.max_prompt_tokens);
+  capacity.set_max_new_tokens(serving.max_new_tokens);
+  capacity.set_max_score_tokens(serving.max_score_tokens);
+  mq::worker::InferenceStream inference(&server, &host, capacity, [&agent] { return agent.worker_id(); });
+  inference.Start();
   mq::Log(mq::LogLevel::kInfo, "mq-worker started")
       .Kv("server", absl::GetFlag(FLAGS_server)).Kv("listen", absl::GetFlag(FLAGS_listen)).Kv("port", port)
       .Kv("backend", backend).Kv("device", device.name).Kv("cache_dir", cache_dir);
@@ -158,6 +236,7 @@ int main(int argc, char** argv) {
   int sig = mq::WaitForShutdownSignal();
   mq::Log(mq::LogLevel::kInfo, "signal received; leaving").Kv("signal", sig);
   if (auto* health = health_server->GetHealthCheckService()) health->Shutdown();
+  inference.Stop();
   agent.Shutdown();
   health_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;

@@ -1,6 +1,15 @@
 #include "quantize_executor.h"
 
-#include "quant/quant_device.h"
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "log.h"
+#include "quant/cpu_quant_accelerator.h"
+#include "quant/quant_accelerator.h"
 #include "quant/quantize_pipeline.h"
 
 namespace mq::worker {
@@ -52,13 +61,34 @@ absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest
   if (!spec.r1_covariance().empty()) o.r1_cov_all_layers = spec.r1_covariance() != "layer0";
   if (!spec.weight_clip().empty()) o.weight_clip = spec.weight_clip();
   if (!spec.state_granularity().empty()) o.state_granularity = spec.state_granularity();
-  auto accel = quant::OpenQuantDevice(backend_ == "cuda" ? "auto" : "cpu", o);
-  if (!accel.ok()) return ToAbsl(accel.status());
+  // The device: the plugin's GPU accelerator when it runs every step of this job, else the CPU.
+  std::unique_ptr<quant::QuantAccelerator> accel;
+  std::string why_not_gpu;
+  if (plugin_ != nullptr) {
+    auto gpu = plugin_->open_quant(o, &why_not_gpu);
+    if (!gpu.ok()) return ToAbsl(gpu.status());
+    accel = std::move(*gpu);
+    if (accel == nullptr && why_not_gpu.empty()) why_not_gpu = "the CUDA backend declined the job";
+  }
+  if (accel == nullptr) accel = std::make_unique<quant::CpuQuantAccelerator>();
+  const bool fell_back = plugin_ != nullptr && !why_not_gpu.empty() && accel->name() == "cpu";
+  if (fell_back) {
+    mq::Log(mq::LogLevel::kWarning, "job runs on the CPU, not the GPU").Kv("model", o.model_dir).Kv("reason", why_not_gpu);
+    if (!progress(ExecutionProgress{mambaquant::v1::STAGE_LOAD, 0.0, "running on the CPU: " + why_not_gpu}))
+      return absl::CancelledError("cancelled");
+  }
   auto result = quant::QuantizeModel(o, [&](const quant::Progress& p) {
     return progress(ExecutionProgress{ToProtoStage(p.stage), p.fraction, p.message});
-  }, accel->get());
+  }, accel.get());
   if (!result.ok()) return ToAbsl(result.status());
-  return ExecutionResult{result->report_json};
+  if (!fell_back) return ExecutionResult{result->report_json};
+  // The reason goes into the report too, the copy inside the export included.
+  auto report = nlohmann::json::parse(result->report_json, nullptr, false);
+  if (report.is_discarded() || !report.is_object()) return ExecutionResult{result->report_json};
+  report["device_note"] = "GPU not used: " + why_not_gpu;
+  std::ofstream((std::filesystem::path(result->output_dir) / "quant_report.json").string(), std::ios::trunc)
+      << report.dump(2) << "\n";
+  return ExecutionResult{report.dump()};
 }
 
 }  // namespace mq::worker

@@ -14,6 +14,11 @@ int RunModelsCommand(CliContext& cli, const Args& args, const std::vector<std::s
 int RunDatasetsCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
 int RunJobsCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
 int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
+int RunScoreCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
+
+// Detailed help of the commands that have their own ("mqctl generate --help").
+const char* GenerateHelp();
+const char* ScoreHelp();
 
 // Every option of every command (for parsing); booleans and options with values.
 const std::set<std::string>& CommandBoolOptions();

@@ -571,6 +571,19 @@ Status CudaMambaModel::ResetSlots(const std::vector<int32_t>& slots) {
   return OkStatus();
 }
 
+Status CudaMambaModel::CopySlot(int32_t src, int32_t dst) {
+  if (src < 0 || src > options_.num_slots || dst < 0 || dst > options_.num_slots)
+    return InvalidArgumentError("state slot out of range");
+  if (src == dst) return OkStatus();
+  // One slot's state is contiguous in both pools: [slots + 1][layers][E][K−1] and [..][E][N].
+  const int64_t conv_per_slot = layers_ * E_ * (K_ - 1), ssm_per_slot = layers_ * E_ * N_;
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(conv_state_.get() + dst * conv_per_slot, conv_state_.get() + src * conv_per_slot,
+                                          conv_per_slot * 4, cudaMemcpyDeviceToDevice, stream_.get()));
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ssm_state_.get() + dst * ssm_per_slot, ssm_state_.get() + src * ssm_per_slot,
+                                          ssm_per_slot * 4, cudaMemcpyDeviceToDevice, stream_.get()));
+  return OkStatus();
+}
+
 Status CudaMambaModel::Forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots, int64_t B, int64_t L,
                                LogitsMode mode, std::vector<float>* logits) {
   if (static_cast<int64_t>(ids.size()) != B * L || static_cast<int64_t>(slots.size()) != B)
@@ -650,7 +663,10 @@ bool CudaMambaModel::UseLayerKernels(int64_t B) const {
          B <= options_.max_logit_rows;
 }
 
-Status CudaMambaModel::EnqueueDecodeStep(int64_t B) {
+// The logits half of a decode step (EnqueueDecodeStep adds the token selection); serving calls it
+// directly and selects tokens on the host.
+Status CudaMambaModel::EnqueueDecodeLogits(int64_t B) {
+  if (B < 1 || B > options_.max_batch) return InvalidArgumentError("decode batch out of range");
   if (UseLayerKernels(B)) {
     EmbeddingParams ep;
     ep.ids = dec_ids_.get(), ep.table = embeddings_.get(), ep.h = buf_->h.get(), ep.tokens = B, ep.d = d_;
@@ -666,6 +682,11 @@ Status CudaMambaModel::EnqueueDecodeStep(int64_t B) {
   } else {
     MQ_RETURN_IF_ERROR(EnqueueForward(dec_ids_.get(), dec_slots_.get(), B, 1, LogitsMode::kLast));
   }
+  return OkStatus();
+}
+
+Status CudaMambaModel::EnqueueDecodeStep(int64_t B) {
+  MQ_RETURN_IF_ERROR(EnqueueDecodeLogits(B));
   return LaunchGreedy(NextTokenParams(B), stream_.get());
 }
 

@@ -99,6 +99,10 @@ class CudaMambaModel {
 
   // Zeroes the recurrent state of the given slots (host list), on the model's stream.
   Status ResetSlots(const std::vector<int32_t>& slots);
+  // Copies the conv and SSM state of slot `src` into slot `dst` (device to device, on the model's
+  // stream; slots 0..num_slots, the scratch slot included). For serving: n > 1 completions of one
+  // prompt share its prefill (CudaSequenceBackend::CopySlot).
+  Status CopySlot(int32_t src, int32_t dst);
   // Enqueues one forward of B sequences of L tokens: ids_dev [B·L] and slots_dev [B] on the device.
   // Logits land in logits_dev(): [B·L, V] (kAll) or [B, V] (kLast).
   Status EnqueueForward(const int32_t* ids_dev, const int32_t* slots_dev, int64_t B, int64_t L, LogitsMode mode);
@@ -119,6 +123,10 @@ class CudaMambaModel {
   // each step writes the greedy next ids back into decode_ids().
   Status PrepareDecode(int64_t B, bool use_graph);  // warms up and captures the graph for B
   Status DecodeStep(int64_t B, bool use_graph);
+  // One decode step's logits without token selection (serving, CudaSequenceBackend): reads ids
+  // decode_ids() [B] and slots decode_slots() [B], leaves [B, V] in logits_dev(), through the same
+  // path as DecodeStep (layer kernels for small B, else per-stage). Enqueue only: capturable.
+  Status EnqueueDecodeLogits(int64_t B);
   int32_t* decode_ids() const { return dec_ids_.get(); }
   int32_t* decode_slots() const { return dec_slots_.get(); }
   Status ResetDecodeCounters();  // step counter, finished flags

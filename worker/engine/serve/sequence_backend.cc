@@ -1,0 +1,56 @@
+#include "serve/sequence_backend.h"
+
+#include <string>
+#include <vector>
+
+namespace mq::serve {
+
+Status ValidateBackendOptions(const SequenceBackendOptions& o) {
+  if (o.num_slots < 1 || o.num_slots > 65536) return InvalidArgumentError("state slots must be in [1, 65536], got " + std::to_string(o.num_slots));
+  if (o.max_batch < 1 || o.max_batch > o.num_slots)
+    return InvalidArgumentError("max batch must be in [1, slots=" + std::to_string(o.num_slots) + "], got " + std::to_string(o.max_batch));
+  if (o.max_prefill_tokens < 1 || o.max_prefill_tokens > 65536)
+    return InvalidArgumentError("prefill chunk must be in [1, 65536] tokens, got " + std::to_string(o.max_prefill_tokens));
+  if (o.max_logit_rows < 1 || o.max_logit_rows > o.max_prefill_tokens)
+    return InvalidArgumentError("logit rows must be in [1, prefill chunk], got " + std::to_string(o.max_logit_rows));
+  return OkStatus();
+}
+
+Status CheckSlot(const SequenceBackend& b, int32_t slot) {
+  if (slot < 0 || slot >= b.options().num_slots)
+    return InvalidArgumentError("state slot " + std::to_string(slot) + " out of range [0, " + std::to_string(b.options().num_slots) + ")");
+  return OkStatus();
+}
+
+namespace {
+Status CheckIds(const SequenceBackend& b, const int32_t* ids, int64_t n) {
+  const int64_t V = b.config().vocab_size;
+  for (int64_t i = 0; i < n; ++i)
+    if (ids[i] < 0 || ids[i] >= V)
+      return InvalidArgumentError("token id " + std::to_string(ids[i]) + " out of range [0, " + std::to_string(V) + ")");
+  return OkStatus();
+}
+}  // namespace
+
+Status CheckPrefillArgs(const SequenceBackend& b, int32_t slot, const int32_t* ids, int64_t n, const float* all_logits) {
+  MQ_RETURN_IF_ERROR(CheckSlot(b, slot));
+  if (ids == nullptr || n < 1 || n > b.options().max_prefill_tokens)
+    return InvalidArgumentError("prefill of " + std::to_string(n) + " tokens; the chunk is 1.." + std::to_string(b.options().max_prefill_tokens));
+  if (all_logits != nullptr && n > b.options().max_logit_rows)
+    return InvalidArgumentError("prefill with every position's logits takes at most " + std::to_string(b.options().max_logit_rows) + " tokens");
+  return CheckIds(b, ids, n);
+}
+
+Status CheckDecodeArgs(const SequenceBackend& b, const int32_t* slots, const int32_t* ids, int64_t B) {
+  if (slots == nullptr || ids == nullptr || B < 1 || B > b.options().max_batch)
+    return InvalidArgumentError("decode batch of " + std::to_string(B) + "; the maximum is " + std::to_string(b.options().max_batch));
+  std::vector<bool> seen(static_cast<size_t>(b.options().num_slots), false);
+  for (int64_t i = 0; i < B; ++i) {
+    MQ_RETURN_IF_ERROR(CheckSlot(b, slots[i]));
+    if (seen[static_cast<size_t>(slots[i])]) return InvalidArgumentError("slot " + std::to_string(slots[i]) + " twice in one decode step");
+    seen[static_cast<size_t>(slots[i])] = true;
+  }
+  return CheckIds(b, ids, B);
+}
+
+}  // namespace mq::serve

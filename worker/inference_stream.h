@@ -1,0 +1,76 @@
+// The worker's end of WorkerService.Serve: one long-lived stream to the server that carries
+// inference calls, cancellations and model commands down, and token events and load reports up.
+// The worker dials out (pull design); the stream is reopened after any break, with the worker's
+// current id (a worker that lost its lease registers again under a new id).
+//
+// Threads: a reader (the stream's Read loop and dispatch), a writer (drains the outbound queue, so
+// the serving loops never block on the network, and sends a load report every two seconds). A
+// call's events are queued by its model's serving loop.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "mambaquant/v1/worker.grpc.pb.h"
+#include "model_host.h"
+#include "server_connection.h"
+
+namespace mq::worker {
+
+class InferenceStream {
+ public:
+  // worker_id: the id the worker is registered under now (empty: not registered yet).
+  InferenceStream(const ServerConnection* server, ModelHost* host, mambaquant::v1::WorkerCapacity capacity,
+                  std::function<std::string()> worker_id);
+  ~InferenceStream();  // Stop()
+
+  void Start();
+  // Closes the stream; calls in flight are cancelled on their engines.
+  void Stop();
+  bool connected() const;
+
+ private:
+  struct LocalCall {
+    std::string model;
+    std::weak_ptr<serve::ServingEngine> engine;  // set once submitted
+    bool cancelled = false;
+  };
+  using Stream = grpc::ClientReaderWriter<mambaquant::v1::ServeUp, mambaquant::v1::ServeDown>;
+
+  void Run();                       // connect, serve, reconnect until stopped
+  void Serve(const std::string& worker_id);
+  void Dispatch(const mambaquant::v1::ServeDown& down);
+  void StartCall(const mambaquant::v1::InferenceCall& call);
+  void Submit(const mambaquant::v1::InferenceCall& call, std::shared_ptr<serve::ServingEngine> engine);
+  void RunModelCommand(const mambaquant::v1::ModelCommand& cmd);
+  void CancelCall(const std::string& call_id);
+  void CancelAll();
+  // Queues a message for the writer; dropped when no stream is open.
+  void Send(mambaquant::v1::ServeUp up);
+  void SendError(const std::string& call_id, const absl::Status& status);
+  void EndCall(const std::string& call_id);
+  void WriterLoop(Stream* stream, grpc::ClientContext* ctx, const std::string& worker_id);
+
+  const ServerConnection* server_;
+  ModelHost* host_;
+  const mambaquant::v1::WorkerCapacity capacity_;
+  std::function<std::string()> worker_id_;
+
+  mutable std::mutex mu_;  // guards the fields below
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool open_ = false;                       // a stream is open and accepting writes
+  std::deque<mambaquant::v1::ServeUp> outbox_;
+  bool load_changed_ = false;
+  grpc::ClientContext* ctx_ = nullptr;      // the open stream's context, to cancel it
+  std::map<std::string, LocalCall> calls_;  // calls in flight, by call id
+  std::thread thread_;
+};
+
+}  // namespace mq::worker

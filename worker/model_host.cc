@@ -1,0 +1,200 @@
+#include "model_host.h"
+
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "artifact_files.h"
+#include "file_util.h"
+#include "log.h"
+#include "serve/cpu_sequence_backend.h"
+#include "tokenizer/bpe_tokenizer.h"
+
+namespace mq::worker {
+namespace {
+
+absl::Status ToAbsl(const Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
+}
+
+// A directory name for "name:version" (names are [A-Za-z0-9._-], the colon is the only other byte).
+std::string DirName(const std::string& model) {
+  std::string d = model;
+  for (char& c : d)
+    if (c == ':') c = '@';
+  return d;
+}
+
+}  // namespace
+
+ModelHost::ModelHost(ModelHostOptions options, BlobCache* cache, const ServerConnection* server)
+    : options_(std::move(options)), cache_(cache), server_(server) {}
+
+ModelHost::~ModelHost() {
+  std::map<std::string, Entry> loaded;
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    loaders_done_.wait(l, [&] { return active_loaders_ == 0; });
+    loaded.swap(loaded_);
+  }
+  loaded.clear();  // engines stop here, outside the lock (their calls end with CANCELLED)
+}
+
+void ModelHost::SetChangeListener(std::function<void()> listener) {
+  std::lock_guard<std::mutex> l(mu_);
+  listener_ = std::move(listener);
+}
+
+void ModelHost::Changed() {
+  std::function<void()> listener;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    listener = listener_;
+  }
+  if (listener) listener();
+}
+
+void ModelHost::Acquire(const std::string& model, const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files,
+                        Ready ready) {
+  std::shared_ptr<serve::ServingEngine> engine;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = loaded_.find(model);
+    if (it != loaded_.end()) {
+      it->second.last_used = ++use_counter_;
+      engine = it->second.engine;
+    } else {
+      auto [load, fresh] = loading_.try_emplace(model);
+      load->second.waiters.push_back(std::move(ready));
+      if (!fresh) return;
+      ++active_loaders_;
+    }
+  }
+  if (engine != nullptr) {
+    ready(std::move(engine));
+    return;
+  }
+  Changed();  // the server learns the model is loading
+  std::thread([this, model, files] {
+    auto result = LoadModel(model, files);
+    std::vector<Ready> waiters;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      waiters = std::move(loading_[model].waiters);
+      loading_.erase(model);
+      if (result.ok()) {
+        Entry& e = loaded_[model];
+        e.engine = *result;
+        e.bytes = (*result)->backend().memory_bytes();
+        e.last_used = ++use_counter_;
+      }
+    }
+    if (!result.ok()) Log(LogLevel::kWarning, "model load failed").Kv("model", model).Kv("error", result.status());
+    else Log(LogLevel::kInfo, "model loaded").Kv("model", model).Kv("bytes", (*result)->backend().memory_bytes());
+    Changed();
+    for (auto& w : waiters) w(result);
+    std::lock_guard<std::mutex> l(mu_);
+    --active_loaders_;
+    loaders_done_.notify_all();
+  }).detach();
+}
+
+absl::StatusOr<std::shared_ptr<serve::ServingEngine>> ModelHost::LoadModel(
+    const std::string& model, const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files) {
+  // Room first: the estimate is the files' size (×2 on the CPU, where F16/BF16 checkpoints become
+  // float32) plus the state slots; the real size replaces it once loaded.
+  uint64_t file_bytes = 0;
+  for (const auto& f : files) file_bytes += f.size();
+  const uint64_t estimate = options_.plugin != nullptr ? file_bytes : 2 * file_bytes;
+  absl::Status s = MakeRoom(estimate);
+  if (!s.ok()) return s;
+
+  const std::string dir = JoinPath(options_.models_dir, DirName(model));
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  for (const auto& f : files) cache_->Pin(f.sha256());  // never evicted while served
+  s = MaterializeArtifact(cache_, server_, files, dir, nullptr, nullptr);
+  if (!s.ok()) return s;
+
+  auto tokenizer = Tokenizer::LoadFromFile(JoinPath(dir, "tokenizer.json"));
+  if (!tokenizer.ok()) return ToAbsl(tokenizer.status());
+  std::unique_ptr<serve::SequenceBackend> backend;
+  if (options_.plugin != nullptr) {
+    auto b = options_.plugin->open_model(dir, options_.serving.backend);
+    if (!b.ok()) return ToAbsl(b.status());
+    backend = std::move(*b);
+  } else {
+    auto b = serve::CpuSequenceBackend::Open(dir, options_.serving.backend);
+    if (!b.ok()) return ToAbsl(b.status());
+    backend = std::move(*b);
+  }
+  auto engine = serve::ServingEngine::Create(std::move(backend), std::make_shared<const Tokenizer>(std::move(*tokenizer)),
+                                             options_.serving);
+  if (!engine.ok()) return ToAbsl(engine.status());
+  return std::shared_ptr<serve::ServingEngine>(std::move(*engine));
+}
+
+absl::Status ModelHost::MakeRoom(uint64_t need) {
+  if (options_.memory_budget_bytes == 0) return absl::OkStatus();
+  if (need > options_.memory_budget_bytes)
+    return absl::ResourceExhaustedError(absl::StrCat("the model needs about ", need, " bytes, over this worker's model memory budget of ",
+                                                     options_.memory_budget_bytes, " bytes"));
+  std::vector<std::shared_ptr<serve::ServingEngine>> evicted;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (;;) {
+      uint64_t used = 0;
+      for (const auto& [name, e] : loaded_) used += e.bytes;
+      if (used + need <= options_.memory_budget_bytes) break;
+      auto victim = loaded_.end();
+      for (auto it = loaded_.begin(); it != loaded_.end(); ++it) {
+        const auto st = it->second.engine->stats();
+        if (st.running + st.waiting > 0) continue;
+        if (victim == loaded_.end() || it->second.last_used < victim->second.last_used) victim = it;
+      }
+      if (victim == loaded_.end())
+        return absl::ResourceExhaustedError(absl::StrCat("the model memory budget (", options_.memory_budget_bytes,
+                                                         " bytes) is taken by models serving calls; retry later"));
+      Log(LogLevel::kInfo, "unloading least recently used model").Kv("model", victim->first);
+      evicted.push_back(std::move(victim->second.engine));
+      loaded_.erase(victim);
+    }
+  }
+  evicted.clear();
+  return absl::OkStatus();
+}
+
+absl::Status ModelHost::Unload(const std::string& model) {
+  std::shared_ptr<serve::ServingEngine> engine;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = loaded_.find(model);
+    if (it == loaded_.end()) return absl::NotFoundError(absl::StrCat("model ", model, " is not loaded on this worker"));
+    engine = std::move(it->second.engine);
+    loaded_.erase(it);
+  }
+  engine.reset();  // the last reference: the engine stops and frees its memory now
+  Changed();
+  return absl::OkStatus();
+}
+
+mambaquant::v1::WorkerLoad ModelHost::Snapshot() const {
+  mambaquant::v1::WorkerLoad load;
+  std::lock_guard<std::mutex> l(mu_);
+  uint64_t used = 0;
+  for (const auto& [name, e] : loaded_) {
+    auto* m = load.add_models();
+    m->set_model(name);
+    m->set_bytes(e.bytes);
+    const auto st = e.engine->stats();
+    m->set_running(st.running);
+    m->set_waiting(st.waiting);
+    used += e.bytes;
+  }
+  for (const auto& [name, l] : loading_) load.add_loading(name);
+  load.set_memory_used_bytes(used);
+  return load;
+}
+
+}  // namespace mq::worker

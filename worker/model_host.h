@@ -1,0 +1,85 @@
+// The models this worker serves: each loaded model is a ServingEngine (its weights, state slots
+// and batch buffers allocated once at load). Models load on first use, from the blob cache, and
+// stay loaded within a memory budget; loading one that does not fit first unloads the least
+// recently used idle models (no running or waiting sequences). A model never unloads under a
+// running call except by an explicit Unload, which ends its calls with CANCELLED.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "blob_cache.h"
+#include "mambaquant/v1/worker.pb.h"
+#include "serve/backend_plugin.h"
+#include "serve/serving_engine.h"
+#include "server_connection.h"
+
+namespace mq::worker {
+
+struct ModelHostOptions {
+  serve::ServingOptions serving;
+  uint64_t memory_budget_bytes = 0;   // 0: no budget
+  std::string models_dir;             // per-model directories of links into the blob cache
+  const serve::BackendPlugin* plugin = nullptr;  // null: the CPU reference backend
+};
+
+class ModelHost {
+ public:
+  using Ready = std::function<void(absl::StatusOr<std::shared_ptr<serve::ServingEngine>>)>;
+
+  ModelHost(ModelHostOptions options, BlobCache* cache, const ServerConnection* server);
+  // Unloads every model (their calls end with CANCELLED) and joins the loaders.
+  ~ModelHost();
+
+  // Calls `ready` with the engine of `model` ("name:version"): at once (on this thread) when it is
+  // loaded, else from a loader thread once it is (one load per model however many ask).
+  void Acquire(const std::string& model, const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files,
+               Ready ready);
+  // Unloads `model` now. NOT_FOUND when it is not loaded.
+  absl::Status Unload(const std::string& model);
+  // What is loaded, for the server (WorkerLoad) and metrics.
+  mambaquant::v1::WorkerLoad Snapshot() const;
+  // Runs after every completed load or unload (the stream reports the new state at once).
+  void SetChangeListener(std::function<void()> listener);
+  const ModelHostOptions& options() const { return options_; }
+  // The device the models compute on: "cuda" with a plugin, else "cpu".
+  std::string device() const { return options_.plugin != nullptr ? "cuda" : "cpu"; }
+
+ private:
+  struct Entry {
+    std::shared_ptr<serve::ServingEngine> engine;
+    uint64_t bytes = 0;
+    uint64_t last_used = 0;  // use counter, for LRU
+  };
+  struct Loading {
+    std::vector<Ready> waiters;
+  };
+  absl::StatusOr<std::shared_ptr<serve::ServingEngine>> LoadModel(
+      const std::string& model, const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files);
+  // Unloads idle models, least recently used first, until `need` more bytes fit the budget.
+  absl::Status MakeRoom(uint64_t need);
+  void Changed();
+
+  const ModelHostOptions options_;
+  BlobCache* cache_;
+  const ServerConnection* server_;
+
+  mutable std::mutex mu_;  // guards the fields below
+  std::map<std::string, Entry> loaded_;
+  std::map<std::string, Loading> loading_;
+  uint64_t use_counter_ = 0;
+  int active_loaders_ = 0;  // detached loader threads still running
+  std::condition_variable loaders_done_;
+  std::function<void()> listener_;
+};
+
+}  // namespace mq::worker
