@@ -10,6 +10,7 @@
 // tokens/s = tokens received by measured requests / measurement wall time (its start to the last
 // measured request's end), requests/s = successful requests / wall time, errors by status code.
 // Output: a table on stdout, the same numbers as JSON with --json PATH.
+#include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,19 +18,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <latch>
 #include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -97,8 +97,8 @@ struct Config {
   std::string server;
   std::string model;
   int streams = 1;
-  int64_t requests = 0;    // measured, in total; INT64_MAX when bounded by --duration only
-  double duration_s = 0;   // 0: none
+  int64_t requests = 0;   // measured, in total; INT64_MAX when bounded by --duration only
+  double duration_s = 0;  // 0: none
   int64_t warmup = 0;
   double timeout_s = 600;  // 0: none
   bool text_prompt = false;
@@ -147,9 +147,7 @@ GenerateRequest MakeRequest(const Config& cfg, int64_t ticket) {
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
-std::string CodeName(grpc::StatusCode code) {
-  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
-}
+std::string CodeName(grpc::StatusCode code) { return absl::StatusCodeToString(static_cast<absl::StatusCode>(code)); }
 
 // What one stream measured.
 struct StreamStats {
@@ -265,7 +263,7 @@ class LoadGen {
     in_flight_.Set(stream, &ctx);
     ++st->started;
     std::vector<double> itl;
-    itl.reserve(static_cast<size_t>(cfg_.max_new_tokens));
+    itl.reserve(static_cast<size_t>(std::min(cfg_.max_new_tokens, 4096)));
     int64_t tokens = 0;
     int32_t prompt_tokens = 0;
     std::string finish;
@@ -337,8 +335,8 @@ class LoadGen {
                                ? absl::StrFormat("%.0f s", cfg_.duration_s)
                                : absl::StrCat(cfg_.requests, " requests");
       std::fprintf(stderr, "\r\033[Kmeasuring: %lld done (%lld failed) of %s, %.1f s",
-                   static_cast<long long>(completed_.load()), static_cast<long long>(failed_.load()),
-                   target.c_str(), elapsed);
+                   static_cast<long long>(completed_.load()), static_cast<long long>(failed_.load()), target.c_str(),
+                   elapsed);
     } else {
       std::fprintf(stderr, "\r\033[Kwarm-up: %lld of %lld requests started",
                    static_cast<long long>(std::min(next_warm_.load(), cfg_.warmup)),
@@ -367,14 +365,16 @@ class LoadGen {
 };
 
 json SummaryJson(const LatencySummary& s) {
-  if (s.count == 0) return json{{"count", 0}, {"mean", nullptr}, {"p50", nullptr}, {"p90", nullptr},
-                                {"p99", nullptr}, {"min", nullptr}, {"max", nullptr}};
+  if (s.count == 0)
+    return json{{"count", 0},     {"mean", nullptr}, {"p50", nullptr}, {"p90", nullptr},
+                {"p99", nullptr}, {"min", nullptr},  {"max", nullptr}};
   return json{{"count", s.count}, {"mean", s.mean}, {"p50", s.p50}, {"p90", s.p90},
               {"p99", s.p99},     {"min", s.min},   {"max", s.max}};
 }
 
 std::string SummaryRow(const char* name, const LatencySummary& s) {
-  if (s.count == 0) return absl::StrFormat("%-6s %9d %10s %10s %10s %10s %10s %10s\n", name, 0, "-", "-", "-", "-", "-", "-");
+  if (s.count == 0)
+    return absl::StrFormat("%-6s %9d %10s %10s %10s %10s %10s %10s\n", name, 0, "-", "-", "-", "-", "-", "-");
   return absl::StrFormat("%-6s %9d %10.3f %10.3f %10.3f %10.3f %10.3f %10.3f\n", name, s.count, s.mean, s.p50, s.p90,
                          s.p99, s.min, s.max);
 }
@@ -386,8 +386,8 @@ absl::StatusOr<std::optional<double>> GetDouble(const cli::Args& args, const std
   if (!v.has_value()) return std::nullopt;
   double d = 0;
   if (!absl::SimpleAtod(*v, &d) || !std::isfinite(d) || d > hi || d < lo || (!lo_inclusive && d == lo)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be a number in ", lo_inclusive ? "[" : "(", lo,
-                                                   ", ", hi, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be a number in ", lo_inclusive ? "[" : "(", lo, ", ", hi, "]"));
   }
   return d;
 }
@@ -438,11 +438,11 @@ int Main(int argc, char** argv) {
   }
   std::vector<char*> ptrs;
   for (std::string& a : storage) ptrs.push_back(a.data());
-  auto parsed = cli::Args::Parse(static_cast<int>(ptrs.size()), ptrs.data(),
-                                 {"insecure", "ignore-eos", "no-ignore-eos", "help"},
-                                 {"server", "token", "token-file", "tls-ca", "tls-server-name", "model", "streams",
-                                  "requests", "duration", "warmup", "timeout", "prompt-tokens", "prompt-id-max",
-                                  "prompt", "max-new-tokens", "temperature", "seed", "json"});
+  auto parsed =
+      cli::Args::Parse(static_cast<int>(ptrs.size()), ptrs.data(), {"insecure", "ignore-eos", "no-ignore-eos", "help"},
+                       {"server", "token", "token-file", "tls-ca", "tls-server-name", "model", "streams", "requests",
+                        "duration", "warmup", "timeout", "prompt-tokens", "prompt-id-max", "prompt", "max-new-tokens",
+                        "temperature", "seed", "json"});
   if (!parsed.ok()) return Usage(std::string(parsed.status().message()));
   const cli::Args& args = *parsed;
   if (args.Has("help")) {
@@ -470,9 +470,9 @@ int Main(int argc, char** argv) {
   auto duration = GetDouble(args, "duration", 0, 86400, false);
   auto timeout = GetDouble(args, "timeout", 0, 86400, true);
   auto temperature = GetDouble(args, "temperature", 0, 100, true);
-  for (const absl::Status& s : {streams.status(), requests.status(), warmup.status(), prompt_tokens.status(),
-                                id_max.status(), max_new.status(), seed.status(), duration.status(),
-                                timeout.status(), temperature.status()}) {
+  for (const absl::Status& s :
+       {streams.status(), requests.status(), warmup.status(), prompt_tokens.status(), id_max.status(), max_new.status(),
+        seed.status(), duration.status(), timeout.status(), temperature.status()}) {
     if (!s.ok()) return Usage(std::string(s.message()));
   }
   if (args.Has("prompt") && (args.Has("prompt-tokens") || args.Has("prompt-id-max"))) {
@@ -618,7 +618,8 @@ int Main(int argc, char** argv) {
   std::fputs(SummaryRow("E2E", e2e).c_str(), out);
   std::string finishes;
   for (const auto& [k, v] : all.finish_reasons) absl::StrAppend(&finishes, finishes.empty() ? "" : ", ", k, " ", v);
-  std::fprintf(out, "\nfinish reasons: %s", finishes.empty() ? "-" : cli::SanitizeTerminalText(finishes, false).c_str());
+  std::fprintf(out, "\nfinish reasons: %s",
+               finishes.empty() ? "-" : cli::SanitizeTerminalText(finishes, false).c_str());
   if (all.short_outputs > 0) {
     std::fprintf(out, " (%lld outputs shorter than %d tokens)", static_cast<long long>(all.short_outputs),
                  cfg.max_new_tokens);
@@ -633,28 +634,32 @@ int Main(int argc, char** argv) {
   std::fflush(out);
 
   if (!cfg.json_path.empty()) {
-    json config = {{"server", cfg.server},
-                   {"model", cfg.model},
-                   {"streams", cfg.streams},
-                   {"requests", cfg.requests == std::numeric_limits<int64_t>::max() ? json(nullptr) : json(cfg.requests)},
-                   {"duration_s", cfg.duration_s > 0 ? json(cfg.duration_s) : json(nullptr)},
-                   {"warmup", cfg.warmup},
-                   {"timeout_s", cfg.timeout_s},
-                   {"prompt", cfg.text_prompt ? json(cfg.prompt) : json(nullptr)},
-                   {"prompt_tokens", cfg.text_prompt ? json(nullptr) : json(cfg.prompt_tokens)},
-                   {"prompt_id_range", cfg.text_prompt ? json(nullptr) : json::array({cfg.prompt_id_lo, cfg.prompt_id_hi})},
-                   {"max_new_tokens", cfg.max_new_tokens},
-                   {"ignore_eos", cfg.ignore_eos},
-                   {"temperature", cfg.temperature},
-                   {"seed", cfg.seed}};
+    json config = {
+        {"server", cfg.server},
+        {"model", cfg.model},
+        {"streams", cfg.streams},
+        {"requests", cfg.requests == std::numeric_limits<int64_t>::max() ? json(nullptr) : json(cfg.requests)},
+        {"duration_s", cfg.duration_s > 0 ? json(cfg.duration_s) : json(nullptr)},
+        {"warmup", cfg.warmup},
+        {"timeout_s", cfg.timeout_s},
+        {"prompt", cfg.text_prompt ? json(cfg.prompt) : json(nullptr)},
+        {"prompt_tokens", cfg.text_prompt ? json(nullptr) : json(cfg.prompt_tokens)},
+        {"prompt_id_range", cfg.text_prompt ? json(nullptr) : json::array({cfg.prompt_id_lo, cfg.prompt_id_hi})},
+        {"max_new_tokens", cfg.max_new_tokens},
+        {"ignore_eos", cfg.ignore_eos},
+        {"temperature", cfg.temperature},
+        {"seed", cfg.seed}};
     json result = {{"tool", "mq-loadgen"},
                    {"config", config},
                    {"served_model", all.served_model},
                    {"interrupted", gen.stopped()},
                    {"warmup", {{"requests", warm_ok + warm_failed}, {"failed", warm_failed}, {"errors", warm_errors}}},
                    {"wall_s", wall},
-                   {"requests", {{"measured", all.ok + all.failed}, {"ok", all.ok}, {"failed", all.failed},
-                                 {"cancelled_by_interrupt", all.interrupted}}},
+                   {"requests",
+                    {{"measured", all.ok + all.failed},
+                     {"ok", all.ok},
+                     {"failed", all.failed},
+                     {"cancelled_by_interrupt", all.interrupted}}},
                    {"output_tokens", all.output_tokens},
                    {"prompt_tokens", all.prompt_tokens},
                    {"output_tokens_per_s", tokens_per_s},

@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
   const auto& words = args->positionals();
   // Commands with their own help: "mqctl generate --help", "mqctl help generate".
   const bool wants_help = args->Has("help") || (!words.empty() && words[0] == "help");
-  const std::string help_topic = words.empty() ? "" : words[0] == "help" ? (words.size() > 1 ? words[1] : "") : words[0];
+  std::string help_topic = words.empty() ? "" : words[0];
+  if (help_topic == "help") help_topic = words.size() > 1 ? words[1] : "";
   if (wants_help && help_topic == "generate") {
     std::fputs(GenerateHelp(), stdout);
     return kExitOk;

@@ -11,10 +11,17 @@ constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
 
 void AppendEscape(std::string* out, unsigned char c) {
   switch (c) {
-    case '\n': out->append("\\n"); return;
-    case '\t': out->append("\\t"); return;
-    case '\r': out->append("\\r"); return;
-    default: break;
+    case '\n':
+      out->append("\\n");
+      return;
+    case '\t':
+      out->append("\\t");
+      return;
+    case '\r':
+      out->append("\\r");
+      return;
+    default:
+      break;
   }
   char buf[8];
   std::snprintf(buf, sizeof(buf), "\\x%02x", c);

@@ -110,7 +110,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
         cancel = call_id_;
         done_ = true;
         final_ = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
-        queue_.clear();
+        DropUnsent();
       } else if (!queue_.empty()) {
         writing_ = true;
         StartWrite(&queue_.front());
@@ -130,7 +130,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       if (!done_) {
         done_ = true;
         final_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
-        queue_.clear();
+        DropUnsent();
       }
       MaybeFinish();
     }
@@ -143,6 +143,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
   }
 
  private:
+  // Drops queued messages, keeping the one a write in flight still reads.
+  void DropUnsent() { queue_.erase(queue_.begin() + (writing_ ? 1 : 0), queue_.end()); }
+
   void MaybeFinish() {
     if (!done_ || writing_ || finished_) return;
     finished_ = true;

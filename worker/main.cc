@@ -24,6 +24,7 @@
 #include "log.h"
 #include "model_host.h"
 #include "quantize_executor.h"
+#include "serving_collector.h"
 #include "shutdown_signal.h"
 #include "worker_agent.h"
 #include "worker_metrics.h"
@@ -216,7 +217,11 @@ int main(int argc, char** argv) {
   host_options.memory_budget_bytes = budget > 0 ? static_cast<uint64_t>(budget) : device.memory_bytes / 10 * 9;
   host_options.models_dir = mq::JoinPath(cache_dir, "models");
   host_options.plugin = plugin;
+  host_options.metrics = &metrics;
   mq::worker::ModelHost host(host_options, cache->get(), &server);
+  metrics.SetDevice(backend, device.name);
+  auto serving_collector = std::make_shared<mq::worker::ServingCollector>(&host);
+  if (exposer != nullptr) exposer->RegisterCollectable(serving_collector);
   mambaquant::v1::WorkerCapacity capacity;
   capacity.set_device(backend);
   capacity.set_device_name(device.name);

@@ -132,6 +132,10 @@ absl::StatusOr<std::shared_ptr<serve::ServingEngine>> ModelHost::LoadModel(
   auto engine = serve::ServingEngine::Create(std::move(backend), std::make_shared<const Tokenizer>(std::move(*tokenizer)),
                                              options_.serving);
   if (!engine.ok()) return ToAbsl(engine.status());
+  if (options_.metrics != nullptr) {
+    WorkerMetrics* metrics = options_.metrics;
+    (*engine)->SetStepObserver([metrics, model](int64_t batch, double seconds) { metrics->ObserveDecodeStep(model, batch, seconds); });
+  }
   return std::shared_ptr<serve::ServingEngine>(std::move(*engine));
 }
 
@@ -190,6 +194,7 @@ mambaquant::v1::WorkerLoad ModelHost::Snapshot() const {
     const auto st = e.engine->stats();
     m->set_running(st.running);
     m->set_waiting(st.waiting);
+    m->set_free_slots(st.free_slots);
     used += e.bytes;
   }
   for (const auto& [name, l] : loading_) load.add_loading(name);

@@ -22,6 +22,7 @@
 #include "serve/backend_plugin.h"
 #include "serve/serving_engine.h"
 #include "server_connection.h"
+#include "worker_metrics.h"
 
 namespace mq::worker {
 
@@ -30,6 +31,7 @@ struct ModelHostOptions {
   uint64_t memory_budget_bytes = 0;   // 0: no budget
   std::string models_dir;             // per-model directories of links into the blob cache
   const serve::BackendPlugin* plugin = nullptr;  // null: the CPU reference backend
+  WorkerMetrics* metrics = nullptr;              // optional: decode-step metrics
 };
 
 class ModelHost {

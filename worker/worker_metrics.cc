@@ -11,6 +11,24 @@ WorkerMetrics::WorkerMetrics() : registry_(std::make_shared<prometheus::Registry
   cache_misses_ = &prometheus::BuildCounter().Name("mq_worker_cache_misses_total").Help("Blobs fetched from the server").Register(*registry_).Add({});
   fetched_bytes_ = &prometheus::BuildCounter().Name("mq_worker_fetched_bytes_total").Help("Blob bytes fetched from the server").Register(*registry_).Add({});
   uploaded_bytes_ = &prometheus::BuildCounter().Name("mq_worker_uploaded_bytes_total").Help("Result bytes uploaded").Register(*registry_).Add({});
+  device_ = &prometheus::BuildGauge().Name("mq_worker_device_info")
+                 .Help("1 for the device this worker computes on (device: cpu | cuda)").Register(*registry_);
+  decode_batch_ = &prometheus::BuildHistogram().Name("mq_worker_serving_decode_batch_size")
+                       .Help("Sequences per decode step, by model").Register(*registry_);
+  decode_seconds_ = &prometheus::BuildHistogram().Name("mq_worker_serving_decode_step_seconds")
+                         .Help("Duration of one decode step (forward of the batch), by model").Register(*registry_);
+}
+
+void WorkerMetrics::SetDevice(const std::string& device, const std::string& device_name) {
+  device_->Add({{"device", device}, {"device_name", device_name}}).Set(1);
+}
+
+void WorkerMetrics::ObserveDecodeStep(const std::string& model, int64_t batch, double seconds) {
+  static const prometheus::Histogram::BucketBoundaries kBatch = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
+  static const prometheus::Histogram::BucketBoundaries kSeconds = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02,
+                                                                   0.05,   0.1,   0.25,  0.5,   1};
+  decode_batch_->Add({{"model", model}}, kBatch).Observe(static_cast<double>(batch));
+  decode_seconds_->Add({{"model", model}}, kSeconds).Observe(seconds);
 }
 
 void WorkerMetrics::JobEnded(const std::string& outcome, double seconds) {

@@ -3,10 +3,12 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
 namespace mq::worker {
@@ -23,6 +25,10 @@ class WorkerMetrics {
   void AddFetchedBytes(uint64_t n) { fetched_bytes_->Increment(static_cast<double>(n)); }
   void AddUploadedBytes(uint64_t n) { uploaded_bytes_->Increment(static_cast<double>(n)); }
   void SetRegistered(bool registered) { registered_->Set(registered ? 1 : 0); }
+  // The device this worker computes on, as it really runs ("cpu" or "cuda").
+  void SetDevice(const std::string& device, const std::string& device_name);
+  // One decode step of a served model: its batch size and duration.
+  void ObserveDecodeStep(const std::string& model, int64_t batch, double seconds);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -34,6 +40,9 @@ class WorkerMetrics {
   prometheus::Counter* cache_misses_;
   prometheus::Counter* fetched_bytes_;
   prometheus::Counter* uploaded_bytes_;
+  prometheus::Family<prometheus::Gauge>* device_;
+  prometheus::Family<prometheus::Histogram>* decode_batch_;
+  prometheus::Family<prometheus::Histogram>* decode_seconds_;
   uint64_t last_hits_ = 0, last_misses_ = 0;  // guarded by being called from one thread
 };
 

@@ -5,11 +5,11 @@
 // printed whole under a header once it finishes. --json: one JSON object per response message.
 // Text shown on a terminal is sanitized (terminal_text.h); text written to a pipe or file is
 // passed through exactly.
+#include <google/protobuf/util/json_util.h>
+
 #include <chrono>
 #include <cstdio>
 #include <map>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -113,7 +113,8 @@ void PrintCompletionBlock(TextOut& out, const Completion& c, bool with_logprobs)
   if (with_logprobs) PrintLogprobs(out, c);
 }
 
-constexpr char kGenerateHelp[] = R"(usage: mqctl generate --model NAME[:VERSION] (--prompt TEXT | --prompt-ids 1,2,3) [options]
+constexpr char kGenerateHelp[] =
+    R"(usage: mqctl generate --model NAME[:VERSION] (--prompt TEXT | --prompt-ids 1,2,3) [options]
 
 Streams the model's continuation of the prompt to stdout as it is generated, then prints a summary
 line to stderr: finish reason, prompt and completion tokens, seed, model, time, tokens/s.
@@ -152,30 +153,33 @@ ranges and names the limit that was hit.
 const char* GenerateHelp() { return kGenerateHelp; }
 
 int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words) {
-  std::set<std::string> allowed = {"model", "prompt", "prompt-ids", "max-new-tokens", "max-tokens", "min-tokens",
-                                   "temperature", "top-k", "top-p", "min-p", "repetition-penalty",
-                                   "presence-penalty", "frequency-penalty", "seed", "stop", "stop-token-id",
-                                   "ignore-eos", "logprobs", "n"};
+  // clang-format off
+  std::set<std::string> allowed = {
+      "model", "prompt", "prompt-ids", "max-new-tokens", "max-tokens", "min-tokens", "temperature", "top-k",
+      "top-p", "min-p", "repetition-penalty", "presence-penalty", "frequency-penalty", "seed", "stop",
+      "stop-token-id", "ignore-eos", "logprobs", "n"};
+  // clang-format on
   allowed.insert(GlobalOptions().begin(), GlobalOptions().end());
   absl::Status s = args.AllowOnly(allowed);
-  if (!s.ok()) return UsageError(std::string(s.message()));
+  if (!s.ok()) return CommandUsageError("generate", std::string(s.message()));
   auto model = InferenceModelRef(args, words, "generate");
-  if (!model.ok()) return UsageError(std::string(model.status().message()));
+  if (!model.ok()) return CommandUsageError("generate", std::string(model.status().message()));
 
   GenerateRequest req;
   req.set_model(*model);
   const bool has_text = args.Has("prompt");
   const bool has_ids = args.Has("prompt-ids");
-  if (has_text == has_ids) return UsageError("generate needs exactly one of --prompt TEXT and --prompt-ids 1,2,3");
+  if (has_text == has_ids)
+    return CommandUsageError("generate", "generate needs exactly one of --prompt TEXT and --prompt-ids 1,2,3");
   if (has_text) {
     req.set_prompt(*args.Get("prompt"));
   } else {
     auto ids = ParseIdList("prompt-ids", *args.Get("prompt-ids"));
-    if (!ids.ok()) return UsageError(std::string(ids.status().message()));
+    if (!ids.ok()) return CommandUsageError("generate", std::string(ids.status().message()));
     req.mutable_prompt_tokens()->mutable_ids()->Add(ids->begin(), ids->end());
   }
   if (args.Has("max-new-tokens") && args.Has("max-tokens")) {
-    return UsageError("--max-tokens is the old spelling of --max-new-tokens: give one");
+    return CommandUsageError("generate", "--max-tokens is the old spelling of --max-new-tokens: give one");
   }
   constexpr int64_t kI32Min = INT32_MIN, kI32Max = INT32_MAX;
   auto max_new = OptionalInt(args, args.Has("max-tokens") ? "max-tokens" : "max-new-tokens", kI32Min, kI32Max);
@@ -193,7 +197,7 @@ int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std:
   for (const absl::Status& st : {max_new.status(), min_tokens.status(), top_k.status(), logprobs.status(), n.status(),
                                  seed.status(), temperature.status(), top_p.status(), min_p.status(),
                                  repetition.status(), presence.status(), frequency.status()}) {
-    if (!st.ok()) return UsageError(std::string(st.message()));
+    if (!st.ok()) return CommandUsageError("generate", std::string(st.message()));
   }
   if (*max_new) req.set_max_new_tokens(static_cast<int32_t>(**max_new));
   if (*min_tokens) req.set_min_tokens(static_cast<int32_t>(**min_tokens));
@@ -211,7 +215,7 @@ int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std:
   for (const std::string& stop : args.GetAll("stop")) req.add_stop(stop);
   for (const std::string& list : args.GetAll("stop-token-id")) {
     auto ids = ParseIdList("stop-token-id", list);
-    if (!ids.ok()) return UsageError(std::string(ids.status().message()));
+    if (!ids.ok()) return CommandUsageError("generate", std::string(ids.status().message()));
     req.mutable_stop_token_ids()->Add(ids->begin(), ids->end());
   }
   if (args.Has("ignore-eos")) req.set_ignore_eos(true);
@@ -302,7 +306,8 @@ int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std:
     }
     const double wall = Seconds(end - start);
     absl::StrAppend(&line, " prompt_tokens=", prompt_tokens, " completion_tokens=", absl::StrJoin(counts, ","),
-                    " seed=", absl::StrJoin(seeds, ","), " model=", served_model.empty() ? "-" : SanitizeTerminalText(served_model, false),
+                    " seed=", absl::StrJoin(seeds, ","),
+                    " model=", served_model.empty() ? "-" : SanitizeTerminalText(served_model, false),
                     absl::StrFormat(" time=%.3fs", wall));
     if (first_token.has_value()) absl::StrAppend(&line, absl::StrFormat(" ttft=%.3fs", Seconds(*first_token - start)));
     absl::StrAppend(&line, absl::StrFormat(" tokens/s=%.1f", wall > 0 ? static_cast<double>(tokens) / wall : 0.0));

@@ -1,11 +1,14 @@
 #include "inference_flags.h"
 
 #include <cmath>
+#include <cstdio>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "cli_context.h"
+#include "terminal_text.h"
 
 namespace mq::cli {
 
@@ -15,7 +18,8 @@ absl::StatusOr<std::string> InferenceModelRef(const Args& args, const std::vecto
   if (flag.has_value() && !words.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(command, ": give the model either as --model or as an argument"));
   }
-  if (words.size() > 1) return absl::InvalidArgumentError(absl::StrCat(command, " takes one model (--model NAME[:VERSION])"));
+  if (words.size() > 1)
+    return absl::InvalidArgumentError(absl::StrCat(command, " takes one model (--model NAME[:VERSION])"));
   if (flag.has_value()) {
     if (flag->empty()) return absl::InvalidArgumentError("--model is empty");
     return *flag;
@@ -38,8 +42,10 @@ absl::StatusOr<std::optional<int64_t>> OptionalInt(const Args& args, const std::
   auto v = args.Get(name);
   if (!v.has_value()) return std::nullopt;
   int64_t n = 0;
-  if (!absl::SimpleAtoi(*v, &n)) return absl::InvalidArgumentError(absl::StrCat("--", name, " takes an integer, not \"", *v, "\""));
-  if (n < lo || n > hi) return absl::InvalidArgumentError(absl::StrCat("--", name, " ", n, " does not fit (", lo, "..", hi, ")"));
+  if (!absl::SimpleAtoi(*v, &n))
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " takes an integer, not \"", *v, "\""));
+  if (n < lo || n > hi)
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " ", n, " does not fit (", lo, "..", hi, ")"));
   return n;
 }
 
@@ -51,6 +57,12 @@ absl::StatusOr<std::optional<uint64_t>> OptionalUint64(const Args& args, const s
     return absl::InvalidArgumentError(absl::StrCat("--", name, " takes an integer in 0..2^64-1, not \"", *v, "\""));
   }
   return n;
+}
+
+int CommandUsageError(const std::string& command, const std::string& message) {
+  std::fprintf(stderr, "usage error: %s (see mqctl %s --help)\n", SanitizeTerminalText(message).c_str(),
+               command.c_str());
+  return kExitUsage;
 }
 
 absl::StatusOr<std::vector<int32_t>> ParseIdList(const std::string& name, const std::string& value) {

@@ -21,6 +21,9 @@ absl::StatusOr<std::optional<float>> OptionalFloat(const Args& args, const std::
 // An integer that fits [lo, hi] (the field's type), when the option is given.
 absl::StatusOr<std::optional<int64_t>> OptionalInt(const Args& args, const std::string& name, int64_t lo, int64_t hi);
 absl::StatusOr<std::optional<uint64_t>> OptionalUint64(const Args& args, const std::string& name);
+// Prints "usage error: MESSAGE (see mqctl COMMAND --help)" and returns kExitUsage.
+int CommandUsageError(const std::string& command, const std::string& message);
+
 // "1,2,3" (spaces allowed around the commas) as int32 values.
 absl::StatusOr<std::vector<int32_t>> ParseIdList(const std::string& name, const std::string& value);
 

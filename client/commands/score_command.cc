@@ -1,4 +1,6 @@
 // mqctl score: perplexity and per-token log-probabilities of a text (InferenceService.Score).
+#include <google/protobuf/util/json_util.h>
+
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -12,8 +14,6 @@
 #include "interrupt_watcher.h"
 #include "terminal_text.h"
 
-#include <google/protobuf/util/json_util.h>
-
 namespace mq::cli {
 
 using namespace mambaquant::v1;  // NOLINT
@@ -23,7 +23,8 @@ namespace {
 // Messages are at most 8 MiB; a larger text could not be sent anyway.
 constexpr uint64_t kMaxTextBytes = 8 << 20;
 
-constexpr char kScoreHelp[] = R"(usage: mqctl score --model NAME[:VERSION] (--text TEXT | --file PATH) [--top-logprobs N] [--json]
+constexpr char kScoreHelp[] =
+    R"(usage: mqctl score --model NAME[:VERSION] (--text TEXT | --file PATH) [--top-logprobs N] [--json]
 
 Scores a text under a model on the server: prints the number of tokens, the mean negative
 log-likelihood (nats per token) and the perplexity (exp of it) over the scored positions (every
@@ -57,14 +58,15 @@ int RunScoreCommand(CliContext& cli, const Args& args, const std::vector<std::st
   std::set<std::string> allowed = {"model", "text", "file", "top-logprobs"};
   allowed.insert(GlobalOptions().begin(), GlobalOptions().end());
   absl::Status s = args.AllowOnly(allowed);
-  if (!s.ok()) return UsageError(std::string(s.message()));
+  if (!s.ok()) return CommandUsageError("score", std::string(s.message()));
   auto model = InferenceModelRef(args, words, "score");
-  if (!model.ok()) return UsageError(std::string(model.status().message()));
+  if (!model.ok()) return CommandUsageError("score", std::string(model.status().message()));
   auto top = OptionalInt(args, "top-logprobs", INT32_MIN, INT32_MAX);
-  if (!top.ok()) return UsageError(std::string(top.status().message()));
+  if (!top.ok()) return CommandUsageError("score", std::string(top.status().message()));
   auto text = ReadText(args);
   if (!text.ok()) {
-    if (text.status().code() == absl::StatusCode::kInvalidArgument) return UsageError(std::string(text.status().message()));
+    if (text.status().code() == absl::StatusCode::kInvalidArgument)
+      return CommandUsageError("score", std::string(text.status().message()));
     return ReportError(text.status());
   }
 
@@ -104,7 +106,8 @@ int RunScoreCommand(CliContext& cli, const Args& args, const std::vector<std::st
       const TokenLogprob& lp = resp.logprobs(i);
       std::string alternatives;
       for (int k = 0; k < lp.top_size(); ++k) {
-        absl::StrAppend(&alternatives, k ? ", " : "", absl::StrFormat("%d %.4f", lp.top(k).token_id(), lp.top(k).logprob()));
+        absl::StrAppend(&alternatives, k ? ", " : "",
+                        absl::StrFormat("%d %.4f", lp.top(k).token_id(), lp.top(k).logprob()));
       }
       std::printf("%8d %8d %10.4f  %s\n", i + 1, lp.token_id(), lp.logprob(), alternatives.c_str());
     }

@@ -6,14 +6,18 @@
 // Environment (set by tests/gpu/run.sh): MQ_FIXTURES_DIR holds mamba-small and its reference
 // when ../shared/fixtures is absent; MQ_QUANT_SMALL_DIR is a quantized mamba-small directory
 // (mq-engine quantize) for the perplexity comparison.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "cpu/mamba_forward.h"
@@ -22,6 +26,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_mamba_model.h"
 #include "cuda/cuda_perplexity.h"
+#include "cuda/cuda_sequence_backend.h"
 #include "cuda/device_buffer.h"
 #include "cuda/hd_math.h"
 #include "cuda/kernel_params.h"
@@ -32,7 +37,9 @@
 #include "model/linear.h"
 #include "model/model_loader.h"
 #include "quant/hadamard.h"
+#include "quant/quant_accelerator.h"
 #include "quant/quantize_pipeline.h"
+#include "serve/backend_plugin.h"
 #include "test_paths.h"
 #include "test_util.h"
 
@@ -574,6 +581,327 @@ TEST(CudaQuantizedTest, ScopeFullMatchesCpu) {
     ASSERT_TRUE(per_step.ok());
     EXPECT_EQ(CudaMambaModel::Create(per_step->model, FixtureOptions()).status().code(), StatusCode::kUnimplemented);
   }
+}
+
+// ---- the serving backend (CudaSequenceBackend, and the same through libmq_cuda_backend.so) ----
+
+serve::SequenceBackendOptions SequenceTestOptions() {
+  serve::SequenceBackendOptions o;
+  o.num_slots = 8;  // scratch slot 8
+  o.max_batch = 8;  // buckets 1, 2, 4, 8
+  o.max_prefill_tokens = 64;
+  o.max_logit_rows = 64;
+  return o;
+}
+
+int32_t ArgmaxRow(const float* x, int64_t n) { return static_cast<int32_t>(std::max_element(x, x + n) - x); }
+
+// Whether the GPU's greedy choice `got` is the CPU's `want` or ties with it within `rel` of the
+// row's largest |logit| (FP16 vs float32 may order a near tie either way).
+bool SameOrNearTie(const float* cpu_row, int64_t V, int32_t got, int32_t want, double rel) {
+  if (got == want) return true;
+  float scale = 0;
+  for (int64_t v = 0; v < V; ++v) scale = std::max(scale, std::fabs(cpu_row[v]));
+  return cpu_row[want] - cpu_row[got] <= rel * scale;
+}
+
+// Five sequences in scattered slots (5, 0, 3, 7, 2) of a dirtied pool: prefill (one with every
+// position's logits, one in two chunks), then 32 + 3·i greedy decode steps for sequence i in
+// changing batches (1..6 rows: buckets 1, 2, 4, 8, padding rows on the scratch slot; a sequence
+// sits out some steps), and a CopySlot fork (slot 6) at step 12. Everything against the CPU reference forward run
+// one sequence at a time from its own state, fed the CPU's greedy tokens (teacher forcing):
+// logits within `tol` over all rows (the GPU tests' FP16-vs-float32 or INT8-vs-CPU-INT8 bound)
+// and within 2·tol for every single row; greedy ids equal, except near ties (within 1% of the
+// row's largest |logit|), which may go either way in at most 5% of the choices.
+void ExpectSequenceBackendMatchesCpu(serve::SequenceBackend& gpu, const MambaWeights& w, const std::string& what,
+                                     double tol) {
+  const int64_t V = w.V(), kSteps = 32;
+  const serve::SequenceBackendOptions& o = gpu.options();
+  ASSERT_EQ(o.num_slots, 8);
+  ASSERT_EQ(o.max_batch, 8);
+  ASSERT_EQ(gpu.device(), "cuda");
+  std::mt19937_64 g(11);
+  auto random_ids = [&](int64_t n) {
+    std::vector<int32_t> ids(static_cast<size_t>(n));
+    for (auto& t : ids) t = static_cast<int32_t>(g() % static_cast<uint64_t>(V));
+    return ids;
+  };
+  // Dirty every slot so that ResetSlot has something to clear.
+  for (int32_t s = 0; s < o.num_slots; ++s) {
+    const std::vector<int32_t> junk = random_ids(9);
+    ASSERT_OK(gpu.Prefill(s, junk.data(), 9, nullptr, nullptr));
+  }
+  // Argument checks: the scratch slot is never a sequence's; batches are distinct and bounded.
+  {
+    const std::vector<int32_t> one = {1}, two = {1, 1};
+    std::vector<float> lg(static_cast<size_t>(9 * V));
+    EXPECT_EQ(gpu.Prefill(o.num_slots, one.data(), 1, lg.data(), nullptr).code(), StatusCode::kInvalidArgument);
+    const std::vector<int32_t> scratch = {o.num_slots};
+    EXPECT_EQ(gpu.Decode(scratch.data(), one.data(), 1, lg.data()).code(), StatusCode::kInvalidArgument);
+    const std::vector<int32_t> dup = {3, 3};
+    EXPECT_EQ(gpu.Decode(dup.data(), two.data(), 2, lg.data()).code(), StatusCode::kInvalidArgument);
+    const std::vector<int32_t> nine_slots = {0, 1, 2, 3, 4, 5, 6, 7, 0}, nine_ids(9, 1);
+    EXPECT_EQ(gpu.Decode(nine_slots.data(), nine_ids.data(), 9, lg.data()).code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(gpu.CopySlot(0, o.num_slots).code(), StatusCode::kInvalidArgument);
+  }
+
+  struct Seq {
+    int32_t slot;
+    cpu::MambaState state;
+    int32_t next = 0;  // the token fed at the next step (the CPU's greedy choice)
+    int64_t generated = 0;
+    int64_t target = 0;  // decode steps to run (≥ 32; staggered so that batches shrink to 1 at the end)
+  };
+  std::vector<Seq> seqs;
+  const std::vector<int32_t> slots = {5, 0, 3, 7, 2};
+  const std::vector<int64_t> lengths = {7, 19, 33, 64, 12};
+  double prefill_err = 0;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    Seq q{slots[i], cpu::MambaState::Zeros(w.config, 1)};
+    q.target = kSteps + 3 * static_cast<int64_t>(i);
+    const int64_t L = lengths[i];
+    const std::vector<int32_t> prompt = random_ids(L);
+    std::vector<float> cpu_all;
+    ASSERT_OK(cpu::MambaForward(w, prompt.data(), 1, L, &q.state, &cpu_all));
+    const float* cpu_last = cpu_all.data() + (L - 1) * V;
+    ASSERT_OK(gpu.ResetSlot(q.slot));
+    std::vector<float> last(static_cast<size_t>(V), NAN), all;
+    if (i == 1) {  // every position's logits (Score), and the last row from the same call
+      all.assign(static_cast<size_t>(L * V), NAN);
+      ASSERT_OK(gpu.Prefill(q.slot, prompt.data(), L, last.data(), all.data()));
+      const double e = RelError(all.data(), cpu_all.data(), all.size());
+      EXPECT_LE(e, tol) << what << ": all-position logits";
+      prefill_err = std::max(prefill_err, e);
+      EXPECT_TRUE(std::equal(last.begin(), last.end(), all.end() - V)) << "last row differs from all_logits' last";
+    } else if (i == 3) {  // two chunks: the second continues the first's state
+      ASSERT_OK(gpu.Prefill(q.slot, prompt.data(), 40, nullptr, nullptr));
+      ASSERT_OK(gpu.Prefill(q.slot, prompt.data() + 40, L - 40, last.data(), nullptr));
+    } else {
+      ASSERT_OK(gpu.Prefill(q.slot, prompt.data(), L, last.data(), nullptr));
+    }
+    const double e = RelError(last.data(), cpu_last, static_cast<size_t>(V));
+    EXPECT_LE(e, tol) << what << ": prefill of sequence " << i << " (" << L << " tokens)";
+    prefill_err = std::max(prefill_err, e);
+    q.next = ArgmaxRow(cpu_last, V);
+    EXPECT_TRUE(SameOrNearTie(cpu_last, V, ArgmaxRow(last.data(), V), q.next, 1e-2)) << what << " prefill " << i;
+    seqs.push_back(std::move(q));
+  }
+
+  double decode_err = 0, decode_num = 0, decode_den = 0;
+  int64_t equal = 0, total = 0;
+  std::set<int64_t> buckets;
+  bool forked = false;
+  std::vector<float> gpu_lg(static_cast<size_t>(o.max_batch * V)), cpu_lg;
+  for (int64_t step = 0;; ++step) {
+    // The fork: slot 6 takes sequence 0's state; the first step feeds both the same token (their
+    // rows must agree), later steps the fork's own greedy tokens.
+    if (step == 12 && !forked) {
+      ASSERT_OK(gpu.CopySlot(seqs[0].slot, 6));
+      Seq f{6, seqs[0].state, seqs[0].next, seqs[0].generated, kSteps + 3 * 5};
+      seqs.push_back(std::move(f));
+      forked = true;
+    }
+    std::vector<size_t> active;
+    for (size_t i = 0; i < seqs.size(); ++i)
+      if (seqs[i].generated < seqs[i].target && (step + static_cast<int64_t>(i)) % 4 != 0) active.push_back(i);
+    if (active.empty())
+      for (size_t i = 0; i < seqs.size(); ++i)
+        if (seqs[i].generated < seqs[i].target) active.push_back(i);
+    if (active.empty()) break;
+    if (step == 12) {  // sequence 0 and its fork side by side
+      active.erase(std::remove_if(active.begin(), active.end(), [&](size_t i) { return i == 0 || i + 1 == seqs.size(); }),
+                   active.end());
+      active.insert(active.begin(), {0, seqs.size() - 1});
+    }
+    std::shuffle(active.begin() + (step == 12 ? 2 : 0), active.end(), g);
+    const int64_t B = static_cast<int64_t>(active.size());
+    buckets.insert(DecodeBucket(B, o.max_batch));
+    std::vector<int32_t> step_slots, step_ids;
+    for (size_t i : active) step_slots.push_back(seqs[i].slot), step_ids.push_back(seqs[i].next);
+    std::fill(gpu_lg.begin(), gpu_lg.end(), NAN);
+    ASSERT_OK(gpu.Decode(step_slots.data(), step_ids.data(), B, gpu_lg.data()));
+    if (step == 12) {
+      const double fork_diff = RelError(gpu_lg.data() + V, gpu_lg.data(), static_cast<size_t>(V));
+      std::printf("[gpu] %s: forked slot vs its source in one step, rel diff %.3e\n", what.c_str(), fork_diff);
+      EXPECT_LE(fork_diff, 1e-6) << what << ": CopySlot's copy decodes differently";
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      Seq& q = seqs[active[static_cast<size_t>(b)]];
+      ASSERT_OK(cpu::MambaForward(w, &q.next, 1, 1, &q.state, &cpu_lg));
+      const float* row = gpu_lg.data() + b * V;
+      const double e = RelError(row, cpu_lg.data(), static_cast<size_t>(V));
+      decode_err = std::max(decode_err, e);
+      EXPECT_LE(e, 2 * tol) << what << ": decode step " << step << " row " << b << " (batch " << B << ")";
+      for (int64_t v = 0; v < V; ++v) {
+        const double d = static_cast<double>(row[v]) - cpu_lg[v];
+        decode_num += d * d;
+        decode_den += static_cast<double>(cpu_lg[v]) * cpu_lg[v];
+      }
+      const int32_t want = ArgmaxRow(cpu_lg.data(), V), got = ArgmaxRow(row, V);
+      equal += got == want;
+      ++total;
+      if (got != want) {
+        EXPECT_TRUE(SameOrNearTie(cpu_lg.data(), V, got, want, 1e-2))
+            << what << ": greedy id " << got << " vs CPU " << want << " at step " << step << " row " << b;
+      }
+      q.next = want;
+      if (forked && step == 12 && b == 1) q.next = static_cast<int32_t>((want + 1) % V);  // the fork goes its own way
+      ++q.generated;
+    }
+  }
+  for (const Seq& q : seqs) {
+    EXPECT_EQ(q.generated, q.target);
+    EXPECT_GE(q.generated, kSteps);
+  }
+  const double decode_all = std::sqrt(decode_num / decode_den);
+  EXPECT_LE(decode_all, tol) << what << ": decode logits over every row and step";
+  EXPECT_GE(equal, total - total / 20) << what << ": greedy ids differ (near ties) in more than 5% of the steps";
+  EXPECT_EQ(buckets, (std::set<int64_t>{1, 2, 4, 8})) << what << ": every bucket exercised";
+  std::printf("[gpu] %s serving backend vs CPU: prefill logits rel error %.3e, decode %.3e (worst row %.3e, buckets "
+              "1-8), greedy ids equal %lld/%lld, %.1f MiB on the device\n",
+              what.c_str(), prefill_err, decode_all, decode_err, static_cast<long long>(equal),
+              static_cast<long long>(total), gpu.memory_bytes() / 1048576.0);
+}
+
+// The quantized export of mamba-tiny (mambaquant W8A8, scope linear), written once per process.
+std::string TinyInt8ExportDir() {
+  static const std::string dir = [] {
+    const std::string out = (std::filesystem::temp_directory_path() / ("mq-seq-backend-tiny-w8a8-" + std::to_string(::getpid()))).string();
+    std::filesystem::remove_all(out);
+    quant::QuantizeOptions o;
+    o.model_dir = testing::RepoPath("models/mamba-tiny");
+    o.output_dir = out;
+    o.calib_text_path = testing::RepoPath("models/text/calib.txt");
+    o.num_samples = 8;
+    o.seq_len = 128;
+    auto r = quant::QuantizeModel(o, nullptr);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? out : std::string();
+  }();
+  return dir;
+}
+
+struct SequenceBackendCase {
+  std::string name;
+  std::string dir;  // empty: absent (skipped)
+  bool int8;
+  double tol;
+};
+
+std::vector<SequenceBackendCase> SequenceBackendCases() {
+  std::vector<SequenceBackendCase> cases = {{"mamba-tiny FP16", testing::RepoPath("models/mamba-tiny"), false, 1e-2},
+                                            {"mamba-tiny INT8 export", TinyInt8ExportDir(), true, 2e-2}};
+  auto small = testing::Fixture("small");
+  if (!small.model_dir.empty()) cases.push_back({"mamba-small FP16", small.model_dir, false, 1e-2});
+  if (const char* q = std::getenv("MQ_QUANT_SMALL_DIR"); q != nullptr && testing::Exists(q))
+    cases.push_back({"mq-quant-small INT8", q, true, 2e-2});
+  return cases;
+}
+
+TEST(CudaSequenceBackendTest, PrefillDecodeAndCopySlotMatchCpuReference) {
+  MQ_REQUIRE_GPU();
+  for (const SequenceBackendCase& c : SequenceBackendCases()) {
+    SCOPED_TRACE(c.name);
+    ASSERT_FALSE(c.dir.empty()) << c.name << ": model directory missing";
+    auto loaded = LoadModel(c.dir);
+    ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+    ASSERT_EQ(loaded->quantized, c.int8);
+    auto backend = CudaSequenceBackend::Open(c.dir, SequenceTestOptions());
+    ASSERT_TRUE(backend.ok()) << backend.status().ToString();
+    EXPECT_EQ((*backend)->int8(), c.int8);
+    EXPECT_EQ((*backend)->decode_buckets(), (std::vector<int64_t>{1, 2, 4, 8}));
+    EXPECT_EQ((*backend)->scratch_slot(), 8);
+    const MambaConfig& cfg = loaded->weights.config;
+    const uint64_t state_pool = 9ull * cfg.num_hidden_layers * cfg.intermediate_size * (cfg.conv_kernel - 1 + cfg.state_size) * 4;
+    EXPECT_GT((*backend)->memory_bytes(), state_pool);
+    ExpectSequenceBackendMatchesCpu(**backend, loaded->weights, c.name, c.tol);
+  }
+  if (!TinyInt8ExportDir().empty()) std::filesystem::remove_all(TinyInt8ExportDir());
+}
+
+// Too large a state pool is refused at creation, saying how much memory there was (mamba-small:
+// 2.8 MB of state a slot, 65536 slots ≈ 183 GB, more than any card this runs on).
+TEST(CudaSequenceBackendTest, StatePoolThatDoesNotFitIsResourceExhausted) {
+  MQ_REQUIRE_GPU();
+  auto paths = testing::Fixture("small");
+  MQ_REQUIRE_FIXTURE(paths, "small");
+  auto w = LoadMambaWeights(paths.model_dir);
+  ASSERT_TRUE(w.ok());
+  size_t free_bytes = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total), cudaSuccess);
+  const MambaConfig& c = w->config;
+  const uint64_t per_slot = 4ull * c.num_hidden_layers * c.intermediate_size * (c.conv_kernel - 1 + c.state_size);
+  serve::SequenceBackendOptions o = SequenceTestOptions();
+  o.num_slots = 65536;
+  if (static_cast<uint64_t>(o.num_slots) * per_slot <= free_bytes) GTEST_SKIP() << "the GPU holds 65536 slots";
+  auto b = CudaSequenceBackend::Create(*w, o);
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), StatusCode::kResourceExhausted) << b.status().ToString();
+  EXPECT_NE(b.status().message().find("were free"), std::string::npos) << b.status().ToString();
+  std::printf("[gpu] oversized state pool refused: %s\n", b.status().ToString().c_str());
+  // The device is still usable afterwards.
+  auto ok = CudaSequenceBackend::Create(*w, SequenceTestOptions());
+  EXPECT_TRUE(ok.ok()) << ok.status().ToString();
+}
+
+// The plugin the worker loads (libmq_cuda_backend.so, written next to mq-worker in build/worker):
+// probe, a model served through it against the CPU reference, a quantization accelerator, memory.
+TEST(CudaBackendPluginGpuTest, ProbeServeAndQuantizeThroughThePlugin) {
+  MQ_REQUIRE_GPU();
+  std::string path;
+  if (const char* env = std::getenv("MQ_CUDA_BACKEND_PLUGIN")) {
+    path = env;
+  } else {
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe");  // <build>/tests/engine/cuda_gpu_test
+    path = (exe.parent_path().parent_path().parent_path() / "worker" / "libmq_cuda_backend.so").string();
+  }
+  if (!testing::Exists(path)) GTEST_SKIP() << path << " not built (ninja mq_cuda_backend)";
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(handle, nullptr) << dlerror();
+  using EntryFn = const serve::BackendPlugin* (*)();
+  auto entry = reinterpret_cast<EntryFn>(dlsym(handle, "mq_backend_plugin"));
+  ASSERT_NE(entry, nullptr) << dlerror();
+  const serve::BackendPlugin* plugin = entry();
+  ASSERT_NE(plugin, nullptr);
+  ASSERT_EQ(plugin->abi_version, serve::kBackendPluginAbiVersion);
+  serve::DeviceDescription d;
+  ASSERT_OK(plugin->probe(&d));
+  EXPECT_EQ(d.device, "cuda");
+  EXPECT_FALSE(d.name.empty());
+  EXPECT_GT(d.total_bytes, 0u);
+  EXPECT_GT(d.free_bytes, 0u);
+  std::printf("[gpu] plugin probe: %s, %.1f GiB (%.1f free)\n", d.name.c_str(), d.total_bytes / 1073741824.0,
+              d.free_bytes / 1073741824.0);
+  const uint64_t used_before = plugin->device_memory_used();
+  EXPECT_GT(used_before, 0u);
+
+  const std::string tiny = testing::RepoPath("models/mamba-tiny");
+  auto w = LoadMambaWeights(tiny);
+  ASSERT_TRUE(w.ok());
+  {
+    auto model = plugin->open_model(tiny, SequenceTestOptions());
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    EXPECT_EQ((*model)->device(), "cuda");
+    EXPECT_GE(plugin->device_memory_used(), used_before + (*model)->memory_bytes() / 2);
+    ExpectSequenceBackendMatchesCpu(**model, *w, "plugin mamba-tiny FP16", 1e-2);
+  }
+  quant::QuantizeOptions qo;
+  qo.model_dir = tiny;
+  qo.calib_text_path = testing::RepoPath("models/text/calib.txt");
+  std::string why_not;
+  auto accel = plugin->open_quant(qo, &why_not);
+  ASSERT_TRUE(accel.ok()) << accel.status().ToString();
+  ASSERT_NE(*accel, nullptr) << "the GPU declined a default job: " << why_not;
+  EXPECT_EQ((*accel)->name().rfind("cuda", 0), 0u) << (*accel)->name();
+  // A job the GPU does not run (static activation scales): null, with the reason.
+  qo.act_granularity = "per_tensor";
+  why_not.clear();
+  auto declined = plugin->open_quant(qo, &why_not);
+  ASSERT_TRUE(declined.ok()) << declined.status().ToString();
+  EXPECT_EQ(*declined, nullptr);
+  EXPECT_FALSE(why_not.empty());
+  std::printf("[gpu] plugin open_quant: %s; per_tensor job declined: %s\n", (*accel)->name().c_str(), why_not.c_str());
+  // The plugin stays loaded (as in the worker): no dlclose.
 }
 
 }  // namespace

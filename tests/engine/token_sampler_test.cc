@@ -87,9 +87,10 @@ TEST(TokenSamplerTest, SameSeedReproducesDifferentSeedsDiffer) {
     for (int i = 0; i < 64; ++i) out.push_back(Pick(s, logits));
     return out;
   };
-  EXPECT_EQ(run(42), run(42));
-  EXPECT_NE(run(42), run(43));
-  EXPECT_GT(std::set<int32_t>(run(42).begin(), run(42).end()).size(), 10u);
+  const std::vector<int32_t> a = run(42);
+  EXPECT_EQ(run(42), a);
+  EXPECT_NE(run(43), a);
+  EXPECT_GT(std::set<int32_t>(a.begin(), a.end()).size(), 10u);
 }
 
 TEST(TokenSamplerTest, RepetitionPenaltyDividesPositiveMultipliesNegative) {
@@ -195,8 +196,8 @@ TEST(TokenSamplerTest, RepetitionComesBeforePresence) {
 TEST(TokenSamplerTest, BannedTokensAreNeverChosen) {
   const int64_t V = 2000;
   std::vector<float> logits = RandomLogits(V, 5, 1.0f);
-  logits[17] = 9.0f;  // dominant: would be nearly every draw
-  logits[18] = 8.5f;
+  logits[17] = 12.0f;  // dominant: about 87% of the draws
+  logits[18] = 10.0f;
   const std::vector<int32_t> banned = {17, 18, 99999, -3};  // out-of-range ids are ignored
   TokenSampler greedy(Greedy(), 0, V, {});
   EXPECT_EQ(Pick(greedy, logits), 17);
@@ -209,7 +210,7 @@ TEST(TokenSamplerTest, BannedTokensAreNeverChosen) {
   TokenSampler s(p, 3, V, {});
   int seen17 = 0;
   for (int i = 0; i < 200; ++i) seen17 += Pick(s, logits) == 17;
-  EXPECT_GT(seen17, 100);  // unbanned, 17 dominates
+  EXPECT_GT(seen17, 150);  // unbanned, 17 dominates
   for (int i = 0; i < 2000; ++i) {
     const int32_t t = Pick(s, logits, banned);
     ASSERT_NE(t, 17);

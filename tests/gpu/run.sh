@@ -37,7 +37,7 @@ if has build; then
   cat "$OUT/gpu.txt"
   if cmake -S . -B "$BUILD_DIR" -G Ninja -DMQ_ENGINE_ONLY=ON -DMQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
        -DCMAKE_PREFIX_PATH="$P" -DICU_ROOT="$P" -DMQ_GTEST_SOURCE_DIR="$P/src/googletest" > "$OUT/configure.log" 2>&1 &&
-     ninja -C "$BUILD_DIR" -j "$JOBS" mq-engine mq-bench cuda_twin_test cuda_gpu_test cuda_quant_gpu_test quant_accelerator_test > "$OUT/build.log" 2>&1; then
+     ninja -C "$BUILD_DIR" -j "$JOBS" mq-engine mq-bench mq_cuda_backend cuda_twin_test cuda_sequence_backend_twin_test cuda_gpu_test cuda_quant_gpu_test quant_accelerator_test > "$OUT/build.log" 2>&1; then
     note "build: ok ($((SECONDS - t0)) s)"
   else
     tail -40 "$OUT/configure.log" "$OUT/build.log"
@@ -51,6 +51,8 @@ BIN="$ROOT/$BUILD_DIR"
 
 if has test; then
   "$BIN/tests/engine/cuda_twin_test" > "$OUT/twin_test.log" 2>&1 && note "cuda_twin_test: ok" || note "cuda_twin_test: FAILED"
+  "$BIN/tests/engine/cuda_sequence_backend_twin_test" > "$OUT/seq_twin_test.log" 2>&1 && note "cuda_sequence_backend_twin_test: ok" ||
+    note "cuda_sequence_backend_twin_test: FAILED"
   rm -rf "$QDIR"
   t1=$SECONDS
   if "$BIN/worker/engine/mq-engine" quantize --model "$FIX/mamba-small" --preset mambaquant --bits w8a8 --scope linear \

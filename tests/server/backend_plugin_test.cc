@@ -102,31 +102,6 @@ int StartThreadWithStack(size_t stack) {
   return rc;
 }
 
-// GET http://127.0.0.1:port/path; retries until something answers or `timeout` passes.
-std::string HttpGet(int port, const std::string& path, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    std::string response;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-      const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-      if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
-        char buf[4096];
-        ssize_t n;
-        while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) response.append(buf, static_cast<size_t>(n));
-      }
-    }
-    ::close(fd);
-    if (!response.empty()) return response;
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  return "";
-}
-
 // ---- the loader, with or without the CUDA backend ----
 
 TEST(BackendPluginLoaderTest, MissingFileIsNotFound) {
@@ -253,7 +228,7 @@ TEST(CudaBackendPluginTest, ThreadsAndMetricsServerStartWithThePluginLoaded) {
     FAIL() << "prometheus::Exposer did not start with the plugin loaded: " << e.what();
   }
   exposer->RegisterCollectable(registry);
-  const std::string response = HttpGet(port, "/metrics", absl::Seconds(10));
+  const std::string response = mq::test::HttpGet(port, "/metrics", absl::Seconds(10));
   EXPECT_TRUE(absl::StartsWith(response, "HTTP/1.1 200")) << response;
   EXPECT_TRUE(absl::StrContains(response, "mq_plugin_test_total 3")) << response;
 }
@@ -278,7 +253,7 @@ TEST(WorkerBackendTest, AutoBackendServesMetricsWithThePluginLoaded) {
                                  "--metrics-listen", absl::StrCat("127.0.0.1:", metrics_port), "--cache-dir",
                                  dir.Sub("cache"), "--insecure"},
                                 dir.Sub("worker.log"));
-  const std::string response = HttpGet(metrics_port, "/metrics", absl::Seconds(20));
+  const std::string response = mq::test::HttpGet(metrics_port, "/metrics", absl::Seconds(20));
   const std::string maps = ReadProcFile(absl::StrCat("/proc/", worker.pid(), "/maps"));
   const std::string log = mq::test::ReadFileOrDie(dir.Sub("worker.log"));
   EXPECT_TRUE(absl::StartsWith(response, "HTTP/1.1 200")) << "worker metrics did not answer:\n" << response << "\n" << log;

@@ -46,13 +46,14 @@ void Cluster::StartServer() {
 
 void Cluster::KillServer() { server_->Kill(); }
 
-int Cluster::StartWorker() {
+int Cluster::StartWorker(const std::vector<std::string>& extra_flags) {
   int i = static_cast<int>(workers_.size());
   std::vector<std::string> argv = {MQ_WORKER_BIN, "--server", address_,
                                    "--listen", absl::StrCat("127.0.0.1:", PickFreePort()),
                                    "--backend", "cpu",
                                    "--cache-dir", dir_.Sub(absl::StrCat("worker", i)),
                                    "--insecure", "--poll-seconds", "2", "--name", absl::StrCat("worker", i)};
+  argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
   workers_.push_back(std::make_unique<ChildProcess>(argv, dir_.Sub(absl::StrCat("worker", i, ".log"))));
   return i;
 }

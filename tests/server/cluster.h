@@ -20,8 +20,8 @@ class Cluster {
   // Starts (or restarts, same port and data) the server and waits until it serves.
   void StartServer();
   void KillServer();  // SIGKILL
-  // Starts a CPU worker process; returns its index.
-  int StartWorker();
+  // Starts a CPU worker process (with extra flags, e.g. serving limits); returns its index.
+  int StartWorker(const std::vector<std::string>& extra_flags = {});
   ChildProcess& worker(int i) { return *workers_[static_cast<size_t>(i)]; }
   ChildProcess& server() { return *server_; }
 

@@ -472,6 +472,58 @@ TEST_F(KServeTest, StreamInferSendsOneResponsePerTokenThenAFinalOne) {
   EXPECT_TRUE(tokens["bad"].empty());
 }
 
+TEST_F(KServeTest, CancelledCallsEndAndTheServerKeepsServing) {
+  ModelInferRequest long_req = MakeRequest(engine_->prompt_ids, true, "long");
+  (*long_req.mutable_parameters())["max_new_tokens"].set_int64_param(4096);
+  (*long_req.mutable_parameters())["ignore_eos"].set_bool_param(true);
+  {
+    // ModelInfer whose deadline passes mid-generation.
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(20));
+    ModelInferResponse resp;
+    grpc::Status s = stub_->ModelInfer(&ctx, long_req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+  }
+  {
+    // A stream cancelled after its first token, with the call still generating.
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    auto stream = stub_->ModelStreamInfer(&ctx);
+    ASSERT_TRUE(stream->Write(long_req));
+    ModelStreamInferResponse r;
+    ASSERT_TRUE(stream->Read(&r));
+    EXPECT_TRUE(r.error_message().empty()) << r.error_message();
+    ctx.TryCancel();
+    while (stream->Read(&r)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  {
+    // A stream half-closed at once: the server answers the request, then ends the stream OK.
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    auto stream = stub_->ModelStreamInfer(&ctx);
+    ASSERT_TRUE(stream->Write(MakeRequest(engine_->prompt_ids, true, "after")));
+    ASSERT_TRUE(stream->WritesDone());
+    std::vector<int32_t> ids;
+    int finals = 0;
+    ModelStreamInferResponse r;
+    while (stream->Read(&r)) {
+      ASSERT_TRUE(r.error_message().empty()) << r.error_message();
+      if (FinalFlag(r.infer_response())) ++finals;
+      else ids.push_back(OutputIds(r.infer_response()).at(0));
+    }
+    EXPECT_TRUE(stream->Finish().ok());
+    EXPECT_EQ(finals, 1);
+    EXPECT_EQ(WithoutTrailingEos(ids), engine_->ids);
+  }
+  // The worker still serves ordinary calls.
+  ModelInferResponse resp;
+  grpc::Status s = Infer(*stub_, MakeRequest(engine_->prompt_ids, false), &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(WithoutTrailingEos(OutputIds(resp)), engine_->ids);
+}
+
 TEST_F(KServeTest, RepositoryIndexLoadAndUnload) {
   auto index = [&]() {
     grpc::ClientContext ctx;
@@ -482,7 +534,8 @@ TEST_F(KServeTest, RepositoryIndexLoadAndUnload) {
     return resp;
   };
   auto state_of = [&](const std::string& name) {
-    for (const auto& m : index().models()) {
+    const inference::RepositoryIndexResponse resp = index();
+    for (const auto& m : resp.models()) {
       if (m.name() == name) return m.state();
     }
     return std::string("<absent>");

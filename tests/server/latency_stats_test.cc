@@ -2,11 +2,11 @@
 // default), mean, extremes, merging per-stream samples.
 #include "latency_stats.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <numeric>
 #include <random>
-
-#include <gtest/gtest.h>
 
 namespace mq::bench {
 namespace {

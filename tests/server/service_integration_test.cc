@@ -362,11 +362,6 @@ TEST_F(BadInputTest, BadSpecValuesAreInvalidArgument) {
   }
 }
 
-TEST_F(BadInputTest, GenerateIsReservedAndSaysSo) {
-  std::string out;
-  EXPECT_EQ(cluster_->Mqctl({"generate", "mamba-tiny", "--prompt", "hi"}, &out), 1);
-}
-
 // TLS with a self-signed certificate and a bearer token.
 TEST(ServiceAuth, CallsWithoutTheRightTokenAreUnauthenticated) {
   TempDir dir;

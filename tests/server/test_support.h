@@ -57,6 +57,9 @@ int RunCommand(const std::vector<std::string>& argv, std::string* out, absl::Dur
                const std::map<std::string, std::string>& env = {});
 
 int PickFreePort();
+// GET http://127.0.0.1:port/path (HTTP/1.0); retries until something answers or `timeout` passes.
+// Returns the whole response (status line, headers, body), or "" when nothing answered.
+std::string HttpGet(int port, const std::string& path, absl::Duration timeout);
 // A /proc/<pid>/status value in KiB ("VmRSS", "VmHWM"); -1 when unavailable.
 int64_t ProcStatusKb(pid_t pid, const std::string& key);
 // Waits until the gRPC health service at `target` answers SERVING.

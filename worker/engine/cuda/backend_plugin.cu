@@ -31,7 +31,7 @@ std::string CudaErrorText(cudaError_t e) {
 
 // Device 0: a context is created and a kernel of this build runs on it (a device of another
 // architecture than the build's has no kernel image: caught here, not at the first request).
-Status Probe(serve::DeviceDescription* out) {
+Status ProbeDevice(serve::DeviceDescription* out) {
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess)
@@ -65,6 +65,12 @@ Status Probe(serve::DeviceDescription* out) {
   out->total_bytes = total_bytes;
   out->free_bytes = free_bytes;
   return OkStatus();
+}
+
+Status Probe(serve::DeviceDescription* out) {
+  const Status s = ProbeDevice(out);
+  if (!s.ok()) cudaGetLastError();  // leave no stale error for the thread's next launch check
+  return s;
 }
 
 StatusOr<std::unique_ptr<serve::SequenceBackend>> OpenModel(const std::string& model_dir,

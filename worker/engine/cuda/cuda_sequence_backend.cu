@@ -42,6 +42,8 @@ StatusOr<std::unique_ptr<CudaSequenceBackend>> CudaSequenceBackend::Create(const
   Status s = b->Init(weights);
   const int64_t allocated = DeviceMemoryStats::current().load() - counted_before;
   if (!s.ok()) {
+    b.reset();           // frees what was allocated
+    cudaGetLastError();  // a failed cudaMalloc is also the thread's last error: later launch checks must not see it
     if (s.code() == StatusCode::kResourceExhausted) {
       s = ResourceExhaustedError(s.message() + " (" + MiB(static_cast<uint64_t>(std::max<int64_t>(allocated, 0))) +
                                  " were allocated before the failure, " + MiB(free_before) + " of " + MiB(total) +

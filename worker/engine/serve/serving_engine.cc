@@ -245,6 +245,9 @@ void ServingEngine::Loop() {
     DropCancelled();
     AdmitWaiting();
     PrefillOne();
+    // A Cancel made meanwhile (e.g. by a sink at a call's first token) takes effect before the
+    // decode step, as Cancel promises.
+    DropCancelled();
     DecodeStep();
     // Calls that ended leave the admitted list and the registry of live calls.
     std::vector<std::string> ended;
@@ -367,8 +370,10 @@ Status ServingEngine::StartCompletions(Call& call, const std::vector<float>& las
   // Completions 1..n−1 start from a copy of the prompt's state: one prefill serves them all.
   for (size_t i = 1; i < call.seqs.size(); ++i) MQ_RETURN_IF_ERROR(backend_->CopySlot(call.seqs[0].slot, call.seqs[i].slot));
   for (auto& s : call.seqs) {
-    s.Move(SequenceState::kDecoding);
+    // A sink that reported its client gone at an earlier completion's first token ended the call:
+    // its sequences are terminal now and must not move again.
     if (call.over) break;
+    s.Move(SequenceState::kDecoding);
     MQ_RETURN_IF_ERROR(SampleAndAdvance(s, last_logits.data()));
   }
   return OkStatus();

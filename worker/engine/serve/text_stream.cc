@@ -108,14 +108,13 @@ StatusOr<std::string> TextStream::Append(int32_t token, bool* stopped) {
 
 std::string TextStream::Finish() {
   if (done_) return std::string();
-  bool stopped = false;
-  std::string delta = Push(Repair({}, /*final=*/true), &stopped);
   done_ = true;
-  if (!stopped) {
-    delta += held_;
-    text_ += held_;
-    held_.clear();
-  }
+  // Not matched against the stop strings: the generation already ended for another reason, and
+  // a U+FFFD standing for a cut-off character is no text the model completed.
+  std::string delta = std::move(held_);
+  held_.clear();
+  delta += Repair({}, /*final=*/true);
+  text_ += delta;
   return delta;
 }
 

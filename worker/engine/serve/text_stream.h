@@ -44,8 +44,9 @@ class TextStream {
   StatusOr<std::string> Append(int32_t token, bool* stopped);
 
   // The generation ended for another reason (length, eos, stop token): returns the rest of the
-  // held text, an incomplete character at the very end becoming U+FFFD. Empty after a stop or a
-  // previous Finish.
+  // held text, an incomplete character at the very end becoming U+FFFD (that U+FFFD is not
+  // matched against the stop strings: Finish never stops). Empty after a stop or a previous
+  // Finish.
   std::string Finish();
 
   // Everything emitted so far (the concatenation of the deltas); valid UTF-8.

@@ -45,7 +45,7 @@ struct TokenChoice {
 
 // The model's log-probability of `token` under raw logits [V] (log-softmax in double; non-finite
 // logits count as -inf) and the top_n (0..V) most likely tokens: Score's per-position answer, and
-// what Next reports.
+// what Next reports. token must be in [0, V).
 TokenChoice LogprobsAt(const float* logits, int64_t V, int32_t token, int32_t top_n);
 
 class TokenSampler {
