@@ -79,6 +79,18 @@ if ! ctl datasets get eval >/dev/null 2>&1; then
   ctl datasets upload "$REPO/models/text/eval.txt" --name eval --description "bundled evaluation text"
 fi
 
+# Show the service doing its two jobs: a quantization job on the worker, then a streamed
+# generation from the quantized model through the inference API (MQ_DEMO=0 skips both).
+if [[ "${MQ_DEMO:-1}" != 0 ]]; then
+  echo
+  echo "== quantization job: mamba-tiny, mambaquant w8a8 (calibration 'calib', evaluation 'eval')"
+  ctl jobs submit --model mamba-tiny --preset mambaquant --bits w8a8 --calib calib --eval eval \
+    --samples 16 --seq-len 64 --output-name mamba-tiny-mambaquant-w8a8 --wait
+  echo
+  echo "== streamed generation from the quantized model"
+  ctl generate --model mamba-tiny-mambaquant-w8a8 --prompt "The meaning of life is" --max-new-tokens 32
+fi
+
 cat <<MSG
 
 MambaQuant Serve is running (data in $DATA, logs server.log / worker.log there)
@@ -89,8 +101,9 @@ Try:
   export MQ_SERVER=$ADDR
   $MQCTL --insecure models list
   $MQCTL --insecure jobs submit --model mamba-tiny --preset mambaquant --bits w8a8 --calib calib --eval eval --samples 16 --seq-len 64 --wait
+  $MQCTL --insecure generate --model mamba-tiny-mambaquant-w8a8 --prompt "Once upon a time" --max-new-tokens 48 --temperature 0.8 --top-p 0.95 --seed 7
+  $MQCTL --insecure score --model mamba-tiny-mambaquant-w8a8 --text "The history of the city begins in the first century."
   $MQCTL --insecure jobs list
-  $MQCTL --insecure models get mamba-tiny-mambaquant-w8a8
   $MQCTL --insecure models download mamba-tiny-mambaquant-w8a8 --out /tmp/mamba-tiny-w8a8
 
 Stop with: $0 stop

@@ -680,7 +680,7 @@ void ExpectSequenceBackendMatchesCpu(serve::SequenceBackend& gpu, const MambaWei
       ASSERT_OK(gpu.Prefill(q.slot, prompt.data(), L, last.data(), nullptr));
     }
     const double e = RelError(last.data(), cpu_last, static_cast<size_t>(V));
-    EXPECT_LE(e, tol) << what << ": prefill of sequence " << i << " (" << L << " tokens)";
+    EXPECT_LE(e, 2 * tol) << what << ": prefill of sequence " << i << " (" << L << " tokens)";
     prefill_err = std::max(prefill_err, e);
     q.next = ArgmaxRow(cpu_last, V);
     EXPECT_TRUE(SameOrNearTie(cpu_last, V, ArgmaxRow(last.data(), V), q.next, 1e-2)) << what << " prefill " << i;

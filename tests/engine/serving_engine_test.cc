@@ -871,28 +871,39 @@ TEST_F(ServingEngineTest, CancelLongGenerations) {
   EXPECT_EQ(recorder_.Get(ids[0]).errors, 1);
 }
 
+// A Cancel made by a sink takes effect before the next decode step: at the first token (sent
+// right after the prompt's prefill) as well as at a later one (sent by a decode step).
 TEST_F(ServingEngineTest, CancelFromSinkStopsBeforeTheNextStep) {
   auto engine = MakeEngine(Options(4));
   ASSERT_NE(engine, nullptr);
   ServingEngine* e = engine.get();
-  const std::string id = NextId();
-  GenerationInput in = Text("The", 4096);
-  in.params.ignore_eos = true;
-  ASSERT_TRUE(e->SubmitGenerate(id, in,
-                                recorder_.Sink(id,
-                                               [e, id](const GenerationEvent&, int count) {
-                                                 if (count == 5) e->Cancel(id);
-                                                 return true;
-                                               }),
-                                recorder_.Errors(id))
-                  .ok());
-  ASSERT_TRUE(recorder_.WaitEnded({id}));
-  CallLog log = recorder_.Get(id);
-  ExpectWellFormed(log, id);
-  EXPECT_EQ(log.events, 5) << "a Cancel takes effect before the next decode step";
-  ASSERT_TRUE(log.error.has_value());
-  EXPECT_EQ(log.error->code(), StatusCode::kCancelled);
-  EXPECT_TRUE(Idle(*engine));
+  for (int cancel_at : {1, 2, 5}) {
+    for (int32_t n : {1, 3}) {
+      SCOPED_TRACE("cancel at event " + std::to_string(cancel_at) + ", n = " + std::to_string(n));
+      const std::string id = NextId();
+      GenerationInput in = Sampled(Text("The", 4096), 5);
+      in.params.ignore_eos = true;
+      in.params.n = n;
+      ASSERT_TRUE(e->SubmitGenerate(id, in,
+                                    recorder_.Sink(id,
+                                                   [e, id, cancel_at](const GenerationEvent&, int count) {
+                                                     if (count == cancel_at) e->Cancel(id);
+                                                     return true;
+                                                   }),
+                                    recorder_.Errors(id))
+                      .ok());
+      ASSERT_TRUE(recorder_.WaitEnded({id}));
+      CallLog log = recorder_.Get(id);
+      ExpectWellFormed(log, id);
+      // The events of the step (or first tokens) in which the Cancel was made, and none after:
+      // each step sends one event per completion.
+      const int step_end = (cancel_at + n - 1) / n * n;
+      EXPECT_EQ(log.events, step_end) << "a Cancel takes effect before the next decode step";
+      ASSERT_TRUE(log.error.has_value());
+      EXPECT_EQ(log.error->code(), StatusCode::kCancelled);
+      EXPECT_TRUE(Idle(*engine));
+    }
+  }
 }
 
 TEST_F(ServingEngineTest, ThousandCancelledRequests) {
@@ -910,12 +921,13 @@ TEST_F(ServingEngineTest, ThousandCancelledRequests) {
   // gone at its 2nd event, 4 runs to its end (short), 5 cancelled by the test thread later.
   constexpr int kCalls = 1000;
   std::vector<std::string> ids;
-  std::vector<int> kinds;
+  std::vector<int> kinds, ns;
   std::mt19937 rng(7);
   for (int i = 0; i < kCalls; ++i) {
     const int kind = i % 6;
     const std::string id = "storm-" + std::to_string(i);
-    GenerationInput in = Ids(EvalSlice(static_cast<size_t>(rng() % 400), 1 + rng() % 12), kind == 4 ? 4 : 64);
+    const size_t offset = rng() % 400, length = 1 + rng() % 12;
+    GenerationInput in = Ids(EvalSlice(offset, length), kind == 4 ? 4 : 64);
     in.params.ignore_eos = true;
     if (i % 7 == 0) in.params.n = 2;
     if (i % 3 == 0) in = Sampled(std::move(in), static_cast<uint64_t>(i));
@@ -928,6 +940,7 @@ TEST_F(ServingEngineTest, ThousandCancelledRequests) {
     ASSERT_TRUE(st.ok()) << i << ": " << st.ToString();
     ids.push_back(id);
     kinds.push_back(kind);
+    ns.push_back(i % 7 == 0 ? 2 : 1);
     if (kind == 0) e->Cancel(id);
   }
   for (int i = 0; i < kCalls; ++i)
@@ -945,7 +958,9 @@ TEST_F(ServingEngineTest, ThousandCancelledRequests) {
     } else {
       ASSERT_EQ(log.errors, 1) << ids[i];
       EXPECT_EQ(log.error->code(), StatusCode::kCancelled) << ids[i];
-      if (kinds[i] == 1) EXPECT_LE(log.events, 2) << ids[i];  // n = 2: both completions' first events
+      // No event after the one that cancelled but those of the same step (one per completion).
+      if (kinds[i] == 1) EXPECT_EQ(log.events, ns[i]) << ids[i];
+      if (kinds[i] == 2) EXPECT_EQ(log.events, ns[i] == 1 ? 3 : 4) << ids[i];
       if (kinds[i] == 3) EXPECT_EQ(log.events, 2) << ids[i];
       ++cancelled;
     }

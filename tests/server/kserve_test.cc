@@ -354,6 +354,10 @@ TEST_F(KServeTest, WrongDatatypeShapeOrDataIsInvalidArgument) {
     cases.emplace_back("id beyond int32", r);
   }
   {
+    ModelInferRequest r = MakeRequest({5, 4096}, true);  // the vocabulary is 0..4095
+    cases.emplace_back("id beyond the vocabulary", r);
+  }
+  {
     ModelInferRequest r = MakeRequest(ids, true);
     r.mutable_inputs(0)->set_name("text");
     cases.emplace_back("unknown input", r);

@@ -128,14 +128,20 @@ void FillLogprobs(const float* logits, int64_t V, int32_t top_n, TokenChoice* c)
   std::vector<std::pair<float, int32_t>> best;
   best.reserve(k + 1);
   float bar = -kInf;  // the k-th best so far once k are held: what a newcomer must beat
-  for (int64_t i = 0; i < V; ++i) {
-    const float x = logits[i];
-    // Strictly greater: ids ascend, so an equal logit already held keeps the lower id ahead.
-    if (!(x > bar) || !Usable(x)) continue;
-    auto pos = std::find_if(best.begin(), best.end(), [x](const auto& b) { return b.first < x; });
-    best.insert(pos, {x, static_cast<int32_t>(i)});
-    if (best.size() > k) best.pop_back();
-    if (best.size() == k) bar = best.back().first;
+  constexpr int64_t kChunk = 256;
+  for (int64_t base = 0; base < V; base += kChunk) {
+    const int64_t end = std::min(V, base + kChunk);
+    // Once the bar is high, whole chunks fall below it: a vectorized max skips them.
+    if (Keys(logits + base, end - base).hi <= sampling::OrderedKey(bar)) continue;
+    for (int64_t i = base; i < end; ++i) {
+      const float x = logits[i];
+      // Strictly greater: ids ascend, so an equal logit already held keeps the lower id ahead.
+      if (!(x > bar) || !Usable(x)) continue;
+      auto pos = std::find_if(best.begin(), best.end(), [x](const auto& b) { return b.first < x; });
+      best.insert(pos, {x, static_cast<int32_t>(i)});
+      if (best.size() > k) best.pop_back();
+      if (best.size() == k) bar = best.back().first;
+    }
   }
   c->top.reserve(best.size());
   for (const auto& [x, id] : best) c->top.push_back({id, static_cast<float>(static_cast<double>(x) - lse)});
