@@ -142,13 +142,13 @@ TEST(TokenSamplerTest, PresencePenaltySubtractsOnceFromGeneratedTokensOnly) {
   SamplingParams p;
   p.presence_penalty = 0.5f;
   {
-    TokenSampler s(p, 0, 2, {0});  // the prompt does not count
+    TokenSampler s(p, 0, 2, {});
     EXPECT_EQ(Pick(s, {1.0f, 0.5f}), 0);
     EXPECT_EQ(Pick(s, {1.0f, 0.5f}), 0);  // 1 − 0.5 = 0.5 ties, lower id
     EXPECT_EQ(Pick(s, {1.0f, 0.5f}), 0);  // once, not per occurrence
   }
   {
-    TokenSampler s(p, 0, 2, {});
+    TokenSampler s(p, 0, 2, {0, 0});  // the prompt does not count
     EXPECT_EQ(Pick(s, {1.0f, Up(0.5f)}), 0);
     EXPECT_EQ(Pick(s, {1.0f, Up(0.5f)}), 1);
   }

@@ -245,7 +245,7 @@ StatusOr<TokenChoice> TokenSampler::Next(const float* logits, const std::vector<
   } else {
     choice.token = FirstAt(pick_from, V, m);
   }
-  if (top_n >= 0) FillLogprobs(logits, V, top_n, &choice);
+  if (top_n >= 0) FillLogprobs(pick_from, V, top_n, &choice);
   Record(choice.token);
   return choice;
 }
