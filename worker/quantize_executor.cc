@@ -68,10 +68,10 @@ absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest
     auto gpu = plugin_->open_quant(o, &why_not_gpu);
     if (!gpu.ok()) return ToAbsl(gpu.status());
     accel = std::move(*gpu);
-    if (accel == nullptr && why_not_gpu.empty()) why_not_gpu = "the CUDA backend declined the job";
   }
+  const bool fell_back = plugin_ != nullptr && accel == nullptr;  // a GPU worker, a job the GPU cannot run
+  if (fell_back && why_not_gpu.empty()) why_not_gpu = "the CUDA backend declined the job";
   if (accel == nullptr) accel = std::make_unique<quant::CpuQuantAccelerator>();
-  const bool fell_back = plugin_ != nullptr && !why_not_gpu.empty() && accel->name() == "cpu";
   if (fell_back) {
     mq::Log(mq::LogLevel::kWarning, "job runs on the CPU, not the GPU").Kv("model", o.model_dir).Kv("reason", why_not_gpu);
     if (!progress(ExecutionProgress{mambaquant::v1::STAGE_LOAD, 0.0, "running on the CPU: " + why_not_gpu}))

@@ -217,6 +217,12 @@ class Recorder {
     return scores_[id].size();
   }
 
+  bool Ended(const std::string& id) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = calls_.find(id);
+    return it != calls_.end() && it->second.ended();
+  }
+
   CallLog Get(const std::string& id) {
     std::lock_guard<std::mutex> l(mu_);
     return calls_[id];
@@ -515,15 +521,26 @@ class ServingEngineConcurrencyTest : public ServingEngineTest {
 
     std::mutex mu;
     int64_t max_batch = 0, steps = 0;
+    int32_t max_waiting = 0, max_running = 0;  // stats at the calls' first tokens
     engine->SetStepObserver([&](int64_t batch, double) {
       std::lock_guard<std::mutex> l(mu);
       max_batch = std::max(max_batch, batch);
       steps += 1;
     });
+    ServingEngine* e = engine.get();
+    EventHook at_first = [&, e](const GenerationEvent& ev, int) {
+      if (ev.first) {
+        const ServingStats s = e->stats();
+        std::lock_guard<std::mutex> l(mu);
+        max_waiting = std::max(max_waiting, s.waiting);
+        max_running = std::max(max_running, s.running);
+      }
+      return true;
+    };
     std::vector<std::string> ids;
     for (const auto& in : inputs) {
       ids.push_back(NextId());
-      Status st = engine->SubmitGenerate(ids.back(), in, recorder_.Sink(ids.back()), recorder_.Errors(ids.back()));
+      Status st = engine->SubmitGenerate(ids.back(), in, recorder_.Sink(ids.back(), at_first), recorder_.Errors(ids.back()));
       ASSERT_TRUE(st.ok()) << st.ToString();
     }
     ASSERT_TRUE(recorder_.WaitEnded(ids));
@@ -546,6 +563,9 @@ class ServingEngineConcurrencyTest : public ServingEngineTest {
       EXPECT_GT(max_batch, 1);
       EXPECT_LE(max_batch, std::min(o.backend.max_batch, o.backend.num_slots));
       EXPECT_GT(steps, 0);
+      EXPECT_LE(max_running, o.backend.num_slots);
+      // With fewer slots than calls, later calls waited in the queue for a slot.
+      if (o.backend.num_slots < static_cast<int32_t>(inputs.size())) EXPECT_GT(max_waiting, 0);
     }
     EXPECT_TRUE(Idle(*engine));
   }
@@ -1348,6 +1368,40 @@ TEST_F(ServingEngineTest, DestroyingTheEngineCancelsWaitingAndRunningCalls) {
   auto r = recorder_.WaitScore("queued-score");
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->status().code(), StatusCode::kCancelled);
+}
+
+// Every slot is either free or counted as running, also while a call of n > 1 prefills (its
+// completions 1..n−1 already hold their slots then).
+TEST_F(ServingEngineTest, StatsCountEveryHeldSlot) {
+  auto engine = MakeEngine(Options(4, 4, /*prefill=*/1));  // a prefill of one token per iteration
+  ASSERT_NE(engine, nullptr);
+  GenerationInput in = Ids(EvalSlice(0, 300), 4);
+  in.params.n = 3;
+  in.params.ignore_eos = true;
+  const std::string id = NextId();
+  ASSERT_TRUE(engine->SubmitGenerate(id, in, recorder_.Sink(id), recorder_.Errors(id)).ok());
+  int64_t snapshots = 0, busy = 0, inconsistent = 0;
+  ServingStats bad;
+  const auto deadline = std::chrono::steady_clock::now() + kTimeout;
+  while (!recorder_.Ended(id) && std::chrono::steady_clock::now() < deadline) {
+    const ServingStats s = engine->stats();
+    ++snapshots;
+    if (s.running > 0) ++busy;
+    if (s.running + s.free_slots != 4) {
+      ++inconsistent;
+      bad = s;
+    }
+  }
+  ASSERT_TRUE(recorder_.WaitEnded({id}));
+  EXPECT_GT(busy, 0) << "no snapshot while the call ran (" << snapshots << " taken)";
+  EXPECT_EQ(inconsistent, 0) << "running " << bad.running << " + free " << bad.free_slots << " != 4 slots";
+  EXPECT_TRUE(Idle(*engine));
+  CallLog log = recorder_.Get(id);
+  ASSERT_EQ(log.completions.size(), 3u);
+  for (const auto& c : log.completions) EXPECT_EQ(c.ids.size(), 4u);
+  const ServingStats end = engine->stats();
+  EXPECT_EQ(end.generated_tokens, 12);
+  EXPECT_GT(end.decode_steps, 0);
 }
 
 TEST_F(ServingEngineTest, CreateRefusesMismatchedOptions) {

@@ -344,6 +344,26 @@ TEST(TokenSamplerTest, LogprobsAreTheRawModelDistribution) {
   EXPECT_TRUE(none->top.empty());
 }
 
+TEST(TokenSamplerTest, LogprobsAtScoresAnyToken) {
+  const int64_t V = 3000;
+  std::vector<float> logits = RandomLogits(V, 23, 5.0f);
+  logits[9] = kNaN;
+  logits[10] = -kInf;
+  const std::vector<double> ref = NaiveLogSoftmax(logits);
+  const TokenChoice c = LogprobsAt(logits.data(), V, 1234, 3);
+  EXPECT_EQ(c.token, 1234);
+  EXPECT_NEAR(c.logprob, ref[1234], 1e-5);
+  ASSERT_EQ(c.top.size(), 3u);
+  EXPECT_GE(c.top[0].logprob, c.top[1].logprob);
+  EXPECT_GE(c.top[1].logprob, c.top[2].logprob);
+  EXPECT_NEAR(c.top[0].logprob, *std::max_element(ref.begin(), ref.end()), 1e-5);
+  EXPECT_EQ(LogprobsAt(logits.data(), V, 9, 0).logprob, -kInf);   // NaN counts as -inf
+  EXPECT_EQ(LogprobsAt(logits.data(), V, 10, 0).logprob, -kInf);
+  const std::vector<float> none(4, -kInf);
+  EXPECT_EQ(LogprobsAt(none.data(), 4, 2, 2).logprob, -kInf);
+  EXPECT_TRUE(LogprobsAt(none.data(), 4, 2, 2).top.empty());
+}
+
 TEST(TokenSamplerTest, TopListShorterThanTopNWhenFewTokensAreFinite) {
   const std::vector<float> logits = {-kInf, 1.0f, kNaN, 1.0f, -2.0f};
   TokenSampler s(Greedy(), 0, 5, {});

@@ -6,6 +6,7 @@
 #include <random>
 #include <utility>
 
+#include "cpu/parallel_for.h"
 #include "serve/sequence_state.h"
 #include "serve/text_stream.h"
 #include "tokenizer/bpe_tokenizer.h"
@@ -260,8 +261,9 @@ void ServingEngine::Loop() {
     std::lock_guard<std::mutex> l(mu_);
     for (const auto& id : ended) calls_.erase(id);
     int32_t running = 0;
+    // A slot, not the state: completions 1..n−1 hold theirs (kWaiting) while completion 0 prefills.
     for (const auto& c : admitted_)
-      for (const auto& s : c->seqs) running += HoldsSlot(s.state) ? 1 : 0;
+      for (const auto& s : c->seqs) running += s.slot >= 0 ? 1 : 0;
     stats_.running = running;
     stats_.free_slots = static_cast<int32_t>(free_slots_.size());
   }
@@ -411,26 +413,45 @@ void ServingEngine::DecodeStep() {
       observer = step_observer_;
     }
     if (observer) observer(B, seconds);
+    // Choosing is per sequence and independent (each owns its sampler): on all cores for large
+    // batches (a 50k-vocabulary row costs tens of microseconds), then the events in order.
+    std::vector<std::optional<StatusOr<TokenChoice>>> choices(end - begin);
+    cpu::ParallelFor(B, 8, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        Sequence& s = *batch[begin + static_cast<size_t>(r)];
+        choices[static_cast<size_t>(r)].emplace(Choose(s, logits_.data() + static_cast<size_t>(r) * V));
+      }
+    });
     for (size_t i = begin; i < end; ++i) {
       Sequence& s = *batch[i];
       if (s.call->over || s.state != SequenceState::kDecoding) continue;
-      st = SampleAndAdvance(s, logits_.data() + (i - begin) * V);
+      StatusOr<TokenChoice>& choice = *choices[i - begin];
+      st = choice.ok() ? Advance(s, std::move(*choice)) : choice.status();
       if (!st.ok()) FailCall(*s.call, st);
     }
   }
 }
 
-Status ServingEngine::SampleAndAdvance(Sequence& s, const float* logits) {
-  Call& call = *s.call;
-  const GenerationParams& p = call.gen.params;
-  const int32_t eos = static_cast<int32_t>(backend_->config().eos_token_id);
+StatusOr<TokenChoice> ServingEngine::Choose(Sequence& s, const float* logits) const {
+  const GenerationParams& p = s.call->gen.params;
   // Before min_tokens, nothing that would end the completion may be chosen.
   std::vector<int32_t> banned;
   if (s.generated < p.min_tokens) {
-    if (!p.ignore_eos) banned.push_back(eos);
+    if (!p.ignore_eos) banned.push_back(static_cast<int32_t>(backend_->config().eos_token_id));
     banned.insert(banned.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
   }
-  MQ_ASSIGN_OR_RETURN(TokenChoice choice, s.sampler->Next(logits, banned, p.logprobs ? *p.logprobs : -1));
+  return s.sampler->Next(logits, banned, p.logprobs ? *p.logprobs : -1);
+}
+
+Status ServingEngine::SampleAndAdvance(Sequence& s, const float* logits) {
+  MQ_ASSIGN_OR_RETURN(TokenChoice choice, Choose(s, logits));
+  return Advance(s, std::move(choice));
+}
+
+Status ServingEngine::Advance(Sequence& s, TokenChoice&& choice) {
+  Call& call = *s.call;
+  const GenerationParams& p = call.gen.params;
+  const int32_t eos = static_cast<int32_t>(backend_->config().eos_token_id);
   const int32_t token = choice.token;
   s.generated += 1;
   {

@@ -142,6 +142,10 @@ class ServingEngine {
   Status Emit(Sequence& s, GenerationEvent&& e);
   Status StartCompletions(Call& call, const std::vector<float>& last_logits);
   Status SampleAndAdvance(Sequence& s, const float* logits);
+  // The next token of `s` (its sampler only: safe to run for different sequences at once).
+  StatusOr<TokenChoice> Choose(Sequence& s, const float* logits) const;
+  // Records the chosen token: counts, text, finish checks, the event.
+  Status Advance(Sequence& s, TokenChoice&& choice);
 
   const std::unique_ptr<SequenceBackend> backend_;
   const std::shared_ptr<const Tokenizer> tokenizer_;

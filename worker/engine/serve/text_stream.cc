@@ -66,7 +66,7 @@ std::string TextStream::Push(std::string_view valid, bool* stopped) {
     const Stop* hit = nullptr;
     for (Stop& s : stops_) {
       uint32_t st = s.state;
-      if (s.text[st] != c) st = 0;
+      while (st > 0 && s.text[st] != c) st = s.fail[st];
       if (s.text[st] == c) ++st;
       s.state = st;
       if (st == s.text.size() && (hit == nullptr || s.text.size() > hit->text.size())) hit = &s;

@@ -4,6 +4,9 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "eval/sampling.h"
 #include "eval/sampling_math.h"
@@ -122,8 +125,8 @@ void FillLogprobs(const float* logits, int64_t V, int32_t top_n, TokenChoice* c)
   c->logprob = Usable(chosen) ? static_cast<float>(static_cast<double>(chosen) - lse) : -kInf;
   if (top_n <= 0) return;
 
-  // Partial selection in one pass: a sorted buffer of the best k; most logits fail the one
-  // comparison with the current k-th, so this costs about V comparisons.
+  // Partial selection in one pass, no copy or sort of the vocabulary: a sorted buffer of the best
+  // k, which a logit enters only by beating the k-th.
   const size_t k = static_cast<size_t>(std::min<int64_t>(top_n, V));
   std::vector<std::pair<float, int32_t>> best;
   best.reserve(k + 1);
@@ -245,7 +248,7 @@ StatusOr<TokenChoice> TokenSampler::Next(const float* logits, const std::vector<
   } else {
     choice.token = FirstAt(pick_from, V, m);
   }
-  if (top_n >= 0) FillLogprobs(pick_from, V, top_n, &choice);
+  if (top_n >= 0) FillLogprobs(logits, V, top_n, &choice);
   Record(choice.token);
   return choice;
 }

@@ -2,7 +2,7 @@
 // the engine's sampler (eval/sampling.h), with the model's log-probabilities on request.
 //
 // Semantics (the API's, docs of GenerateRequest/SamplingParams): Next works on a copy of the raw
-// logits, in this order:
+// logits (made only when one of these steps changes something), in this order:
 //   (a) repetition_penalty p != 1: every token present in the prompt or the generated output gets
 //       logit > 0 ? logit / p : logit * p, once however often it occurs (HF, vLLM);
 //   (b) presence/frequency penalties (OpenAI, vLLM): logit -= presence * (count > 0) +
@@ -43,8 +43,8 @@ struct TokenChoice {
   std::vector<TopLogprob> top;
 };
 
-// The model's log-probability of `token` under raw logits [V] (log-softmax in double; non-finite
-// logits count as -inf) and the top_n (0..V) most likely tokens: Score's per-position answer, and
+// The model's log-probability of `token` under raw logits [V] (log-softmax, its sum in double,
+// within ~1e-6 of an all-double one; non-finite logits count as -inf) and the top_n (0..V) most likely tokens: Score's per-position answer, and
 // what Next reports. token must be in [0, V).
 TokenChoice LogprobsAt(const float* logits, int64_t V, int32_t token, int32_t top_n);
 
