@@ -25,6 +25,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
@@ -33,6 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "backend_plugin_loader.h"
+#include "cluster.h"
 #include "quant/quant_accelerator.h"
 #include "quant/quantize_pipeline.h"
 #include "test_support.h"
@@ -298,6 +300,46 @@ TEST(WorkerBackendTest, CudaBackendWithoutAGpuExitsWithTheReason) {
   EXPECT_EQ(worker.Wait(absl::Seconds(20)), 2);
   const std::string log = mq::test::ReadFileOrDie(dir.Sub("worker.log"));
   EXPECT_TRUE(absl::StrContains(log, "--backend cuda: UNAVAILABLE: ")) << log;
+}
+
+// Quantization jobs take their device from the plugin: a worker that loaded one (here the fake
+// GPU: the CPU reference renamed "cuda (fake GPU)") registers as cuda with the probe's device, runs
+// a job the device supports there (the report's `device` says so), and runs a job the device
+// declines (static activation scales) on the CPU, with the reason in its log and report.
+TEST(WorkerBackendTest, QuantizationJobsTakeTheirDeviceFromThePlugin) {
+  mq::test::Cluster c;
+  c.StartServer();
+  c.UploadBundled();
+  mq::test::TempDir dir;
+  mq::test::ChildProcess worker({MQ_WORKER_BIN, "--server", c.address(), "--listen",
+                                 absl::StrCat("127.0.0.1:", mq::test::PickFreePort()), "--backend", "cuda",
+                                 "--backend-plugin", MQ_FAKE_GPU_BACKEND_PLUGIN, "--cache-dir", dir.Sub("cache"),
+                                 "--insecure", "--poll-seconds", "2", "--name", "fake-gpu"},
+                                dir.Sub("worker.log"));
+  auto run_job = [&](std::vector<std::string> extra) -> nlohmann::json {
+    std::vector<std::string> args = {"jobs", "submit", "--model", "mamba-tiny", "--preset", "mambaquant", "--bits",
+                                     "w8a8", "--calib", "calib", "--samples", "8", "--seq-len", "64", "--wait", "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::string out;
+    EXPECT_EQ(c.Mqctl(args, &out), 0) << out;
+    auto job = nlohmann::json::parse(out, nullptr, false);
+    EXPECT_EQ(job["state"], "JOB_STATE_SUCCEEDED") << out;
+    EXPECT_EQ(c.Mqctl({"models", "get", job["result_model"].get<std::string>(), "--json"}, &out), 0) << out;
+    return nlohmann::json::parse(nlohmann::json::parse(out)["quantization"]["report_json"].get<std::string>());
+  };
+  const nlohmann::json on_gpu = run_job({});
+  std::printf("DEBUG %s\n", on_gpu.dump().substr(0, 300).c_str());
+  EXPECT_EQ(on_gpu["device"], "cuda (fake GPU)") << on_gpu.dump();
+  EXPECT_FALSE(on_gpu.contains("device_note")) << on_gpu.dump();
+  const nlohmann::json on_cpu = run_job({"--act", "per_tensor"});
+  EXPECT_EQ(on_cpu["device"], "cpu") << on_cpu.dump();
+  EXPECT_EQ(on_cpu.value("device_note", ""), "GPU not used: fake GPU: static activation scales are not supported")
+      << on_cpu.dump();
+  const std::string log = mq::test::ReadFileOrDie(dir.Sub("worker.log"));
+  EXPECT_TRUE(absl::StrContains(log, "backend=cuda device=\"Fake GPU\"")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "job runs on the CPU, not the GPU")) << log;
+  worker.Signal(SIGTERM);
+  EXPECT_EQ(worker.Wait(absl::Seconds(20)), 0) << log;
 }
 
 }  // namespace
