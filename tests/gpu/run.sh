@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build, test and benchmark the CUDA backend on the GPU machine, in one call:
-#   tests/gpu/run.sh [stages]     stages: any of build,test,quant,bench,profile,hf (default: build,test,quant,bench,hf)
+#   tests/gpu/run.sh [stages]     stages: any of build,test,quant,bench,profile,service,hf (default: build,test,quant,bench,hf)
+#   `service` needs no build: it runs the service built on the development machine
+#   (tests/gpu/pack-service.sh → third_party_local/service.tar.xz), see tests/gpu/service.sh.
 # Needs third_party_local/ (tests/gpu/pack-deps.sh) carried along: the dependency prefix and the
 # mamba-small fixture. Logs and JSON go to $OUT (or /tmp/mq-gpu-out); the summary table prints last.
 # Knobs: BENCH_SHAPES (default 130m,370m,790m,1.4b,2.8b), HF_SHAPES (default: all five),
@@ -142,6 +144,16 @@ PY
   note "profile: done ($((SECONDS - t1)) s)"
 fi
 
+if has service; then
+  # The whole service on the GPU (tests/gpu/service.sh; binaries from tests/gpu/pack-service.sh).
+  t1=$SECONDS
+  FIX="$FIX" OUT="$OUT" P="$P" timeout "${SERVICE_TIMEOUT:-560}" bash tests/gpu/service.sh > "$OUT/service.log" 2>&1
+  rc=$?
+  tail -30 "$OUT/service.log"
+  note "service stage: rc=$rc ($((SECONDS - t1)) s)"
+  [ -f "$OUT/service_summary.txt" ] && while read -r l; do note "$l"; done < "$OUT/service_summary.txt"
+fi
+
 if has hf; then
   t1=$SECONDS
   PYTHONUNBUFFERED=1 timeout 240 python3 bench/hf_baseline.py --shapes "${HF_SHAPES:-130m,370m,790m,1.4b,2.8b}" \
@@ -158,6 +170,6 @@ if [ -f "$OUT/mq_bench.json" ]; then
   python3 bench/report.py "$OUT/mq_bench.json" "$OUT/hf_baseline.json" --md "$OUT/bench_table.md"
 fi
 if [ -n "$RET" ] && [ "$RET" != "$OUT" ]; then
-  for f in bench_table.md mq_bench.json hf_baseline.json gpu_test.log quant_gpu_test.log quant_2.8b_linear.log quant_2.8b_full.log; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RET/"; done
+  for f in bench_table.md mq_bench.json hf_baseline.json gpu_test.log quant_gpu_test.log quant_2.8b_linear.log quant_2.8b_full.log service_summary.txt; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RET/"; done
   tar -C "$OUT" -czf "$RET/logs.tar.gz" .
 fi

@@ -328,7 +328,6 @@ TEST(WorkerBackendTest, QuantizationJobsTakeTheirDeviceFromThePlugin) {
     return nlohmann::json::parse(nlohmann::json::parse(out)["quantization"]["report_json"].get<std::string>());
   };
   const nlohmann::json on_gpu = run_job({});
-  std::printf("DEBUG %s\n", on_gpu.dump().substr(0, 300).c_str());
   EXPECT_EQ(on_gpu["device"], "cuda (fake GPU)") << on_gpu.dump();
   EXPECT_FALSE(on_gpu.contains("device_note")) << on_gpu.dump();
   const nlohmann::json on_cpu = run_job({"--act", "per_tensor"});

@@ -161,9 +161,8 @@ Status ServingEngine::SubmitGenerate(const std::string& call_id, GenerationInput
     std::lock_guard<std::mutex> l(mu_);
     if (stopping_) return UnavailableError("the model is being unloaded");
     if (calls_.count(call_id) != 0) return AlreadyExistsError("call " + call_id + " is already running");
-    if (static_cast<int32_t>(waiting_.size()) >= options_.max_waiting)
-      return ResourceExhaustedError("the waiting queue of this model is full (" + std::to_string(options_.max_waiting) +
-                                    " calls): retry later");
+    if (QueueFull()) return ResourceExhaustedError("the waiting queue of this model is full (" +
+                                                   std::to_string(options_.max_waiting) + " calls): retry later");
     calls_[call_id] = call;
     waiting_.push_back(call);
     stats_.waiting += call->gen.params.n;
@@ -203,15 +202,21 @@ Status ServingEngine::SubmitScore(const std::string& call_id, ScoreInput input, 
     std::lock_guard<std::mutex> l(mu_);
     if (stopping_) return UnavailableError("the model is being unloaded");
     if (calls_.count(call_id) != 0) return AlreadyExistsError("call " + call_id + " is already running");
-    if (static_cast<int32_t>(waiting_.size()) >= options_.max_waiting)
-      return ResourceExhaustedError("the waiting queue of this model is full (" + std::to_string(options_.max_waiting) +
-                                    " calls): retry later");
+    if (QueueFull()) return ResourceExhaustedError("the waiting queue of this model is full (" +
+                                                   std::to_string(options_.max_waiting) + " calls): retry later");
     calls_[call_id] = call;
     waiting_.push_back(call);
     stats_.waiting += 1;
   }
   wake_.notify_all();
   return OkStatus();
+}
+
+bool ServingEngine::QueueFull() const {
+  // Calls that free slots can take at once do not count against the queue: they sit in it only
+  // until the loop's next iteration (so max_waiting 0 means "no queue", not "refuse everything").
+  const int32_t can_start = std::max(0, stats_.free_slots - stats_.waiting);
+  return static_cast<int32_t>(waiting_.size()) >= options_.max_waiting + can_start;
 }
 
 void ServingEngine::Cancel(const std::string& call_id) {

@@ -137,6 +137,7 @@ class ServingEngine {
   void DecodeStep();
   void RunScore(Call& call);
   void DropCancelled();
+  bool QueueFull() const;  // under mu_
   void FailCall(Call& call, const Status& status);
   void ReleaseCallSlots(Call& call);
   Status Emit(Sequence& s, GenerationEvent&& e);
