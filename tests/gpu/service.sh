@@ -64,10 +64,15 @@ ctl models get small-w8a8 --json > "$OUT/service_job_model.json" 2>&1
 python3 - "$OUT/service_job_model.json" <<'PY' | tee -a "$OUT/service_summary.txt"
 import json, sys
 m = json.load(open(sys.argv[1]))
-q = m.get("quantization", {})
-rep = json.loads(q.get("reportJson") or q.get("report_json") or "{}")
-print("service job report: device=%s float_ppl=%s quant_ppl=%s" % (rep.get("device"), rep.get("float_perplexity", rep.get("float", {}).get("perplexity") if isinstance(rep.get("float"), dict) else None),
-      rep.get("quantized_perplexity", rep.get("quantized", {}).get("perplexity") if isinstance(rep.get("quantized"), dict) else None)))
+rep = json.loads(m.get("quantization", {}).get("report_json") or "{}")
+def find(d, key):
+    if isinstance(d, dict):
+        if key in d: return d[key]
+        for v in d.values():
+            r = find(v, key)
+            if r is not None: return r
+    return None
+print("service job report: device=%s float_ppl=%s quantized_ppl=%s" % (rep.get("device"), find(rep, "float_perplexity"), find(rep, "quantized_perplexity")))
 PY
 ctl models download small-w8a8 --out "$S/svc-q" > /dev/null 2>&1
 t1=$SECONDS

@@ -101,6 +101,9 @@ StatusOr<std::string> TextStream::Append(int32_t token, bool* stopped) {
     return FailedPreconditionError(matched_stop_.empty() ? "TextStream::Append after Finish"
                                                          : "TextStream::Append after a stop string matched");
   }
+  // Ids past the tokenizer's vocabulary are the padding rows of the model's embedding (released
+  // Mamba checkpoints pad 50277 tokens to 50280): no text, as HF decode skips them.
+  if (token >= tokenizer_->vocab_size()) return std::string();
   MQ_ASSIGN_OR_RETURN(const std::string bytes, tokenizer_->DecodeBytes({token}, /*skip_special_tokens=*/true));
   if (bytes.empty()) return std::string();
   return Push(Repair(bytes, /*final=*/false), stopped);

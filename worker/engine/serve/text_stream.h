@@ -3,7 +3,8 @@
 //
 // Rules (the API's, GenerateResponse.text):
 // - A token's bytes are Tokenizer::DecodeBytes({token}, skip_special_tokens = true): special
-//   tokens (eos, padding) add no text, as in vLLM. For byte-level BPE the bytes of a sequence are
+//   tokens (eos, padding) add no text, as in vLLM; nor do ids past the tokenizer's vocabulary (the
+//   padding rows of a model's embedding, as HF decode skips them). For byte-level BPE the bytes of a sequence are
 //   the concatenation of its tokens' bytes, so the stream works token by token, O(new bytes).
 // - Held back: an incomplete UTF-8 character at the end (a lead byte whose continuation bytes have
 //   not arrived yet), and the longest suffix of the text that is a proper prefix of some stop
@@ -39,8 +40,8 @@ class TextStream {
 
   // Adds one generated token; returns the text that can be sent now (maybe empty). When a stop
   // string is complete, *stopped = true and the delta ends right before the match. After a stop
-  // or Finish, Append is FailedPrecondition; a token the tokenizer cannot decode is its error
-  // (OutOfRange, InvalidArgument) and leaves the stream as it was.
+  // or Finish, Append is FailedPrecondition; a negative id or an id the tokenizer cannot decode is
+  // its error (OutOfRange, InvalidArgument) and leaves the stream as it was.
   StatusOr<std::string> Append(int32_t token, bool* stopped);
 
   // The generation ended for another reason (length, eos, stop token): returns the rest of the
