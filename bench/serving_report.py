@@ -39,6 +39,8 @@ for m, s, p, n, tps, t50, t99, i50, i99, failed in rows:
 lines.append("")
 for model, mode in (("s28-int8", "int8"), ("s28-fp16", "fp16")):
     by = {r[1]: r for r in rows if r[0] == model}
+    if not by:
+        continue
     step1, step64 = engine(mode, "decode_b1_ms_per_step"), engine(mode, "decode_b64_ms_per_step")
     prefill_rate = engine(mode, "prefill_1x512_tok_per_s")
     lines.append("%s (engine, same run: decode b1 %s ms, b64 %s ms, b256 %s ms, prefill 1x512 %s ms)" % (
