@@ -844,6 +844,37 @@ TEST(CudaSequenceBackendTest, StatePoolThatDoesNotFitIsResourceExhausted) {
   EXPECT_TRUE(ok.ok()) << ok.status().ToString();
 }
 
+// A worker unloads models to make room for others: every unload must give the device memory back.
+// Twenty loads and unloads of mamba-small (float → FP16, with its full state pool, buffers and
+// decode graphs) end where the first one started.
+TEST(CudaSequenceBackendTest, LoadUnloadTwentyTimesReturnsDeviceMemory) {
+  MQ_REQUIRE_GPU();
+  auto paths = testing::Fixture("small");
+  MQ_REQUIRE_FIXTURE(paths, "small");
+  auto w = LoadMambaWeights(paths.model_dir);
+  ASSERT_TRUE(w.ok());
+  auto free_now = [] {
+    size_t f = 0, t = 0;
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(cudaMemGetInfo(&f, &t), cudaSuccess);
+    return static_cast<int64_t>(f);
+  };
+  { auto warm = CudaSequenceBackend::Create(*w, SequenceTestOptions()); ASSERT_TRUE(warm.ok()); }  // context, cuBLASLt
+  const int64_t baseline = free_now();
+  int64_t held = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto b = CudaSequenceBackend::Create(*w, SequenceTestOptions());
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    held = baseline - free_now();
+    EXPECT_GT(held, 0);
+  }
+  const int64_t after = free_now();
+  std::printf("[gpu] load/unload x20: %.1f MB held while loaded, free memory after %+.3f MB vs baseline\n", held / 1e6,
+              (after - baseline) / 1e6);
+  // The driver hands memory back in 2 MiB pages: allow one.
+  EXPECT_GE(after, baseline - (2 << 20));
+}
+
 // The plugin the worker loads (libmq_cuda_backend.so, written next to mq-worker in build/worker):
 // probe, a model served through it against the CPU reference, a quantization accelerator, memory.
 TEST(CudaBackendPluginGpuTest, ProbeServeAndQuantizeThroughThePlugin) {

@@ -581,5 +581,39 @@ TEST_F(KServeTest, RepositoryIndexLoadAndUnload) {
   }
 }
 
+// A worker unloads models to make room for others: an unload must give the memory back. Twenty
+// load/unload cycles through the repository API leave the worker's RSS where one cycle left it.
+TEST_F(KServeTest, LoadUnloadTwentyTimesReturnsWorkerMemory) {
+  auto cycle = [&] {
+    {
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx);
+      inference::RepositoryModelLoadRequest req;
+      req.set_model_name(kModel);
+      inference::RepositoryModelLoadResponse resp;
+      ASSERT_TRUE(stub_->RepositoryModelLoad(&ctx, req, &resp).ok());
+    }
+    ASSERT_TRUE(WaitFor([&] { return ModelReady(*stub_, kModel); }, absl::Seconds(10)));
+    {
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx);
+      inference::RepositoryModelUnloadRequest req;
+      req.set_model_name(kModel);
+      inference::RepositoryModelUnloadResponse resp;
+      ASSERT_TRUE(stub_->RepositoryModelUnload(&ctx, req, &resp).ok());
+    }
+    ASSERT_TRUE(WaitFor([&] { return !ModelReady(*stub_, kModel); }, absl::Seconds(10)));
+  };
+  cycle();
+  const pid_t worker = cluster_->worker(0).pid();
+  const int64_t baseline_kb = ProcStatusKb(worker, "VmRSS");
+  for (int i = 0; i < 20; ++i) cycle();
+  const int64_t after_kb = ProcStatusKb(worker, "VmRSS");
+  std::printf("worker RSS after 1 load/unload %lld KiB, after 21: %lld KiB\n", static_cast<long long>(baseline_kb),
+              static_cast<long long>(after_kb));
+  // The bundled model holds about 6 MB loaded: twenty leaked copies would be 120 MB.
+  EXPECT_LT(after_kb - baseline_kb, 8 * 1024);
+}
+
 }  // namespace
 }  // namespace mq::test
