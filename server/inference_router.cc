@@ -299,6 +299,14 @@ absl::Status InferenceRouter::AttachWorker(const ServeHello& hello, WorkerStream
   const WorkerCapacity& cap = hello.capacity();
   if (cap.max_sequences() < 1 || cap.max_prompt_tokens() < 1 || cap.max_new_tokens() < 1 || cap.max_score_tokens() < 2)
     return absl::InvalidArgumentError("the worker's capacity has a limit below 1");
+  // The worker's --preload models, resolved before it joins: an unknown one stops it at start.
+  std::vector<Artifact> preload;
+  for (const auto& ref : hello.preload()) {
+    auto a = registry_->Get(ARTIFACT_KIND_MODEL, ref);
+    if (!a.ok())
+      return absl::FailedPreconditionError(absl::StrCat("--preload ", ref, ": ", a.status().message()));
+    preload.push_back(*std::move(a));
+  }
   std::vector<std::shared_ptr<Call>> orphaned;
   {
     absl::MutexLock l(&mu_);
@@ -319,6 +327,25 @@ absl::Status InferenceRouter::AttachWorker(const ServeHello& hello, WorkerStream
     slot->capacity = cap;
     for (const auto& m : hello.load().models()) slot->loaded.insert(m.model());
     for (const auto& m : hello.load().loading()) slot->loading.insert(m);
+    for (const auto& a : preload) {
+      auto c = std::make_shared<Call>();
+      c->id = absl::StrCat("m", ++next_call_);
+      c->worker_id = slot->id;
+      c->model = Resolved(a);
+      c->sequences = 0;
+      c->done = [model = c->model, id = slot->id](absl::Status s) {
+        if (!s.ok()) Log(LogLevel::kWarning, "preload failed").Kv("worker_id", id).Kv("model", model).Kv("error", s);
+      };
+      ServeDown down;
+      down.mutable_model()->set_call_id(c->id);
+      down.mutable_model()->set_model(c->model);
+      *down.mutable_model()->mutable_model_files() = a.files();
+      down.mutable_model()->set_required(true);
+      if (!sink->Send(down)) break;
+      slot->loading.insert(c->model);
+      slot->calls.insert(c->id);
+      calls_[c->id] = std::move(c);
+    }
   }
   Log(LogLevel::kInfo, "inference worker attached").Kv("worker_id", hello.worker_id()).Kv("device", cap.device())
       .Kv("max_sequences", cap.max_sequences());

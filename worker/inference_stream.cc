@@ -30,8 +30,10 @@ void FillLogprobs(const std::vector<serve::TokenChoice>& in, google::protobuf::R
 }  // namespace
 
 InferenceStream::InferenceStream(const ServerConnection* server, ModelHost* host, WorkerCapacity capacity,
-                                 std::function<std::string()> worker_id)
-    : server_(server), host_(host), capacity_(std::move(capacity)), worker_id_(std::move(worker_id)) {
+                                 std::function<std::string()> worker_id, std::vector<std::string> preload,
+                                 std::function<void(const std::string&)> on_fatal)
+    : server_(server), host_(host), capacity_(std::move(capacity)), worker_id_(std::move(worker_id)),
+      preload_(std::move(preload)), on_fatal_(std::move(on_fatal)) {
   host_->SetChangeListener([this] {
     std::lock_guard<std::mutex> l(mu_);
     load_changed_ = true;
@@ -95,6 +97,7 @@ void InferenceStream::Serve(const std::string& worker_id) {
   hello.mutable_hello()->set_worker_id(worker_id);
   *hello.mutable_hello()->mutable_capacity() = capacity_;
   *hello.mutable_hello()->mutable_load() = host_->Snapshot();
+  for (const auto& m : preload_) hello.mutable_hello()->add_preload(m);
   if (stream->Write(hello)) {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -124,6 +127,10 @@ void InferenceStream::Serve(const std::string& worker_id) {
   {
     std::lock_guard<std::mutex> l(mu_);
     stopping = stopping_;
+  }
+  if (st.error_code() == grpc::StatusCode::FAILED_PRECONDITION && !preload_.empty() && on_fatal_) {
+    on_fatal_(st.error_message());  // an unknown --preload model: retrying cannot help
+    return;
   }
   if (!stopping) Log(LogLevel::kWarning, "inference stream closed; reconnecting").Kv("code", static_cast<int>(st.error_code())).Kv("error", st.error_message());
 }
@@ -340,9 +347,16 @@ void InferenceStream::RunModelCommand(const ModelCommand& cmd) {
     reply(host_->Unload(cmd.model()), false, 0);
     return;
   }
-  host_->Acquire(cmd.model(), cmd.model_files(), [reply](absl::StatusOr<std::shared_ptr<serve::ServingEngine>> engine) {
-    if (!engine.ok()) reply(engine.status(), false, 0);
-    else reply(absl::OkStatus(), true, (*engine)->backend().memory_bytes());
+  const bool required = cmd.required();
+  host_->Acquire(cmd.model(), cmd.model_files(), [this, reply, required, model = cmd.model()](
+                                                     absl::StatusOr<std::shared_ptr<serve::ServingEngine>> engine) {
+    if (!engine.ok()) {
+      reply(engine.status(), false, 0);
+      if (required && on_fatal_) on_fatal_(absl::StrCat("--preload ", model, ": ", engine.status().ToString()));
+    } else {
+      if (required) Log(LogLevel::kInfo, "preloaded").Kv("model", model).Kv("bytes", (*engine)->backend().memory_bytes());
+      reply(absl::OkStatus(), true, (*engine)->backend().memory_bytes());
+    }
   });
 }
 

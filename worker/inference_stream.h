@@ -16,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "mambaquant/v1/worker.grpc.pb.h"
 #include "model_host.h"
@@ -26,8 +27,11 @@ namespace mq::worker {
 class InferenceStream {
  public:
   // worker_id: the id the worker is registered under now (empty: not registered yet).
+  // preload: models to load before serving (--preload); on_fatal runs once when the worker cannot
+  // serve as configured (a preload model unknown or not fitting): the process should exit.
   InferenceStream(const ServerConnection* server, ModelHost* host, mambaquant::v1::WorkerCapacity capacity,
-                  std::function<std::string()> worker_id);
+                  std::function<std::string()> worker_id, std::vector<std::string> preload = {},
+                  std::function<void(const std::string&)> on_fatal = nullptr);
   ~InferenceStream();  // Stop()
 
   void Start();
@@ -61,6 +65,8 @@ class InferenceStream {
   ModelHost* host_;
   const mambaquant::v1::WorkerCapacity capacity_;
   std::function<std::string()> worker_id_;
+  const std::vector<std::string> preload_;
+  std::function<void(const std::string&)> on_fatal_;
 
   mutable std::mutex mu_;  // guards the fields below
   std::condition_variable cv_;

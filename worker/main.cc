@@ -1,5 +1,8 @@
 // mq-worker: runs quantization jobs for an mq-server. See docs/deploy.md for the flags.
+#include <signal.h>
 #include <unistd.h>
+
+#include <atomic>
 
 #include <cstdio>
 #include <memory>
@@ -58,6 +61,9 @@ ABSL_FLAG(int, max_waiting, 256, "Calls queued per model beyond the running ones
 ABSL_FLAG(int, max_prompt_tokens, 8192, "Longest prompt, tokens");
 ABSL_FLAG(int, max_new_tokens, 4096, "Most tokens one completion may generate (at most 4096)");
 ABSL_FLAG(int, max_score_tokens, 8192, "Longest text Score accepts, tokens");
+ABSL_FLAG(std::vector<std::string>, preload, {},
+          "Models (name[:version], comma-separated) to load at start; the worker exits if one is unknown or does not "
+          "fit (its state slots and buffers are allocated at load)");
 ABSL_FLAG(int64_t, model_memory_budget, 0,
           "Bytes loaded models may hold (0: 90% of the device memory); least recently used idle models unload beyond it");
 
@@ -232,7 +238,16 @@ int main(int argc, char** argv) {
   capacity.set_max_prompt_tokens(serving.max_prompt_tokens);
   capacity.set_max_new_tokens(serving.max_new_tokens);
   capacity.set_max_score_tokens(serving.max_score_tokens);
-  mq::worker::InferenceStream inference(&server, &host, capacity, [&agent] { return agent.worker_id(); });
+  // A worker that cannot serve what it was told to preload stops at once, saying why, instead of
+  // failing later under load.
+  static std::atomic<bool> fatal{false};
+  mq::worker::InferenceStream inference(&server, &host, capacity, [&agent] { return agent.worker_id(); },
+                                        absl::GetFlag(FLAGS_preload), [](const std::string& why) {
+                                          if (fatal.exchange(true)) return;
+                                          mq::Log(mq::LogLevel::kError, "cannot serve as configured; exiting").Kv("error", why);
+                                          std::fprintf(stderr, "mq-worker: %s\n", why.c_str());
+                                          ::kill(::getpid(), SIGTERM);
+                                        });
   inference.Start();
   mq::Log(mq::LogLevel::kInfo, "mq-worker started")
       .Kv("server", absl::GetFlag(FLAGS_server)).Kv("listen", absl::GetFlag(FLAGS_listen)).Kv("port", port)
@@ -244,5 +259,5 @@ int main(int argc, char** argv) {
   inference.Stop();
   agent.Shutdown();
   health_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  return 0;
+  return fatal ? 1 : 0;
 }

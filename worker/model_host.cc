@@ -7,6 +7,7 @@
 #include "artifact_files.h"
 #include "file_util.h"
 #include "log.h"
+#include "model/mamba_config.h"
 #include "serve/cpu_sequence_backend.h"
 #include "tokenizer/bpe_tokenizer.h"
 
@@ -102,19 +103,29 @@ void ModelHost::Acquire(const std::string& model, const google::protobuf::Repeat
 
 absl::StatusOr<std::shared_ptr<serve::ServingEngine>> ModelHost::LoadModel(
     const std::string& model, const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files) {
-  // Room first: the estimate is the files' size (×2 on the CPU, where F16/BF16 checkpoints become
-  // float32) plus the state slots; the real size replaces it once loaded.
-  uint64_t file_bytes = 0;
-  for (const auto& f : files) file_bytes += f.size();
-  const uint64_t estimate = options_.plugin != nullptr ? file_bytes : 2 * file_bytes;
-  absl::Status s = MakeRoom(estimate);
-  if (!s.ok()) return s;
-
   const std::string dir = JoinPath(options_.models_dir, DirName(model));
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   for (const auto& f : files) cache_->Pin(f.sha256());  // never evicted while served
-  s = MaterializeArtifact(cache_, server_, files, dir, nullptr, nullptr);
+  absl::Status s = MaterializeArtifact(cache_, server_, files, dir, nullptr, nullptr);
+  if (!s.ok()) return s;
+
+  // Room before anything is allocated. The estimate: the files (×2 on the CPU, where F16/BF16
+  // checkpoints become float32), every state slot, and the logits buffers; the size the backend
+  // reports replaces it once loaded.
+  auto config = MambaConfig::FromFile(JoinPath(dir, "config.json"));
+  if (!config.ok()) return ToAbsl(config.status());
+  uint64_t file_bytes = 0;
+  for (const auto& f : files) file_bytes += f.size();
+  const serve::SequenceBackendOptions& bo = options_.serving.backend;
+  const uint64_t slot_bytes = 4ull * static_cast<uint64_t>(config->num_hidden_layers) *
+                              static_cast<uint64_t>(config->intermediate_size) *
+                              static_cast<uint64_t>(config->conv_kernel - 1 + config->state_size);
+  const uint64_t logits_bytes = 4ull * static_cast<uint64_t>(std::max(bo.max_batch, bo.max_logit_rows)) *
+                                static_cast<uint64_t>(config->vocab_size);
+  const uint64_t estimate = (options_.plugin != nullptr ? file_bytes : 2 * file_bytes) +
+                            slot_bytes * static_cast<uint64_t>(bo.num_slots + 1) + 2 * logits_bytes;
+  s = MakeRoom(estimate);
   if (!s.ok()) return s;
 
   auto tokenizer = Tokenizer::LoadFromFile(JoinPath(dir, "tokenizer.json"));
@@ -142,8 +153,10 @@ absl::StatusOr<std::shared_ptr<serve::ServingEngine>> ModelHost::LoadModel(
 absl::Status ModelHost::MakeRoom(uint64_t need) {
   if (options_.memory_budget_bytes == 0) return absl::OkStatus();
   if (need > options_.memory_budget_bytes)
-    return absl::ResourceExhaustedError(absl::StrCat("the model needs about ", need, " bytes, over this worker's model memory budget of ",
-                                                     options_.memory_budget_bytes, " bytes"));
+    return absl::ResourceExhaustedError(absl::StrCat("the model needs about ", need, " bytes (weights, ",
+                                                     options_.serving.backend.num_slots, " state slots and buffers), over "
+                                                     "this worker's model memory budget of ", options_.memory_budget_bytes,
+                                                     " bytes: lower --max-sequences or raise --model-memory-budget"));
   std::vector<std::shared_ptr<serve::ServingEngine>> evicted;
   {
     std::lock_guard<std::mutex> l(mu_);

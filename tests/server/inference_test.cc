@@ -473,3 +473,35 @@ TEST(InferenceLimits, FullQueueIsResourceExhaustedAndNoWorkerIsUnavailable) {
 
 }  // namespace
 }  // namespace mq::test
+
+namespace mq::test {
+namespace {
+
+// --preload: the worker loads its models at start, with every state slot and buffer, and exits
+// saying why when one is unknown or does not fit, instead of failing later under load.
+TEST(InferencePreload, WorkerPreloadsOrRefusesToStart) {
+  Cluster c;
+  c.StartServer();
+  c.UploadBundled();
+  const int metrics_port = PickFreePort();
+  c.StartWorker({"--preload", "mamba-tiny", "--metrics-listen", absl::StrCat("127.0.0.1:", metrics_port)});
+  double loaded = -1;
+  for (int i = 0; i < 100 && loaded != 1; ++i) {
+    loaded = MetricValue(HttpGet(metrics_port, "/metrics", absl::Seconds(5)), "mq_worker_models_loaded");
+    if (loaded != 1) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(loaded, 1) << c.WorkerLog(0);
+
+  const int unknown = c.StartWorker({"--preload", "no-such-model"});
+  EXPECT_EQ(c.worker(unknown).Wait(absl::Seconds(30)), 1);
+  EXPECT_TRUE(absl::StrContains(c.WorkerLog(unknown), "--preload no-such-model")) << c.WorkerLog(unknown);
+
+  // 65536 state slots of mamba-tiny are about 1.3 GB; a 16 MB budget cannot hold them.
+  const int too_big = c.StartWorker({"--preload", "mamba-tiny", "--max-sequences", "65536", "--max-batch", "64",
+                                     "--model-memory-budget", std::to_string(16 << 20)});
+  EXPECT_EQ(c.worker(too_big).Wait(absl::Seconds(60)), 1);
+  EXPECT_TRUE(absl::StrContains(c.WorkerLog(too_big), "RESOURCE_EXHAUSTED")) << c.WorkerLog(too_big);
+}
+
+}  // namespace
+}  // namespace mq::test
