@@ -21,9 +21,10 @@ void CliContext::Prepare(grpc::ClientContext* ctx, bool with_deadline) const {
   PrepareClientContext(ctx, token, with_deadline ? timeout : absl::ZeroDuration());
 }
 
-void CliContext::PrintJson(const google::protobuf::Message& message) const {
+void CliContext::PrintJson(const google::protobuf::Message& message, bool with_defaults) const {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = with_defaults;
   std::string out;
   (void)google::protobuf::util::MessageToJsonString(message, &out, options);
   std::printf("%s\n", out.c_str());

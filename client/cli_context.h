@@ -39,7 +39,9 @@ struct CliContext {
   // Token and deadline; timeout 0 means no deadline (streams that may run long).
   void Prepare(grpc::ClientContext* ctx, bool with_deadline = true) const;
   // One line of JSON with the proto field names.
-  void PrintJson(const google::protobuf::Message& message) const;
+  // One line of JSON (proto field names). with_defaults: every field, defaults included (index 0,
+  // empty text), as scripts reading streamed messages want.
+  void PrintJson(const google::protobuf::Message& message, bool with_defaults = false) const;
 };
 
 // Prints "error: CODE: message" to stderr and returns kExitError (kExitUsage for usage errors).

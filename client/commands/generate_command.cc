@@ -5,7 +5,6 @@
 // printed whole under a header once it finishes. --json: one JSON object per response message.
 // Text shown on a terminal is sanitized (terminal_text.h); text written to a pipe or file is
 // passed through exactly.
-#include <google/protobuf/util/json_util.h>
 
 #include <chrono>
 #include <cstdio>
@@ -44,16 +43,6 @@ struct Completion {
   uint64_t seed = 0;
 };
 
-// Every field, defaults included (index 0, empty text): one line per message for scripts.
-void PrintJsonLine(const google::protobuf::Message& message) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
-  std::string out;
-  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
-  std::printf("%s\n", out.c_str());
-  std::fflush(stdout);
-}
 
 // Writes text to stdout, sanitized when stdout is a terminal, and remembers whether the output
 // now ends a line.
@@ -245,7 +234,7 @@ int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std:
     c.tokens += resp.token_ids_size();
     if (show_logprobs) c.logprobs.insert(c.logprobs.end(), resp.logprobs().begin(), resp.logprobs().end());
     if (cli.json) {
-      PrintJsonLine(resp);
+      cli.PrintJson(resp, /*with_defaults=*/true);
     } else if (streaming) {
       out.Write(resp.text());
     } else {

@@ -1,5 +1,4 @@
 // mqctl score: perplexity and per-token log-probabilities of a text (InferenceService.Score).
-#include <google/protobuf/util/json_util.h>
 
 #include <cstdio>
 #include <iostream>
@@ -88,12 +87,7 @@ int RunScoreCommand(CliContext& cli, const Args& args, const std::vector<std::st
     return kExitError;  // a server's INVALID_ARGUMENT is not a usage error of mqctl
   }
   if (cli.json) {
-    google::protobuf::util::JsonPrintOptions options;
-    options.preserve_proto_field_names = true;
-    options.always_print_primitive_fields = true;
-    std::string out;
-    (void)google::protobuf::util::MessageToJsonString(resp, &out, options);
-    std::printf("%s\n", out.c_str());
+    cli.PrintJson(resp, /*with_defaults=*/true);
     return kExitOk;
   }
   std::printf("model       %s\n", SanitizeTerminalText(resp.model(), false).c_str());

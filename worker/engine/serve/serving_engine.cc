@@ -118,6 +118,43 @@ ServingEngine::~ServingEngine() {
   for (auto& c : waiting) FailCall(*c, gone);
 }
 
+StatusOr<std::vector<int32_t>> ServingEngine::TokensOf(bool has_text, const std::string& text,
+                                                      const std::vector<int32_t>& ids, int32_t limit,
+                                                      const std::string& what) const {
+  std::vector<int32_t> tokens;
+  if (has_text) {
+    if (static_cast<int64_t>(text.size()) > int64_t{limit} * kMaxPromptBytesPerToken)
+      return InvalidArgumentError("the " + what + " is " + std::to_string(text.size()) + " bytes, over the limit of " +
+                                  std::to_string(limit) + " " + what + " tokens");
+    MQ_ASSIGN_OR_RETURN(tokens, tokenizer_->Encode(text));
+  } else {
+    for (int32_t id : ids)
+      if (id < 0 || id >= vocab_)
+        return InvalidArgumentError(what + " token id " + std::to_string(id) + " out of range [0, " + std::to_string(vocab_) + ")");
+    tokens = ids;
+  }
+  if (static_cast<int64_t>(tokens.size()) > limit)
+    return InvalidArgumentError("the " + what + " has " + std::to_string(tokens.size()) + " tokens, over the limit of " +
+                                std::to_string(limit) + " " + what + " tokens");
+  return tokens;
+}
+
+Status ServingEngine::Enqueue(std::shared_ptr<Call> call) {
+  for (auto& s : call->seqs) s.call = call.get();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopping_) return UnavailableError("the model is being unloaded");
+    if (calls_.count(call->id) != 0) return AlreadyExistsError("call " + call->id + " is already running");
+    if (QueueFull()) return ResourceExhaustedError("the waiting queue of this model is full (" +
+                                                   std::to_string(options_.max_waiting) + " calls): retry later");
+    stats_.waiting += static_cast<int32_t>(call->seqs.size());
+    calls_[call->id] = call;
+    waiting_.push_back(std::move(call));
+  }
+  wake_.notify_all();
+  return OkStatus();
+}
+
 Status ServingEngine::SubmitGenerate(const std::string& call_id, GenerationInput input, GenerationSink on_event,
                                      ErrorSink on_error) {
   MQ_RETURN_IF_ERROR(ValidateGenerationParams(input.params));
@@ -125,26 +162,13 @@ Status ServingEngine::SubmitGenerate(const std::string& call_id, GenerationInput
   if (input.params.max_new_tokens > options_.max_new_tokens)
     return InvalidArgumentError("max_new_tokens " + std::to_string(input.params.max_new_tokens) +
                                 " is over this worker's limit of " + std::to_string(options_.max_new_tokens));
-  auto call = std::make_shared<Call>();
-  call->id = call_id;
-  if (input.has_text) {
-    if (static_cast<int64_t>(input.prompt_text.size()) > int64_t{options_.max_prompt_tokens} * kMaxPromptBytesPerToken)
-      return InvalidArgumentError("the prompt is " + std::to_string(input.prompt_text.size()) +
-                                  " bytes, over the prompt limit of " + std::to_string(options_.max_prompt_tokens) + " tokens");
-    MQ_ASSIGN_OR_RETURN(call->prompt, tokenizer_->Encode(input.prompt_text));
-  } else {
-    call->prompt = input.prompt_ids;
-    for (int32_t id : call->prompt)
-      if (id < 0 || id >= vocab_)
-        return InvalidArgumentError("prompt token id " + std::to_string(id) + " out of range [0, " + std::to_string(vocab_) + ")");
-  }
-  if (call->prompt.empty()) return InvalidArgumentError("the prompt is empty (it encodes to no tokens)");
-  if (static_cast<int64_t>(call->prompt.size()) > options_.max_prompt_tokens)
-    return InvalidArgumentError("the prompt has " + std::to_string(call->prompt.size()) + " tokens, over the limit of " +
-                                std::to_string(options_.max_prompt_tokens) + " prompt tokens");
   if (input.params.n > options_.backend.num_slots)
     return InvalidArgumentError("n = " + std::to_string(input.params.n) + " completions need more state slots than this worker has (" +
                                 std::to_string(options_.backend.num_slots) + ")");
+  auto call = std::make_shared<Call>();
+  call->id = call_id;
+  MQ_ASSIGN_OR_RETURN(call->prompt, TokensOf(input.has_text, input.prompt_text, input.prompt_ids, options_.max_prompt_tokens, "prompt"));
+  if (call->prompt.empty()) return InvalidArgumentError("the prompt is empty (it encodes to no tokens)");
   call->seed = input.seed_given ? input.params.sampling.seed : std::random_device{}();
   call->seqs.resize(static_cast<size_t>(input.params.n));
   for (int32_t i = 0; i < input.params.n; ++i) {
@@ -156,19 +180,7 @@ Status ServingEngine::SubmitGenerate(const std::string& call_id, GenerationInput
   call->gen = std::move(input);
   call->on_event = std::move(on_event);
   call->on_error = std::move(on_error);
-  for (auto& s : call->seqs) s.call = call.get();
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (stopping_) return UnavailableError("the model is being unloaded");
-    if (calls_.count(call_id) != 0) return AlreadyExistsError("call " + call_id + " is already running");
-    if (QueueFull()) return ResourceExhaustedError("the waiting queue of this model is full (" +
-                                                   std::to_string(options_.max_waiting) + " calls): retry later");
-    calls_[call_id] = call;
-    waiting_.push_back(call);
-    stats_.waiting += call->gen.params.n;
-  }
-  wake_.notify_all();
-  return OkStatus();
+  return Enqueue(std::move(call));
 }
 
 Status ServingEngine::SubmitScore(const std::string& call_id, ScoreInput input, ScoreSink on_result) {
@@ -178,38 +190,13 @@ Status ServingEngine::SubmitScore(const std::string& call_id, ScoreInput input, 
   auto call = std::make_shared<Call>();
   call->id = call_id;
   call->score = true;
-  if (input.has_text) {
-    if (static_cast<int64_t>(input.text.size()) > int64_t{options_.max_score_tokens} * kMaxPromptBytesPerToken)
-      return InvalidArgumentError("the text is " + std::to_string(input.text.size()) + " bytes, over the scoring limit of " +
-                                  std::to_string(options_.max_score_tokens) + " tokens");
-    MQ_ASSIGN_OR_RETURN(call->prompt, tokenizer_->Encode(input.text));
-  } else {
-    call->prompt = input.ids;
-    for (int32_t id : call->prompt)
-      if (id < 0 || id >= vocab_)
-        return InvalidArgumentError("token id " + std::to_string(id) + " out of range [0, " + std::to_string(vocab_) + ")");
-  }
+  MQ_ASSIGN_OR_RETURN(call->prompt, TokensOf(input.has_text, input.text, input.ids, options_.max_score_tokens, "scored text"));
   if (call->prompt.size() < 2) return InvalidArgumentError("scoring needs at least 2 tokens, the text has " + std::to_string(call->prompt.size()));
-  if (static_cast<int64_t>(call->prompt.size()) > options_.max_score_tokens)
-    return InvalidArgumentError("the text has " + std::to_string(call->prompt.size()) + " tokens, over the scoring limit of " +
-                                std::to_string(options_.max_score_tokens));
   call->sc = std::move(input);
   call->on_score = std::move(on_result);
   call->seqs.resize(1);
-  call->seqs[0].call = call.get();
   call->result.token_ids = call->prompt;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (stopping_) return UnavailableError("the model is being unloaded");
-    if (calls_.count(call_id) != 0) return AlreadyExistsError("call " + call_id + " is already running");
-    if (QueueFull()) return ResourceExhaustedError("the waiting queue of this model is full (" +
-                                                   std::to_string(options_.max_waiting) + " calls): retry later");
-    calls_[call_id] = call;
-    waiting_.push_back(call);
-    stats_.waiting += 1;
-  }
-  wake_.notify_all();
-  return OkStatus();
+  return Enqueue(std::move(call));
 }
 
 bool ServingEngine::QueueFull() const {

@@ -131,6 +131,11 @@ class ServingEngine {
   struct Sequence;
   ServingEngine(std::unique_ptr<SequenceBackend> backend, std::shared_ptr<const Tokenizer> tokenizer,
                 const ServingOptions& options);
+  // The token ids of a prompt or scored text (`what`), at most `limit` of them.
+  StatusOr<std::vector<int32_t>> TokensOf(bool has_text, const std::string& text, const std::vector<int32_t>& ids,
+                                          int32_t limit, const std::string& what) const;
+  // Queues a checked call (RESOURCE_EXHAUSTED when the queue is full).
+  Status Enqueue(std::shared_ptr<Call> call);
   void Loop();
   void AdmitWaiting();
   bool PrefillOne();
