@@ -59,6 +59,8 @@ void ServeStreamReactor::OnReadDone(bool ok) {
     attached_ = true;
   } else if (in_.has_event()) {
     router_->OnWorkerEvent(id, in_.event());
+  } else if (in_.has_events()) {
+    for (const auto& e : in_.events().events()) router_->OnWorkerEvent(id, e);
   } else if (in_.has_load()) {
     router_->OnWorkerLoad(id, in_.load());
   }

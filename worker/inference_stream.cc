@@ -150,7 +150,21 @@ void InferenceStream::WriterLoop(Stream* stream, grpc::ClientContext* ctx, const
         load_changed_ = false;
       }
     }
-    for (auto& up : batch) {
+    // Consecutive events go out as one message (a decode step of B sequences is one write, not
+    // B), bounded so a message stays far below the 8 MiB limit.
+    while (!batch.empty()) {
+      ServeUp up;
+      if (batch.front().has_event()) {
+        size_t bytes = 0;
+        while (!batch.empty() && batch.front().has_event() && bytes < (1u << 20)) {
+          bytes += batch.front().event().ByteSizeLong();
+          *up.mutable_events()->add_events() = std::move(*batch.front().mutable_event());
+          batch.pop_front();
+        }
+      } else {
+        up = std::move(batch.front());
+        batch.pop_front();
+      }
       if (!stream->Write(up)) {
         ctx->TryCancel();
         return;
