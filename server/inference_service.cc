@@ -178,34 +178,94 @@ void Relay::OnDone(const absl::Status& status) {
   if (reactor_ != nullptr) reactor_->Complete(status);
 }
 
-// Score: one answer, then the unary call finishes.
+// Score: one answer, then the unary call finishes. The router holds the ScoreRelay; the reactor
+// is deleted in OnDone, after which the relay forwards nothing.
+class ScoreReactor;
+
 class ScoreRelay final : public InferenceCallObserver {
  public:
-  ScoreRelay(grpc::ServerUnaryReactor* reactor, ScoreResponse* resp, ServiceDeps deps)
-      : reactor_(reactor), resp_(resp), deps_(deps) {}
-  void OnEvent(const InferenceEvent& event) override {
+  explicit ScoreRelay(ScoreReactor* r) : reactor_(r) {}
+  void OnEvent(const InferenceEvent& event) override;
+  void OnDone(const absl::Status& status) override;
+  void Detach() {
     std::lock_guard<std::mutex> l(mu_);
-    if (event.has_score() && resp_ != nullptr) *resp_ = event.score();
-  }
-  void OnDone(const absl::Status& status) override {
-    std::lock_guard<std::mutex> l(mu_);
-    if (reactor_ == nullptr) return;
-    if (deps_.metrics != nullptr && resp_ != nullptr && !resp_->model().empty()) {
-      deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
-      deps_.metrics->RequestFinished(resp_->model(), status.ok() ? "scored" : absl::StatusCodeToString(status.code()));
-    }
-    reactor_->Finish(ToGrpcStatus(status));
-    reactor_ = nullptr;  // the call is over: nothing may touch it or its response again
-    resp_ = nullptr;
+    reactor_ = nullptr;
   }
 
  private:
-  std::mutex mu_;
-  grpc::ServerUnaryReactor* reactor_;
-  ScoreResponse* resp_;
-  ServiceDeps deps_;
-  const Clock::time_point start_ = Clock::now();
+  std::mutex mu_;  // guards reactor_
+  ScoreReactor* reactor_;
 };
+
+class ScoreReactor final : public grpc::ServerUnaryReactor {
+ public:
+  ScoreReactor(ServiceDeps deps, const ScoreRequest& req, ScoreResponse* resp) : deps_(deps), resp_(resp) {
+    relay_ = std::make_shared<ScoreRelay>(this);
+    InferenceCall call;
+    call.set_model(req.model());
+    *call.mutable_score() = req;
+    auto id = deps_.router->Start(std::move(call), relay_);
+    std::lock_guard<std::mutex> l(mu_);
+    if (!id.ok()) {
+      FinishOnce(ToGrpcStatus(id.status()));
+      return;
+    }
+    call_id_ = *id;
+    if (cancelled_) deps_.router->Cancel(call_id_);
+  }
+  void SetResult(const ScoreResponse& r) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!finished_) *resp_ = r;
+  }
+  void Complete(const absl::Status& status) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (deps_.metrics != nullptr && !resp_->model().empty() && !finished_) {
+      deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
+      deps_.metrics->RequestFinished(resp_->model(), status.ok() ? "scored" : absl::StatusCodeToString(status.code()));
+    }
+    FinishOnce(ToGrpcStatus(status));
+  }
+  // Client cancellation or deadline: the worker drops the call too.
+  void OnCancel() override {
+    std::string cancel;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      cancelled_ = true;
+      cancel = call_id_;
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
+    }
+    if (!cancel.empty()) deps_.router->Cancel(cancel);
+  }
+  void OnDone() override {
+    relay_->Detach();
+    delete this;
+  }
+
+ private:
+  void FinishOnce(const grpc::Status& s) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(s);
+  }
+  ServiceDeps deps_;
+  ScoreResponse* resp_;
+  std::shared_ptr<ScoreRelay> relay_;
+  const Clock::time_point start_ = Clock::now();
+  std::mutex mu_;  // guards the fields below and *resp_
+  std::string call_id_;
+  bool cancelled_ = false;
+  bool finished_ = false;
+};
+
+void ScoreRelay::OnEvent(const InferenceEvent& event) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (reactor_ != nullptr && event.has_score()) reactor_->SetResult(event.score());
+}
+
+void ScoreRelay::OnDone(const absl::Status& status) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (reactor_ != nullptr) reactor_->Complete(status);
+}
 
 }  // namespace
 
@@ -220,16 +280,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::Score(grpc::CallbackServerContex
                                                       ScoreResponse* resp) {
   absl::Status s = deps_.auth->CheckClient(*ctx);
   if (!s.ok()) return Reply(ctx, s);
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  auto relay = std::make_shared<ScoreRelay>(reactor, resp, deps_);
-  InferenceCall call;
-  call.set_model(req->model());
-  *call.mutable_score() = *req;
-  auto id = deps_.router->Start(std::move(call), relay);
-  if (!id.ok()) relay->OnDone(id.status());
-  // A Score whose client leaves is cancelled by the router's worker stream when the answer finds
-  // nobody; Score calls are short (one prefill), so no cancellation is wired here.
-  return reactor;
+  return new ScoreReactor(deps_, *req, resp);
 }
 
 }  // namespace mq::server
