@@ -168,7 +168,7 @@ Status CudaSequenceBackend::Decode(const int32_t* slots, const int32_t* ids, int
   MQ_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(logits_host_.get(), model_->logits_dev(), B * V * sizeof(float), cudaMemcpyDeviceToHost, st));
   MQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
-  std::memcpy(logits, logits_host_.get(), static_cast<size_t>(B * V) * sizeof(float));
+  if (logits != logits_host_.get()) std::memcpy(logits, logits_host_.get(), static_cast<size_t>(B * V) * sizeof(float));
   return OkStatus();
 }
 

@@ -98,6 +98,7 @@ class CudaSequenceBackend final : public serve::SequenceBackend {
   Status CopySlot(int32_t src, int32_t dst) override;
   Status Prefill(int32_t slot, const int32_t* ids, int64_t n, float* last_logits, float* all_logits) override;
   Status Decode(const int32_t* slots, const int32_t* ids, int64_t B, float* logits) override;
+  float* decode_logits_buffer() override { return logits_host_.get(); }
 
   bool int8() const { return model_->int8(); }
   int32_t scratch_slot() const { return options_.num_slots; }

@@ -45,6 +45,10 @@ class SequenceBackend {
   // One decode step of B (1..max_batch) sequences: row b feeds ids[b] to slots[b] (distinct slots).
   // logits: [B, V].
   virtual Status Decode(const int32_t* slots, const int32_t* ids, int64_t B, float* logits) = 0;
+  // Host memory of [max_batch, V] floats that Decode fills fastest (the GPU's pinned staging
+  // buffer: passing it as `logits` saves a copy of B·V floats a step), valid while the backend
+  // lives; null when any buffer is as good.
+  virtual float* decode_logits_buffer() { return nullptr; }
 };
 
 // Checks the arguments every implementation receives (one place for the contract).

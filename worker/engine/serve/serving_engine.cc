@@ -391,7 +391,8 @@ void ServingEngine::DecodeStep() {
     }
     const int64_t B = static_cast<int64_t>(end - begin);
     const auto t0 = Clock::now();
-    Status st = backend_->Decode(step_slots_.data(), step_ids_.data(), B, logits_.data());
+    float* logits = backend_->decode_logits_buffer() != nullptr ? backend_->decode_logits_buffer() : logits_.data();
+    Status st = backend_->Decode(step_slots_.data(), step_ids_.data(), B, logits);
     const double seconds = SecondsSince(t0);
     if (!st.ok()) {
       for (size_t i = begin; i < end; ++i)
@@ -411,7 +412,7 @@ void ServingEngine::DecodeStep() {
     cpu::ParallelFor(B, 8, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         Sequence& s = *batch[begin + static_cast<size_t>(r)];
-        choices[static_cast<size_t>(r)].emplace(Choose(s, logits_.data() + static_cast<size_t>(r) * V));
+        choices[static_cast<size_t>(r)].emplace(Choose(s, logits + static_cast<size_t>(r) * V));
       }
     });
     for (size_t i = begin; i < end; ++i) {
