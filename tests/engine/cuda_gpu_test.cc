@@ -844,6 +844,40 @@ TEST(CudaSequenceBackendTest, StatePoolThatDoesNotFitIsResourceExhausted) {
   EXPECT_TRUE(ok.ok()) << ok.status().ToString();
 }
 
+// Several prompts prefilled in one forward (PrefillBatch) continue each slot as its own Prefill
+// does: the last-position logits of three sequences, and the next decode step after them.
+TEST(CudaSequenceBackendTest, PrefillBatchEqualsPrefillOneByOne) {
+  MQ_REQUIRE_GPU();
+  auto paths = testing::Fixture("small");
+  MQ_REQUIRE_FIXTURE(paths, "small");
+  auto w = LoadMambaWeights(paths.model_dir);
+  ASSERT_TRUE(w.ok());
+  auto a = CudaSequenceBackend::Create(*w, SequenceTestOptions());
+  auto b = CudaSequenceBackend::Create(*w, SequenceTestOptions());
+  ASSERT_TRUE(a.ok() && b.ok());
+  const int64_t V = w->config.vocab_size, n = 16;
+  std::vector<int32_t> ids(3 * n);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 7919 + 13) % static_cast<size_t>(V));
+  const std::vector<int32_t> slots = {5, 1, 3};
+  std::vector<float> batched(3 * V), single(3 * V);
+  for (int32_t s : slots) {
+    ASSERT_TRUE((*a)->ResetSlot(s).ok());
+    ASSERT_TRUE((*b)->ResetSlot(s).ok());
+  }
+  ASSERT_TRUE((*a)->PrefillBatch(slots.data(), ids.data(), 3, n, batched.data()).ok());
+  for (int r = 0; r < 3; ++r)
+    ASSERT_TRUE((*b)->Prefill(slots[r], ids.data() + r * n, n, single.data() + r * V, nullptr).ok());
+  const double prefill_err = testing::RelError(batched.data(), single.data(), batched.size());
+  std::vector<int32_t> next = {7, 8, 9};
+  ASSERT_TRUE((*a)->Decode(slots.data(), next.data(), 3, batched.data()).ok());
+  ASSERT_TRUE((*b)->Decode(slots.data(), next.data(), 3, single.data()).ok());
+  const double decode_err = testing::RelError(batched.data(), single.data(), batched.size());
+  std::printf("[gpu] PrefillBatch vs one by one: prefill logits %.2e, next decode step %.2e\n", prefill_err, decode_err);
+  EXPECT_LT(prefill_err, 1e-2);
+  EXPECT_LT(decode_err, 1e-2);
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(ArgmaxRow(batched.data() + r * V, V), ArgmaxRow(single.data() + r * V, V));
+}
+
 // A worker unloads models to make room for others: every unload must give the device memory back.
 // Twenty loads and unloads of mamba-small (float → FP16, with its full state pool, buffers and
 // decode graphs) end where the first one started.

@@ -7,7 +7,12 @@
 
 namespace mq::testing {
 
-inline std::string RepoPath(const std::string& rel) { return std::string(MQ_SOURCE_DIR) + "/" + rel; }
+// $MQ_SOURCE_DIR, when set, replaces the source directory compiled in (a test binary built on one
+// machine and run from another checkout: tests/gpu/service.sh).
+inline std::string RepoPath(const std::string& rel) {
+  const char* dir = std::getenv("MQ_SOURCE_DIR");
+  return std::string(dir != nullptr ? dir : MQ_SOURCE_DIR) + "/" + rel;
+}
 inline std::string SharedFixture(const std::string& rel) { return std::string(MQ_SHARED_FIXTURES_DIR) + "/" + rel; }
 inline bool Exists(const std::string& p) { return std::filesystem::exists(p); }
 

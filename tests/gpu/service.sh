@@ -27,6 +27,13 @@ say() { echo "== $1"; echo "$1" >> "$OUT/service_summary.txt"; }
 : > "$OUT/service_summary.txt"
 metric() { python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:'+sys.argv[1]+'/metrics',timeout=5).read().decode())" "$1"; }
 
+# The GPU tests of this build first (the serving backend and the plugin against the CPU reference).
+t0=$SECONDS
+MQ_SOURCE_DIR="$ROOT" MQ_FIXTURES_DIR="$FIX" MQ_CUDA_BACKEND_PLUGIN="$SB/libmq_cuda_backend.so" timeout 200 "$SB/cuda_gpu_test" \
+  > "$OUT/service_gpu_test.log" 2>&1
+say "cuda_gpu_test (carried build): rc=$? $((SECONDS - t0)) s; $(grep -cE '^\[       OK' "$OUT/service_gpu_test.log") ok, $(grep -cE '^\[  FAILED' "$OUT/service_gpu_test.log") failed lines"
+grep -E "^\[gpu\]|FAILED|Failure" "$OUT/service_gpu_test.log" | head -40 | while read -r l; do say "$l"; done
+
 # The engine's own step times first, with the GPU to itself (mq-bench: decode graphs with the
 # engine's on-device greedy selection; prefill of one 512-token prompt).
 t0=$SECONDS

@@ -150,6 +150,25 @@ Status CudaSequenceBackend::Prefill(int32_t slot, const int32_t* ids, int64_t n,
   return OkStatus();
 }
 
+Status CudaSequenceBackend::PrefillBatch(const int32_t* slots, const int32_t* ids, int64_t B, int64_t n,
+                                         float* last_logits) {
+  MQ_RETURN_IF_ERROR(serve::CheckPrefillBatchArgs(*this, slots, ids, B, n, last_logits));
+  cudaStream_t st = model_->stream();
+  const int64_t V = config_.vocab_size;
+  std::copy_n(ids, B * n, ids_host_.get());  // B·n ≤ max_prefill_tokens: the staging buffer holds it
+  std::copy_n(slots, B, slots_host_.get());
+  MQ_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(model_->ids_buffer(), ids_host_.get(), B * n * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+  MQ_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(model_->slots_buffer(), slots_host_.get(), B * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+  MQ_RETURN_IF_ERROR(model_->EnqueueForward(model_->ids_buffer(), model_->slots_buffer(), B, n, LogitsMode::kLast));
+  MQ_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(logits_host_.get(), model_->logits_dev(), B * V * sizeof(float), cudaMemcpyDeviceToHost, st));
+  MQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
+  std::memcpy(last_logits, logits_host_.get(), static_cast<size_t>(B * V) * sizeof(float));
+  return OkStatus();
+}
+
 Status CudaSequenceBackend::Decode(const int32_t* slots, const int32_t* ids, int64_t B, float* logits) {
   MQ_RETURN_IF_ERROR(serve::CheckDecodeArgs(*this, slots, ids, B));
   if (logits == nullptr) return InvalidArgumentError("decode needs a logits buffer");

@@ -97,6 +97,7 @@ class CudaSequenceBackend final : public serve::SequenceBackend {
   Status ResetSlot(int32_t slot) override;
   Status CopySlot(int32_t src, int32_t dst) override;
   Status Prefill(int32_t slot, const int32_t* ids, int64_t n, float* last_logits, float* all_logits) override;
+  Status PrefillBatch(const int32_t* slots, const int32_t* ids, int64_t B, int64_t n, float* last_logits) override;
   Status Decode(const int32_t* slots, const int32_t* ids, int64_t B, float* logits) override;
   float* decode_logits_buffer() override { return logits_host_.get(); }
 

@@ -53,4 +53,21 @@ Status CheckDecodeArgs(const SequenceBackend& b, const int32_t* slots, const int
   return CheckIds(b, ids, B);
 }
 
+Status CheckPrefillBatchArgs(const SequenceBackend& b, const int32_t* slots, const int32_t* ids, int64_t B, int64_t n,
+                             const float* last_logits) {
+  if (last_logits == nullptr) return InvalidArgumentError("a batched prefill needs a logits buffer");
+  if (n < 1 || B < 1 || B * n > b.options().max_prefill_tokens)
+    return InvalidArgumentError("batched prefill of " + std::to_string(B) + " x " + std::to_string(n) +
+                                " tokens; at most " + std::to_string(b.options().max_prefill_tokens) + " in all");
+  MQ_RETURN_IF_ERROR(CheckDecodeArgs(b, slots, ids, B));  // B ≤ max_batch, distinct slots in range
+  return CheckIds(b, ids, B * n);
+}
+
+Status SequenceBackend::PrefillBatch(const int32_t* slots, const int32_t* ids, int64_t B, int64_t n, float* last_logits) {
+  MQ_RETURN_IF_ERROR(CheckPrefillBatchArgs(*this, slots, ids, B, n, last_logits));
+  const int64_t V = config().vocab_size;
+  for (int64_t b = 0; b < B; ++b) MQ_RETURN_IF_ERROR(Prefill(slots[b], ids + b * n, n, last_logits + b * V, nullptr));
+  return OkStatus();
+}
+
 }  // namespace mq::serve

@@ -42,6 +42,12 @@ class SequenceBackend {
   // last_logits [V] receives the logits of the last position when not null; all_logits [n, V]
   // (n ≤ max_logit_rows) every position's when not null.
   virtual Status Prefill(int32_t slot, const int32_t* ids, int64_t n, float* last_logits, float* all_logits) = 0;
+  // Prefill of B (1..max_batch) sequences of n tokens each in one forward (ids row-major [B, n],
+  // B·n ≤ max_prefill_tokens, distinct slots), continuing each slot's state; last_logits [B, V].
+  // The default runs them one by one through Prefill (the CPU reference: exact per sequence); the
+  // GPU runs one forward of B·n tokens, so many prompts arriving together do not stall the
+  // running streams once each.
+  virtual Status PrefillBatch(const int32_t* slots, const int32_t* ids, int64_t B, int64_t n, float* last_logits);
   // One decode step of B (1..max_batch) sequences: row b feeds ids[b] to slots[b] (distinct slots).
   // logits: [B, V].
   virtual Status Decode(const int32_t* slots, const int32_t* ids, int64_t B, float* logits) = 0;
@@ -54,6 +60,8 @@ class SequenceBackend {
 // Checks the arguments every implementation receives (one place for the contract).
 Status CheckPrefillArgs(const SequenceBackend& b, int32_t slot, const int32_t* ids, int64_t n, const float* all_logits);
 Status CheckDecodeArgs(const SequenceBackend& b, const int32_t* slots, const int32_t* ids, int64_t B);
+Status CheckPrefillBatchArgs(const SequenceBackend& b, const int32_t* slots, const int32_t* ids, int64_t B, int64_t n,
+                             const float* last_logits);
 Status CheckSlot(const SequenceBackend& b, int32_t slot);
 Status ValidateBackendOptions(const SequenceBackendOptions& o);
 

@@ -333,6 +333,22 @@ bool ServingEngine::PrefillOne() {
         }
       }
     } else {
+      // Other prompts with at least n tokens left join this chunk (one forward on the GPU), up to
+      // the chunk's token budget and the decode batch.
+      std::vector<Call*> group = {&call};
+      for (auto& other : admitted_) {
+        Call& o = *other;
+        if (&o == &call || o.over || o.score || o.seqs[0].state != SequenceState::kPrefilling) continue;
+        if (static_cast<int64_t>(o.prompt.size()) - o.prefilled < n) continue;
+        if (static_cast<int64_t>(group.size() + 1) * n > options_.backend.max_prefill_tokens ||
+            static_cast<int64_t>(group.size()) + 1 > options_.backend.max_batch)
+          break;
+        group.push_back(&o);
+      }
+      if (group.size() > 1) {
+        PrefillGroup(group, n);
+        return true;
+      }
       st = backend_->Prefill(call.seqs[0].slot, ids, n, last ? logits_.data() : nullptr, nullptr);
     }
     if (!st.ok()) {
@@ -358,6 +374,30 @@ bool ServingEngine::PrefillOne() {
     return true;
   }
   return false;
+}
+
+void ServingEngine::PrefillGroup(const std::vector<Call*>& group, int64_t n) {
+  const size_t V = static_cast<size_t>(vocab_);
+  std::vector<int32_t> slots, ids;
+  for (Call* c : group) {
+    slots.push_back(c->seqs[0].slot);
+    ids.insert(ids.end(), c->prompt.begin() + c->prefilled, c->prompt.begin() + c->prefilled + n);
+  }
+  const Status st = backend_->PrefillBatch(slots.data(), ids.data(), static_cast<int64_t>(group.size()), n, logits_.data());
+  for (size_t r = 0; r < group.size(); ++r) {
+    Call& call = *group[r];
+    if (!st.ok()) {
+      FailCall(call, st);
+      continue;
+    }
+    call.prefilled += n;
+    if (call.prefilled < static_cast<int64_t>(call.prompt.size())) continue;
+    std::vector<float> last_logits(logits_.begin() + static_cast<std::ptrdiff_t>(r * V),
+                                   logits_.begin() + static_cast<std::ptrdiff_t>((r + 1) * V));
+    if (call.gen.return_prompt_logits) call.prompt_logits = last_logits;
+    const Status started = StartCompletions(call, last_logits);
+    if (!started.ok()) FailCall(call, started);
+  }
 }
 
 Status ServingEngine::StartCompletions(Call& call, const std::vector<float>& last_logits) {

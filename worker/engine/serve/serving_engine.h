@@ -1,8 +1,9 @@
 // Continuous batching for one loaded model: a single loop thread owns the SequenceBackend and
 // runs iterations of
 //   1. admit waiting calls (each needs n free state slots; the queue is bounded),
-//   2. prefill: one chunk (≤ max_prefill_tokens) of one admitted prompt, so a long prompt never
-//      stalls the running streams for more than one chunk,
+//   2. prefill: one chunk of admitted prompts (≤ max_prefill_tokens in all: the first waiting
+//      prompt's next chunk, joined by others with as many tokens left, in one backend call), so a
+//      long prompt, or many arriving together, stall the running streams by one chunk only,
 //   3. one decode step of every decoding sequence (new sequences join, finished ones leave),
 //   4. sampling, detokenization and stop checks per sequence; events go to each call's sink.
 // Cancellation (Cancel, or a sink that reports the client gone) frees the call's slots at the next
@@ -139,6 +140,8 @@ class ServingEngine {
   void Loop();
   void AdmitWaiting();
   bool PrefillOne();
+  // One chunk of n tokens of several prompts in one backend call (PrefillBatch).
+  void PrefillGroup(const std::vector<Call*>& group, int64_t n);
   void DecodeStep();
   void RunScore(Call& call);
   void DropCancelled();
