@@ -27,6 +27,7 @@
 #include "cuda/cuda_mamba_model.h"
 #include "cuda/cuda_perplexity.h"
 #include "cuda/cuda_sequence_backend.h"
+#include "serve/token_sampler.h"
 #include "cuda/device_buffer.h"
 #include "cuda/hd_math.h"
 #include "cuda/kernel_params.h"
@@ -876,6 +877,41 @@ TEST(CudaSequenceBackendTest, PrefillBatchEqualsPrefillOneByOne) {
   EXPECT_LT(prefill_err, 1e-2);
   EXPECT_LT(decode_err, 1e-2);
   for (int r = 0; r < 3; ++r) EXPECT_EQ(ArgmaxRow(batched.data() + r * V, V), ArgmaxRow(single.data() + r * V, V));
+}
+
+// A plain greedy step picks on the device (row arg max) what the host picks from Decode's logits.
+TEST(CudaSequenceBackendTest, DecodeGreedyEqualsDecodeAndHostGreedy) {
+  MQ_REQUIRE_GPU();
+  auto paths = testing::Fixture("small");
+  MQ_REQUIRE_FIXTURE(paths, "small");
+  auto w = LoadMambaWeights(paths.model_dir);
+  ASSERT_TRUE(w.ok());
+  auto a = CudaSequenceBackend::Create(*w, SequenceTestOptions());
+  auto b = CudaSequenceBackend::Create(*w, SequenceTestOptions());
+  ASSERT_TRUE(a.ok() && b.ok());
+  const int64_t V = w->config.vocab_size;
+  const std::vector<int32_t> slots = {0, 2, 4, 6, 7};
+  std::vector<int32_t> ids_a = {11, 22, 33, 44, 55}, ids_b = ids_a;
+  for (int32_t s : slots) {
+    ASSERT_TRUE((*a)->ResetSlot(s).ok());
+    ASSERT_TRUE((*b)->ResetSlot(s).ok());
+  }
+  std::vector<float> logits(slots.size() * V);
+  int equal = 0, total = 0;
+  for (int step = 0; step < 24; ++step) {
+    std::vector<int32_t> next(slots.size());
+    ASSERT_TRUE((*a)->DecodeGreedy(slots.data(), ids_a.data(), static_cast<int64_t>(slots.size()), next.data()).ok());
+    ASSERT_TRUE((*b)->Decode(slots.data(), ids_b.data(), static_cast<int64_t>(slots.size()), logits.data()).ok());
+    for (size_t r = 0; r < slots.size(); ++r) {
+      const int32_t host = serve::GreedyToken(logits.data() + r * V, V);
+      equal += next[r] == host;
+      ++total;
+      ids_a[r] = next[r];
+      ids_b[r] = host;
+    }
+  }
+  std::printf("[gpu] DecodeGreedy = Decode + host greedy: %d/%d\n", equal, total);
+  EXPECT_EQ(equal, total);  // same graphs, same logits: comparisons only
 }
 
 // A worker unloads models to make room for others: every unload must give the device memory back.

@@ -412,4 +412,32 @@ TEST(TokenSamplerTest, NoFiniteLogitIsAnInternalError) {
 }
 
 }  // namespace
+// GreedyToken is what the GPU's row arg max computes for plain greedy steps: it must choose what
+// Next chooses at temperature 0 (ties, NaN, infinities included), and Accept must leave the
+// sampler as Next would.
+TEST(GreedyTokenTest, EqualsNextAtTemperatureZero) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-4.0f, 4.0f);
+  const float kInf = std::numeric_limits<float>::infinity();
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t V = 1 + static_cast<int64_t>(rng() % 5000);
+    std::vector<float> logits(static_cast<size_t>(V));
+    for (auto& x : logits) x = std::round(u(rng) * 4.0f) / 4.0f;  // coarse: many ties at the max
+    if (trial % 3 == 0) logits[rng() % V] = std::nanf("");
+    if (trial % 5 == 0) logits[rng() % V] = kInf;
+    if (trial % 7 == 0) logits[rng() % V] = -kInf;
+    TokenSampler sampler(SamplingParams{}, 0, V, {});
+    auto next = sampler.Next(logits.data(), {}, -1);
+    ASSERT_TRUE(next.ok());
+    EXPECT_EQ(GreedyToken(logits.data(), V), next->token) << "trial " << trial;
+  }
+  std::vector<float> none = {std::nanf(""), kInf, -kInf};
+  EXPECT_EQ(GreedyToken(none.data(), 3), -1);
+  TokenSampler a(SamplingParams{}, 0, 8, {}), b(SamplingParams{}, 0, 8, {});
+  std::vector<float> logits = {0, 1, 5, 2, 5, 0, 0, 0};
+  ASSERT_EQ(a.Next(logits.data(), {}, -1)->token, 2);
+  b.Accept(2);
+  EXPECT_EQ(a.steps(), b.steps());
+}
+
 }  // namespace mq::serve

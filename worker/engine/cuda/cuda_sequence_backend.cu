@@ -68,6 +68,9 @@ Status CudaSequenceBackend::Init(const MambaWeights& weights) {
   slots_host_.reset(static_cast<int32_t*>(p));
   MQ_CUDA_RETURN_IF_ERROR(cudaHostAlloc(&p, static_cast<size_t>(options_.max_batch) * V * sizeof(float), cudaHostAllocDefault));
   logits_host_.reset(static_cast<float*>(p));
+  MQ_CUDA_RETURN_IF_ERROR(cudaHostAlloc(&p, static_cast<size_t>(options_.max_batch) * sizeof(int32_t), cudaHostAllocDefault));
+  next_host_.reset(static_cast<int32_t*>(p));
+  MQ_ASSIGN_OR_RETURN(next_dev_, DeviceBuffer<int32_t>::Allocate(static_cast<size_t>(options_.max_batch)));
   return CaptureDecodeGraphs();
 }
 
@@ -169,25 +172,42 @@ Status CudaSequenceBackend::PrefillBatch(const int32_t* slots, const int32_t* id
   return OkStatus();
 }
 
-Status CudaSequenceBackend::Decode(const int32_t* slots, const int32_t* ids, int64_t B, float* logits) {
-  MQ_RETURN_IF_ERROR(serve::CheckDecodeArgs(*this, slots, ids, B));
-  if (logits == nullptr) return InvalidArgumentError("decode needs a logits buffer");
+Status CudaSequenceBackend::LaunchDecode(const int32_t* slots, const int32_t* ids, int64_t B) {
   const int64_t bucket = DecodeBucket(B, options_.max_batch);
   const auto it = std::lower_bound(buckets_.begin(), buckets_.end(), bucket);
   if (it == buckets_.end() || *it != bucket) return InternalError("no decode graph for batch " + std::to_string(bucket));
   const CudaGraphExec& graph = graphs_[static_cast<size_t>(it - buckets_.begin())];
   cudaStream_t st = model_->stream();
-  const int64_t V = config_.vocab_size;
   PadDecodeRows(slots, ids, B, bucket, scratch_slot(), 0, slots_host_.get(), ids_host_.get());
   MQ_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(model_->decode_ids(), ids_host_.get(), bucket * sizeof(int32_t), cudaMemcpyHostToDevice, st));
   MQ_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(model_->decode_slots(), slots_host_.get(), bucket * sizeof(int32_t), cudaMemcpyHostToDevice, st));
-  MQ_RETURN_IF_ERROR(graph.Launch(st));
+  return graph.Launch(st);
+}
+
+Status CudaSequenceBackend::Decode(const int32_t* slots, const int32_t* ids, int64_t B, float* logits) {
+  MQ_RETURN_IF_ERROR(serve::CheckDecodeArgs(*this, slots, ids, B));
+  if (logits == nullptr) return InvalidArgumentError("decode needs a logits buffer");
+  cudaStream_t st = model_->stream();
+  const int64_t V = config_.vocab_size;
+  MQ_RETURN_IF_ERROR(LaunchDecode(slots, ids, B));
   MQ_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(logits_host_.get(), model_->logits_dev(), B * V * sizeof(float), cudaMemcpyDeviceToHost, st));
   MQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
   if (logits != logits_host_.get()) std::memcpy(logits, logits_host_.get(), static_cast<size_t>(B * V) * sizeof(float));
+  return OkStatus();
+}
+
+Status CudaSequenceBackend::DecodeGreedy(const int32_t* slots, const int32_t* ids, int64_t B, int32_t* next) {
+  MQ_RETURN_IF_ERROR(serve::CheckDecodeArgs(*this, slots, ids, B));
+  if (next == nullptr) return InvalidArgumentError("greedy decode needs an output buffer");
+  cudaStream_t st = model_->stream();
+  MQ_RETURN_IF_ERROR(LaunchDecode(slots, ids, B));
+  MQ_RETURN_IF_ERROR(LaunchRowArgmax(model_->logits_dev(), B, config_.vocab_size, next_dev_.get(), st));
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(next_host_.get(), next_dev_.get(), B * sizeof(int32_t), cudaMemcpyDeviceToHost, st));
+  MQ_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(st));
+  std::copy_n(next_host_.get(), B, next);
   return OkStatus();
 }
 

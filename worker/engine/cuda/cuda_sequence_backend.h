@@ -100,6 +100,7 @@ class CudaSequenceBackend final : public serve::SequenceBackend {
   Status PrefillBatch(const int32_t* slots, const int32_t* ids, int64_t B, int64_t n, float* last_logits) override;
   Status Decode(const int32_t* slots, const int32_t* ids, int64_t B, float* logits) override;
   float* decode_logits_buffer() override { return logits_host_.get(); }
+  Status DecodeGreedy(const int32_t* slots, const int32_t* ids, int64_t B, int32_t* next) override;
 
   bool int8() const { return model_->int8(); }
   int32_t scratch_slot() const { return options_.num_slots; }
@@ -112,6 +113,8 @@ class CudaSequenceBackend final : public serve::SequenceBackend {
   CudaSequenceBackend() = default;
   Status Init(const MambaWeights& weights);
   Status CaptureDecodeGraphs();
+  // Copies the padded batch in and replays the bucket's graph (logits on the device).
+  Status LaunchDecode(const int32_t* slots, const int32_t* ids, int64_t B);
 
   MambaConfig config_;
   serve::SequenceBackendOptions options_;
@@ -121,6 +124,8 @@ class CudaSequenceBackend final : public serve::SequenceBackend {
   std::unique_ptr<int32_t, PinnedFree> ids_host_;    // [max(max_prefill_tokens, max_batch)]
   std::unique_ptr<int32_t, PinnedFree> slots_host_;  // [max_batch]
   std::unique_ptr<float, PinnedFree> logits_host_;   // [max_batch, V]
+  std::unique_ptr<int32_t, PinnedFree> next_host_;   // [max_batch]: DecodeGreedy's ids
+  DeviceBuffer<int32_t> next_dev_;                   // [max_batch]
   uint64_t bytes_ = 0;
 };
 

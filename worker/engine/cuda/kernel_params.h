@@ -181,6 +181,8 @@ Status LaunchFakeQuantRows(const FakeQuantRowsParams& p, cudaStream_t stream);
 Status LaunchHadamardQuant(const HadamardQuantParams& p, cudaStream_t stream);
 Status LaunchInt8Gemv(const Int8GemvParams& p, cudaStream_t stream);
 Status LaunchGreedy(const GreedyParams& p, cudaStream_t stream);
+// out[b] = the greedy token of logits row b ([B, V]): serve::GreedyToken's rule, on the device.
+Status LaunchRowArgmax(const float* logits, int64_t B, int64_t V, int32_t* out, cudaStream_t stream);
 
 // Random initialization on the device (benchmark models): uniform in [lo, hi).
 Status LaunchFillUniformF32(float* x, int64_t n, float lo, float hi, uint64_t seed, cudaStream_t stream);

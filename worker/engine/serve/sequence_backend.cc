@@ -1,5 +1,7 @@
 #include "serve/sequence_backend.h"
 
+#include "serve/token_sampler.h"
+
 #include <string>
 #include <vector>
 
@@ -67,6 +69,20 @@ Status SequenceBackend::PrefillBatch(const int32_t* slots, const int32_t* ids, i
   MQ_RETURN_IF_ERROR(CheckPrefillBatchArgs(*this, slots, ids, B, n, last_logits));
   const int64_t V = config().vocab_size;
   for (int64_t b = 0; b < B; ++b) MQ_RETURN_IF_ERROR(Prefill(slots[b], ids + b * n, n, last_logits + b * V, nullptr));
+  return OkStatus();
+}
+
+Status SequenceBackend::DecodeGreedy(const int32_t* slots, const int32_t* ids, int64_t B, int32_t* next) {
+  MQ_RETURN_IF_ERROR(CheckDecodeArgs(*this, slots, ids, B));
+  const int64_t V = config().vocab_size;
+  float* logits = decode_logits_buffer();
+  std::vector<float> own;
+  if (logits == nullptr) {
+    own.resize(static_cast<size_t>(B * V));
+    logits = own.data();
+  }
+  MQ_RETURN_IF_ERROR(Decode(slots, ids, B, logits));
+  for (int64_t b = 0; b < B; ++b) next[b] = GreedyToken(logits + b * V, V);
   return OkStatus();
 }
 

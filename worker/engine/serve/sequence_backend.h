@@ -51,6 +51,10 @@ class SequenceBackend {
   // One decode step of B (1..max_batch) sequences: row b feeds ids[b] to slots[b] (distinct slots).
   // logits: [B, V].
   virtual Status Decode(const int32_t* slots, const int32_t* ids, int64_t B, float* logits) = 0;
+  // A decode step whose sequences are all plain greedy: next[b] = GreedyToken of row b's logits
+  // (serve/token_sampler.h; -1 for a row without a finite logit). The default runs Decode and
+  // picks on the host; the GPU picks on the device and copies B ids instead of B·V floats.
+  virtual Status DecodeGreedy(const int32_t* slots, const int32_t* ids, int64_t B, int32_t* next);
   // Host memory of [max_batch, V] floats that Decode fills fastest (the GPU's pinned staging
   // buffer: passing it as `logits` saves a copy of B·V floats a step), valid while the backend
   // lives; null when any buffer is as good.

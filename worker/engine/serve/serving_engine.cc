@@ -431,8 +431,20 @@ void ServingEngine::DecodeStep() {
     }
     const int64_t B = static_cast<int64_t>(end - begin);
     const auto t0 = Clock::now();
+    // A step whose sequences are all plain greedy lets the device pick (B ids come back instead
+    // of B·V logits); any other step brings the logits to the samplers.
+    const bool plain_greedy = std::all_of(batch.begin() + static_cast<std::ptrdiff_t>(begin),
+                                          batch.begin() + static_cast<std::ptrdiff_t>(end),
+                                          [](const Sequence* s) { return PlainGreedy(*s); });
     float* logits = backend_->decode_logits_buffer() != nullptr ? backend_->decode_logits_buffer() : logits_.data();
-    Status st = backend_->Decode(step_slots_.data(), step_ids_.data(), B, logits);
+    std::vector<int32_t> next;
+    Status st;
+    if (plain_greedy) {
+      next.resize(static_cast<size_t>(B));
+      st = backend_->DecodeGreedy(step_slots_.data(), step_ids_.data(), B, next.data());
+    } else {
+      st = backend_->Decode(step_slots_.data(), step_ids_.data(), B, logits);
+    }
     const double seconds = SecondsSince(t0);
     if (!st.ok()) {
       for (size_t i = begin; i < end; ++i)
@@ -449,12 +461,26 @@ void ServingEngine::DecodeStep() {
     // Choosing is per sequence and independent (each owns its sampler): on all cores for large
     // batches (a 50k-vocabulary row costs tens of microseconds), then the events in order.
     std::vector<std::optional<StatusOr<TokenChoice>>> choices(end - begin);
-    cpu::ParallelFor(B, 8, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        Sequence& s = *batch[begin + static_cast<size_t>(r)];
-        choices[static_cast<size_t>(r)].emplace(Choose(s, logits + static_cast<size_t>(r) * V));
+    if (plain_greedy) {
+      for (int64_t r = 0; r < B; ++r) {
+        const int32_t token = next[static_cast<size_t>(r)];
+        if (token < 0) {
+          choices[static_cast<size_t>(r)].emplace(InternalError("non-finite logits: no token to choose"));
+          continue;
+        }
+        batch[begin + static_cast<size_t>(r)]->sampler->Accept(token);
+        TokenChoice c;
+        c.token = token;
+        choices[static_cast<size_t>(r)].emplace(std::move(c));
       }
-    });
+    } else {
+      cpu::ParallelFor(B, 8, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          Sequence& s = *batch[begin + static_cast<size_t>(r)];
+          choices[static_cast<size_t>(r)].emplace(Choose(s, logits + static_cast<size_t>(r) * V));
+        }
+      });
+    }
     for (size_t i = begin; i < end; ++i) {
       Sequence& s = *batch[i];
       if (s.call->over || s.state != SequenceState::kDecoding) continue;
@@ -463,6 +489,13 @@ void ServingEngine::DecodeStep() {
       if (!st.ok()) FailCall(*s.call, st);
     }
   }
+}
+
+bool ServingEngine::PlainGreedy(const Sequence& s) {
+  const GenerationParams& p = s.call->gen.params;
+  const SamplingParams& q = p.sampling;
+  return q.temperature == 0.0f && q.repetition_penalty == 1.0f && q.presence_penalty == 0.0f &&
+         q.frequency_penalty == 0.0f && !p.logprobs && s.generated >= p.min_tokens;
 }
 
 StatusOr<TokenChoice> ServingEngine::Choose(Sequence& s, const float* logits) const {

@@ -151,6 +151,9 @@ class ServingEngine {
   Status Emit(Sequence& s, GenerationEvent&& e);
   Status StartCompletions(Call& call, const std::vector<float>& last_logits);
   Status SampleAndAdvance(Sequence& s, const float* logits);
+  // Greedy without penalties, log-probabilities or bans: the token is GreedyToken of the logits,
+  // which the backend may pick on its device (DecodeGreedy).
+  static bool PlainGreedy(const Sequence& s);
   // The next token of `s` (its sampler only: safe to run for different sequences at once).
   StatusOr<TokenChoice> Choose(Sequence& s, const float* logits) const;
   // Records the chosen token: counts, text, finish checks, the event.

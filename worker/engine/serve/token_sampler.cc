@@ -152,6 +152,21 @@ void FillLogprobs(const float* logits, int64_t V, int32_t top_n, TokenChoice* c)
 
 }  // namespace
 
+int32_t GreedyToken(const float* logits, int64_t V) {
+  int32_t arg = -1;
+  float best = 0.0f;
+  for (int64_t i = 0; i < V; ++i) {
+    const float x = logits[i];
+    if (Usable(x) && (arg < 0 || x > best)) {
+      best = x;
+      arg = static_cast<int32_t>(i);
+    }
+  }
+  return arg;
+}
+
+void TokenSampler::Accept(int32_t token) { Record(token); }
+
 TokenChoice LogprobsAt(const float* logits, int64_t V, int32_t token, int32_t top_n) {
   TokenChoice c;
   c.token = token;

@@ -48,6 +48,11 @@ struct TokenChoice {
 // what Next reports. token must be in [0, V).
 TokenChoice LogprobsAt(const float* logits, int64_t V, int32_t token, int32_t top_n);
 
+// The greedy token of raw logits [V]: the lowest id holding the largest finite logit (NaN and
+// ±inf count as -inf); -1 when no logit is finite. What Next chooses at temperature 0 without
+// penalties or bans, and what the GPU's row arg max (cuda/row_argmax_kernel.cu) computes.
+int32_t GreedyToken(const float* logits, int64_t V);
+
 class TokenSampler {
  public:
   // seed: this completion's seed (the caller passes request seed + completion index; params.seed
@@ -62,6 +67,10 @@ class TokenSampler {
   // and advances steps(). InternalError "non-finite logits" when no token is left with a finite
   // logit (every logit NaN/-inf, or all banned); steps() does not advance then.
   StatusOr<TokenChoice> Next(const float* logits, const std::vector<int32_t>& banned, int32_t top_n);
+
+  // Records a token chosen elsewhere (the device's greedy choice of a plain greedy step) as if
+  // Next had chosen it: penalty counts and steps() advance alike.
+  void Accept(int32_t token);
 
   int64_t steps() const { return steps_; }
 
