@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <thread>
 
@@ -501,6 +502,64 @@ TEST(InferencePreload, WorkerPreloadsOrRefusesToStart) {
                                      "--model-memory-budget", std::to_string(16 << 20)});
   EXPECT_EQ(c.worker(too_big).Wait(absl::Seconds(60)), 1);
   EXPECT_TRUE(absl::StrContains(c.WorkerLog(too_big), "RESOURCE_EXHAUSTED")) << c.WorkerLog(too_big);
+}
+
+}  // namespace
+}  // namespace mq::test
+
+namespace mq::test {
+namespace {
+
+// The serving metrics are valid Prometheus exposition (promtool, from Debian's prometheus package)
+// on the server and the worker, and count exactly the work done.
+TEST(InferenceMetrics, PromtoolAcceptsThemAndTheyCountTheTokensServed) {
+  std::string version;
+  if (RunCommand({"/bin/sh", "-c", "command -v promtool"}, &version) != 0)
+    GTEST_SKIP() << "promtool not installed (Debian package prometheus, in deploy/debian-packages.txt)";
+  const int server_metrics = PickFreePort(), worker_metrics = PickFreePort();
+  Cluster c({"--lease-seconds", "2", "--metrics-listen", absl::StrCat("127.0.0.1:", server_metrics)});
+  c.StartServer();
+  c.UploadBundled();
+  c.StartWorker({"--metrics-listen", absl::StrCat("127.0.0.1:", worker_metrics)});
+  auto channel = grpc::CreateChannel(c.address(), grpc::InsecureChannelCredentials());
+  auto stub = InferenceService::NewStub(channel);
+  Outcome first;
+  for (int i = 0; i < 100 && !(first = RunGenerate(*stub, TextRequest("Hello", 1), -1, absl::Seconds(10))).status.ok(); ++i)
+    absl::SleepFor(absl::Milliseconds(200));
+  ASSERT_TRUE(first.status.ok());
+  int64_t tokens = static_cast<int64_t>(first.completions[0].ids.size());
+  for (int i = 0; i < 5; ++i) {
+    GenerateRequest r = TextRequest(absl::StrCat("Count ", i), 7);
+    r.set_ignore_eos(true);
+    Outcome o = RunGenerate(*stub, r);
+    ASSERT_TRUE(o.status.ok());
+    tokens += static_cast<int64_t>(o.completions[0].ids.size());
+  }
+  const std::string server = HttpGet(server_metrics, "/metrics", absl::Seconds(5));
+  const std::string worker = HttpGet(worker_metrics, "/metrics", absl::Seconds(5));
+  for (const auto& [name, response] : {std::pair<std::string, std::string>{"server", server}, {"worker", worker}}) {
+    const size_t body = response.find("\r\n\r\n");
+    ASSERT_NE(body, std::string::npos) << name << ": " << response;
+    const std::string path = c.dir().Sub(name + ".prom");
+    { std::ofstream(path) << response.substr(body + 4); }
+    std::string out;
+    EXPECT_EQ(RunCommand({"/bin/sh", "-c", "promtool check metrics < " + path + " 2>&1"}, &out), 0) << name << ":\n" << out;
+  }
+  EXPECT_EQ(MetricValue(server, "mq_serving_generation_tokens_total{model=\"mamba-tiny:1\"}"), static_cast<double>(tokens));
+  EXPECT_EQ(MetricValue(server, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"length\"}"), 6);
+  EXPECT_EQ(MetricValue(server, "mq_serving_time_to_first_token_seconds_count{model=\"mamba-tiny:1\"}"), 6);
+  EXPECT_EQ(MetricValue(worker, "mq_worker_device_info{device=\"cpu\",device_name=\"" +
+                                    [&] {
+                                      const size_t a = worker.find("mq_worker_device_info{device=\"cpu\",device_name=\"");
+                                      if (a == std::string::npos) return std::string("?");
+                                      const size_t from = a + std::string("mq_worker_device_info{device=\"cpu\",device_name=\"").size();
+                                      return worker.substr(from, worker.find('"', from) - from);
+                                    }() + "\"}"),
+            1);
+  // Decode steps: a call's first token comes from its prefill, each later one from a step; the
+  // calls ran one after another, so five calls of 7 tokens took 5 × 6 steps of one sequence.
+  EXPECT_EQ(MetricValue(worker, "mq_worker_serving_decode_batch_size_count{model=\"mamba-tiny:1\"}"), 30);
+  EXPECT_EQ(MetricValue(worker, "mq_worker_serving_decode_batch_size_sum{model=\"mamba-tiny:1\"}"), 30);
 }
 
 }  // namespace
