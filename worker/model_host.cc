@@ -21,6 +21,21 @@ absl::Status ToAbsl(const Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
 }
 
+// "name:version" as the server resolves it: the name's charset, a colon, a version number. The
+// worker checks it again before it becomes a directory name (it trusts no path from the server).
+absl::Status CheckModelRef(const std::string& model) {
+  const size_t colon = model.find(':');
+  bool ok = colon != std::string::npos && colon > 0 && colon + 1 < model.size() && colon <= 128 &&
+            model.size() - colon - 1 <= 10 && model.find("..") == std::string::npos && model[0] != '.';
+  for (size_t i = 0; ok && i < model.size(); ++i) {
+    const char c = model[i];
+    if (i < colon) ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    else if (i > colon) ok = c >= '0' && c <= '9';
+  }
+  if (!ok) return absl::InvalidArgumentError(absl::StrCat("not a resolved model reference (name:version): '", model.substr(0, 200), "'"));
+  return absl::OkStatus();
+}
+
 // A directory name for "name:version" (names are [A-Za-z0-9._-], the colon is the only other byte).
 std::string DirName(const std::string& model) {
   std::string d = model;
@@ -65,6 +80,10 @@ void ModelHost::Changed() {
 
 void ModelHost::Acquire(const std::string& model, const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files,
                         Ready ready) {
+  if (absl::Status valid = CheckModelRef(model); !valid.ok()) {
+    ready(valid);
+    return;
+  }
   std::shared_ptr<serve::ServingEngine> engine;
   {
     std::lock_guard<std::mutex> l(mu_);
