@@ -57,6 +57,8 @@ void InferenceStream::Stop() {
   }
   if (thread_.joinable()) thread_.join();
   CancelAll();
+  // The engines call this stream's sinks from their loops: they must be gone before it is.
+  host_->Shutdown();
 }
 
 bool InferenceStream::connected() const {

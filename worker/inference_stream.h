@@ -35,7 +35,8 @@ class InferenceStream {
   ~InferenceStream();  // Stop()
 
   void Start();
-  // Closes the stream; calls in flight are cancelled on their engines.
+  // Closes the stream, cancels the calls in flight and shuts the ModelHost down (its engines call
+  // this stream's sinks, so they must stop first).
   void Stop();
   bool connected() const;
 

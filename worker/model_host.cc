@@ -54,14 +54,19 @@ void ReturnFreedMemory() { malloc_trim(0); }
 ModelHost::ModelHost(ModelHostOptions options, BlobCache* cache, const ServerConnection* server)
     : options_(std::move(options)), cache_(cache), server_(server) {}
 
-ModelHost::~ModelHost() {
+ModelHost::~ModelHost() { Shutdown(); }
+
+void ModelHost::Shutdown() {
   std::map<std::string, Entry> loaded;
   {
     std::unique_lock<std::mutex> l(mu_);
+    shut_down_ = true;
     loaders_done_.wait(l, [&] { return active_loaders_ == 0; });
     loaded.swap(loaded_);
   }
+  const bool any = !loaded.empty();
   loaded.clear();  // engines stop here, outside the lock (their calls end with CANCELLED)
+  if (any) ReturnFreedMemory();
 }
 
 void ModelHost::SetChangeListener(std::function<void()> listener) {
@@ -85,10 +90,14 @@ void ModelHost::Acquire(const std::string& model, const google::protobuf::Repeat
     return;
   }
   std::shared_ptr<serve::ServingEngine> engine;
+  bool shut_down = false;
   {
     std::lock_guard<std::mutex> l(mu_);
-    auto it = loaded_.find(model);
-    if (it != loaded_.end()) {
+    shut_down = shut_down_;
+    auto it = shut_down ? loaded_.end() : loaded_.find(model);
+    if (shut_down) {
+      // answered below, outside the lock
+    } else if (it != loaded_.end()) {
       it->second.last_used = ++use_counter_;
       engine = it->second.engine;
     } else {
@@ -97,6 +106,10 @@ void ModelHost::Acquire(const std::string& model, const google::protobuf::Repeat
       if (!fresh) return;
       ++active_loaders_;
     }
+  }
+  if (shut_down) {
+    ready(absl::UnavailableError("the worker is shutting down"));
+    return;
   }
   if (engine != nullptr) {
     ready(std::move(engine));

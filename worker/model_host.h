@@ -39,8 +39,11 @@ class ModelHost {
   using Ready = std::function<void(absl::StatusOr<std::shared_ptr<serve::ServingEngine>>)>;
 
   ModelHost(ModelHostOptions options, BlobCache* cache, const ServerConnection* server);
-  // Unloads every model (their calls end with CANCELLED) and joins the loaders.
+  // Shutdown().
   ~ModelHost();
+  // Waits for the loads in flight (their callbacks run), then unloads every model: their calls end
+  // with CANCELLED, and no engine calls a sink afterwards. Later Acquires fail with UNAVAILABLE.
+  void Shutdown();
 
   // Calls `ready` with the engine of `model` ("name:version"): at once (on this thread) when it is
   // loaded, else from a loader thread once it is (one load per model however many ask).
@@ -80,6 +83,7 @@ class ModelHost {
   std::map<std::string, Loading> loading_;
   uint64_t use_counter_ = 0;
   int active_loaders_ = 0;  // detached loader threads still running
+  bool shut_down_ = false;
   std::condition_variable loaders_done_;
   std::function<void()> listener_;
 };
