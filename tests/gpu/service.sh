@@ -23,7 +23,9 @@ SB=/tmp/service/bin
 export LD_LIBRARY_PATH="/tmp/service/lib:$P/lib:/usr/local/cuda/lib64"
 ADDR=127.0.0.1:7070
 ctl() { "$SB/mqctl" --server "$ADDR" --insecure "$@"; }
-say() { echo "== $1"; echo "$1" >> "$OUT/service_summary.txt"; }
+# SUMMARY_COPY: a second file the summary lines go to as they come (the device tool's return
+# folder, so a run cut short still reports what it did). SKIP_SMALL=1 skips parts 2 and 3.
+say() { echo "== $1"; echo "$1" >> "$OUT/service_summary.txt"; [ -n "${SUMMARY_COPY:-}" ] && echo "$1" >> "$SUMMARY_COPY"; }
 : > "$OUT/service_summary.txt"
 metric() { python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:'+sys.argv[1]+'/metrics',timeout=5).read().decode())" "$1"; }
 
@@ -59,6 +61,7 @@ else
   say "worker: NOT on cuda (see service_worker.log)"
 fi
 
+if [ "${SKIP_SMALL:-0}" != 1 ]; then
 # ---- 2. the quantization job on mamba-small, through the service and locally ----
 ctl models upload "$FIX/mamba-small" --name mamba-small > /dev/null
 ctl datasets upload models/text/calib.txt --name calib > /dev/null
@@ -126,6 +129,8 @@ PY
   done
 done
 
+fi  # SKIP_SMALL
+
 # ---- 4. serving the 2.8b shape: FP16 and INT8, mq-loadgen at 1, 8, 64, 256 streams ----
 t1=$SECONDS
 M28=/tmp/mq-2.8b Q28=/tmp/mq-2.8b-w8a8
@@ -148,9 +153,10 @@ for model in s28-int8 s28-fp16; do
       --prompt-tokens "$prompt" --max-new-tokens "$new" --json "$OUT/loadgen_${model}_${streams}.json" \
       > "$OUT/loadgen_${model}_${streams}.log" 2>&1
     say "loadgen $model streams=$streams prompt=$prompt new=$new: rc=$? $(grep -m1 -E 'tokens/s|throughput' "$OUT/loadgen_${model}_${streams}.log")"
+    say "  $(grep -E '^(TTFT|ITL|TPOT) ' "$OUT/loadgen_${model}_${streams}.log" | tr -s ' ' | tr '\n' ';')"
   done
   metric 9091 | grep -E "^mq_worker_serving_decode_batch_size_(sum|count)|^mq_worker_model_bytes" >> "$OUT/service_metrics.txt"
 done
 metric 9090 | grep -E "^mq_serving_" > "$OUT/service_server_metrics.txt"
-python3 bench/serving_report.py "$OUT" | tee -a "$OUT/service_summary.txt"
+python3 bench/serving_report.py "$OUT" | tee -a "$OUT/service_summary.txt" ${SUMMARY_COPY:+"$SUMMARY_COPY"}
 rm -rf "$M28" "$Q28"
