@@ -101,14 +101,25 @@ absl::StatusOr<std::string> InferenceRouter::Start(InferenceCall call, std::shar
     Worker* w = *picked;
     // The worker's advertised limits, checked before anything is sent.
     const WorkerCapacity& cap = w->capacity;
+    // Texts too long for the limit are refused here too: they would not fit the worker anyway,
+    // and a message near the transport's size limit must not reach the worker's stream.
+    const int64_t bytes_per_token = serve::GenerationLimits::kMaxTextBytesPerToken;
     if (call.has_generate()) {
       const GenerateRequest& g = call.generate();
+      if (g.input_case() == GenerateRequest::kPrompt &&
+          static_cast<int64_t>(g.prompt().size()) > int64_t{cap.max_prompt_tokens()} * bytes_per_token)
+        return absl::InvalidArgumentError(absl::StrCat("the prompt is ", g.prompt().size(), " bytes, over the limit of ",
+                                                       cap.max_prompt_tokens(), " prompt tokens"));
       if (g.input_case() == GenerateRequest::kPromptTokens && g.prompt_tokens().ids_size() > cap.max_prompt_tokens())
         return absl::InvalidArgumentError(absl::StrCat("the prompt has ", g.prompt_tokens().ids_size(),
                                                        " tokens, over the limit of ", cap.max_prompt_tokens(), " prompt tokens"));
       if (g.max_new_tokens() > cap.max_new_tokens())
         return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", g.max_new_tokens(), " is over the limit of ",
                                                        cap.max_new_tokens(), " new tokens"));
+    } else if (call.score().input_case() == ScoreRequest::kText &&
+               static_cast<int64_t>(call.score().text().size()) > int64_t{cap.max_score_tokens()} * bytes_per_token) {
+      return absl::InvalidArgumentError(absl::StrCat("the text is ", call.score().text().size(), " bytes, over the scoring limit of ",
+                                                     cap.max_score_tokens(), " tokens"));
     } else if (call.score().input_case() == ScoreRequest::kTokens && call.score().tokens().ids_size() > cap.max_score_tokens()) {
       return absl::InvalidArgumentError(absl::StrCat("the text has ", call.score().tokens().ids_size(),
                                                      " tokens, over the scoring limit of ", cap.max_score_tokens(), " tokens"));

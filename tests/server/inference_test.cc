@@ -435,6 +435,19 @@ TEST_F(InferenceTest, EveryLimitAnswersItsStatus) {
     r.set_model("mamba-tiny");
     EXPECT_EQ(code(r).error_code(), grpc::StatusCode::INVALID_ARGUMENT);  // no prompt
   }
+  {
+    // A prompt near the 8 MiB message limit is refused by the server; the worker's stream (which
+    // carries every call of the worker) never sees it, and the worker keeps serving.
+    grpc::Status s = code(TextRequest(std::string(7 << 20, 'a'), 8));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    ScoreRequest sr;
+    sr.set_model("mamba-tiny");
+    sr.set_text(std::string(7 << 20, 'b'));
+    grpc::ClientContext ctx;
+    ScoreResponse resp;
+    EXPECT_EQ(stub_->Score(&ctx, sr, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_TRUE(RunGenerate(*stub_, TextRequest("Still here", 4)).status.ok());
+  }
 }
 
 TEST(InferenceLimits, FullQueueIsResourceExhaustedAndNoWorkerIsUnavailable) {

@@ -25,6 +25,10 @@ struct GenerationLimits {
   static constexpr int32_t kMaxTopK = 1000000;
   static constexpr float kMaxRepetitionPenalty = 10.0f;
   static constexpr float kMaxAbsPresencePenalty = 2.0f;   // presence and frequency
+  // A text this many bytes per token of its limit cannot fit the limit however it tokenizes
+  // (a token covers at most a few dozen bytes of ordinary text): refused before it is encoded,
+  // or sent to a worker.
+  static constexpr int64_t kMaxTextBytesPerToken = 64;
 };
 
 struct SamplingParams {

@@ -18,9 +18,6 @@ using Clock = std::chrono::steady_clock;
 
 double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// A prompt text this long cannot fit max_prompt_tokens however it tokenizes (a token covers at
-// most a few dozen bytes of ordinary text); refusing it first keeps a huge text from being encoded.
-constexpr int64_t kMaxPromptBytesPerToken = 64;
 
 }  // namespace
 
@@ -123,7 +120,7 @@ StatusOr<std::vector<int32_t>> ServingEngine::TokensOf(bool has_text, const std:
                                                       const std::string& what) const {
   std::vector<int32_t> tokens;
   if (has_text) {
-    if (static_cast<int64_t>(text.size()) > int64_t{limit} * kMaxPromptBytesPerToken)
+    if (static_cast<int64_t>(text.size()) > int64_t{limit} * GenerationLimits::kMaxTextBytesPerToken)
       return InvalidArgumentError("the " + what + " is " + std::to_string(text.size()) + " bytes, over the limit of " +
                                   std::to_string(limit) + " " + what + " tokens");
     MQ_ASSIGN_OR_RETURN(tokens, tokenizer_->Encode(text));
