@@ -18,15 +18,21 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-// Streams one Generate call: the router's events become writes, one in flight at a time. The
-// router holds the Relay (shared), which forwards to the reactor until the reactor is done.
-class GenerateReactor;
-
+// The router holds a call's observer (shared) longer than gRPC keeps the call's reactor: the
+// Relay forwards the router's events to the reactor until the reactor, in its OnDone, detaches it.
+// Reactor: Push(const InferenceEvent&) and Complete(const absl::Status&).
+template <typename Reactor>
 class Relay final : public InferenceCallObserver {
  public:
-  explicit Relay(GenerateReactor* r) : reactor_(r) {}
-  void OnEvent(const InferenceEvent& event) override;
-  void OnDone(const absl::Status& status) override;
+  explicit Relay(Reactor* r) : reactor_(r) {}
+  void OnEvent(const InferenceEvent& event) override {
+    std::lock_guard<std::mutex> l(mu_);
+    if (reactor_ != nullptr) reactor_->Push(event);
+  }
+  void OnDone(const absl::Status& status) override {
+    std::lock_guard<std::mutex> l(mu_);
+    if (reactor_ != nullptr) reactor_->Complete(status);
+  }
   void Detach() {
     std::lock_guard<std::mutex> l(mu_);
     reactor_ = nullptr;
@@ -34,13 +40,14 @@ class Relay final : public InferenceCallObserver {
 
  private:
   std::mutex mu_;  // guards reactor_: the reactor may be deleted while the router still calls
-  GenerateReactor* reactor_;
+  Reactor* reactor_;
 };
 
+// Streams one Generate call: the router's events become writes, one in flight at a time.
 class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> {
  public:
   GenerateReactor(ServiceDeps deps, const GenerateRequest& req) : deps_(deps) {
-    relay_ = std::make_shared<Relay>(this);
+    relay_ = std::make_shared<Relay<GenerateReactor>>(this);
     InferenceCall call;
     call.set_model(req.model());
     *call.mutable_generate() = req;
@@ -60,7 +67,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
 
   void Push(const InferenceEvent& event) {
     std::lock_guard<std::mutex> l(mu_);
-    if (done_) return;
+    if (done_ || !event.has_generate()) return;
     const GenerateResponse& g = event.generate();
     const auto now = Clock::now();
     if (model_.empty() && !g.model().empty()) model_ = g.model();
@@ -153,7 +160,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
   }
 
   ServiceDeps deps_;
-  std::shared_ptr<Relay> relay_;
+  std::shared_ptr<Relay<GenerateReactor>> relay_;
   const Clock::time_point start_ = Clock::now();
   std::mutex mu_;  // guards everything below
   std::string call_id_;
@@ -168,39 +175,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
   grpc::Status final_;
 };
 
-void Relay::OnEvent(const InferenceEvent& event) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (reactor_ != nullptr && event.has_generate()) reactor_->Push(event);
-}
-
-void Relay::OnDone(const absl::Status& status) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (reactor_ != nullptr) reactor_->Complete(status);
-}
-
-// Score: one answer, then the unary call finishes. The router holds the ScoreRelay; the reactor
-// is deleted in OnDone, after which the relay forwards nothing.
-class ScoreReactor;
-
-class ScoreRelay final : public InferenceCallObserver {
- public:
-  explicit ScoreRelay(ScoreReactor* r) : reactor_(r) {}
-  void OnEvent(const InferenceEvent& event) override;
-  void OnDone(const absl::Status& status) override;
-  void Detach() {
-    std::lock_guard<std::mutex> l(mu_);
-    reactor_ = nullptr;
-  }
-
- private:
-  std::mutex mu_;  // guards reactor_
-  ScoreReactor* reactor_;
-};
-
+// Score: one answer, then the unary call finishes.
 class ScoreReactor final : public grpc::ServerUnaryReactor {
  public:
   ScoreReactor(ServiceDeps deps, const ScoreRequest& req, ScoreResponse* resp) : deps_(deps), resp_(resp) {
-    relay_ = std::make_shared<ScoreRelay>(this);
+    relay_ = std::make_shared<Relay<ScoreReactor>>(this);
     InferenceCall call;
     call.set_model(req.model());
     *call.mutable_score() = req;
@@ -213,9 +192,9 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
     call_id_ = *id;
     if (cancelled_) deps_.router->Cancel(call_id_);
   }
-  void SetResult(const ScoreResponse& r) {
+  void Push(const InferenceEvent& event) {
     std::lock_guard<std::mutex> l(mu_);
-    if (!finished_) *resp_ = r;
+    if (!finished_ && event.has_score()) *resp_ = event.score();
   }
   void Complete(const absl::Status& status) {
     std::lock_guard<std::mutex> l(mu_);
@@ -249,23 +228,13 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
   }
   ServiceDeps deps_;
   ScoreResponse* resp_;
-  std::shared_ptr<ScoreRelay> relay_;
+  std::shared_ptr<Relay<ScoreReactor>> relay_;
   const Clock::time_point start_ = Clock::now();
   std::mutex mu_;  // guards the fields below and *resp_
   std::string call_id_;
   bool cancelled_ = false;
   bool finished_ = false;
 };
-
-void ScoreRelay::OnEvent(const InferenceEvent& event) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (reactor_ != nullptr && event.has_score()) reactor_->SetResult(event.score());
-}
-
-void ScoreRelay::OnDone(const absl::Status& status) {
-  std::lock_guard<std::mutex> l(mu_);
-  if (reactor_ != nullptr) reactor_->Complete(status);
-}
 
 }  // namespace
 
