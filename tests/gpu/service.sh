@@ -140,9 +140,13 @@ timeout 300 "$SB/mq-engine" quantize --device cuda --model "$M28" --preset mamba
   --calib models/text/calib.txt --samples 16 --seq-len 512 --out "$Q28" > "$OUT/service_quant28.log" 2>&1
 say "2.8b models written (make-model + GPU quantize): rc=$? $((SECONDS - t1)) s"
 t1=$SECONDS
-ctl models upload "$Q28" --name s28-int8 > /dev/null && ctl models upload "$M28" --name s28-fp16 > /dev/null
-say "2.8b uploads: rc=$? $((SECONDS - t1)) s"
-for model in s28-int8 s28-fp16; do
+MODELS="${SERVE_MODELS:-s28-int8 s28-fp16}"  # which of the two to serve (SERVE_MODELS=s28-int8: a shorter run)
+rc=0
+for model in $MODELS; do
+  case "$model" in s28-int8) ctl models upload "$Q28" --name s28-int8 > /dev/null || rc=1 ;; s28-fp16) ctl models upload "$M28" --name s28-fp16 > /dev/null || rc=1 ;; esac
+done
+say "2.8b uploads ($MODELS): rc=$rc $((SECONDS - t1)) s"
+for model in $MODELS; do
   t1=$SECONDS
   ctl generate --model "$model" --prompt-ids 100,200,300 --max-new-tokens 4 --timeout 600 > /dev/null 2>> "$OUT/service_generate.log"
   say "$model first call (fetch + load): rc=$? $((SECONDS - t1)) s"
