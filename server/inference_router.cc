@@ -300,6 +300,23 @@ bool InferenceRouter::AnyWorker() {
   return false;
 }
 
+void InferenceRouter::SetWorkersListener(std::function<void(bool)> listener) {
+  {
+    absl::MutexLock l(&mu_);
+    workers_listener_ = std::move(listener);
+  }
+  NotifyWorkers();
+}
+
+void InferenceRouter::NotifyWorkers() {
+  std::function<void(bool)> listener;
+  {
+    absl::MutexLock l(&mu_);
+    listener = workers_listener_;
+  }
+  if (listener) listener(AnyWorker());
+}
+
 absl::Status InferenceRouter::AttachWorker(const ServeHello& hello, WorkerStreamSink* sink) {
   auto record = workers_->Get(hello.worker_id());
   if (!record.ok()) {
@@ -360,6 +377,7 @@ absl::Status InferenceRouter::AttachWorker(const ServeHello& hello, WorkerStream
   }
   Log(LogLevel::kInfo, "inference worker attached").Kv("worker_id", hello.worker_id()).Kv("device", cap.device())
       .Kv("max_sequences", cap.max_sequences());
+  NotifyWorkers();
   const absl::Status lost = absl::UnavailableError("the worker serving this call reconnected; retry");
   for (auto& c : orphaned) {
     if (c->observer) c->observer->OnDone(lost);
@@ -448,6 +466,7 @@ void InferenceRouter::DetachWorker(const std::string& worker_id, WorkerStreamSin
     worker_.erase(it);
   }
   Log(LogLevel::kInfo, "inference worker detached").Kv("worker_id", worker_id).Kv("calls_failed", orphaned.size());
+  NotifyWorkers();
   const absl::Status lost = absl::UnavailableError("the worker serving this call went away; retry");
   for (auto& c : orphaned) {
     if (c->observer) c->observer->OnDone(lost);

@@ -79,6 +79,8 @@ class InferenceRouter {
   bool ModelReady(const std::string& resolved_model);
   // Whether any live worker is connected for inference.
   bool AnyWorker();
+  // Runs (outside the router's lock) whenever the answer of AnyWorker may have changed: health.
+  void SetWorkersListener(std::function<void(bool any_worker)> listener);
 
   // --- The worker side (WorkerService.Serve). ---
   // The worker's hello: attaches its stream. A second stream of the same worker replaces the first.
@@ -101,6 +103,8 @@ class InferenceRouter {
   std::map<std::string, std::unique_ptr<Worker>> worker_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Call>> calls_ ABSL_GUARDED_BY(mu_);
   uint64_t next_call_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<void(bool)> workers_listener_ ABSL_GUARDED_BY(mu_);
+  void NotifyWorkers();
 };
 
 }  // namespace mq::server

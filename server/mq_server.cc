@@ -111,6 +111,14 @@ absl::Status MqServer::Init() {
   if (server_ == nullptr || port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
   }
+  // Health per service: the inference services serve only while some worker can take a call
+  // (the process's own health, service "", stays SERVING; it turns NOT_SERVING when draining).
+  if (auto* health = server_->GetHealthCheckService()) {
+    router_->SetWorkersListener([health](bool any_worker) {
+      for (const char* service : {"mambaquant.v1.InferenceService", "inference.GRPCInferenceService"})
+        health->SetServingStatus(service, any_worker);
+    });
+  }
   scheduler_->Start();
   Log(LogLevel::kInfo, "mq-server started")
       .Kv("listen", options_.listen).Kv("port", port_).Kv("metrics", options_.metrics_listen)
@@ -122,6 +130,7 @@ void MqServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   Log(LogLevel::kInfo, "draining");
+  if (router_ != nullptr) router_->SetWorkersListener(nullptr);  // draining: health stays NOT_SERVING
   if (server_ != nullptr) {
     if (auto* health = server_->GetHealthCheckService()) health->Shutdown();  // NOT_SERVING
   }

@@ -577,3 +577,35 @@ TEST(InferenceMetrics, PromtoolAcceptsThemAndTheyCountTheTokensServed) {
 
 }  // namespace
 }  // namespace mq::test
+
+namespace mq::test {
+namespace {
+
+// Health tells the truth about inference: the inference services are NOT_SERVING while no worker
+// can take a call, SERVING once one is connected, NOT_SERVING again when it dies; the process's
+// own health stays SERVING throughout.
+TEST(InferenceHealth, InferenceServicesServeOnlyWithAWorker) {
+  Cluster c;
+  c.StartServer();
+  c.UploadBundled();
+  auto wait_for = [&](const std::string& service, int want) {
+    for (int i = 0; i < 200; ++i) {
+      if (HealthStatus(c.address(), service) == want) return true;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    return false;
+  };
+  constexpr int kServing = 1, kNotServing = 2;
+  EXPECT_TRUE(wait_for("", kServing));
+  EXPECT_TRUE(wait_for("mambaquant.v1.InferenceService", kNotServing));
+  EXPECT_TRUE(wait_for("inference.GRPCInferenceService", kNotServing));
+  const int w = c.StartWorker();
+  EXPECT_TRUE(wait_for("mambaquant.v1.InferenceService", kServing)) << c.WorkerLog(w);
+  EXPECT_TRUE(wait_for("inference.GRPCInferenceService", kServing));
+  c.worker(w).Kill();
+  EXPECT_TRUE(wait_for("mambaquant.v1.InferenceService", kNotServing));
+  EXPECT_EQ(HealthStatus(c.address(), ""), kServing);
+}
+
+}  // namespace
+}  // namespace mq::test

@@ -65,6 +65,9 @@ int64_t ProcStatusKb(pid_t pid, const std::string& key);
 // Waits until the gRPC health service at `target` answers SERVING.
 bool WaitForServing(const std::string& target, absl::Duration timeout,
                     std::shared_ptr<grpc::ChannelCredentials> creds = nullptr, const std::string& token = "");
+// The gRPC health status (grpc.health.v1 ServingStatus: 1 SERVING, 2 NOT_SERVING) of `service` at
+// `target` (plaintext); -1 when the call fails (NOT_FOUND for an unknown service included).
+int HealthStatus(const std::string& target, const std::string& service);
 std::string ReadFileOrDie(const std::string& path);
 // Directory of the repository (for models/ and tests/data/).
 std::string SourceDir();
