@@ -59,6 +59,8 @@ commands:
                                               (mqctl generate --help for details)
   score --model NAME[:VERSION] (--text TEXT | --file PATH) [--top-logprobs N]
                                               (mqctl score --help for details)
+  workers list                                workers: device, memory, slots, lease, loaded models
+  server status                               version, uptime, workers, loaded models
 
 global options:
   --server ADDR        server address (default $MQ_SERVER, else localhost:7070)
@@ -134,5 +136,7 @@ int main(int argc, char** argv) {
   if (group == "jobs") return RunJobsCommand(cli, *args, rest);
   if (group == "generate") return RunGenerateCommand(cli, *args, rest);
   if (group == "score") return RunScoreCommand(cli, *args, rest);
+  if (group == "workers") return RunWorkersCommand(cli, *args, rest);
+  if (group == "server") return RunServerCommand(cli, *args, rest);
   return UsageError(absl::StrCat("unknown command \"", group, "\""));
 }

@@ -300,6 +300,14 @@ bool InferenceRouter::AnyWorker() {
   return false;
 }
 
+std::map<std::string, InferenceRouter::WorkerServing> InferenceRouter::ConnectedWorkers() {
+  absl::MutexLock l(&mu_);
+  std::map<std::string, WorkerServing> out;
+  for (auto& [id, w] : worker_)
+    if (w->sink != nullptr) out[id] = WorkerServing{w->capacity, w->last_load};
+  return out;
+}
+
 void InferenceRouter::SetWorkersListener(std::function<void(bool)> listener) {
   {
     absl::MutexLock l(&mu_);
@@ -353,6 +361,7 @@ absl::Status InferenceRouter::AttachWorker(const ServeHello& hello, WorkerStream
     slot->id = hello.worker_id();
     slot->sink = sink;
     slot->capacity = cap;
+    slot->last_load = hello.load();
     for (const auto& m : hello.load().models()) slot->loaded.insert(m.model());
     for (const auto& m : hello.load().loading()) slot->loading.insert(m);
     for (const auto& a : preload) {

@@ -79,6 +79,12 @@ class InferenceRouter {
   bool ModelReady(const std::string& resolved_model);
   // Whether any live worker is connected for inference.
   bool AnyWorker();
+  // The workers connected for inference: what each advertised and its latest load report.
+  struct WorkerServing {
+    mambaquant::v1::WorkerCapacity capacity;
+    mambaquant::v1::WorkerLoad load;
+  };
+  std::map<std::string, WorkerServing> ConnectedWorkers();
   // Runs (outside the router's lock) whenever the answer of AnyWorker may have changed: health.
   void SetWorkersListener(std::function<void(bool any_worker)> listener);
 

@@ -80,6 +80,7 @@ absl::Status MqServer::Init() {
   worker_service_ = std::make_unique<WorkerServiceImpl>(deps);
   inference_service_ = std::make_unique<InferenceServiceImpl>(deps);
   kserve_service_ = std::make_unique<KServeServiceImpl>(deps);
+  cluster_service_ = std::make_unique<ClusterServiceImpl>(deps, absl::Now());
 
   auto creds = MakeServerCredentials(options_.tls);
   if (!creds.ok()) return creds.status();
@@ -104,6 +105,7 @@ absl::Status MqServer::Init() {
   builder.RegisterService(worker_service_.get());
   builder.RegisterService(inference_service_.get());
   builder.RegisterService(kserve_service_.get());
+  builder.RegisterService(cluster_service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<RpcMetricsInterceptorFactory>(metrics_.get()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));

@@ -19,6 +19,7 @@
 #include "job_service.h"
 #include "job_store.h"
 #include "inference_router.h"
+#include "cluster_service.h"
 #include "kserve_service.h"
 #include "registry.h"
 #include "registry_service.h"
@@ -77,7 +78,8 @@ class MqServer {
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<InferenceServiceImpl> inference_service_;
   std::unique_ptr<InferenceRouter> router_;  // before the services that use it
-  std::unique_ptr<KServeServiceImpl> kserve_service_;  // inference.GRPCInferenceService (KServe v2)
+  std::unique_ptr<KServeServiceImpl> kserve_service_;
+  std::unique_ptr<ClusterServiceImpl> cluster_service_;  // mqctl workers list / server status  // inference.GRPCInferenceService (KServe v2)
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;
   bool shut_down_ = false;

@@ -15,6 +15,8 @@ int RunDatasetsCommand(CliContext& cli, const Args& args, const std::vector<std:
 int RunJobsCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
 int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
 int RunScoreCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
+int RunWorkersCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
+int RunServerCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
 
 // Detailed help of the commands that have their own ("mqctl generate --help").
 const char* GenerateHelp();

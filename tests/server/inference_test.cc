@@ -505,6 +505,24 @@ TEST(InferencePreload, WorkerPreloadsOrRefusesToStart) {
     if (loaded != 1) absl::SleepFor(absl::Milliseconds(100));
   }
   EXPECT_EQ(loaded, 1) << c.WorkerLog(0);
+  // The operator sees it: mqctl workers list / server status (ClusterService).
+  {
+    std::string out;
+    ASSERT_EQ(c.Mqctl({"workers", "list", "--json"}, &out), 0) << out;
+    const auto j = nlohmann::json::parse(out);
+    ASSERT_EQ(j["workers"].size(), 1u) << out;
+    const auto& w = j["workers"][0];
+    EXPECT_EQ(w["inference_connected"], true);
+    EXPECT_EQ(w["capacity"]["device"], "cpu");
+    EXPECT_EQ(w["load"]["models"][0]["model"], "mamba-tiny:1");
+    ASSERT_EQ(c.Mqctl({"server", "status", "--json"}, &out), 0) << out;
+    const auto st = nlohmann::json::parse(out);
+    EXPECT_EQ(st["workers"], 1);
+    EXPECT_EQ(st["inference_workers"], 1);
+    EXPECT_EQ(st["loaded_models"][0], "mamba-tiny:1");
+    ASSERT_EQ(c.Mqctl({"workers", "list"}, &out), 0);
+    EXPECT_TRUE(absl::StrContains(out, "mamba-tiny:1 (0/0)")) << out;
+  }
 
   const int unknown = c.StartWorker({"--preload", "no-such-model"});
   EXPECT_EQ(c.worker(unknown).Wait(absl::Seconds(30)), 1);
