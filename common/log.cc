@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <mutex>
 
@@ -16,6 +17,7 @@ namespace mq {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+std::atomic<int> g_format{static_cast<int>(LogFormat::kText)};
 std::mutex g_component_mu;
 std::string* g_component = new std::string("mq");  // never destroyed: used by static destructors
 
@@ -63,9 +65,46 @@ void AppendValue(std::string* out, absl::string_view value) {
   out->push_back('"');
 }
 
+// A JSON string: quotes, backslash and control characters escaped, bytes that are not valid UTF-8
+// replaced by U+FFFD, so every line parses whatever a value held.
+void AppendJsonString(std::string* out, absl::string_view v) {
+  out->push_back('"');
+  size_t i = 0;
+  while (i < v.size()) {
+    const unsigned char c = static_cast<unsigned char>(v[i]);
+    if (c < 0x80) {
+      if (c == '"') out->append("\\\"");
+      else if (c == '\\') out->append("\\\\");
+      else if (c < 0x20 || c == 0x7f) out->append(absl::StrFormat("\\u%04x", c));
+      else out->push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    const size_t n = (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = n != 0 && i + n <= v.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(v[i + k]) & 0xC0) == 0x80;
+    if (ok) {
+      out->append(v.data() + i, n);
+      i += n;
+    } else {
+      out->append("\\ufffd");
+      ++i;
+    }
+  }
+  out->push_back('"');
+}
+
 }  // namespace
 
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
+void SetLogFormat(LogFormat format) { g_format.store(static_cast<int>(format)); }
+
+bool ParseLogFormat(absl::string_view text, LogFormat* format) {
+  if (text == "text") *format = LogFormat::kText;
+  else if (text == "json") *format = LogFormat::kJson;
+  else return false;
+  return true;
+}
 
 void SetLogComponent(absl::string_view component) {
   std::lock_guard<std::mutex> lock(g_component_mu);
@@ -89,38 +128,68 @@ Log::Log(LogLevel level, absl::string_view message)
     std::lock_guard<std::mutex> lock(g_component_mu);
     component = *g_component;
   }
-  line_ = absl::StrCat("ts=", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
-                       " level=", LevelName(level), " component=", component, " msg=");
+  const std::string ts = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
+  json_ = g_format.load(std::memory_order_relaxed) == static_cast<int>(LogFormat::kJson);
+  if (json_) {
+    line_ = absl::StrCat("{\"ts\":\"", ts, "\",\"level\":\"", LevelName(level), "\",\"component\":");
+    AppendJsonString(&line_, component);
+    line_.append(",\"msg\":");
+    AppendJsonString(&line_, message);
+    return;
+  }
+  line_ = absl::StrCat("ts=", ts, " level=", LevelName(level), " component=", component, " msg=");
   AppendValue(&line_, message);
 }
 
 Log::~Log() {
   if (!enabled_) return;
+  if (json_) line_.push_back('}');
   line_.push_back('\n');
   // One write keeps concurrent lines whole; a short write on stderr is not worth retrying.
   ssize_t ignored = ::write(STDERR_FILENO, line_.data(), line_.size());
   (void)ignored;
 }
 
+// The key with its separator: ` key=` (text) or `,"key":` (JSON).
+void Log::AppendKey(absl::string_view key) {
+  if (json_) {
+    line_.push_back(',');
+    AppendJsonString(&line_, key);
+    line_.push_back(':');
+  } else {
+    absl::StrAppend(&line_, " ", key, "=");
+  }
+}
+
 Log& Log::Kv(absl::string_view key, absl::string_view value) {
   if (!enabled_) return *this;
-  absl::StrAppend(&line_, " ", key, "=");
-  AppendValue(&line_, value);
+  AppendKey(key);
+  if (json_) AppendJsonString(&line_, value);
+  else AppendValue(&line_, value);
   return *this;
 }
 
 Log& Log::Kv(absl::string_view key, int64_t value) {
-  if (enabled_) absl::StrAppend(&line_, " ", key, "=", value);
+  if (!enabled_) return *this;
+  AppendKey(key);
+  absl::StrAppend(&line_, value);
   return *this;
 }
 
 Log& Log::Kv(absl::string_view key, uint64_t value) {
-  if (enabled_) absl::StrAppend(&line_, " ", key, "=", value);
+  if (!enabled_) return *this;
+  AppendKey(key);
+  absl::StrAppend(&line_, value);
   return *this;
 }
 
 Log& Log::Kv(absl::string_view key, double value) {
-  if (enabled_) absl::StrAppend(&line_, " ", key, "=", absl::StrFormat("%.4g", value));
+  if (!enabled_) return *this;
+  const std::string text = absl::StrFormat("%.4g", value);
+  // JSON has no NaN or infinity: those go out as strings.
+  if (json_ && !std::isfinite(value)) return Kv(key, absl::string_view(text));
+  AppendKey(key);
+  line_.append(text);
   return *this;
 }
 

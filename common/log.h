@@ -1,4 +1,6 @@
-// A small structured logger: one line per event on stderr, "key=value" pairs after the message.
+// A small structured logger: one line per event on stderr, "key=value" pairs after the message,
+// or one JSON object per line (SetLogFormat(kJson): {"ts":…,"level":…,"component":…,"msg":…,
+// "key":value…}) for log collectors.
 //
 //   Log(LogLevel::kInfo, "job assigned").Kv("job", id).Kv("worker", worker);
 //
@@ -16,8 +18,13 @@ namespace mq {
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 
-// Process-wide minimum level (default kInfo) and component name (e.g. "server").
+enum class LogFormat { kText = 0, kJson = 1 };
+
+// Process-wide minimum level (default kInfo), line format (default text) and component name
+// (e.g. "server").
 void SetLogLevel(LogLevel level);
+void SetLogFormat(LogFormat format);
+bool ParseLogFormat(absl::string_view text, LogFormat* format);
 void SetLogComponent(absl::string_view component);
 bool ParseLogLevel(absl::string_view text, LogLevel* level);
 
@@ -39,7 +46,9 @@ class Log {
   Log& Kv(absl::string_view key, const absl::Status& status);
 
  private:
+  void AppendKey(absl::string_view key);
   bool enabled_;
+  bool json_ = false;
   std::string line_;
 };
 

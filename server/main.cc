@@ -29,6 +29,7 @@ ABSL_FLAG(int64_t, max_queued_jobs, 10000, "Queued jobs beyond which SubmitJob a
 ABSL_FLAG(int, drain_seconds, 20, "On SIGTERM, how long in-flight calls may take to finish");
 ABSL_FLAG(int64_t, max_file_bytes, int64_t{64} << 30, "Largest file accepted in an upload, bytes");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warn | error");
+ABSL_FLAG(std::string, log_format, "text", "text (key=value) | json (one JSON object per line)");
 
 int main(int argc, char** argv) {
   // Transfer chunks are 1 MiB buffers allocated on many gRPC threads. A fixed mmap threshold
@@ -46,6 +47,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   mq::SetLogLevel(level);
+  mq::LogFormat log_format;
+  if (!mq::ParseLogFormat(absl::GetFlag(FLAGS_log_format), &log_format)) {
+    std::fprintf(stderr, "--log-format must be text or json\n");
+    return 2;
+  }
+  mq::SetLogFormat(log_format);
 
   mq::server::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);

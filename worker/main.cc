@@ -53,6 +53,7 @@ ABSL_FLAG(std::string, token, "", "Worker bearer token (else --token-file, $MQ_W
 ABSL_FLAG(std::string, token_file, "", "File holding the worker bearer token");
 ABSL_FLAG(int, poll_seconds, 20, "Long-poll wait for a job, seconds");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warn | error");
+ABSL_FLAG(std::string, log_format, "text", "text (key=value) | json (one JSON object per line)");
 // Inference serving (per loaded model; everything is allocated when the model loads).
 ABSL_FLAG(int, max_sequences, 64, "Sequences decoded at once per model (recurrent-state slots)");
 ABSL_FLAG(int, max_batch, 0, "Sequences of one decode step (0: --max-sequences)");
@@ -79,6 +80,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   mq::SetLogLevel(level);
+  mq::LogFormat log_format;
+  if (!mq::ParseLogFormat(absl::GetFlag(FLAGS_log_format), &log_format)) {
+    std::fprintf(stderr, "--log-format must be text or json\n");
+    return 2;
+  }
+  mq::SetLogFormat(log_format);
 
   // ---- The device backend. ----
   // `plugin` is the CUDA backend (serve/backend_plugin.h), loaded with dlopen and probed; null
