@@ -35,6 +35,14 @@ int ReportError(const absl::Status& status) {
   // Messages may quote what the server was sent (names, stop strings): no raw control characters.
   std::fprintf(stderr, "error: %s: %s\n", absl::StatusCodeToString(status.code()).c_str(),
                SanitizeTerminalText(status.message()).c_str());
+  // A TLS client meeting a plaintext server fails its handshake with "wrong version number" (or
+  // "packet length too long"): say what to do instead of leaving the OpenSSL text to decode.
+  if (status.code() == absl::StatusCode::kUnavailable &&
+      (status.message().find("wrong version number") != absl::string_view::npos ||
+       status.message().find("packet length too long") != absl::string_view::npos)) {
+    std::fprintf(stderr, "hint: the server speaks plaintext (mq-server --insecure): add --insecure, or start the "
+                         "server with --tls-cert/--tls-key\n");
+  }
   return status.code() == absl::StatusCode::kInvalidArgument && status.message().find("--") != absl::string_view::npos
              ? kExitUsage
              : kExitError;

@@ -245,6 +245,16 @@ TEST_F(BadInputTest, DeclaredSizeContradictingStoredBlobIsInvalidArgument) {
   EXPECT_EQ(cluster_->registry().CreateUpload(&ctx, req, &upload).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// A TLS client (no --insecure) meeting the plaintext server gets a hint, not only OpenSSL's text.
+TEST_F(BadInputTest, TransportMismatchSaysWhatToDo) {
+  std::string out;
+  EXPECT_EQ(RunCommand({"/bin/sh", "-c", std::string("MQ_TOKEN=t ") + MQCTL_BIN + " --server " + cluster_->address() +
+                                             " --timeout 5 models list 2>&1"},
+                       &out),
+            1);
+  EXPECT_NE(out.find("hint: the server speaks plaintext"), std::string::npos) << out;
+}
+
 TEST_F(BadInputTest, UnknownModelOrDatasetIsNotFound) {
   const std::string before = Snapshot();
   EXPECT_EQ(Submit("no-such-model", "calib").code(), absl::StatusCode::kNotFound);
