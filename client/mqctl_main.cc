@@ -13,7 +13,7 @@ namespace mq::cli {
 
 const std::set<std::string>& CommandBoolOptions() {
   static const std::set<std::string>* o =
-      new std::set<std::string>{"insecure", "json", "help", "wait", "quantize-lm-head", "ignore-eos"};
+      new std::set<std::string>{"insecure", "json", "help", "wait", "quantize-lm-head", "ignore-eos", "new-version"};
   return *o;
 }
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -12,6 +13,7 @@
 #include "file_util.h"
 #include "grpc_status.h"
 #include "progress_bar.h"
+#include "sha256.h"
 
 namespace mq::cli {
 
@@ -35,6 +37,17 @@ absl::StatusOr<Upload> GetUploadState(CliContext& cli, const std::string& id) {
 }
 
 // Declares (or resumes) the upload, sends missing bytes, commits.
+absl::StatusOr<Artifact> GetArtifact(CliContext& cli, ArtifactKind kind, const std::string& ref);
+
+// Whether an artifact holds exactly these files (paths, sizes and digests).
+bool SameFiles(const Artifact& a, const google::protobuf::RepeatedPtrField<FileEntry>& files) {
+  auto key = [](const FileEntry& f) { return absl::StrCat(f.path(), "\t", f.size(), "\t", f.sha256()); };
+  std::set<std::string> have, want;
+  for (const auto& f : a.files()) have.insert(key(f));
+  for (const auto& f : files) want.insert(key(f));
+  return have == want;
+}
+
 int UploadArtifact(CliContext& cli, const Args& args, ArtifactKind kind, const std::map<std::string, std::string>& files) {
   auto name = args.Require("name");
   if (!name.ok()) return ReportError(name.status());
@@ -53,15 +66,26 @@ int UploadArtifact(CliContext& cli, const Args& args, ArtifactKind kind, const s
     req.set_kind(kind);
     req.set_name(*name);
     req.set_version(*version);
-    req.set_description(args.GetOr("description", ""));
-    for (const std::string& label : args.GetAll("label")) {
-      std::pair<std::string, std::string> kv = absl::StrSplit(label, absl::MaxSplits('=', 1));
-      (*req.mutable_labels())[kv.first] = kv.second;
-    }
     for (const auto& [path, local] : files) {
       auto entry = DescribeLocalFile(local, path);
       if (!entry.ok()) return ReportError(entry.status());
       *req.add_files() = *entry;
+    }
+    // Identical content to the latest version is that version (no new one) unless --new-version
+    // or an explicit --version asks for one: re-running an upload script changes nothing.
+    if (*version == 0 && !args.Has("new-version")) {
+      auto latest = GetArtifact(cli, kind, *name);
+      if (latest.ok() && SameFiles(*latest, req.files())) {
+        if (cli.json) cli.PrintJson(*latest);
+        else std::printf("%s %s unchanged: same content as the latest version (--new-version makes a new one)\n",
+                         Noun(kind), Ref(*latest).c_str());
+        return kExitOk;
+      }
+    }
+    req.set_description(args.GetOr("description", ""));
+    for (const std::string& label : args.GetAll("label")) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(label, absl::MaxSplits('=', 1));
+      (*req.mutable_labels())[kv.first] = kv.second;
     }
     grpc::ClientContext ctx;
     cli.Prepare(&ctx);
@@ -174,6 +198,12 @@ int Download(CliContext& cli, const Args& args, ArtifactKind kind, const std::st
     std::string dest = JoinPath(*out, f.path());
     absl::Status s = MakeDirs(Dirname(dest));
     if (!s.ok()) return ReportError(s);
+    // A file already there with the right digest is not fetched again.
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(dest, ec) && std::filesystem::file_size(dest, ec) == f.size() && !ec) {
+      auto digest = Sha256File(dest, f.size());
+      if (digest.ok() && *digest == f.sha256()) continue;
+    }
     TransferPrinter printer(f.path(), cli.stderr_is_tty);
     s = DownloadToFile(
         dest, f.size(), f.sha256(), [&cli](grpc::ClientContext* ctx) { cli.Prepare(ctx, false); },
@@ -246,7 +276,7 @@ int RunArtifacts(CliContext& cli, const Args& args, const std::vector<std::strin
   };
   absl::Status allowed;
   if (verb == "upload") {
-    allowed = allow({"name", "version", "description", "label", "resume"});
+    allowed = allow({"name", "version", "description", "label", "resume", "new-version"});
     if (!allowed.ok()) return ReportError(allowed);
     if (!need(1, kind == ARTIFACT_KIND_MODEL ? "a model directory" : "a text file")) return kExitUsage;
     std::map<std::string, std::string> files;

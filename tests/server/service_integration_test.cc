@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include <grpcpp/create_channel.h>
 #include <nlohmann/json.hpp>
@@ -243,6 +244,29 @@ TEST_F(BadInputTest, DeclaredSizeContradictingStoredBlobIsInvalidArgument) {
   grpc::ClientContext ctx;
   Upload upload;
   EXPECT_EQ(cluster_->registry().CreateUpload(&ctx, req, &upload).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// Re-uploading identical content returns the existing version (--new-version forces one), and a
+// download skips files already present with the right digest (and repairs one that is not).
+TEST_F(BadInputTest, IdenticalUploadKeepsItsVersionAndDownloadsSkipWhatIsThere) {
+  std::string out;
+  const std::string text = SourceDir() + "/models/text/calib.txt";
+  ASSERT_EQ(cluster_->Mqctl({"datasets", "upload", text, "--name", "dedupe", "--json"}, &out), 0) << out;
+  EXPECT_EQ(nlohmann::json::parse(out)["version"], "1");
+  ASSERT_EQ(cluster_->Mqctl({"datasets", "upload", text, "--name", "dedupe"}, &out), 0) << out;
+  EXPECT_NE(out.find("dedupe:1 unchanged"), std::string::npos) << out;
+  ASSERT_EQ(cluster_->Mqctl({"datasets", "upload", text, "--name", "dedupe", "--new-version", "--json"}, &out), 0) << out;
+  EXPECT_EQ(nlohmann::json::parse(out)["version"], "2");
+
+  const std::string dir = cluster_->dir().Sub("download");
+  ASSERT_EQ(cluster_->Mqctl({"models", "download", "mamba-tiny", "--out", dir}, &out), 0) << out;
+  const std::string config = dir + "/config.json";
+  const auto mtime = std::filesystem::last_write_time(config);
+  const std::string weights = dir + "/model.safetensors";
+  { std::ofstream(weights, std::ios::binary | std::ios::in | std::ios::out) << "XXXX"; }  // corrupt 4 bytes in place
+  ASSERT_EQ(cluster_->Mqctl({"models", "download", "mamba-tiny", "--out", dir}, &out), 0) << out;
+  EXPECT_EQ(std::filesystem::last_write_time(config), mtime) << "a file with the right digest was fetched again";
+  EXPECT_EQ(Sha256Hex(ReadFileOrDie(weights)), Sha256Hex(ReadFileOrDie(SourceDir() + "/models/mamba-tiny/model.safetensors")));
 }
 
 // A TLS client (no --insecure) meeting the plaintext server gets a hint, not only OpenSSL's text.
