@@ -784,6 +784,16 @@ absl::StatusOr<std::string> KServeModelRef(const std::string& name, const std::s
   return ref;
 }
 
+namespace {
+// The registry model a KServe (name, version) pair names: INVALID_ARGUMENT for a malformed pair,
+// NOT_FOUND for an unknown model.
+absl::StatusOr<Artifact> GetKServeModel(Registry* registry, const std::string& name, const std::string& version) {
+  auto ref = KServeModelRef(name, version);
+  if (!ref.ok()) return ref.status();
+  return registry->Get(ARTIFACT_KIND_MODEL, *ref);
+}
+}  // namespace
+
 absl::StatusOr<KServeInferCall> TranslateInferRequest(const ModelInferRequest& req) {
   KServeInferCall out;
   out.id = req.id();
@@ -840,9 +850,7 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ModelReady(grpc::CallbackServerCont
                                                         inference::ModelReadyResponse* resp) {
   absl::Status s = deps_.auth->CheckClient(*ctx);
   if (!s.ok()) return Reply(ctx, s);
-  auto ref = KServeModelRef(req->name(), req->version());
-  if (!ref.ok()) return Reply(ctx, ref.status());
-  auto model = deps_.registry->Get(ARTIFACT_KIND_MODEL, *ref);
+  auto model = GetKServeModel(deps_.registry, req->name(), req->version());
   if (absl::IsNotFound(model.status())) {  // as Triton: an unknown model is not ready
     resp->set_ready(false);
     return Reply(ctx, absl::OkStatus());
@@ -870,9 +878,7 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ModelMetadata(grpc::CallbackServerC
                                                            inference::ModelMetadataResponse* resp) {
   absl::Status s = deps_.auth->CheckClient(*ctx);
   if (!s.ok()) return Reply(ctx, s);
-  auto ref = KServeModelRef(req->name(), req->version());
-  if (!ref.ok()) return Reply(ctx, ref.status());
-  auto model = deps_.registry->Get(ARTIFACT_KIND_MODEL, *ref);
+  auto model = GetKServeModel(deps_.registry, req->name(), req->version());
   if (!model.ok()) return Reply(ctx, model.status());
   auto versions = ModelVersions(deps_.registry, model->name());
   if (!versions.ok()) return Reply(ctx, versions.status());
@@ -891,9 +897,7 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ModelConfig(grpc::CallbackServerCon
                                                          inference::ModelConfigResponse* resp) {
   absl::Status s = deps_.auth->CheckClient(*ctx);
   if (!s.ok()) return Reply(ctx, s);
-  auto ref = KServeModelRef(req->name(), req->version());
-  if (!ref.ok()) return Reply(ctx, ref.status());
-  auto model = deps_.registry->Get(ARTIFACT_KIND_MODEL, *ref);
+  auto model = GetKServeModel(deps_.registry, req->name(), req->version());
   if (!model.ok()) return Reply(ctx, model.status());
   auto vocab = VocabSize(deps_.registry, *model);
   inference::ModelConfig* c = resp->mutable_config();
