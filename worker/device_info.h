@@ -1,4 +1,5 @@
-// What a worker advertises about its device: a name and memory in bytes.
+// What a worker advertises about its device: a name and memory in bytes. For the GPU this comes
+// from the CUDA backend plugin's probe (serve/backend_plugin.h); this file describes the host.
 #pragma once
 
 #include <cstdint>
@@ -11,10 +12,7 @@ struct DeviceInfo {
   uint64_t memory_bytes = 0;
 };
 
-// cpu: the CPU model from /proc/cpuinfo and MemTotal. cuda: the first GPU as nvidia-smi reports
-// it (empty name when nvidia-smi is unavailable).
-DeviceInfo DetectDevice(const std::string& backend);
-// Whether a CUDA device appears to be present (nvidia-smi lists one).
-bool CudaDevicePresent();
+// The CPU model from /proc/cpuinfo and MemTotal.
+DeviceInfo DetectHostDevice();
 
 }  // namespace mq::worker

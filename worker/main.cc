@@ -189,7 +189,7 @@ int main(int argc, char** argv) {
     device.name = gpu.name;
     device.memory_bytes = gpu.total_bytes;
   } else {
-    device = mq::worker::DetectDevice("cpu");
+    device = mq::worker::DetectHostDevice();
   }
   if (!absl::GetFlag(FLAGS_device_name).empty()) device.name = absl::GetFlag(FLAGS_device_name);
   mq::worker::WorkerOptions options;
