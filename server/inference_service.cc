@@ -74,9 +74,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     if (deps_.metrics != nullptr && !g.token_ids().empty()) {
       auto last = last_token_.find(g.index());
       if (last == last_token_.end()) {
-        if (!first_token_seen_) deps_.metrics->ObserveTimeToFirstToken(model_, Seconds(start_, now));
+        // Once per call: its completions share the prefill, hence the first token and the wait.
+        if (!first_token_seen_) {
+          deps_.metrics->ObserveTimeToFirstToken(model_, Seconds(start_, now));
+          deps_.metrics->ObserveQueueTime(model_, event.queue_seconds());
+        }
         first_token_seen_ = true;
-        if (g.seed() != 0 || event.queue_seconds() > 0) deps_.metrics->ObserveQueueTime(model_, event.queue_seconds());
       } else {
         deps_.metrics->ObserveInterTokenLatency(model_, Seconds(last->second, now));
       }
