@@ -1,5 +1,7 @@
 #include "quant/quant_spec.h"
 
+#include "quant/quantized_format.h"
+
 namespace mq::quant {
 
 const char* PresetName(Preset p) {
@@ -88,7 +90,7 @@ nlohmann::json QuantSpec::ToJson() const {
       {"r2", r2 ? "online_hadamard" : "none"}, {"s2", s2 ? "s_silu" : "none"},
       {"s4", s4}, {"r4", r4 ? "online_hadamard" : "none"}, {"norm_smoothing", norm_smoothing}};
   return {{"quant_method", "mambaquant-serve"},
-          {"format_version", 1},
+          {"format_version", kQuantizedFormatVersion},
           {"preset", PresetName(preset)},
           {"bits", BitsName()},
           {"weight_bits", weight_bits},
@@ -96,7 +98,7 @@ nlohmann::json QuantSpec::ToJson() const {
           {"scope", scope_full ? "full" : "linear"},
           {"weight_granularity", "per_channel"},
           {"weight_symmetric", true},
-          {"weight_storage", "int8_unpacked"},
+          {"weight_storage", WeightStorageName(kQuantizedFormatVersion, weight_bits)},
           {"weight_clip", weight_clip == WeightClip::kMse ? "mse" : "max"},
           {"state_granularity", state_scale_per_channel ? "per_step_channel" : "per_step"},
           {"activation_granularity", act_mode == ActScaleMode::kPerToken ? "per_token" : "per_tensor"},
@@ -128,8 +130,12 @@ StatusOr<QuantSpec> QuantSpec::FromJson(const nlohmann::json& j) {
     o.smooth_s2 = t.value("s2", "none") != "none";
     o.smooth_s4 = t.value("s4", false);
     o.r1_cov_all_layers = t.value("r1_covariance", "all_layers") == "all_layers";
-    if (j.at("format_version").get<int>() != 1)
-      return Status(StatusCode::kUnimplemented, "quantization_config format_version is not 1");
+    const int version = j.at("format_version").get<int>();
+    if (!IsReadableFormatVersion(version))
+      return Status(StatusCode::kUnimplemented, "quantization_config format_version " + std::to_string(version) +
+                                                    " is not supported (this build reads " +
+                                                    std::to_string(kOldestQuantizedFormatVersion) + " to " +
+                                                    std::to_string(kQuantizedFormatVersion) + ")");
     return FromOptions(o);
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgumentError(std::string("quantization_config is malformed: ") + e.what());
