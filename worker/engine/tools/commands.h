@@ -12,5 +12,6 @@ int RunTokenizeCommand(const std::vector<std::string>& args);
 int RunQuantizeCommand(const std::vector<std::string>& args);
 int RunQualityTableCommand(const std::vector<std::string>& args);
 int RunMakeModelCommand(const std::vector<std::string>& args);
+int RunClassifyCommand(const std::vector<std::string>& args);
 
 }  // namespace mq::tools

@@ -25,6 +25,8 @@
 #include "tokenizer/bpe_tokenizer.h"
 #include "tools/command_line.h"
 #include "tools/commands.h"
+#include "vim/vim_config.h"
+#include "vim/vim_weights.h"
 
 namespace mq::tools {
 namespace {
@@ -126,6 +128,41 @@ void AddModelTensors(const MambaConfig& c, ModelWriter& w) {
   w.Add("backbone.norm_f.weight", {d}, constant(1.0));
 }
 
+// Vision Mamba with the official key names (vim-forward.md section 2) and hustvl/Vim's
+// initialization: cls token and positions N(0, 0.02), patch conv U(±1/√(C·P·P)), the mixer as in
+// Mamba for both directions (A_b_log, D_b, conv1d_b, x_proj_b, dt_proj_b), head U(±1/√D), bias 0.
+void AddVimTensors(const VimConfig& c, ModelWriter& w) {
+  const int64_t D = c.embed_dim, E = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv, P = c.patch_size;
+  auto uniform = [](double bound) { return [bound](const Stream& s, int64_t i) { return s.Symmetric(i, bound); }; };
+  auto constant = [](double x) { return [x](const Stream&, int64_t) { return x; }; };
+  auto normal = [](const Stream& s, int64_t i) { return 0.02 * s.Normal(i); };
+  w.Add(vim_keys::kClsToken, {1, 1, D}, normal);
+  w.Add(vim_keys::kPosEmbed, {1, c.seq_len(), D}, normal);
+  w.Add(vim_keys::kPatchWeight, {D, c.in_chans, P, P}, uniform(1.0 / std::sqrt(double(c.in_chans * P * P))));
+  w.Add(vim_keys::kPatchBias, {D}, uniform(0.02));
+  for (int64_t l = 0; l < c.depth; ++l) {
+    const std::string p = vim_keys::Layer(l), m = p + ".mixer";
+    w.Add(p + ".norm.weight", {D}, constant(1.0));
+    w.Add(m + ".in_proj.weight", {2 * E, D}, uniform(1.0 / std::sqrt(double(D))));
+    w.Add(m + ".out_proj.weight", {D, E}, uniform(1.0 / std::sqrt(double(E)) / std::sqrt(double(c.depth))));
+    for (const std::string sfx : {"", "_b"}) {
+      w.Add(m + ".conv1d" + sfx + ".weight", {E, 1, K}, uniform(1.0 / std::sqrt(double(K))));
+      w.Add(m + ".conv1d" + sfx + ".bias", {E}, uniform(0.02));
+      w.Add(m + ".x_proj" + sfx + ".weight", {R + 2 * N, E}, uniform(1.0 / std::sqrt(double(E))));
+      w.Add(m + ".dt_proj" + sfx + ".weight", {E, R}, uniform(1.0 / std::sqrt(double(R))));
+      w.Add(m + ".dt_proj" + sfx + ".bias", {E}, [](const Stream& s, int64_t i) {
+        const double dt = std::max(1e-4, std::exp(std::log(1e-3) + s.Uniform(i) * (std::log(1e-1) - std::log(1e-3))));
+        return dt + std::log(-std::expm1(-dt));
+      });
+      w.Add(m + (sfx.empty() ? ".A_log" : ".A_b_log"), {E, N}, [N](const Stream&, int64_t i) { return std::log(double(i % N + 1)); });
+      w.Add(m + ".D" + sfx, {E}, constant(1.0));
+    }
+  }
+  w.Add(vim_keys::kNormF, {D}, constant(1.0));
+  w.Add(std::string(vim_keys::kHead) + ".weight", {c.num_classes, D}, uniform(1.0 / std::sqrt(double(D))));
+  w.Add(std::string(vim_keys::kHead) + ".bias", {c.num_classes}, constant(0.0));
+}
+
 // config.json with the keys a transformers MambaConfig writes (as the fixtures have them).
 nlohmann::ordered_json ConfigJson(const MambaConfig& c, DType dtype) {
   nlohmann::ordered_json j;
@@ -172,7 +209,47 @@ struct MakeModelOptions {
   int64_t layers = 0;  // 0: the shape's
 };
 
+// The refusal to overwrite, shared by both model kinds.
+StatusOr<fs::path> OutputPath(const std::string& out_dir) {
+  std::error_code ec;
+  fs::path out = fs::path(out_dir).lexically_normal();
+  if (out.filename().empty()) out = out.parent_path();  // a trailing '/'
+  if (out.empty()) return InvalidArgumentError("--out is empty");
+  if (fs::exists(out, ec) && (!fs::is_directory(out, ec) || !fs::is_empty(out, ec)))
+    return FailedPreconditionError(out_dir + ": exists and is not an empty directory; refusing to overwrite it");
+  return out;
+}
+
+// "vim-tiny" | "vim-small" | "vim-base": the released 224/16 ImageNet shapes (--layers overrides depth).
+Status MakeVimModel(const MakeModelOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  MQ_ASSIGN_OR_RETURN(VimConfig config, ReleasedVimConfig(o.shape.substr(4)));
+  if (o.layers > 0) config.depth = o.layers;
+  MQ_RETURN_IF_ERROR(config.Validate());
+  MQ_ASSIGN_OR_RETURN(fs::path out, OutputPath(o.out_dir));
+  MQ_ASSIGN_OR_RETURN(StagedDirectory staged, StagedDirectory::Create(out));
+  ModelWriter w;
+  w.dtype = o.dtype;
+  w.seed = o.seed;
+  w.st.SetMetadata("format", "pt");
+  w.st.SetMetadata("mq_make_model", "shape=" + o.shape + " seed=" + std::to_string(o.seed));
+  AddVimTensors(config, w);
+  MQ_RETURN_IF_ERROR(w.st.Write(staged.File("model.safetensors").string()));
+  nlohmann::json cj = config.ToJson();
+  cj["torch_dtype"] = o.dtype == DType::kF16 ? "float16" : "float32";
+  MQ_RETURN_IF_ERROR(staged.WriteText("config.json", cj.dump(2) + "\n"));
+  MQ_RETURN_IF_ERROR(staged.Commit());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("make-model: shape %s (D %lld x %lld layers, %lldx%lld/%lld) -> %s: %lld parameters, %lld bytes (%s), %.1f s\n",
+              o.shape.c_str(), static_cast<long long>(config.embed_dim), static_cast<long long>(config.depth),
+              static_cast<long long>(config.img_size), static_cast<long long>(config.img_size),
+              static_cast<long long>(config.patch_size), out.string().c_str(), static_cast<long long>(w.parameters),
+              static_cast<long long>(w.bytes), DTypeName(o.dtype), seconds);
+  return OkStatus();
+}
+
 Status MakeModel(const MakeModelOptions& o) {
+  if (o.shape.rfind("vim-", 0) == 0) return MakeVimModel(o);
   const auto start = std::chrono::steady_clock::now();
   MQ_ASSIGN_OR_RETURN(MambaConfig config, ModelShapeConfig(o.shape));
   if (o.layers > 0) config.num_hidden_layers = o.layers;
@@ -224,7 +301,8 @@ int RunMakeModelCommand(const std::vector<std::string>& args) {
   MakeModelOptions o;
   auto shape = cl->Require("shape");
   auto out = cl->Require("out");
-  auto tokenizer = cl->Require("tokenizer-from");
+  const bool vim = cl->Get("shape").value_or("").rfind("vim-", 0) == 0;  // Vim models have no tokenizer
+  auto tokenizer = vim ? StatusOr<std::string>(cl->Get("tokenizer-from").value_or("")) : cl->Require("tokenizer-from");
   auto seed = cl->GetInt("seed", 0, 0, INT64_MAX);
   auto layers = cl->GetInt("layers", 0, 1, 1024);
   auto threads = cl->GetInt("threads", 0, 1, 4096);
@@ -237,7 +315,8 @@ int RunMakeModelCommand(const std::vector<std::string>& args) {
   o.tokenizer_dir = *tokenizer;
   o.seed = static_cast<uint64_t>(*seed);
   o.layers = *layers;
-  const std::string dtype = cl->Get("dtype").value_or("f16");
+  // Released Vim checkpoints are float32; the Mamba shapes default to float16 (their size).
+  const std::string dtype = cl->Get("dtype").value_or(vim ? "f32" : "f16");
   if (dtype == "f16") {
     o.dtype = DType::kF16;
   } else if (dtype == "f32") {

@@ -30,6 +30,11 @@ commands:
   make-model --shape 130m|370m|790m|1.4b|2.8b|tiny --out DIR --tokenizer-from MODEL_DIR [--seed 0]
             [--dtype f16|f32] [--layers N] [--threads N]
             a Hugging Face Mamba-1 model directory with random weights of a real shape (for timing)
+  make-model --shape vim-tiny|vim-small|vim-base --out DIR [--seed 0] [--dtype f32|f16] [--layers N]
+            a Vision Mamba directory (official key names, 224/16 geometry) with random weights
+  classify  --model DIR --images FILE [--prefix P] [--device cpu|cuda] [--threads N] [--json]
+            top-1 classes of a Vim model (float or quantized) on FILE's `{P}images` F32 [B,C,H,W]
+            (normalized), and `accuracy` when FILE has `{P}labels` I64 [B]
 )";
 
 }  // namespace
@@ -47,6 +52,7 @@ int main(int argc, char** argv) {
   if (command == "quantize") return mq::tools::RunQuantizeCommand(args);
   if (command == "quality-table") return mq::tools::RunQualityTableCommand(args);
   if (command == "make-model") return mq::tools::RunMakeModelCommand(args);
+  if (command == "classify") return mq::tools::RunClassifyCommand(args);
   std::fprintf(stderr, "mq-engine: unknown command \"%s\"\n%s", command.c_str(), kUsage);
   return 2;
 }
