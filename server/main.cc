@@ -15,6 +15,7 @@
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7070", "gRPC listen address host:port");
 ABSL_FLAG(std::string, metrics_listen, "", "Prometheus /metrics listen address host:port (empty: off)");
+ABSL_FLAG(std::string, health_listen, "", "Plaintext gRPC health (nothing else) host:port, for Kubernetes probes when the API uses TLS (empty: off)");
 ABSL_FLAG(std::string, data_dir, "./mq-data", "Directory for the SQLite database and the blob store");
 ABSL_FLAG(bool, insecure, false, "Plaintext without authentication (local development only)");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS");
@@ -57,6 +58,7 @@ int main(int argc, char** argv) {
   mq::server::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.health_listen = absl::GetFlag(FLAGS_health_listen);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.tls.insecure = absl::GetFlag(FLAGS_insecure);
   options.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);

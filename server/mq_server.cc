@@ -113,14 +113,26 @@ absl::Status MqServer::Init() {
   if (server_ == nullptr || port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
   }
+  // --health-listen: gRPC health alone, in plaintext, for probes that cannot speak TLS (the
+  // kubelet's). It carries no API and mirrors the API port's health.
+  if (!options_.health_listen.empty()) {
+    grpc::ServerBuilder health_builder;
+    health_builder.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(), &health_port_);
+    health_server_ = health_builder.BuildAndStart();
+    if (health_server_ == nullptr || health_port_ == 0) {
+      return absl::UnavailableError(absl::StrCat("cannot listen on --health-listen ", options_.health_listen));
+    }
+  }
   // Health per service: the inference services serve only while some worker can take a call
   // (the process's own health, service "", stays SERVING; it turns NOT_SERVING when draining).
-  if (auto* health = server_->GetHealthCheckService()) {
-    router_->SetWorkersListener([health](bool any_worker) {
+  router_->SetWorkersListener([this](bool any_worker) {
+    for (grpc::Server* s : {server_.get(), health_server_.get()}) {
+      auto* health = s != nullptr ? s->GetHealthCheckService() : nullptr;
+      if (health == nullptr) continue;
       for (const char* service : {"mambaquant.v1.InferenceService", "inference.GRPCInferenceService"})
         health->SetServingStatus(service, any_worker);
-    });
-  }
+    }
+  });
   scheduler_->Start();
   Log(LogLevel::kInfo, "mq-server started")
       .Kv("listen", options_.listen).Kv("port", port_).Kv("metrics", options_.metrics_listen)
@@ -136,6 +148,9 @@ void MqServer::Shutdown() {
   if (server_ != nullptr) {
     if (auto* health = server_->GetHealthCheckService()) health->Shutdown();  // NOT_SERVING
   }
+  if (health_server_ != nullptr) {
+    if (auto* health = health_server_->GetHealthCheckService()) health->Shutdown();
+  }
   // Long polls get "no job" and watch streams end; unary calls in flight finish normally.
   if (scheduler_ != nullptr) scheduler_->Stop();
   if (hub_ != nullptr) hub_->Shutdown();
@@ -143,6 +158,7 @@ void MqServer::Shutdown() {
     server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.drain_timeout));
     server_->Wait();
   }
+  if (health_server_ != nullptr) health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
   exposer_.reset();
   Log(LogLevel::kInfo, "mq-server stopped");
 }

@@ -35,6 +35,7 @@ namespace mq::server {
 struct ServerOptions {
   std::string listen = "0.0.0.0:7070";
   std::string metrics_listen;  // empty: no metrics endpoint
+  std::string health_listen;   // empty: none; else plaintext gRPC health alone (for kubelet probes)
   std::string data_dir = "./mq-data";
   ServerTlsOptions tls;        // tls.insecure also disables authentication
   std::string client_token;
@@ -55,6 +56,7 @@ class MqServer {
   // calls, then stops. Idempotent.
   void Shutdown();
   int port() const { return port_; }
+  int health_port() const { return health_port_; }
 
  private:
   explicit MqServer(const ServerOptions& options) : options_(options) {}
@@ -62,6 +64,7 @@ class MqServer {
 
   ServerOptions options_;
   int port_ = 0;
+  int health_port_ = 0;
   std::unique_ptr<SqliteDb> db_;
   std::unique_ptr<BlobStore> blobs_;
   std::unique_ptr<JobStore> jobs_;
@@ -82,6 +85,7 @@ class MqServer {
   std::unique_ptr<ClusterServiceImpl> cluster_service_;  // mqctl workers list / server status  // inference.GRPCInferenceService (KServe v2)
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> health_server_;  // --health-listen
   bool shut_down_ = false;
 };
 
