@@ -13,6 +13,7 @@
 #include "cpu/mamba_forward.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
+#include "model/int4_pack.h"
 #include "model/model_loader.h"
 #include "test_paths.h"
 #include "test_util.h"
@@ -126,10 +127,14 @@ TEST_F(QuantizePipelineTest, EveryConfigurationRoundTripsThroughExport) {
     EXPECT_EQ(qc["state_granularity"], "per_step_channel");
     if (std::string(c.bits) == "w4a8") {
       auto st = SafetensorsModel::OpenDirectory(o.output_dir);
+      // 4-bit weights are stored packed two per byte (model/int4_pack.h).
       const TensorView* w = st->Find("backbone.layers.0.mixer.out_proj.weight");
-      const int8_t* q = reinterpret_cast<const int8_t*>(w->data);
+      ASSERT_EQ(w->dtype, DType::kU8);
+      const int64_t in = loaded->weights.layers[0].out_proj.in_features;
+      std::vector<int8_t> q(static_cast<size_t>(w->shape[0] * in));
+      ASSERT_TRUE(UnpackInt4Rows(w->data, static_cast<int64_t>(w->nbytes), w->shape[0], in, w->shape[1], q.data()).ok());
       int maxabs = 0;
-      for (size_t i = 0; i < w->nbytes; ++i) maxabs = std::max(maxabs, std::abs(int{q[i]}));
+      for (int8_t v : q) maxabs = std::max(maxabs, std::abs(int{v}));
       EXPECT_EQ(maxabs, 7);
     }
   }

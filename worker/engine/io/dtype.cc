@@ -12,6 +12,7 @@ size_t DTypeSize(DType dtype) {
     case DType::kI8: return 1;
     case DType::kI32: return 4;
     case DType::kI64: return 8;
+    case DType::kU8: return 1;
   }
   return 0;
 }
@@ -24,6 +25,7 @@ const char* DTypeName(DType dtype) {
     case DType::kI8: return "I8";
     case DType::kI32: return "I32";
     case DType::kI64: return "I64";
+    case DType::kU8: return "U8";
   }
   return "?";
 }
@@ -35,8 +37,9 @@ StatusOr<DType> ParseDType(std::string_view name) {
   if (name == "I8") return DType::kI8;
   if (name == "I32") return DType::kI32;
   if (name == "I64") return DType::kI64;
+  if (name == "U8") return DType::kU8;
   return InvalidArgumentError("unsupported dtype \"" + std::string(name) +
-                              "\" (supported: F32, F16, BF16, I8, I32, I64)");
+                              "\" (supported: F32, F16, BF16, I8, I32, I64, U8)");
 }
 
 float HalfToFloat(uint16_t h) {

@@ -10,7 +10,7 @@
 
 namespace mq {
 
-enum class DType { kF32, kF16, kBF16, kI8, kI32, kI64 };
+enum class DType { kF32, kF16, kBF16, kI8, kI32, kI64, kU8 };  // kU8: raw bytes (packed 4-bit weights)
 
 size_t DTypeSize(DType dtype);
 const char* DTypeName(DType dtype);  // "F32", "BF16", ...

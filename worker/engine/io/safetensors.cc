@@ -76,6 +76,9 @@ std::vector<float> ToFloat32(const TensorView& t) {
     case DType::kI64:
       for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(LoadUnaligned<int64_t>(p + 8 * i));
       break;
+    case DType::kU8:
+      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(p[i]);
+      break;
   }
   return out;
 }

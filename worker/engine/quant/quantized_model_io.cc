@@ -5,9 +5,12 @@
 #include <fstream>
 #include <sstream>
 
+#include "format/bounded_json.h"
+#include "format/quantization_metadata.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "io/staged_directory.h"
+#include "model/int4_pack.h"
 #include "quant/hadamard.h"
 #include "quant/online_rotation.h"
 
@@ -17,27 +20,39 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+// config.json through the model-format reader: size and nesting bounded, errors as Status.
 StatusOr<json> ReadJsonFile(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return NotFoundError(p.string() + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::exception& e) {
-    return InvalidArgumentError(p.string() + ": not valid JSON: " + e.what());
-  }
+  MQ_ASSIGN_OR_RETURN(std::string text, format::ReadFileBounded(p.string(), format::kMaxConfigJsonBytes));
+  return format::ParseJson(text, p.string(), format::kMaxConfigJsonBytes);
 }
 
-void AddLinear(SafetensorsWriter& out, const std::string& prefix, const Linear& l) {
+// A linear's tensors: float, or quantized weights with their scales. 4-bit weights are packed
+// (U8 [out, ⌈in/2⌉], model/int4_pack.h) from format version 2 on, one int8 each before.
+Status AddLinear(SafetensorsWriter& out, const std::string& prefix, const Linear& l, const QuantSpec& spec,
+                 int format_version) {
   if (l.quant) {
-    out.AddI8(prefix + ".weight", {l.out_features, l.in_features}, l.quant->qweight);
-    out.AddF32(prefix + ".weight_scale", {l.out_features}, l.quant->weight_scale);
-    if (l.quant->act_mode == ActScaleMode::kPerTensorStatic) out.AddF32(prefix + ".input_scale", {1}, {l.quant->act_scale});
+    const LinearQuant& q = *l.quant;
+    if (q.weight_bits != spec.weight_bits)
+      return InvalidArgumentError(prefix + " holds " + std::to_string(q.weight_bits) + "-bit weights in a " +
+                                  spec.BitsName() + " export");
+    if (q.qweight.size() != static_cast<size_t>(l.out_features * l.in_features) ||
+        q.weight_scale.size() != static_cast<size_t>(l.out_features))
+      return InvalidArgumentError(prefix + ": quantized weights do not match its shape");
+    if (std::string(WeightStorageName(format_version, q.weight_bits)) == "int4_packed") {
+      const int64_t row_bytes = Int4RowBytes(l.in_features);
+      MQ_ASSIGN_OR_RETURN(std::vector<uint8_t> packed,
+                          PackInt4Rows(q.qweight.data(), l.out_features, l.in_features, row_bytes));
+      out.Add(prefix + ".weight", DType::kU8, {l.out_features, row_bytes}, std::move(packed));
+    } else {
+      out.AddI8(prefix + ".weight", {l.out_features, l.in_features}, q.qweight);
+    }
+    out.AddF32(prefix + ".weight_scale", {l.out_features}, q.weight_scale);
+    if (q.act_mode == ActScaleMode::kPerTensorStatic) out.AddF32(prefix + ".input_scale", {1}, {q.act_scale});
   } else {
     out.AddF32(prefix + ".weight", {l.out_features, l.in_features}, l.weight);
   }
   if (!l.bias.empty()) out.AddF32(prefix + ".bias", {l.out_features}, l.bias);
+  return OkStatus();
 }
 
 StatusOr<std::vector<float>> ReadF32(const SafetensorsModel& t, const std::string& name, const std::vector<int64_t>& shape) {
@@ -49,24 +64,40 @@ StatusOr<std::vector<float>> ReadF32(const SafetensorsModel& t, const std::strin
   return x;
 }
 
+// `packed`: 4-bit weights as U8 [out, ⌈in/2⌉] (weight_storage int4_packed), else I8 [out, in].
 StatusOr<Linear> ReadLinear(const SafetensorsModel& t, const std::string& prefix, int64_t out, int64_t in,
-                            bool quantized, const QuantSpec& spec, bool has_bias) {
+                            bool quantized, const QuantSpec& spec, bool has_bias, bool packed) {
   Linear l;
   l.in_features = in;
   l.out_features = out;
   if (!quantized) {
     MQ_ASSIGN_OR_RETURN(l.weight, ReadF32(t, prefix + ".weight", {out, in}));
   } else {
-    MQ_ASSIGN_OR_RETURN(const TensorView* v, t.Require(prefix + ".weight", {out, in}));
-    if (v->dtype != DType::kI8) return DataLossError(v->file + ": tensor \"" + prefix + ".weight\" must be I8");
     LinearQuant q;
     q.weight_bits = spec.weight_bits;
-    const int qmax = spec.weight_bits == 4 ? 7 : 127;
-    q.qweight.assign(reinterpret_cast<const int8_t*>(v->data), reinterpret_cast<const int8_t*>(v->data) + v->nbytes);
-    for (int8_t x : q.qweight)
-      if (x < -qmax || x > qmax)
-        return DataLossError(v->file + ": tensor \"" + prefix + ".weight\" holds " + std::to_string(x) +
-                             ", outside the " + std::to_string(spec.weight_bits) + "-bit range");
+    if (packed) {
+      // Shape first, then dtype, then the byte count against the shape: nothing is read past the
+      // tensor, and every nibble is checked while unpacking (model/int4_pack.h).
+      const int64_t row_bytes = Int4RowBytes(in);
+      MQ_ASSIGN_OR_RETURN(const TensorView* v, t.Require(prefix + ".weight", {out, row_bytes}));
+      if (v->dtype != DType::kU8)
+        return DataLossError(v->file + ": tensor \"" + prefix + ".weight\" must be U8 (packed 4-bit weights)");
+      if (v->nbytes != static_cast<size_t>(out * row_bytes))
+        return DataLossError(v->file + ": tensor \"" + prefix + ".weight\" holds " + std::to_string(v->nbytes) +
+                             " bytes, expected " + std::to_string(out * row_bytes));
+      q.qweight.resize(static_cast<size_t>(out * in));
+      const Status s = UnpackInt4Rows(v->data, static_cast<int64_t>(v->nbytes), out, in, row_bytes, q.qweight.data());
+      if (!s.ok()) return Status(StatusCode::kDataLoss, v->file + ": tensor \"" + prefix + ".weight\": " + s.message());
+    } else {
+      MQ_ASSIGN_OR_RETURN(const TensorView* v, t.Require(prefix + ".weight", {out, in}));
+      if (v->dtype != DType::kI8) return DataLossError(v->file + ": tensor \"" + prefix + ".weight\" must be I8");
+      const int qmax = spec.weight_bits == 4 ? kInt4MaxLevel : 127;
+      q.qweight.assign(reinterpret_cast<const int8_t*>(v->data), reinterpret_cast<const int8_t*>(v->data) + v->nbytes);
+      for (int8_t x : q.qweight)
+        if (x < -qmax || x > qmax)
+          return DataLossError(v->file + ": tensor \"" + prefix + ".weight\" holds " + std::to_string(x) +
+                               ", outside the " + std::to_string(spec.weight_bits) + "-bit range");
+    }
     MQ_ASSIGN_OR_RETURN(q.weight_scale, ReadF32(t, prefix + ".weight_scale", {out}));
     for (float s : q.weight_scale)
       if (!(s > 0.0f)) return DataLossError(prefix + ".weight_scale holds a non-positive scale");
@@ -87,7 +118,11 @@ StatusOr<Linear> ReadLinear(const SafetensorsModel& t, const std::string& prefix
 }  // namespace
 
 Status ExportQuantizedModel(const MambaWeights& w, const QuantSpec& spec, const std::string& source_dir,
-                            const std::string& out_dir, const json& report) {
+                            const std::string& out_dir, const json& report, int format_version) {
+  if (!IsReadableFormatVersion(format_version))
+    return InvalidArgumentError("cannot write quantized format version " + std::to_string(format_version) + " (" +
+                                std::to_string(kOldestQuantizedFormatVersion) + " to " +
+                                std::to_string(kQuantizedFormatVersion) + ")");
   std::error_code ec;
   const fs::path out(out_dir);
   if (fs::exists(out, ec) && !fs::is_empty(out, ec))
@@ -106,6 +141,8 @@ Status ExportQuantizedModel(const MambaWeights& w, const QuantSpec& spec, const 
       qc["online_transforms"].push_back(
           {{"layer", i}, {"site", "out_proj_input"}, {"kind", "random_hadamard"}, {"size", h->size()}, {"seed", h->seed()}});
   }
+  qc["format_version"] = format_version;
+  qc["weight_storage"] = WeightStorageName(format_version, spec.weight_bits);
   config["quantization_config"] = qc;
 
   SafetensorsWriter st;
@@ -113,13 +150,13 @@ Status ExportQuantizedModel(const MambaWeights& w, const QuantSpec& spec, const 
   const int64_t d = w.d(), E = w.E(), N = w.N(), K = w.K(), V = w.V();
   st.AddF32("backbone.embeddings.weight", {V, d}, w.embeddings);
   st.AddF32("backbone.norm_f.weight", {d}, w.norm_f);
-  if (!w.config.tie_word_embeddings) AddLinear(st, "lm_head", w.lm_head);
+  if (!w.config.tie_word_embeddings) MQ_RETURN_IF_ERROR(AddLinear(st, "lm_head", w.lm_head, spec, format_version));
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const MambaLayerWeights& L = w.layers[i];
     const std::string p = "backbone.layers." + std::to_string(i);
     const std::string m = p + ".mixer";
     st.AddF32(p + ".norm.weight", {d}, L.norm);
-    AddLinear(st, m + ".in_proj", L.in_proj);
+    MQ_RETURN_IF_ERROR(AddLinear(st, m + ".in_proj", L.in_proj, spec, format_version));
     if (!L.conv_weight_scale.empty()) {
       std::vector<int8_t> q(L.conv_weight.size());
       for (int64_t c = 0; c < E; ++c)
@@ -131,11 +168,11 @@ Status ExportQuantizedModel(const MambaWeights& w, const QuantSpec& spec, const 
       st.AddF32(m + ".conv1d.weight", {E, 1, K}, L.conv_weight);
     }
     st.AddF32(m + ".conv1d.bias", {E}, L.conv_bias);
-    AddLinear(st, m + ".x_proj", L.x_proj);
-    AddLinear(st, m + ".dt_proj", L.dt_proj);
+    MQ_RETURN_IF_ERROR(AddLinear(st, m + ".x_proj", L.x_proj, spec, format_version));
+    MQ_RETURN_IF_ERROR(AddLinear(st, m + ".dt_proj", L.dt_proj, spec, format_version));
     st.AddF32(m + ".A_log", {E, N}, L.A_log);
     st.AddF32(m + ".D", {E}, L.D);
-    AddLinear(st, m + ".out_proj", L.out_proj);
+    MQ_RETURN_IF_ERROR(AddLinear(st, m + ".out_proj", L.out_proj, spec, format_version));
     if (!L.gate_scale.empty()) st.AddF32(m + ".gate_scale", {E}, L.gate_scale);
     if (!L.state_rotation.empty()) st.AddF32(m + ".state_rotation", {N, N}, L.state_rotation);
   }
@@ -150,13 +187,26 @@ Status ExportQuantizedModel(const MambaWeights& w, const QuantSpec& spec, const 
 StatusOr<MambaWeights> LoadQuantizedModel(const std::string& dir, std::string* quantization_config_json) {
   const fs::path config_path = fs::path(dir) / "config.json";
   MQ_ASSIGN_OR_RETURN(json config, ReadJsonFile(config_path));
-  MQ_ASSIGN_OR_RETURN(MambaConfig cfg, MambaConfig::FromJsonText(config.dump(), config_path.string()));
+  MQ_ASSIGN_OR_RETURN(MambaConfig cfg, MambaConfig::FromJson(config, config_path.string()));
   if (!config.contains("quantization_config") || !config["quantization_config"].is_object())
     return InvalidArgumentError(config_path.string() + ": no quantization_config block");
   const json& qc = config["quantization_config"];
+  // Every field's type checked before any value is read (format/quantization_metadata.h).
+  auto metadata = format::CheckQuantizationMetadata(qc, cfg.num_hidden_layers);
+  if (!metadata.ok()) return metadata.status().WithContext(config_path.string());
   auto spec_or = QuantSpec::FromJson(qc);
   if (!spec_or.ok()) return spec_or.status().WithContext(config_path.string());
   const QuantSpec spec = *spec_or;
+  // FromJson accepted the version; the storage must be the one that version uses for these bits
+  // (version 1 exports may predate the field: they stored every weight one per int8).
+  const int version = qc.at("format_version").get<int>();
+  const std::string expected_storage = WeightStorageName(version, spec.weight_bits);
+  const json storage = qc.contains("weight_storage") ? qc["weight_storage"] : json(version == 1 ? expected_storage : "");
+  if (!storage.is_string() || storage.get<std::string>() != expected_storage)
+    return DataLossError(config_path.string() + ": quantization_config weight_storage " + storage.dump() +
+                         " does not match format_version " + std::to_string(version) + " with " +
+                         std::to_string(spec.weight_bits) + "-bit weights (expected \"" + expected_storage + "\")");
+  const bool packed = expected_storage == "int4_packed";
   if (quantization_config_json != nullptr) *quantization_config_json = qc.dump();
 
   MQ_ASSIGN_OR_RETURN(SafetensorsModel t, SafetensorsModel::OpenDirectory(dir));
@@ -171,13 +221,9 @@ StatusOr<MambaWeights> LoadQuantizedModel(const std::string& dir, std::string* q
     w.lm_head.out_features = V;
     w.lm_head.weight = w.embeddings;
   } else {
-    MQ_ASSIGN_OR_RETURN(w.lm_head, ReadLinear(t, "lm_head", V, d, spec.quantize_lm_head, spec, false));
+    MQ_ASSIGN_OR_RETURN(w.lm_head, ReadLinear(t, "lm_head", V, d, spec.quantize_lm_head, spec, false, packed));
   }
-  std::map<int64_t, json> transforms;
-  if (qc.contains("online_transforms") && qc["online_transforms"].is_array())
-    for (const json& o : qc["online_transforms"])
-      if (o.is_object() && o.contains("layer") && o["layer"].is_number_integer())
-        transforms[o["layer"].get<int64_t>()] = o;
+  const std::map<int64_t, format::OnlineTransform>& transforms = metadata->online_transforms;
 
   w.layers.resize(static_cast<size_t>(cfg.num_hidden_layers));
   for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
@@ -185,7 +231,7 @@ StatusOr<MambaWeights> LoadQuantizedModel(const std::string& dir, std::string* q
     const std::string p = "backbone.layers." + std::to_string(i);
     const std::string m = p + ".mixer";
     MQ_ASSIGN_OR_RETURN(L.norm, ReadF32(t, p + ".norm.weight", {d}));
-    MQ_ASSIGN_OR_RETURN(L.in_proj, ReadLinear(t, m + ".in_proj", 2 * E, d, true, spec, cfg.use_bias));
+    MQ_ASSIGN_OR_RETURN(L.in_proj, ReadLinear(t, m + ".in_proj", 2 * E, d, true, spec, cfg.use_bias, packed));
     MQ_ASSIGN_OR_RETURN(const TensorView* conv, t.Require(m + ".conv1d.weight", {E, 1, K}));
     if (spec.scope_full) {
       if (conv->dtype != DType::kI8) return DataLossError(conv->file + ": " + m + ".conv1d.weight must be I8 in scope full");
@@ -201,13 +247,13 @@ StatusOr<MambaWeights> LoadQuantizedModel(const std::string& dir, std::string* q
       MQ_ASSIGN_OR_RETURN(L.conv_weight, ReadF32(t, m + ".conv1d.weight", {E, 1, K}));
     }
     MQ_ASSIGN_OR_RETURN(L.conv_bias, ReadF32(t, m + ".conv1d.bias", {E}));
-    MQ_ASSIGN_OR_RETURN(L.x_proj, ReadLinear(t, m + ".x_proj", R + 2 * N, E, true, spec, false));
-    MQ_ASSIGN_OR_RETURN(L.dt_proj, ReadLinear(t, m + ".dt_proj", E, R, true, spec, true));
+    MQ_ASSIGN_OR_RETURN(L.x_proj, ReadLinear(t, m + ".x_proj", R + 2 * N, E, true, spec, false, packed));
+    MQ_ASSIGN_OR_RETURN(L.dt_proj, ReadLinear(t, m + ".dt_proj", E, R, true, spec, true, packed));
     MQ_ASSIGN_OR_RETURN(L.A_log, ReadF32(t, m + ".A_log", {E, N}));
     L.A.resize(L.A_log.size());
     for (size_t j = 0; j < L.A.size(); ++j) L.A[j] = -std::exp(L.A_log[j]);
     MQ_ASSIGN_OR_RETURN(L.D, ReadF32(t, m + ".D", {E}));
-    MQ_ASSIGN_OR_RETURN(L.out_proj, ReadLinear(t, m + ".out_proj", d, E, true, spec, cfg.use_bias));
+    MQ_ASSIGN_OR_RETURN(L.out_proj, ReadLinear(t, m + ".out_proj", d, E, true, spec, cfg.use_bias, packed));
     if (t.Find(m + ".gate_scale") != nullptr) {
       MQ_ASSIGN_OR_RETURN(L.gate_scale, ReadF32(t, m + ".gate_scale", {E}));
       for (float s : L.gate_scale)
@@ -218,12 +264,11 @@ StatusOr<MambaWeights> LoadQuantizedModel(const std::string& dir, std::string* q
     }
     auto tr = transforms.find(i);
     if (tr != transforms.end()) {
-      const json& o = tr->second;
-      if (o.value("kind", "") != "random_hadamard" || o.value("size", int64_t{-1}) != E || !o.contains("seed") ||
-          !o["seed"].is_number_unsigned())
+      const format::OnlineTransform& o = tr->second;
+      if (o.kind != "random_hadamard" || o.size != E)
         return DataLossError(config_path.string() + ": online transform of layer " + std::to_string(i) +
                              " is not a random_hadamard of size " + std::to_string(E) + " with a seed");
-      const uint64_t seed = o["seed"].get<uint64_t>();
+      const uint64_t seed = o.seed;
       MQ_ASSIGN_OR_RETURN(RandomHadamard h, RandomHadamard::Create(E, seed));
       L.out_proj.input_transform = std::make_shared<HadamardRowTransform>(std::move(h), seed);
     }
