@@ -3,12 +3,12 @@
 #include <set>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine_model_check.h"
 #include "name_validation.h"
 #include "sha256.h"
+#include "vim_artifact_check.h"
 
 namespace mq::server {
 
@@ -26,60 +26,6 @@ const mambaquant::v1::FileEntry* FindFile(const Artifact& a, const std::string& 
     if (f.path() == path) return &f;
   }
   return nullptr;
-}
-
-absl::StatusOr<nlohmann::json> ParseJsonBlob(const BlobStore& blobs, const mambaquant::v1::FileEntry& f,
-                                             uint64_t max_bytes) {
-  if (f.size() > max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(f.path(), " is ", f.size(), " bytes; at most ", max_bytes));
-  }
-  auto text = blobs.ReadBlob(f.sha256(), max_bytes);
-  if (!text.ok()) return text.status();
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(f.path(), " is not valid JSON"));
-  return j;
-}
-
-// The safetensors layout: u64 little-endian header length N, N bytes of JSON, then the data. The
-// header must describe tensors whose byte ranges lie inside the data section.
-absl::Status CheckSafetensors(const BlobStore& blobs, const mambaquant::v1::FileEntry& f, uint64_t max_header) {
-  if (f.size() < 8) return absl::InvalidArgumentError(absl::StrCat(f.path(), ": too short for a safetensors file"));
-  auto fd = blobs.OpenBlob(f.sha256());
-  if (!fd.ok()) return fd.status();
-  unsigned char len_bytes[8];
-  auto n = PreadFull(fd->get(), len_bytes, 8, 0);
-  if (!n.ok()) return n.status();
-  if (*n != 8) return absl::InvalidArgumentError(absl::StrCat(f.path(), ": truncated"));
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
-  if (header_len > max_header || header_len > f.size() - 8) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(f.path(), ": safetensors header length ", header_len, " exceeds the file or the limit"));
-  }
-  std::string header(static_cast<size_t>(header_len), '\0');
-  n = PreadFull(fd->get(), header.data(), header.size(), 8);
-  if (!n.ok()) return n.status();
-  if (*n != header.size()) return absl::InvalidArgumentError(absl::StrCat(f.path(), ": truncated header"));
-  nlohmann::json j = nlohmann::json::parse(header, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(f.path(), ": safetensors header is not a JSON object"));
-  }
-  const uint64_t data_size = f.size() - 8 - header_len;
-  for (const auto& [name, entry] : j.items()) {
-    if (name == "__metadata__") continue;
-    if (!entry.is_object() || !entry.contains("data_offsets") || !entry["data_offsets"].is_array() ||
-        entry["data_offsets"].size() != 2 || !entry["data_offsets"][0].is_number_unsigned() ||
-        !entry["data_offsets"][1].is_number_unsigned()) {
-      return absl::InvalidArgumentError(absl::StrCat(f.path(), ": tensor \"", name.substr(0, 64), "\" has no valid data_offsets"));
-    }
-    uint64_t begin = entry["data_offsets"][0].get<uint64_t>();
-    uint64_t end = entry["data_offsets"][1].get<uint64_t>();
-    if (begin > end || end > data_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(f.path(), ": tensor \"", name.substr(0, 64), "\" lies outside the data section"));
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -109,7 +55,7 @@ absl::Status ValidateUploadManifest(const mambaquant::v1::CreateUploadRequest& r
     return absl::InvalidArgumentError(absl::StrCat(request.files_size(), " files; at most ", limits.max_files));
   }
   std::set<std::string> paths;
-  bool has_config = false, has_tokenizer = false, has_weights = false;
+  bool has_config = false, has_weights = false;
   for (const auto& f : request.files()) {
     s = ValidateFilePath(f.path());
     if (!s.ok()) return s;
@@ -125,45 +71,37 @@ absl::Status ValidateUploadManifest(const mambaquant::v1::CreateUploadRequest& r
       return absl::InvalidArgumentError(absl::StrCat("file ", f.path(), " is empty but its sha256 is not that of empty content"));
     }
     has_config |= f.path() == "config.json";
-    has_tokenizer |= f.path() == "tokenizer.json";
-    has_weights |= absl::EndsWith(f.path(), ".safetensors");
+    has_weights |= f.path() == "model.safetensors" || f.path() == "model.safetensors.index.json";
   }
   if (!dataset) {
     if (!has_config) return absl::InvalidArgumentError("a model needs config.json at its top level");
-    if (!has_tokenizer) return absl::InvalidArgumentError("a model needs tokenizer.json at its top level");
-    if (!has_weights) return absl::InvalidArgumentError("a model needs at least one *.safetensors file");
+    // tokenizer.json: text models only (Vim image classifiers have none), checked at commit.
+    if (!has_weights) {
+      return absl::InvalidArgumentError(
+          "a model needs model.safetensors, or model.safetensors.index.json with its shards, at its top level");
+    }
   }
   return absl::OkStatus();
 }
 
 absl::Status ValidateModelContent(Artifact* artifact, const BlobStore& blobs, const UploadLimits& limits,
                                   const ModelContentHook& hook) {
-  const auto* config = FindFile(*artifact, "config.json");
-  if (config == nullptr) return absl::InvalidArgumentError("a model needs config.json");
-  auto j = ParseJsonBlob(blobs, *config, limits.max_json_bytes);
-  if (!j.ok()) return j.status();
-  if (!j->is_object() || !j->contains("model_type") || !(*j)["model_type"].is_string() ||
-      (*j)["model_type"].get<std::string>().empty()) {
-    return absl::InvalidArgumentError("config.json must be a JSON object with a string \"model_type\"");
-  }
-  std::string model_type = (*j)["model_type"].get<std::string>();
-  if (model_type.size() > 128) return absl::InvalidArgumentError("config.json: model_type is too long");
-  artifact->set_model_type(model_type);
-  const auto* tokenizer = FindFile(*artifact, "tokenizer.json");
-  if (tokenizer == nullptr) return absl::InvalidArgumentError("a model needs tokenizer.json");
-  auto tj = ParseJsonBlob(blobs, *tokenizer, limits.max_json_bytes);
-  if (!tj.ok()) return tj.status();
+  if (FindFile(*artifact, "config.json") == nullptr) return absl::InvalidArgumentError("a model needs config.json");
+  // Only top-level files make up the model the engine loads (nested ones are carried along).
+  std::map<std::string, std::string> files;
   for (const auto& f : artifact->files()) {
-    if (absl::EndsWith(f.path(), ".safetensors")) {
-      absl::Status s = CheckSafetensors(blobs, f, limits.max_safetensors_header_bytes);
-      if (!s.ok()) return s;
-    }
+    if (f.path().find('/') == std::string::npos) files[f.path()] = blobs.BlobPath(f.sha256());
   }
-  if (hook) {
-    std::map<std::string, std::string> files;
-    for (const auto& f : artifact->files()) files[f.path()] = blobs.BlobPath(f.sha256());
-    return hook(files);
+  if (IsVimModel(files)) {
+    auto vim = CheckVimModelFiles(files);
+    if (!vim.ok()) return vim.status();
+    artifact->set_model_type(*vim);
+    return absl::OkStatus();
   }
+  if (FindFile(*artifact, "tokenizer.json") == nullptr) return absl::InvalidArgumentError("a model needs tokenizer.json");
+  absl::StatusOr<std::string> model_type = hook ? hook(files) : CheckModelFormat(files);
+  if (!model_type.ok()) return model_type.status();
+  artifact->set_model_type(*model_type);
   return absl::OkStatus();
 }
 
@@ -172,6 +110,7 @@ absl::Status ValidateDatasetContent(const Artifact& artifact, const BlobStore& b
   const auto& f = artifact.files(0);
   if (f.size() == 0) return absl::InvalidArgumentError("the dataset is empty");
   if (f.size() > limits.max_dataset_bytes) return absl::InvalidArgumentError("the dataset is too large");
+  if (IsImageDatasetPath(f.path())) return CheckImageDataset(blobs.BlobPath(f.sha256()));
   auto fd = blobs.OpenBlob(f.sha256());
   if (!fd.ok()) return fd.status();
   Utf8Validator utf8;

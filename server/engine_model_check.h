@@ -1,17 +1,23 @@
-// The registry's deep check of an uploaded model, done with the engine's own readers: the model
-// is refused at commit time (INVALID_ARGUMENT naming the file and the problem) unless the engine
-// could load it later — a Mamba-1 config.json it accepts, every safetensors file fully valid
-// (offsets, sizes, dtypes, no overlap), and for quantized exports a quantization_config it knows.
+// The registry's check of an uploaded model, with the engine's own readers: the model is refused
+// at commit time (INVALID_ARGUMENT naming the file and the problem) unless the engine could load
+// it later. The model-format library (worker/engine/format/model_check.h) reads each file once —
+// config.json, the safetensors index and headers (offsets, sizes, dtypes, no overlap), the
+// tensors' shapes against config.json, every weight for NaN/Inf, tokenizer.json's bounded
+// structure — and for quantized exports QuantSpec judges the quantization_config block.
 #pragma once
 
 #include <map>
 #include <string>
 
-#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace mq::server {
 
-// `files`: artifact path → local path of its blob.
-absl::Status CheckModelWithEngine(const std::map<std::string, std::string>& files);
+// `files`: the model's top-level artifact path → local path of its blob. Returns config.json's
+// model_type.
+absl::StatusOr<std::string> CheckModelWithEngine(const std::map<std::string, std::string>& files);
+
+// The model-format library's check alone (no quantization semantics).
+absl::StatusOr<std::string> CheckModelFormat(const std::map<std::string, std::string>& files);
 
 }  // namespace mq::server

@@ -9,6 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cpu/parallel_for.h"
+#include "format/bounded_json.h"
+#include "format/limits.h"
+#include "format/safe_name.h"
+#include "format/safetensors_index.h"
 
 namespace mq {
 namespace {
@@ -116,7 +120,7 @@ Status SafetensorsFile::Parse() {
   const uint64_t file_size = file_->size();
   if (file_size < 8) return Corrupt(path, "file is " + std::to_string(file_size) + " bytes, shorter than the 8-byte header length");
   const uint64_t header_len = LoadUnaligned<uint64_t>(base);  // little-endian on every target we build for
-  if (header_len > kMaxHeaderBytes) {
+  if (header_len > kMaxHeaderBytes) {  // = format::kMaxSafetensorsHeaderBytes
     return Corrupt(path, "header length " + std::to_string(header_len) + " exceeds the " +
                              std::to_string(kMaxHeaderBytes) + "-byte limit");
   }
@@ -139,6 +143,8 @@ Status SafetensorsFile::Parse() {
     }
     return true;
   };
+  const Status nesting = format::CheckJsonNesting(std::string_view(header_begin, header_len), format::kMaxJsonDepth);
+  if (!nesting.ok()) return Corrupt(path, "header: " + nesting.message());
   json header;
   try {
     header = json::parse(header_begin, header_begin + header_len, on_event);
@@ -146,7 +152,10 @@ Status SafetensorsFile::Parse() {
     return Corrupt(path, std::string("header is not valid JSON: ") + e.what());
   }
   if (!header.is_object()) return Corrupt(path, "header is not a JSON object");
-  if (!duplicate.empty()) return Corrupt(path, "duplicate tensor name \"" + duplicate + "\"");
+  if (!duplicate.empty()) return Corrupt(path, "duplicate tensor name " + format::Printable(duplicate));
+  if (header.size() > format::kMaxTensorsPerFile + 1)
+    return Corrupt(path, "header lists " + std::to_string(header.size()) + " entries, more than the limit of " +
+                             std::to_string(format::kMaxTensorsPerFile));
 
   struct Span {
     uint64_t begin, end;
@@ -158,12 +167,16 @@ Status SafetensorsFile::Parse() {
     const json& entry = it.value();
     if (name == "__metadata__") {
       if (!entry.is_object()) return Corrupt(path, "__metadata__ is not an object");
+      if (entry.size() > format::kMaxMetadataEntries) return Corrupt(path, "__metadata__ has too many entries");
       for (auto m = entry.begin(); m != entry.end(); ++m) {
-        if (!m.value().is_string()) return Corrupt(path, "__metadata__ value \"" + m.key() + "\" is not a string");
+        if (!m.value().is_string())
+          return Corrupt(path, "__metadata__ value " + format::Printable(m.key()) + " is not a string");
         metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
+    const Status name_ok = format::CheckTensorName(name, "tensor name");
+    if (!name_ok.ok()) return Corrupt(path, name_ok.message());
     const std::string where = "tensor \"" + name + "\"";
     if (!entry.is_object()) return Corrupt(path, where + " entry is not an object");
     auto dt = entry.find("dtype");
@@ -171,6 +184,9 @@ Status SafetensorsFile::Parse() {
     auto off = entry.find("data_offsets");
     if (dt == entry.end() || !dt->is_string()) return Corrupt(path, where + " has no string dtype");
     if (sh == entry.end() || !sh->is_array()) return Corrupt(path, where + " has no shape array");
+    if (sh->size() > format::kMaxTensorDims)
+      return Corrupt(path, where + " has " + std::to_string(sh->size()) + " dimensions, more than " +
+                               std::to_string(format::kMaxTensorDims));
     if (off == entry.end() || !off->is_array() || off->size() != 2)
       return Corrupt(path, where + " has no [begin, end] data_offsets");
     auto dtype = ParseDType(dt->get<std::string>());
@@ -246,54 +262,46 @@ StatusOr<SafetensorsModel> SafetensorsModel::OpenFiles(const std::vector<std::st
 
 StatusOr<SafetensorsModel> SafetensorsModel::OpenDirectory(const std::string& dir) {
   namespace fs = std::filesystem;
-  const fs::path index_path = fs::path(dir) / "model.safetensors.index.json";
-  std::error_code ec;
-  if (!fs::exists(index_path, ec)) {
-    const fs::path single = fs::path(dir) / "model.safetensors";
-    if (!fs::exists(single, ec))
-      return NotFoundError(dir + ": neither model.safetensors nor model.safetensors.index.json is present");
-    return OpenFiles({single.string()});
-  }
-  MQ_ASSIGN_OR_RETURN(auto index_file, MappedFile::Open(index_path.string()));
-  if (index_file->size() > SafetensorsFile::kMaxHeaderBytes)
-    return DataLossError(index_path.string() + ": index is larger than the 100 MB limit");
-  json index;
-  try {
-    const char* p = reinterpret_cast<const char*>(index_file->data());
-    index = json::parse(p, p + index_file->size());
-  } catch (const json::exception& e) {
-    return DataLossError(index_path.string() + ": not valid JSON: " + e.what());
-  }
-  auto wm = index.is_object() ? index.find("weight_map") : index.end();
-  if (!index.is_object() || wm == index.end() || !wm->is_object())
-    return DataLossError(index_path.string() + ": no \"weight_map\" object");
+  return OpenResolved(
+      [&dir](const std::string& name) -> std::optional<std::string> {
+        std::error_code ec;
+        const fs::path p = fs::path(dir) / name;  // `name` is a checked plain file name
+        if (!fs::exists(p, ec)) return std::nullopt;
+        return p.string();
+      },
+      dir);
+}
 
-  // Shard names come from an untrusted file: only plain file names inside `dir` are accepted.
-  std::map<std::string, std::vector<std::string>> by_shard;
-  for (auto it = wm->begin(); it != wm->end(); ++it) {
-    if (!it.value().is_string()) return DataLossError(index_path.string() + ": weight_map entry for \"" + it.key() + "\" is not a string");
-    const std::string shard = it.value().get<std::string>();
-    if (shard.empty() || shard.find('/') != std::string::npos || shard.find('\\') != std::string::npos ||
-        shard == "." || shard == ".." || shard.find('\0') != std::string::npos)
-      return DataLossError(index_path.string() + ": shard name \"" + shard + "\" is not a plain file name");
-    by_shard[shard].push_back(it.key());
+StatusOr<SafetensorsModel> SafetensorsModel::OpenResolved(const FileResolver& local_path_of, const std::string& where) {
+  const std::optional<std::string> index_path = local_path_of("model.safetensors.index.json");
+  if (!index_path) {
+    const std::optional<std::string> single = local_path_of("model.safetensors");
+    if (!single) return NotFoundError(where + ": neither model.safetensors nor model.safetensors.index.json is present");
+    return OpenFiles({*single});
   }
+  MQ_ASSIGN_OR_RETURN(std::string index_text,
+                      format::ReadFileBounded(*index_path, format::kMaxIndexJsonBytes, StatusCode::kDataLoss));
+  // Shard names come from an untrusted file: ParseSafetensorsIndex accepts only plain file names,
+  // so a shard never resolves outside the model.
+  MQ_ASSIGN_OR_RETURN(format::SafetensorsIndex index, format::ParseSafetensorsIndex(index_text, *index_path));
+  std::map<std::string, std::string> shard_paths;  // shard name → local path
   std::vector<std::string> paths;
-  for (const auto& [shard, names] : by_shard) {
-    const fs::path p = fs::path(dir) / shard;
-    if (!fs::exists(p, ec)) return NotFoundError(index_path.string() + ": shard \"" + shard + "\" is missing");
-    paths.push_back(p.string());
+  for (const std::string& shard : index.shards) {
+    const std::optional<std::string> p = local_path_of(shard);
+    if (!p) return NotFoundError(*index_path + ": shard \"" + shard + "\" is missing");
+    shard_paths[shard] = *p;
+    paths.push_back(*p);
   }
   MQ_ASSIGN_OR_RETURN(SafetensorsModel model, OpenFiles(paths));
-  for (const auto& [shard, names] : by_shard) {
-    const std::string shard_path = (fs::path(dir) / shard).string();
-    for (const std::string& name : names) {
-      const TensorView* view = model.Find(name);
-      if (view == nullptr || view->file != shard_path)
-        return DataLossError(index_path.string() + ": tensor \"" + name + "\" is listed in shard \"" + shard +
-                             "\" but that shard does not hold it");
-    }
+  for (const auto& [name, shard] : index.tensor_to_shard) {
+    const TensorView* view = model.Find(name);
+    if (view == nullptr || view->file != shard_paths[shard])
+      return DataLossError(*index_path + ": tensor \"" + name + "\" is listed in shard \"" + shard +
+                           "\" but that shard does not hold it");
   }
+  if (model.size() != index.tensor_to_shard.size())
+    return DataLossError(*index_path + ": the shards hold " + std::to_string(model.size()) +
+                         " tensors but the index lists " + std::to_string(index.tensor_to_shard.size()));
   return model;
 }
 

@@ -4,11 +4,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "format/limits.h"
 #include "io/dtype.h"
 #include "io/mapped_file.h"
 #include "util/status.h"
@@ -35,8 +38,8 @@ StatusOr<std::vector<int64_t>> ToInt64(const TensorView& t);
 
 class SafetensorsFile {
  public:
-  // Refuses headers over this many bytes: the format's own reference reader uses 100 MB.
-  static constexpr uint64_t kMaxHeaderBytes = 100ull * 1000 * 1000;
+  // Refuses headers over this many bytes (the format's own reference reader uses 100 MB).
+  static constexpr uint64_t kMaxHeaderBytes = format::kMaxSafetensorsHeaderBytes;
 
   static StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
 
@@ -55,10 +58,16 @@ class SafetensorsFile {
 };
 
 // All tensors of a model directory: `model.safetensors.index.json` with its shards when present,
-// otherwise the single `model.safetensors`.
+// otherwise the single `model.safetensors`. With an index, every tensor it names must be in the
+// shard it names and every tensor of a shard must be in the index.
 class SafetensorsModel {
  public:
   static StatusOr<SafetensorsModel> OpenDirectory(const std::string& dir);
+  // The same, for files that are not in one directory (the server's blobs): `local_path_of`
+  // maps a file name of the model ("model.safetensors", a shard) to the path to read, or
+  // nullopt when the model has no such file.
+  using FileResolver = std::function<std::optional<std::string>(const std::string& file_name)>;
+  static StatusOr<SafetensorsModel> OpenResolved(const FileResolver& local_path_of, const std::string& where);
   static StatusOr<SafetensorsModel> OpenFiles(const std::vector<std::string>& paths);
 
   const TensorView* Find(const std::string& name) const;

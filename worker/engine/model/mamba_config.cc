@@ -1,19 +1,25 @@
 #include "model/mamba_config.h"
 
-#include <fstream>
-#include <sstream>
+#include <cstdint>
 
 #include <nlohmann/json.hpp>
+
+#include "format/bounded_json.h"
+#include "format/limits.h"
 
 namespace mq {
 namespace {
 
 using json = nlohmann::json;
 
+constexpr int64_t kMaxHiddenSize = int64_t{1} << 16;
+
 Status ReadInt(const json& j, const char* key, int64_t* out, const std::string& src) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return OkStatus();  // keep the default
-  if (!it->is_number_integer()) return InvalidArgumentError(src + ": \"" + key + "\" must be an integer");
+  // Unsigned values past int64's range would wrap: refused, not converted.
+  if (!it->is_number_integer() || (it->is_number_unsigned() && it->get<uint64_t>() > uint64_t{INT64_MAX}))
+    return InvalidArgumentError(src + ": \"" + key + "\" must be an integer");
   *out = it->get<int64_t>();
   return OkStatus();
 }
@@ -29,12 +35,11 @@ Status ReadBool(const json& j, const char* key, bool* out, const std::string& sr
 }  // namespace
 
 StatusOr<MambaConfig> MambaConfig::FromJsonText(const std::string& text, const std::string& src) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    return InvalidArgumentError(src + ": not valid JSON: " + e.what());
-  }
+  MQ_ASSIGN_OR_RETURN(json j, format::ParseJson(text, src, format::kMaxConfigJsonBytes));
+  return FromJson(j, src);
+}
+
+StatusOr<MambaConfig> MambaConfig::FromJson(const json& j, const std::string& src) {
   if (!j.is_object()) return InvalidArgumentError(src + ": not a JSON object");
   auto mt = j.find("model_type");
   if (mt == j.end() || !mt->is_string())
@@ -59,6 +64,10 @@ StatusOr<MambaConfig> MambaConfig::FromJsonText(const std::string& text, const s
   MQ_RETURN_IF_ERROR(ReadBool(j, "use_bias", &c.use_bias, src));
   MQ_RETURN_IF_ERROR(ReadBool(j, "use_conv_bias", &c.use_conv_bias, src));
 
+  // Bounded before the products below, which would otherwise overflow (undefined behaviour).
+  if (c.hidden_size <= 0 || c.hidden_size > kMaxHiddenSize)
+    return InvalidArgumentError(src + ": hidden_size out of range (1..65536)");
+  if (c.expand <= 0 || c.expand > 64) return InvalidArgumentError(src + ": expand out of range (1..64)");
   c.intermediate_size = c.expand * c.hidden_size;  // HF: int(expand * hidden_size) unless given
   MQ_RETURN_IF_ERROR(ReadInt(j, "intermediate_size", &c.intermediate_size, src));
 
@@ -68,7 +77,7 @@ StatusOr<MambaConfig> MambaConfig::FromJsonText(const std::string& text, const s
     if (tsr->is_string()) {
       if (tsr->get<std::string>() != "auto")
         return InvalidArgumentError(src + ": time_step_rank must be an integer or \"auto\"");
-    } else if (tsr->is_number_integer()) {
+    } else if (tsr->is_number_integer() && !(tsr->is_number_unsigned() && tsr->get<uint64_t>() > uint64_t{INT64_MAX})) {
       c.time_step_rank = tsr->get<int64_t>();
     } else {
       return InvalidArgumentError(src + ": time_step_rank must be an integer or \"auto\"");
@@ -89,7 +98,7 @@ StatusOr<MambaConfig> MambaConfig::FromJsonText(const std::string& text, const s
 Status MambaConfig::Validate() const {
   auto bounded = [](int64_t v, int64_t hi) { return v > 0 && v <= hi; };
   if (!bounded(vocab_size, 1 << 24)) return InvalidArgumentError("vocab_size out of range (1..16M)");
-  if (!bounded(hidden_size, 1 << 16)) return InvalidArgumentError("hidden_size out of range (1..65536)");
+  if (!bounded(hidden_size, kMaxHiddenSize)) return InvalidArgumentError("hidden_size out of range (1..65536)");
   if (!bounded(intermediate_size, 1 << 18)) return InvalidArgumentError("intermediate_size out of range");
   if (!bounded(state_size, 1024)) return InvalidArgumentError("state_size out of range (1..1024)");
   if (!bounded(num_hidden_layers, 1024)) return InvalidArgumentError("num_hidden_layers out of range (1..1024)");
@@ -101,12 +110,8 @@ Status MambaConfig::Validate() const {
 }
 
 StatusOr<MambaConfig> MambaConfig::FromFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFoundError(path + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (ss.str().size() > (1u << 20)) return InvalidArgumentError(path + ": larger than 1 MiB, not a config");
-  return FromJsonText(ss.str(), path);
+  MQ_ASSIGN_OR_RETURN(std::string text, format::ReadFileBounded(path, format::kMaxConfigJsonBytes));
+  return FromJsonText(text, path);
 }
 
 }  // namespace mq

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "util/status.h"
 
 namespace mq {
@@ -26,7 +28,11 @@ struct MambaConfig {
   int64_t eos_token_id = 0;
   int64_t pad_token_id = 0;
 
+  // INVALID_ARGUMENT naming `source` for malformed or out-of-range fields (checked before any
+  // arithmetic on them), UNIMPLEMENTED for another model_type. The text is read with the
+  // model-format limits (format/limits.h: size, nesting depth).
   static StatusOr<MambaConfig> FromJsonText(const std::string& text, const std::string& source);
+  static StatusOr<MambaConfig> FromJson(const nlohmann::json& j, const std::string& source);
   static StatusOr<MambaConfig> FromFile(const std::string& path);
   // Checks the sizes are positive and small enough for int arithmetic on tensors.
   Status Validate() const;

@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "format/limits.h"
 #include "util/status.h"
 
 namespace mq {
@@ -21,8 +22,8 @@ class BpeModel {
  public:
   // Bounds on untrusted files: far above any real vocabulary (GPT-NeoX: 50k; the largest
   // public ones: a few hundred k), far below what would exhaust memory.
-  static constexpr size_t kMaxVocabEntries = 10'000'000;
-  static constexpr size_t kMaxMerges = 10'000'000;
+  static constexpr size_t kMaxVocabEntries = format::kMaxVocabEntries;
+  static constexpr size_t kMaxMerges = format::kMaxMerges;
 
   // `model` is the tokenizer.json "model" object. Refuses what Hugging Face refuses (merges
   // naming tokens or producing tokens absent from the vocabulary) and what it would accept but

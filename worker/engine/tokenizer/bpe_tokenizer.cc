@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <system_error>
 
+#include "format/tokenizer_json.h"
 #include "tokenizer/added_vocabulary.h"
 #include "tokenizer/bpe_model.h"
 #include "tokenizer/byte_level.h"
@@ -111,23 +112,10 @@ StatusOr<Tokenizer> Tokenizer::LoadFromJson(std::string_view json_text,
                                   " bytes, more than the limit of " +
                                   std::to_string(kMaxFileBytes));
   }
-  if (json_text.find_first_not_of(" \t\r\n") == std::string_view::npos) {
-    return DataLossError(context + ": empty file, expected a JSON object");
-  }
-  Status nesting = json_fields::CheckNesting(json_text, kMaxJsonDepth);
-  if (!nesting.ok()) return nesting.WithContext(context);
-
   try {
-    nlohmann::json root;
-    try {
-      root = nlohmann::json::parse(json_text);
-    } catch (const nlohmann::json::parse_error& e) {
-      return DataLossError(context + ": not valid JSON: " + e.what());
-    }
-    if (!root.is_object()) {
-      return DataLossError(context + ": top level must be a JSON object, got " +
-                           std::string(root.type_name()));
-    }
+    // The model-format library's reader: size and nesting bounded before parsing, then the
+    // structure's counts and lengths (vocabulary, merges, added tokens, template) bounded.
+    MQ_ASSIGN_OR_RETURN(nlohmann::json root, format::ParseTokenizerJson(json_text, context));
     // Both would change the ids Encode returns; `tokenizers` applies them inside encode().
     for (const char* key : {"truncation", "padding"}) {
       if (!FieldOrNull(root, key).is_null()) {

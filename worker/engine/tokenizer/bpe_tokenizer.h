@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "format/limits.h"
 #include "util/status.h"
 
 namespace mq {
@@ -24,8 +25,8 @@ namespace mq {
 class Tokenizer {
  public:
   // Bounds on untrusted input.
-  static constexpr size_t kMaxFileBytes = size_t{512} << 20;
-  static constexpr size_t kMaxJsonDepth = 64;
+  static constexpr size_t kMaxFileBytes = format::kMaxTokenizerJsonBytes;
+  static constexpr size_t kMaxJsonDepth = format::kMaxJsonDepth;
   static constexpr size_t kMaxEncodeBytes = size_t{1} << 30;
 
   // NotFound when the file cannot be read; DataLoss (corrupt: not JSON, missing or ill-typed

@@ -66,36 +66,6 @@ StatusOr<std::string_view> Type(const nlohmann::json& object, std::string_view p
   return std::string_view(value->get_ref<const std::string&>());
 }
 
-Status CheckNesting(std::string_view json_text, size_t max_depth) {
-  size_t depth = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (size_t i = 0; i < json_text.size(); ++i) {
-    const char c = json_text[i];
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) {
-        return DataLossError("JSON nests deeper than " + std::to_string(max_depth) +
-                             " levels (at byte " + std::to_string(i) + ")");
-      }
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-  }
-  return OkStatus();
-}
-
 std::string Quote(std::string_view text) {
   constexpr size_t kMaxShown = 40;
   std::string out = "\"";

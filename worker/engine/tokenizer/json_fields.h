@@ -28,11 +28,6 @@ StatusOr<std::optional<std::string>> OptionalString(const nlohmann::json& object
 // The object's "type" member, e.g. "BPE" or "NFC"; a view into `object`.
 StatusOr<std::string_view> Type(const nlohmann::json& object, std::string_view path);
 
-// Refuses text whose arrays/objects nest deeper than `max_depth`, before a parser sees it:
-// tokenizer.json nests four levels, and unbounded nesting can exhaust the stack of recursive
-// code that walks the parsed value.
-Status CheckNesting(std::string_view json_text, size_t max_depth);
-
 // Short, printable rendering of a token or value for error messages.
 std::string Quote(std::string_view text);
 

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "format/limits.h"
 #include "tokenizer/json_fields.h"
 
 namespace mq {
@@ -88,6 +89,15 @@ StatusOr<PostProcessor> PostProcessor::FromJson(const nlohmann::json& spec) {
       } else {
         return DataLossError(where + ": unknown template entry " + Quote(kind));
       }
+    }
+    // Every encoding gets these ids: a template that adds more than the bound is refused, so a
+    // small file cannot make each encoding huge.
+    size_t added_ids = 0;
+    for (const Piece& piece : pieces) added_ids += piece.ids.size();
+    if (added_ids > format::kMaxTemplateIds) {
+      return DataLossError(path + ".single adds " + std::to_string(added_ids) +
+                           " ids to every encoding, more than the limit of " +
+                           std::to_string(format::kMaxTemplateIds));
     }
     if (sequences != 1) {
       return DataLossError(path + ".single must contain the sequence exactly once");
