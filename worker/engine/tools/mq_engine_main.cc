@@ -24,6 +24,10 @@ commands:
             [--act per_token|per_tensor] [--act-percentile 99.9] [--no-klt-r1] [--no-klt-r5]
             [--no-online-r2] [--no-smooth-s2] [--no-smooth-s4] [--r1-layer0] [--quantize-lm-head]
             [--device auto|cpu|cuda]   auto: the GPU when present and able to run the job, else the CPU
+  quantize  --model VIM_DIR --preset P --bits w8a8|w4a8 --calib IMAGES [--calib-prefix P] [--samples 0]
+            [--seed 0] --out DIR [--eval IMAGES] [--eval-prefix P] [--act per_token|per_tensor] [...]
+            a Vim model (config.json model_type "vim"): calibration and evaluation on image sets;
+            the report gives float and quantized top-1 accuracy, agreement and KL
   quality-table --model DIR --calib FILE --eval FILE [--samples 128] [--seq-len 256]
             [--seeds 0,1] [--out-md FILE] [--out-json FILE]
             every preset x bits x scope, extra seeds, the mambaquant ablation, in one eval pass

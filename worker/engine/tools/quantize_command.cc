@@ -20,6 +20,8 @@ std::string Percent(double x) {
 }  // namespace
 
 int RunQuantizeCommand(const std::vector<std::string>& args) {
+  // A Vim model calibrates and evaluates on images.
+  if (const int rc = MaybeRunQuantizeVimCommand(args); rc >= 0) return rc;
   auto cl = CommandLine::Parse(
       args, {"json", "no-klt-r1", "no-klt-r5", "no-online-r2", "no-smooth-s2", "no-smooth-s4", "r1-layer0", "quiet",
              "quantize-lm-head"},

@@ -42,4 +42,26 @@ StatusOr<ImageSet> LoadImageSet(const std::string& path, const VimConfig& c, con
   return s;
 }
 
+StatusOr<ImageSetSummary> CheckImageSetFile(const std::string& path, const std::string& prefix) {
+  VimConfig c;
+  {
+    MQ_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> f, SafetensorsFile::Open(path));
+    const std::string key = prefix + "images";
+    const TensorView* im = f->Find(key);
+    if (im == nullptr) return InvalidArgumentError(path + ": no tensor \"" + key + "\" (F32 [B, C, H, W] normalized images)");
+    if (im->shape.size() != 4 || im->shape[2] != im->shape[3] || im->shape[1] < 1 ||
+        im->shape[1] > VimConfig::kMaxChannels || im->shape[2] < 1 || im->shape[2] > VimConfig::kMaxImageSize)
+      return InvalidArgumentError(path + ": \"" + key + "\" has shape " + ShapeToString(im->shape) + "; images are [B, C, H, W] with H = W in [1, " +
+                                  std::to_string(VimConfig::kMaxImageSize) + "] and C in [1, " +
+                                  std::to_string(VimConfig::kMaxChannels) + "]");
+    c.in_chans = im->shape[1];
+    c.img_size = im->shape[2];
+    c.num_classes = VimConfig::kMaxClasses;
+  }
+  // The one reader does the rest (dtype, count, finite values, labels).
+  auto set = LoadImageSet(path, c, prefix);
+  if (!set.ok()) return set.status().code() == StatusCode::kNotFound ? InvalidArgumentError(set.status().message()) : set.status();
+  return ImageSetSummary{set->count, c.in_chans, c.img_size, !set->labels.empty()};
+}
+
 }  // namespace mq
