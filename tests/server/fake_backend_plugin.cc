@@ -44,7 +44,7 @@ mq::StatusOr<std::unique_ptr<mq::quant::QuantAccelerator>> OpenQuant(const mq::q
 uint64_t DeviceMemoryUsed() { return 0; }
 
 const mq::serve::BackendPlugin kTable{mq::serve::kBackendPluginAbiVersion, &Probe, &OpenModel, &OpenQuant,
-                                      &DeviceMemoryUsed};
+                                      &DeviceMemoryUsed, /*open_classifier=*/nullptr};
 
 }  // namespace
 

@@ -12,6 +12,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_quant_accelerator.h"
 #include "cuda/cuda_sequence_backend.h"
+#include "cuda/cuda_vim_classifier.h"
 #include "quant/quant_spec.h"
 #include "quant/quantize_pipeline.h"
 #include "serve/backend_plugin.h"
@@ -108,7 +109,15 @@ uint64_t DeviceMemoryUsed() {
   return static_cast<uint64_t>(total_bytes - free_bytes);
 }
 
-const serve::BackendPlugin kPlugin{serve::kBackendPluginAbiVersion, &Probe, &OpenModel, &OpenQuant, &DeviceMemoryUsed};
+// The CUDA Vim classifier with its default options (FP32 linears for a float model, the export's
+// INT8 for a quantized one; 256 images a call).
+StatusOr<std::unique_ptr<ImageClassifier>> OpenClassifier(const std::string& model_dir) {
+  MQ_CUDA_RETURN_IF_ERROR(cudaSetDevice(0));
+  return OpenCudaVimClassifier(model_dir);
+}
+
+const serve::BackendPlugin kPlugin{serve::kBackendPluginAbiVersion, &Probe, &OpenModel, &OpenQuant, &DeviceMemoryUsed,
+                                   &OpenClassifier};
 
 }  // namespace
 }  // namespace mq::cuda

@@ -15,6 +15,10 @@
 #include "serve/sequence_backend.h"
 #include "util/status.h"
 
+namespace mq {
+class ImageClassifier;
+}  // namespace mq
+
 namespace mq::quant {
 class QuantAccelerator;
 struct QuantizeOptions;
@@ -22,8 +26,9 @@ struct QuantizeOptions;
 
 namespace mq::serve {
 
-// Bumped whenever this table, SequenceBackend, QuantAccelerator or the types they pass change.
-inline constexpr int kBackendPluginAbiVersion = 1;
+// Bumped whenever this table, SequenceBackend, QuantAccelerator, ImageClassifier or the types they
+// pass change. 2: open_classifier.
+inline constexpr int kBackendPluginAbiVersion = 2;
 
 struct DeviceDescription {
   std::string device;  // "cuda"
@@ -46,6 +51,9 @@ struct BackendPlugin {
                                                                    std::string* why_not) = nullptr;
   // Device memory in use on the current device (bytes), for metrics and the unload check.
   uint64_t (*device_memory_used)() = nullptr;
+  // Loads a Vision Mamba directory (`model_type: vim`, float or quantized export) onto the device
+  // (vim/image_classifier.h); null in a plugin without image classification.
+  StatusOr<std::unique_ptr<ImageClassifier>> (*open_classifier)(const std::string& model_dir) = nullptr;
 };
 
 }  // namespace mq::serve

@@ -1,5 +1,6 @@
 // mq-engine classify: top-1 classes of a Vim model (float or quantized) on a safetensors file of
 // normalized images, and the accuracy when the file carries labels.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -8,34 +9,67 @@
 #include "cpu/parallel_for.h"
 #include "tools/command_line.h"
 #include "tools/commands.h"
+#include "vim/image_classifier.h"
 #include "vim/vim_image_set.h"
 #include "vim/vim_metrics.h"
 #include "vim/vim_model.h"
+#if defined(MQ_HAVE_CUDA)
+#include "cuda/cuda_vim_classifier.h"
+#endif
 
 namespace mq::tools {
+namespace {
+
+// The classifier of --device: the CPU reference, or the CUDA one (the backend plugin's code,
+// linked into mq-engine as generate links the sequence backend).
+StatusOr<std::unique_ptr<ImageClassifier>> OpenClassifier(const std::string& device, const std::string& dir,
+                                                          int64_t max_batch, bool fp16) {
+  if (device == "cpu") {
+    if (fp16) return InvalidArgumentError("--fp16 applies to --device cuda only");
+    return OpenCpuImageClassifier(dir);
+  }
+#if defined(MQ_HAVE_CUDA)
+  cuda::CudaVimOptions o;
+  o.max_batch = max_batch;
+  o.fp16 = fp16;
+  return cuda::OpenCudaVimClassifier(dir, o);
+#else
+  (void)max_batch;
+  return UnavailableError("this build has no CUDA backend (built without a CUDA toolkit)");
+#endif
+}
+
+}  // namespace
 
 int RunClassifyCommand(const std::vector<std::string>& args) {
-  auto cl = CommandLine::Parse(args, {"json"}, {"model", "images", "prefix", "device", "threads"});
+  auto cl = CommandLine::Parse(args, {"json", "fp16"}, {"model", "images", "prefix", "device", "threads", "batch"});
   if (!cl.ok()) return ReportError(cl.status());
   auto model_dir = cl->Require("model");
   auto images_path = cl->Require("images");
   auto threads = cl->GetInt("threads", 0, 1, 4096);
-  for (const Status& s : {model_dir.status(), images_path.status(), threads.status()})
+  // Images a CUDA Classify call takes (device scratch is sized for it); larger sets go in chunks.
+  auto batch = cl->GetInt("batch", 256, 1, VimModel::kMaxBatch);
+  for (const Status& s : {model_dir.status(), images_path.status(), threads.status(), batch.status()})
     if (!s.ok()) return ReportError(s);
   const std::string device = cl->Get("device").value_or("cpu");
-  if (device == "cuda") return ReportError(UnimplementedError("classify --device cuda: the CUDA Vim path is not built yet"));
-  if (device != "cpu") return ReportError(InvalidArgumentError("--device must be cpu or cuda, got \"" + device + "\""));
+  if (device != "cpu" && device != "cuda")
+    return ReportError(InvalidArgumentError("--device must be cpu or cuda, got \"" + device + "\""));
   if (*threads > 0) cpu::SetCpuThreads(static_cast<int>(*threads));
   const std::string prefix = cl->Get("prefix").value_or("");
 
-  auto model = VimModel::Load(*model_dir);
+  auto model = OpenClassifier(device, *model_dir, *batch, cl->Has("fp16"));
   if (!model.ok()) return ReportError(model.status());
   const VimConfig& c = (*model)->config();
   auto set = LoadImageSet(*images_path, c, prefix);
   if (!set.ok()) return ReportError(set.status());
   std::vector<float> logits(static_cast<size_t>(set->count * c.num_classes));
   const auto t0 = std::chrono::steady_clock::now();
-  if (Status s = (*model)->Classify(set->images.data(), set->count, logits.data()); !s.ok()) return ReportError(s);
+  for (int64_t i0 = 0; i0 < set->count; i0 += (*model)->max_batch()) {
+    const int64_t n = std::min((*model)->max_batch(), set->count - i0);
+    if (Status s = (*model)->Classify(set->images.data() + i0 * c.image_numel(), n, logits.data() + i0 * c.num_classes);
+        !s.ok())
+      return ReportError(s);
+  }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::vector<int64_t> top = TopClasses(logits, c.num_classes);
   const bool labelled = !set->labels.empty();
