@@ -8,6 +8,10 @@
 #include <cstdio>
 #include <mutex>
 
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -94,7 +98,57 @@ void AppendJsonString(std::string* out, absl::string_view v) {
   out->push_back('"');
 }
 
+using Fields = std::vector<std::pair<std::string, std::string>>;
+thread_local Fields t_context;  // LogContext scopes of this thread, outermost first
+std::mutex g_process_mu;
+Fields* g_process_fields = new Fields();  // never destroyed: used by static destructors
+
+// "Bearer <credential>" anywhere in a text (an echoed header, an error message) keeps the word
+// and loses the credential.
+std::string ScrubBearer(absl::string_view v) {
+  std::string out;
+  size_t i = 0;
+  while (i < v.size()) {
+    const size_t at = absl::AsciiStrToLower(v.substr(i)).find("bearer ");
+    if (at == std::string::npos) break;
+    size_t j = i + at + 7;
+    while (j < v.size() && v[j] == ' ') ++j;
+    size_t end = j;
+    while (end < v.size() && v[end] != ' ' && v[end] != '"' && v[end] != '\'' && v[end] != ',' && v[end] != '\n') ++end;
+    absl::StrAppend(&out, v.substr(i, j - i), end > j ? "[redacted]" : "");
+    i = end;
+  }
+  out.append(v.data() + i, v.size() - i);
+  return out;
+}
+
+bool HasBearer(absl::string_view v) { return absl::AsciiStrToLower(v).find("bearer ") != std::string::npos; }
+
 }  // namespace
+
+LogContext::LogContext(std::initializer_list<std::pair<absl::string_view, absl::string_view>> fields)
+    : restore_size_(t_context.size()) {
+  for (const auto& [k, v] : fields) t_context.emplace_back(std::string(k), std::string(v));
+}
+
+LogContext::~LogContext() { t_context.resize(restore_size_); }
+
+void SetLogProcessField(absl::string_view key, absl::string_view value) {
+  std::lock_guard<std::mutex> lock(g_process_mu);
+  Fields& f = *g_process_fields;
+  f.erase(std::remove_if(f.begin(), f.end(), [&](const auto& kv) { return kv.first == key; }), f.end());
+  if (!value.empty()) f.emplace_back(std::string(key), std::string(value));
+}
+
+bool IsSecretLogKey(absl::string_view key) {
+  const std::string k = absl::AsciiStrToLower(key);
+  for (absl::string_view exact : {"token", "password", "passwd", "secret", "authorization", "bearer", "api_key", "apikey",
+                                  "private_key", "credentials"})
+    if (k == exact) return true;
+  for (absl::string_view suffix : {"_token", "-token", "_password", "_secret", "_api_key"})
+    if (absl::EndsWith(k, suffix)) return true;
+  return false;
+}
 
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
 void SetLogFormat(LogFormat format) { g_format.store(static_cast<int>(format)); }
@@ -130,6 +184,11 @@ Log::Log(LogLevel level, absl::string_view message)
   }
   const std::string ts = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
   json_ = g_format.load(std::memory_order_relaxed) == static_cast<int>(LogFormat::kJson);
+  std::string scrubbed;
+  if (HasBearer(message)) {
+    scrubbed = ScrubBearer(message);
+    message = scrubbed;
+  }
   if (json_) {
     line_ = absl::StrCat("{\"ts\":\"", ts, "\",\"level\":\"", LevelName(level), "\",\"component\":");
     AppendJsonString(&line_, component);
@@ -143,6 +202,16 @@ Log::Log(LogLevel level, absl::string_view message)
 
 Log::~Log() {
   if (!enabled_) return;
+  // Context fields the line did not set: the thread's innermost scope first, then the process's.
+  auto add = [this](const std::string& key, const std::string& value) {
+    if (std::find(keys_.begin(), keys_.end(), key) != keys_.end()) return;
+    Kv(key, absl::string_view(value));
+  };
+  for (auto it = t_context.rbegin(); it != t_context.rend(); ++it) add(it->first, it->second);
+  {
+    std::lock_guard<std::mutex> lock(g_process_mu);
+    for (const auto& [k, v] : *g_process_fields) add(k, v);
+  }
   if (json_) line_.push_back('}');
   line_.push_back('\n');
   // One write keeps concurrent lines whole; a short write on stderr is not worth retrying.
@@ -152,6 +221,7 @@ Log::~Log() {
 
 // The key with its separator: ` key=` (text) or `,"key":` (JSON).
 void Log::AppendKey(absl::string_view key) {
+  keys_.emplace_back(key);
   if (json_) {
     line_.push_back(',');
     AppendJsonString(&line_, key);
@@ -164,6 +234,14 @@ void Log::AppendKey(absl::string_view key) {
 Log& Log::Kv(absl::string_view key, absl::string_view value) {
   if (!enabled_) return *this;
   AppendKey(key);
+  // Secrets never reach a log line, whoever logs them.
+  std::string scrubbed;
+  if (IsSecretLogKey(key)) {
+    value = "[redacted]";
+  } else if (HasBearer(value)) {
+    scrubbed = ScrubBearer(value);
+    value = scrubbed;
+  }
   if (json_) AppendJsonString(&line_, value);
   else AppendValue(&line_, value);
   return *this;

@@ -9,7 +9,10 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
+#include <vector>
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
@@ -27,6 +30,33 @@ void SetLogFormat(LogFormat format);
 bool ParseLogFormat(absl::string_view text, LogFormat* format);
 void SetLogComponent(absl::string_view component);
 bool ParseLogLevel(absl::string_view text, LogLevel* level);
+
+// Fields added to every line logged on this thread while the scope lives, so that the lines of
+// code that knows nothing of the job or request it runs for still say which (blob cache,
+// executor, engine wrappers):
+//
+//   LogContext ctx({{"job", job_id}, {"model", model_ref}});
+//
+// A field the line sets itself wins; an inner scope's field wins over an outer one's. Scopes
+// nest and must end in reverse order (they are stack objects). Values are copied.
+class LogContext {
+ public:
+  LogContext(std::initializer_list<std::pair<absl::string_view, absl::string_view>> fields);
+  ~LogContext();
+  LogContext(const LogContext&) = delete;
+  LogContext& operator=(const LogContext&) = delete;
+
+ private:
+  size_t restore_size_;
+};
+
+// A field on every line of the process (e.g. the worker's name), after the line's own fields
+// and its thread's LogContext fields; an empty value removes it.
+void SetLogProcessField(absl::string_view key, absl::string_view value);
+
+// Whether a field of this name carries a secret (token, password, authorization, ...): its value
+// is written as "[redacted]", as is any value that starts with "Bearer ".
+bool IsSecretLogKey(absl::string_view key);
 
 class Log {
  public:
@@ -48,6 +78,7 @@ class Log {
  private:
   void AppendKey(absl::string_view key);
   bool enabled_;
+  std::vector<std::string> keys_;  // the line's own fields, which context fields do not repeat
   bool json_ = false;
   std::string line_;
 };

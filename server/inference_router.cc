@@ -371,7 +371,7 @@ absl::Status InferenceRouter::AttachWorker(const ServeHello& hello, WorkerStream
       c->model = Resolved(a);
       c->sequences = 0;
       c->done = [model = c->model, id = slot->id](absl::Status s) {
-        if (!s.ok()) Log(LogLevel::kWarning, "preload failed").Kv("worker_id", id).Kv("model", model).Kv("error", s);
+        if (!s.ok()) Log(LogLevel::kWarning, "preload failed").Kv("worker", id).Kv("model", model).Kv("error", s);
       };
       ServeDown down;
       down.mutable_model()->set_call_id(c->id);
@@ -384,7 +384,7 @@ absl::Status InferenceRouter::AttachWorker(const ServeHello& hello, WorkerStream
       calls_[c->id] = std::move(c);
     }
   }
-  Log(LogLevel::kInfo, "inference worker attached").Kv("worker_id", hello.worker_id()).Kv("device", cap.device())
+  Log(LogLevel::kInfo, "inference worker attached").Kv("worker", hello.worker_id()).Kv("device", cap.device())
       .Kv("max_sequences", cap.max_sequences());
   NotifyWorkers();
   const absl::Status lost = absl::UnavailableError("the worker serving this call reconnected; retry");
@@ -474,7 +474,7 @@ void InferenceRouter::DetachWorker(const std::string& worker_id, WorkerStreamSin
     }
     worker_.erase(it);
   }
-  Log(LogLevel::kInfo, "inference worker detached").Kv("worker_id", worker_id).Kv("calls_failed", orphaned.size());
+  Log(LogLevel::kInfo, "inference worker detached").Kv("worker", worker_id).Kv("calls_failed", orphaned.size());
   NotifyWorkers();
   const absl::Status lost = absl::UnavailableError("the worker serving this call went away; retry");
   for (auto& c : orphaned) {

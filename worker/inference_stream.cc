@@ -106,7 +106,7 @@ void InferenceStream::Serve(const std::string& worker_id) {
       open_ = true;
       outbox_.clear();
     }
-    Log(LogLevel::kInfo, "inference stream open").Kv("worker_id", worker_id);
+    Log(LogLevel::kInfo, "inference stream open").Kv("worker", worker_id);
     std::thread writer([&] { WriterLoop(stream.get(), &ctx, worker_id); });
     ServeDown down;
     while (stream->Read(&down)) Dispatch(down);

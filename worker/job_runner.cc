@@ -77,6 +77,7 @@ void JobRunner::SetProgress(Stage stage, double fraction, const std::string& mes
 }
 
 void JobRunner::ReporterLoop() {
+  LogContext log_context({{"job", assignment_.job_id()}, {"model", assignment_.spec().model()}});
   for (;;) {
     ReportProgressRequest req;
     {
@@ -239,6 +240,8 @@ void JobRunner::Finish(JobState outcome, const std::string& error, const std::st
 }
 
 void JobRunner::Run() {
+  // Every line this job's thread logs (fetch, cache, executor) names the job and its model.
+  LogContext log_context({{"job", assignment_.job_id()}, {"model", assignment_.spec().model()}});
   reporter_ = std::thread([this] { ReporterLoop(); });
   if (metrics_ != nullptr) metrics_->JobStarted();
   const std::string job_dir = JoinPath(work_dir_, absl::StrCat(assignment_.job_id(), "-", assignment_.attempt()));

@@ -70,6 +70,7 @@ bool WorkerAgent::Register(uint64_t seen) {
       ++registration_;
       if (metrics_ != nullptr) metrics_->SetRegistered(true);
       Log(LogLevel::kInfo, "registered").Kv("worker", worker_id_).Kv("lease_s", resp.lease_seconds());
+      SetLogProcessField("worker", worker_id_);  // every later line of this process names it, as the server's do
       return true;
     }
     if (attempt++ % 10 == 0) Log(LogLevel::kWarning, "registration failed; retrying").Kv("error", s);

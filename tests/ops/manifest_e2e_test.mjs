@@ -181,6 +181,26 @@ async function probe(name, kind, spec, ports, child) {
   fail(`${name}: ${kind} failed ${attempts} times (last: ${last})`);
 }
 
+// The manifests ask for JSON logs: every line of every pod parses, none holds a secret, and on a
+// worker every line after registration names the worker, and the job's lines name job and model.
+function checkLogs(workerNames, secrets) {
+  for (const c of children) {
+    const text = fs.readFileSync(c.log, "utf8");
+    for (const s of secrets) if (text.includes(s)) fail(`${c.name}'s log holds a token`);
+    const lines = text.split("\n").filter(Boolean).map((l, i) => {
+      try { return JSON.parse(l); } catch { fail(`${c.name} log line ${i + 1} is not JSON: ${l}`); }
+    });
+    if (!workerNames.includes(c.name)) continue;
+    const registered = lines.findIndex((l) => l.msg === "registered");
+    if (registered < 0) fail(`${c.name} never logged its registration`);
+    const id = lines[registered].worker;
+    for (const l of lines.slice(registered)) if (l.worker !== id) fail(`${c.name}: a line after registration does not name the worker: ${JSON.stringify(l)}`);
+    for (const l of lines.filter((x) => /^job (started|finished)$/.test(x.msg)))
+      if (!l.job || l.model !== "mamba-tiny:1") fail(`${c.name}: a job line lacks job or model: ${JSON.stringify(l)}`);
+  }
+  console.log("logs: JSON lines, no token, worker/job/model fields present");
+}
+
 function mqctl(serverPort, ...args) {
   const r = spawnSync(path.join(BUILD, "client/mqctl"), ["--server", `127.0.0.1:${serverPort}`, "--tls-ca", path.join(secretsDir, "ca.crt"),
     "--tls-server-name", "mq-server", "--token-file", path.join(secretsDir, "client"), "--timeout", "300", ...args], { encoding: "utf8", timeout: 300000 });
@@ -243,6 +263,13 @@ try {
       Number(field(last, "prompt_tokens", "promptTokens")) !== 3)
     fail(`the generation should stream 6 tokens for a 3-token prompt and end with finish reason length: ${gen}`);
   console.log(`generation streamed ${streamed} tokens in ${lines.length} messages (finish reason length)`);
+
+  // A call with a wrong token is refused, and no token, right or wrong, reaches a log.
+  const wrong = `wrong-${crypto.randomBytes(16).toString("hex")}`;
+  const refused = spawnSync(path.join(BUILD, "client/mqctl"), ["--server", `127.0.0.1:${apiPort}`, "--tls-ca", path.join(secretsDir, "ca.crt"),
+    "--tls-server-name", "mq-server", "--token", wrong, "models", "list"], { encoding: "utf8" });
+  if (refused.status === 0) fail("a wrong token was accepted");
+  checkLogs(workers.map((w) => w.name), [tokens.client, tokens.worker, wrong]);
 
   // Liveness after the work, on every pod.
   await probe("mq-server-0", "livenessProbe", sContainer, sCmd.ports, server);
