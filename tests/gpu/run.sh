@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Build, test and benchmark the CUDA backend on the GPU machine, in one call:
-#   tests/gpu/run.sh [stages]     stages: any of build,test,quant,bench,profile,service,hf (default: build,test,quant,bench,hf)
+#   tests/gpu/run.sh [stages]     stages: any of build,test,quant,bench,profile,service,hf,vim (default: build,test,quant,bench,hf)
+#   `vim`: the CUDA Vim classifier's images/s table (with its tests when `test` is not selected;
+#   build,vim runs only the Vim part).
 #   `service` needs no build: it runs the service built on the development machine
 #   (tests/gpu/pack-service.sh → third_party_local/service.tar.xz), see tests/gpu/service.sh.
 # Needs third_party_local/ (tests/gpu/pack-deps.sh) carried along: the dependency prefix and the
 # mamba-small fixture. Logs and JSON go to $OUT (or /tmp/mq-gpu-out); the summary table prints last.
 # Knobs: BENCH_SHAPES (default 130m,370m,790m,1.4b,2.8b), HF_SHAPES (default: all five),
 #        QUANT_SHAPE (default 2.8b), QUANT_SCOPES (default "linear"; "linear full" for both),
-#        BUILD_DIR (default build-gpu), JOBS.
+#        BUILD_DIR (default build-gpu), JOBS, VIM_BATCHES (default 1,64,256).
+# The Vim tests read the vim-digits fixture from third_party_local/fixtures/vision (a copy of
+# ../shared/fixtures/vision) and skip without it.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -39,7 +43,8 @@ if has build; then
   cat "$OUT/gpu.txt"
   if cmake -S . -B "$BUILD_DIR" -G Ninja -DMQ_ENGINE_ONLY=ON -DMQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
        -DCMAKE_PREFIX_PATH="$P" -DICU_ROOT="$P" -DMQ_GTEST_SOURCE_DIR="$P/src/googletest" > "$OUT/configure.log" 2>&1 &&
-     ninja -C "$BUILD_DIR" -j "$JOBS" mq-engine mq-bench mq_cuda_backend cuda_twin_test cuda_sequence_backend_twin_test cuda_gpu_test cuda_quant_gpu_test quant_accelerator_test > "$OUT/build.log" 2>&1; then
+     ninja -C "$BUILD_DIR" -j "$JOBS" mq-engine mq-bench mq_cuda_backend cuda_twin_test cuda_sequence_backend_twin_test cuda_gpu_test cuda_quant_gpu_test quant_accelerator_test \
+       mq-vim-bench cuda_vim_twin_test cuda_vim_gpu_test > "$OUT/build.log" 2>&1; then
     note "build: ok ($((SECONDS - t0)) s)"
   else
     tail -40 "$OUT/configure.log" "$OUT/build.log"
@@ -77,6 +82,37 @@ if has test; then
   grep -E "FAILED|Failure|error" "$OUT/quant_gpu_test.log" | head -20
   [ $rc -eq 0 ] && note "cuda_quant_gpu_test: ok ($((SECONDS - t1)) s)" || note "cuda_quant_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
   while read -r l; do note "$l"; done < <(grep -E "^\[(gpu|cuda)" "$OUT/quant_gpu_test.log")
+fi
+
+if has test || has vim; then
+  # CUDA Vim tests (part of the test stage; the vim stage runs them too when alone): CPU twin, then
+  # on the GPU fixture logits, INT8 vs CPU and the Vim-tiny shape.
+  t1=$SECONDS
+  export MQ_VISION_FIXTURES_DIR="$FIX/vision"
+  "$BIN/tests/engine/cuda_vim_twin_test" > "$OUT/vim_twin_test.log" 2>&1 && note "cuda_vim_twin_test: ok" || note "cuda_vim_twin_test: FAILED"
+  timeout 400 "$BIN/tests/engine/cuda_vim_gpu_test" > "$OUT/vim_gpu_test.log" 2>&1
+  rc=$?
+  grep -E "FAILED|Failure|SKIPPED|error" "$OUT/vim_gpu_test.log" | head -20
+  [ $rc -eq 0 ] && note "cuda_vim_gpu_test: ok ($((SECONDS - t1)) s)" || note "cuda_vim_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
+  while read -r l; do note "$l"; done < <(grep -E "^\[gpu\]" "$OUT/vim_gpu_test.log")
+fi
+
+if has vim; then
+  # Images/s of the CUDA Vim classifier on a Vim-tiny-shaped model: FP32, FP16 and INT8 by batch.
+  t1=$SECONDS
+  VIMDIR=/tmp/mq-vim-tiny
+  rm -rf "$VIMDIR"
+  if "$BIN/worker/engine/mq-engine" make-model --shape vim-tiny --seed 1 --out "$VIMDIR" > "$OUT/vim_make_model.log" 2>&1; then
+    timeout 400 "$BIN/bench/mq-vim-bench" --model "$VIMDIR" --batches "${VIM_BATCHES:-1,64,256}" --modes fp32,fp16,int8 \
+      --json "$OUT/vim_bench.json" > "$OUT/vim_bench.log" 2>&1
+    rc=$?
+    cat "$OUT/vim_bench.log"
+    [ $rc -eq 0 ] && note "mq-vim-bench (Vim-tiny shape): ok" || note "mq-vim-bench: FAILED rc=$rc"
+    while read -r l; do note "vim $l"; done < <(grep -E "^(mode|fp32|fp16|int8) " "$OUT/vim_bench.log")
+  else
+    note "make-model vim-tiny: FAILED"
+  fi
+  note "vim stage: $((SECONDS - t1)) s"
 fi
 
 if has quant; then
@@ -170,6 +206,6 @@ if [ -f "$OUT/mq_bench.json" ]; then
   python3 bench/report.py "$OUT/mq_bench.json" "$OUT/hf_baseline.json" --md "$OUT/bench_table.md"
 fi
 if [ -n "$RET" ] && [ "$RET" != "$OUT" ]; then
-  for f in bench_table.md mq_bench.json hf_baseline.json gpu_test.log quant_gpu_test.log quant_2.8b_linear.log quant_2.8b_full.log service_summary.txt; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RET/"; done
+  for f in bench_table.md mq_bench.json hf_baseline.json vim_bench.json gpu_test.log quant_gpu_test.log quant_2.8b_linear.log quant_2.8b_full.log service_summary.txt; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RET/"; done
   tar -C "$OUT" -czf "$RET/logs.tar.gz" .
 fi
