@@ -1,7 +1,7 @@
 // mq-bench: prefill and decode benchmarks of the CUDA backend on the Mamba-1 family's shapes
 // (random weights generated on the device) and on model directories (fixtures, quantized exports).
 //
-//   mq-bench [--shapes 130m,370m,790m,1.4b,2.8b] [--modes fp16,int8] [--decode-batches 1,8,64]
+//   mq-bench [--shapes 130m,370m,790m,1.4b,2.8b] [--modes fp16,int8,w4a8] [--decode-batches 1,8,64]
 //            [--prefill 1x2048,8x2048] [--model DIR ...] [--json FILE] [--compare-paths]
 //
 // Prints one line per measurement and writes them as JSON lines (--json). Times are CUDA-event
@@ -147,7 +147,7 @@ Status RunDecode(CudaMambaModel& m, const std::string& name, const std::string& 
 }
 
 Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions& o) {
-  const std::string mode = m.int8() ? "int8" : "fp16";
+  const std::string mode = m.int4() ? "w4a8" : m.int8() ? "int8" : "fp16";
   for (const auto& [B, L] : o.prefill) BENCH_CHECK(RunPrefill(m, name, mode, B, L));
   for (int64_t B : o.decode_batches) BENCH_CHECK(RunDecode(m, name, mode, B));
   if (o.compare_paths) {
@@ -164,7 +164,17 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
       m.SetDecodePath(DecodePath::kPerStage);
       BENCH_CHECK(RunDecode(m, name, mode, B, "_perstage"));
     }
-    if (m.int8()) {
+    if (m.int4()) {
+      // W4A8 decodes per stage; its linears: int4 GEMV (default up to int4_gemv_max_tokens), or
+      // unpack + cuBLASLt for every batch, or the int4 GEMV for every batch.
+      const int64_t int4_default = m.options().int4_gemv_max_tokens;
+      m.SetInt4GemvMaxTokens(0);
+      for (int64_t B : o.decode_batches) BENCH_CHECK(RunDecode(m, name, mode, B, "_unpack_cublaslt"));
+      m.SetInt4GemvMaxTokens(m.options().max_batch);
+      for (int64_t B : o.decode_batches)
+        if (B > int4_default) BENCH_CHECK(RunDecode(m, name, mode, B, "_gemv"));
+      m.SetInt4GemvMaxTokens(int4_default);
+    } else if (m.int8()) {
       const int64_t gemv_default = m.options().gemv_max_tokens;
       m.SetGemvMaxTokens(0);  // cuBLASLt for every INT8 linear
       for (int64_t B : o.decode_batches)
@@ -201,7 +211,7 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
 
 int Main(int argc, char** argv) {
   std::vector<std::string> shapes = {"130m", "370m", "790m", "1.4b", "2.8b"};
-  std::vector<std::string> modes = {"fp16", "int8"};
+  std::vector<std::string> modes = {"fp16", "int8", "w4a8"};
   std::vector<std::string> model_dirs;
   BenchOptions o;
   for (int i = 1; i < argc; ++i) {
@@ -222,7 +232,7 @@ int Main(int argc, char** argv) {
         o.prefill.emplace_back(std::stoll(s.substr(0, x)), std::stoll(s.substr(x + 1)));
       }
     } else {
-      std::fprintf(stderr, "usage: mq-bench [--shapes a,b] [--modes fp16,int8] [--model DIR]... [--json FILE]\n"
+      std::fprintf(stderr, "usage: mq-bench [--shapes a,b] [--modes fp16,int8,w4a8] [--model DIR]... [--json FILE]\n"
                            "                [--decode-batches 1,8,64] [--prefill 1x2048,8x2048] [--compare-paths]\n");
       return 2;
     }
@@ -273,7 +283,8 @@ int Main(int argc, char** argv) {
     for (const std::string& mode : modes) {
       RandomModelSpec spec;
       spec.config = *shape_config;
-      spec.int8 = mode == "int8";
+      spec.int8 = mode == "int8" || mode == "w4a8";
+      spec.weight_bits = mode == "w4a8" ? 4 : 8;
       DeviceMemoryStats::ResetPeak();
       auto m = CudaMambaModel::CreateRandom(spec, mo);
       if (!m.ok()) {

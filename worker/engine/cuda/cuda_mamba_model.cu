@@ -8,7 +8,9 @@
 #include "cpu/parallel_for.h"
 #include "cuda/cuda_check.h"
 #include "cuda/hd_math.h"
+#include "cuda/int4_kernels.h"
 #include "cuda/kernel_params.h"
+#include "model/int4_pack.h"
 #include "quant/hadamard.h"
 #include "quant/online_rotation.h"
 
@@ -39,15 +41,19 @@ std::vector<int8_t> PadInt8(const std::vector<int8_t>& w, int64_t rows, int64_t 
 
 }  // namespace
 
-// A linear layer on the device: FP16 weights, or INT8 weights with per-channel scales.
+// A linear layer on the device: FP16 weights, or INT8 weights with per-channel scales, or (W4A8)
+// 4-bit weights packed as model/int4_pack.h lays them out, rows of ld/2 bytes.
 struct CudaMambaModel::Linear {
   int64_t out = 0, in = 0, ld = 0;  // ld = in padded to 16
   DeviceBuffer<__half> w16;
   DeviceBuffer<int8_t> w8;
+  DeviceBuffer<uint8_t> w4;         // [out, ld/2] packed (W4A8), instead of w8
   DeviceBuffer<float> wscale;       // [out] (INT8)
   float act_static_scale = 0.0f;    // > 0: per-tensor static activation scale
   DeviceBuffer<float> bias;         // [out] or empty
-  int64_t bytes() const { return static_cast<int64_t>(w16.bytes() + w8.bytes() + wscale.bytes() + bias.bytes()); }
+  int64_t bytes() const {
+    return static_cast<int64_t>(w16.bytes() + w8.bytes() + w4.bytes() + wscale.bytes() + bias.bytes());
+  }
 };
 
 struct CudaMambaModel::Layer {
@@ -202,8 +208,11 @@ Status CudaMambaModel::UploadHadamard(Layer* L, const quant::RandomHadamard& had
 
 StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeights& w, const CudaModelOptions& o) {
   const bool int8 = w.layers.empty() ? false : w.layers[0].in_proj.quant.has_value();
+  const int weight_bits = int8 ? w.layers[0].in_proj.quant->weight_bits : 16;
   std::unique_ptr<CudaMambaModel> m(new CudaMambaModel());
   MQ_RETURN_IF_ERROR(m->Init(w.config, int8, o));
+  m->int4_ = weight_bits == 4;
+  int64_t int4_scratch = 0;  // elements of the largest unpacked 4-bit linear
   if (w.lm_head.quant) return UnimplementedError("CUDA backend: a quantized LM head is not supported (FP16 only)");
   if (w.lm_head.weight.size() != static_cast<size_t>(m->V_ * m->d_)) return InvalidArgumentError("LM head has the wrong size");
   int64_t bytes = 0;
@@ -216,7 +225,18 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
                                 " must be quantized like in_proj (all four layer linears INT8, or none)");
     if (int8) {
       const LinearQuant& q = *src.quant;
-      MQ_RETURN_IF_ERROR(Upload(&dst->w8, PadInt8(q.qweight, dst->out, dst->in, dst->ld)));
+      if (q.weight_bits != weight_bits)
+        return UnimplementedError(std::string("CUDA backend: ") + name + " has " + std::to_string(q.weight_bits) +
+                                  "-bit weights, in_proj " + std::to_string(weight_bits) + " (one width per model)");
+      if (q.qweight.size() != static_cast<size_t>(dst->out * dst->in))
+        return InvalidArgumentError(std::string(name) + ": quantized weights do not match its shape");
+      if (weight_bits == 4) {
+        MQ_ASSIGN_OR_RETURN(std::vector<uint8_t> packed, PackInt4Rows(q.qweight.data(), dst->out, dst->in, dst->ld / 2));
+        MQ_RETURN_IF_ERROR(Upload(&dst->w4, packed));
+        int4_scratch = std::max(int4_scratch, dst->out * dst->ld);
+      } else {
+        MQ_RETURN_IF_ERROR(Upload(&dst->w8, PadInt8(q.qweight, dst->out, dst->in, dst->ld)));
+      }
       MQ_RETURN_IF_ERROR(Upload(&dst->wscale, q.weight_scale));
       dst->act_static_scale = q.act_mode == ActScaleMode::kPerTensorStatic ? q.act_scale : 0.0f;
       if (q.act_mode == ActScaleMode::kPerTensorStatic && !(q.act_scale > 0.0f))
@@ -270,6 +290,9 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
   if (m->full_scope_) {
     MQ_ASSIGN_OR_RETURN(m->buf_->u0q, DeviceBuffer<float>::Allocate(static_cast<size_t>(m->options_.max_tokens * m->E_)));
   }
+  if (int4_scratch > 0) {
+    MQ_ASSIGN_OR_RETURN(m->int4_unpacked_, DeviceBuffer<int8_t>::Allocate(static_cast<size_t>(int4_scratch)));
+  }
   MQ_RETURN_IF_ERROR(Upload(&m->embeddings_, w.embeddings));
   MQ_RETURN_IF_ERROR(Upload(&m->norm_f_, w.norm_f));
   MQ_RETURN_IF_ERROR(Upload(&m->lm_head_, ToHalfPadded(w.lm_head.weight, m->V_, m->d_, m->dp_)));
@@ -282,8 +305,12 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
 
 StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::CreateRandom(const RandomModelSpec& spec,
                                                                        const CudaModelOptions& o) {
+  if (spec.weight_bits != 8 && !(spec.int8 && spec.weight_bits == 4))
+    return InvalidArgumentError("random model: weight_bits must be 8, or 4 with int8");
   std::unique_ptr<CudaMambaModel> m(new CudaMambaModel());
   MQ_RETURN_IF_ERROR(m->Init(spec.config, spec.int8, o));
+  m->int4_ = spec.int8 && spec.weight_bits == 4;
+  int64_t int4_scratch = 0;
   cudaStream_t st = m->stream_.get();
   uint64_t seed = spec.seed * 1000003ull;
   int64_t bytes = 0;
@@ -294,7 +321,13 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::CreateRandom(const Ran
   auto linear = [&](Linear* L, int64_t out, int64_t in, bool bias) -> Status {
     L->out = out, L->in = in, L->ld = Pad16(in);
     const float a = std::sqrt(3.0f / static_cast<float>(in));
-    if (m->int8_) {
+    if (m->int4_) {
+      MQ_ASSIGN_OR_RETURN(L->w4, DeviceBuffer<uint8_t>::Allocate(static_cast<size_t>(out * L->ld / 2)));
+      MQ_RETURN_IF_ERROR(LaunchFillRandomInt4(L->w4.get(), out, in, L->ld, ++seed, st));
+      MQ_ASSIGN_OR_RETURN(L->wscale, DeviceBuffer<float>::Allocate(static_cast<size_t>(out)));
+      MQ_RETURN_IF_ERROR(LaunchFillUniformF32(L->wscale.get(), out, 0.9f * a / 7.0f, 1.1f * a / 7.0f, ++seed, st));
+      int4_scratch = std::max(int4_scratch, out * L->ld);
+    } else if (m->int8_) {
       MQ_ASSIGN_OR_RETURN(L->w8, DeviceBuffer<int8_t>::Allocate(static_cast<size_t>(out * L->ld)));
       MQ_RETURN_IF_ERROR(LaunchFillUniformI8(L->w8.get(), out, in, L->ld, -127, 127, ++seed, st));
       MQ_ASSIGN_OR_RETURN(L->wscale, DeviceBuffer<float>::Allocate(static_cast<size_t>(out)));
@@ -325,6 +358,9 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::CreateRandom(const Ran
     bytes += static_cast<int64_t>(L.norm.bytes() + L.conv_w.bytes() + L.conv_b.bytes() + L.A2.bytes() + L.D.bytes() +
                                   L.had_scale.bytes());
   }
+  if (int4_scratch > 0) {
+    MQ_ASSIGN_OR_RETURN(m->int4_unpacked_, DeviceBuffer<int8_t>::Allocate(static_cast<size_t>(int4_scratch)));
+  }
   MQ_RETURN_IF_ERROR(f32(&m->embeddings_, m->V_ * d, -1.0f, 1.0f));
   MQ_RETURN_IF_ERROR(f32(&m->norm_f_, d, 0.9f, 1.1f));
   MQ_ASSIGN_OR_RETURN(m->lm_head_, DeviceBuffer<__half>::Allocate(static_cast<size_t>(m->V_ * m->dp_)));
@@ -339,6 +375,21 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::CreateRandom(const Ran
 
 Status CudaMambaModel::RunLinear(const Linear& lin, const void* x, int64_t ldx, int64_t tokens, void* out, int64_t ldc,
                                  bool out_f32) {
+  if (!lin.w4.empty()) {
+    // W4A8: the int4 GEMV reads the packed weights; more tokens unpack them once per call into
+    // the scratch buffer (stream-ordered, so one buffer serves every linear) for cuBLASLt.
+    if (tokens <= options_.int4_gemv_max_tokens) {
+      Int4GemvParams p;
+      p.w = lin.w4.get(), p.x = static_cast<const int8_t*>(x), p.ldx = ldx;
+      p.acc = static_cast<int32_t*>(out), p.ldc = ldc, p.out = lin.out, p.tokens = tokens, p.k = lin.ld;
+      return LaunchInt4Gemv(p, stream_.get());
+    }
+    if (int4_unpacked_.size() < static_cast<size_t>(lin.out * lin.ld))
+      return InternalError("W4A8: unpack scratch smaller than a linear");
+    MQ_RETURN_IF_ERROR(LaunchUnpackInt4(lin.w4.get(), lin.out, lin.ld, int4_unpacked_.get(), stream_.get()));
+    return gemm_->Int8(int4_unpacked_.get(), lin.ld, static_cast<const int8_t*>(x), ldx, static_cast<int32_t*>(out), ldc,
+                       lin.out, tokens, lin.ld, stream_.get());
+  }
   if (int8_) {
     if (tokens <= options_.gemv_max_tokens) {
       Int8GemvParams p;
@@ -658,7 +709,9 @@ Status CudaMambaModel::PrepareLayerKernels() {
 
 bool CudaMambaModel::UseLayerKernels(int64_t B) const {
   // Scope `full` decodes through the per-stage kernels (its conv input scale spans the whole row).
-  return options_.decode_path == DecodePath::kLayerKernels && !full_scope_ && !dec_layer_.empty() && B <= kDecodeMaxBatch &&
+  // W4A8 too, until the layer kernels' GEMV reads packed weights (per stage, the int4 GEMV does).
+  return options_.decode_path == DecodePath::kLayerKernels && !full_scope_ && !int4_ && !dec_layer_.empty() &&
+         B <= kDecodeMaxBatch &&
          B <= (options_.layer_kernels_max_batch > 0 ? options_.layer_kernels_max_batch : int8_ ? 4 : 2) &&
          B <= options_.max_logit_rows;
 }

@@ -49,6 +49,12 @@ struct CudaModelOptions {
   // (per-stage decode, docs/benchmarks.md): the GEMV wins at 2 tokens, cuBLASLt from 4 (2.8b at 8
   // tokens: 5.18 ms a step vs 6.64).
   int64_t gemv_max_tokens = 2;
+  // W4A8 (packed 4-bit weights) per-stage linears: the int4 GEMV up to this many tokens; above,
+  // the weights are unpacked to int8 into a scratch buffer for cuBLASLt at every call (not kept
+  // unpacked: that would cost 1.5× the INT8 model's weight memory). The unpack adds 1.5 bytes a
+  // weight of traffic, so the GEMV stays the better choice further than for INT8; 8 is a guess
+  // until measured (mq-bench --modes w4a8 --compare-paths).
+  int64_t int4_gemv_max_tokens = 8;
   DecodePath decode_path = DecodePath::kLayerKernels;
   // Largest decode batch for the layer kernels (≤ 8; larger batches take the per-stage kernels);
   // 0: INT8 4, FP16 2, the crossovers measured on the H100 (docs/benchmarks.md).
@@ -77,6 +83,7 @@ using ActivationTap = std::function<Status(const ActivationTapView&)>;
 struct RandomModelSpec {
   MambaConfig config;
   bool int8 = false;
+  int weight_bits = 8;          // with int8: 4 → W4A8, packed 4-bit weights (cuda/int4_kernels.h)
   bool online_hadamard = true;  // INT8: R2 before out_proj, as MambaQuant serves it
   uint64_t seed = 1;
 };
@@ -92,7 +99,8 @@ class CudaMambaModel {
 
   const MambaConfig& config() const { return config_; }
   const CudaModelOptions& options() const { return options_; }
-  bool int8() const { return int8_; }
+  bool int8() const { return int8_; }  // INT8 activations (W8A8, or W4A8 when int4())
+  bool int4() const { return int4_; }  // W4A8: packed 4-bit weights, int4 GEMV (decode runs per stage)
   cudaStream_t stream() const { return stream_.get(); }
   // Bytes of parameters one decode step reads (linears, their scales, the LM head, conv, A, D, …).
   int64_t decode_weight_bytes() const { return decode_weight_bytes_; }
@@ -159,6 +167,11 @@ class CudaMambaModel {
     options_.gemv_max_tokens = tokens;
     graphs_.clear();
   }
+  // W4A8: use the int4 GEMV up to this many tokens (0: unpack + cuBLASLt always). Drops graphs.
+  void SetInt4GemvMaxTokens(int64_t tokens) {
+    options_.int4_gemv_max_tokens = tokens;
+    graphs_.clear();
+  }
 
  private:
   struct Linear;
@@ -180,6 +193,8 @@ class CudaMambaModel {
   MambaConfig config_;
   CudaModelOptions options_;
   bool int8_ = false;
+  bool int4_ = false;
+  DeviceBuffer<int8_t> int4_unpacked_;  // W4A8: one linear's weights unpacked for cuBLASLt
   bool full_scope_ = false;  // some layer quantizes its conv input or h·C, or rotates h (per-stage decode)
   int64_t d_ = 0, E_ = 0, N_ = 0, R_ = 0, K_ = 0, V_ = 0, layers_ = 0;
   int64_t dp_ = 0, Ep_ = 0, Rp_ = 0;  // padded to 16

@@ -1,0 +1,203 @@
+// GPU tests of the packed-int4 (W4A8) path of the CUDA backend: the int4 GEMV and the unpack
+// kernel against the INT8 GEMV, cuBLASLt and the CPU on the same 4-bit levels (integer-identical),
+// and a W4A8 model against the same weights run through the INT8 path (bit-identical logits and
+// tokens). Every test skips when no CUDA device is present; its CPU twin is in
+// tests/engine/cuda_int4_twin_test.cc, which CI runs.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "cuda/cublaslt_gemm.h"
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_mamba_model.h"
+#include "cuda/device_buffer.h"
+#include "cuda/hd_math.h"
+#include "cuda/int4_kernels.h"
+#include "cuda/kernel_params.h"
+#include "model/int4_pack.h"
+#include "model/linear.h"
+#include "model/model_shapes.h"
+#include "quant/quantize_pipeline.h"
+#include "test_paths.h"
+#include "test_util.h"
+
+namespace mq::cuda {
+namespace {
+
+#define MQ_REQUIRE_GPU() \
+  if (!DeviceAvailable()) GTEST_SKIP() << "no CUDA device: GPU test skipped (its CPU twin is cuda_int4_twin_test)"
+#define ASSERT_OK(expr)                                     \
+  do {                                                      \
+    const ::mq::Status s_ = (expr);                         \
+    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString(); \
+  } while (0)
+
+template <typename T>
+DeviceBuffer<T> Up(const std::vector<T>& v) {
+  auto b = DeviceBuffer<T>::FromHost(v);
+  EXPECT_TRUE(b.ok()) << b.status().ToString();
+  return std::move(b).value();
+}
+template <typename T>
+std::vector<T> Down(const DeviceBuffer<T>& b) {
+  auto v = b.ToHost();
+  EXPECT_TRUE(v.ok()) << v.status().ToString();
+  return std::move(v).value();
+}
+
+std::vector<int8_t> RandomLevels(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> level(-7, 7);
+  std::vector<int8_t> q(n);
+  for (auto& v : q) v = static_cast<int8_t>(level(rng));
+  return q;
+}
+
+std::vector<int8_t> PadRows(const std::vector<int8_t>& q, int64_t out, int64_t k, int64_t kp) {
+  std::vector<int8_t> p(static_cast<size_t>(out * kp), 0);
+  for (int64_t r = 0; r < out; ++r) std::copy_n(q.begin() + r * k, k, p.begin() + r * kp);
+  return p;
+}
+
+// Twin: CudaInt4TwinTest.Int4GemvBlockingCoversEveryChunkAndEqualsTheInt8Products and
+// UnpackKernelEqualsTheInt8UploadOfTheSameLevels.
+TEST(CudaInt4GpuTest, Int4GemvAndUnpackEqualInt8GemvCublasLtAndCpu) {
+  MQ_REQUIRE_GPU();
+  auto gemm = CublasLtGemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status().ToString();
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{3072, 768}, {80, 1536}, {1536, 48}, {768, 1536}, {36, 128},
+                                                           {128, 4},    {7, 5},     {33, 37},   {10240, 2560}};
+  for (const auto& [out, k] : shapes) {
+    const int64_t kp = hd::RoundUp(k, 16);
+    const std::vector<int8_t> q = RandomLevels(static_cast<size_t>(out * k), out + 31 * k);
+    auto packed = PackInt4Rows(q.data(), out, k, kp / 2);
+    ASSERT_TRUE(packed.ok());
+    const std::vector<int8_t> w8 = PadRows(q, out, k, kp);
+    auto dw4 = Up(*packed);
+    auto dw8 = Up(w8);
+    // The unpack kernel reproduces the INT8 upload.
+    auto dun = DeviceBuffer<int8_t>::Allocate(w8.size());
+    ASSERT_TRUE(dun.ok());
+    ASSERT_OK(LaunchUnpackInt4(dw4.get(), out, kp, dun->get(), nullptr));
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    ASSERT_EQ(Down(*dun), w8) << "unpack " << out << "x" << k;
+    for (int64_t tokens : {1, 2, 3, 8, 17, 64}) {
+      if (out * k > 4'000'000 && tokens > 8) continue;
+      std::vector<int8_t> x = testing::RandomInt8(static_cast<size_t>(tokens * kp), tokens + 7 * k);
+      for (int64_t t = 0; t < tokens; ++t) std::fill(x.begin() + t * kp + k, x.begin() + (t + 1) * kp, 0);
+      std::vector<int32_t> ref(static_cast<size_t>(tokens * out));
+      Int8MatMulTransposedB(x.data(), w8.data(), ref.data(), tokens, kp, out);
+      auto dx = Up(x);
+      auto dacc = DeviceBuffer<int32_t>::Allocate(ref.size());
+      ASSERT_TRUE(dacc.ok());
+      ASSERT_EQ(cudaMemset(dacc->get(), 0x7f, dacc->bytes()), cudaSuccess);
+      Int4GemvParams p4;
+      p4.w = dw4.get(), p4.x = dx.get(), p4.ldx = kp, p4.acc = dacc->get(), p4.ldc = out;
+      p4.out = out, p4.tokens = tokens, p4.k = kp;
+      ASSERT_OK(LaunchInt4Gemv(p4, nullptr));
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      ASSERT_EQ(Down(*dacc), ref) << "int4 GEMV out " << out << " k " << k << " tokens " << tokens;
+      ASSERT_EQ(cudaMemset(dacc->get(), 0x7f, dacc->bytes()), cudaSuccess);
+      Int8GemvParams p8;
+      p8.w = dw8.get(), p8.ldw = kp, p8.x = dx.get(), p8.ldx = kp, p8.acc = dacc->get(), p8.ldc = out;
+      p8.out = out, p8.tokens = tokens, p8.k = kp;
+      ASSERT_OK(LaunchInt8Gemv(p8, nullptr));
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      ASSERT_EQ(Down(*dacc), ref) << "int8 GEMV out " << out << " k " << k << " tokens " << tokens;
+      ASSERT_EQ(cudaMemset(dacc->get(), 0x7f, dacc->bytes()), cudaSuccess);
+      ASSERT_OK((*gemm)->Int8(dun->get(), kp, dx.get(), kp, dacc->get(), out, out, tokens, kp, nullptr));
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      ASSERT_EQ(Down(*dacc), ref) << "cuBLASLt on unpacked out " << out << " k " << k << " tokens " << tokens;
+    }
+  }
+}
+
+// Twin: CudaInt4TwinTest.W4A8ModelLinearsReachTheKernelsAsTheInt8PathsWeights. A W4A8 model
+// (MambaQuant on mamba-tiny) against the same integer weights uploaded as INT8: prefill (more
+// tokens than int4_gemv_max_tokens: unpack + cuBLASLt), per-stage decode (int4 GEMV) and greedy
+// generation from a CUDA graph must agree bit for bit, with half the linear weight bytes.
+TEST(CudaInt4GpuTest, W4A8ModelEqualsTheInt8PathOnTheSameWeights) {
+  MQ_REQUIRE_GPU();
+  quant::QuantizeOptions qo;
+  qo.model_dir = testing::RepoPath("models/mamba-tiny");
+  qo.calib_text_path = testing::RepoPath("models/text/calib.txt");
+  qo.bits = "w4a8";
+  qo.num_samples = 8;
+  qo.seq_len = 64;
+  auto build = quant::BuildQuantizedModel(qo, nullptr);
+  ASSERT_TRUE(build.ok()) << build.status().ToString();
+  const MambaWeights& w4 = build->model;
+  MambaWeights w8 = w4;  // the same levels, declared 8-bit: the INT8 upload and kernels
+  for (auto& L : w8.layers)
+    for (mq::Linear* l : {&L.in_proj, &L.x_proj, &L.dt_proj, &L.out_proj}) l->quant->weight_bits = 8;
+  CudaModelOptions o;
+  o.max_tokens = 256, o.max_batch = 4, o.num_slots = 4, o.max_logit_rows = 256;
+  auto m4 = CudaMambaModel::Create(w4, o);
+  auto m8 = CudaMambaModel::Create(w8, o);
+  ASSERT_TRUE(m4.ok()) << m4.status().ToString();
+  ASSERT_TRUE(m8.ok()) << m8.status().ToString();
+  ASSERT_TRUE((*m4)->int4());
+  ASSERT_FALSE((*m8)->int4());
+  (*m8)->SetDecodePath(DecodePath::kPerStage);  // the W4A8 model decodes per stage
+  EXPECT_LT((*m4)->decode_weight_bytes(), (*m8)->decode_weight_bytes());
+
+  const int64_t B = 2, L = 37;
+  std::vector<int32_t> ids(static_cast<size_t>(B * L)), slots = {0, 1};
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 131 + 5) % w4.config.vocab_size);
+  auto logits = [&](CudaMambaModel& m, const std::vector<int32_t>& in, int64_t b, int64_t l) {
+    std::vector<float> out;
+    EXPECT_TRUE(m.Forward(in, slots, b, l, LogitsMode::kAll, &out).ok());
+    return out;
+  };
+  ASSERT_OK((*m4)->ResetSlots(slots));
+  ASSERT_OK((*m8)->ResetSlots(slots));
+  const std::vector<float> p4 = logits(**m4, ids, B, L), p8 = logits(**m8, ids, B, L);
+  ASSERT_EQ(p4.size(), p8.size());
+  EXPECT_EQ(std::memcmp(p4.data(), p8.data(), p4.size() * 4), 0) << "prefill logits differ";
+  // Single-token steps from the prefilled state: the int4 GEMV against the INT8 GEMV.
+  for (int step = 0; step < 4; ++step) {
+    const std::vector<int32_t> next = {static_cast<int32_t>(7 + step), static_cast<int32_t>(100 + step)};
+    const std::vector<float> d4 = logits(**m4, next, B, 1), d8 = logits(**m8, next, B, 1);
+    ASSERT_EQ(std::memcmp(d4.data(), d8.data(), d4.size() * 4), 0) << "decode step " << step;
+  }
+  GenerationOptions go;
+  go.max_new_tokens = 12;
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3, 4, 5}, {9, 8, 7, 6, 5}};
+  auto g4 = (*m4)->Generate(prompts, go, true);
+  auto g8 = (*m8)->Generate(prompts, go, true);
+  ASSERT_TRUE(g4.ok() && g8.ok());
+  EXPECT_EQ(*g4, *g8);
+}
+
+// Twin: none needed beyond the GEMV twin (the same kernels): a random W4A8 model of a real shape
+// (the benchmark's) builds, holds about half the INT8 model's linear bytes and decodes.
+TEST(CudaInt4GpuTest, RandomW4A8ModelDecodes) {
+  MQ_REQUIRE_GPU();
+  auto config = ModelShapeConfig("130m");
+  ASSERT_TRUE(config.ok());
+  CudaModelOptions o;
+  o.max_tokens = 64, o.max_batch = 8, o.num_slots = 8, o.max_logit_rows = 8;
+  RandomModelSpec s4;
+  s4.config = *config, s4.int8 = true, s4.weight_bits = 4;
+  RandomModelSpec s8 = s4;
+  s8.weight_bits = 8;
+  auto m4 = CudaMambaModel::CreateRandom(s4, o);
+  auto m8 = CudaMambaModel::CreateRandom(s8, o);
+  ASSERT_TRUE(m4.ok()) << m4.status().ToString();
+  ASSERT_TRUE(m8.ok()) << m8.status().ToString();
+  EXPECT_LT((*m4)->decode_weight_bytes(), (*m8)->decode_weight_bytes() * 3 / 4);
+  for (int64_t B : {1, 8}) {
+    ASSERT_OK((*m4)->PrepareDecode(B, true));
+    ASSERT_OK((*m4)->DecodeStep(B, true));
+  }
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  RandomModelSpec bad = s4;
+  bad.int8 = false;
+  EXPECT_EQ(CudaMambaModel::CreateRandom(bad, o).status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace mq::cuda

@@ -1,0 +1,188 @@
+// CPU twins of the packed-int4 kernels (cuda/int4_gemv_kernel.cu): the same arithmetic
+// (cuda/int4_math.h compiled here as plain C++, the byte permutes emulated as PTX defines them),
+// the same blocking and index maps, run on the host against the CPU INT8 reference. These run in
+// CI, which has no GPU; tests/engine/cuda_int4_gpu_test.cc runs the kernels, one GPU test per
+// twin here.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "cuda/hd_math.h"
+#include "cuda/int4_math.h"
+#include "model/int4_pack.h"
+#include "model/linear.h"
+#include "quant/quantize_pipeline.h"
+#include "test_paths.h"
+#include "test_util.h"
+
+namespace mq::cuda {
+namespace {
+
+uint32_t Word32(const uint8_t* p) {
+  uint32_t w;
+  std::memcpy(&w, p, 4);  // little-endian, as the GPU loads it
+  return w;
+}
+int32_t Word(const int8_t* p) { return static_cast<int32_t>(Word32(reinterpret_cast<const uint8_t*>(p))); }
+
+std::vector<int8_t> RandomLevels(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> level(-7, 7);
+  std::vector<int8_t> q(n);
+  for (auto& v : q) v = static_cast<int8_t>(level(rng));
+  return q;
+}
+
+// [out, k] levels → [out, kp] int8 rows zero-padded, as the INT8 upload (PadInt8) lays them out.
+std::vector<int8_t> PadRows(const std::vector<int8_t>& q, int64_t out, int64_t k, int64_t kp) {
+  std::vector<int8_t> p(static_cast<size_t>(out * kp), 0);
+  for (int64_t r = 0; r < out; ++r) std::copy_n(q.begin() + r * k, k, p.begin() + r * kp);
+  return p;
+}
+
+// Twin of LaunchUnpackInt4 / UnpackInt4Kernel: word i of the packed buffer → int8 words 2i, 2i+1.
+std::vector<int8_t> EmulateUnpack(const std::vector<uint8_t>& packed, int64_t rows, int64_t ld) {
+  std::vector<int8_t> out(static_cast<size_t>(rows * ld));
+  for (int64_t i = 0; i < rows * ld / 8; ++i) {
+    int32_t a, b;
+    hd::UnpackInt4Word(Word32(packed.data() + 4 * i), &a, &b);
+    std::memcpy(out.data() + 8 * i, &a, 4);
+    std::memcpy(out.data() + 8 * i + 4, &b, 4);
+  }
+  return out;
+}
+
+// Twin of Int4GemvKernel, lane by lane: hd::GemvLayout over 16-element chunks, an 8-byte packed
+// chunk per (lane, chunk) unpacked by hd::Int4Dot16 against the 16 activations, group and k-split
+// reductions in the kernel's order. Every chunk of every row must be read exactly once.
+void EmulateInt4Gemv(const std::vector<uint8_t>& w, const std::vector<int8_t>& x, int64_t out, int64_t kp, int64_t tokens,
+                     std::vector<int32_t>* acc, std::vector<int>* reads) {
+  const hd::GemvLayout l = hd::ChooseGemvLayout(kp, out);
+  ASSERT_EQ(32 % l.group, 0);
+  acc->assign(static_cast<size_t>(tokens * out), 0);
+  reads->assign(static_cast<size_t>(out * l.chunks), 0);
+  const int64_t blocks = (out + l.rows_per_block() - 1) / l.rows_per_block();
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    for (int warp = 0; warp < hd::kGemvWarps; ++warp) {
+      const int rowset = warp / l.ksplit, kpart = warp % l.ksplit;
+      for (int lane = 0; lane < 32; ++lane) {
+        const int grp = lane / l.group, gl = lane % l.group;
+        const int64_t row = blk * l.rows_per_block() + rowset * l.rows_per_warp + grp;
+        if (row >= out) continue;
+        const uint8_t* wrow = w.data() + row * (kp / 2);
+        for (int64_t it = 0; it < l.iters; ++it) {
+          const int64_t ch = hd::GemvChunk(l, kpart, gl, it);
+          if (ch >= l.chunks) continue;
+          ++(*reads)[row * l.chunks + ch];
+          const uint32_t w0 = Word32(wrow + ch * 8), w1 = Word32(wrow + ch * 8 + 4);
+          for (int64_t t = 0; t < tokens; ++t) {
+            const int8_t* xc = x.data() + t * kp + ch * 16;
+            int32_t& a = (*acc)[t * out + row];
+            a = hd::Int4Dot16(w0, w1, Word(xc), Word(xc + 4), Word(xc + 8), Word(xc + 12), a);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaInt4TwinTest, UnpackWordMatchesThePackedLayoutForEveryNibble) {
+  // Every byte value in every byte position (the others random), and random words.
+  std::mt19937 rng(7);
+  std::vector<uint32_t> words;
+  for (int pos = 0; pos < 4; ++pos)
+    for (uint32_t v = 0; v < 256; ++v) words.push_back((rng() & ~(0xffu << (8 * pos))) | (v << (8 * pos)));
+  for (int i = 0; i < 4096; ++i) words.push_back(rng());
+  for (uint32_t w : words) {
+    int32_t a, b;
+    hd::UnpackInt4Word(w, &a, &b);
+    int8_t got[8];
+    std::memcpy(got, &a, 4);
+    std::memcpy(got + 4, &b, 4);
+    for (int e = 0; e < 8; ++e) {
+      const uint8_t nibble = (w >> (4 * e)) & 0xF;  // element e: byte e/2, low nibble for even e
+      ASSERT_EQ(got[e], Int4Decode(nibble)) << std::hex << "word 0x" << w << " element " << e;
+    }
+  }
+}
+
+TEST(CudaInt4TwinTest, UnpackKernelEqualsTheInt8UploadOfTheSameLevels) {
+  for (const auto& [rows, k] : std::vector<std::pair<int64_t, int64_t>>{{3, 5}, {36, 128}, {128, 4}, {17, 37}, {768, 24}}) {
+    const int64_t kp = hd::RoundUp(k, 16);
+    const std::vector<int8_t> q = RandomLevels(static_cast<size_t>(rows * k), rows * 31 + k);
+    auto packed = PackInt4Rows(q.data(), rows, k, kp / 2);
+    ASSERT_TRUE(packed.ok());
+    EXPECT_EQ(EmulateUnpack(*packed, rows, kp), PadRows(q, rows, k, kp)) << rows << "x" << k;
+  }
+}
+
+TEST(CudaInt4TwinTest, Int4GemvBlockingCoversEveryChunkAndEqualsTheInt8Products) {
+  // (out, k) of the fixtures' and the family's linears, and odd widths (padded to 16).
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {256, 64},   {36, 128},    {128, 4},    {64, 128},                  // tiny
+      {1536, 384}, {56, 768},    {768, 24},   {384, 768},                 // small
+      {3072, 768}, {80, 1536},   {1536, 48},  {768, 1536},                // 130m
+      {10240, 2560}, {192, 5120}, {5120, 160}, {2560, 5120},              // 2.8b
+      {7, 5},      {33, 37},     {100, 1001}};                            // odd
+  for (const auto& [out, k] : shapes) {
+    const int64_t kp = hd::RoundUp(k, 16);
+    for (int64_t tokens : {1, 3}) {
+      const std::vector<int8_t> q = RandomLevels(static_cast<size_t>(out * k), out * 7 + k);
+      auto packed = PackInt4Rows(q.data(), out, k, kp / 2);
+      ASSERT_TRUE(packed.ok());
+      std::vector<int8_t> x = testing::RandomInt8(static_cast<size_t>(tokens * kp), k * 3 + tokens);
+      for (int64_t t = 0; t < tokens; ++t) std::fill(x.begin() + t * kp + k, x.begin() + (t + 1) * kp, 0);
+      std::vector<int32_t> acc;
+      std::vector<int> reads;
+      EmulateInt4Gemv(*packed, x, out, kp, tokens, &acc, &reads);
+      for (int r : reads) ASSERT_EQ(r, 1) << "out " << out << " k " << k;
+      std::vector<int32_t> ref(static_cast<size_t>(tokens * out));
+      const std::vector<int8_t> w8 = PadRows(q, out, k, kp);
+      Int8MatMulTransposedB(x.data(), w8.data(), ref.data(), tokens, kp, out);
+      ASSERT_EQ(acc, ref) << "out " << out << " k " << k << " tokens " << tokens;
+    }
+  }
+}
+
+// What the GPU test W4A8ModelEqualsTheInt8PathOnTheSameWeights relies on, on a real W4A8 model
+// (MambaQuant on mamba-tiny): every linear as the W4A8 upload packs it (rows padded to 16) reaches
+// the GEMV and the unpack kernel as exactly the INT8 upload's weights, so the accumulators and
+// everything after them equal the INT8 path's.
+TEST(CudaInt4TwinTest, W4A8ModelLinearsReachTheKernelsAsTheInt8PathsWeights) {
+  quant::QuantizeOptions o;
+  o.model_dir = testing::RepoPath("models/mamba-tiny");
+  o.calib_text_path = testing::RepoPath("models/text/calib.txt");
+  o.bits = "w4a8";
+  o.num_samples = 8;
+  o.seq_len = 64;
+  auto build = quant::BuildQuantizedModel(o, nullptr);
+  ASSERT_TRUE(build.ok()) << build.status().ToString();
+  int checked = 0;
+  for (const auto& L : build->model.layers) {
+    for (const Linear* l : {&L.in_proj, &L.x_proj, &L.dt_proj, &L.out_proj}) {
+      ASSERT_TRUE(l->quant.has_value());
+      ASSERT_EQ(l->quant->weight_bits, 4);
+      const int64_t out = l->out_features, k = l->in_features, kp = hd::RoundUp(k, 16);
+      auto packed = PackInt4Rows(l->quant->qweight.data(), out, k, kp / 2);
+      ASSERT_TRUE(packed.ok());
+      const std::vector<int8_t> w8 = PadRows(l->quant->qweight, out, k, kp);
+      ASSERT_EQ(EmulateUnpack(*packed, out, kp), w8);
+      const int64_t tokens = 3;
+      std::vector<int8_t> x = testing::RandomInt8(static_cast<size_t>(tokens * kp), out + k);
+      for (int64_t t = 0; t < tokens; ++t) std::fill(x.begin() + t * kp + k, x.begin() + (t + 1) * kp, 0);
+      std::vector<int32_t> acc, ref(static_cast<size_t>(tokens * out));
+      std::vector<int> reads;
+      EmulateInt4Gemv(*packed, x, out, kp, tokens, &acc, &reads);
+      Int8MatMulTransposedB(x.data(), w8.data(), ref.data(), tokens, kp, out);
+      ASSERT_EQ(acc, ref);
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 4 * static_cast<int>(build->model.layers.size()));
+}
+
+}  // namespace
+}  // namespace mq::cuda
