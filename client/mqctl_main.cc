@@ -26,7 +26,8 @@ const std::set<std::string>& CommandValueOptions() {
       "act-percentile", "r1-covariance", "weight-clip", "state-granularity",
       "prompt-ids", "max-new-tokens", "min-tokens", "top-k", "top-p", "min-p", "repetition-penalty",  // generate
       "presence-penalty", "frequency-penalty", "stop", "stop-token-id", "logprobs", "n",
-      "text", "file", "top-logprobs"};                                                             // score
+      "text", "file", "top-logprobs",                                                              // score
+      "role"};                                                                                     // tokens
   return *o;
 }
 
@@ -61,6 +62,8 @@ commands:
                                               (mqctl score --help for details)
   workers list                                workers: device, memory, slots, lease, loaded models
   server status                               version, uptime, workers, loaded models
+  tokens mint --role admin|operator|inference|worker [--name N]
+                                              a new token and its --tokens-file line (local)
 
 global options:
   --server ADDR        server address (default $MQ_SERVER, else localhost:7070)
@@ -100,6 +103,9 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stdout);
     return words.empty() && !args->Has("help") ? kExitUsage : kExitOk;
   }
+
+  // Local commands (no server).
+  if (words[0] == "tokens") return RunTokensCommand(*args, std::vector<std::string>(words.begin() + 1, words.end()));
 
   CliContext cli;
   cli.json = args->Has("json");

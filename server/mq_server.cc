@@ -53,12 +53,32 @@ absl::Status MqServer::Init() {
   scheduler_ = std::make_unique<Scheduler>(jobs_.get(), workers_.get(), registry_.get(), uploads_.get(), hub_.get(),
                                            metrics_.get(), sched);
 
-  const bool authenticate = !options_.tls.insecure;
-  std::string worker_token = options_.worker_token.empty() ? options_.client_token : options_.worker_token;
-  if (authenticate && options_.client_token.empty()) {
-    return absl::InvalidArgumentError("a token is required unless --insecure: set --token, --token-file or MQ_TOKEN");
+  if (options_.tls.insecure) {
+    // Honouring a token over plaintext would send it in the clear; ignoring it silently would
+    // leave an operator believing the server is protected. Refuse the combination.
+    if (!options_.tokens_file.empty() || !options_.client_token.empty() || !options_.worker_token.empty()) {
+      return absl::InvalidArgumentError("--insecure disables authentication: drop --token, --worker-token and --tokens-file (or drop --insecure)");
+    }
+    if (!options_.worker_ca.empty()) return absl::InvalidArgumentError("--worker-ca needs TLS: drop --insecure");
+  } else {
+    std::vector<TokenEntry> fixed;
+    if (!options_.client_token.empty()) fixed.push_back(EntryForSecret(options_.client_token, Role::kAdmin, "flag-token"));
+    if (!options_.worker_token.empty()) fixed.push_back(EntryForSecret(options_.worker_token, Role::kWorker, "flag-worker-token"));
+    if (fixed.empty() && options_.tokens_file.empty()) {
+      return absl::InvalidArgumentError("a token is required unless --insecure: set --tokens-file, --token (or --token-file, MQ_TOKEN)");
+    }
+    if (options_.worker_token.empty() && options_.tokens_file.empty() && options_.worker_listen.empty()) {
+      // --token is an admin token only (it no longer doubles as the worker token).
+      Log(LogLevel::kWarning, "no worker credential: workers need --worker-token, a worker token in --tokens-file, or --worker-listen with certificates");
+    }
+    auto tokens = TokenStore::Create(options_.tokens_file, std::move(fixed));
+    if (!tokens.ok()) return tokens.status();
+    tokens_ = *std::move(tokens);
+    if (!options_.worker_listen.empty() && options_.worker_ca.empty()) {
+      return absl::InvalidArgumentError("--worker-listen needs --worker-ca (the CA that signs worker certificates)");
+    }
   }
-  auth_ = std::make_unique<Authenticator>(authenticate, options_.client_token, worker_token);
+  auth_ = std::make_unique<Authenticator>(tokens_.get());
 
   ServiceDeps deps;
   deps.auth = auth_.get();
@@ -84,6 +104,22 @@ absl::Status MqServer::Init() {
 
   auto creds = MakeServerCredentials(options_.tls);
   if (!creds.ok()) return creds.status();
+  const bool worker_port = !options_.worker_listen.empty();
+  std::shared_ptr<grpc::ServerCredentials> worker_creds;
+  if (worker_port) {
+    ServerTlsOptions worker_tls = options_.tls;
+    worker_tls.client_ca_file = options_.worker_ca;
+    auto wc = MakeServerCredentials(worker_tls);
+    if (!wc.ok()) return wc.status();
+    worker_creds = *std::move(wc);
+  }
+  if (auth_->enabled()) {
+    // Every call on either port passes its processor before any handler runs.
+    (*creds)->SetAuthMetadataProcessor(auth_->PublicPortProcessor(/*worker_api_here=*/!worker_port));
+    if (worker_port) worker_creds->SetAuthMetadataProcessor(auth_->WorkerPortProcessor());
+  } else {
+    Log(LogLevel::kWarning, "--insecure: plaintext and no authentication; anyone who reaches the port may do anything");
+  }
 
   if (!options_.metrics_listen.empty()) {
     try {
@@ -98,6 +134,7 @@ absl::Status MqServer::Init() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, *creds, &port_);
+  if (worker_port) builder.AddListeningPort(options_.worker_listen, worker_creds, &worker_port_);
   builder.SetMaxReceiveMessageSize(8 << 20);
   builder.SetMaxSendMessageSize(8 << 20);
   builder.RegisterService(registry_service_.get());
@@ -112,6 +149,9 @@ absl::Status MqServer::Init() {
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
+  }
+  if (worker_port && worker_port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.worker_listen));
   }
   // --health-listen: gRPC health alone, in plaintext, for probes that cannot speak TLS (the
   // kubelet's). It carries no API and mirrors the API port's health.
@@ -136,7 +176,19 @@ absl::Status MqServer::Init() {
   scheduler_->Start();
   Log(LogLevel::kInfo, "mq-server started")
       .Kv("listen", options_.listen).Kv("port", port_).Kv("metrics", options_.metrics_listen)
-      .Kv("data_dir", options_.data_dir).Kv("tls", !options_.tls.insecure).Kv("lease_s", absl::ToInt64Seconds(options_.lease));
+      .Kv("data_dir", options_.data_dir).Kv("tls", !options_.tls.insecure).Kv("lease_s", absl::ToInt64Seconds(options_.lease))
+      .Kv("worker_port", worker_port_).Kv("tokens", tokens_ != nullptr ? static_cast<int64_t>(tokens_->size()) : 0);
+  return absl::OkStatus();
+}
+
+absl::Status MqServer::ReloadTokens() {
+  if (tokens_ == nullptr) return absl::FailedPreconditionError("no tokens (--insecure)");
+  absl::Status s = tokens_->Reload();
+  if (!s.ok()) {
+    Log(LogLevel::kError, "tokens file reload failed; the previous tokens stay in force").Kv("file", tokens_->path()).Kv("error", s);
+    return s;
+  }
+  Log(LogLevel::kInfo, "tokens reloaded").Kv("file", tokens_->path()).Kv("tokens", static_cast<int64_t>(tokens_->size()));
   return absl::OkStatus();
 }
 

@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "artifact_validation.h"
 #include "auth.h"
+#include "token_store.h"
 #include "blob_store.h"
 #include "credentials.h"
 #include "inference_service.h"
@@ -38,8 +39,15 @@ struct ServerOptions {
   std::string health_listen;   // empty: none; else plaintext gRPC health alone (for kubelet probes)
   std::string data_dir = "./mq-data";
   ServerTlsOptions tls;        // tls.insecure also disables authentication
+  // Bearer tokens: the tokens file (token_store.h) and the shorthand flags --token (an admin
+  // token) and --worker-token (a worker token). At least one is needed unless insecure.
+  std::string tokens_file;
   std::string client_token;
-  std::string worker_token;    // defaults to client_token
+  std::string worker_token;
+  // The worker API's own port, mutual TLS with client certificates signed by worker_ca (the
+  // public port then refuses the worker API). Empty: workers use the public port with a token.
+  std::string worker_listen;
+  std::string worker_ca;
   absl::Duration lease = absl::Seconds(15);
   int max_attempts = 3;
   int64_t max_queued_jobs = 10000;
@@ -57,6 +65,9 @@ class MqServer {
   void Shutdown();
   int port() const { return port_; }
   int health_port() const { return health_port_; }
+  int worker_port() const { return worker_port_; }
+  // Re-reads the tokens file (SIGHUP). On error the previous tokens stay in force.
+  absl::Status ReloadTokens();
 
  private:
   explicit MqServer(const ServerOptions& options) : options_(options) {}
@@ -65,6 +76,8 @@ class MqServer {
   ServerOptions options_;
   int port_ = 0;
   int health_port_ = 0;
+  int worker_port_ = 0;
+  std::unique_ptr<TokenStore> tokens_;  // null when insecure
   std::unique_ptr<SqliteDb> db_;
   std::unique_ptr<BlobStore> blobs_;
   std::unique_ptr<JobStore> jobs_;

@@ -7,7 +7,10 @@ namespace mq::server {
 
 using namespace mambaquant::v1;  // NOLINT
 
-ServeStreamReactor::ServeStreamReactor(InferenceRouter* router) : router_(router) { StartRead(&in_); }
+ServeStreamReactor::ServeStreamReactor(InferenceRouter* router, std::function<absl::Status(const std::string&)> check_worker)
+    : router_(router), check_worker_(std::move(check_worker)) {
+  StartRead(&in_);
+}
 
 bool ServeStreamReactor::Send(const ServeDown& message) {
   absl::MutexLock l(&mu_);
@@ -49,7 +52,8 @@ void ServeStreamReactor::OnReadDone(bool ok) {
       Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message of Serve must be a hello"));
       return;
     }
-    absl::Status s = router_->AttachWorker(in_.hello(), this);
+    absl::Status s = check_worker_ ? check_worker_(in_.hello().worker_id()) : absl::OkStatus();
+    if (s.ok()) s = router_->AttachWorker(in_.hello(), this);
     if (!s.ok()) {
       Close(ToGrpcStatus(s));
       return;

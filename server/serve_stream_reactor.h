@@ -5,11 +5,13 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <string>
 
 #include <grpcpp/support/server_callback.h>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "inference_router.h"
 #include "mambaquant/v1/worker.pb.h"
@@ -19,7 +21,10 @@ namespace mq::server {
 class ServeStreamReactor final : public grpc::ServerBidiReactor<mambaquant::v1::ServeUp, mambaquant::v1::ServeDown>,
                                  public WorkerStreamSink {
  public:
-  explicit ServeStreamReactor(InferenceRouter* router);
+  // check_worker (may be empty) vets the hello's worker id against the caller's identity
+  // (WorkerOwnership); a refusal ends the stream with its status.
+  explicit ServeStreamReactor(InferenceRouter* router,
+                              std::function<absl::Status(const std::string&)> check_worker = nullptr);
 
   bool Send(const mambaquant::v1::ServeDown& message) override;
 
@@ -36,6 +41,7 @@ class ServeStreamReactor final : public grpc::ServerBidiReactor<mambaquant::v1::
   std::string AttachedId();
 
   InferenceRouter* router_;
+  const std::function<absl::Status(const std::string&)> check_worker_;
   mambaquant::v1::ServeUp in_;
   absl::Mutex mu_;
   std::string worker_id_ ABSL_GUARDED_BY(mu_);  // set by the hello

@@ -3,6 +3,7 @@
 #include "serve_stream_reactor.h"
 
 #include <atomic>
+#include <cmath>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -26,6 +27,7 @@ namespace {
 constexpr size_t kMaxReportBytes = 1 << 20;
 constexpr size_t kMaxMessageBytes = 1024;
 constexpr size_t kMaxErrorBytes = 4096;
+constexpr double kMaxEtaSeconds = 30.0 * 24 * 3600;
 
 absl::Status ValidateWorkerId(const std::string& id) {
   bool ok = id.size() == 18 && id.compare(0, 2, "w-") == 0;
@@ -70,11 +72,17 @@ class AcquireReactor : public grpc::ServerUnaryReactor {
 
 }  // namespace
 
+absl::Status WorkerServiceImpl::ClaimWorker(const grpc::CallbackServerContext& ctx, const std::string& worker_id) {
+  return owners_.Claim(worker_id, deps_.auth->CallerIdentity(ctx));
+}
+
 grpc::ServerUnaryReactor* WorkerServiceImpl::RegisterWorker(grpc::CallbackServerContext* ctx,
                                                             const RegisterWorkerRequest* req,
                                                             RegisterWorkerResponse* resp) {
-  absl::Status s = deps_.auth->CheckWorker(*ctx);
-  if (s.ok() && !req->worker_id().empty()) s = ValidateWorkerId(req->worker_id());
+  // Authorized by the port's auth processor (auth.h) before this runs.
+  absl::Status s;
+  if (!req->worker_id().empty()) s = ValidateWorkerId(req->worker_id());
+  if (s.ok() && !req->worker_id().empty()) s = ClaimWorker(*ctx, req->worker_id());
   if (s.ok() && req->backend() != "cpu" && req->backend() != "cuda") s = absl::InvalidArgumentError("backend must be cpu or cuda");
   if (s.ok() && (req->name().size() > 128 || req->address().size() > 256 || req->device_name().size() > 256 ||
                  req->version().size() > 64)) {
@@ -92,6 +100,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::RegisterWorker(grpc::CallbackServer
   }
   auto id = deps_.workers->Register(info, absl::Now(), deps_.lease);
   if (!id.ok()) return Reply(ctx, id.status());
+  s = ClaimWorker(*ctx, *id);
+  if (!s.ok()) return Reply(ctx, s);
   resp->set_worker_id(*id);
   resp->set_lease_seconds(static_cast<int32_t>(absl::ToInt64Seconds(deps_.lease)));
   Log(LogLevel::kInfo, "worker registered")
@@ -102,8 +112,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::RegisterWorker(grpc::CallbackServer
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx, const HeartbeatRequest* req,
                                                        HeartbeatResponse* resp) {
-  absl::Status s = deps_.auth->CheckWorker(*ctx);
-  if (s.ok()) s = ValidateWorkerId(req->worker_id());
+  absl::Status s = ValidateWorkerId(req->worker_id());
+  if (s.ok()) s = ClaimWorker(*ctx, req->worker_id());
   if (!s.ok()) return Reply(ctx, s);
   const absl::Time now = absl::Now();
   s = deps_.workers->Renew(req->worker_id(), now, deps_.lease);
@@ -130,8 +140,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::AcquireJob(grpc::CallbackServerContext* ctx, const AcquireJobRequest* req,
                                                         AcquireJobResponse* resp) {
-  absl::Status s = deps_.auth->CheckWorker(*ctx);
-  if (s.ok()) s = ValidateWorkerId(req->worker_id());
+  absl::Status s = ValidateWorkerId(req->worker_id());
+  if (s.ok()) s = ClaimWorker(*ctx, req->worker_id());
   if (s.ok() && (req->wait_seconds() < 0 || req->wait_seconds() > 60)) s = absl::InvalidArgumentError("wait_seconds must be 0..60");
   if (s.ok()) s = deps_.workers->Get(req->worker_id()).status();
   if (!s.ok()) return Reply(ctx, s);
@@ -144,15 +154,25 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::AcquireJob(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* WorkerServiceImpl::ReportProgress(grpc::CallbackServerContext* ctx,
                                                             const ReportProgressRequest* req,
                                                             ReportProgressResponse* resp) {
-  absl::Status s = deps_.auth->CheckWorker(*ctx);
-  if (s.ok()) s = ValidateWorkerId(req->worker_id());
+  absl::Status s = ValidateWorkerId(req->worker_id());
+  if (s.ok()) s = ClaimWorker(*ctx, req->worker_id());
   if (s.ok()) s = ValidateJobId(req->job_id());
   if (!s.ok()) return Reply(ctx, s);
+  // Checked here, where they enter: NaN passes std::clamp and an infinite ETA would be stored
+  // and shown to every watcher.
+  if (!Stage_IsValid(req->stage())) return Reply(ctx, absl::InvalidArgumentError("unknown stage"));
+  if (!std::isfinite(req->stage_fraction()) || !std::isfinite(req->fraction())) {
+    return Reply(ctx, absl::InvalidArgumentError("stage_fraction and fraction must be finite"));
+  }
+  if (!std::isfinite(req->eta_seconds()) || req->eta_seconds() > kMaxEtaSeconds) {
+    return Reply(ctx, absl::InvalidArgumentError("eta_seconds must be finite and at most 30 days (negative: unknown)"));
+  }
   ProgressUpdate p;
-  p.stage = Stage_IsValid(req->stage()) ? req->stage() : STAGE_UNSPECIFIED;
+  p.stage = req->stage();
+  // Rounding may put a fraction a hair outside 0..1; that is clamped, not refused.
   p.stage_fraction = std::clamp(req->stage_fraction(), 0.0, 1.0);
   p.fraction = std::clamp(req->fraction(), 0.0, 1.0);
-  p.eta_seconds = req->eta_seconds();
+  p.eta_seconds = req->eta_seconds() < 0 ? -1.0 : req->eta_seconds();
   p.message = req->message().substr(0, kMaxMessageBytes);
   auto job = deps_.jobs->ReportProgress(req->worker_id(), req->job_id(), p, absl::Now());
   if (!job.ok()) return Reply(ctx, job.status());
@@ -163,7 +183,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReportProgress(grpc::CallbackServer
 
 grpc::ServerWriteReactor<FileChunk>* WorkerServiceImpl::FetchBlob(grpc::CallbackServerContext* ctx,
                                                                   const FetchBlobRequest* req) {
-  absl::Status s = deps_.auth->CheckWorker(*ctx);
+  // Only a caller that owns a registered worker reads blobs.
+  absl::Status s = owners_.CheckAnyWorker(deps_.auth->CallerIdentity(*ctx));
   if (s.ok() && !IsSha256Hex(req->sha256())) s = absl::InvalidArgumentError("sha256 must be 64 lower-case hex characters");
   if (!s.ok()) return new FinishedWriteReactor<FileChunk>(ToGrpcStatus(s));
   auto size = deps_.registry->blobs()->BlobSize(req->sha256());
@@ -180,8 +201,8 @@ grpc::ServerWriteReactor<FileChunk>* WorkerServiceImpl::FetchBlob(grpc::Callback
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::StartResultUpload(grpc::CallbackServerContext* ctx,
                                                                const StartResultUploadRequest* req, Upload* resp) {
-  absl::Status s = deps_.auth->CheckWorker(*ctx);
-  if (s.ok()) s = ValidateWorkerId(req->worker_id());
+  absl::Status s = ValidateWorkerId(req->worker_id());
+  if (s.ok()) s = ClaimWorker(*ctx, req->worker_id());
   if (s.ok()) s = ValidateJobId(req->job_id());
   if (!s.ok()) return Reply(ctx, s);
   auto job = deps_.jobs->Get(req->job_id());
@@ -203,19 +224,24 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::StartResultUpload(grpc::CallbackSer
 
 grpc::ServerReadReactor<UploadChunk>* WorkerServiceImpl::UploadResultChunks(grpc::CallbackServerContext* ctx,
                                                                             UploadChunksResponse* resp) {
-  absl::Status s = deps_.auth->CheckWorker(*ctx);
-  if (!s.ok()) return new FinishedReadReactor<UploadChunk>(ToGrpcStatus(s));
+  // The upload must be the result of a job held by a worker this caller owns.
+  const std::string identity = deps_.auth->CallerIdentity(*ctx);
   return new UploadChunksReactor(deps_.uploads, deps_.registry_store, deps_.metrics, resp,
-                                 [](const UploadRecord& record) -> absl::Status {
+                                 [this, identity](const UploadRecord& record) -> absl::Status {
                                    if (record.job_id.empty()) return absl::PermissionDeniedError("not a job result upload");
-                                   return absl::OkStatus();
+                                   auto job = deps_.jobs->Get(record.job_id);
+                                   if (!job.ok()) return job.status();
+                                   if (!IsOnWorker(job->state())) {
+                                     return absl::FailedPreconditionError(absl::StrCat("job ", job->id(), " is not running"));
+                                   }
+                                   return owners_.Claim(job->worker_id(), identity);
                                  });
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerContext* ctx, const FinishJobRequest* req,
                                                        FinishJobResponse* resp) {
-  absl::Status s = deps_.auth->CheckWorker(*ctx);
-  if (s.ok()) s = ValidateWorkerId(req->worker_id());
+  absl::Status s = ValidateWorkerId(req->worker_id());
+  if (s.ok()) s = ClaimWorker(*ctx, req->worker_id());
   if (s.ok()) s = ValidateJobId(req->job_id());
   if (s.ok() && !IsTerminal(req->outcome())) s = absl::InvalidArgumentError("outcome must be SUCCEEDED, FAILED or CANCELLED");
   if (s.ok() && req->error().size() > kMaxErrorBytes) s = absl::InvalidArgumentError("error is over 4096 bytes");
@@ -283,26 +309,21 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerConte
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::Deregister(grpc::CallbackServerContext* ctx, const DeregisterRequest* req,
                                                         DeregisterResponse*) {
-  absl::Status s = deps_.auth->CheckWorker(*ctx);
-  if (s.ok()) s = ValidateWorkerId(req->worker_id());
+  absl::Status s = ValidateWorkerId(req->worker_id());
+  if (s.ok()) s = ClaimWorker(*ctx, req->worker_id());
   if (!s.ok()) return Reply(ctx, s);
   deps_.scheduler->DropWorker(req->worker_id(), "worker left");
+  owners_.Forget(req->worker_id());
   Log(LogLevel::kInfo, "worker left").Kv("worker", req->worker_id());
   return Reply(ctx, absl::OkStatus());
 }
 
 grpc::ServerBidiReactor<ServeUp, ServeDown>* WorkerServiceImpl::Serve(grpc::CallbackServerContext* ctx) {
-  absl::Status s = deps_.auth->CheckWorker(*ctx);
-  if (!s.ok()) {
-    // A bidi reactor that finishes at once (the worker retries with backoff).
-    class Refused : public grpc::ServerBidiReactor<ServeUp, ServeDown> {
-     public:
-      explicit Refused(const grpc::Status& st) { Finish(st); }
-      void OnDone() override { delete this; }
-    };
-    return new Refused(ToGrpcStatus(s));
-  }
-  return new ServeStreamReactor(deps_.router);
+  // The hello's worker id must be the caller's.
+  const std::string identity = deps_.auth->CallerIdentity(*ctx);
+  return new ServeStreamReactor(deps_.router, [this, identity](const std::string& worker_id) {
+    return owners_.Claim(worker_id, identity);
+  });
 }
 
 }  // namespace mq::server

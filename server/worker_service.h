@@ -4,12 +4,13 @@
 
 #include "mambaquant/v1/worker.grpc.pb.h"
 #include "service_deps.h"
+#include "worker_ownership.h"
 
 namespace mq::server {
 
 class WorkerServiceImpl final : public mambaquant::v1::WorkerService::CallbackService {
  public:
-  explicit WorkerServiceImpl(ServiceDeps deps) : deps_(deps) {}
+  explicit WorkerServiceImpl(ServiceDeps deps) : deps_(deps), owners_(deps.auth != nullptr && deps.auth->enabled()) {}
 
   grpc::ServerUnaryReactor* RegisterWorker(grpc::CallbackServerContext* ctx, const mambaquant::v1::RegisterWorkerRequest* req,
                                            mambaquant::v1::RegisterWorkerResponse* resp) override;
@@ -33,7 +34,11 @@ class WorkerServiceImpl final : public mambaquant::v1::WorkerService::CallbackSe
                                        mambaquant::v1::DeregisterResponse* resp) override;
 
  private:
+  // The caller must be the identity `worker_id` is bound to (binding it when unbound).
+  absl::Status ClaimWorker(const grpc::CallbackServerContext& ctx, const std::string& worker_id);
+
   ServiceDeps deps_;
+  WorkerOwnership owners_;
 };
 
 }  // namespace mq::server

@@ -49,6 +49,8 @@ ABSL_FLAG(std::string, tls_ca, "", "PEM CA bundle to verify the server (default:
 ABSL_FLAG(std::string, tls_server_name, "", "Override the name checked in the server certificate");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate for this worker's own --listen endpoint (plaintext when empty)");
 ABSL_FLAG(std::string, tls_key, "", "PEM key for this worker's own --listen endpoint");
+ABSL_FLAG(std::string, client_cert, "", "PEM certificate this worker presents to the server's mutual-TLS worker port (with --client-key; no token needed then)");
+ABSL_FLAG(std::string, client_key, "", "PEM private key of --client-cert");
 ABSL_FLAG(std::string, token, "", "Worker bearer token (else --token-file, $MQ_WORKER_TOKEN, $MQ_TOKEN)");
 ABSL_FLAG(std::string, token_file, "", "File holding the worker bearer token");
 ABSL_FLAG(int, poll_seconds, 20, "Long-poll wait for a job, seconds");
@@ -125,6 +127,12 @@ int main(int argc, char** argv) {
   tls.insecure = absl::GetFlag(FLAGS_insecure);
   tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
   tls.server_name_override = absl::GetFlag(FLAGS_tls_server_name);
+  tls.client_cert_file = absl::GetFlag(FLAGS_client_cert);
+  tls.client_key_file = absl::GetFlag(FLAGS_client_key);
+  if (tls.insecure && !tls.client_cert_file.empty()) {
+    std::fprintf(stderr, "--client-cert needs TLS: drop --insecure\n");
+    return 2;
+  }
   auto channel = mq::MakeChannel(absl::GetFlag(FLAGS_server), tls);
   if (!channel.ok()) {
     mq::Log(mq::LogLevel::kError, "cannot set up the server connection").Kv("error", channel.status());
@@ -136,8 +144,10 @@ int main(int argc, char** argv) {
   if (!tls.insecure) {
     auto token = mq::ResolveToken(absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file), "MQ_WORKER_TOKEN");
     if (token.ok() && token->empty()) token = mq::ResolveToken("", "", "MQ_TOKEN");
-    if (!token.ok() || token->empty()) {
-      mq::Log(mq::LogLevel::kError, "a worker token is required unless --insecure (--token, --token-file, MQ_WORKER_TOKEN or MQ_TOKEN)");
+    // With a client certificate (the server's mTLS worker port) the certificate is the credential.
+    const bool mutual_tls = !tls.client_cert_file.empty();
+    if (!token.ok() || (token->empty() && !mutual_tls)) {
+      mq::Log(mq::LogLevel::kError, "a worker token is required unless --insecure or --client-cert (--token, --token-file, MQ_WORKER_TOKEN or MQ_TOKEN)");
       return 2;
     }
     server.token = *token;

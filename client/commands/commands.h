@@ -17,6 +17,8 @@ int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std:
 int RunScoreCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
 int RunWorkersCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
 int RunServerCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
+// "tokens mint": local, needs no server.
+int RunTokensCommand(const Args& args, const std::vector<std::string>& words);
 
 // Detailed help of the commands that have their own ("mqctl generate --help").
 const char* GenerateHelp();
