@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli_args.h"
 #include "cli_context.h"
+#include "command_help.h"
 #include "commands/commands.h"
 #include "credentials.h"
 
@@ -65,6 +66,8 @@ commands:
   tokens mint --role admin|operator|inference|worker [--name N]
                                               a new token and its --tokens-file line (local)
 
+  mqctl COMMAND --help (or mqctl help COMMAND) describes a command and its options.
+
 global options:
   --server ADDR        server address (default $MQ_SERVER, else localhost:7070)
   --token T            bearer token (default: --token-file, else $MQ_TOKEN)
@@ -98,6 +101,12 @@ int main(int argc, char** argv) {
   if (wants_help && help_topic == "score") {
     std::fputs(ScoreHelp(), stdout);
     return kExitOk;
+  }
+  if (wants_help) {
+    if (const char* text = CommandHelp(help_topic)) {  // models, datasets, jobs, workers, server, tokens
+      std::fputs(text, stdout);
+      return kExitOk;
+    }
   }
   if (args->Has("help") || words.empty() || words[0] == "help") {
     std::fputs(kUsage, stdout);
