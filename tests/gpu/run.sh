@@ -44,6 +44,7 @@ if has build; then
   if cmake -S . -B "$BUILD_DIR" -G Ninja -DMQ_ENGINE_ONLY=ON -DMQ_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
        -DCMAKE_PREFIX_PATH="$P" -DICU_ROOT="$P" -DMQ_GTEST_SOURCE_DIR="$P/src/googletest" > "$OUT/configure.log" 2>&1 &&
      ninja -C "$BUILD_DIR" -j "$JOBS" mq-engine mq-bench mq_cuda_backend cuda_twin_test cuda_sequence_backend_twin_test cuda_gpu_test cuda_quant_gpu_test quant_accelerator_test \
+       cuda_int4_twin_test cuda_int4_gpu_test \
        mq-vim-bench cuda_vim_twin_test cuda_vim_gpu_test > "$OUT/build.log" 2>&1; then
     note "build: ok ($((SECONDS - t0)) s)"
   else
@@ -74,6 +75,14 @@ if has test; then
   grep -E "^\[gpu\]|FAILED|Failure|error" "$OUT/gpu_test.log" | head -30
   [ $rc -eq 0 ] && note "cuda_gpu_test: ok ($((SECONDS - t1)) s)" || note "cuda_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
   while read -r l; do note "$l"; done < <(grep -E "^\[gpu\]" "$OUT/gpu_test.log")
+  # W4A8 (packed int4 weights): the twin, then the int4 GEMV / unpack kernels and a W4A8 model
+  # against the INT8 path on the same weights (integer- and bit-identical).
+  "$BIN/tests/engine/cuda_int4_twin_test" > "$OUT/int4_twin_test.log" 2>&1 && note "cuda_int4_twin_test: ok" ||
+    note "cuda_int4_twin_test: FAILED"
+  timeout 300 "$BIN/tests/engine/cuda_int4_gpu_test" > "$OUT/int4_gpu_test.log" 2>&1
+  rc=$?
+  grep -E "FAILED|Failure|error" "$OUT/int4_gpu_test.log" | head -20
+  [ $rc -eq 0 ] && note "cuda_int4_gpu_test: ok" || note "cuda_int4_gpu_test: FAILED rc=$rc"
   "$BIN/tests/engine/quant_accelerator_test" > "$OUT/quant_cpu_test.log" 2>&1 && note "quant_accelerator_test (CPU twin): ok" ||
     note "quant_accelerator_test: FAILED"
   t1=$SECONDS
@@ -155,6 +164,13 @@ if has bench; then
   rc=$?
   cat "$OUT/mq_bench.log"
   [ $rc -eq 0 ] && note "mq-bench: ok ($((SECONDS - t1)) s)" || note "mq-bench: FAILED rc=$rc"
+  # W4A8 next to INT8 (decode time, weight bytes, roofline; its GEMV/unpack choices).
+  t1=$SECONDS
+  timeout 300 "$BIN/bench/mq-bench" --shapes "${W4_BENCH_SHAPES:-130m,2.8b}" --modes int8,w4a8 --compare-paths \
+    --decode-batches 1,2,4,8,64 --json "$OUT/mq_bench_w4a8.json" > "$OUT/mq_bench_w4a8.log" 2>&1
+  rc=$?
+  cat "$OUT/mq_bench_w4a8.log"
+  [ $rc -eq 0 ] && note "mq-bench w4a8: ok ($((SECONDS - t1)) s)" || note "mq-bench w4a8: FAILED rc=$rc"
 fi
 
 if has profile; then
