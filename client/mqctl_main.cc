@@ -28,6 +28,7 @@ const std::set<std::string>& CommandValueOptions() {
       "prompt-ids", "max-new-tokens", "min-tokens", "top-k", "top-p", "min-p", "repetition-penalty",  // generate
       "presence-penalty", "frequency-penalty", "stop", "stop-token-id", "logprobs", "n",
       "text", "file", "top-logprobs",                                                              // score
+      "images",                                                                                    // classify
       "role"};                                                                                     // tokens
   return *o;
 }
@@ -61,6 +62,8 @@ commands:
                                               (mqctl generate --help for details)
   score --model NAME[:VERSION] (--text TEXT | --file PATH) [--top-logprobs N]
                                               (mqctl score --help for details)
+  classify --model NAME[:VERSION] --images FILE.safetensors [--top-k K]
+                                              (mqctl classify --help for details)
   workers list                                workers: device, memory, slots, lease, loaded models
   server status                               version, uptime, workers, loaded models
   tokens mint --role admin|operator|inference|worker [--name N]
@@ -96,6 +99,10 @@ int main(int argc, char** argv) {
   if (help_topic == "help") help_topic = words.size() > 1 ? words[1] : "";
   if (wants_help && help_topic == "generate") {
     std::fputs(GenerateHelp(), stdout);
+    return kExitOk;
+  }
+  if (wants_help && help_topic == "classify") {
+    std::fputs(ClassifyHelp(), stdout);
     return kExitOk;
   }
   if (wants_help && help_topic == "score") {
@@ -151,6 +158,7 @@ int main(int argc, char** argv) {
   if (group == "jobs") return RunJobsCommand(cli, *args, rest);
   if (group == "generate") return RunGenerateCommand(cli, *args, rest);
   if (group == "score") return RunScoreCommand(cli, *args, rest);
+  if (group == "classify") return RunClassifyCommand(cli, *args, rest);
   if (group == "workers") return RunWorkersCommand(cli, *args, rest);
   if (group == "server") return RunServerCommand(cli, *args, rest);
   return UsageError(absl::StrCat("unknown command \"", group, "\""));

@@ -5,10 +5,12 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "classify_request.h"
 #include "inference_request.h"
 #include "log.h"
 #include "registry.h"
 #include "server_metrics.h"
+#include "vim_artifact_check.h"
 #include "worker_store.h"
 
 namespace mq::server {
@@ -46,6 +48,18 @@ int32_t Sequences(const InferenceCall& call) {
 
 std::string Resolved(const Artifact& a) { return absl::StrCat(a.name(), ":", a.version()); }
 
+// Image models classify, text models generate and score: the registry knows which a model is.
+absl::Status CheckCallFitsModel(const InferenceCall& call, const Artifact& model) {
+  const bool vim = model.model_type() == kVimModelType;
+  if (call.has_classify() && !vim)
+    return absl::InvalidArgumentError(absl::StrCat("model ", Resolved(model), " is a text model (model_type \"",
+                                                   model.model_type(), "\"): it cannot classify images"));
+  if (!call.has_classify() && vim)
+    return absl::InvalidArgumentError(absl::StrCat("model ", Resolved(model),
+                                                   " is an image classifier (Vision Mamba): use Classify"));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 InferenceRouter::InferenceRouter(Registry* registry, WorkerStore* workers, ServerMetrics* metrics)
@@ -82,11 +96,15 @@ absl::StatusOr<std::string> InferenceRouter::Start(InferenceCall call, std::shar
   } else if (call.has_score()) {
     absl::Status s = CheckScoreRequest(call.score());
     if (!s.ok()) return s;
+  } else if (call.has_classify()) {
+    absl::Status s = CheckClassifyRequest(call.classify());
+    if (!s.ok()) return s;
   } else {
-    return absl::InvalidArgumentError("an inference call needs a generate or score request");
+    return absl::InvalidArgumentError("an inference call needs a generate, score or classify request");
   }
   auto artifact = registry_->Get(ARTIFACT_KIND_MODEL, call.model());
   if (!artifact.ok()) return artifact.status();
+  if (absl::Status s = CheckCallFitsModel(call, *artifact); !s.ok()) return s;
   call.set_model(Resolved(*artifact));
   *call.mutable_model_files() = artifact->files();
 
@@ -116,6 +134,9 @@ absl::StatusOr<std::string> InferenceRouter::Start(InferenceCall call, std::shar
       if (g.max_new_tokens() > cap.max_new_tokens())
         return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", g.max_new_tokens(), " is over the limit of ",
                                                        cap.max_new_tokens(), " new tokens"));
+    } else if (call.has_classify()) {
+      // Checked above against the limits of common/classify_request.h, which every worker shares;
+      // the worker checks the shape against the model it loads.
     } else if (call.score().input_case() == ScoreRequest::kText &&
                static_cast<int64_t>(call.score().text().size()) > int64_t{cap.max_score_tokens()} * bytes_per_token) {
       return absl::InvalidArgumentError(absl::StrCat("the text is ", call.score().text().size(), " bytes, over the scoring limit of ",

@@ -239,6 +239,67 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
   bool finished_ = false;
 };
 
+// Classify: one answer, then the unary call finishes. The worker's queue is per model; a call
+// waiting in it is dropped when the client cancels.
+class ClassifyReactor final : public grpc::ServerUnaryReactor {
+ public:
+  ClassifyReactor(ServiceDeps deps, const ClassifyRequest& req, ClassifyResponse* resp) : deps_(deps), resp_(resp) {
+    relay_ = std::make_shared<Relay<ClassifyReactor>>(this);
+    InferenceCall call;
+    call.set_model(req.model());
+    *call.mutable_classify() = req;
+    auto id = deps_.router->Start(std::move(call), relay_);
+    std::lock_guard<std::mutex> l(mu_);
+    if (!id.ok()) {
+      FinishOnce(ToGrpcStatus(id.status()));
+      return;
+    }
+    call_id_ = *id;
+    if (cancelled_) deps_.router->Cancel(call_id_);
+  }
+  void Push(const InferenceEvent& event) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!finished_ && event.has_classify()) *resp_ = event.classify();
+  }
+  void Complete(const absl::Status& status) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (deps_.metrics != nullptr && !resp_->model().empty() && !finished_) {
+      deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
+      deps_.metrics->RequestFinished(resp_->model(), status.ok() ? "classified" : absl::StatusCodeToString(status.code()));
+    }
+    FinishOnce(ToGrpcStatus(status));
+  }
+  void OnCancel() override {
+    std::string cancel;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      cancelled_ = true;
+      cancel = call_id_;
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
+    }
+    if (!cancel.empty()) deps_.router->Cancel(cancel);
+  }
+  void OnDone() override {
+    relay_->Detach();
+    delete this;
+  }
+
+ private:
+  void FinishOnce(const grpc::Status& s) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(s);
+  }
+  ServiceDeps deps_;
+  ClassifyResponse* resp_;
+  std::shared_ptr<Relay<ClassifyReactor>> relay_;
+  const Clock::time_point start_ = Clock::now();
+  std::mutex mu_;  // guards the fields below and *resp_
+  std::string call_id_;
+  bool cancelled_ = false;
+  bool finished_ = false;
+};
+
 }  // namespace
 
 grpc::ServerWriteReactor<GenerateResponse>* InferenceServiceImpl::Generate(grpc::CallbackServerContext* ctx,
@@ -251,6 +312,11 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::Score(grpc::CallbackServerContex
                                                       ScoreResponse* resp) {
   absl::Status s;
   return new ScoreReactor(deps_, *req, resp);
+}
+
+grpc::ServerUnaryReactor* InferenceServiceImpl::Classify(grpc::CallbackServerContext* ctx, const ClassifyRequest* req,
+                                                         ClassifyResponse* resp) {
+  return new ClassifyReactor(deps_, *req, resp);
 }
 
 }  // namespace mq::server

@@ -1,4 +1,4 @@
-// mambaquant.v1.InferenceService: Generate (server streaming) and Score, routed to workers by the
+// mambaquant.v1.InferenceService: Generate (server streaming), Score and Classify, routed to workers by the
 // InferenceRouter. The client's cancellation, deadline or disconnect cancels the worker's call.
 #pragma once
 
@@ -14,6 +14,8 @@ class InferenceServiceImpl final : public mambaquant::v1::InferenceService::Call
       grpc::CallbackServerContext* ctx, const mambaquant::v1::GenerateRequest* req) override;
   grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* ctx, const mambaquant::v1::ScoreRequest* req,
                                   mambaquant::v1::ScoreResponse* resp) override;
+  grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* ctx, const mambaquant::v1::ClassifyRequest* req,
+                                     mambaquant::v1::ClassifyResponse* resp) override;
 
  private:
   ServiceDeps deps_;

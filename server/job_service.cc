@@ -7,6 +7,7 @@
 #include "job_state.h"
 #include "log.h"
 #include "name_validation.h"
+#include "vim_artifact_check.h"
 #include "watch_job_reactor.h"
 
 namespace mq::server {
@@ -25,10 +26,12 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
   spec.set_model(FormatRef(model->name(), model->version()));
   auto calib = deps_.registry->Get(ARTIFACT_KIND_DATASET, spec.calib_dataset());
   if (!calib.ok()) return Reply(ctx, calib.status());
+  if (s = CheckJobDataset(*model, *calib, "spec.calib_dataset"); !s.ok()) return Reply(ctx, s);
   spec.set_calib_dataset(FormatRef(calib->name(), calib->version()));
   if (!spec.eval_dataset().empty()) {
     auto eval = deps_.registry->Get(ARTIFACT_KIND_DATASET, spec.eval_dataset());
     if (!eval.ok()) return Reply(ctx, eval.status());
+    if (s = CheckJobDataset(*model, *eval, "spec.eval_dataset"); !s.ok()) return Reply(ctx, s);
     spec.set_eval_dataset(FormatRef(eval->name(), eval->version()));
   }
   if (spec.output_name().empty()) {

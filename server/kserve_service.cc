@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "log.h"
 #include "model/mamba_config.h"
+#include "kserve_classify.h"
 #include "name_validation.h"
 #include "registry.h"
 
@@ -877,10 +878,11 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ModelMetadata(grpc::CallbackServerC
   if (!model.ok()) return Reply(ctx, model.status());
   auto versions = ModelVersions(deps_.registry, model->name());
   if (!versions.ok()) return Reply(ctx, versions.status());
-  auto vocab = VocabSize(deps_.registry, *model);
   resp->set_name(model->name());
   for (int64_t v : *versions) resp->add_versions(absl::StrCat(v));
   resp->set_platform(model->model_type().empty() ? "mamba" : model->model_type());
+  if (model->model_type() == kVimModelType) return Reply(ctx, FillVimModelMetadata(deps_.registry, *model, resp));
+  auto vocab = VocabSize(deps_.registry, *model);
   FillTensorMetadata(resp->add_inputs(), kInputIds, "INT64", {1, -1});
   FillTensorMetadata(resp->add_outputs(), kOutputIds, "INT64", {1, -1});
   FillTensorMetadata(resp->add_outputs(), kLogits, "FP32", {1, vocab.ok() ? *vocab : -1});
@@ -893,11 +895,12 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ModelConfig(grpc::CallbackServerCon
   absl::Status s;
   auto model = GetKServeModel(deps_.registry, req->name(), req->version());
   if (!model.ok()) return Reply(ctx, model.status());
-  auto vocab = VocabSize(deps_.registry, *model);
   inference::ModelConfig* c = resp->mutable_config();
   c->set_name(model->name());
   c->set_platform(model->model_type().empty() ? "mamba" : model->model_type());
   c->set_backend("mambaquant");
+  if (model->model_type() == kVimModelType) return Reply(ctx, FillVimModelConfig(deps_.registry, *model, c));
+  auto vocab = VocabSize(deps_.registry, *model);
   c->set_max_batch_size(0);  // shapes include the batch dimension, which must be 1
   auto* in = c->add_input();
   in->set_name(kInputIds);
@@ -923,6 +926,12 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ModelInfer(grpc::CallbackServerCont
                                                         const inference::ModelInferRequest* req,
                                                         inference::ModelInferResponse* resp) {
   absl::Status s;
+  // A Vision Mamba model classifies images (kserve_classify.h); text models generate.
+  if (auto model = GetKServeModel(deps_.registry, req->model_name(), req->model_version());
+      model.ok() && model->model_type() == kVimModelType) {
+    if (deps_.router == nullptr) return Reply(ctx, absl::UnavailableError("inference routing is not available"));
+    return StartClassifyInfer(deps_.router, *model, *req, resp);
+  }
   auto call = PrepareInfer(*req);
   if (!call.ok()) return Reply(ctx, call.status());
   if (deps_.router == nullptr) return Reply(ctx, absl::UnavailableError("inference routing is not available"));

@@ -43,7 +43,6 @@ constexpr Entry kTable[] = {
     {"/mambaquant.v1.InferenceService/Generate", false, kInference},
     {"/mambaquant.v1.InferenceService/Score", false, kInference},
     {"/mambaquant.v1.InferenceService/Classify", false, kInference},
-    {"/mambaquant.v1.InferenceService/Classify", false, kInference},
     // KServe v2 (Triton's proto): inference, except loading and unloading models on workers and
     // changing server settings, which are an administrator's.
     {"/inference.GRPCInferenceService/ServerLive", false, kInference},

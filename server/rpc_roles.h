@@ -14,7 +14,7 @@ namespace mq::server {
 enum class Role : uint8_t {
   kAdmin = 0,      // registry writes and deletes, worker administration, everything an operator can
   kOperator = 1,   // submit and cancel jobs, read the registry and the cluster
-  kInference = 2,  // Generate, Score and the KServe inference protocol only
+  kInference = 2,  // Generate, Score, Classify and the KServe inference protocol only
   kWorker = 3,     // the internal worker API only
 };
 

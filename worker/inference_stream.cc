@@ -234,13 +234,18 @@ void InferenceStream::StartCall(const InferenceCall& call) {
     if (calls_.count(call.call_id()) != 0) return;  // a repeat of a call in flight
     calls_[call.call_id()].model = call.model();
   }
-  host_->Acquire(call.model(), call.model_files(), [this, call](absl::StatusOr<std::shared_ptr<serve::ServingEngine>> engine) {
-    if (!engine.ok()) {
-      SendError(call.call_id(), engine.status());
+  host_->Acquire(call.model(), call.model_files(), [this, call](absl::StatusOr<HostedModel> hosted) {
+    if (hosted.ok() && call.has_classify() && hosted->classifier == nullptr)
+      hosted = absl::InvalidArgumentError(absl::StrCat("model ", call.model(), " is a text model: it cannot classify images"));
+    if (hosted.ok() && !call.has_classify() && hosted->engine == nullptr)
+      hosted = absl::InvalidArgumentError(absl::StrCat("model ", call.model(), " is an image classifier (Vision Mamba): use Classify"));
+    if (!hosted.ok()) {
+      SendError(call.call_id(), hosted.status());
       EndCall(call.call_id());
       return;
     }
-    Submit(call, *std::move(engine));
+    if (call.has_classify()) SubmitClassify(call, hosted->classifier);
+    else Submit(call, std::move(hosted->engine));
   });
 }
 
@@ -343,6 +348,40 @@ void InferenceStream::Submit(const InferenceCall& call, std::shared_ptr<serve::S
   }
 }
 
+void InferenceStream::SubmitClassify(const InferenceCall& call, const std::shared_ptr<ClassifierRunner>& classifier) {
+  const std::string id = call.call_id();
+  bool cancelled = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = calls_.find(id);
+    cancelled = it == calls_.end() || it->second.cancelled;
+    if (!cancelled) it->second.classifier = classifier;
+  }
+  if (cancelled) {
+    SendError(id, absl::CancelledError("the call was cancelled"));
+    EndCall(id);
+    return;
+  }
+  // The callback holds no reference to the runner: the runner is only ever destroyed by the host.
+  absl::Status st = classifier->Submit(id, call.classify(), call.model(), [this, id](absl::StatusOr<ClassifyResponse> res) {
+    if (!res.ok()) {
+      SendError(id, res.status());
+    } else {
+      ServeUp up;
+      InferenceEvent* e = up.mutable_event();
+      e->set_call_id(id);
+      e->set_last(true);
+      *e->mutable_classify() = std::move(*res);
+      Send(std::move(up));
+    }
+    EndCall(id);
+  });
+  if (!st.ok()) {
+    SendError(id, st);
+    EndCall(id);
+  }
+}
+
 void InferenceStream::RunModelCommand(const ModelCommand& cmd) {
   const std::string id = cmd.call_id();
   auto reply = [this, id, model = cmd.model()](const absl::Status& s, bool loaded, uint64_t bytes) {
@@ -365,28 +404,31 @@ void InferenceStream::RunModelCommand(const ModelCommand& cmd) {
   }
   const bool required = cmd.required();
   host_->Acquire(cmd.model(), cmd.model_files(), [this, reply, required, model = cmd.model()](
-                                                     absl::StatusOr<std::shared_ptr<serve::ServingEngine>> engine) {
-    if (!engine.ok()) {
-      reply(engine.status(), false, 0);
-      if (required && on_fatal_) on_fatal_(absl::StrCat("--preload ", model, ": ", engine.status().ToString()));
+                                                     absl::StatusOr<HostedModel> hosted) {
+    if (!hosted.ok()) {
+      reply(hosted.status(), false, 0);
+      if (required && on_fatal_) on_fatal_(absl::StrCat("--preload ", model, ": ", hosted.status().ToString()));
     } else {
-      if (required) Log(LogLevel::kInfo, "preloaded").Kv("model", model).Kv("bytes", (*engine)->backend().memory_bytes());
-      reply(absl::OkStatus(), true, (*engine)->backend().memory_bytes());
+      if (required) Log(LogLevel::kInfo, "preloaded").Kv("model", model).Kv("bytes", hosted->bytes);
+      reply(absl::OkStatus(), true, hosted->bytes);
     }
   });
 }
 
 void InferenceStream::CancelCall(const std::string& call_id) {
   std::shared_ptr<serve::ServingEngine> engine;
+  std::shared_ptr<ClassifierRunner> classifier;
   {
     std::lock_guard<std::mutex> l(mu_);
     auto it = calls_.find(call_id);
     if (it == calls_.end()) return;
     it->second.cancelled = true;
     engine = it->second.engine.lock();
+    classifier = it->second.classifier.lock();
   }
   // A call still waiting for its model ends when the model is ready (Submit sees the flag).
   if (engine != nullptr) engine->Cancel(call_id);
+  if (classifier != nullptr) classifier->Cancel(call_id);
 }
 
 void InferenceStream::CancelAll() {

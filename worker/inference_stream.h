@@ -43,7 +43,8 @@ class InferenceStream {
  private:
   struct LocalCall {
     std::string model;
-    std::weak_ptr<serve::ServingEngine> engine;  // set once submitted
+    std::weak_ptr<serve::ServingEngine> engine;  // set once submitted (text models)
+    std::weak_ptr<ClassifierRunner> classifier;  // set once submitted (Vim models)
     bool cancelled = false;
   };
   using Stream = grpc::ClientReaderWriter<mambaquant::v1::ServeUp, mambaquant::v1::ServeDown>;
@@ -53,6 +54,7 @@ class InferenceStream {
   void Dispatch(const mambaquant::v1::ServeDown& down);
   void StartCall(const mambaquant::v1::InferenceCall& call);
   void Submit(const mambaquant::v1::InferenceCall& call, std::shared_ptr<serve::ServingEngine> engine);
+  void SubmitClassify(const mambaquant::v1::InferenceCall& call, const std::shared_ptr<ClassifierRunner>& classifier);
   void RunModelCommand(const mambaquant::v1::ModelCommand& cmd);
   void CancelCall(const std::string& call_id);
   void CancelAll();

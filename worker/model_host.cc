@@ -12,6 +12,8 @@
 #include "model/mamba_config.h"
 #include "serve/cpu_sequence_backend.h"
 #include "tokenizer/bpe_tokenizer.h"
+#include "vim/image_classifier.h"
+#include "vim/vim_config.h"
 
 namespace mq::worker {
 namespace {
@@ -48,6 +50,16 @@ std::string DirName(const std::string& model) {
 // so their memory sits in per-thread malloc arenas that glibc would otherwise keep for reuse by
 // that thread only: without this an unload returns nothing to the host.
 void ReturnFreedMemory() { malloc_trim(0); }
+
+// Calls running or waiting on a model (a model with any is never evicted).
+int Busy(const HostedModel& m) {
+  if (m.classifier != nullptr) {
+    const auto st = m.classifier->stats();
+    return st.running + st.waiting;
+  }
+  const auto st = m.engine->stats();
+  return st.running + st.waiting;
+}
 
 }  // namespace
 
@@ -89,8 +101,9 @@ void ModelHost::Acquire(const std::string& model, const google::protobuf::Repeat
     ready(valid);
     return;
   }
-  std::shared_ptr<serve::ServingEngine> engine;
+  HostedModel hosted;
   bool shut_down = false;
+  bool found = false;
   {
     std::lock_guard<std::mutex> l(mu_);
     shut_down = shut_down_;
@@ -99,7 +112,8 @@ void ModelHost::Acquire(const std::string& model, const google::protobuf::Repeat
       // answered below, outside the lock
     } else if (it != loaded_.end()) {
       it->second.last_used = ++use_counter_;
-      engine = it->second.engine;
+      hosted = it->second.model;
+      found = true;
     } else {
       auto [load, fresh] = loading_.try_emplace(model);
       load->second.waiters.push_back(std::move(ready));
@@ -111,8 +125,8 @@ void ModelHost::Acquire(const std::string& model, const google::protobuf::Repeat
     ready(absl::UnavailableError("the worker is shutting down"));
     return;
   }
-  if (engine != nullptr) {
-    ready(std::move(engine));
+  if (found) {
+    ready(std::move(hosted));
     return;
   }
   Changed();  // the server learns the model is loading
@@ -125,13 +139,13 @@ void ModelHost::Acquire(const std::string& model, const google::protobuf::Repeat
       loading_.erase(model);
       if (result.ok()) {
         Entry& e = loaded_[model];
-        e.engine = *result;
-        e.bytes = (*result)->backend().memory_bytes();
+        e.model = *result;
         e.last_used = ++use_counter_;
       }
     }
     if (!result.ok()) Log(LogLevel::kWarning, "model load failed").Kv("model", model).Kv("error", result.status());
-    else Log(LogLevel::kInfo, "model loaded").Kv("model", model).Kv("bytes", (*result)->backend().memory_bytes());
+    else Log(LogLevel::kInfo, "model loaded").Kv("model", model).Kv("bytes", result->bytes)
+        .Kv("kind", result->classifier != nullptr ? "image classifier" : "text");
     Changed();
     for (auto& w : waiters) w(result);
     std::lock_guard<std::mutex> l(mu_);
@@ -140,22 +154,23 @@ void ModelHost::Acquire(const std::string& model, const google::protobuf::Repeat
   }).detach();
 }
 
-absl::StatusOr<std::shared_ptr<serve::ServingEngine>> ModelHost::LoadModel(
-    const std::string& model, const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files) {
+absl::StatusOr<HostedModel> ModelHost::LoadModel(const std::string& model,
+                                                  const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files) {
   const std::string dir = JoinPath(options_.models_dir, DirName(model));
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   for (const auto& f : files) cache_->Pin(f.sha256());  // never evicted while served
   absl::Status s = MaterializeArtifact(cache_, server_, files, dir, nullptr, nullptr);
   if (!s.ok()) return s;
+  uint64_t file_bytes = 0;
+  for (const auto& f : files) file_bytes += f.size();
+  if (IsVimConfigFile(JoinPath(dir, "config.json"))) return LoadClassifier(dir, file_bytes);
 
   // Room before anything is allocated. The estimate: the files (×2 on the CPU, where F16/BF16
   // checkpoints become float32), every state slot, and the logits buffers; the size the backend
   // reports replaces it once loaded.
   auto config = MambaConfig::FromFile(JoinPath(dir, "config.json"));
   if (!config.ok()) return ToAbsl(config.status());
-  uint64_t file_bytes = 0;
-  for (const auto& f : files) file_bytes += f.size();
   const serve::SequenceBackendOptions& bo = options_.serving.backend;
   const uint64_t slot_bytes = 4ull * static_cast<uint64_t>(config->num_hidden_layers) *
                               static_cast<uint64_t>(config->intermediate_size) *
@@ -186,7 +201,30 @@ absl::StatusOr<std::shared_ptr<serve::ServingEngine>> ModelHost::LoadModel(
     WorkerMetrics* metrics = options_.metrics;
     (*engine)->SetStepObserver([metrics, model](int64_t batch, double seconds) { metrics->ObserveDecodeStep(model, batch, seconds); });
   }
-  return std::shared_ptr<serve::ServingEngine>(std::move(*engine));
+  HostedModel hosted;
+  hosted.bytes = (*engine)->backend().memory_bytes();
+  hosted.engine = std::shared_ptr<serve::ServingEngine>(std::move(*engine));
+  return hosted;
+}
+
+absl::StatusOr<HostedModel> ModelHost::LoadClassifier(const std::string& dir, uint64_t file_bytes) {
+  auto config = VimConfig::FromFile(JoinPath(dir, "config.json"));
+  if (!config.ok()) return ToAbsl(config.status());
+  // Room before anything is allocated. On the CPU the weights become float32 (a quantized
+  // export's int8 weights four times their size at most); one batch's activations are small
+  // beside them.
+  const uint64_t estimate = 4 * file_bytes;
+  absl::Status s = MakeRoom(estimate);
+  if (!s.ok()) return s;
+  // TODO(vim-cuda): the plugin's classifier (BackendPlugin::open_classifier) once the plugin has it.
+  auto classifier = OpenCpuImageClassifier(dir);
+  if (!classifier.ok()) return ToAbsl(classifier.status());
+  const uint64_t bytes = (*classifier)->device_bytes() > 0 ? (*classifier)->device_bytes() : estimate;
+  HostedModel hosted;
+  hosted.bytes = bytes;
+  hosted.classifier = std::make_shared<ClassifierRunner>(std::move(*classifier), ReadClassLabels(JoinPath(dir, "config.json"), config->num_classes),
+                                                         bytes, options_.serving.max_waiting);
+  return hosted;
 }
 
 absl::Status ModelHost::MakeRoom(uint64_t need) {
@@ -196,24 +234,23 @@ absl::Status ModelHost::MakeRoom(uint64_t need) {
                                                      options_.serving.backend.num_slots, " state slots and buffers), over "
                                                      "this worker's model memory budget of ", options_.memory_budget_bytes,
                                                      " bytes: lower --max-sequences or raise --model-memory-budget"));
-  std::vector<std::shared_ptr<serve::ServingEngine>> evicted;
+  std::vector<HostedModel> evicted;
   {
     std::lock_guard<std::mutex> l(mu_);
     for (;;) {
       uint64_t used = 0;
-      for (const auto& [name, e] : loaded_) used += e.bytes;
+      for (const auto& [name, e] : loaded_) used += e.model.bytes;
       if (used + need <= options_.memory_budget_bytes) break;
       auto victim = loaded_.end();
       for (auto it = loaded_.begin(); it != loaded_.end(); ++it) {
-        const auto st = it->second.engine->stats();
-        if (st.running + st.waiting > 0) continue;
+        if (Busy(it->second.model) > 0) continue;
         if (victim == loaded_.end() || it->second.last_used < victim->second.last_used) victim = it;
       }
       if (victim == loaded_.end())
         return absl::ResourceExhaustedError(absl::StrCat("the model memory budget (", options_.memory_budget_bytes,
                                                          " bytes) is taken by models serving calls; retry later"));
       Log(LogLevel::kInfo, "unloading least recently used model").Kv("model", victim->first);
-      evicted.push_back(std::move(victim->second.engine));
+      evicted.push_back(std::move(victim->second.model));
       loaded_.erase(victim);
     }
   }
@@ -225,15 +262,15 @@ absl::Status ModelHost::MakeRoom(uint64_t need) {
 }
 
 absl::Status ModelHost::Unload(const std::string& model) {
-  std::shared_ptr<serve::ServingEngine> engine;
+  HostedModel hosted;
   {
     std::lock_guard<std::mutex> l(mu_);
     auto it = loaded_.find(model);
     if (it == loaded_.end()) return absl::NotFoundError(absl::StrCat("model ", model, " is not loaded on this worker"));
-    engine = std::move(it->second.engine);
+    hosted = std::move(it->second.model);
     loaded_.erase(it);
   }
-  engine.reset();  // the last reference: the engine stops and frees its memory now
+  hosted = HostedModel{};  // the last reference: the engine (or classifier) stops and frees its memory now
   ReturnFreedMemory();
   Changed();
   return absl::OkStatus();
@@ -246,12 +283,18 @@ mambaquant::v1::WorkerLoad ModelHost::Snapshot() const {
   for (const auto& [name, e] : loaded_) {
     auto* m = load.add_models();
     m->set_model(name);
-    m->set_bytes(e.bytes);
-    const auto st = e.engine->stats();
-    m->set_running(st.running);
-    m->set_waiting(st.waiting);
-    m->set_free_slots(st.free_slots);
-    used += e.bytes;
+    m->set_bytes(e.model.bytes);
+    if (e.model.classifier != nullptr) {
+      const auto st = e.model.classifier->stats();
+      m->set_running(st.running);
+      m->set_waiting(st.waiting);
+    } else {
+      const auto st = e.model.engine->stats();
+      m->set_running(st.running);
+      m->set_waiting(st.waiting);
+      m->set_free_slots(st.free_slots);
+    }
+    used += e.model.bytes;
   }
   for (const auto& [name, l] : loading_) load.add_loading(name);
   load.set_memory_used_bytes(used);

@@ -1,5 +1,6 @@
-// The models this worker serves: each loaded model is a ServingEngine (its weights, state slots
-// and batch buffers allocated once at load). Models load on first use, from the blob cache, and
+// The models this worker serves: each loaded text model is a ServingEngine (its weights, state
+// slots and batch buffers allocated once at load), each Vision Mamba model (config.json
+// `model_type: vim`) a ClassifierRunner. Models load on first use, from the blob cache, and
 // stay loaded within a memory budget; loading one that does not fit first unloads the least
 // recently used idle models (no running or waiting sequences). A model never unloads under a
 // running call except by an explicit Unload, which ends its calls with CANCELLED.
@@ -18,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "blob_cache.h"
+#include "classifier_runner.h"
 #include "mambaquant/v1/worker.pb.h"
 #include "serve/backend_plugin.h"
 #include "serve/serving_engine.h"
@@ -34,9 +36,16 @@ struct ModelHostOptions {
   WorkerMetrics* metrics = nullptr;              // optional: decode-step metrics
 };
 
+// A loaded model: exactly one of engine (text) and classifier (Vim) is set.
+struct HostedModel {
+  std::shared_ptr<serve::ServingEngine> engine;
+  std::shared_ptr<ClassifierRunner> classifier;
+  uint64_t bytes = 0;  // what it holds, counted in the memory budget
+};
+
 class ModelHost {
  public:
-  using Ready = std::function<void(absl::StatusOr<std::shared_ptr<serve::ServingEngine>>)>;
+  using Ready = std::function<void(absl::StatusOr<HostedModel>)>;
 
   ModelHost(ModelHostOptions options, BlobCache* cache, const ServerConnection* server);
   // Shutdown().
@@ -45,7 +54,7 @@ class ModelHost {
   // with CANCELLED, and no engine calls a sink afterwards. Later Acquires fail with UNAVAILABLE.
   void Shutdown();
 
-  // Calls `ready` with the engine of `model` ("name:version"): at once (on this thread) when it is
+  // Calls `ready` with `model` ("name:version"): at once (on this thread) when it is
   // loaded, else from a loader thread once it is (one load per model however many ask).
   void Acquire(const std::string& model, const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files,
                Ready ready);
@@ -61,15 +70,16 @@ class ModelHost {
 
  private:
   struct Entry {
-    std::shared_ptr<serve::ServingEngine> engine;
-    uint64_t bytes = 0;
+    HostedModel model;
     uint64_t last_used = 0;  // use counter, for LRU
   };
   struct Loading {
     std::vector<Ready> waiters;
   };
-  absl::StatusOr<std::shared_ptr<serve::ServingEngine>> LoadModel(
-      const std::string& model, const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files);
+  absl::StatusOr<HostedModel> LoadModel(const std::string& model,
+                                        const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files);
+  // The Vim branch of LoadModel: `dir` holds the materialized model.
+  absl::StatusOr<HostedModel> LoadClassifier(const std::string& dir, uint64_t file_bytes);
   // Unloads idle models, least recently used first, until `need` more bytes fit the budget.
   absl::Status MakeRoom(uint64_t need);
   void Changed();

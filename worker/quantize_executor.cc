@@ -11,6 +11,7 @@
 #include "quant/cpu_quant_accelerator.h"
 #include "quant/quant_accelerator.h"
 #include "quant/quantize_pipeline.h"
+#include "vim_quantize_job.h"
 
 namespace mq::worker {
 namespace {
@@ -37,6 +38,8 @@ absl::Status ToAbsl(const Status& s) {
 
 absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest& request,
                                                           const ExecutionProgressFn& progress) {
+  // A Vision Mamba model: its own pipeline, on image datasets.
+  if (IsVimJob(request)) return RunVimQuantizeJob(request, progress);
   const auto& spec = request.spec;
   quant::QuantizeOptions o;  // fields the spec does not carry keep the engine's defaults
   o.model_dir = request.model_dir;

@@ -15,6 +15,7 @@ int RunDatasetsCommand(CliContext& cli, const Args& args, const std::vector<std:
 int RunJobsCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
 int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
 int RunScoreCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
+int RunClassifyCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
 int RunWorkersCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
 int RunServerCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words);
 // "tokens mint": local, needs no server.
@@ -23,6 +24,7 @@ int RunTokensCommand(const Args& args, const std::vector<std::string>& words);
 // Detailed help of the commands that have their own ("mqctl generate --help").
 const char* GenerateHelp();
 const char* ScoreHelp();
+const char* ClassifyHelp();
 
 // Every option of every command (for parsing); booleans and options with values.
 const std::set<std::string>& CommandBoolOptions();

@@ -42,7 +42,7 @@ StatusOr<ImageSet> LoadImageSet(const std::string& path, const VimConfig& c, con
   return s;
 }
 
-StatusOr<ImageSetSummary> CheckImageSetFile(const std::string& path, const std::string& prefix) {
+StatusOr<ImageSetFile> LoadImageSetFile(const std::string& path, const std::string& prefix) {
   VimConfig c;
   {
     MQ_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> f, SafetensorsFile::Open(path));
@@ -61,7 +61,7 @@ StatusOr<ImageSetSummary> CheckImageSetFile(const std::string& path, const std::
   // The one reader does the rest (dtype, count, finite values, labels).
   auto set = LoadImageSet(path, c, prefix);
   if (!set.ok()) return set.status().code() == StatusCode::kNotFound ? InvalidArgumentError(set.status().message()) : set.status();
-  return ImageSetSummary{set->count, c.in_chans, c.img_size, !set->labels.empty()};
+  return ImageSetFile{*std::move(set), c.in_chans, c.img_size};
 }
 
 }  // namespace mq

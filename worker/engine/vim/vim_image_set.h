@@ -26,16 +26,15 @@ inline constexpr int64_t kMaxImageSetSize = int64_t{1} << 20;
 // and "test_labels": prefixes "calib_" and "test_"). Errors name the file and the tensor.
 StatusOr<ImageSet> LoadImageSet(const std::string& path, const VimConfig& config, const std::string& prefix = "");
 
-// What a file holds, checked without a model (a dataset upload): the same tensors, sizes and
+// A set read without a model (a dataset upload, mqctl classify): the same tensors, sizes and
 // values LoadImageSet checks, with the geometry the file itself declares (square images, C and
 // H within VimConfig's bounds) and labels within [0, VimConfig::kMaxClasses); the model's own
 // geometry and class count are checked when a job or a call uses the set.
-struct ImageSetSummary {
-  int64_t count = 0;
+struct ImageSetFile {
+  ImageSet set;
   int64_t in_chans = 0;
   int64_t img_size = 0;
-  bool labelled = false;
 };
-StatusOr<ImageSetSummary> CheckImageSetFile(const std::string& path, const std::string& prefix = "");
+StatusOr<ImageSetFile> LoadImageSetFile(const std::string& path, const std::string& prefix = "");
 
 }  // namespace mq
