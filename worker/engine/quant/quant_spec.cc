@@ -29,6 +29,7 @@ StatusOr<QuantSpec> QuantSpec::FromOptions(const QuantizeOptions& o) {
     s.fold_norms = s.r1 = s.r5 = true;  // the Hadamard base; KLT and the rest are components
     s.r1_klt = o.klt_r1;
     s.r5_klt = o.klt_r5;
+    s.s5 = o.smooth_s5;
     s.r2 = o.online_r2;
     s.s2 = o.smooth_s2;
   } else {
@@ -45,7 +46,10 @@ StatusOr<QuantSpec> QuantSpec::FromOptions(const QuantizeOptions& o) {
     s.scope_full = false;
   } else if (o.scope == "full") {
     s.scope_full = true;
-    if (s.preset == Preset::kMambaQuant) s.s4 = s.r4 = o.smooth_s4;
+    if (s.preset == Preset::kMambaQuant) {
+      s.s4 = s.r4 = o.smooth_s4;
+      s.s3 = o.smooth_conv;
+    }
   } else {
     return InvalidArgumentError("unknown scope \"" + o.scope + "\" (linear, full)");
   }
@@ -86,9 +90,9 @@ nlohmann::json QuantSpec::ToJson() const {
   nlohmann::json transforms = {
       {"fold_norms", fold_norms}, {"r1", r1 ? (r1_klt ? "klt_hadamard" : "hadamard") : "none"},
       {"r1_covariance", r1_cov_all_layers ? "all_layers" : "layer0"},
-      {"r5", r5 ? (r5_klt ? "klt_hadamard" : "hadamard") : "none"},
+      {"r5", r5 ? (r5_klt ? "klt_hadamard" : "hadamard") : "none"}, {"s5", s5},
       {"r2", r2 ? "online_hadamard" : "none"}, {"s2", s2 ? "s_silu" : "none"},
-      {"s4", s4}, {"r4", r4 ? "online_hadamard" : "none"}, {"norm_smoothing", norm_smoothing}};
+      {"s4", s4}, {"s3", s3}, {"r4", r4 ? "online_hadamard" : "none"}, {"norm_smoothing", norm_smoothing}};
   return {{"quant_method", "mambaquant-serve"},
           {"format_version", kQuantizedFormatVersion},
           {"preset", PresetName(preset)},
@@ -126,9 +130,11 @@ StatusOr<QuantSpec> QuantSpec::FromJson(const nlohmann::json& j) {
     const nlohmann::json& t = j.at("transforms");
     o.klt_r1 = t.value("r1", "none") == "klt_hadamard";
     o.klt_r5 = t.value("r5", "none") == "klt_hadamard";
+    o.smooth_s5 = t.value("s5", false);  // exports before S5 existed had none
     o.online_r2 = t.value("r2", "none") != "none";
     o.smooth_s2 = t.value("s2", "none") != "none";
     o.smooth_s4 = t.value("s4", false);
+    o.smooth_conv = t.value("s3", false);  // exports before S3 existed had none
     o.r1_cov_all_layers = t.value("r1_covariance", "all_layers") == "all_layers";
     const int version = j.at("format_version").get<int>();
     if (!IsReadableFormatVersion(version))

@@ -36,10 +36,12 @@ struct QuantSpec {
   bool r1_cov_all_layers = true;// Σ for R1 summed over layers (false: layer 0, as the reference code)
   bool r5 = false;              // rotate the dt path
   bool r5_klt = false;
+  bool s5 = false;              // smoothing of δ before R5 (W_xp[δ] rows ÷ s, W_dt columns × s)
   bool r2 = false;              // online Hadamard before out_proj
   bool s2 = false;              // smoothing at out_proj with S-SiLU
   bool s4 = false;              // smoothing of h·C (scope full)
   bool r4 = false;              // online Hadamard of h (scope full)
+  bool s3 = false;              // conv input equalization (scope full): in_proj x rows ÷ s, conv rows × s
   bool norm_smoothing = false;  // SmoothQuant into γ
 
   static StatusOr<QuantSpec> FromOptions(const QuantizeOptions& options);

@@ -16,6 +16,7 @@
 #include "quant/klt.h"
 #include "quant/model_quantizer.h"
 #include "quant/online_rotation.h"
+#include "quant/quant_diagnostics.h"
 #include "quant/quant_spec.h"
 #include "quant/quantized_model_io.h"
 #include "quant/rotation_fusion.h"
@@ -178,9 +179,10 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator
   MQ_ASSIGN_OR_RETURN(std::vector<int64_t> starts,
                       SampleWindowStarts(static_cast<int64_t>(calib_tokens.size()), o.seq_len, o.num_samples, o.seed));
   CalibrationRequest req;
-  if (spec.r1_klt) req.covariance_sites.insert(ActivationSite::kInProjInput);
+  if (spec.r1_klt || spec.s3) req.covariance_sites.insert(ActivationSite::kInProjInput);
   if (spec.r5_klt) req.covariance_sites.insert(ActivationSite::kDtProjInput);
   req.sites = req.covariance_sites;
+  if (spec.s5) req.sites.insert(ActivationSite::kDtProjInput);
   if (spec.s2) req.sites.insert(ActivationSite::kOutProjInput);
   if (spec.s4) {
     req.sites.insert(ActivationSite::kSsmState);
@@ -199,6 +201,15 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator
   MQ_RETURN_IF_ERROR(stages.Enter(Stage::kTransform, "fusing transforms"));
   const int64_t d = w.d(), E = w.E(), N = w.N(), R = w.R();
   const int64_t layers = static_cast<int64_t>(w.layers.size());
+  if (spec.s3) {
+    // Before R1, whose right product commutes with scaling W_in's rows.
+    for (int64_t li = 0; li < layers; ++li) {
+      const SiteStats* st = stats.Find(static_cast<int>(li), ActivationSite::kInProjInput);
+      if (st == nullptr) return InternalError("no in_proj statistics for layer " + std::to_string(li));
+      ApplyConvInputSmoothing(w.layers[static_cast<size_t>(li)],
+                              ConvInputFactors(w.layers[static_cast<size_t>(li)].in_proj.weight, E, d, st->SecondMoment()));
+    }
+  }
   if (spec.r1) {
     MQ_ASSIGN_OR_RETURN(std::vector<double> r1, ResidualRotation(spec, stats, d, layers, accel, &notes));
     MQ_RETURN_IF_ERROR(ApplyResidualRotation(w, r1, accel));
@@ -208,11 +219,23 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator
     const int layer = static_cast<int>(li);
     if (spec.r5) {
       MQ_ASSIGN_OR_RETURN(RandomHadamard h5, RandomHadamard::Create(R, spec.SeedFor("r5", layer)));
+      const SiteStats* dt = stats.Find(layer, ActivationSite::kDtProjInput);
+      if ((spec.s5 || spec.r5_klt) && dt == nullptr) return InternalError("no dt statistics for layer " + std::to_string(li));
+      // S5 first: R5 mixes every δ row of W_xp (quantized per row) with every other, so one large
+      // δ channel would set the 4-bit grid of all of them; smoothing equalizes them exactly first.
+      std::vector<float> s5;
+      if (spec.s5) {
+        s5 = SmoothingFactors(dt->absmax, ColumnAbsMax(L.dt_proj.weight, E, R), spec.smooth_alpha);
+        ApplyDtSmoothing(L, R, s5);
+      }
       std::vector<double> r5;
       if (spec.r5_klt) {
-        const SiteStats* s = stats.Find(layer, ActivationSite::kDtProjInput);
-        if (s == nullptr) return InternalError("no dt statistics for layer " + std::to_string(li));
-        MQ_ASSIGN_OR_RETURN(r5, KltHadamardRotation(s->SecondMoment(), R, h5, accel));
+        // Σ of the smoothed δ' = δ / s is diag(1/s)·Σ·diag(1/s): no second calibration pass.
+        std::vector<double> sigma = dt->SecondMoment();
+        if (!s5.empty())
+          for (int64_t i = 0; i < R; ++i)
+            for (int64_t j = 0; j < R; ++j) sigma[i * R + j] /= static_cast<double>(s5[i]) * s5[j];
+        MQ_ASSIGN_OR_RETURN(r5, KltHadamardRotation(sigma, R, h5, accel));
       } else {
         r5 = h5.Dense();
       }
@@ -259,6 +282,11 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator
 
   // QUANTIZE
   MQ_RETURN_IF_ERROR(stages.Enter(Stage::kQuantize, "quantizing weights"));
+  if (o.diagnostics) {
+    const std::vector<int64_t> few(starts.begin(), starts.begin() + std::min<size_t>(starts.size(), 8));
+    MQ_ASSIGN_OR_RETURN(json acts, ActivationQuantErrors(w, spec, calib_tokens, few, o.seq_len));
+    notes["diagnostics"] = {{"weights", WeightQuantErrors(w, spec)}, {"activations", acts}};
+  }
   if (!o.transform_only) {
     CalibrationStats static_stats;
     if (spec.act_mode == ActScaleMode::kPerTensorStatic) {

@@ -32,9 +32,11 @@ struct QuantizeOptions {
   // mambaquant components, each switchable for the ablation (ignored by other presets).
   bool klt_r1 = true;           // KLT-enhanced rotation of the residual stream
   bool klt_r5 = true;           // KLT-enhanced rotation of the dt path
+  bool smooth_s5 = true;        // δ channels equalized into dt_proj's columns before R5 (docs/quantization.md)
   bool online_r2 = true;        // online Hadamard before out_proj
   bool smooth_s2 = true;        // smooth-fused rotation at out_proj (S-SiLU)
   bool smooth_s4 = true;        // smoothing + rotation of h·C (scope full)
+  bool smooth_conv = true;      // scope full: conv1d input channels equalized into in_proj rows / conv weights
   bool r1_cov_all_layers = true;  // Σ for R1 summed over all layers (false: layer 0 only)
   double act_percentile = 99.9;   // static scales: clipping percentile of per-token maxima
   bool quantize_lm_head = false;
@@ -43,6 +45,9 @@ struct QuantizeOptions {
   // Applies every transform but keeps the linears in float: the transformed model must compute
   // the original function (the function-preservation check).
   bool transform_only = false;
+  // Measures weight and activation quantization errors per layer and site before quantizing
+  // (quant/quant_diagnostics.h) into the report's transform_notes.diagnostics.
+  bool diagnostics = false;
 };
 
 struct Progress {

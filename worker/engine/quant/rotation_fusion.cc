@@ -49,6 +49,22 @@ Status ApplyDtRotation(MambaLayerWeights& L, int64_t R, const std::vector<double
   return accel.MultiplyRight(L.dt_proj.weight, R, r5);
 }
 
+void ApplyDtSmoothing(MambaLayerWeights& L, int64_t R, const std::vector<float>& s) {
+  const int64_t E = L.x_proj.in_features;
+  for (int64_t j = 0; j < R; ++j)
+    for (int64_t k = 0; k < E; ++k) L.x_proj.weight[j * E + k] /= s[j];
+  ScaleColumns(L.dt_proj.weight, L.dt_proj.out_features, R, s.data());
+}
+
+void ApplyConvInputSmoothing(MambaLayerWeights& L, const std::vector<float>& s) {
+  const int64_t din = L.in_proj.in_features, K = static_cast<int64_t>(L.conv_weight.size() / s.size());
+  for (size_t j = 0; j < s.size(); ++j) {
+    for (int64_t k = 0; k < din; ++k) L.in_proj.weight[j * din + k] /= s[j];
+    if (!L.in_proj.bias.empty()) L.in_proj.bias[j] /= s[j];
+    for (int64_t k = 0; k < K; ++k) L.conv_weight[j * K + k] *= s[j];
+  }
+}
+
 void ApplyOutProjSmoothRotation(MambaLayerWeights& L, const std::vector<float>& s,
                                 std::shared_ptr<const HadamardRowTransform> r2) {
   const int64_t E = L.out_proj.in_features, d = L.out_proj.out_features;

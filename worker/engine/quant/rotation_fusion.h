@@ -28,6 +28,15 @@ Status ApplyResidualRotation(MambaWeights& w, const std::vector<double>& r1, Qua
 Status ApplyDtRotation(MambaLayerWeights& layer, int64_t dt_rank, const std::vector<double>& r5,
                        QuantAccelerator& accel);
 
+// S5 on the dt path of one layer (before R5): W_xp[δ row j] ← W_xp[δ row j] / s_j and
+// W_dt[:, j] ← W_dt[:, j] · s_j, exact since δ enters nothing but dt_proj.
+void ApplyDtSmoothing(MambaLayerWeights& layer, int64_t dt_rank, const std::vector<float>& s);
+
+// S3 (scope full) at the conv1d input u0 of one layer: W_in[x row j] ← W_in[x row j] / s_j and
+// conv row j ← conv row j · s_j (the conv is depthwise; its bias is unchanged). Exact, and both
+// weights are quantized per row, so only the per-token grid of u0 changes.
+void ApplyConvInputSmoothing(MambaLayerWeights& layer, const std::vector<float>& s);
+
 // S2 + R2 at out_proj. `s` ([E]) may be empty (no smoothing); `r2` may be null (no rotation).
 // W_in[z rows] ← diag(1/s)·W_in[z rows], gate becomes S-SiLU(z'; s), and
 // W_out ← W_out·diag(s)·R2 with R2 applied online to the out_proj input. The fusion applies R2 to

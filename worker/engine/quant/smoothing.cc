@@ -16,6 +16,34 @@ std::vector<float> SmoothingFactors(const std::vector<float>& act_absmax, const 
   return s;
 }
 
+std::vector<float> ConvInputFactors(const std::vector<float>& w, long rows, long cols, const std::vector<double>& sigma) {
+  std::vector<double> rms(static_cast<size_t>(rows), 0.0);
+  std::vector<double> t(static_cast<size_t>(cols));
+  double log_sum = 0.0;
+  long live = 0;
+  for (long r = 0; r < rows; ++r) {
+    const float* wr = w.data() + r * cols;
+    for (long i = 0; i < cols; ++i) {
+      double acc = 0.0;
+      for (long k = 0; k < cols; ++k) acc += sigma[i * cols + k] * wr[k];
+      t[i] = acc;
+    }
+    double q = 0.0;
+    for (long i = 0; i < cols; ++i) q += wr[i] * t[i];
+    rms[r] = q > 0.0 ? std::sqrt(q) : 0.0;
+    if (rms[r] > 0.0) {
+      log_sum += std::log(rms[r]);
+      ++live;
+    }
+  }
+  std::vector<float> s(static_cast<size_t>(rows), 1.0f);
+  if (live == 0) return s;
+  const double level = std::exp(log_sum / static_cast<double>(live));
+  for (long r = 0; r < rows; ++r)
+    if (rms[r] > 0.0) s[r] = static_cast<float>(rms[r] / level);
+  return s;
+}
+
 std::vector<float> ColumnAbsMax(const std::vector<float>& w, long rows, long cols, long row_begin, long row_end) {
   if (row_end < 0) row_end = rows;
   std::vector<float> m(static_cast<size_t>(cols), 0.0f);

@@ -15,5 +15,6 @@ int RunMakeModelCommand(const std::vector<std::string>& args);
 int RunClassifyCommand(const std::vector<std::string>& args);
 // `quantize` for a Vim model (tools/quantize_vim_command.cc); -1 when --model is not one.
 int MaybeRunQuantizeVimCommand(const std::vector<std::string>& args);
+int RunTransformCommand(const std::vector<std::string>& args);
 
 }  // namespace mq::tools

@@ -22,7 +22,7 @@ commands:
   quantize  --model DIR --preset P --bits w8a8|w4a8 --scope linear|full --calib FILE
             [--samples 128] [--seq-len 256] [--seed 0] --out DIR [--eval FILE] [--json]
             [--act per_token|per_tensor] [--act-percentile 99.9] [--no-klt-r1] [--no-klt-r5]
-            [--no-online-r2] [--no-smooth-s2] [--no-smooth-s4] [--r1-layer0] [--quantize-lm-head]
+            [--no-smooth-s5] [--no-online-r2] [--no-smooth-s2] [--no-smooth-s4] [--no-smooth-conv] [--r1-layer0] [--quantize-lm-head] [--diagnostics]
             [--device auto|cpu|cuda]   auto: the GPU when present and able to run the job, else the CPU
   quantize  --model VIM_DIR --preset P --bits w8a8|w4a8 --calib IMAGES [--calib-prefix P] [--samples 0]
             [--seed 0] --out DIR [--eval IMAGES] [--eval-prefix P] [--act per_token|per_tensor] [...]
@@ -39,6 +39,10 @@ commands:
   classify  --model DIR --images FILE [--prefix P] [--device cpu|cuda] [--threads N] [--json]
             top-1 classes of a Vim model (float or quantized) on FILE's `{P}images` F32 [B,C,H,W]
             (normalized), and `accuracy` when FILE has `{P}labels` I64 [B]
+  transform --model DIR --out DIR --outliers SPEC|default [--seed 0]
+            a function-preserving outlier variant: SPEC = site:COUNTxFACTOR,... with sites
+            norm (gamma / in_proj columns), conv (in_proj x rows / conv1d), dt (x_proj delta rows /
+            dt_proj columns), state (x_proj B rows / C rows); default = norm:2x60,conv:2x40,dt:1x50,state:2x30
 )";
 
 }  // namespace
@@ -57,6 +61,7 @@ int main(int argc, char** argv) {
   if (command == "quality-table") return mq::tools::RunQualityTableCommand(args);
   if (command == "make-model") return mq::tools::RunMakeModelCommand(args);
   if (command == "classify") return mq::tools::RunClassifyCommand(args);
+  if (command == "transform") return mq::tools::RunTransformCommand(args);
   std::fprintf(stderr, "mq-engine: unknown command \"%s\"\n%s", command.c_str(), kUsage);
   return 2;
 }

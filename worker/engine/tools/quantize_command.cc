@@ -23,7 +23,7 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
   // A Vim model calibrates and evaluates on images.
   if (const int rc = MaybeRunQuantizeVimCommand(args); rc >= 0) return rc;
   auto cl = CommandLine::Parse(
-      args, {"json", "no-klt-r1", "no-klt-r5", "no-online-r2", "no-smooth-s2", "no-smooth-s4", "r1-layer0", "quiet",
+      args, {"json", "no-klt-r1", "no-klt-r5", "no-smooth-s5", "no-online-r2", "no-smooth-s2", "no-smooth-s4", "no-smooth-conv", "r1-layer0", "quiet", "diagnostics",
              "quantize-lm-head"},
       {"model", "preset", "bits", "scope", "calib", "samples", "seq-len", "seed", "out", "eval", "window", "act",
        "act-percentile", "weight-clip", "state-granularity", "device"});
@@ -62,9 +62,12 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
   o.state_granularity = cl->Get("state-granularity").value_or(o.state_granularity);
   o.klt_r1 = !cl->Has("no-klt-r1");
   o.klt_r5 = !cl->Has("no-klt-r5");
+  o.smooth_s5 = !cl->Has("no-smooth-s5");
   o.online_r2 = !cl->Has("no-online-r2");
   o.smooth_s2 = !cl->Has("no-smooth-s2");
   o.smooth_s4 = !cl->Has("no-smooth-s4");
+  o.smooth_conv = !cl->Has("no-smooth-conv");
+  o.diagnostics = cl->Has("diagnostics");
   o.r1_cov_all_layers = !cl->Has("r1-layer0");
   o.quantize_lm_head = cl->Has("quantize-lm-head");
 
@@ -99,6 +102,23 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
                 e["quantized_perplexity"].get<double>(), Percent(e["relative_change"].get<double>()).c_str());
     std::printf("agreement    %.4f top-1, mean KL %.5f nats over %lld predictions\n", e["top1_agreement"].get<double>(),
                 e["mean_kl"].get<double>(), static_cast<long long>(e["tokens_scored"].get<int64_t>()));
+  }
+  if (report["transform_notes"].contains("diagnostics")) {
+    // One line per layer: weight errors, then each linear input's activation error (and its
+    // largest channel RMS over the median).
+    const auto& dg = report["transform_notes"]["diagnostics"];
+    std::printf("diagnostics  weight ‖W−Q(W)‖/‖W‖ and activation ‖x−Q(x)‖/‖x‖ (max/median channel rms)\n");
+    for (const auto& wl : dg["weights"]) {
+      const int layer = wl["layer"].get<int>();
+      std::printf("  L%-2d W in %.4f x %.4f dt %.4f out %.4f dtpath %.4f |", layer, wl["in_proj"].get<double>(),
+                  wl["x_proj"].get<double>(), wl["dt_proj"].get<double>(), wl["out_proj"].get<double>(),
+                  wl["dt_path"].get<double>());
+      for (const auto& a : dg["activations"])
+        if (a["layer"].get<int>() == layer)
+          std::printf(" %s %.4f (%.0f)", a["site"].get<std::string>().c_str(), a["rel_error"].get<double>(),
+                      a["max_over_median_rms"].get<double>());
+      std::printf("\n");
+    }
   }
   std::printf("time         %s\n", report["timings_seconds"].dump().c_str());
   std::printf("device time  %s\n", report["device_step_seconds"].dump().c_str());
