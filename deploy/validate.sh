@@ -51,7 +51,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cp -r "$K8S/secrets" "$tmp/secrets"
 mkdir -p "$tmp/secrets/files"
-for f in tls.crt tls.key ca.crt client worker; do echo "placeholder-not-a-secret" >"$tmp/secrets/files/$f"; done
+for f in tls.crt tls.key ca.crt tokens worker; do echo "placeholder-not-a-secret" >"$tmp/secrets/files/$f"; done
 kubectl kustomize "$tmp/secrets" >"$OUT/secrets.yaml" || { echo "FAIL: kubectl kustomize secrets" >&2; exit 1; }
 echo "rendered: $(cd "$OUT" && ls *.yaml | tr '\n' ' ')"
 

@@ -72,11 +72,20 @@ const openssl = spawnSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt
   "-out", path.join(secretsDir, "tls.crt")], { encoding: "utf8" });
 if (openssl.status !== 0) fail(`openssl: ${openssl.stderr}`);
 fs.copyFileSync(path.join(secretsDir, "tls.crt"), path.join(secretsDir, "ca.crt"));
-const tokens = { client: crypto.randomBytes(24).toString("hex"), worker: crypto.randomBytes(24).toString("hex") };
-for (const [k, v] of Object.entries(tokens)) fs.writeFileSync(path.join(secretsDir, k), v);
+// Tokens as an operator makes them: mqctl tokens mint prints each token and its tokens-file line.
+const mint = (role) => {
+  const r = spawnSync(path.join(BUILD, "client/mqctl"), ["tokens", "mint", "--role", role, "--name", `e2e-${role}`, "--json"], { encoding: "utf8" });
+  if (r.status !== 0) fail(`mqctl tokens mint --role ${role}: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+};
+const minted = { client: mint("admin"), worker: mint("worker") };
+const tokens = { client: minted.client.token, worker: minted.worker.token };
+fs.writeFileSync(path.join(secretsDir, "tokens"), `# e2e\n${minted.client.tokens_file_line}\n${minted.worker.tokens_file_line}\n`);
+fs.writeFileSync(path.join(secretsDir, "worker"), tokens.worker);
+fs.writeFileSync(path.join(secretsDir, "client"), tokens.client);  // mqctl's --token-file, not a Secret key
 const secretData = {
   "mq-server-tls": ["tls.crt", "tls.key", "ca.crt"],
-  "mq-tokens": ["client", "worker"],
+  "mq-tokens": ["tokens", "worker"],
 };
 
 // ---- one pod as local processes
