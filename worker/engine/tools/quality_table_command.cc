@@ -1,6 +1,6 @@
 // mq-engine quality-table: the quality table of docs/quantization.md. Builds every preset × bits
-// × scope (plus extra seeds for the randomized presets, the mambaquant ablation and the R1
-// covariance variants), then evaluates all of them against the float model in one pass over
+// × scope (plus extra seeds for the calibrated or randomized presets, and the cumulative
+// mambaquant ablation in every bits × scope), then evaluates all of them against the float model in one pass over
 // the evaluation text, and writes a Markdown table and a JSON file.
 #include <chrono>
 #include <cstdio>
@@ -41,34 +41,41 @@ std::vector<Row> TableRows(const quant::QuantizeOptions& base, const std::vector
     r.label = preset;
     return r;
   };
+  // Every preset at every seed, except rtn: with dynamic activations it uses neither calibration
+  // nor randomness, so every seed gives the same model.
   for (const char* scope : {"linear", "full"})
     for (const char* bits : {"w8a8", "w4a8"})
       for (const char* preset : {"rtn", "smoothquant", "quarot", "mambaquant"}) {
         rows.push_back(make("grid", preset, bits, scope, seeds[0]));
-        if (std::string(preset) == "quarot" || std::string(preset) == "mambaquant")
+        if (std::string(preset) != "rtn")
           for (size_t i = 1; i < seeds.size(); ++i) rows.push_back(make("seed", preset, bits, scope, seeds[i]));
       }
-  // Ablation (w8a8): the Hadamard base (R1, R5), + KLT, + online R2, + smooth-fused (= mambaquant).
-  for (const char* scope : {"linear", "full"}) {
-    Row h = make("ablation", "mambaquant", "w8a8", scope, seeds[0]);
-    h.options.klt_r1 = h.options.klt_r5 = h.options.online_r2 = h.options.smooth_s2 = h.options.smooth_s4 = false;
-    h.label = "+hadamard (R1,R5)";
-    rows.push_back(h);
-    Row k = h;
-    k.options.klt_r1 = k.options.klt_r5 = true;
-    k.label = "+KLT";
-    rows.push_back(k);
-    Row o = k;
-    o.options.online_r2 = true;
-    o.label = "+online hadamard (R2)";
-    rows.push_back(o);
-  }
-  for (const char* bits : {"w8a8", "w4a8"}) {
-    Row l0 = make("r1-covariance", "mambaquant", bits, "linear", seeds[0]);
-    l0.options.r1_cov_all_layers = false;
-    l0.label = "mambaquant, R1 Σ from layer 0";
-    rows.push_back(l0);
-  }
+  // Ablation, cumulative from the Hadamard base (R1, R5) to mambaquant less its last component
+  // (the grid row is the whole method): + KLT (R1, R5), + S5, + online R2, + S2; in scope full
+  // also + S4/R4 (the whole method adds S3).
+  for (const char* scope : {"linear", "full"})
+    for (const char* bits : {"w8a8", "w4a8"}) {
+      Row r = make("ablation", "mambaquant", bits, scope, seeds[0]);
+      quant::QuantizeOptions& o = r.options;
+      o.klt_r1 = o.klt_r5 = o.smooth_s5 = o.online_r2 = o.smooth_s2 = o.smooth_s4 = o.smooth_conv = false;
+      const bool full = std::string(scope) == "full";
+      const std::vector<std::pair<const char*, bool quant::QuantizeOptions::*>> steps = {
+          {"+KLT (R1,R5)", nullptr}, {"+S5", &quant::QuantizeOptions::smooth_s5},
+          {"+online R2", &quant::QuantizeOptions::online_r2}, {"+S2", &quant::QuantizeOptions::smooth_s2},
+          {"+S4,R4", &quant::QuantizeOptions::smooth_s4}};
+      r.label = "hadamard (R1,R5)";
+      rows.push_back(r);
+      for (size_t i = 0; i < steps.size(); ++i) {
+        if (!full && i + 1 == steps.size() - 1) break;  // linear: + S2 is the grid row
+        if (steps[i].second == nullptr) {
+          o.klt_r1 = o.klt_r5 = true;
+        } else {
+          o.*(steps[i].second) = true;
+        }
+        r.label = steps[i].first;
+        rows.push_back(r);
+      }
+    }
   return rows;
 }
 
@@ -82,7 +89,7 @@ std::string Fmt(const char* f, double v) {
 
 int RunQualityTableCommand(const std::vector<std::string>& args) {
   auto cl = CommandLine::Parse(args, {}, {"model", "calib", "eval", "samples", "seq-len", "seeds", "out-md", "out-json",
-                                          "window", "act", "weight-clip"});
+                                          "window", "act", "weight-clip", "label"});
   if (!cl.ok()) return ReportError(cl.status());
   auto model = cl->Require("model");
   auto calib = cl->Require("calib");
@@ -153,13 +160,16 @@ int RunQualityTableCommand(const std::vector<std::string>& args) {
                       {"tokens_scored", (*results)[0].reference.tokens_scored}, {"eval_seconds", eval_seconds},
                       {"rows", nlohmann::json::array()}};
   std::ostringstream md;
-  md << "| group | method | bits | scope | seed | perplexity | Δ% | top-1 agreement | mean KL | build s |\n"
-     << "|---|---|---|---|---|---|---|---|---|---|\n";
-  md << "| float | float32 | - | - | - | " << Fmt("%.3f", (*results)[0].reference.perplexity) << " | 0 | 1 | 0 | - |\n";
+  // The model's label ("plain", "outlier"; --label) starts every row, so tables of several models concatenate.
+  const std::string label = cl->Get("label").value_or("model");
+  j["label"] = label;
+  md << "| model | group | method | bits | scope | seed | perplexity | Δ% | top-1 agreement | mean KL | build s |\n"
+     << "|---|---|---|---|---|---|---|---|---|---|---|\n";
+  md << "| " << label << " | float | float32 | - | - | - | " << Fmt("%.3f", (*results)[0].reference.perplexity) << " | 0 | 1 | 0 | - |\n";
   for (size_t i = 0; i < rows.size(); ++i) {
     const ComparisonResult& c = (*results)[i];
     const double delta = 100.0 * (c.candidate.perplexity / c.reference.perplexity - 1.0);
-    md << "| " << rows[i].group << " | " << rows[i].label << " | " << rows[i].options.bits << " | "
+    md << "| " << label << " | " << rows[i].group << " | " << rows[i].label << " | " << rows[i].options.bits << " | "
        << rows[i].options.scope << " | " << rows[i].options.seed << " | " << Fmt("%.3f", c.candidate.perplexity)
        << " | " << Fmt("%+.3f", delta) << " | " << Fmt("%.4f", c.top1_agreement) << " | " << Fmt("%.5f", c.mean_kl)
        << " | " << Fmt("%.1f", rows[i].build_seconds) << " |\n";
