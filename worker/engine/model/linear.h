@@ -18,7 +18,8 @@ enum class ActScaleMode {
 };
 
 struct LinearQuant {
-  int weight_bits = 8;               // 8, or 4 (levels -7..7, stored one per int8)
+  int weight_bits = 8;               // 8, or 4 (levels -7..7, one per int8 here; packed two per
+                                     // byte in the export and on the GPU: model/int4_pack.h)
   std::vector<int8_t> qweight;       // [out, in]
   std::vector<float> weight_scale;   // [out]: w ≈ q · s
   ActScaleMode act_mode = ActScaleMode::kPerToken;
