@@ -210,14 +210,19 @@ absl::StatusOr<HostedModel> ModelHost::LoadModel(const std::string& model,
 absl::StatusOr<HostedModel> ModelHost::LoadClassifier(const std::string& dir, uint64_t file_bytes) {
   auto config = VimConfig::FromFile(JoinPath(dir, "config.json"));
   if (!config.ok()) return ToAbsl(config.status());
+  // The plugin's GPU classifier when the worker computes on the GPU (a plugin without one cannot
+  // serve Vim models there); else the CPU one.
+  const bool gpu = options_.plugin != nullptr;
+  if (gpu && options_.plugin->open_classifier == nullptr)
+    return absl::UnimplementedError("this worker's backend plugin cannot serve image classifiers (Vision Mamba)");
   // Room before anything is allocated. On the CPU the weights become float32 (a quantized
-  // export's int8 weights four times their size at most); one batch's activations are small
-  // beside them.
-  const uint64_t estimate = 4 * file_bytes;
+  // export's int8 weights four times their size at most); on the GPU they keep the file's size or
+  // less. One batch's activations are small beside them; the size the device reports replaces
+  // the estimate once loaded.
+  const uint64_t estimate = gpu ? file_bytes : 4 * file_bytes;
   absl::Status s = MakeRoom(estimate);
   if (!s.ok()) return s;
-  // TODO(vim-cuda): the plugin's classifier (BackendPlugin::open_classifier) once the plugin has it.
-  auto classifier = OpenCpuImageClassifier(dir);
+  auto classifier = gpu ? options_.plugin->open_classifier(dir) : OpenCpuImageClassifier(dir);
   if (!classifier.ok()) return ToAbsl(classifier.status());
   const uint64_t bytes = (*classifier)->device_bytes() > 0 ? (*classifier)->device_bytes() : estimate;
   HostedModel hosted;
