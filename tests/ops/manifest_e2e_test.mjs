@@ -8,8 +8,10 @@
 // replicas) start; each is probed like the kubelet would (startup, then readiness and liveness:
 // grpc.health.v1.Health/Check on the probe's port and service, in plaintext, with the probe's
 // period and failure threshold, periods shortened); then a quantization job and a generation go
-// through them with mqctl over TLS with the client token; both workers must be registered and
-// the job must have run on one of them.
+// through them with mqctl over TLS with an admin token minted by mqctl; both workers must be
+// registered and the job must have run on one of them. The gpu overlay's worker (gpu.yaml next to
+// the cpu file) must exit saying why when no GPU is usable, never registering as a CPU worker.
+// Logs must be JSON lines without any token; SIGTERM must turn the server's health NOT_SERVING.
 //
 //   node tests/ops/manifest_e2e_test.mjs BUILD_DIR RENDERED_CPU_YAML
 import fs from "node:fs";
@@ -59,7 +61,11 @@ const freePort = () =>
 
 // ---- the rendered manifests
 const objs = YAML.parseAllDocuments(fs.readFileSync(renderedFile, "utf8")).map((d) => d.toJS()).filter(Boolean);
-const find = (kind, name) => objs.find((o) => o.kind === kind && o.metadata.name === name) ?? fail(`no ${kind}/${name} in ${renderedFile}`);
+const findIn = (list, kind, name) => list.find((o) => o.kind === kind && o.metadata.name === name) ?? fail(`no ${kind}/${name} in the rendered manifests`);
+const find = (kind, name) => findIn(objs, kind, name);
+// The gpu overlay, rendered next to the cpu one: its worker must refuse to run without a GPU.
+const gpuFile = path.join(path.dirname(renderedFile), "gpu.yaml");
+const gpuObjs = fs.existsSync(gpuFile) ? YAML.parseAllDocuments(fs.readFileSync(gpuFile, "utf8")).map((d) => d.toJS()).filter(Boolean) : null;
 const serverSet = find("StatefulSet", "mq-server");
 const workerDeploy = find("Deployment", "mq-worker");
 const serverService = find("Service", "mq-server");
@@ -90,7 +96,7 @@ const secretData = {
 
 // ---- one pod as local processes
 const portMap = new Map(); // containerPort -> loopback port, per pod
-async function podCommand(podName, podSpec, container) {
+async function podCommand(podName, podSpec, container, source = objs) {
   const dir = path.join(TMP, podName);
   fs.mkdirSync(dir);
   // Volumes: secrets get their files (only the listed items), the rest empty directories.
@@ -118,7 +124,7 @@ async function podCommand(podName, podSpec, container) {
   const env = {};
   for (const ef of container.envFrom || []) {
     if (!ef.configMapRef) continue;
-    Object.assign(env, find("ConfigMap", ef.configMapRef.name).data);
+    Object.assign(env, findIn(source, "ConfigMap", ef.configMapRef.name).data);
   }
   for (const e of container.env || []) {
     if (e.value !== undefined) env[e.name] = e.value;
@@ -279,6 +285,30 @@ try {
     "--tls-server-name", "mq-server", "--token", wrong, "models", "list"], { encoding: "utf8" });
   if (refused.status === 0) fail("a wrong token was accepted");
   checkLogs(workers.map((w) => w.name), [tokens.client, tokens.worker, wrong]);
+
+  // The gpu overlay's worker on this machine: with no usable GPU it must exit, saying why, and
+  // never register (computing on the CPU instead); on a GPU machine it registers as cuda.
+  if (gpuObjs) {
+    const gDeploy = findIn(gpuObjs, "Deployment", "mq-worker");
+    const gContainer = gDeploy.spec.template.spec.containers[0];
+    const gCmd = await podCommand("mq-worker-gpu", gDeploy.spec.template.spec, gContainer, gpuObjs);
+    const g = start("mq-worker-gpu", gCmd);
+    const code = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(null), 20000);
+      g.on("exit", (c) => { clearTimeout(timer); resolve(c); });
+    });
+    const gLog = fs.readFileSync(children.find((c) => c.name === "mq-worker-gpu").log, "utf8");
+    const listedNow = mqctl(apiPort, "--json", "workers", "list");
+    if (code === null) {
+      // Still running: only acceptable on a machine with a GPU, as a cuda worker.
+      if (!/"device":\s*"cuda"/.test(listedNow) || !listedNow.includes("mq-worker-gpu")) fail(`the gpu worker runs but is not a cuda worker: ${listedNow}`);
+      console.log("gpu overlay worker: registered as cuda (a GPU is present)");
+    } else {
+      if (code !== 2 || !/no usable CUDA device|--backend cuda/.test(gLog)) fail(`the gpu worker should exit 2 saying why without a GPU; exit ${code}: ${gLog}`);
+      if (listedNow.includes("mq-worker-gpu")) fail("the gpu worker registered although it cannot use a GPU");
+      console.log("gpu overlay worker without a GPU: exits 2 saying why, never registers");
+    }
+  }
 
   // Liveness after the work, on every pod.
   await probe("mq-server-0", "livenessProbe", sContainer, sCmd.ports, server);
