@@ -32,9 +32,10 @@ void CliContext::PrintJson(const google::protobuf::Message& message, bool with_d
 }
 
 int ReportError(const absl::Status& status) {
-  // Messages may quote what the server was sent (names, stop strings): no raw control characters.
+  // Messages may quote what the server was sent (names, stop strings): no raw control characters,
+  // and no newline that could forge a line of output.
   std::fprintf(stderr, "error: %s: %s\n", absl::StatusCodeToString(status.code()).c_str(),
-               SanitizeTerminalText(status.message()).c_str());
+               SanitizeTerminalText(status.message(), /*keep_newlines=*/false).c_str());
   // A TLS client meeting a plaintext server fails its handshake with "wrong version number" (or
   // "packet length too long"): say what to do instead of leaving the OpenSSL text to decode.
   if (status.code() == absl::StatusCode::kUnavailable &&

@@ -1,5 +1,8 @@
 #include "terminal_text.h"
 
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+
 #include <cstdint>
 #include <cstdio>
 
@@ -107,6 +110,35 @@ std::string QuoteForTerminal(absl::string_view text) {
   out += SanitizeTerminalText(escaped, /*keep_newlines=*/false);
   out += '"';
   return out;
+}
+
+void SanitizeMessageStrings(google::protobuf::Message* message) {
+  using google::protobuf::FieldDescriptor;
+  const auto* descriptor = message->GetDescriptor();
+  const auto* reflection = message->GetReflection();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const FieldDescriptor* field = descriptor->field(i);
+    // Bytes fields are data, not text to show.
+    if (field->type() == FieldDescriptor::TYPE_STRING) {
+      if (field->is_repeated()) {
+        for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
+          reflection->SetRepeatedString(message, field, j,
+                                        SanitizeTerminalText(reflection->GetRepeatedString(*message, field, j), false));
+        }
+      } else if (reflection->HasField(*message, field) || field->containing_oneof() == nullptr) {
+        reflection->SetString(message, field, SanitizeTerminalText(reflection->GetString(*message, field), false));
+      }
+    } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      // Maps are repeated entry messages: their keys and values are covered here too.
+      if (field->is_repeated()) {
+        for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
+          SanitizeMessageStrings(reflection->MutableRepeatedMessage(message, field, j));
+        }
+      } else if (reflection->HasField(*message, field)) {
+        SanitizeMessageStrings(reflection->MutableMessage(message, field));
+      }
+    }
+  }
 }
 
 }  // namespace mq::cli

@@ -8,6 +8,10 @@
 
 #include "absl/strings/string_view.h"
 
+namespace google::protobuf {
+class Message;
+}
+
 namespace mq::cli {
 
 // Returns `text` with every C0 control character (U+0000..U+001F, ESC included), DEL and C1 control
@@ -19,5 +23,17 @@ std::string SanitizeTerminalText(absl::string_view text, bool keep_newlines = tr
 // `text` sanitized without newlines and in double quotes ("\"" and "\\" escaped): for showing a
 // value whose exact bytes matter, such as a stop string.
 std::string QuoteForTerminal(absl::string_view text);
+
+// Every string field of `message` (nested messages, repeated fields and maps included) sanitized
+// without newlines, so a value printed on its own line cannot forge others. For text output of
+// server replies (jobs, artifacts); JSON output escapes by itself.
+void SanitizeMessageStrings(google::protobuf::Message* message);
+
+// A copy of `message` with SanitizeMessageStrings applied.
+template <class M>
+M ForTerminal(M message) {
+  SanitizeMessageStrings(&message);
+  return message;
+}
 
 }  // namespace mq::cli

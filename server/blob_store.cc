@@ -1,5 +1,9 @@
 #include "blob_store.h"
 
+#include <sys/stat.h>
+
+#include <filesystem>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -102,6 +106,23 @@ absl::StatusOr<std::string> BlobStore::Put(absl::string_view data) {
     return s;
   }
   return digest;
+}
+
+absl::StatusOr<std::vector<BlobStore::StoredBlob>> BlobStore::ListBlobs() const {
+  std::vector<StoredBlob> out;
+  std::error_code ec;
+  const std::filesystem::path dir = absl::StrCat(root_, "/blobs/sha256");
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec); !ec && it != std::filesystem::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    const std::string name = it->path().filename().string();
+    if (!IsSha256Hex(name)) continue;
+    struct stat st;
+    if (::stat(it->path().c_str(), &st) != 0) continue;  // removed meanwhile
+    out.push_back({name, absl::FromTimeT(st.st_mtime)});
+  }
+  if (ec) return absl::InternalError(absl::StrCat("listing ", dir.string(), ": ", ec.message()));
+  return out;
 }
 
 absl::Status BlobStore::Remove(const std::string& sha256) {

@@ -12,10 +12,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/synchronization/mutex.h"
 #include "file_util.h"
 #include "sha256.h"
@@ -64,6 +66,12 @@ class BlobStore {
   // Stores bytes held in memory (small files, tests). Returns the digest.
   absl::StatusOr<std::string> Put(absl::string_view data);
   absl::Status Remove(const std::string& sha256);
+  struct StoredBlob {
+    std::string sha256;
+    absl::Time modified;  // when it was installed (rename keeps the partial's mtime: its last write)
+  };
+  // Every complete blob (for garbage collection).
+  absl::StatusOr<std::vector<StoredBlob>> ListBlobs() const;
 
   // Opens (creating or resuming) the partial blob `name` ([A-Za-z0-9._-]+). Existing bytes are
   // re-hashed so the digest continues where it stopped.

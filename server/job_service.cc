@@ -35,9 +35,15 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
     spec.set_eval_dataset(FormatRef(eval->name(), eval->version()));
   }
   if (spec.output_name().empty()) {
-    std::string output = absl::StrCat(model->name(), "-", spec.preset(), "-", spec.bits());
-    if (output.size() > kMaxNameBytes) output.resize(kMaxNameBytes);
-    spec.set_output_name(output);
+    // The suffix survives truncation: cutting it off could leave the source model's own name.
+    const std::string suffix = absl::StrCat("-", spec.preset(), "-", spec.bits());
+    spec.set_output_name(absl::StrCat(model->name().substr(0, kMaxNameBytes - suffix.size()), suffix));
+  }
+  // A result registered as a new version of its own source would make later jobs on that name
+  // quantize an already quantized model.
+  if (spec.output_name() == model->name()) {
+    return Reply(ctx, absl::InvalidArgumentError(absl::StrCat("spec.output_name: ", model->name(),
+                                                              " is the source model; the result needs another name")));
   }
   auto job = deps_.jobs->Create(spec, model->name(), deps_.max_queued_jobs, absl::Now());
   if (!job.ok()) return Reply(ctx, job.status());

@@ -12,6 +12,11 @@ using mambaquant::v1::Artifact;
 absl::StatusOr<Artifact> Registry::CommitUpload(const std::string& upload_id, absl::Time now,
                                                 const CommitHooks& hooks) {
   auto record = store_->GetUpload(upload_id);
+  if (absl::IsNotFound(record.status())) {
+    // A retry of a commit that took effect (its answer was lost): the same answer again.
+    auto committed = store_->CommittedUpload(upload_id);
+    if (committed.ok() || !absl::IsNotFound(committed.status())) return committed;
+  }
   if (!record.ok()) return record.status();
   const auto& req = record->request;
   Artifact artifact;
@@ -48,6 +53,8 @@ absl::StatusOr<Artifact> Registry::CommitUpload(const std::string& upload_id, ab
       absl::Status st = hooks.after_insert(tx, stored);
       if (!st.ok()) return st;
     }
+    absl::Status st = store_->RecordCommitTx(tx, upload_id, stored, now);
+    if (!st.ok()) return st;
     return store_->DeleteUploadTx(tx, upload_id);
   });
   if (!s.ok()) return s;
@@ -73,6 +80,27 @@ absl::StatusOr<ArtifactPage> Registry::List(mambaquant::v1::ArtifactKind kind, c
     if (!s.ok()) return s;
   }
   return store_->List(kind, name, page_size, page_token);
+}
+
+absl::StatusOr<int64_t> Registry::CollectUnreferencedBlobs(absl::Time now, absl::Duration grace) {
+  // Exclusive: no commit checks its blobs and inserts its version meanwhile.
+  absl::MutexLock gc_lock(&gc_mu_);
+  auto blobs = blobs_->ListBlobs();
+  if (!blobs.ok()) return blobs.status();
+  auto keep = store_->ReferencedDigests();
+  if (!keep.ok()) return keep.status();
+  int64_t removed = 0;
+  for (const auto& b : *blobs) {
+    if (b.modified > now - grace || keep->count(b.sha256) > 0) continue;
+    absl::Status rm = blobs_->Remove(b.sha256);
+    if (!rm.ok()) {
+      Log(LogLevel::kWarning, "removing unreferenced blob failed").Kv("sha256", b.sha256).Kv("error", rm);
+      continue;
+    }
+    ++removed;
+  }
+  if (removed > 0) Log(LogLevel::kInfo, "collected unreferenced blobs").Kv("removed", removed);
+  return removed;
 }
 
 absl::Status Registry::Delete(mambaquant::v1::ArtifactKind kind, const std::string& ref,

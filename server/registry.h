@@ -45,6 +45,11 @@ class Registry {
   absl::Status Delete(mambaquant::v1::ArtifactKind kind, const std::string& ref,
                       const std::function<absl::Status(SqliteTx&, const std::string& resolved_ref)>& in_delete);
 
+  // Removes blobs that no artifact version and no unfinished upload names, once older than
+  // `grace` (so a blob just completed by an upload whose record is being written stays): what
+  // rejected, aborted and expired uploads left behind. Returns how many were removed.
+  absl::StatusOr<int64_t> CollectUnreferencedBlobs(absl::Time now, absl::Duration grace);
+
   BlobStore* blobs() { return blobs_; }
   RegistryStore* store() { return store_; }
 

@@ -4,6 +4,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "name_validation.h"
 #include "proto_time.h"
 
 namespace mq::server {
@@ -109,7 +110,15 @@ absl::StatusOr<Artifact> RegistryStore::InsertTx(SqliteTx& tx, Artifact artifact
     stmt->Bind(1, static_cast<int64_t>(artifact.kind())).Bind(2, artifact.name());
     auto row = stmt->Step();
     if (!row.ok()) return row.status();
+    // Versions are addressable only up to kMaxVersion (references parse 1..2^31-1): past it a
+    // new version could never be named, so the name is full.
+    if (stmt->Int(0) >= kMaxVersion) {
+      return absl::ResourceExhaustedError(absl::StrCat(KindName(artifact.kind()), " ", artifact.name(), " has reached version ",
+                                                       kMaxVersion, ", the last one; upload under another name"));
+    }
     artifact.set_version(stmt->Int(0) + 1);
+  } else if (artifact.version() < 1 || artifact.version() > kMaxVersion) {
+    return absl::InvalidArgumentError(absl::StrCat("version must be 1..", kMaxVersion));
   }
   uint64_t total = 0;
   for (const auto& f : artifact.files()) total += f.size();
@@ -203,15 +212,20 @@ absl::StatusOr<ArtifactPage> RegistryStore::List(ArtifactKind kind, const std::s
     stmt->Bind(1, static_cast<int64_t>(kind)).Bind(2, before_id);
     if (!name.empty()) stmt->Bind(3, name);
     int64_t last_id = 0;
+    size_t page_bytes = 0;
     for (;;) {
       auto row = stmt->Step();
       if (!row.ok()) return row.status();
       if (!*row) return absl::OkStatus();
-      if (static_cast<int>(page.artifacts.size()) == page_size) {
+      const std::string blob = stmt->Blob(1);
+      const size_t bytes = blob.size();
+      if (static_cast<int>(page.artifacts.size()) == page_size ||
+          (!page.artifacts.empty() && page_bytes + bytes > kMaxListPageBytes)) {
         page.next_page_token = absl::StrCat("a", last_id);
         return absl::OkStatus();
       }
-      auto a = ParseArtifact(stmt->Blob(1));
+      page_bytes += bytes;
+      auto a = ParseArtifact(blob);
       if (!a.ok()) return a.status();
       last_id = stmt->Int(0);
       page.artifacts.push_back(*std::move(a));
@@ -219,6 +233,66 @@ absl::StatusOr<ArtifactPage> RegistryStore::List(ArtifactKind kind, const std::s
   });
   if (!s.ok()) return s;
   return page;
+}
+
+absl::Status RegistryStore::RecordCommitTx(SqliteTx& tx, const std::string& upload_id, const Artifact& stored,
+                                           absl::Time now) {
+  auto stmt = tx.Prepare(
+      "INSERT INTO committed_uploads (upload_id, kind, name, version, commit_time_ms) VALUES (?1, ?2, ?3, ?4, ?5)");
+  if (!stmt.ok()) return stmt.status();
+  stmt->Bind(1, upload_id)
+      .Bind(2, static_cast<int64_t>(stored.kind()))
+      .Bind(3, stored.name())
+      .Bind(4, stored.version())
+      .Bind(5, ToMillis(now));
+  return stmt->Run();
+}
+
+absl::StatusOr<Artifact> RegistryStore::CommittedUpload(const std::string& upload_id) {
+  Artifact out;
+  absl::Status s = db_->Read([&](SqliteTx& tx) -> absl::Status {
+    auto stmt = tx.Prepare("SELECT kind, name, version FROM committed_uploads WHERE upload_id = ?1");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, upload_id);
+    auto row = stmt->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::NotFoundError(absl::StrCat("upload ", upload_id, " not found"));
+    auto a = GetTx(tx, static_cast<ArtifactKind>(stmt->Int(0)), ArtifactRef{stmt->Text(1), stmt->Int(2)});
+    if (!a.ok()) {
+      return absl::NotFoundError(absl::StrCat("upload ", upload_id, " was committed, but its version has been deleted since"));
+    }
+    out = *std::move(a);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::set<std::string>> RegistryStore::ReferencedDigests() {
+  std::set<std::string> out;
+  absl::Status s = db_->Read([&](SqliteTx& tx) -> absl::Status {
+    auto files = tx.Prepare("SELECT DISTINCT sha256 FROM artifact_files");
+    if (!files.ok()) return files.status();
+    for (;;) {
+      auto row = files->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      out.insert(files->Text(0));
+    }
+    auto uploads = tx.Prepare("SELECT request FROM uploads");
+    if (!uploads.ok()) return uploads.status();
+    for (;;) {
+      auto row = uploads->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      mambaquant::v1::CreateUploadRequest request;
+      if (!request.ParseFromString(uploads->Blob(0))) return absl::DataLossError("an upload record does not parse");
+      for (const auto& f : request.files()) out.insert(f.sha256());
+    }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return out;
 }
 
 absl::StatusOr<bool> RegistryStore::DigestReferencedTx(SqliteTx& tx, const std::string& sha256) {
@@ -236,6 +310,13 @@ absl::StatusOr<std::vector<std::string>> RegistryStore::DeleteTx(SqliteTx& tx, A
   if (!artifact.ok()) return artifact.status();
   {
     auto stmt = tx.Prepare("DELETE FROM artifacts WHERE kind = ?1 AND name = ?2 AND version = ?3");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, static_cast<int64_t>(kind)).Bind(2, name).Bind(3, version);
+    absl::Status s = stmt->Run();
+    if (!s.ok()) return s;
+  }
+  {
+    auto stmt = tx.Prepare("DELETE FROM committed_uploads WHERE kind = ?1 AND name = ?2 AND version = ?3");
     if (!stmt.ok()) return stmt.status();
     stmt->Bind(1, static_cast<int64_t>(kind)).Bind(2, name).Bind(3, version);
     absl::Status s = stmt->Run();

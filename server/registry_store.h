@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,11 @@ struct UploadRecord {
   absl::Time created;
   absl::Time touched;
 };
+
+// A list page stops at this many bytes of artifacts as well as at its page_size: artifacts with
+// large metadata must not push a page past the 8 MiB message limit (listing would then fail for
+// everyone). A page always holds at least one artifact (one is far below this).
+inline constexpr size_t kMaxListPageBytes = 4 << 20;
 
 struct ArtifactPage {
   std::vector<mambaquant::v1::Artifact> artifacts;
@@ -47,12 +53,20 @@ class RegistryStore {
   absl::StatusOr<mambaquant::v1::Artifact> Get(mambaquant::v1::ArtifactKind kind, const ArtifactRef& ref);
   absl::StatusOr<mambaquant::v1::Artifact> GetTx(SqliteTx& tx, mambaquant::v1::ArtifactKind kind,
                                                  const ArtifactRef& ref);
-  // Newest first. name empty: every name.
+  // Newest first. name empty: every name. At most page_size artifacts and kMaxListPageBytes.
   absl::StatusOr<ArtifactPage> List(mambaquant::v1::ArtifactKind kind, const std::string& name, int page_size,
                                     const std::string& page_token);
   // Deletes one version; returns the digests no artifact references any more.
   absl::StatusOr<std::vector<std::string>> DeleteTx(SqliteTx& tx, mambaquant::v1::ArtifactKind kind,
                                                     const std::string& name, int64_t version);
+  // Remembers which version an upload became, so a retried CommitUpload can answer with it.
+  absl::Status RecordCommitTx(SqliteTx& tx, const std::string& upload_id, const mambaquant::v1::Artifact& stored,
+                              absl::Time now);
+  // The artifact a committed upload became; NOT_FOUND when the upload was never committed or its
+  // version has been deleted since.
+  absl::StatusOr<mambaquant::v1::Artifact> CommittedUpload(const std::string& upload_id);
+  // Every digest an artifact version or an unfinished upload names (blobs to keep).
+  absl::StatusOr<std::set<std::string>> ReferencedDigests();
   // Whether any artifact references the digest.
   absl::StatusOr<bool> DigestReferencedTx(SqliteTx& tx, const std::string& sha256);
 

@@ -219,6 +219,11 @@ void Scheduler::Tick() {
     last_gc_ = now;
     uploads_->CollectStale(now, options_.upload_ttl);
   }
+  if (now - last_blob_gc_ > options_.blob_gc_interval) {
+    last_blob_gc_ = now;
+    auto removed = registry_->CollectUnreferencedBlobs(now, options_.blob_gc_grace);
+    if (!removed.ok()) Log(LogLevel::kWarning, "blob garbage collection failed").Kv("error", removed.status());
+  }
   if (metrics_ != nullptr && now - last_metrics_ > absl::Seconds(1)) {
     last_metrics_ = now;
     RefreshMetrics();

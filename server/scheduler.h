@@ -37,6 +37,10 @@ struct SchedulerOptions {
   int max_attempts = 3;                      // assignments per job before it FAILs
   absl::Duration tick = absl::Milliseconds(250);
   absl::Duration upload_ttl = absl::Hours(24);
+  // Unreferenced blobs (left by rejected, aborted or expired uploads) older than this are removed
+  // by a sweep every blob_gc_interval.
+  absl::Duration blob_gc_grace = absl::Minutes(10);
+  absl::Duration blob_gc_interval = absl::Minutes(10);
 };
 
 class Scheduler {
@@ -102,6 +106,7 @@ class Scheduler {
   std::thread thread_;
   absl::Time last_metrics_ = absl::InfinitePast();  // scheduler thread only
   absl::Time last_gc_ = absl::InfinitePast();       // scheduler thread only
+  absl::Time last_blob_gc_ = absl::InfinitePast();  // scheduler thread only
 };
 
 }  // namespace mq::server

@@ -48,6 +48,18 @@ CREATE TABLE workers (
   registered_ms    INTEGER NOT NULL
 );
 )sql"},
+      // CommitUpload retried after it took effect answers with the version it made (the upload
+      // record itself is gone by then).
+      {2, R"sql(
+CREATE TABLE committed_uploads (
+  upload_id      TEXT    PRIMARY KEY,
+  kind           INTEGER NOT NULL,
+  name           TEXT    NOT NULL,
+  version        INTEGER NOT NULL,
+  commit_time_ms INTEGER NOT NULL
+);
+CREATE INDEX committed_uploads_by_artifact ON committed_uploads (kind, name, version);
+)sql"},
   };
   return *migrations;
 }

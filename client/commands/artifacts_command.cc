@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -9,11 +10,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "commands.h"
+#include "interrupt_watcher.h"
 #include "file_transfer.h"
 #include "file_util.h"
 #include "grpc_status.h"
 #include "progress_bar.h"
 #include "sha256.h"
+#include "terminal_text.h"
 
 namespace mq::cli {
 
@@ -48,6 +51,16 @@ bool SameFiles(const Artifact& a, const google::protobuf::RepeatedPtrField<FileE
   return have == want;
 }
 
+void PrintUploaded(CliContext& cli, ArtifactKind kind, const Artifact& from_server) {
+  if (cli.json) {
+    cli.PrintJson(from_server);
+  } else {
+    const Artifact artifact = ForTerminal(from_server);
+    std::printf("%s %s uploaded (%s, %d files)\n", Noun(kind), Ref(artifact).c_str(),
+                FormatBytes(artifact.total_size()).c_str(), artifact.files_size());
+  }
+}
+
 int UploadArtifact(CliContext& cli, const Args& args, ArtifactKind kind, const std::map<std::string, std::string>& files) {
   auto name = args.Require("name");
   if (!name.ok()) return ReportError(name.status());
@@ -56,6 +69,19 @@ int UploadArtifact(CliContext& cli, const Args& args, ArtifactKind kind, const s
   Upload upload;
   if (auto resume = args.Get("resume")) {
     auto state = GetUploadState(cli, *resume);
+    if (absl::IsNotFound(state.status())) {
+      // Gone: expired, aborted, or committed by the interrupted run (its answer lost).
+      // CommitUpload is idempotent, so asking again tells which.
+      grpc::ClientContext ctx;
+      cli.Prepare(&ctx);
+      CommitUploadRequest commit;
+      commit.set_upload_id(*resume);
+      Artifact artifact;
+      if (cli.registry->CommitUpload(&ctx, commit, &artifact).ok() && artifact.name() == *name) {
+        PrintUploaded(cli, kind, artifact);
+        return kExitOk;
+      }
+    }
     if (!state.ok()) return ReportError(state.status());
     if (state->name() != *name || state->kind() != kind) {
       return UsageError(absl::StrCat("upload ", *resume, " is for ", state->name(), ", not ", *name));
@@ -78,7 +104,7 @@ int UploadArtifact(CliContext& cli, const Args& args, ArtifactKind kind, const s
       if (latest.ok() && SameFiles(*latest, req.files())) {
         if (cli.json) cli.PrintJson(*latest);
         else std::printf("%s %s unchanged: same content as the latest version (--new-version makes a new one)\n",
-                         Noun(kind), Ref(*latest).c_str());
+                         Noun(kind), Ref(ForTerminal(*latest)).c_str());
         return kExitOk;
       }
     }
@@ -92,6 +118,14 @@ int UploadArtifact(CliContext& cli, const Args& args, ArtifactKind kind, const s
     absl::Status s = FromGrpcStatus(cli.registry->CreateUpload(&ctx, req, &upload));
     if (!s.ok()) return ReportError(s);
   }
+  // Ctrl-C (or SIGTERM) mid-transfer: the server keeps what it has; say how to go on from there.
+  const std::string resume_hint = absl::StrCat(
+      "upload interrupted; the server keeps the bytes it received for 24 h. To resume, run the same command again with\n"
+      "  --resume ", upload.upload_id(), "\n");
+  InterruptWatcher interrupt([&resume_hint] {
+    std::fputs(("\n" + resume_hint).c_str(), stderr);
+    std::_Exit(kExitInterrupted);
+  });
   TransferPrinter printer(absl::StrCat("uploading ", *name), cli.stderr_is_tty);
   absl::Status s = SendUploadFiles(
       upload, files, [&cli](grpc::ClientContext* ctx) { cli.Prepare(ctx, false); },
@@ -102,7 +136,7 @@ int UploadArtifact(CliContext& cli, const Args& args, ArtifactKind kind, const s
       [&printer](uint64_t done, uint64_t total) { printer.Update(done, total); });
   printer.Done();
   if (!s.ok()) {
-    std::fprintf(stderr, "upload interrupted; resume with: --resume %s\n", upload.upload_id().c_str());
+    std::fputs(resume_hint.c_str(), stderr);
     return ReportError(s);
   }
   grpc::ClientContext ctx;
@@ -111,13 +145,12 @@ int UploadArtifact(CliContext& cli, const Args& args, ArtifactKind kind, const s
   commit.set_upload_id(upload.upload_id());
   Artifact artifact;
   s = FromGrpcStatus(cli.registry->CommitUpload(&ctx, commit, &artifact));
-  if (!s.ok()) return ReportError(s);
-  if (cli.json) {
-    cli.PrintJson(artifact);
-  } else {
-    std::printf("%s %s uploaded (%s, %d files)\n", Noun(kind), Ref(artifact).c_str(),
-                FormatBytes(artifact.total_size()).c_str(), artifact.files_size());
+  if (!s.ok()) {
+    // A lost answer may hide a commit that took effect: --resume asks again (idempotent).
+    if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) std::fputs(resume_hint.c_str(), stderr);
+    return ReportError(s);
   }
+  PrintUploaded(cli, kind, artifact);
   return kExitOk;
 }
 
@@ -139,14 +172,15 @@ int List(CliContext& cli, const Args& args, ArtifactKind kind) {
     return kExitOk;
   }
   std::printf("%-40s %10s %6s  %-19s  %s\n", "REF", "SIZE", "FILES", "CREATED", kind == ARTIFACT_KIND_MODEL ? "SOURCE" : "");
-  for (const auto& a : resp.artifacts()) {
+  for (const auto& from_server : resp.artifacts()) {
+    const Artifact a = ForTerminal(from_server);
     std::printf("%-40s %10s %6d  %-19s  %s\n", Ref(a).c_str(), FormatBytes(a.total_size()).c_str(), a.files_size(),
                 FormatTime(a.create_time().seconds()).c_str(),
                 a.has_quantization() ? absl::StrCat(a.quantization().preset(), " ", a.quantization().bits(), " of ",
                                                     a.quantization().source_model()).c_str()
                                      : "");
   }
-  if (!resp.next_page_token().empty()) std::printf("more: --page-token %s\n", resp.next_page_token().c_str());
+  if (!resp.next_page_token().empty()) std::printf("more: --page-token %s\n", SanitizeTerminalText(resp.next_page_token(), false).c_str());
   return kExitOk;
 }
 
@@ -169,6 +203,7 @@ int Get(CliContext& cli, ArtifactKind kind, const std::string& ref) {
     cli.PrintJson(*a);
     return kExitOk;
   }
+  a = ForTerminal(*a);  // no escape sequence or forged line reaches the terminal
   std::printf("%s %s\n", Noun(kind), Ref(*a).c_str());
   if (!a->description().empty()) std::printf("description  %s\n", a->description().c_str());
   if (!a->model_type().empty()) std::printf("model_type   %s\n", a->model_type().c_str());

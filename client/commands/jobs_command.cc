@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "grpc_status.h"
 #include "progress_bar.h"
+#include "terminal_text.h"
 
 namespace mq::cli {
 
@@ -22,7 +23,8 @@ bool IsTerminal(JobState s) {
 
 int ExitFor(const Job& job) { return job.state() == JOB_STATE_SUCCEEDED ? kExitOk : kExitJobFailed; }
 
-void PrintJob(const Job& job) {
+void PrintJob(const Job& from_server) {
+  const Job job = ForTerminal(from_server);  // no escape sequence or forged line reaches the terminal
   const auto& s = job.spec();
   std::printf("job          %s\n", job.id().c_str());
   std::printf("state        %s%s\n", StateLabel(job.state()).c_str(), job.cancel_requested() && !IsTerminal(job.state()) ? " (cancel requested)" : "");
@@ -57,7 +59,7 @@ absl::StatusOr<Job> Follow(CliContext& cli, const std::string& job_id, bool show
     while (reader->Read(&event)) {
       last = event.job();
       backoff = absl::Milliseconds(250);
-      if (show_progress) printer.Update(last);
+      if (show_progress) printer.Update(ForTerminal(last));
     }
     absl::Status s = FromGrpcStatus(reader->Finish());
     if (IsTerminal(last.state())) {
@@ -136,6 +138,7 @@ int Submit(CliContext& cli, const Args& args) {
   if (cli.json) {
     cli.PrintJson(*final_job);
   } else {
+    final_job = ForTerminal(*final_job);
     std::printf("%s %s%s%s\n", final_job->id().c_str(), StateLabel(final_job->state()).c_str(),
                 final_job->result_model().empty() ? "" : absl::StrCat(": ", final_job->result_model()).c_str(),
                 final_job->error().empty() ? "" : absl::StrCat(": ", final_job->error()).c_str());
@@ -187,12 +190,13 @@ int ListJobs(CliContext& cli, const Args& args) {
     return kExitOk;
   }
   std::printf("%-20s %-10s %-26s %-18s %5s  %s\n", "JOB", "STATE", "MODEL", "PRESET", "DONE", "RESULT / ERROR");
-  for (const auto& j : resp.jobs()) {
+  for (const auto& from_server : resp.jobs()) {
+    const Job j = ForTerminal(from_server);
     std::printf("%-20s %-10s %-26s %-18s %4.0f%%  %s\n", j.id().c_str(), StateLabel(j.state()).c_str(),
                 j.spec().model().c_str(), absl::StrCat(j.spec().preset(), " ", j.spec().bits()).c_str(),
                 100 * j.fraction(), (j.result_model().empty() ? j.error() : j.result_model()).substr(0, 60).c_str());
   }
-  if (!resp.next_page_token().empty()) std::printf("more: --page-token %s\n", resp.next_page_token().c_str());
+  if (!resp.next_page_token().empty()) std::printf("more: --page-token %s\n", SanitizeTerminalText(resp.next_page_token(), false).c_str());
   return kExitOk;
 }
 
@@ -236,6 +240,7 @@ int Watch(CliContext& cli, const std::string& id) {
   }
   auto job = Follow(cli, id, true);
   if (!job.ok()) return ReportError(job.status());
+  job = ForTerminal(*job);
   std::printf("%s %s%s%s\n", job->id().c_str(), StateLabel(job->state()).c_str(),
               job->result_model().empty() ? "" : absl::StrCat(": ", job->result_model()).c_str(),
               job->error().empty() ? "" : absl::StrCat(": ", job->error()).c_str());

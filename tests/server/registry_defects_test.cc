@@ -1,0 +1,175 @@
+// Registry defects found by testing as an attacker would, each fixed: list pages bounded by bytes,
+// version numbers capped at their documented range, CommitUpload idempotent on retry, and blobs
+// left by rejected or aborted uploads collected after a grace period.
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "blob_store.h"
+#include "registry.h"
+#include "registry_store.h"
+#include "schema_migrations.h"
+#include "sha256.h"
+#include "test_support.h"
+#include "upload_manager.h"
+
+namespace mq::server {
+namespace {
+
+using mambaquant::v1::Artifact;
+using mambaquant::v1::ARTIFACT_KIND_DATASET;
+using mambaquant::v1::CreateUploadRequest;
+
+class RegistryDefects : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto db = SqliteDb::Open(dir_.Sub("mq.db"));
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = *std::move(db);
+    ASSERT_TRUE(MigrateSchema(*db_).ok());
+    auto blobs = BlobStore::Open(dir_.path());
+    ASSERT_TRUE(blobs.ok()) << blobs.status();
+    blobs_ = *std::move(blobs);
+    store_ = std::make_unique<RegistryStore>(db_.get());
+    uploads_ = std::make_unique<UploadManager>(store_.get(), blobs_.get(), UploadLimits());
+    registry_ = std::make_unique<Registry>(store_.get(), blobs_.get(), uploads_.get(), nullptr);
+  }
+
+  absl::StatusOr<Artifact> Insert(const std::string& name, int64_t version, const std::string& description = "") {
+    Artifact a;
+    a.set_kind(ARTIFACT_KIND_DATASET);
+    a.set_name(name);
+    a.set_version(version);
+    a.set_description(description);
+    absl::StatusOr<Artifact> out;
+    absl::Status s = db_->Transaction([&](SqliteTx& tx) -> absl::Status {
+      out = store_->InsertTx(tx, a);
+      return out.status();
+    });
+    if (!s.ok()) return s;
+    return out;
+  }
+
+  // An upload of a one-file text dataset whose bytes are already in the blob store.
+  absl::StatusOr<std::string> UploadDataset(const std::string& name, const std::string& text) {
+    auto digest = blobs_->Put(text);
+    if (!digest.ok()) return digest.status();
+    CreateUploadRequest req;
+    req.set_kind(ARTIFACT_KIND_DATASET);
+    req.set_name(name);
+    auto* f = req.add_files();
+    f->set_path("data.txt");
+    f->set_size(text.size());
+    f->set_sha256(*digest);
+    auto upload = uploads_->Create(req, "", absl::Now());
+    if (!upload.ok()) return upload.status();
+    return upload->upload_id();
+  }
+
+  test::TempDir dir_;
+  std::unique_ptr<SqliteDb> db_;
+  std::unique_ptr<BlobStore> blobs_;
+  std::unique_ptr<RegistryStore> store_;
+  std::unique_ptr<UploadManager> uploads_;
+  std::unique_ptr<Registry> registry_;
+};
+
+TEST_F(RegistryDefects, ListPagesAreBoundedByBytes) {
+  // 40 artifacts of ~300 KB metadata each: 12 MB, past the 8 MiB message limit in one page.
+  const std::string big(300 * 1024, 'd');
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(Insert(absl::StrCat("ds", i), 1, big).ok());
+  std::set<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    auto page = store_->List(ARTIFACT_KIND_DATASET, "", 1000, token);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ASSERT_FALSE(page->artifacts.empty());
+    size_t bytes = 0;
+    for (const Artifact& a : page->artifacts) {
+      bytes += a.ByteSizeLong();
+      EXPECT_TRUE(seen.insert(a.name()).second) << a.name() << " listed twice";
+    }
+    EXPECT_LE(bytes, kMaxListPageBytes);
+    token = page->next_page_token;
+    ++pages;
+  } while (!token.empty() && pages < 100);
+  EXPECT_EQ(seen.size(), 40u);
+  // 4 MiB / (300 KiB + a few bytes of name and tags) = 13 per page: 13 + 13 + 13 + 1.
+  EXPECT_EQ(pages, 4);
+}
+
+TEST_F(RegistryDefects, VersionsStopAtTheirDocumentedRange) {
+  ASSERT_TRUE(Insert("v", kMaxVersion - 1).ok());
+  auto last = Insert("v", 0);
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(last->version(), kMaxVersion);
+  auto past = Insert("v", 0);
+  EXPECT_EQ(past.status().code(), absl::StatusCode::kResourceExhausted) << past.status();
+  EXPECT_NE(past.status().message().find("2147483647"), std::string::npos);
+  EXPECT_EQ(Insert("w", kMaxVersion + 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Insert("w", -1).status().code(), absl::StatusCode::kInvalidArgument);
+  // Other names are unaffected.
+  auto other = Insert("w", 0);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->version(), 1);
+}
+
+TEST_F(RegistryDefects, CommitUploadRetriedAfterItTookEffectAnswersTheSameVersion) {
+  auto id = UploadDataset("retry", "some text\n");
+  ASSERT_TRUE(id.ok()) << id.status();
+  auto first = registry_->CommitUpload(*id, absl::Now());
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto again = registry_->CommitUpload(*id, absl::Now());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->name(), "retry");
+  EXPECT_EQ(again->version(), first->version());
+  EXPECT_EQ(again->files(0).sha256(), Sha256Hex("some text\n"));
+  // Exactly one version exists.
+  auto page = store_->List(ARTIFACT_KIND_DATASET, "retry", 10, "");
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->artifacts.size(), 1u);
+  // Once that version is deleted, the retry is NOT_FOUND (nothing is re-created).
+  ASSERT_TRUE(registry_->Delete(ARTIFACT_KIND_DATASET, absl::StrCat("retry:", first->version()), nullptr).ok());
+  EXPECT_EQ(registry_->CommitUpload(*id, absl::Now()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(registry_->CommitUpload("u-0000000000000000", absl::Now()).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(RegistryDefects, BlobsOfAbortedAndRejectedUploadsAreCollectedAfterTheGracePeriod) {
+  auto kept_id = UploadDataset("kept", "registered text\n");
+  ASSERT_TRUE(kept_id.ok());
+  ASSERT_TRUE(registry_->CommitUpload(*kept_id, absl::Now()).ok());
+  auto open_id = UploadDataset("open", "in flight\n");     // an upload still open
+  auto aborted_id = UploadDataset("aborted", "aborted\n");  // aborted below
+  auto rejected_id = UploadDataset("rejected", std::string("\xff\xfe not utf-8", 13));
+  ASSERT_TRUE(open_id.ok() && aborted_id.ok() && rejected_id.ok());
+  ASSERT_TRUE(uploads_->Abort(*aborted_id).ok());
+  // Commit refuses the non-UTF-8 dataset; the client then gives up and aborts.
+  EXPECT_EQ(registry_->CommitUpload(*rejected_id, absl::Now()).status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(uploads_->Abort(*rejected_id).ok());
+  auto stray = blobs_->Put("no upload ever named this\n");
+  ASSERT_TRUE(stray.ok());
+
+  // Within the grace period nothing goes, referenced or not.
+  auto removed = registry_->CollectUnreferencedBlobs(absl::Now(), absl::Hours(1));
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 0);
+  EXPECT_TRUE(blobs_->Contains(Sha256Hex("aborted\n")));
+  // Past it: the aborted, rejected and stray blobs go; the registered and in-flight ones stay.
+  removed = registry_->CollectUnreferencedBlobs(absl::Now() + absl::Hours(2), absl::Hours(1));
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 3);
+  EXPECT_FALSE(blobs_->Contains(Sha256Hex("aborted\n")));
+  EXPECT_FALSE(blobs_->Contains(Sha256Hex(std::string("\xff\xfe not utf-8", 13))));
+  EXPECT_FALSE(blobs_->Contains(*stray));
+  EXPECT_TRUE(blobs_->Contains(Sha256Hex("registered text\n")));
+  EXPECT_TRUE(blobs_->Contains(Sha256Hex("in flight\n")));
+  auto listed = blobs_->ListBlobs();
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->size(), 2u);
+  // The open upload still commits.
+  EXPECT_TRUE(registry_->CommitUpload(*open_id, absl::Now()).ok());
+}
+
+}  // namespace
+}  // namespace mq::server
