@@ -109,6 +109,37 @@ TEST_F(VimQuantizeTest, MambaQuantW8A8KeepsTheAccuracy) {
   }
 }
 
+// One δ channel 1000× larger in every block and direction (W_xp[δ row 0] ×1000, W_dt[:, 0] ÷1000:
+// the same function): without S5, R5 spreads the large x_proj row over every δ row and 4-bit rows
+// lose the others; S5 first equalizes the channel and the accuracy stays.
+TEST_F(VimQuantizeTest, S5ProtectsR5FromADtOutlier) {
+  MQ_REQUIRE_VISION_FIXTURE();
+  VimWeights stressed = float_;
+  const int64_t E = stressed.E(), R = stressed.R();
+  for (VimLayerWeights& lw : stressed.layers)
+    for (MambaLayerWeights* L : {&lw.mixer, &lw.backward}) {
+      for (int64_t k = 0; k < E; ++k) L->x_proj.weight[k] *= 1000.0f;
+      for (int64_t e = 0; e < E; ++e) L->dt_proj.weight[e * R] /= 1000.0f;
+    }
+  const std::vector<float> sl = Logits(stressed, "");
+  EXPECT_LE(testing::RelError(sl.data(), float_logits_.data(), sl.size()), 1e-4);
+  const double float_acc = Accuracy(TopClasses(float_logits_, 10), test_.labels);
+  for (bool s5 : {true, false}) {
+    VimQuantizeOptions o;
+    o.bits = "w4a8";
+    o.smooth_s5 = s5;
+    auto b = BuildQuantizedVim(o, stressed, calib_);
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    EXPECT_EQ(b->quantization_config["transforms"]["s5"].get<bool>(), s5);
+    const double acc = Accuracy(TopClasses(Logits(b->model, "q"), 10), test_.labels);
+    if (s5) {
+      EXPECT_GE(acc, float_acc - 0.01);
+    } else {
+      EXPECT_LT(acc, 0.5);
+    }
+  }
+}
+
 TEST_F(VimQuantizeTest, ExportLoadsBackToTheSameLogitsAndReport) {
   MQ_REQUIRE_VISION_FIXTURE();
   for (const char* act : {"per_token", "per_tensor"}) {

@@ -16,7 +16,7 @@ namespace {
 
 int RunQuantizeVim(const std::vector<std::string>& args) {
   auto cl = CommandLine::Parse(
-      args, {"json", "quiet", "no-klt-r1", "no-klt-r5", "no-online-r2", "no-smooth-s2", "r1-layer0"},
+      args, {"json", "quiet", "no-klt-r1", "no-klt-r5", "no-smooth-s5", "no-online-r2", "no-smooth-s2", "r1-layer0"},
       {"model", "preset", "bits", "scope", "calib", "calib-prefix", "samples", "seed", "out", "eval", "eval-prefix", "act",
        "act-percentile", "weight-clip", "device"});
   if (!cl.ok()) return ReportError(cl.status());
@@ -53,6 +53,7 @@ int RunQuantizeVim(const std::vector<std::string>& args) {
   }
   o.klt_r1 = !cl->Has("no-klt-r1");
   o.klt_r5 = !cl->Has("no-klt-r5");
+  o.smooth_s5 = !cl->Has("no-smooth-s5");
   o.online_r2 = !cl->Has("no-online-r2");
   o.smooth_s2 = !cl->Has("no-smooth-s2");
   o.r1_cov_all_layers = !cl->Has("r1-layer0");

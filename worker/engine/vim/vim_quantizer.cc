@@ -77,13 +77,30 @@ StatusOr<quant::QuantSpec> VimSpec(const VimQuantizeOptions& o) {
   return quant::QuantSpec::FromOptions(q);
 }
 
+// S5 is a mambaquant component of this pipeline (the QuantSpec of the main line has no switch for it).
+bool UsesS5(const quant::QuantSpec& spec, const VimQuantizeOptions& o) {
+  return spec.preset == quant::Preset::kMambaQuant && spec.r5 && o.smooth_s5;
+}
+
+// S5 on one direction: W_xp[δ row j] ← W_xp[δ row j] / s_j and W_dt[:, j] ← W_dt[:, j] · s_j,
+// exact since δ enters nothing but dt_proj. The same fusion as the language path's
+// quant::ApplyDtSmoothing, which is not on the main line yet: call it once it is.
+void SmoothDt(MambaLayerWeights& L, int64_t R, const std::vector<float>& s) {
+  const int64_t E = L.x_proj.in_features;
+  for (int64_t j = 0; j < R; ++j)
+    for (int64_t k = 0; k < E; ++k) L.x_proj.weight[j * E + k] /= s[j];
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t j = 0; j < R; ++j) L.dt_proj.weight[e * R + j] *= s[j];
+}
+
 // The transforms this pipeline applies, in the quantization_config's vocabulary.
-json AppliedTransforms(const quant::QuantSpec& s) {
+json AppliedTransforms(const quant::QuantSpec& s, bool s5) {
   return {{"fold_norms", s.fold_norms},
           {"r1", s.r1 ? (s.r1_klt ? "klt_hadamard" : "hadamard") : "none"},
           {"r1_covariance", s.r1_cov_all_layers ? "all_layers" : "layer0"},
           {"r5", s.r5 ? (s.r5_klt ? "klt_hadamard" : "hadamard") : "none"},
           {"r5_directions", s.r5 ? 2 : 0},
+          {"s5", s5},  // the language path's vocabulary: a bool
           {"r2", s.r2 ? "online_hadamard" : "none"},
           {"s2", s.s2 ? "s_silu" : "none"},
           {"s4", false},
@@ -132,14 +149,31 @@ Status QuantizeVimLinears(VimWeights& w, const quant::QuantSpec& spec, const Vim
   return OkStatus();
 }
 
-// R5 of one direction: Hadamard, or KLT-enhanced from that direction's δ second moment.
-StatusOr<std::vector<double>> DtRotation(const quant::QuantSpec& spec, const VimCalibrationStats& stats, int layer,
-                                         VimSite site, const char* seed_name, int64_t R, quant::QuantAccelerator& accel) {
+// S5 (when `s5`) then R5 on one direction: Hadamard, or KLT-enhanced from that direction's δ
+// second moment, taken of the smoothed δ (Σ'_ij = Σ_ij / (s_i s_j)).
+Status DtSmoothRotation(const quant::QuantSpec& spec, bool s5, const VimCalibrationStats& stats, int layer,
+                        VimSite site, const char* seed_name, MambaLayerWeights& L, int64_t R,
+                        quant::QuantAccelerator& accel) {
+  const quant::SiteStats* st = stats.Find(layer, site);
+  if ((s5 || spec.r5_klt) && st == nullptr)
+    return InternalError(std::string("no ") + VimSiteName(site) + " statistics for layer " + std::to_string(layer));
+  std::vector<float> s(static_cast<size_t>(R), 1.0f);
+  if (s5) {
+    s = quant::SmoothingFactors(st->absmax, quant::ColumnAbsMax(L.dt_proj.weight, L.dt_proj.out_features, R),
+                                spec.smooth_alpha);
+    SmoothDt(L, R, s);
+  }
   MQ_ASSIGN_OR_RETURN(quant::RandomHadamard h, quant::RandomHadamard::Create(R, spec.SeedFor(seed_name, layer)));
-  if (!spec.r5_klt) return h.Dense();
-  const quant::SiteStats* s = stats.Find(layer, site);
-  if (s == nullptr) return InternalError(std::string("no ") + VimSiteName(site) + " statistics for layer " + std::to_string(layer));
-  return quant::KltHadamardRotation(s->SecondMoment(), R, h, accel);
+  std::vector<double> r5;
+  if (spec.r5_klt) {
+    std::vector<double> sigma = st->SecondMoment();
+    for (int64_t i = 0; i < R; ++i)
+      for (int64_t j = 0; j < R; ++j) sigma[i * R + j] /= static_cast<double>(s[i]) * s[j];
+    MQ_ASSIGN_OR_RETURN(r5, quant::KltHadamardRotation(sigma, R, h, accel));
+  } else {
+    r5 = h.Dense();
+  }
+  return quant::ApplyDtRotation(L, R, r5, accel);
 }
 
 }  // namespace
@@ -184,6 +218,11 @@ StatusOr<VimQuantizedBuild> BuildQuantizedVim(const VimQuantizeOptions& o, const
     req.covariance_sites.insert(VimSite::kDtProjInputBackward);
   }
   req.sites = req.covariance_sites;
+  const bool s5 = UsesS5(spec, o);
+  if (s5) {
+    req.sites.insert(VimSite::kDtProjInputForward);
+    req.sites.insert(VimSite::kDtProjInputBackward);
+  }
   if (spec.s2) req.sites.insert(VimSite::kOutProjInput);
   if (spec.norm_smoothing) req.sites.insert(VimSite::kInProjInput);
   VimCalibrationStats stats;
@@ -218,10 +257,8 @@ StatusOr<VimQuantizedBuild> BuildQuantizedVim(const VimQuantizeOptions& o, const
     VimLayerWeights& lw = w.layers[static_cast<size_t>(li)];
     const int layer = static_cast<int>(li);
     if (spec.r5) {
-      MQ_ASSIGN_OR_RETURN(std::vector<double> r5f, DtRotation(spec, stats, layer, VimSite::kDtProjInputForward, "r5", R, accel));
-      MQ_RETURN_IF_ERROR(quant::ApplyDtRotation(lw.mixer, R, r5f, accel));
-      MQ_ASSIGN_OR_RETURN(std::vector<double> r5b, DtRotation(spec, stats, layer, VimSite::kDtProjInputBackward, "r5_b", R, accel));
-      MQ_RETURN_IF_ERROR(quant::ApplyDtRotation(lw.backward, R, r5b, accel));
+      MQ_RETURN_IF_ERROR(DtSmoothRotation(spec, s5, stats, layer, VimSite::kDtProjInputForward, "r5", lw.mixer, R, accel));
+      MQ_RETURN_IF_ERROR(DtSmoothRotation(spec, s5, stats, layer, VimSite::kDtProjInputBackward, "r5_b", lw.backward, R, accel));
     }
     if (spec.s2 || spec.r2) {
       // The gate z and out_proj are shared by both directions: one S-SiLU vector and one R2
@@ -270,7 +307,7 @@ StatusOr<VimQuantizedBuild> BuildQuantizedVim(const VimQuantizeOptions& o, const
   // The config block of the export: the spec's own fields, the transforms this pipeline applied,
   // and format version 1 (weights one int8 per element, 4-bit levels too).
   json qc = spec.ToJson();
-  qc["transforms"] = AppliedTransforms(spec);
+  qc["transforms"] = AppliedTransforms(spec, s5);
   qc["format_version"] = 1;
   qc["weight_storage"] = quant::WeightStorageName(1, spec.weight_bits);
   qc["model_type"] = "vim";

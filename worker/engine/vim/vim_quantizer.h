@@ -2,7 +2,8 @@
 // MambaQuant paper does for Vim: calibration on images; the residual-stream R1 (Hadamard or
 // KLT-enhanced) through patch embedding, cls token, positions and head; R5 on the dt path of BOTH
 // scan directions (each with its own KLT); S2 smoothing with S-SiLU and the online R2 at the shared
-// out_proj, which handles the summed SSM outputs of both directions; SmoothQuant's γ smoothing;
+// out_proj, which handles the summed SSM outputs of both directions; S5 δ smoothing before R5;
+// SmoothQuant's γ smoothing;
 // W8A8 / W4A8 with per-token or static per-tensor (percentile-clipped) activation scales. The
 // patch embedding and the head stay float (as the embeddings and LM head of the language path).
 #pragma once
@@ -35,6 +36,9 @@ struct VimQuantizeOptions {
   std::string eval_path, eval_prefix;         // optional labelled image set for the report
   // mambaquant components (ignored by other presets), switchable for the ablation.
   bool klt_r1 = true, klt_r5 = true, online_r2 = true, smooth_s2 = true;
+  // S5: each δ channel equalized into dt_proj's column before R5 (both directions), so that one
+  // large δ channel is not spread by R5 over every x_proj δ row (docs/quantization-vim.md).
+  bool smooth_s5 = true;
   bool r1_cov_all_layers = true;
   double act_percentile = 99.9;
   std::string weight_clip = "auto";
