@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -225,6 +226,9 @@ TEST_F(VimServiceTest, QuantizationJobOnImagesAndServedAccuracyEqualsItsReport) 
   // The float model's accuracy on these images is the fixture's (reference.json: 0.97).
   EXPECT_NEAR(float_accuracy, 0.97, 1e-9);
   EXPECT_GT(quantized_accuracy, 0.5);  // a working quantized classifier, not chance (0.1)
+  std::printf("vim-digits mambaquant w8a8 on %d test images: float accuracy %.4f, quantized %.4f, top-1 agreement %.4f, "
+              "mean KL %.6f nats\n", e["count"].get<int>(), float_accuracy, quantized_accuracy,
+              e["top1_agreement"].get<double>(), e["mean_kl"].get<double>());
 
   // Classified through the service (mqctl, in calls of at most 1024 images), the quantized model
   // gets exactly the accuracy its report claims, and the float model the float accuracy.
