@@ -8,6 +8,7 @@
 
 #include "finished_reactor.h"
 #include "inference_router.h"
+#include "log.h"
 
 namespace mq::server {
 
@@ -16,6 +17,19 @@ using namespace mambaquant::v1;  // NOLINT
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The end of one inference call in the log: a warning when it failed, a debug line otherwise,
+// with its request id (the router's call id), the model asked for and the outcome.
+void LogCallEnd(const char* call, const std::string& request, const std::string& model, const absl::Status& status,
+                Clock::time_point start) {
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (status.ok()) {
+    Log(LogLevel::kDebug, "inference call finished").Kv("call", call).Kv("request", request).Kv("model", model).Kv("seconds", seconds);
+  } else {
+    Log(LogLevel::kWarning, "inference call failed").Kv("call", call).Kv("request", request).Kv("model", model)
+        .Kv("code", absl::StatusCodeToString(status.code())).Kv("error", std::string(status.message())).Kv("seconds", seconds);
+  }
+}
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
 // The router holds a call's observer (shared) longer than gRPC keeps the call's reactor: the
@@ -46,7 +60,7 @@ class Relay final : public InferenceCallObserver {
 // Streams one Generate call: the router's events become writes, one in flight at a time.
 class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> {
  public:
-  GenerateReactor(ServiceDeps deps, const GenerateRequest& req) : deps_(deps) {
+  GenerateReactor(ServiceDeps deps, const GenerateRequest& req) : deps_(deps), requested_model_(req.model()) {
     relay_ = std::make_shared<Relay<GenerateReactor>>(this);
     InferenceCall call;
     call.set_model(req.model());
@@ -102,6 +116,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     if (done_) return;
     done_ = true;
     final_ = ToGrpcStatus(status);
+    LogCallEnd("generate", call_id_, requested_model_, status, start_);
     if (deps_.metrics != nullptr && !model_.empty()) {
       deps_.metrics->ObserveRequestLatency(model_, Seconds(start_, Clock::now()));
       if (!status.ok()) deps_.metrics->RequestFinished(model_, absl::StatusCodeToString(status.code()));
@@ -163,6 +178,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
   }
 
   ServiceDeps deps_;
+  const std::string requested_model_;
   std::shared_ptr<Relay<GenerateReactor>> relay_;
   const Clock::time_point start_ = Clock::now();
   std::mutex mu_;  // guards everything below
@@ -181,7 +197,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
 // Score: one answer, then the unary call finishes.
 class ScoreReactor final : public grpc::ServerUnaryReactor {
  public:
-  ScoreReactor(ServiceDeps deps, const ScoreRequest& req, ScoreResponse* resp) : deps_(deps), resp_(resp) {
+  ScoreReactor(ServiceDeps deps, const ScoreRequest& req, ScoreResponse* resp)
+      : deps_(deps), requested_model_(req.model()), resp_(resp) {
     relay_ = std::make_shared<Relay<ScoreReactor>>(this);
     InferenceCall call;
     call.set_model(req.model());
@@ -205,6 +222,7 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
       deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
       deps_.metrics->RequestFinished(resp_->model(), status.ok() ? "scored" : absl::StatusCodeToString(status.code()));
     }
+    if (!finished_) LogCallEnd("score", call_id_, requested_model_, status, start_);
     FinishOnce(ToGrpcStatus(status));
   }
   // Client cancellation or deadline: the worker drops the call too.
@@ -230,6 +248,7 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
     Finish(s);
   }
   ServiceDeps deps_;
+  const std::string requested_model_;
   ScoreResponse* resp_;
   std::shared_ptr<Relay<ScoreReactor>> relay_;
   const Clock::time_point start_ = Clock::now();
@@ -243,7 +262,8 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
 // waiting in it is dropped when the client cancels.
 class ClassifyReactor final : public grpc::ServerUnaryReactor {
  public:
-  ClassifyReactor(ServiceDeps deps, const ClassifyRequest& req, ClassifyResponse* resp) : deps_(deps), resp_(resp) {
+  ClassifyReactor(ServiceDeps deps, const ClassifyRequest& req, ClassifyResponse* resp)
+      : deps_(deps), requested_model_(req.model()), resp_(resp) {
     relay_ = std::make_shared<Relay<ClassifyReactor>>(this);
     InferenceCall call;
     call.set_model(req.model());
@@ -267,6 +287,7 @@ class ClassifyReactor final : public grpc::ServerUnaryReactor {
       deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
       deps_.metrics->RequestFinished(resp_->model(), status.ok() ? "classified" : absl::StatusCodeToString(status.code()));
     }
+    if (!finished_) LogCallEnd("classify", call_id_, requested_model_, status, start_);
     FinishOnce(ToGrpcStatus(status));
   }
   void OnCancel() override {
@@ -291,6 +312,7 @@ class ClassifyReactor final : public grpc::ServerUnaryReactor {
     Finish(s);
   }
   ServiceDeps deps_;
+  const std::string requested_model_;
   ClassifyResponse* resp_;
   std::shared_ptr<Relay<ClassifyReactor>> relay_;
   const Clock::time_point start_ = Clock::now();

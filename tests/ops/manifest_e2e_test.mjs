@@ -279,6 +279,18 @@ try {
     fail(`the generation should stream 6 tokens for a 3-token prompt and end with finish reason length: ${gen}`);
   console.log(`generation streamed ${streamed} tokens in ${lines.length} messages (finish reason length)`);
 
+  // A call that fails on the worker (a token id beyond the vocabulary) is logged by the server
+  // with its request id and model.
+  const bad = spawnSync(path.join(BUILD, "client/mqctl"), ["--server", `127.0.0.1:${apiPort}`, "--tls-ca", path.join(secretsDir, "ca.crt"),
+    "--tls-server-name", "mq-server", "--token-file", path.join(secretsDir, "client"), "generate", "--model", "tiny-e2e",
+    "--prompt-ids", "1,999999", "--max-new-tokens", "2"], { encoding: "utf8" });
+  if (bad.status === 0) fail("a generation with an out-of-vocabulary token id succeeded");
+  const failedLine = fs.readFileSync(children.find((c) => c.name === "mq-server-0").log, "utf8").split("\n").filter(Boolean)
+    .map((l) => JSON.parse(l)).find((l) => l.msg === "inference call failed");
+  if (!failedLine || !failedLine.request || failedLine.model !== "tiny-e2e" || !failedLine.code)
+    fail(`the server did not log the failed call with request, model and code: ${JSON.stringify(failedLine)}\n${bad.stderr}`);
+  console.log(`failed call logged: request=${failedLine.request} model=${failedLine.model} code=${failedLine.code}`);
+
   // A call with a wrong token is refused, and no token, right or wrong, reaches a log.
   const wrong = `wrong-${crypto.randomBytes(16).toString("hex")}`;
   const refused = spawnSync(path.join(BUILD, "client/mqctl"), ["--server", `127.0.0.1:${apiPort}`, "--tls-ca", path.join(secretsDir, "ca.crt"),
