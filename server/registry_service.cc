@@ -70,8 +70,10 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::CommitUpload(grpc::CallbackServer
   if (s.ok()) s = CheckUploadId(req->upload_id());
   if (!s.ok()) return Reply(ctx, s);
   auto record = deps_.uploads->GetRecord(req->upload_id());
-  if (!record.ok()) return Reply(ctx, record.status());
-  if (!record->job_id.empty()) {
+  // NOT_FOUND goes on: a retry of a commit that took effect gets the same version (the registry
+  // remembers committed uploads), anything else stays NOT_FOUND.
+  if (!record.ok() && !absl::IsNotFound(record.status())) return Reply(ctx, record.status());
+  if (record.ok() && !record->job_id.empty()) {
     return Reply(ctx, absl::PermissionDeniedError("this upload belongs to a job; it is committed when the job finishes"));
   }
   auto artifact = deps_.registry->CommitUpload(req->upload_id(), absl::Now());

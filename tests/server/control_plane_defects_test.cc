@@ -1,7 +1,10 @@
 // Control-plane defects found by testing as a new user and an attacker would, each fixed, through a
 // running server: a job's output may not become a new version of its own source model (explicitly
 // or by a truncated default name), and progress values are checked where they enter.
+#include <signal.h>
+
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 
@@ -114,6 +117,50 @@ TEST(ControlPlaneDefects, MqctlShowsServerStringsEscaped) {
   ASSERT_EQ(cluster.Mqctl({"datasets", "get", "x"}, &out), 0);
   EXPECT_NE(out.find("description  a\\x1b[31mred\\nforged line\n"), std::string::npos) << out;
   EXPECT_NE(out.find("label        k=v\\x1b]0;title\\x07\n"), std::string::npos) << out;
+}
+
+// Ctrl-C during `mqctl datasets upload` prints the --resume to add; the same command with it
+// finishes the upload from where it stopped, and repeating it after the commit reports the version.
+TEST(ControlPlaneDefects, AnInterruptedUploadSaysHowToResume) {
+  Cluster cluster;
+  cluster.StartServer();
+  const std::string file = cluster.dir().Sub("big.txt");
+  {
+    std::ofstream out(file);
+    const std::string line(1023, 'a');
+    for (int i = 0; i < 128 * 1024; ++i) out << line << '\n';  // 128 MiB of text
+  }
+  const std::vector<std::string> upload = {MQCTL_BIN, "--server", cluster.address(), "--insecure", "datasets", "upload", file,
+                                           "--name", "big"};
+  ChildProcess mqctl(upload, cluster.dir().Sub("mqctl.log"));
+  // Interrupt once the server has the first bytes (a partial file in its store).
+  const std::string partial_dir = cluster.dir().Sub("data") + "/partial";
+  absl::Time deadline = absl::Now() + absl::Seconds(30);
+  bool started = false;
+  while (!started && absl::Now() < deadline && mqctl.running()) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(partial_dir, ec)) {
+      if (e.is_regular_file(ec) && e.file_size(ec) > 0) started = true;
+    }
+    if (!started) absl::SleepFor(absl::Milliseconds(2));
+  }
+  ASSERT_TRUE(started) << ReadFileOrDie(cluster.dir().Sub("mqctl.log"));
+  mqctl.Signal(SIGINT);
+  EXPECT_EQ(mqctl.Wait(absl::Seconds(20)), 130);
+  const std::string log = ReadFileOrDie(cluster.dir().Sub("mqctl.log"));
+  const size_t at = log.find("  --resume ");
+  ASSERT_NE(at, std::string::npos) << log;
+  const std::string id = log.substr(at + 11, log.find('\n', at) - at - 11);
+  ASSERT_EQ(id.size(), 32u) << log;
+  // The same command with --resume finishes it.
+  std::vector<std::string> resume = upload;
+  resume.insert(resume.end(), {"--resume", id});
+  std::string out;
+  ASSERT_EQ(RunCommand(resume, &out), 0) << out;
+  EXPECT_NE(out.find("dataset big:1 uploaded (128.0 MiB"), std::string::npos) << out;
+  // Again after the commit: the commit is idempotent, so it reports the same version.
+  ASSERT_EQ(RunCommand(resume, &out), 0) << out;
+  EXPECT_NE(out.find("dataset big:1 uploaded"), std::string::npos) << out;
 }
 
 }  // namespace
