@@ -28,7 +28,7 @@ const std::set<std::string>& CommandValueOptions() {
       "prompt-ids", "max-new-tokens", "min-tokens", "top-k", "top-p", "min-p", "repetition-penalty",  // generate
       "presence-penalty", "frequency-penalty", "stop", "stop-token-id", "logprobs", "n",
       "text", "file", "top-logprobs",                                                              // score
-      "images",                                                                                    // classify
+      "images", "prefix",                                                                          // classify
       "role"};                                                                                     // tokens
   return *o;
 }
@@ -62,7 +62,7 @@ commands:
                                               (mqctl generate --help for details)
   score --model NAME[:VERSION] (--text TEXT | --file PATH) [--top-logprobs N]
                                               (mqctl score --help for details)
-  classify --model NAME[:VERSION] --images FILE.safetensors [--top-k K]
+  classify --model NAME[:VERSION] --images FILE.safetensors [--prefix P] [--top-k K]
                                               (mqctl classify --help for details)
   workers list                                workers: device, memory, slots, lease, loaded models
   server status                               version, uptime, workers, loaded models

@@ -23,7 +23,7 @@ using namespace mambaquant::v1;  // NOLINT
 namespace {
 
 constexpr char kClassifyHelp[] =
-    R"(usage: mqctl classify --model NAME[:VERSION] --images FILE.safetensors [--top-k K] [--json]
+    R"(usage: mqctl classify --model NAME[:VERSION] --images FILE.safetensors [--prefix P] [--top-k K] [--json]
 
 Classifies the images of a safetensors file with a Vision Mamba model on the server: prints each
 image's most likely class (label and probability), and the top-1 accuracy when the file holds
@@ -32,6 +32,8 @@ normalized as the model expects, and optionally `labels` I64 [B]. Images go in c
 1024 images and 6 MiB of pixels.
 
   --images FILE        the image set (read and checked here, by the engine's reader)
+  --prefix P           read the tensors P + "images" and P + "labels" instead (e.g. test_ for
+                       the vim-digits reference file)
   --top-k K            print the K (1..1000) most likely classes of each image (default 1)
   --json               one JSON object: model, count, per image its top classes (class, label,
                        probability, logit) and label, and the accuracy when labelled
@@ -43,7 +45,7 @@ normalized as the model expects, and optionally `labels` I64 [B]. Images go in c
 const char* ClassifyHelp() { return kClassifyHelp; }
 
 int RunClassifyCommand(CliContext& cli, const Args& args, const std::vector<std::string>& words) {
-  std::set<std::string> allowed = {"model", "images", "top-k"};
+  std::set<std::string> allowed = {"model", "images", "prefix", "top-k"};
   allowed.insert(GlobalOptions().begin(), GlobalOptions().end());
   absl::Status s = args.AllowOnly(allowed);
   if (!s.ok()) return CommandUsageError("classify", std::string(s.message()));
@@ -52,7 +54,7 @@ int RunClassifyCommand(CliContext& cli, const Args& args, const std::vector<std:
   auto top_k = OptionalInt(args, "top-k", 1, ClassifyLimits::kMaxTopK);
   if (!top_k.ok()) return CommandUsageError("classify", std::string(top_k.status().message()));
   if (!args.Has("images")) return CommandUsageError("classify", "--images FILE.safetensors is required");
-  auto file = LoadImageSetFile(*args.Get("images"));
+  auto file = LoadImageSetFile(*args.Get("images"), args.Get("prefix").value_or(""));
   if (!file.ok()) return ReportError(absl::Status(static_cast<absl::StatusCode>(file.status().code()), file.status().message()));
   const ImageSet& set = file->set;
   const int64_t numel = file->in_chans * file->img_size * file->img_size;

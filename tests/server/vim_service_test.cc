@@ -240,6 +240,10 @@ TEST_F(VimServiceTest, QuantizationJobOnImagesAndServedAccuracyEqualsItsReport) 
     EXPECT_EQ(c["model"], model.find(':') == std::string::npos ? model + ":1" : model);
     EXPECT_NEAR(c["accuracy"].get<double>(), claimed, 1e-12) << model;
   }
+  // The fixture's reference file read directly, its test_ tensors: the same accuracy.
+  ASSERT_EQ(cluster_->Mqctl({"classify", "--model", "vim-digits", "--images", ReferenceFile(), "--prefix", "test_", "--json"}, &out), 0)
+      << out;
+  EXPECT_NEAR(nlohmann::json::parse(out)["accuracy"].get<double>(), float_accuracy, 1e-12);
   // The text form prints the accuracy line.
   ASSERT_EQ(cluster_->Mqctl({"classify", "--model", result, "--images", cluster_->dir().Sub("eval.safetensors")}, &out), 0);
   EXPECT_NE(out.find("accuracy  "), std::string::npos) << out;
