@@ -2,7 +2,8 @@
 # Validates deploy/ offline; fails on any error (ctest runs it: deploy_validate).
 #   1. renders every Kustomize tree with `kubectl kustomize` (overlays/cpu, overlays/gpu,
 #      monitoring, and secrets with throwaway files) into OUT_DIR;
-#   2. validates every rendered object against the Kubernetes schemas (npm kubernetes-models)
+#   2. validates every rendered object against the Kubernetes schemas (npm kubernetes-models;
+#      unknown fields with @kubernetes/client-node's field lists)
 #      and the ServiceMonitor against the Prometheus Operator's (@kubernetes-models/
 #      prometheus-operator), plus the project's own rules (deploy/validate/validate.mjs);
 #   3. lints the Dockerfile (dockerfile-utils, dockerfilelint) and checks its structure

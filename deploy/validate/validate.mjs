@@ -3,8 +3,8 @@
 //   node validate.mjs --metrics docs/observability.md NAME=rendered.yaml ...
 //
 // Every object is checked against the Kubernetes schemas (kubernetes-models) or, for the
-// ServiceMonitor, the Prometheus Operator schema; an object of a kind with no schema here is an
-// error, not a pass. Then the rules this project relies on, which no schema knows: probes are
+// ServiceMonitor, the Prometheus Operator schema, and built-in objects for unknown (misspelt)
+// fields; an object of a kind with no schema here is an error, not a pass. Then the rules this project relies on, which no schema knows: probes are
 // native gRPC probes on a port the process serves health on, every $(VAR) in args resolves,
 // every ConfigMap/Secret reference exists, containers run non-root with a read-only root file
 // system and resources set, the gpu overlay asks for a GPU and the CUDA backend (cpu: neither),
@@ -69,6 +69,41 @@ async function checkSchema(where, obj) {
   } catch (e) {
     fail(where, `schema: ${e.message}`);
   }
+}
+
+// ---- unknown fields: the schemas above accept any extra property, so a misspelt field (imagee,
+// readinessprobe) would pass and be dropped by the API server. Walk built-in objects with the
+// field lists of @kubernetes/client-node's models (generated from the same OpenAPI) and reject
+// every field they do not know, like kubectl apply --validate=strict.
+const k8sClient = await import("@kubernetes/client-node");
+function checkFields(where, value, type, at) {
+  if (value === null || value === undefined) return;
+  const arr = /^Array<(.+)>$/.exec(type);
+  if (arr) {
+    if (!Array.isArray(value)) return fail(where, `${at}: expected a list`);
+    value.forEach((v, i) => checkFields(where, v, arr[1], `${at}[${i}]`));
+    return;
+  }
+  const map = /^\{ \[key: string\]: (.+); \}$/.exec(type);
+  if (map) {
+    for (const [k, v] of Object.entries(value)) checkFields(where, v, map[1], `${at}.${k}`);
+    return;
+  }
+  const model = k8sClient[type];
+  if (!model?.getAttributeTypeMap) return;  // a scalar, IntOrString, any
+  if (typeof value !== "object" || Array.isArray(value)) return fail(where, `${at}: expected an object`);
+  const fields = new Map(model.getAttributeTypeMap().map((a) => [a.baseName, a.type]));
+  for (const [k, v] of Object.entries(value)) {
+    if (!fields.has(k)) fail(where, `unknown field ${at ? `${at}.` : ""}${k}`);
+    else checkFields(where, v, fields.get(k), at ? `${at}.${k}` : k);
+  }
+}
+function checkKnownFields(where, obj) {
+  const [group, version] = obj.apiVersion.includes("/") ? obj.apiVersion.split("/") : ["", obj.apiVersion];
+  if (group.includes(".") && group.endsWith(".k8s.io") === false) return;  // a CRD: its own schema
+  const type = `${version[0].toUpperCase()}${version.slice(1)}${obj.kind}`;
+  if (!k8sClient[type]?.getAttributeTypeMap) return fail(where, `no field list for ${obj.apiVersion} ${obj.kind}`);
+  checkFields(where, obj, type, "");
 }
 
 // ---- project rules
@@ -235,6 +270,7 @@ for (const { name, objs } of rendered) {
   for (const o of objs) {
     const where = `${name} ${o.kind}/${o.metadata?.name}`;
     await checkSchema(where, o);
+    checkKnownFields(where, o);
     checkWorkload(where, o, byKindName);
     if (o.kind === "HorizontalPodAutoscaler") for (const m of o.spec.metrics || []) hpaMetrics.add(m.object?.metric?.name);
   }

@@ -18,6 +18,8 @@ const server = (objs) => find(objs, "StatefulSet", "mq-server").spec.template.sp
 const cases = [
   ["a schema violation (replicas as a string)", "gpu", (o) => { find(o, "Deployment", "mq-worker").spec.replicas = "two"; }, /replicas must be integer/],
   ["a ServiceMonitor against the operator's schema", "cpu", (o) => { find(o, "ServiceMonitor", "mambaquant").spec.endpoints = "metrics"; }, /ServiceMonitor\/mambaquant: schema/],
+  ["a misspelt field", "gpu", (o) => { worker(o).imagee = worker(o).image; }, /unknown field spec.template.spec.containers\[0\].imagee/],
+  ["a misspelt probe", "cpu", (o) => { server(o).readinessprobe = server(o).readinessProbe; }, /unknown field .*readinessprobe/],
   ["a kind with no schema", "cpu", (o) => { o.push({ apiVersion: "example.com/v1", kind: "Widget", metadata: { name: "w" } }); }, /no schema for example.com\/v1 Widget/],
   ["an HTTP probe instead of gRPC", "cpu", (o) => { server(o).livenessProbe = { httpGet: { path: "/metrics", port: 9090 } }; }, /livenessProbe must be a native gRPC probe/],
   ["a probe on the TLS API port", "cpu", (o) => { server(o).readinessProbe.grpc.port = 7070; }, /probes port 7070, but health is served on 7072/],
