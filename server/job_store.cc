@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "job_state.h"
+#include "page_limits.h"
 #include "proto_time.h"
 #include "random_id.h"
 
@@ -136,15 +137,19 @@ absl::StatusOr<JobPage> JobStore::List(const JobListFilter& filter) {
     stmt->Bind(1, before_seq);
     if (!filter.model_name.empty()) stmt->Bind(2, filter.model_name);
     int64_t last_seq = 0;
+    size_t page_bytes = 0;
     for (;;) {
       auto row = stmt->Step();
       if (!row.ok()) return row.status();
       if (!*row) break;
-      if (static_cast<int>(page.jobs.size()) == page_size) {
+      const std::string blob = stmt->Blob(1);
+      if (static_cast<int>(page.jobs.size()) == page_size ||
+          (!page.jobs.empty() && page_bytes + blob.size() > kMaxListPageBytes)) {
         page.next_page_token = absl::StrCat("s", last_seq);
         break;
       }
-      auto job = ParseJob(stmt->Blob(1));
+      page_bytes += blob.size();
+      auto job = ParseJob(blob);
       if (!job.ok()) return job.status();
       last_seq = stmt->Int(0);
       page.jobs.push_back(*std::move(job));

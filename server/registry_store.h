@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "mambaquant/v1/registry.pb.h"
 #include "name_validation.h"
+#include "page_limits.h"
 #include "sqlite_db.h"
 
 namespace mq::server {
@@ -22,11 +23,6 @@ struct UploadRecord {
   absl::Time created;
   absl::Time touched;
 };
-
-// A list page stops at this many bytes of artifacts as well as at its page_size: artifacts with
-// large metadata must not push a page past the 8 MiB message limit (listing would then fail for
-// everyone). A page always holds at least one artifact (one is far below this).
-inline constexpr size_t kMaxListPageBytes = 4 << 20;
 
 struct ArtifactPage {
   std::vector<mambaquant::v1::Artifact> artifacts;

@@ -1,4 +1,5 @@
-// Registry defects found by testing as an attacker would, each fixed: list pages bounded by bytes,
+// Registry defects found by testing as an attacker would, each fixed: list pages (artifacts and
+// jobs) bounded by bytes,
 // version numbers capped at their documented range, CommitUpload idempotent on retry, and blobs
 // left by rejected or aborted uploads collected after a grace period.
 #include <gtest/gtest.h>
@@ -6,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "blob_store.h"
+#include "job_store.h"
 #include "registry.h"
 #include "registry_store.h"
 #include "schema_migrations.h"
@@ -97,6 +99,32 @@ TEST_F(RegistryDefects, ListPagesAreBoundedByBytes) {
   EXPECT_EQ(seen.size(), 40u);
   // 4 MiB / (300 KiB + a few bytes of name and tags) = 13 per page: 13 + 13 + 13 + 1.
   EXPECT_EQ(pages, 4);
+}
+
+TEST_F(RegistryDefects, JobListPagesAreBoundedByBytes) {
+  JobStore jobs(db_.get());
+  mambaquant::v1::QuantSpec spec;
+  spec.set_model(std::string(300 * 1024, 'm'));  // the store takes what it is given: 300 KB a job
+  spec.set_calib_dataset("c:1");
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(jobs.Create(spec, "m", 1000, absl::Now()).ok());
+  JobListFilter filter;
+  filter.page_size = 1000;
+  std::set<std::string> seen;
+  int pages = 0;
+  do {
+    auto page = jobs.List(filter);
+    ASSERT_TRUE(page.ok()) << page.status();
+    size_t bytes = 0;
+    for (const auto& j : page->jobs) {
+      bytes += j.ByteSizeLong();
+      EXPECT_TRUE(seen.insert(j.id()).second);
+    }
+    EXPECT_LE(bytes, kMaxListPageBytes);
+    filter.page_token = page->next_page_token;
+    ++pages;
+  } while (!filter.page_token.empty() && pages < 100);
+  EXPECT_EQ(seen.size(), 20u);
+  EXPECT_EQ(pages, 2);  // 13 (4 MiB / 300 KiB) + 7
 }
 
 TEST_F(RegistryDefects, VersionsStopAtTheirDocumentedRange) {
