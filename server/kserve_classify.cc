@@ -146,6 +146,7 @@ absl::StatusOr<ClassifyRequest> TranslateClassifyInfer(const ModelInferRequest& 
   if (!in.parameters().empty()) return Invalid("pixel_values takes no parameters (shared memory inputs are not supported)");
   if (!req.parameters().empty())
     return Invalid(absl::StrCat("a Vision Mamba model takes no request parameters, got \"", req.parameters().begin()->first, "\""));
+  if (req.outputs_size() > 1) return Invalid("a Vision Mamba model has one output, logits: request it at most once");
   for (const auto& o : req.outputs()) {
     if (o.name() != kLogits) return Invalid(absl::StrCat("unknown output \"", o.name(), "\": the output is logits"));
     if (!o.parameters().empty()) return Invalid("output parameters (classification, shared memory) are not supported");

@@ -189,6 +189,7 @@ TEST_F(VimServiceTest, FloatClassifyEqualsTheEngineAndKServeEqualsClassify) {
     for (int64_t d : {int64_t{4}, config_->in_chans, config_->img_size, config_->img_size}) in->add_shape(d);
     if (raw) ireq.add_raw_input_contents(req.packed().substr(0, 4 * 64 * 4));
     else in->mutable_contents()->mutable_fp32_contents()->Assign(test_->images.begin(), test_->images.begin() + 4 * 64);
+    if (!raw) ireq.add_outputs()->set_name("logits");  // named or not, the one output
     inference::ModelInferResponse iresp;
     grpc::ClientContext ctx;
     grpc::Status s = kserve->ModelInfer(&ctx, ireq, &iresp);
@@ -315,6 +316,17 @@ TEST_F(VimServiceTest, BadCallsGetClearErrors) {
     s = kserve->ModelInfer(&ctx, ireq, &iresp);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_NE(s.error_message().find("pixel_values"), std::string::npos) << s.error_message();
+    // pixel_values with a NaN: the Classify check, under the tensor's name.
+    in->set_name("pixel_values");
+    in->set_datatype("FP32");
+    in->clear_shape();
+    for (int64_t d : {1, 1, 8, 8}) in->add_shape(d);
+    in->clear_contents();
+    for (int i = 0; i < 64; ++i) in->mutable_contents()->add_fp32_contents(i == 9 ? std::nanf("") : 0.5f);
+    grpc::ClientContext ctx2;
+    s = kserve->ModelInfer(&ctx2, ireq, &iresp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("pixel_values: pixel 9 of image 0 is not finite"), std::string::npos) << s.error_message();
   }
   // A job pairing the Vim model with a text dataset.
   std::string out;
