@@ -187,6 +187,19 @@ grpc::ServerWriteReactor<FileChunk>* WorkerServiceImpl::FetchBlob(grpc::Callback
   absl::Status s = owners_.CheckAnyWorker(deps_.auth->CallerIdentity(*ctx));
   if (s.ok() && !IsSha256Hex(req->sha256())) s = absl::InvalidArgumentError("sha256 must be 64 lower-case hex characters");
   if (!s.ok()) return new FinishedWriteReactor<FileChunk>(ToGrpcStatus(s));
+  // Workers read what jobs and inference need: files of registered versions. The bytes of an
+  // upload not yet committed are nobody's business but its uploader's.
+  bool referenced = false;
+  s = deps_.registry_store->db()->Read([&](SqliteTx& tx) -> absl::Status {
+    auto r = deps_.registry_store->DigestReferencedTx(tx, req->sha256());
+    if (!r.ok()) return r.status();
+    referenced = *r;
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return new FinishedWriteReactor<FileChunk>(ToGrpcStatus(s));
+  if (!referenced) {
+    return new FinishedWriteReactor<FileChunk>(grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("blob ", req->sha256(), " not found")));
+  }
   auto size = deps_.registry->blobs()->BlobSize(req->sha256());
   if (!size.ok()) {
     return new FinishedWriteReactor<FileChunk>(grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("blob ", req->sha256(), " not found")));

@@ -38,7 +38,8 @@ class MtlsServer : public ::testing::Test {
         !MakeLeaf(d, "rogue", "worker-a", rogue_ca_, &rogue_)) {
       GTEST_SKIP() << "openssl CLI unavailable";
     }
-    std::ofstream(dir_.Sub("tokens")) << Line("op-token", "operator", "op") << "\n" << Line("worker-token", "worker", "wrk") << "\n";
+    std::ofstream(dir_.Sub("tokens")) << Line("op-token", "operator", "op") << "\n" << Line("worker-token", "worker", "wrk") << "\n"
+                                      << Line("admin-token", "admin", "adm") << "\n";
     public_ = absl::StrCat("127.0.0.1:", PickFreePort());
     worker_port_ = absl::StrCat("127.0.0.1:", PickFreePort());
     server_proc_ = std::make_unique<ChildProcess>(
@@ -226,6 +227,65 @@ TEST_F(MtlsServer, OnlyCaSignedWorkersGetInAndEachWorkerIdIsBoundToItsCertificat
     HeartbeatResponse resp;
     EXPECT_EQ(pub->Heartbeat(&ctx, req, &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
   }
+}
+
+// A worker reads the files of registered versions, not the bytes of an upload still open.
+TEST_F(MtlsServer, WorkersReadOnlyBlobsOfRegisteredVersions) {
+  auto a = WorkerStub(&worker_a_);
+  ASSERT_TRUE(Register(*a, "a").ok());
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride("localhost");
+  auto registry = RegistryService::NewStub(grpc::CreateCustomChannel(public_, Creds(ca_, nullptr), args));
+  const std::string text = "private text\n";
+  Upload upload;
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer admin-token");
+    CreateUploadRequest req;
+    req.set_kind(ARTIFACT_KIND_DATASET);
+    req.set_name("d");
+    auto* f = req.add_files();
+    f->set_path("d.txt");
+    f->set_size(text.size());
+    f->set_sha256(Sha256Hex(text));
+    ASSERT_TRUE(registry->CreateUpload(&ctx, req, &upload).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer admin-token");
+    UploadChunksResponse resp;
+    auto writer = registry->UploadChunks(&ctx, &resp);
+    UploadChunk chunk;
+    chunk.set_upload_id(upload.upload_id());
+    chunk.set_path("d.txt");
+    chunk.set_data(text);
+    ASSERT_TRUE(writer->Write(chunk));
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+  }
+  auto fetch = [&](std::string* out) {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    FetchBlobRequest req;
+    req.set_sha256(Sha256Hex(text));
+    auto reader = a->FetchBlob(&ctx, req);
+    FileChunk chunk;
+    out->clear();
+    while (reader->Read(&chunk)) *out += chunk.data();
+    return reader->Finish().error_code();
+  };
+  std::string got;
+  EXPECT_EQ(fetch(&got), grpc::StatusCode::NOT_FOUND);  // the blob exists, but no version has it yet
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer admin-token");
+    CommitUploadRequest req;
+    req.set_upload_id(upload.upload_id());
+    Artifact artifact;
+    ASSERT_TRUE(registry->CommitUpload(&ctx, req, &artifact).ok());
+  }
+  EXPECT_EQ(fetch(&got), grpc::StatusCode::OK);
+  EXPECT_EQ(got, text);
 }
 
 TEST_F(MtlsServer, AWorkerJoinsWithItsClientCertificate) {
