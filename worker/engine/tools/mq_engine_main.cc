@@ -29,7 +29,8 @@ commands:
             a Vim model (config.json model_type "vim"): calibration and evaluation on image sets;
             the report gives float and quantized top-1 accuracy, agreement and KL
   quality-table --model DIR --calib FILE --eval FILE [--samples 128] [--seq-len 256]
-            [--seeds 0,1] [--label NAME] [--out-md FILE] [--out-json FILE]
+            [--seeds 0,1] [--label NAME] [--ablation all|none|w8a8|w4a8] [--eval-windows N]
+            [--out-md FILE] [--out-json FILE]
             every preset x bits x scope, extra seeds, the mambaquant ablation, in one eval pass
             (scripts/quality-table.sh runs it on a model and its outlier variant)
   make-model --shape 130m|370m|790m|1.4b|2.8b|tiny --out DIR --tokenizer-from MODEL_DIR [--seed 0]

@@ -27,7 +27,8 @@ struct Row {
   double build_seconds = 0;
 };
 
-std::vector<Row> TableRows(const quant::QuantizeOptions& base, const std::vector<uint64_t>& seeds) {
+std::vector<Row> TableRows(const quant::QuantizeOptions& base, const std::vector<uint64_t>& seeds,
+                           const std::string& ablation_bits) {
   std::vector<Row> rows;
   auto make = [&](const std::string& group, const std::string& preset, const std::string& bits, const std::string& scope,
                   uint64_t seed) {
@@ -55,6 +56,7 @@ std::vector<Row> TableRows(const quant::QuantizeOptions& base, const std::vector
   // also + S4/R4 (the whole method adds S3).
   for (const char* scope : {"linear", "full"})
     for (const char* bits : {"w8a8", "w4a8"}) {
+      if (ablation_bits != "all" && ablation_bits != bits) continue;
       Row r = make("ablation", "mambaquant", bits, scope, seeds[0]);
       quant::QuantizeOptions& o = r.options;
       o.klt_r1 = o.klt_r5 = o.smooth_s5 = o.online_r2 = o.smooth_s2 = o.smooth_s4 = o.smooth_conv = false;
@@ -89,7 +91,7 @@ std::string Fmt(const char* f, double v) {
 
 int RunQualityTableCommand(const std::vector<std::string>& args) {
   auto cl = CommandLine::Parse(args, {}, {"model", "calib", "eval", "samples", "seq-len", "seeds", "out-md", "out-json",
-                                          "window", "act", "weight-clip", "label"});
+                                          "window", "act", "weight-clip", "label", "ablation", "eval-windows"});
   if (!cl.ok()) return ReportError(cl.status());
   auto model = cl->Require("model");
   auto calib = cl->Require("calib");
@@ -97,6 +99,12 @@ int RunQualityTableCommand(const std::vector<std::string>& args) {
   auto samples = cl->GetInt("samples", 128, 1, 65536);
   auto seq_len = cl->GetInt("seq-len", 256, 2, 65536);
   auto window = cl->GetInt("window", 256, 2, 1 << 20);
+  // 0: every window of the text; else only the first N (a cheaper, noisier table).
+  auto eval_windows = cl->GetInt("eval-windows", 0, 0, 1 << 20);
+  const std::string ablation = cl->Get("ablation").value_or("all");
+  if (ablation != "all" && ablation != "none" && ablation != "w8a8" && ablation != "w4a8")
+    return ReportError(InvalidArgumentError("--ablation must be all, none, w8a8 or w4a8"));
+  if (!eval_windows.ok()) return ReportError(eval_windows.status());
   for (const Status& s : {model.status(), calib.status(), eval.status(), samples.status(), seq_len.status(), window.status()})
     if (!s.ok()) return ReportError(s);
   std::vector<uint64_t> seeds;
@@ -125,7 +133,7 @@ int RunQualityTableCommand(const std::vector<std::string>& args) {
   auto text = ReadTextFile(*eval);
   if (!text.ok()) return ReportError(text.status());
 
-  std::vector<Row> rows = TableRows(base, seeds);
+  std::vector<Row> rows = TableRows(base, seeds, ablation);
   std::vector<MambaWeights> models;
   models.reserve(rows.size());
   MambaWeights original;
@@ -142,6 +150,8 @@ int RunQualityTableCommand(const std::vector<std::string>& args) {
   }
   auto tokens = TokenizeDocuments(*tokenizer, *text, static_cast<int32_t>(original.config.eos_token_id));
   if (!tokens.ok()) return ReportError(tokens.status());
+  if (*eval_windows > 0 && static_cast<int64_t>(tokens->size()) > *eval_windows * *window + 1)
+    tokens->resize(static_cast<size_t>(*eval_windows * *window + 1));
   std::vector<const MambaWeights*> candidates;
   for (const auto& m : models) candidates.push_back(&m);
   const auto t0 = std::chrono::steady_clock::now();
@@ -154,7 +164,7 @@ int RunQualityTableCommand(const std::vector<std::string>& args) {
   const double eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   nlohmann::json j = {{"model", *model}, {"calib", *calib}, {"eval", *eval}, {"samples", *samples},
-                      {"seq_len", *seq_len}, {"window", *window}, {"seeds", seeds},
+                      {"seq_len", *seq_len}, {"window", *window}, {"eval_windows", *eval_windows}, {"seeds", seeds},
                       {"activation_granularity", base.act_granularity}, {"weight_clip", base.weight_clip},
                       {"float_perplexity", (*results)[0].reference.perplexity},
                       {"tokens_scored", (*results)[0].reference.tokens_scored}, {"eval_seconds", eval_seconds},
