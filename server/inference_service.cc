@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "finished_reactor.h"
 #include "inference_router.h"
@@ -76,6 +77,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       return;
     }
     call_id_ = *id;
+    if (ended_early_) LogCallEnd("generate", call_id_, requested_model_, *ended_early_, start_);
     if (cancelled_) deps_.router->Cancel(call_id_);  // the client left before Start returned
   }
 
@@ -116,7 +118,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     if (done_) return;
     done_ = true;
     final_ = ToGrpcStatus(status);
-    LogCallEnd("generate", call_id_, requested_model_, status, start_);
+    // The call may end before Start has returned its id: then the constructor logs it.
+    if (call_id_.empty()) ended_early_ = status;
+    else LogCallEnd("generate", call_id_, requested_model_, status, start_);
     if (deps_.metrics != nullptr && !model_.empty()) {
       deps_.metrics->ObserveRequestLatency(model_, Seconds(start_, Clock::now()));
       if (!status.ok()) deps_.metrics->RequestFinished(model_, absl::StatusCodeToString(status.code()));
@@ -179,6 +183,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
 
   ServiceDeps deps_;
   const std::string requested_model_;
+  std::optional<absl::Status> ended_early_;  // the call ended before Start returned its id
   std::shared_ptr<Relay<GenerateReactor>> relay_;
   const Clock::time_point start_ = Clock::now();
   std::mutex mu_;  // guards everything below
@@ -210,6 +215,7 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
       return;
     }
     call_id_ = *id;
+    if (ended_early_) LogCallEnd(kCall, call_id_, requested_model_, *ended_early_, start_);
     if (cancelled_) deps_.router->Cancel(call_id_);
   }
   void Push(const InferenceEvent& event) {
@@ -222,7 +228,8 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
       deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
       deps_.metrics->RequestFinished(resp_->model(), status.ok() ? "scored" : absl::StatusCodeToString(status.code()));
     }
-    if (!finished_) LogCallEnd("score", call_id_, requested_model_, status, start_);
+    if (!finished_ && call_id_.empty()) ended_early_ = status;  // the constructor logs it with the id
+    else if (!finished_) LogCallEnd(kCall, call_id_, requested_model_, status, start_);
     FinishOnce(ToGrpcStatus(status));
   }
   // Client cancellation or deadline: the worker drops the call too.
@@ -247,8 +254,10 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
     finished_ = true;
     Finish(s);
   }
+  static constexpr char kCall[] = "score";
   ServiceDeps deps_;
   const std::string requested_model_;
+  std::optional<absl::Status> ended_early_;  // the call ended before Start returned its id
   ScoreResponse* resp_;
   std::shared_ptr<Relay<ScoreReactor>> relay_;
   const Clock::time_point start_ = Clock::now();
@@ -275,6 +284,7 @@ class ClassifyReactor final : public grpc::ServerUnaryReactor {
       return;
     }
     call_id_ = *id;
+    if (ended_early_) LogCallEnd(kCall, call_id_, requested_model_, *ended_early_, start_);
     if (cancelled_) deps_.router->Cancel(call_id_);
   }
   void Push(const InferenceEvent& event) {
@@ -287,7 +297,8 @@ class ClassifyReactor final : public grpc::ServerUnaryReactor {
       deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
       deps_.metrics->RequestFinished(resp_->model(), status.ok() ? "classified" : absl::StatusCodeToString(status.code()));
     }
-    if (!finished_) LogCallEnd("classify", call_id_, requested_model_, status, start_);
+    if (!finished_ && call_id_.empty()) ended_early_ = status;  // the constructor logs it with the id
+    else if (!finished_) LogCallEnd(kCall, call_id_, requested_model_, status, start_);
     FinishOnce(ToGrpcStatus(status));
   }
   void OnCancel() override {
@@ -311,8 +322,10 @@ class ClassifyReactor final : public grpc::ServerUnaryReactor {
     finished_ = true;
     Finish(s);
   }
+  static constexpr char kCall[] = "classify";
   ServiceDeps deps_;
   const std::string requested_model_;
+  std::optional<absl::Status> ended_early_;  // the call ended before Start returned its id
   ClassifyResponse* resp_;
   std::shared_ptr<Relay<ClassifyReactor>> relay_;
   const Clock::time_point start_ = Clock::now();
