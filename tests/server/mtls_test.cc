@@ -40,10 +40,12 @@ class MtlsServer : public ::testing::Test {
     }
     std::ofstream(dir_.Sub("tokens")) << Line("op-token", "operator", "op") << "\n" << Line("worker-token", "worker", "wrk") << "\n"
                                       << Line("admin-token", "admin", "adm") << "\n";
+    // The worker CA in a file of its own, so a test can replace it without touching the server's CA.
+    std::filesystem::copy_file(ca_.cert, dir_.Sub("worker-ca.pem"));
     public_ = absl::StrCat("127.0.0.1:", PickFreePort());
     worker_port_ = absl::StrCat("127.0.0.1:", PickFreePort());
     server_proc_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{MQ_SERVER_BIN, "--listen", public_, "--worker-listen", worker_port_, "--worker-ca", ca_.cert,
+        std::vector<std::string>{MQ_SERVER_BIN, "--listen", public_, "--worker-listen", worker_port_, "--worker-ca", dir_.Sub("worker-ca.pem"),
                                  "--data-dir", dir_.Sub("data"), "--tls-cert", server_.cert, "--tls-key", server_.key,
                                  "--tokens-file", dir_.Sub("tokens"), "--cert-reload-seconds", "1"},
         dir_.Sub("server.log"));
@@ -326,6 +328,24 @@ TEST_F(MtlsServer, ReplacedCertificatesAreServedWithoutARestart) {
   std::filesystem::rename(server_.cert + ".new", server_.cert);
   EXPECT_TRUE(WaitForServing(public_, absl::Seconds(20), Creds(ca2, nullptr))) << ReadFileOrDie(dir_.Sub("server.log"));
   EXPECT_TRUE(server_proc_->running());
+}
+
+TEST_F(MtlsServer, AReplacedWorkerCaIsTrustedWithoutARestart) {
+  CertFiles ca3, worker_new;
+  ASSERT_TRUE(MakeCa(dir_.path(), "ca3", &ca3));
+  ASSERT_TRUE(MakeLeaf(dir_.path(), "worker-new", "worker-new", ca3, &worker_new));
+  EXPECT_FALSE(Register(*WorkerStub(&worker_new), "new").ok());  // not trusted yet
+  std::filesystem::copy_file(ca3.cert, dir_.Sub("worker-ca.pem.new"));
+  std::filesystem::rename(dir_.Sub("worker-ca.pem.new"), dir_.Sub("worker-ca.pem"));
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  bool joined = false;
+  while (!joined && absl::Now() < deadline) {
+    joined = Register(*WorkerStub(&worker_new), "new").ok();  // a fresh channel: a new handshake
+    if (!joined) absl::SleepFor(absl::Milliseconds(200));
+  }
+  EXPECT_TRUE(joined) << ReadFileOrDie(dir_.Sub("server.log"));
+  // Certificates of the replaced CA no longer get in.
+  EXPECT_FALSE(Register(*WorkerStub(&worker_a_), "a").ok());
 }
 
 }  // namespace
