@@ -3,7 +3,8 @@
 // INT8 quantizes the model first on the CPU (MambaQuant W8A8 per-token, online R2 Hadamard, on
 // seeded random calibration images: timing only, accuracy is not the point here).
 // A call is what a worker's Classify is: host images in, the H2D copy, the forward, the logits
-// copied back, synchronized. Prints a table; --json writes the rows.
+// copied back, synchronized. Prints a table; --json writes the rows. MQ_STAGE_TIMING=1 adds GPU
+// milliseconds per stage per call (events between stages) under each row.
 //   mq-vim-bench --model DIR [--batches 1,64,256] [--modes fp32,fp16,int8] [--seconds 2] [--json F]
 #include <algorithm>
 #include <chrono>
@@ -150,6 +151,8 @@ int main(int argc, char** argv) {
     cuda::CudaVimOptions o;
     o.max_batch = max_batch;
     o.fp16 = mode == "fp16";
+    const char* timing_env = std::getenv("MQ_STAGE_TIMING");
+    o.stage_timing = timing_env != nullptr && std::string(timing_env) == "1";
     cuda::DeviceMemoryStats::ResetPeak();
     auto cl = cuda::CreateCudaVimClassifier(weights, o);
     if (!cl.ok()) {
@@ -164,6 +167,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "%s batch %lld: %s\n", mode.c_str(), static_cast<long long>(b), s.ToString().c_str());
         return 1;
       }
+      const auto before = cuda::CudaVimStageTimes(**cl);
       int64_t calls = 0;
       const auto t0 = std::chrono::steady_clock::now();
       double elapsed = 0;
@@ -179,6 +183,18 @@ int main(int argc, char** argv) {
       const double ips = static_cast<double>(b * calls) / elapsed;
       const double mib = static_cast<double>(cuda::DeviceMemoryStats::peak().load()) / (1 << 20);
       std::printf("%-6s %7lld %12.3f %12.1f %12.0f\n", mode.c_str(), static_cast<long long>(b), ms, ips, mib);
+      if (o.stage_timing) {
+        std::string line = "  stages ms/call:";
+        for (const auto& [name, total] : cuda::CudaVimStageTimes(**cl)) {
+          double prev = 0;
+          for (const auto& [n0, t0ms] : before)
+            if (n0 == name) prev = t0ms;
+          char buf[64];
+          std::snprintf(buf, sizeof buf, " %s %.3f", name.c_str(), (total - prev) / static_cast<double>(calls));
+          line += buf;
+        }
+        std::printf("%s\n", line.c_str());
+      }
       std::fflush(stdout);
       rows.push_back({{"mode", mode}, {"batch", b}, {"ms_per_call", ms}, {"images_per_second", ips},
                       {"calls", calls}, {"peak_gpu_mib", mib}});

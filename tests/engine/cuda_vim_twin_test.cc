@@ -31,21 +31,28 @@ std::vector<float> Columns(const float* src, int64_t rows, int64_t ld_src, int64
   return out;
 }
 
-// The residual add + RMSNorm kernel, one "block" (row) at a time; rows gathered as the kernel does.
+// The residual add + RMSNorm kernel, one warp a row: lane l sums columns l, l + 32, … in
+// float64, then the XOR-shuffle tree (offsets 16 … 1); rows gathered as the kernel does.
 void EmulateNorm(float* h, const float* add, const float* gamma, float* out, int64_t rows, int64_t D,
                  int64_t row_stride, int64_t row_offset, double eps) {
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t r = i * row_stride + row_offset;
-    double ss = 0.0;
-    for (int64_t c = 0; c < D; ++c) {
-      float x = h[r * D + c];
-      if (add != nullptr) {
-        x += add[r * D + c];
-        h[r * D + c] = x;
+    double lane[32] = {};
+    for (int l = 0; l < 32; ++l)
+      for (int64_t c = l; c < D; c += 32) {
+        float x = h[r * D + c];
+        if (add != nullptr) {
+          x += add[r * D + c];
+          h[r * D + c] = x;
+        }
+        lane[l] += static_cast<double>(x) * x;
       }
-      ss += static_cast<double>(x) * x;
+    for (int o = 16; o > 0; o >>= 1) {
+      double next[32];
+      for (int l = 0; l < 32; ++l) next[l] = lane[l] + lane[l ^ o];
+      std::copy_n(next, 32, lane);
     }
-    const float inv = RmsInv(ss, D, eps);
+    const float inv = RmsInv(lane[0], D, eps);
     for (int64_t c = 0; c < D; ++c) out[i * D + c] = RmsOut(h[r * D + c], inv, gamma[c]);
   }
 }
@@ -90,19 +97,35 @@ std::vector<float> EmulateForward(const VimWeights& w, const float* images, int6
     for (int dir = 0; dir < 2; ++dir) {
       br[dir]->x_proj.Forward(u.data() + dir * T * E, T, dbc.data() + dir * T * W);
       const std::vector<float> dl = Columns(dbc.data() + dir * T * W, T, W, R);
-      br[dir]->dt_proj.Forward(dl.data(), T, delta.data() + dir * T * E);
+      Linear dt = br[dir]->dt_proj;  // without its bias: the scan adds it
+      dt.bias.clear();
+      dt.Forward(dl.data(), T, delta.data() + dir * T * E);
     }
-    // BiScanKernel: thread (seq, e), time serial.
+    // BiScanKernel: thread (seq, e), time serial, A·log2 e as uploaded.
+    std::vector<float> a2[2];
+    for (int dir = 0; dir < 2; ++dir)
+      for (float a : br[dir]->A) a2[dir].push_back(a * kLog2e);
     for (int64_t seq = 0; seq < 2 * B; ++seq) {
       const int dir = seq >= B ? 1 : 0;
       const MambaLayerWeights& p = *br[dir];
+      const int lanes = ScanLanes(B, E);  // lane s holds h[s·16/lanes …]
       for (int64_t e = 0; e < E; ++e) {
         float h[kScanState] = {};
         for (int64_t t = 0; t < L; ++t) {
           const int64_t row = seq * L + t;
           const float* bc = dbc.data() + row * W + R;
-          y[row * E + e] = ScanStep<kScanState>(h, p.A.data() + e * N, Softplus(delta[row * E + e]), u[row * E + e],
-                                                p.D[e], bc, bc + N);
+          const float* a = a2[dir].data() + e * N;
+          const float dt = Softplus(delta[row * E + e] + p.dt_proj.bias[e]);
+          const float uu = u[row * E + e];
+          float part[4];
+          if (lanes == 1) {
+            part[0] = ScanPartial<16>(h, a, dt, dt * uu, bc, bc + N);
+            y[row * E + e] = ScanOutput<1>(part, p.D[e], uu);
+          } else {
+            for (int s = 0; s < 4; ++s)
+              part[s] = ScanPartial<4>(h + 4 * s, a + 4 * s, dt, dt * uu, bc + 4 * s, bc + N + 4 * s);
+            y[row * E + e] = ScanOutput<4>(part, p.D[e], uu);
+          }
         }
       }
     }
@@ -199,9 +222,10 @@ TEST(CudaVimTwin, QuantizedFixtureMatchesTheCpuForward) {
     const double rel = testing::RelError(emu.data(), cpu.data(), emu.size());
     std::printf("[twin] vim-digits int8 %s: vs CPU %.3g, top-1 %lld/%lld\n", act, rel,
                 static_cast<long long>(Top1Agreement(emu, cpu, 10)), static_cast<long long>(B));
-    // The same operations in the same order but the CPU scan's vectorized exp: an INT8 code may
-    // flip where a value sits on a rounding boundary, nothing more.
-    EXPECT_LE(rel, 1e-3) << act;
+    // The same operations but the CPU scan's vectorized exp (and the emulation's exp2 decay): an
+    // INT8 activation code may flip where a value sits on a rounding boundary, which with a
+    // static scale moves a logit by a whole step (measured up to 1.1e-3 on a 16-core host).
+    EXPECT_LE(rel, 5e-3) << act;
     EXPECT_GE(Top1Agreement(emu, cpu, 10), B - 1) << act;
   }
 }

@@ -1,5 +1,6 @@
 #include "cuda/cuda_vim_classifier.h"
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 #include <string>
@@ -10,6 +11,7 @@
 #include "cuda/cuda_handles.h"
 #include "cuda/cuda_vim_kernels.h"
 #include "cuda/cuda_vim_linear.h"
+#include "cuda/cuda_vim_math.h"
 #include "cuda/device_buffer.h"
 #include "vim/vim_model.h"
 
@@ -41,7 +43,8 @@ bool AnyQuantized(const VimWeights& w) {
 
 // One direction's parameters besides its linears.
 struct Branch {
-  DeviceBuffer<float> conv_w, conv_b, A, D;
+  DeviceBuffer<float> conv_w, conv_b, A2, D;  // A2 = A·log2 e (the scan's exp2 decay)
+  DeviceBuffer<float> dt_bias;                 // dt_proj's bias, added in the scan
   CudaVimLinear x_proj, dt_proj;
 };
 
@@ -64,12 +67,18 @@ class CudaVimClassifier final : public ImageClassifier {
   int64_t max_batch() const override { return options_.max_batch; }
   uint64_t device_bytes() const override { return device_bytes_; }
   Status Classify(const float* images, int64_t batch, float* logits) override;
+  std::vector<std::pair<std::string, double>> stage_ms() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stage_ms_;
+  }
 
  private:
   CudaVimClassifier() = default;
   Status UploadBlock(const VimLayerWeights& s, int64_t li, Block* b);
   Status AllocateActivations();
   Status Forward(int64_t batch);
+  Status Mark(const char* stage);  // stage timing: an event after `stage`
+  Status CollectStageTimes();      // after the call's synchronization
 
   VimConfig config_;
   CudaVimOptions options_;
@@ -78,7 +87,7 @@ class CudaVimClassifier final : public ImageClassifier {
   int64_t D_ = 0, E_ = 0, N_ = 0, R_ = 0, K_ = 0, L_ = 0, M_ = 0, W_ = 0, CPP_ = 0, classes_ = 0;
   uint64_t device_bytes_ = 0;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   CudaStream stream_;
   std::unique_ptr<vim::VimGemms> gemms_;
   vim::LinearScratch scratch_;
@@ -87,7 +96,37 @@ class CudaVimClassifier final : public ImageClassifier {
   std::vector<Block> blocks_;
   // Activations for options_.max_batch images.
   DeviceBuffer<float> images_, cols_, tok_, res_, xn_, hid_, xz_, u_, dbc_, delta_, y_, g_, feat_, logits_;
+  DeviceBuffer<unsigned long long> first_bad_;  // index of the first non-finite pixel, or all ones
+  // Stage timing.
+  std::vector<CudaEvent> events_;
+  std::vector<const char*> marks_;
+  std::vector<std::pair<std::string, double>> stage_ms_;
 };
+
+Status CudaVimClassifier::Mark(const char* stage) {
+  if (!options_.stage_timing) return OkStatus();
+  if (marks_.size() == events_.size()) {
+    MQ_ASSIGN_OR_RETURN(CudaEvent e, CudaEvent::Create());
+    events_.push_back(std::move(e));
+  }
+  MQ_RETURN_IF_ERROR(events_[marks_.size()].Record(stream_.get()));
+  marks_.push_back(stage);
+  return OkStatus();
+}
+
+Status CudaVimClassifier::CollectStageTimes() {
+  for (size_t i = 1; i < marks_.size(); ++i) {
+    MQ_ASSIGN_OR_RETURN(float ms, ElapsedMs(events_[i - 1], events_[i]));
+    auto it = std::find_if(stage_ms_.begin(), stage_ms_.end(), [&](const auto& p) { return p.first == marks_[i]; });
+    if (it == stage_ms_.end()) {
+      stage_ms_.emplace_back(marks_[i], ms);
+    } else {
+      it->second += ms;
+    }
+  }
+  marks_.clear();
+  return OkStatus();
+}
 
 Status CudaVimClassifier::UploadBlock(const VimLayerWeights& s, int64_t li, Block* b) {
   const std::string p = "layers." + std::to_string(li) + ".mixer.";
@@ -108,10 +147,13 @@ Status CudaVimClassifier::UploadBlock(const VimLayerWeights& s, int64_t li, Bloc
       return InvalidArgumentError("CUDA Vim: " + p + "conv1d" + suffix[d] + ", A or D has the wrong size");
     MQ_RETURN_IF_ERROR(Upload(&br.conv_w, m.conv_weight));
     MQ_RETURN_IF_ERROR(Upload(&br.conv_b, m.conv_bias));
-    MQ_RETURN_IF_ERROR(Upload(&br.A, m.A));
+    std::vector<float> a2(m.A.size());
+    for (size_t i = 0; i < a2.size(); ++i) a2[i] = m.A[i] * vim::kLog2e;
+    MQ_RETURN_IF_ERROR(Upload(&br.A2, a2));
     MQ_RETURN_IF_ERROR(Upload(&br.D, m.D));
     MQ_ASSIGN_OR_RETURN(br.x_proj, CudaVimLinear::Upload(m.x_proj, float_mode_, p + "x_proj" + suffix[d]));
     MQ_ASSIGN_OR_RETURN(br.dt_proj, CudaVimLinear::Upload(m.dt_proj, float_mode_, p + "dt_proj" + suffix[d]));
+    if (!m.dt_proj.bias.empty()) MQ_RETURN_IF_ERROR(Upload(&br.dt_bias, m.dt_proj.bias));
     if (br.x_proj.in() != E_ || br.x_proj.out() != W_ || br.dt_proj.in() != R_ || br.dt_proj.out() != E_)
       return InvalidArgumentError("CUDA Vim: " + p + "x_proj/dt_proj" + suffix[d] + " shapes do not match the config");
   }
@@ -161,7 +203,7 @@ StatusOr<std::unique_ptr<CudaVimClassifier>> CudaVimClassifier::Create(const Vim
     MQ_RETURN_IF_ERROR(c->UploadBlock(w.layers[static_cast<size_t>(li)], li, &b));
     bytes += b.norm.bytes() + b.gate_scale.bytes() + b.in_proj.bytes() + b.out_proj.bytes();
     for (const Branch& br : b.dir)
-      bytes += br.conv_w.bytes() + br.conv_b.bytes() + br.A.bytes() + br.D.bytes() + br.x_proj.bytes() + br.dt_proj.bytes();
+      bytes += br.conv_w.bytes() + br.conv_b.bytes() + br.A2.bytes() + br.D.bytes() + br.x_proj.bytes() + br.dt_proj.bytes();
   }
   c->device_bytes_ = bytes;
   MQ_RETURN_IF_ERROR(c->AllocateActivations());
@@ -180,6 +222,7 @@ Status CudaVimClassifier::AllocateActivations() {
   MQ_RETURN_IF_ERROR(Alloc(&g_, T * E_));
   MQ_RETURN_IF_ERROR(Alloc(&feat_, B * D_));
   MQ_RETURN_IF_ERROR(Alloc(&logits_, B * classes_));
+  MQ_RETURN_IF_ERROR(Alloc(&first_bad_, 1));
   MQ_RETURN_IF_ERROR(patch_.Reserve(TP, &scratch_));
   MQ_RETURN_IF_ERROR(head_.Reserve(B, &scratch_));
   for (const Block& b : blocks_) {
@@ -207,6 +250,7 @@ Status CudaVimClassifier::Forward(int64_t B) {
   ip.P = config_.patch_size, ip.S = config_.stride, ip.G = config_.grid_size(), ip.ld = CPP_;
   MQ_RETURN_IF_ERROR(vim::LaunchPatchIm2col(ip, st));
   MQ_RETURN_IF_ERROR(patch_.Forward(cols_.get(), CPP_, B * M_, tok_.get(), D_, g, scratch_, st));
+  MQ_RETURN_IF_ERROR(Mark("patch"));
   vim::AssembleTokensParams ap;
   ap.tok = tok_.get(), ap.cls_token = cls_token_.get(), ap.pos_embed = pos_embed_.get(), ap.res = res_.get();
   ap.batch = B, ap.M = M_, ap.L = L_, ap.D = D_, ap.cls = config_.cls_token_index();
@@ -219,33 +263,44 @@ Status CudaVimClassifier::Forward(int64_t B) {
     np.h = res_.get(), np.add = li > 0 ? hid_.get() : nullptr, np.gamma = b.norm.get(), np.out = xn_.get();
     np.rows = T, np.D = D_, np.eps = config_.norm_epsilon;
     MQ_RETURN_IF_ERROR(vim::LaunchResidualRmsNorm(np, st));
+    MQ_RETURN_IF_ERROR(Mark("norm"));
     MQ_RETURN_IF_ERROR(b.in_proj.Forward(xn_.get(), D_, T, xz_.get(), 2 * E_, g, scratch_, st));
+    MQ_RETURN_IF_ERROR(Mark("in_proj"));
     vim::BiConvParams cp;
     cp.x = xz_.get(), cp.ld_x = 2 * E_, cp.u = u_.get(), cp.batch = B, cp.L = L_, cp.E = E_, cp.K = K_;
     for (int d = 0; d < 2; ++d) cp.w[d] = b.dir[d].conv_w.get(), cp.bias[d] = b.dir[d].conv_b.get();
     MQ_RETURN_IF_ERROR(vim::LaunchBiConv(cp, st));
-    for (int d = 0; d < 2; ++d) {
-      float* dbc = dbc_.get() + d * T * W_;
-      MQ_RETURN_IF_ERROR(b.dir[d].x_proj.Forward(u_.get() + d * half, E_, T, dbc, W_, g, scratch_, st));
-      MQ_RETURN_IF_ERROR(b.dir[d].dt_proj.Forward(dbc, W_, T, delta_.get() + d * half, E_, g, scratch_, st));
-    }
+    MQ_RETURN_IF_ERROR(Mark("conv"));
+    for (int d = 0; d < 2; ++d)
+      MQ_RETURN_IF_ERROR(b.dir[d].x_proj.Forward(u_.get() + d * half, E_, T, dbc_.get() + d * T * W_, W_, g, scratch_, st));
+    MQ_RETURN_IF_ERROR(Mark("x_proj"));
+    for (int d = 0; d < 2; ++d)
+      MQ_RETURN_IF_ERROR(
+          b.dir[d].dt_proj.Forward(dbc_.get() + d * T * W_, W_, T, delta_.get() + d * half, E_, g, scratch_, st,
+                                   /*add_bias=*/false));  // the scan adds it before the softplus
+    MQ_RETURN_IF_ERROR(Mark("dt_proj"));
     vim::BiScanParams sp;
     sp.u = u_.get(), sp.delta = delta_.get(), sp.dbc = dbc_.get(), sp.ld_dbc = W_, sp.R = R_;
-    for (int d = 0; d < 2; ++d) sp.A[d] = b.dir[d].A.get(), sp.D[d] = b.dir[d].D.get();
+    for (int d = 0; d < 2; ++d)
+      sp.A2[d] = b.dir[d].A2.get(), sp.D[d] = b.dir[d].D.get(), sp.dt_bias[d] = b.dir[d].dt_bias.get();
     sp.y = y_.get(), sp.batch = B, sp.L = L_, sp.E = E_, sp.N = N_;
     MQ_RETURN_IF_ERROR(vim::LaunchBiScan(sp, st));
+    MQ_RETURN_IF_ERROR(Mark("scan"));
     vim::GateParams gp;
     gp.y = y_.get(), gp.z = xz_.get() + E_, gp.ld_z = 2 * E_, gp.gate_scale = b.gate_scale.get();
     gp.out_scale = config_.if_divide_out ? 0.5f : 1.0f, gp.g = g_.get(), gp.batch = B, gp.L = L_, gp.E = E_;
     MQ_RETURN_IF_ERROR(vim::LaunchGate(gp, st));
+    MQ_RETURN_IF_ERROR(Mark("gate"));
     MQ_RETURN_IF_ERROR(b.out_proj.Forward(g_.get(), E_, T, hid_.get(), D_, g, scratch_, st));
+    MQ_RETURN_IF_ERROR(Mark("out_proj"));
   }
   // The last block's add and the final norm on the cls rows only, then the head.
   vim::ResidualRmsNormParams fp;
   fp.h = res_.get(), fp.add = blocks_.empty() ? nullptr : hid_.get(), fp.gamma = norm_f_.get(), fp.out = feat_.get();
   fp.rows = B, fp.D = D_, fp.row_stride = L_, fp.row_offset = config_.cls_token_index(), fp.eps = config_.norm_epsilon;
   MQ_RETURN_IF_ERROR(vim::LaunchResidualRmsNorm(fp, st));
-  return head_.Forward(feat_.get(), D_, B, logits_.get(), classes_, g, scratch_, st);
+  MQ_RETURN_IF_ERROR(head_.Forward(feat_.get(), D_, B, logits_.get(), classes_, g, scratch_, st));
+  return Mark("head");
 }
 
 Status CudaVimClassifier::Classify(const float* images, int64_t batch, float* logits) {
@@ -254,18 +309,34 @@ Status CudaVimClassifier::Classify(const float* images, int64_t batch, float* lo
     return InvalidArgumentError("Classify: batch " + std::to_string(batch) + " outside [1, " +
                                 std::to_string(options_.max_batch) + "]");
   const int64_t n = batch * config_.image_numel();
-  for (int64_t i = 0; i < n; ++i)
-    if (!std::isfinite(images[i])) return InvalidArgumentError("Classify: non-finite pixel at index " + std::to_string(i));
   std::lock_guard<std::mutex> lock(mu_);
   cudaStream_t st = stream_.get();
+  // Pixels are checked on the device, where the copy lands (a host loop over 256 images of 224²
+  // costs as much as a forward); the forward runs anyway and its logits are not returned.
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(first_bad_.get(), 0xff, sizeof(unsigned long long), st));
   MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(images_.get(), images, n * sizeof(float), cudaMemcpyHostToDevice, st));
+  MQ_RETURN_IF_ERROR(Mark("start"));
+  MQ_RETURN_IF_ERROR(vim::LaunchFirstNonFinite(images_.get(), n, first_bad_.get(), st));
   MQ_RETURN_IF_ERROR(Forward(batch));
-  MQ_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(logits, logits_.get(), batch * classes_ * sizeof(float), cudaMemcpyDeviceToHost, st));
-  return stream_.Synchronize();
+  unsigned long long first_bad = 0;
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(&first_bad, first_bad_.get(), sizeof(first_bad), cudaMemcpyDeviceToHost, st));
+  // Logits stage through a host buffer: a call with a bad pixel leaves the caller's untouched.
+  std::vector<float> out(static_cast<size_t>(batch * classes_));
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out.data(), logits_.get(), out.size() * sizeof(float), cudaMemcpyDeviceToHost, st));
+  MQ_RETURN_IF_ERROR(stream_.Synchronize());
+  if (options_.stage_timing) MQ_RETURN_IF_ERROR(CollectStageTimes());
+  if (first_bad != ~0ull)
+    return InvalidArgumentError("Classify: non-finite pixel at index " + std::to_string(first_bad));
+  std::copy(out.begin(), out.end(), logits);
+  return OkStatus();
 }
 
 }  // namespace
+
+std::vector<std::pair<std::string, double>> CudaVimStageTimes(const ImageClassifier& classifier) {
+  const auto* c = dynamic_cast<const CudaVimClassifier*>(&classifier);
+  return c == nullptr ? std::vector<std::pair<std::string, double>>{} : c->stage_ms();
+}
 
 StatusOr<std::unique_ptr<ImageClassifier>> CreateCudaVimClassifier(const VimWeights& weights,
                                                                    const CudaVimOptions& options) {

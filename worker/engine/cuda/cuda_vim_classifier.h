@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "util/status.h"
 #include "vim/image_classifier.h"
@@ -28,6 +30,8 @@ struct CudaVimOptions {
   // Float linears in FP16 instead of FP32. FP32 is the default: the float path is held to
   // ‖Δ‖/‖ref‖ ≤ 1e-4 on logits against the float32 reference, which FP16 weights cannot promise.
   bool fp16 = false;
+  // Per-stage GPU times (events between the stages of every call; CudaVimStageTimes reads them).
+  bool stage_timing = false;
 
   static constexpr int64_t kMaxBatch = 16384;  // the scan launches 2·B sequences in grid.y
 };
@@ -38,5 +42,9 @@ StatusOr<std::unique_ptr<ImageClassifier>> OpenCudaVimClassifier(const std::stri
 // Weights already in memory (tests, benchmarks); quantized() is true when any linear is INT8.
 StatusOr<std::unique_ptr<ImageClassifier>> CreateCudaVimClassifier(const VimWeights& weights,
                                                                    const CudaVimOptions& options = {});
+
+// GPU milliseconds per stage (patch, norm, in_proj, conv, x_proj, dt_proj, scan, gate, out_proj,
+// head), summed over every Classify call of a classifier made with stage_timing; empty otherwise.
+std::vector<std::pair<std::string, double>> CudaVimStageTimes(const ImageClassifier& classifier);
 
 }  // namespace mq::cuda

@@ -8,7 +8,8 @@ namespace mq::cuda::vim {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kScanThreads = 128;  // channels of one sequence per scan block
+constexpr int kScanThreads = 128;  // channels (× lanes) of one sequence a scan block
+constexpr int kRowThreads = 128;   // row kernels (conv, gate): threads over the channels
 constexpr int kNormThreads = 256;
 
 unsigned GridFor(int64_t n) {
@@ -39,14 +40,16 @@ __global__ void AssembleTokensKernel(AssembleTokensParams p) {
   }
 }
 
-// One block a row: the add written back, the float64 sum of squares, then the normalized row.
+// One warp a row (kNormThreads / 32 rows a block): the add written back, the float64 sum of
+// squares (lane l takes columns l, l + 32, …; then the XOR-shuffle tree), the normalized row.
 __global__ void __launch_bounds__(kNormThreads) ResidualRmsNormKernel(ResidualRmsNormParams p) {
-  __shared__ double scratch[32];
-  const int64_t i = blockIdx.x;
+  const int lane = threadIdx.x & 31;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * (kNormThreads / 32) + (threadIdx.x >> 5);
+  if (i >= p.rows) return;
   const int64_t r = i * p.row_stride + p.row_offset;
   float* h = p.h + r * p.D;
   double ss = 0.0;
-  for (int64_t c = threadIdx.x; c < p.D; c += blockDim.x) {
+  for (int64_t c = lane; c < p.D; c += 32) {
     float x = h[c];
     if (p.add != nullptr) {
       x += p.add[r * p.D + c];
@@ -54,66 +57,104 @@ __global__ void __launch_bounds__(kNormThreads) ResidualRmsNormKernel(ResidualRm
     }
     ss += static_cast<double>(x) * x;
   }
-  ss = BlockSum(ss, scratch);
+  ss = WarpSum(ss);
   const float inv = RmsInv(ss, p.D, p.eps);
   float* out = p.out + i * p.D;
-  for (int64_t c = threadIdx.x; c < p.D; c += blockDim.x) out[c] = RmsOut(h[c], inv, p.gamma[c]);
+  for (int64_t c = lane; c < p.D; c += 32) out[c] = RmsOut(h[c], inv, p.gamma[c]);
 }
 
+// One block a branch row (blockIdx.x = seq·L + t), threads over the channels.
 __global__ void BiConvKernel(BiConvParams p) {
-  const int64_t n = 2 * p.batch * p.L * p.E;
-  MQ_VIM_GRID_STRIDE(i, n) {
-    const int64_t row = i / p.E, e = i - row * p.E;
-    const int64_t seq = row / p.L, t = row - seq * p.L;
-    const int dir = seq >= p.batch ? 1 : 0;
-    const int64_t b = seq - dir * p.batch;
-    p.u[i] = ConvSilu(p.x, p.ld_x, p.w[dir] + e * p.K, p.bias[dir][e], dir, b, t, e, p.L, p.K);
-  }
+  const int64_t row = blockIdx.x;
+  const int64_t seq = row / p.L, t = row - seq * p.L;
+  const int dir = seq >= p.batch ? 1 : 0;
+  const int64_t b = seq - dir * p.batch;
+  const float* w = dir ? p.w[1] : p.w[0];
+  const float* bias = dir ? p.bias[1] : p.bias[0];
+  for (int64_t e = threadIdx.x; e < p.E; e += blockDim.x)
+    p.u[row * p.E + e] = ConvSilu(p.x, p.ld_x, w + e * p.K, bias[e], dir, b, t, e, p.L, p.K);
 }
 
-// One thread a channel of one branch sequence (blockIdx.y), its kN states in registers, time
-// serial. Threads of a warp take consecutive channels: u, δ and y are coalesced, B and C are
-// the same address for the whole warp (a broadcast).
-template <int kN>
+// kLanes lanes a channel of one branch sequence (blockIdx.y), each with kN / kLanes
+// states in registers; time serial in chunks of kChunk steps: the block stages the chunk's B and
+// C (the same for every channel) in shared memory and each thread its δ and u in registers, all
+// loads issued together, then runs the chunk's steps. u, δ and y are coalesced.
+template <int kN, int kChunk, int kLanes>
 __global__ void __launch_bounds__(kScanThreads) BiScanKernel(BiScanParams p) {
-  const int64_t e = static_cast<int64_t>(blockIdx.x) * kScanThreads + threadIdx.x;
+  constexpr int kNpt = kN / kLanes;
+  __shared__ float s_bc[kChunk][2 * kN];
+  const int sub = threadIdx.x % kLanes;
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * (kScanThreads / kLanes) + threadIdx.x / kLanes;
   const int64_t seq = blockIdx.y;
-  if (e >= p.E) return;
+  const bool active = e < p.E;
   const int dir = seq >= p.batch ? 1 : 0;
-  float a[kN], h[kN];
+  const float* A2 = dir ? p.A2[1] : p.A2[0];
+  const float* dt_bias = dir ? p.dt_bias[1] : p.dt_bias[0];
+  float a2[kNpt], h[kNpt];
 #pragma unroll
-  for (int n = 0; n < kN; ++n) {
-    a[n] = p.A[dir][e * kN + n];
+  for (int n = 0; n < kNpt; ++n) {
+    a2[n] = active ? A2[e * kN + sub * kNpt + n] : 0.0f;
     h[n] = 0.0f;
   }
-  const float d = p.D[dir][e];
-  for (int64_t t = 0; t < p.L; ++t) {
-    const int64_t row = seq * p.L + t;
-    const float dt = Softplus(p.delta[row * p.E + e]);
-    const float u = p.u[row * p.E + e];
-    const float* bc = p.dbc + row * p.ld_dbc + p.R;
-    float B[kN], C[kN];
-#pragma unroll
-    for (int n = 0; n < kN; ++n) {
-      B[n] = __ldg(bc + n);
-      C[n] = __ldg(bc + kN + n);
+  const float d = active ? (dir ? p.D[1] : p.D[0])[e] : 0.0f;
+  const float bias = active && dt_bias != nullptr ? dt_bias[e] : 0.0f;
+  for (int64_t t0 = 0; t0 < p.L; t0 += kChunk) {
+    const int steps = static_cast<int>(p.L - t0 < kChunk ? p.L - t0 : kChunk);
+    __syncthreads();  // the previous chunk's B and C are consumed
+    for (int i = threadIdx.x; i < steps * 2 * kN; i += blockDim.x) {
+      const int st = i / (2 * kN), j = i - st * 2 * kN;
+      s_bc[st][j] = p.dbc[(seq * p.L + t0 + st) * p.ld_dbc + p.R + j];
     }
-    p.y[row * p.E + e] = ScanStep<kN>(h, a, dt, u, d, B, C);
+    float dl[kChunk], uu[kChunk];
+#pragma unroll
+    for (int st = 0; st < kChunk; ++st) {
+      const int64_t row = seq * p.L + t0 + st;
+      dl[st] = active && st < steps ? p.delta[row * p.E + e] : 0.0f;
+      uu[st] = active && st < steps ? p.u[row * p.E + e] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int st = 0; st < kChunk; ++st) {
+      if (st < steps) {  // uniform across the block: every lane shuffles
+        const float dt = Softplus(dl[st] + bias);
+        const float mine = ScanPartial<kNpt>(h, a2, dt, dt * uu[st], s_bc[st] + sub * kNpt, s_bc[st] + kN + sub * kNpt);
+        // Gather the channel's parts in lane order, then add them in ScanOutput's order.
+        float part[kLanes];
+        if constexpr (kLanes == 1) {
+          part[0] = mine;
+        } else {
+#pragma unroll
+          for (int k = 0; k < kLanes; ++k) part[k] = __shfl_sync(0xffffffffu, mine, (threadIdx.x & ~(kLanes - 1)) + k);
+        }
+        if (active && sub == 0) p.y[(seq * p.L + t0 + st) * p.E + e] = ScanOutput<kLanes>(part, d, uu[st]);
+      }
+    }
   }
 }
 
-__global__ void GateKernel(GateParams p) {
-  const int64_t n = p.batch * p.L * p.E;
+__global__ void FirstNonFiniteKernel(const float* __restrict__ x, int64_t n, unsigned long long* first_bad) {
   MQ_VIM_GRID_STRIDE(i, n) {
-    const int64_t row = i / p.E, e = i - row * p.E;
-    const int64_t b = row / p.L, t = row - b * p.L;
-    const float yf = p.y[i];
-    const float yb = p.y[BranchRow(1, b, t, p.batch, p.L) * p.E + e];
-    p.g[i] = Gate(yf, yb, p.z[row * p.ld_z + e], p.gate_scale, e, p.out_scale);
+    if (!isfinite(x[i])) atomicMin(first_bad, static_cast<unsigned long long>(i));
   }
+}
+
+// One block a token row (blockIdx.x = b·L + t), threads over the channels.
+__global__ void GateKernel(GateParams p) {
+  const int64_t row = blockIdx.x;
+  const int64_t b = row / p.L, t = row - b * p.L;
+  const int64_t rb = BranchRow(1, b, t, p.batch, p.L);
+  for (int64_t e = threadIdx.x; e < p.E; e += blockDim.x)
+    p.g[row * p.E + e] = Gate(p.y[row * p.E + e], p.y[rb * p.E + e], p.z[row * p.ld_z + e], p.gate_scale, e, p.out_scale);
 }
 
 }  // namespace
+
+Status LaunchFirstNonFinite(const float* x, int64_t n, unsigned long long* first_bad, cudaStream_t stream) {
+  if (n <= 0) return OkStatus();
+  FirstNonFiniteKernel<<<GridFor(n), kThreads, 0, stream>>>(x, n, first_bad);
+  MQ_CUDA_CHECK_LAUNCH("FirstNonFiniteKernel");
+  return OkStatus();
+}
 
 Status LaunchPatchIm2col(const PatchIm2colParams& p, cudaStream_t stream) {
   const int64_t n = p.batch * p.G * p.G * p.ld;
@@ -135,16 +176,18 @@ Status LaunchAssembleTokens(const AssembleTokensParams& p, cudaStream_t stream) 
 
 Status LaunchResidualRmsNorm(const ResidualRmsNormParams& p, cudaStream_t stream) {
   if (p.rows <= 0) return OkStatus();
-  if (p.rows > (int64_t{1} << 31) - 1) return InvalidArgumentError("ResidualRmsNorm: too many rows");
-  ResidualRmsNormKernel<<<static_cast<unsigned>(p.rows), kNormThreads, 0, stream>>>(p);
+  if (p.rows > (int64_t{1} << 34)) return InvalidArgumentError("ResidualRmsNorm: too many rows");
+  const int64_t rows_per_block = kNormThreads / 32;
+  ResidualRmsNormKernel<<<static_cast<unsigned>((p.rows + rows_per_block - 1) / rows_per_block), kNormThreads, 0, stream>>>(p);
   MQ_CUDA_CHECK_LAUNCH("ResidualRmsNormKernel");
   return OkStatus();
 }
 
 Status LaunchBiConv(const BiConvParams& p, cudaStream_t stream) {
-  const int64_t n = 2 * p.batch * p.L * p.E;
-  if (n <= 0) return OkStatus();
-  BiConvKernel<<<GridFor(n), kThreads, 0, stream>>>(p);
+  const int64_t rows = 2 * p.batch * p.L;
+  if (rows <= 0 || p.E <= 0) return OkStatus();
+  if (rows > (int64_t{1} << 31) - 1) return InvalidArgumentError("BiConv: too many rows");
+  BiConvKernel<<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(p);
   MQ_CUDA_CHECK_LAUNCH("BiConvKernel");
   return OkStatus();
 }
@@ -153,16 +196,23 @@ Status LaunchBiScan(const BiScanParams& p, cudaStream_t stream) {
   if (p.batch <= 0 || p.E <= 0) return OkStatus();
   if (p.N != kScanState) return UnimplementedError("CUDA Vim scan: d_state must be 16, got " + std::to_string(p.N));
   if (2 * p.batch > 65535) return InvalidArgumentError("CUDA Vim scan: at most 32767 images a launch");
-  const dim3 grid(static_cast<unsigned>((p.E + kScanThreads - 1) / kScanThreads), static_cast<unsigned>(2 * p.batch));
-  BiScanKernel<kScanState><<<grid, kScanThreads, 0, stream>>>(p);
+  const int lanes = ScanLanes(p.batch, p.E);
+  const int64_t channels = kScanThreads / lanes;
+  const dim3 grid(static_cast<unsigned>((p.E + channels - 1) / channels), static_cast<unsigned>(2 * p.batch));
+  if (lanes == 1) {
+    BiScanKernel<kScanState, kScanChunk, 1><<<grid, kScanThreads, 0, stream>>>(p);
+  } else {
+    BiScanKernel<kScanState, kScanChunk, 4><<<grid, kScanThreads, 0, stream>>>(p);
+  }
   MQ_CUDA_CHECK_LAUNCH("BiScanKernel");
   return OkStatus();
 }
 
 Status LaunchGate(const GateParams& p, cudaStream_t stream) {
-  const int64_t n = p.batch * p.L * p.E;
-  if (n <= 0) return OkStatus();
-  GateKernel<<<GridFor(n), kThreads, 0, stream>>>(p);
+  const int64_t rows = p.batch * p.L;
+  if (rows <= 0 || p.E <= 0) return OkStatus();
+  if (rows > (int64_t{1} << 31) - 1) return InvalidArgumentError("Gate: too many rows");
+  GateKernel<<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(p);
   MQ_CUDA_CHECK_LAUNCH("GateKernel");
   return OkStatus();
 }

@@ -50,13 +50,14 @@ struct BiConvParams {
   int64_t batch = 0, L = 0, E = 0, K = 0;
 };
 
-// Selective scan of the 2·B branch sequences from h = 0: δ = softplus(delta), y = h·C + D·u.
+// Selective scan of the 2·B branch sequences from h = 0: δ = softplus(delta + dt_bias), y = h·C + D·u.
 struct BiScanParams {
   const float* u = nullptr;      // [2·B·L, E]
-  const float* delta = nullptr;  // [2·B·L, E] dt_proj output (bias added, before softplus)
+  const float* delta = nullptr;  // [2·B·L, E] dt_proj output without its bias
+  const float* dt_bias[2] = {nullptr, nullptr};  // [E] per branch (dt_proj's bias, added here)
   const float* dbc = nullptr;    // [2·B·L, ld_dbc]: B at column R, C at column R + N
   int64_t ld_dbc = 0, R = 0;
-  const float* A[2] = {nullptr, nullptr};  // [E, N] = −exp(A_log) per branch
+  const float* A2[2] = {nullptr, nullptr};  // [E, N] = −exp(A_log)·log2 e per branch
   const float* D[2] = {nullptr, nullptr};  // [E]
   float* y = nullptr;                      // [2·B·L, E]
   int64_t batch = 0, L = 0, E = 0, N = 0;  // N must be 16
@@ -73,6 +74,9 @@ struct GateParams {
   int64_t batch = 0, L = 0, E = 0;
 };
 
+// first_bad = min(first_bad, i) over the non-finite x[i] (first_bad starts at UINT64_MAX).
+Status LaunchFirstNonFinite(const float* x, int64_t n, unsigned long long* first_bad, cudaStream_t stream);
+
 Status LaunchPatchIm2col(const PatchIm2colParams& p, cudaStream_t stream);
 Status LaunchAssembleTokens(const AssembleTokensParams& p, cudaStream_t stream);
 Status LaunchResidualRmsNorm(const ResidualRmsNormParams& p, cudaStream_t stream);
@@ -80,7 +84,11 @@ Status LaunchBiConv(const BiConvParams& p, cudaStream_t stream);
 Status LaunchBiScan(const BiScanParams& p, cudaStream_t stream);
 Status LaunchGate(const GateParams& p, cudaStream_t stream);
 
-// The scan's supported state size (one thread a channel, the state in registers).
+// The scan's supported state size (1 or 4 lanes a channel, cuda_vim_math.h ScanLanes; the states
+// in registers), and the
+// time steps a scan block stages at once (B and C in shared memory, δ and u in registers), so
+// that the loads of a chunk overlap instead of each step waiting for its own.
 inline constexpr int64_t kScanState = 16;
+inline constexpr int kScanChunk = 16;
 
 }  // namespace mq::cuda::vim

@@ -189,7 +189,7 @@ Status CudaVimLinear::Reserve(int64_t tokens, LinearScratch* s) const {
 }
 
 Status CudaVimLinear::Forward(const float* x, int64_t ld_x, int64_t tokens, float* y, int64_t ld_y, VimGemms& g,
-                              LinearScratch& s, cudaStream_t stream) const {
+                              LinearScratch& s, cudaStream_t stream, bool add_bias) const {
   if (tokens <= 0) return OkStatus();
   if (ld_x < in_ || ld_y < out_) return InvalidArgumentError("CudaVimLinear: leading dimension too short");
   if (tokens > (int64_t{1} << 31) - 1) return InvalidArgumentError("CudaVimLinear: too many rows");
@@ -236,12 +236,13 @@ Status CudaVimLinear::Forward(const float* x, int64_t ld_x, int64_t tokens, floa
       MQ_RETURN_IF_ERROR(g.lt().Int8(w8.get(), ld_in_, s.x8.get(), ld_in_, s.acc.get(), out_pad_, out_pad_, tokens,
                                      ld_in_, stream));
       DequantizeKernel<<<GridFor(tokens * out_), kThreads, 0, stream>>>(s.acc.get(), out_pad_, s.sx.get(), wscale.get(),
-                                                                          bias.get(), tokens, out_, y, ld_y);
+                                                                          add_bias ? bias.get() : nullptr, tokens, out_,
+                                                                          y, ld_y);
       MQ_CUDA_CHECK_LAUNCH("DequantizeKernel");
       return OkStatus();
     }
   }
-  if (!bias.empty()) {
+  if (add_bias && !bias.empty()) {
     AddBiasKernel<<<GridFor(tokens * out_), kThreads, 0, stream>>>(y, ld_y, tokens, out_, bias.get());
     MQ_CUDA_CHECK_LAUNCH("AddBiasKernel");
   }

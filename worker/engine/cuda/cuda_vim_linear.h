@@ -56,9 +56,10 @@ class CudaVimLinear {
   // Online transforms other than a Hadamard are Unimplemented.
   static StatusOr<CudaVimLinear> Upload(const Linear& src, LinearMode float_mode, const std::string& name);
 
-  // y[t, 0..out) (rows ld_y apart) for `tokens` rows of x (rows ld_x apart, in ≤ ld_x).
+  // y[t, 0..out) (rows ld_y apart) for `tokens` rows of x (rows ld_x apart, in ≤ ld_x). Without
+  // add_bias the consumer adds the bias (dt_proj's, in the scan: the same single rounding).
   Status Forward(const float* x, int64_t ld_x, int64_t tokens, float* y, int64_t ld_y, VimGemms& g,
-                 LinearScratch& s, cudaStream_t stream) const;
+                 LinearScratch& s, cudaStream_t stream, bool add_bias = true) const;
   // Grows `s` so that Forward of `tokens` rows fits.
   Status Reserve(int64_t tokens, LinearScratch* s) const;
 

@@ -29,6 +29,16 @@ MQ_VIM_HD float Exp(float x) {
   return std::exp(x);
 #endif
 }
+// 2^x for the scan's decay exp(δ·A) = 2^(δ·A·log2 e) (A·log2 e precomputed, as the language
+// scan does): exp2f is MUFU.EX2 with range handling, 2 ulp, several times cheaper than expf.
+MQ_VIM_HD float Exp2(float x) {
+#if defined(__CUDA_ARCH__)
+  return exp2f(x);
+#else
+  return std::exp2(x);
+#endif
+}
+inline constexpr float kLog2e = 1.4426950408889634f;
 MQ_VIM_HD float Silu(float x) { return x / (1.0f + Exp(-x)); }
 MQ_VIM_HD float Softplus(float x) {  // torch's threshold 20
 #if defined(__CUDA_ARCH__)
@@ -73,20 +83,35 @@ MQ_VIM_HD float ConvSilu(const float* x, int64_t ld_x, const float* w, float bia
   return Silu(acc);
 }
 
-// One step of the selective scan of one channel (cpu/selective_scan.cc's arithmetic):
-// h ← exp(δ·A)⊙h + δ·u·B;  returns h·C + D·u. δ is the softplus'ed step.
-template <int kN>
-MQ_VIM_HD float ScanStep(float* h, const float* a, float dt, float u, float d, const float* B, const float* C) {
-  const float dtu = dt * u;
+// The scan splits a channel's states over kLanes lanes of a warp: 4 when few sequences would
+// leave most of the GPU idle (a short serial chain a channel), else 1 (no shuffles, no repeated
+// loads of δ and u). Measured on the H100 with Vim-tiny: 4 lanes 1.5 vs 2.4 ms a call at batch 1,
+// 1 lane 9.9 vs 18.6 ms at batch 256.
+MQ_VIM_HD int ScanLanes(int64_t batch, int64_t E) { return 2 * batch * E >= 16384 ? 1 : 4; }
+
+// One step of one lane's states (cpu/selective_scan.cc's arithmetic, the decay as 2^(δ·a2) with
+// a2 = A·log2 e): h ← exp(δ·A)⊙h + δ·u·B; returns this lane's part of h·C (n ascending).
+template <int kNpt>
+MQ_VIM_HD float ScanPartial(float* h, const float* a2, float dt, float dtu, const float* B, const float* C) {
   float acc = 0.0f;
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-  for (int n = 0; n < kN; ++n) {
-    h[n] = Exp(dt * a[n]) * h[n] + dtu * B[n];
+  for (int n = 0; n < kNpt; ++n) {
+    h[n] = Exp2(dt * a2[n]) * h[n] + dtu * B[n];
     acc += h[n] * C[n];
   }
-  return acc + d * u;
+  return acc;
+}
+// y from the lanes' parts, added in the kernel's order ((p0 + p1) + (p2 + p3) for 4 lanes), plus D·u.
+template <int kLanes>
+MQ_VIM_HD float ScanOutput(const float* part, float d, float u) {
+  static_assert(kLanes == 1 || kLanes == 4, "the scan runs 1 or 4 lanes a channel");
+  if constexpr (kLanes == 1) {
+    return part[0] + d * u;
+  } else {
+    return ((part[0] + part[1]) + (part[2] + part[3])) + d * u;
+  }
 }
 
 // The gated, combined mixer output of one element (3.5 step 4): both branches share SiLU(z)
