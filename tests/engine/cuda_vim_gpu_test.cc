@@ -234,6 +234,33 @@ TEST(CudaVimGpu, VimTinyShapedMakeModelLoadsAndClassifies) {
   EXPECT_EQ(again, gpu);  // deterministic: same kernels, same order
 }
 
+// mq-engine classify --device cuda (the CUDA classifier in chunks of --batch) agrees with the CPU
+// command image for image and gives reference.json's accuracy.
+TEST(CudaVimGpu, ClassifyCommandOnTheDeviceEqualsTheCpu) {
+  MQ_REQUIRE_GPU();
+  MQ_REQUIRE_VISION_FIXTURE();
+  auto run = [](const std::string& extra) {
+    const auto r = testing::RunCommand(std::string(MQ_ENGINE_BIN) + " classify --model " +
+                                       testing::VisionFixture("vim-digits") + " --images " +
+                                       testing::VisionFixture("vim-digits-reference.safetensors") +
+                                       " --prefix test_ --json " + extra + " 2>/dev/null");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return nlohmann::json::parse(r.output, nullptr, /*allow_exceptions=*/false);
+  };
+  const nlohmann::json gpu = run("--device cuda --batch 64");
+  const nlohmann::json cpu = run("--device cpu");
+  ASSERT_FALSE(gpu.is_discarded());
+  ASSERT_FALSE(cpu.is_discarded());
+  EXPECT_EQ(gpu["device"], "cuda");
+  EXPECT_EQ(gpu["count"], 300);
+  EXPECT_EQ(gpu["top1"], cpu["top1"]);
+  std::ifstream in(testing::VisionFixture("reference.json"));
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_DOUBLE_EQ(gpu["accuracy"].get<double>(), j["models"]["vim-digits"]["test_accuracy"].get<double>());
+  std::printf("[gpu] mq-engine classify --device cuda: accuracy %.4f, %.0f images/s\n", gpu["accuracy"].get<double>(),
+              gpu["images_per_second"].get<double>());
+}
+
 TEST(CudaVimGpu, BadOptionsAreErrors) {
   MQ_REQUIRE_GPU();
   VimWeights w;  // default config, no tensors
