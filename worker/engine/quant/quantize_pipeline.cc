@@ -10,6 +10,7 @@
 #include "cpu/mamba_forward.h"
 #include "eval/perplexity.h"
 #include "model/mamba_weights.h"
+#include "quant/accuracy_tuning.h"
 #include "quant/calibration.h"
 #include "quant/cpu_quant_accelerator.h"
 #include "quant/hadamard.h"
@@ -141,6 +142,7 @@ struct BuildState {
   MambaWeights original;
   MambaWeights model;
   std::vector<int32_t> calib_tokens;
+  std::vector<int32_t> holdout_tokens;
   std::vector<int32_t> eval_tokens;
   json notes = json::object();
 };
@@ -153,6 +155,8 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator
   if (o.num_samples < 1 || o.num_samples > 65536) return InvalidArgumentError("samples must be in [1, 65536]");
   if (o.seq_len < 2 || o.seq_len > 65536) return InvalidArgumentError("seq_len must be in [2, 65536]");
   if (o.calib_text_path.empty()) return InvalidArgumentError("a calibration text is required");
+  if (!(o.calib_holdout_fraction >= 0.0 && o.calib_holdout_fraction <= 0.5))
+    return InvalidArgumentError("calib_holdout_fraction must be in [0, 0.5]");
   json& notes = b.notes;
 
   // LOAD
@@ -164,6 +168,11 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator
   const int32_t eos = static_cast<int32_t>(original.config.eos_token_id);
   MQ_ASSIGN_OR_RETURN(std::string calib_text, ReadText(o.calib_text_path));
   MQ_ASSIGN_OR_RETURN(b.calib_tokens, TokenizeDocuments(tokenizer, calib_text, eos));
+  if (o.calib_holdout_fraction > 0.0) {
+    const size_t keep = b.calib_tokens.size() - static_cast<size_t>(o.calib_holdout_fraction * b.calib_tokens.size());
+    b.holdout_tokens.assign(b.calib_tokens.begin() + keep, b.calib_tokens.end());
+    b.calib_tokens.resize(keep);
+  }
   const std::vector<int32_t>& calib_tokens = b.calib_tokens;
   if (!o.eval_text_path.empty()) {
     MQ_ASSIGN_OR_RETURN(std::string eval_text, ReadText(o.eval_text_path));
@@ -308,15 +317,23 @@ StatusOr<QuantizedModelBuild> BuildQuantizedModel(const QuantizeOptions& options
   StageTracker stages(progress);
   BuildState b;
   MQ_RETURN_IF_ERROR(RunBuild(options, stages, accel != nullptr ? *accel : CpuAccelerator(), b));
-  return QuantizedModelBuild{std::move(b.original), std::move(b.model), b.spec.ToJson().dump()};
+  return QuantizedModelBuild{std::move(b.original), std::move(b.model), b.spec.ToJson().dump(), std::move(b.holdout_tokens)};
 }
 
-StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& o, const ProgressCallback& progress,
+StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& requested, const ProgressCallback& progress,
                                        QuantAccelerator* accel_or_null) {
   QuantAccelerator& accel = accel_or_null != nullptr ? *accel_or_null : CpuAccelerator();
-  if (o.transform_only) return InvalidArgumentError("transform_only models are not exported; use BuildQuantizedModel");
-  if (o.output_dir.empty()) return InvalidArgumentError("an output directory is required");
+  if (requested.transform_only) return InvalidArgumentError("transform_only models are not exported; use BuildQuantizedModel");
+  if (requested.output_dir.empty()) return InvalidArgumentError("an output directory is required");
   const auto t_start = Clock::now();
+  // Accuracy-driven mode: the trials pick the options; the job then builds the chosen one.
+  QuantizeOptions o = requested;
+  json tuning = nullptr;
+  if (requested.tolerable_loss_percent > 0.0) {
+    MQ_ASSIGN_OR_RETURN(TuningOutcome t, TuneForTolerableLoss(requested, accel, progress));
+    o = t.chosen;
+    tuning = std::move(t.report);
+  }
   StageTracker stages(progress);
   BuildState b;
   MQ_RETURN_IF_ERROR(RunBuild(o, stages, accel, b));
@@ -359,7 +376,8 @@ StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& o, const ProgressC
                                   {"samples", o.num_samples},
                                   {"seq_len", o.seq_len},
                                   {"seed", o.seed}}},
-                 {"evaluation", evaluation}};
+                 {"evaluation", evaluation},
+                 {"tuning", tuning}};
   // The report inside the export is rewritten below with the export stage's own time.
   report["timings_seconds"] = stages.timings();
   report["device_step_seconds"] = accel.step_seconds();

@@ -48,6 +48,12 @@ struct QuantizeOptions {
   // Measures weight and activation quantization errors per layer and site before quantizing
   // (quant/quant_diagnostics.h) into the report's transform_notes.diagnostics.
   bool diagnostics = false;
+  // The tail fraction of the calibration text's tokens held out of calibration (for tuning), in [0, 0.5].
+  double calib_holdout_fraction = 0.0;
+  // Accuracy-driven mode (quant/accuracy_tuning.h): > 0 makes QuantizeModel try the method's
+  // choices, cheapest first, on the held-out calibration tail and keep the first whose perplexity
+  // change is within this many percent; the report's "tuning" lists the trials. In [0, 100].
+  double tolerable_loss_percent = 0.0;
 };
 
 struct Progress {
@@ -70,6 +76,7 @@ struct QuantizedModelBuild {
   MambaWeights original;  // the float model as loaded
   MambaWeights model;     // transformed, and quantized unless transform_only
   std::string spec_json;  // the resolved quantization_config
+  std::vector<int32_t> holdout_tokens;  // the calibration tail held out (calib_holdout_fraction)
 };
 // `accel` runs calibration, eigendecompositions, rotation products and evaluation (null: the CPU
 // reference, CpuAccelerator()). A device that cannot run some step of the job fails it up front

@@ -26,7 +26,7 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
       args, {"json", "no-klt-r1", "no-klt-r5", "no-smooth-s5", "no-online-r2", "no-smooth-s2", "no-smooth-s4", "no-smooth-conv", "r1-layer0", "quiet", "diagnostics",
              "quantize-lm-head"},
       {"model", "preset", "bits", "scope", "calib", "samples", "seq-len", "seed", "out", "eval", "window", "act",
-       "act-percentile", "weight-clip", "state-granularity", "device"});
+       "act-percentile", "weight-clip", "state-granularity", "device", "tolerable-loss"});
   if (!cl.ok()) return ReportError(cl.status());
   quant::QuantizeOptions o;
   auto model = cl->Require("model");
@@ -68,6 +68,15 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
   o.smooth_s4 = !cl->Has("no-smooth-s4");
   o.smooth_conv = !cl->Has("no-smooth-conv");
   o.diagnostics = cl->Has("diagnostics");
+  if (auto p = cl->Get("tolerable-loss")) {
+    try {
+      o.tolerable_loss_percent = std::stod(*p);
+    } catch (const std::exception&) {
+      return ReportError(InvalidArgumentError("--tolerable-loss must be a number (percent)"));
+    }
+    if (!(o.tolerable_loss_percent > 0.0 && o.tolerable_loss_percent <= 100.0))
+      return ReportError(InvalidArgumentError("--tolerable-loss must be in (0, 100]"));
+  }
   o.r1_cov_all_layers = !cl->Has("r1-layer0");
   o.quantize_lm_head = cl->Has("quantize-lm-head");
 
@@ -118,6 +127,20 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
           std::printf(" %s %.4f (%.0f)", a["site"].get<std::string>().c_str(), a["rel_error"].get<double>(),
                       a["max_over_median_rms"].get<double>());
       std::printf("\n");
+    }
+  }
+  if (!report["tuning"].is_null()) {
+    const auto& t = report["tuning"];
+    std::printf("tuning       budget %.2f%% on the held-out calibration tail: %s, kept \"%s\"\n",
+                t["tolerable_loss_percent"].get<double>(), t["met"].get<bool>() ? "met" : "NOT met",
+                t["chosen"].get<std::string>().c_str());
+    for (const auto& tr : t["trials"]) {
+      if (tr.contains("skipped")) {
+        std::printf("  %-40s skipped: %s\n", tr["name"].get<std::string>().c_str(), tr["skipped"].get<std::string>().c_str());
+      } else {
+        std::printf("  %-40s %+.3f%% %s\n", tr["name"].get<std::string>().c_str(), tr["loss_percent"].get<double>(),
+                    tr["within_budget"].get<bool>() ? "within" : "over");
+      }
     }
   }
   std::printf("time         %s\n", report["timings_seconds"].dump().c_str());

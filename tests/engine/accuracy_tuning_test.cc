@@ -1,0 +1,92 @@
+// The accuracy-driven mode (quant/accuracy_tuning.h) on mamba-tiny: it keeps the cheapest
+// configuration within the budget, says when none is, and QuantizeModel exports the kept one
+// with the trials in its report.
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include "quant/accuracy_tuning.h"
+#include "quant/cpu_quant_accelerator.h"
+#include "test_paths.h"
+
+namespace mq {
+namespace {
+
+quant::QuantizeOptions TinyOptions(double budget) {
+  quant::QuantizeOptions o;
+  o.model_dir = testing::RepoPath("models/mamba-tiny");
+  o.calib_text_path = testing::RepoPath("models/text/calib.txt");
+  o.num_samples = 16;
+  o.seq_len = 128;
+  o.bits = "w8a8";
+  o.tolerable_loss_percent = budget;
+  return o;
+}
+
+TEST(AccuracyTuning, LooseBudgetKeepsTheFirstTrialAndTightBudgetReportsNotMet) {
+  auto loose = quant::TuneForTolerableLoss(TinyOptions(50.0), quant::CpuAccelerator(), nullptr);
+  ASSERT_TRUE(loose.ok()) << loose.status().ToString();
+  ASSERT_EQ(loose->report["trials"].size(), 1u);  // the first trial met it: nothing more was built
+  EXPECT_TRUE(loose->report["met"].get<bool>());
+  EXPECT_EQ(loose->chosen.preset, quant::TuningCandidates(TinyOptions(50.0))[0].second.preset);
+  EXPECT_LE(loose->report["trials"][0]["loss_percent"].get<double>(), 50.0);
+
+  // No 4-bit model is within 1e-6 % (an 8-bit one can even come out below float on the short
+  // held-out tail): every candidate is tried and the lowest loss is kept.
+  quant::QuantizeOptions w4 = TinyOptions(1e-6);
+  w4.bits = "w4a8";
+  auto tight = quant::TuneForTolerableLoss(w4, quant::CpuAccelerator(), nullptr);
+  ASSERT_TRUE(tight.ok()) << tight.status().ToString();
+  EXPECT_FALSE(tight->report["met"].get<bool>());
+  const auto& trials = tight->report["trials"];
+  EXPECT_EQ(trials.size(), quant::TuningCandidates(w4).size());
+  double lowest = 1e9;
+  std::string lowest_name;
+  for (const auto& t : trials)
+    if (t["loss_percent"].get<double>() < lowest) {
+      lowest = t["loss_percent"].get<double>();
+      lowest_name = t["name"].get<std::string>();
+    }
+  EXPECT_EQ(tight->report["chosen"].get<std::string>(), lowest_name);
+  // Trials are evaluated on the calibration tail, not on a tuning-free text: the float
+  // perplexity is the same for every trial.
+  for (const auto& t : trials) EXPECT_EQ(t["float_perplexity"], trials[0]["float_perplexity"]);
+}
+
+TEST(AccuracyTuning, BadBudgetIsRefused) {
+  EXPECT_EQ(quant::TuneForTolerableLoss(TinyOptions(0.0), quant::CpuAccelerator(), nullptr).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(quant::TuneForTolerableLoss(TinyOptions(101.0), quant::CpuAccelerator(), nullptr).status().code(),
+            StatusCode::kInvalidArgument);
+  quant::QuantizeOptions o = TinyOptions(5.0);
+  o.calib_holdout_fraction = 0.9;
+  EXPECT_EQ(quant::TuneForTolerableLoss(o, quant::CpuAccelerator(), nullptr).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(AccuracyTuning, QuantizeModelExportsTheChosenConfigurationWithItsTrials) {
+  const auto out = std::filesystem::temp_directory_path() / ("mq-tuning-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(out);
+  quant::QuantizeOptions o = TinyOptions(2.0);
+  o.output_dir = out.string();
+  auto r = quant::QuantizeModel(o, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const auto report = nlohmann::json::parse(r->report_json);
+  ASSERT_TRUE(report["tuning"].is_object());
+  const auto& t = report["tuning"];
+  ASSERT_FALSE(t["trials"].empty());
+  const auto& last = t["trials"].back();
+  if (t["met"].get<bool>()) {
+    EXPECT_EQ(t["chosen"], last["name"]);  // tuning stops at the first success
+    EXPECT_LE(last["loss_percent"].get<double>(), 2.0);
+    for (size_t i = 0; i + 1 < t["trials"].size(); ++i)
+      if (!t["trials"][i].contains("skipped")) EXPECT_GT(t["trials"][i]["loss_percent"].get<double>(), 2.0);
+  }
+  EXPECT_EQ(report["preset"], last["preset"]);
+  std::filesystem::remove_all(out);
+}
+
+}  // namespace
+}  // namespace mq

@@ -1,0 +1,104 @@
+#include "quant/accuracy_tuning.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "eval/perplexity.h"
+#include "quant/quant_spec.h"
+
+namespace mq::quant {
+namespace {
+
+// Held out when the caller did not choose: a quarter of the calibration text, which keeps ~3/4
+// for the calibration windows (mamba-small's calib.txt: ~7k held-out tokens, 28 windows of 256).
+constexpr double kDefaultHoldout = 0.25;
+
+}  // namespace
+
+std::vector<std::pair<std::string, QuantizeOptions>> TuningCandidates(const QuantizeOptions& base) {
+  std::vector<std::pair<std::string, QuantizeOptions>> c;
+  auto with = [&](const std::string& preset, const std::string& act) {
+    QuantizeOptions o = base;
+    o.preset = preset;
+    o.act_granularity = act;
+    return o;
+  };
+  for (const char* preset : {"rtn", "quarot", "mambaquant"})
+    for (const char* act : {"per_tensor", "per_token"})
+      c.push_back({std::string(preset) + " " + act, with(preset, act)});
+  QuantizeOptions r5 = with("mambaquant", "per_token");
+  r5.klt_r5 = false;
+  c.push_back({"mambaquant per_token, Hadamard R5", r5});
+  QuantizeOptions clip = with("mambaquant", "per_token");
+  clip.weight_clip = base.bits == "w4a8" ? "max" : "mse";
+  c.push_back({"mambaquant per_token, weight clip " + clip.weight_clip, clip});
+  QuantizeOptions no_s5 = with("mambaquant", "per_token");
+  no_s5.smooth_s5 = false;
+  c.push_back({"mambaquant per_token, no S5", no_s5});
+  return c;
+}
+
+StatusOr<TuningOutcome> TuneForTolerableLoss(const QuantizeOptions& base, QuantAccelerator& accel,
+                                             const ProgressCallback& progress) {
+  const double budget = base.tolerable_loss_percent;
+  if (!(budget > 0.0 && budget <= 100.0)) return InvalidArgumentError("tolerable_loss_percent must be in (0, 100]");
+  QuantizeOptions common = base;
+  common.tolerable_loss_percent = 0.0;
+  common.eval_text_path.clear();
+  common.transform_only = false;
+  if (common.calib_holdout_fraction <= 0.0) common.calib_holdout_fraction = kDefaultHoldout;
+  const auto candidates = TuningCandidates(common);
+
+  nlohmann::json trials = nlohmann::json::array();
+  int best = -1, chosen = -1;
+  double best_loss = 0.0;
+  std::vector<QuantizeOptions> tried;
+  for (size_t i = 0; i < candidates.size() && chosen < 0; ++i) {
+    const auto& [name, o] = candidates[i];
+    if (progress && !progress(Progress{Stage::kCalibrate, static_cast<double>(i) / candidates.size(),
+                                        "tuning: trial " + std::to_string(i + 1) + "/" +
+                                            std::to_string(candidates.size()) + " " + name}))
+      return CancelledError("cancelled during tuning");
+    auto spec = QuantSpec::FromOptions(o);
+    if (!spec.ok()) return spec.status();
+    if (Status s = accel.CheckSupported(*spec); !s.ok()) {
+      trials.push_back({{"name", name}, {"skipped", s.message()}});
+      continue;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    MQ_ASSIGN_OR_RETURN(QuantizedModelBuild b, BuildQuantizedModel(o, nullptr, &accel));
+    if (b.holdout_tokens.size() < static_cast<size_t>(o.eval_window) + 1)
+      return InvalidArgumentError("the calibration text's held-out tail has " + std::to_string(b.holdout_tokens.size()) +
+                                  " tokens, fewer than one evaluation window; use a longer calibration text");
+    MQ_ASSIGN_OR_RETURN(ComparisonResult cmp, accel.Compare(b.original, b.model, b.holdout_tokens, o.eval_window, nullptr));
+    const double loss = 100.0 * (cmp.candidate.perplexity / cmp.reference.perplexity - 1.0);
+    const bool ok = loss <= budget;
+    trials.push_back({{"name", name}, {"preset", o.preset}, {"activations", o.act_granularity},
+                      {"options", nlohmann::json::parse(b.spec_json)["transforms"]},
+                      {"weight_clip", o.weight_clip},
+                      {"float_perplexity", cmp.reference.perplexity}, {"holdout_perplexity", cmp.candidate.perplexity},
+                      {"loss_percent", loss}, {"within_budget", ok},
+                      {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}});
+    if (best < 0 || loss < best_loss) {
+      best = static_cast<int>(i);
+      best_loss = loss;
+    }
+    if (ok) chosen = static_cast<int>(i);
+  }
+  if (best < 0) return FailedPreconditionError("tuning: the device could run none of the configurations");
+  const bool met = chosen >= 0;
+  const int keep = met ? chosen : best;
+  TuningOutcome out;
+  out.chosen = candidates[static_cast<size_t>(keep)].second;
+  out.chosen.eval_text_path = base.eval_text_path;
+  out.report = {{"tolerable_loss_percent", budget},
+                {"holdout_fraction", common.calib_holdout_fraction},
+                {"met", met},
+                {"chosen", candidates[static_cast<size_t>(keep)].first},
+                {"why", met ? "the cheapest configuration (trial order) within the budget on the held-out calibration tail"
+                            : "no configuration met the budget; kept the lowest held-out loss"},
+                {"trials", trials}};
+  return out;
+}
+
+}  // namespace mq::quant
