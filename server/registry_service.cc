@@ -168,7 +168,7 @@ grpc::ServerWriteReactor<FileChunk>* RegistryServiceImpl::ReadFile(grpc::Callbac
   }
   auto fd = deps_.registry->blobs()->OpenBlob(file->sha256());
   if (!fd.ok()) return new FinishedWriteReactor<FileChunk>(ToGrpcStatus(fd.status()));
-  return new BlobReadReactor(*std::move(fd), req->offset(), file->size(), deps_.metrics);
+  return new BlobReadReactor(*std::move(fd), req->offset(), file->size(), file->sha256(), deps_.metrics);
 }
 
 }  // namespace mq::server

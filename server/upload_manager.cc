@@ -139,6 +139,14 @@ absl::StatusOr<UploadFileState> UploadManager::WriteChunk(const UploadRecord& re
       st.set_complete(true);
     }
   }
+  if (absl::IsResourceExhausted(s) && open->partial != nullptr) {
+    // A full disk: kept, these bytes would keep it full for every client until the upload
+    // expires. Drop this file's partial bytes (a resume sends the file again).
+    open->partial->Discard();
+    open->partial.reset();
+    s = absl::ResourceExhaustedError(absl::StrCat(file.path(), ": ", s.message(),
+                                                  "; the server's disk is full: this file's bytes were dropped"));
+  }
   uint64_t committed = st.complete() ? file.size() : (open->partial ? open->partial->size() : 0);
   open->mu.Unlock();
   if (st.complete()) {

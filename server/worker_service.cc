@@ -209,7 +209,7 @@ grpc::ServerWriteReactor<FileChunk>* WorkerServiceImpl::FetchBlob(grpc::Callback
   }
   auto fd = deps_.registry->blobs()->OpenBlob(req->sha256());
   if (!fd.ok()) return new FinishedWriteReactor<FileChunk>(ToGrpcStatus(fd.status()));
-  return new BlobReadReactor(*std::move(fd), req->offset(), *size, deps_.metrics);
+  return new BlobReadReactor(*std::move(fd), req->offset(), *size, req->sha256(), deps_.metrics);
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::StartResultUpload(grpc::CallbackServerContext* ctx,

@@ -118,7 +118,6 @@ absl::Status JobRunner::Fetch(const std::string& job_dir, ExecutionRequest* requ
   if (assignment_.has_eval_file()) total += assignment_.eval_file().size();
   uint64_t done_before = 0;
   auto progress = [&](const FileEntry& file, uint64_t done, uint64_t* last) {
-    if (metrics_ != nullptr && done > *last) metrics_->AddFetchedBytes(done - *last);
     *last = done;
     SetProgress(STAGE_FETCH, total ? static_cast<double>(done_before + done) / total : 1.0,
                 absl::StrCat("fetching ", file.path()));
@@ -201,13 +200,14 @@ void JobRunner::Finish(JobState outcome, const std::string& error, const std::st
                        const std::string& output_dir) {
   const absl::Time give_up = absl::Now() + kGiveUpAfter;
   absl::Duration backoff = absl::Milliseconds(250);
+  std::string message = error;
   for (;;) {
     if (stop_.load() == static_cast<int>(StopReason::kAbandon)) return;
     FinishJobRequest req;
     req.set_worker_id(worker_id_);
     req.set_job_id(assignment_.job_id());
     req.set_outcome(outcome);
-    req.set_error(error.substr(0, 4096));
+    req.set_error(message.substr(0, 4096));
     absl::Status s;
     if (outcome == JOB_STATE_SUCCEEDED) {
       // A server restart loses nothing already uploaded: complete blobs are deduplicated.
@@ -216,6 +216,12 @@ void JobRunner::Finish(JobState outcome, const std::string& error, const std::st
       if (s.ok()) {
         req.set_result_upload_id(*upload_id);
         req.set_report_json(report_json);
+      } else if (absl::IsResourceExhausted(s)) {
+        // The server has no room for the result (a full disk): retrying would hold the job for
+        // kGiveUpAfter and re-send the result into the same full disk. Fail the job, saying why.
+        outcome = JOB_STATE_FAILED;
+        message = absl::StrCat("the result could not be stored: ", s.ToString());
+        continue;
       }
     }
     if (s.ok()) {
