@@ -146,7 +146,8 @@ def server_kill_mid_upload(c):
     check(m is not None, f"the interrupted upload does not say how to resume: {err!r}")
     upload_id = m.group(1)
     kept = max(os.path.getsize(os.path.join(partial_dir, n)) for n in os.listdir(partial_dir))
-    log(f"server killed mid-upload at {kept >> 20} MiB of {os.path.getsize(big) >> 20} MiB; mqctl: {err.strip().splitlines()[0][:120]}")
+    errline = [l for l in err.splitlines() if l.startswith("error:")]
+    log(f"server killed mid-upload at {kept >> 20} MiB of {os.path.getsize(big) >> 20} MiB; mqctl: {errline[-1][:160] if errline else err[:160]!r}")
     log(f"store: {check_store(c.data_dir)} registered files check out")
     c.start_server()
     check(c.inventory() == before, f"registry changed by a killed upload: {before} -> {c.inventory()}")

@@ -270,6 +270,11 @@ def run(c, root, seconds, clients):
             problems.append(f"{n}: threads {before[n]['threads']} -> {after[n]['threads']}")
         if end > RSS_GROWTH * q1 + RSS_GROWTH_KB:
             problems.append(f"{n}: RSS grew from {q1 >> 10} MiB (first quarter) to {end >> 10} MiB")
+    # RSS over time (MiB), to tell a plateau from a slope in long runs.
+    print(f"\nRSS MiB at {', '.join(f'{f * seconds // 8}s' for f in range(9))}:")
+    for n in pids:
+        row = [min(rss[n], key=lambda tv: abs(tv[0] - f * seconds / 8))[1] / 1024 for f in range(9)]
+        print(f"  {n:<10} " + " ".join(f"{v:6.1f}" for v in row))
     total = sum(s["ok"] + s["expected"] for s in soak.stats.ops.values())
     check(total > 0, "no operation completed")
     c.kill_server()
