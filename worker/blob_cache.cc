@@ -46,7 +46,12 @@ absl::StatusOr<std::string> BlobCache::Get(const mambaquant::v1::FileEntry& file
   ++misses_;
   absl::Status s = MakeDirs(Dirname(path));
   if (!s.ok()) return s;
-  s = DownloadToFile(path, file.size(), file.sha256(), prepare, open_stream, progress);
+  uint64_t counted = 0;  // bytes of this file already added to fetched_bytes_
+  s = DownloadToFile(path, file.size(), file.sha256(), prepare, open_stream, [&](uint64_t done, uint64_t total) {
+    if (done > counted) fetched_bytes_ += done - counted;
+    counted = std::max(counted, done);
+    if (progress) progress(done, total);
+  });
   if (!s.ok()) return s;
   return path;
 }

@@ -37,6 +37,8 @@ class BlobCache {
   std::string PathFor(const std::string& sha256) const;
   uint64_t hits() const { return hits_.load(); }
   uint64_t misses() const { return misses_.load(); }
+  // Bytes downloaded from the server (cache misses only; a hit transfers nothing).
+  uint64_t fetched_bytes() const { return fetched_bytes_.load(); }
 
  private:
   BlobCache(std::string dir, uint64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {}
@@ -46,6 +48,7 @@ class BlobCache {
   uint64_t max_bytes_;
   std::atomic<uint64_t> hits_{0};
   std::atomic<uint64_t> misses_{0};
+  std::atomic<uint64_t> fetched_bytes_{0};
   absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<absl::Mutex>> downloading_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> pins_ ABSL_GUARDED_BY(mu_);

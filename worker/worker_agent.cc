@@ -212,7 +212,7 @@ void WorkerAgent::HeartbeatLoop() {
     ctx.set_wait_for_ready(true);  // ride out a reconnect instead of failing at once
     HeartbeatResponse resp;
     absl::Status s = FromGrpcStatus(server_->stub->Heartbeat(&ctx, req, &resp));
-    if (metrics_ != nullptr) metrics_->SetCacheCounts(cache_->hits(), cache_->misses());
+    if (metrics_ != nullptr) metrics_->SetCacheCounts(cache_->hits(), cache_->misses(), cache_->fetched_bytes());
     if (s.ok()) {
       failures = 0;
       absl::MutexLock lock(&mu_);

@@ -37,11 +37,13 @@ void WorkerMetrics::JobEnded(const std::string& outcome, double seconds) {
   job_seconds_->Increment(seconds);
 }
 
-void WorkerMetrics::SetCacheCounts(uint64_t hits, uint64_t misses) {
+void WorkerMetrics::SetCacheCounts(uint64_t hits, uint64_t misses, uint64_t fetched_bytes) {
   if (hits > last_hits_) cache_hits_->Increment(static_cast<double>(hits - last_hits_));
   if (misses > last_misses_) cache_misses_->Increment(static_cast<double>(misses - last_misses_));
+  if (fetched_bytes > last_fetched_bytes_) fetched_bytes_->Increment(static_cast<double>(fetched_bytes - last_fetched_bytes_));
   last_hits_ = hits;
   last_misses_ = misses;
+  last_fetched_bytes_ = fetched_bytes;
 }
 
 }  // namespace mq::worker

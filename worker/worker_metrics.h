@@ -21,8 +21,9 @@ class WorkerMetrics {
   void JobStarted() { running_->Increment(); }
   // outcome: SUCCEEDED | FAILED | CANCELLED | ABANDONED
   void JobEnded(const std::string& outcome, double seconds);
-  void SetCacheCounts(uint64_t hits, uint64_t misses);
-  void AddFetchedBytes(uint64_t n) { fetched_bytes_->Increment(static_cast<double>(n)); }
+  // The blob cache's running totals (BlobCache::hits, misses, fetched_bytes): for jobs and for
+  // models loaded to serve alike.
+  void SetCacheCounts(uint64_t hits, uint64_t misses, uint64_t fetched_bytes);
   void AddUploadedBytes(uint64_t n) { uploaded_bytes_->Increment(static_cast<double>(n)); }
   void SetRegistered(bool registered) { registered_->Set(registered ? 1 : 0); }
   // The device this worker computes on, as it really runs ("cpu" or "cuda").
@@ -43,7 +44,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>* device_;
   prometheus::Family<prometheus::Histogram>* decode_batch_;
   prometheus::Family<prometheus::Histogram>* decode_seconds_;
-  uint64_t last_hits_ = 0, last_misses_ = 0;  // guarded by being called from one thread
+  uint64_t last_hits_ = 0, last_misses_ = 0, last_fetched_bytes_ = 0;  // guarded by being called from one thread
 };
 
 }  // namespace mq::worker

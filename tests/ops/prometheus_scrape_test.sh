@@ -67,9 +67,12 @@ promtool check config "$TMP/prometheus.yml" >/dev/null || fail "promtool rejects
 PIDS+=($!)
 PROM=http://127.0.0.1:$P_PROM
 
-# One number from an instant query (sum of the series; 0 when there is none).
+# One number from an instant query: the sum of a selector's series (0 when there is none), or an
+# expression of sums as it is.
 query() {
-  curl -sf --get "$PROM/api/v1/query" --data-urlencode "query=sum($1) or vector(0)" |
+  local q="sum($1) or vector(0)"
+  [[ "$1" == sum\(* ]] && q="$1 or vector(0)"
+  curl -sf --get "$PROM/api/v1/query" --data-urlencode "query=$q" |
     node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const r=JSON.parse(s);
       if(r.status!=="success"){process.exit(1)} console.log(Number(r.data.result[0].value[1]))})'
 }
@@ -88,6 +91,8 @@ COUNTERS=(
   'mq_worker_jobs_total'
   'mq_rpc_requests_total{method="/mambaquant.v1.JobService/SubmitJob",code="OK"}'
   'mq_uploaded_bytes_total'
+  'mq_worker_uploaded_bytes_total'
+  'sum(mq_downloaded_bytes_total) - sum(mq_worker_fetched_bytes_total)'
   'mq_serving_requests_total'
   'mq_serving_requests_total{outcome!="length"}'
   'mq_serving_prompt_tokens_total'
@@ -104,6 +109,7 @@ for c in "${COUNTERS[@]}"; do BEFORE[$c]=$(query "$c"); done
 "${CTL[@]}" models upload "$REPO/models/mamba-tiny" --name mamba-tiny >"$TMP/ctl.log" 2>&1 || fail "model upload"
 "${CTL[@]}" datasets upload "$REPO/models/text/calib.txt" --name calib >>"$TMP/ctl.log" 2>&1 || fail "dataset upload"
 UPLOADED=$(( $(find "$REPO/models/mamba-tiny" -type f -printf '%s+')0 + $(stat -c %s "$REPO/models/text/calib.txt") ))
+CLIENT_UPLOADED=$UPLOADED
 "${CTL[@]}" --timeout 300 jobs submit --model mamba-tiny --preset rtn --bits w8a8 --calib calib \
   --samples 4 --seq-len 32 --output-name tiny-rtn --wait >>"$TMP/ctl.log" 2>&1 || fail "the job did not succeed"
 # The worker uploaded the result's files that the store did not already hold (same SHA-256).
@@ -114,6 +120,7 @@ while IFS= read -r -d '' f; do
   grep -qx "$(sha256sum "$f" | cut -d' ' -f1)" <<<"$known" || UPLOADED=$((UPLOADED + $(stat -c %s "$f")))
   known+=$'\n'"$(sha256sum "$f" | cut -d' ' -f1)"
 done < <(find "$TMP/result" -type f -print0)
+RESULT_BYTES=$(( $(find "$TMP/result" -type f -printf '%s+')0 ))
 PROMPT_IDS=464,3290,273,1495,310
 PROMPT_LEN=$(tr ',' '\n' <<<"$PROMPT_IDS" | wc -l)
 for i in $(seq 1 "$N_GENERATIONS"); do
@@ -127,6 +134,8 @@ declare -A EXPECT=(
   ['mq_worker_jobs_total']=1
   ['mq_rpc_requests_total{method="/mambaquant.v1.JobService/SubmitJob",code="OK"}']=1
   ['mq_uploaded_bytes_total']=$UPLOADED
+  ['mq_worker_uploaded_bytes_total']=$((UPLOADED - CLIENT_UPLOADED))
+  ['sum(mq_downloaded_bytes_total) - sum(mq_worker_fetched_bytes_total)']=$RESULT_BYTES
   ['mq_serving_requests_total']=$N_GENERATIONS
   ['mq_serving_requests_total{outcome!="length"}']=0
   ['mq_serving_prompt_tokens_total']=$((N_GENERATIONS * PROMPT_LEN))
