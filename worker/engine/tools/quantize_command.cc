@@ -101,8 +101,9 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
     return 0;
   }
   std::printf("wrote        %s\n", result->output_dir.c_str());
-  std::printf("preset       %s %s scope %s (%s activations)\n", o.preset.c_str(), o.bits.c_str(), o.scope.c_str(),
-              o.act_granularity.c_str());
+  // From the report: the accuracy-driven mode may have chosen another preset than asked.
+  std::printf("preset       %s %s scope %s (%s activations)\n", report["preset"].get<std::string>().c_str(),
+              o.bits.c_str(), o.scope.c_str(), report["activation_granularity"].get<std::string>().c_str());
   std::printf("transforms   %s\n", report["transforms"].dump().c_str());
   std::printf("device       %s\n", report["device"].get<std::string>().c_str());
   if (!report["evaluation"].is_null()) {
