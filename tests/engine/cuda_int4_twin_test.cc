@@ -1,4 +1,5 @@
-// CPU twins of the packed-int4 kernels (cuda/int4_gemv_kernel.cu): the same arithmetic
+// CPU twins of the packed-int4 kernels (cuda/int4_gemv_kernel.cu, and decode_kernels.cu's packed
+// layer-kernel GEMVs): the same arithmetic
 // (cuda/int4_math.h compiled here as plain C++, the byte permutes emulated as PTX defines them),
 // the same blocking and index maps, run on the host against the CPU INT8 reference. These run in
 // CI, which has no GPU; tests/engine/cuda_int4_gpu_test.cc runs the kernels, one GPU test per
@@ -144,6 +145,109 @@ TEST(CudaInt4TwinTest, Int4GemvBlockingCoversEveryChunkAndEqualsTheInt8Products)
       Int8MatMulTransposedB(x.data(), w8.data(), ref.data(), tokens, kp, out);
       ASSERT_EQ(acc, ref) << "out " << out << " k " << k << " tokens " << tokens;
     }
+  }
+}
+
+// Twin of the packed layer kernels' GEMV (decode_kernels.cu BlockGemv with kW4, and kernel 3's
+// dt_proj row): the INT8 plan over ld-element rows (hd::MakeDecodeGemvPlan with ld bytes), blocks →
+// tiles → warp tasks → lanes, hd::kDecodeInt4Unroll chunks in flight, chunk c of row r loaded as
+// the 8 bytes at r·ld/2 + c·8 and unpacked by hd::Int4Dot16 against activation bytes c·16..c·16+15.
+// Every chunk of every row is read once and the sums equal the CPU's on the unpacked levels.
+void EmulatePackedDecodeGemv(const std::vector<uint8_t>& w, const std::vector<int8_t>& x, int64_t out, int64_t ld,
+                             int64_t tokens, int64_t max_blocks, std::vector<int32_t>* acc) {
+  const hd::DecodeGemvPlan g = hd::MakeDecodeGemvPlan(out, ld, max_blocks, 24 << 20);
+  ASSERT_EQ(g.chunks, ld / 16);
+  acc->assign(static_cast<size_t>(tokens * out), 0);
+  std::vector<int> reads(static_cast<size_t>(out * g.chunks), 0);
+  const int64_t row_bytes = ld / 2;
+  for (int64_t blk = 0; blk < g.grid; ++blk) {
+    int64_t t0;
+    int n;
+    hd::DecodeBlockTiles(g, blk, &t0, &n);
+    for (int warp = 0; warp < hd::kDecodeWarps; ++warp)
+      for (int task = warp; task < n * g.parts; task += hd::kDecodeWarps) {
+        const int64_t row0 = (t0 + task / g.parts) * hd::kDecodeRows;
+        const int part = task % g.parts, stride = 32 * g.parts;
+        for (int lane = 0; lane < 32; ++lane)
+          for (int c0 = part * 32 + lane; c0 < g.chunks; c0 += hd::kDecodeInt4Unroll * stride)
+            for (int u = 0; u < hd::kDecodeInt4Unroll; ++u) {
+              const int c = c0 + u * stride;
+              if (c >= g.chunks) break;
+              for (int r = 0; r < hd::kDecodeRows; ++r) {
+                const int64_t row = row0 + r;
+                if (row >= out) continue;
+                ++reads[static_cast<size_t>(row * g.chunks + c)];
+                const uint8_t* wc = w.data() + row * row_bytes + static_cast<int64_t>(c) * 8;
+                for (int64_t t = 0; t < tokens; ++t) {
+                  const int8_t* xc = x.data() + t * ld + static_cast<int64_t>(c) * 16;
+                  int32_t& a = (*acc)[static_cast<size_t>(t * out + row)];
+                  a = hd::Int4Dot16(Word32(wc), Word32(wc + 4), Word(xc), Word(xc + 4), Word(xc + 8), Word(xc + 12), a);
+                }
+              }
+            }
+      }
+  }
+  for (size_t i = 0; i < reads.size(); ++i) ASSERT_EQ(reads[i], 1) << "row " << i / g.chunks << " chunk " << i % g.chunks;
+}
+
+// Kernel 3 (DtScanKernel): four lanes a channel, lane q reading chunks q, q + 4, … of the channel's
+// packed dt_proj row (8 bytes at c·ld/2 + ch·8), the four partial sums added by two xor shuffles.
+void EmulatePackedDtProj(const std::vector<uint8_t>& w, const std::vector<int8_t>& x, int64_t E, int64_t ld, int64_t tokens,
+                         std::vector<int32_t>* acc) {
+  acc->assign(static_cast<size_t>(tokens * E), 0);
+  const int chunks = static_cast<int>(ld / 16);
+  for (int64_t c = 0; c < E; ++c)
+    for (int64_t t = 0; t < tokens; ++t) {
+      int32_t part[4] = {0, 0, 0, 0};
+      for (int q = 0; q < 4; ++q)
+        for (int ch = q; ch < chunks; ch += 4) {
+          const uint8_t* wc = w.data() + c * (ld / 2) + ch * 8;
+          const int8_t* xc = x.data() + t * ld + ch * 16;
+          part[q] = hd::Int4Dot16(Word32(wc), Word32(wc + 4), Word(xc), Word(xc + 4), Word(xc + 8), Word(xc + 12), part[q]);
+        }
+      const int32_t p01 = part[0] + part[2], p23 = part[1] + part[3];  // xor 2, then xor 1
+      (*acc)[static_cast<size_t>(t * E + c)] = p01 + p23;
+    }
+}
+
+TEST(CudaInt4TwinTest, PackedLayerKernelGemvEqualsTheInt8Products) {
+  // (out, k) of the layer kernels' GEMVs (in_proj, x_proj, out_proj; dt_proj below) for the
+  // fixture and family widths, and odd ones; grids of the H100's 2·132 blocks, x_proj's 64, and
+  // a small one (more tiles a block).
+  struct Case { int64_t out, k, max_blocks; };
+  const std::vector<Case> cases = {{256, 64, 264},   {36, 128, 64},    {64, 128, 264},    {3072, 768, 264},
+                                   {80, 1536, 64},   {768, 1536, 264}, {10240, 2560, 264}, {192, 5120, 64},
+                                   {2560, 5120, 264}, {7, 5, 264},     {33, 37, 3},        {100, 1001, 5}};
+  for (const Case& c : cases) {
+    const int64_t ld = hd::RoundUp(c.k, 16);
+    const std::vector<int8_t> q = RandomLevels(static_cast<size_t>(c.out * c.k), c.out * 5 + c.k);
+    auto packed = PackInt4Rows(q.data(), c.out, c.k, ld / 2);
+    ASSERT_TRUE(packed.ok());
+    const std::vector<int8_t> w8 = PadRows(q, c.out, c.k, ld);
+    for (int64_t tokens : {1, 3, 8}) {
+      if (c.out * c.k > 4'000'000 && tokens > 1) continue;  // the host emulation's time
+      std::vector<int8_t> x = testing::RandomInt8(static_cast<size_t>(tokens * ld), c.k * 11 + tokens);
+      for (int64_t t = 0; t < tokens; ++t) std::fill(x.begin() + t * ld + c.k, x.begin() + (t + 1) * ld, 0);
+      std::vector<int32_t> acc, ref(static_cast<size_t>(tokens * c.out));
+      EmulatePackedDecodeGemv(*packed, x, c.out, ld, tokens, c.max_blocks, &acc);
+      if (HasFatalFailure()) return;
+      Int8MatMulTransposedB(x.data(), w8.data(), ref.data(), tokens, ld, c.out);
+      ASSERT_EQ(acc, ref) << "out " << c.out << " k " << c.k << " tokens " << tokens;
+    }
+  }
+  // dt_proj: [E, R] for the fixture, 130m, 2.8b, and rows longer than kernel 3 keeps in registers.
+  for (const auto& [E, R] : std::vector<std::pair<int64_t, int64_t>>{{128, 4}, {1536, 48}, {5120, 160}, {64, 600}}) {
+    const int64_t ld = hd::RoundUp(R, 16);
+    const std::vector<int8_t> q = RandomLevels(static_cast<size_t>(E * R), E + R);
+    auto packed = PackInt4Rows(q.data(), E, R, ld / 2);
+    ASSERT_TRUE(packed.ok());
+    const int64_t tokens = 3;
+    std::vector<int8_t> x = testing::RandomInt8(static_cast<size_t>(tokens * ld), R);
+    for (int64_t t = 0; t < tokens; ++t) std::fill(x.begin() + t * ld + R, x.begin() + (t + 1) * ld, 0);
+    std::vector<int32_t> acc, ref(static_cast<size_t>(tokens * E));
+    EmulatePackedDtProj(*packed, x, E, ld, tokens, &acc);
+    Int8MatMulTransposedB(x.data(), PadRows(q, E, R, ld).data(), ref.data(), tokens, ld, E);
+    ASSERT_EQ(acc, ref) << "dt_proj E " << E << " R " << R;
   }
 }
 

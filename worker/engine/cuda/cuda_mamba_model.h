@@ -36,7 +36,7 @@ namespace mq::cuda {
 // How decode steps of B ≤ layer_kernels_max_batch (at most 8) tokens run; larger batches take the
 // per-stage kernels.
 enum class DecodePath {
-  kLayerKernels,  // four GEMV-centred kernels per layer (decode_kernels.cu), FP16 and INT8
+  kLayerKernels,  // four GEMV-centred kernels per layer (decode_kernels.cu), FP16, INT8 and W4A8
   kPerStage,      // the prefill kernels with T = B
 };
 
@@ -57,7 +57,8 @@ struct CudaModelOptions {
   int64_t int4_gemv_max_tokens = 8;
   DecodePath decode_path = DecodePath::kLayerKernels;
   // Largest decode batch for the layer kernels (≤ 8; larger batches take the per-stage kernels);
-  // 0: INT8 4, FP16 2, the crossovers measured on the H100 (docs/benchmarks.md).
+  // 0: INT8 4, FP16 2, the crossovers measured on the H100 (docs/benchmarks.md); W4A8 8 (not yet
+  // measured: LayerKernelsMaxBatch).
   int64_t layer_kernels_max_batch = 0;
   bool decode_pdl = true;           // layer kernels: programmatic dependent launch
   bool decode_l2_prefetch = false;  // layer kernels: bulk L2 prefetch of weight slices (measured slower)
@@ -100,7 +101,7 @@ class CudaMambaModel {
   const MambaConfig& config() const { return config_; }
   const CudaModelOptions& options() const { return options_; }
   bool int8() const { return int8_; }  // INT8 activations (W8A8, or W4A8 when int4())
-  bool int4() const { return int4_; }  // W4A8: packed 4-bit weights, int4 GEMV (decode runs per stage)
+  bool int4() const { return int4_; }  // W4A8: packed 4-bit weights (int4 GEMV, packed layer kernels)
   cudaStream_t stream() const { return stream_.get(); }
   // Bytes of parameters one decode step reads (linears, their scales, the LM head, conv, A, D, …).
   int64_t decode_weight_bytes() const { return decode_weight_bytes_; }
@@ -135,6 +136,8 @@ class CudaMambaModel {
   // decode_ids() [B] and slots decode_slots() [B], leaves [B, V] in logits_dev(), through the same
   // path as DecodeStep (layer kernels for small B, else per-stage). Enqueue only: capturable.
   Status EnqueueDecodeLogits(int64_t B);
+  // Whether a decode step of B tokens runs the layer kernels (else the per-stage kernels).
+  bool DecodesWithLayerKernels(int64_t B) const { return UseLayerKernels(B); }
   int32_t* decode_ids() const { return dec_ids_.get(); }
   int32_t* decode_slots() const { return dec_slots_.get(); }
   Status ResetDecodeCounters();  // step counter, finished flags
@@ -189,6 +192,7 @@ class CudaMambaModel {
   Status Tap(int64_t layer, ActivationSite site, const void* x, bool f32, int64_t ld, int64_t rows, int64_t cols);
   Status PrepareLayerKernels();
   bool UseLayerKernels(int64_t B) const;
+  int64_t LayerKernelsMaxBatch() const;  // the option, or the default of this weight format
 
   MambaConfig config_;
   CudaModelOptions options_;

@@ -14,8 +14,16 @@
 //
 // Arithmetic is the per-stage kernels' (hd_math.h): INT8 GEMV sums are exact int32, quantization,
 // dequantization, the scan step and the Hadamard butterflies are the same expressions.
+//
+// W4A8 (kW4): the four linears' weights are packed 4-bit (model/int4_pack.h), rows of ld/2 bytes.
+// The GEMV keeps its plan (a chunk is still 16 weights against 16 activation bytes) but loads a
+// chunk as 8 bytes and unpacks it in registers (hd::Int4Dot16, int4_math.h) into the dp4a words the
+// INT8 kernels would have loaded: the int32 sums, and so everything after them, equal the INT8
+// path's on the same levels, with half the weight bytes streamed. Twice the chunks are kept in
+// flight (kW4Unroll) so that a warp has as many bytes outstanding as for INT8.
 #include <cuda_fp16.h>
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <type_traits>
@@ -24,6 +32,7 @@
 #include "cuda/act_io.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/hd_math.h"
+#include "cuda/int4_math.h"
 #include "cuda/kernel_params.h"
 
 namespace mq::cuda {
@@ -33,6 +42,7 @@ constexpr int kWarps = hd::kDecodeWarps;
 constexpr int kThreads = kWarps * 32;
 constexpr int kRows = hd::kDecodeRows;      // output rows per warp task (each activation load feeds both)
 constexpr int kUnroll = hd::kDecodeUnroll;  // 16-byte weight chunks in flight per row and lane (8 KB a warp)
+constexpr int kW4Unroll = hd::kDecodeInt4Unroll;  // W4A8: 8-byte chunks, as many bytes in flight
 constexpr int kMaxHadM = 28;
 constexpr int kScanThreads = 128;  // kernel 3: 32 channels × 4 lanes
 constexpr int kScanChannels = kScanThreads / 4;
@@ -50,8 +60,31 @@ __device__ __forceinline__ int4 LdStream(const uint8_t* p) {
   return v;
 }
 
+__device__ __forceinline__ uint2 LdStream8(const uint8_t* p) {
+  uint2 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
+
+// One weight chunk (16 weights) as the GEMV holds it: 16 bytes (INT8, FP16: 8 weights), or 8 packed
+// bytes (W4A8).
+template <bool kW4>
+struct WChunk {
+  using T = int4;
+  static constexpr int kBytes = 16, kUnroll = ::mq::cuda::kUnroll;
+  static __device__ __forceinline__ T Load(const uint8_t* p) { return LdStream(p); }
+  static __device__ __forceinline__ T Zero() { return make_int4(0, 0, 0, 0); }
+};
+template <>
+struct WChunk<true> {
+  using T = uint2;
+  static constexpr int kBytes = 8, kUnroll = kW4Unroll;
+  static __device__ __forceinline__ T Load(const uint8_t* p) { return LdStream8(p); }
+  static __device__ __forceinline__ T Zero() { return make_uint2(0, 0); }
+};
+
 // Bulk prefetch of [p, p + bytes) into L2, split over the lanes of warp 0 (p and bytes are
-// multiples of 16: weight rows are padded to 16 elements).
+// multiples of 16: PrefetchSlice rounds them).
 __device__ __forceinline__ void PrefetchL2(const uint8_t* p, int64_t bytes) {
   if (threadIdx.x >= 32 || bytes <= 0) return;
   const int64_t piece = ((bytes + 31) / 32 + 15) / 16 * 16;
@@ -67,6 +100,10 @@ __device__ __forceinline__ void Dot16(int32_t& acc, const int4& w, const int4& x
   acc = hd::Dp4a(w.y, x.y, acc);
   acc = hd::Dp4a(w.z, x.z, acc);
   acc = hd::Dp4a(w.w, x.w, acc);
+}
+// W4A8: 16 products from 8 packed bytes, unpacked in registers; the INT8 Dot16's dp4a order.
+__device__ __forceinline__ void Dot16(int32_t& acc, const uint2& w, const int4& x) {
+  acc = hd::Int4Dot16(w.x, w.y, x.x, x.y, x.z, x.w, acc);
 }
 __device__ __forceinline__ void Dot16(float& acc, const int4& w, const int4& x) {
   const __half2* wh = reinterpret_cast<const __half2*>(&w);
@@ -85,14 +122,17 @@ __device__ __forceinline__ void BlockTiles(const GemvPlan& g, int64_t* t0, int* 
   hd::DecodeBlockTiles(g, blockIdx.x, t0, n);
 }
 
+// ld_bytes: bytes of a weight row (a multiple of 16, or of 8 for packed 4-bit rows: the slice's
+// ends are rounded down to 16 bytes, within the buffer).
 __device__ __forceinline__ void PrefetchSlice(const GemvPlan& g, const void* w, int64_t ld_bytes) {
   int64_t t0;
   int n;
   BlockTiles(g, &t0, &n);
   const int64_t r0 = t0 * kRows;
   const int64_t r1 = (t0 + n) * kRows < g.rows ? (t0 + n) * kRows : g.rows;
-  const int64_t bytes = (r1 - r0) * ld_bytes;
-  PrefetchL2(static_cast<const uint8_t*>(w) + r0 * ld_bytes, bytes < g.prefetch_bytes ? bytes : g.prefetch_bytes);
+  const int64_t b0 = r0 * ld_bytes / 16 * 16, b1 = r1 * ld_bytes / 16 * 16;
+  const int64_t bytes = b1 - b0;
+  PrefetchL2(static_cast<const uint8_t*>(w) + b0, bytes < g.prefetch_bytes ? bytes : g.prefetch_bytes);
 }
 
 // Row pointers of warp task `task` (tile t0 + task / parts): rows past g.rows read row0 but are
@@ -107,13 +147,17 @@ __device__ __forceinline__ void TaskRows(const GemvPlan& g, const uint8_t* w, in
   }
 }
 
+// Chunk c of a row starts at byte c·16 (c·8 packed): the same weights in either format.
+template <bool kW4>
 __device__ __forceinline__ void LoadChunks(const GemvPlan& g, const uint8_t* const (&wr)[kRows], const bool (&ok)[kRows],
-                                           int c0, int stride, int4 (&wc)[kRows][kUnroll]) {
+                                           int c0, int stride,
+                                           typename WChunk<kW4>::T (&wc)[kRows][WChunk<kW4>::kUnroll]) {
+  using W = WChunk<kW4>;
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
+  for (int u = 0; u < W::kUnroll; ++u) {
     const int c = c0 + u * stride;
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) wc[r][u] = (c < g.chunks && ok[r]) ? LdStream(wr[r] + c * 16) : make_int4(0, 0, 0, 0);
+    for (int r = 0; r < kRows; ++r) wc[r][u] = (c < g.chunks && ok[r]) ? W::Load(wr[r] + c * W::kBytes) : W::Zero();
   }
 }
 
@@ -122,10 +166,13 @@ __device__ __forceinline__ void LoadChunks(const GemvPlan& g, const uint8_t* con
 // Weights do not depend on the previous kernel, so each warp issues its first task's first chunks
 // before running `prologue` (which waits for the previous kernel and fills xs, with block
 // barriers: every thread calls it): they arrive while the prologue runs. kPreload = false where the
-// prologue itself needs the registers (the INT8 Hadamard mix).
-template <typename Acc, int kB, bool kPreload = true, typename Prologue>
+// prologue itself needs the registers (the INT8 Hadamard mix). ld_bytes: bytes of a weight row;
+// kW4: packed 4-bit rows (the chunk count g.chunks is that of the INT8 rows).
+template <typename Acc, int kB, bool kW4 = false, bool kPreload = true, typename Prologue>
 __device__ __forceinline__ void BlockGemv(const GemvPlan& g, const void* wv, int64_t ld_bytes, const uint8_t* xs,
                                           int xs_ld, int B, Acc* red, Prologue prologue) {
+  using W = WChunk<kW4>;
+  constexpr int kU = W::kUnroll;
   int64_t t0;
   int ntiles;
   BlockTiles(g, &t0, &ntiles);
@@ -135,10 +182,10 @@ __device__ __forceinline__ void BlockGemv(const GemvPlan& g, const void* wv, int
   const int tasks = ntiles * g.parts;
   const uint8_t* wr[kRows];
   bool ok[kRows];
-  int4 wc[kRows][kUnroll];
+  typename W::T wc[kRows][kU];
   if (kPreload && warp < tasks) {
     TaskRows(g, w, ld_bytes, t0, warp, wr, ok);
-    LoadChunks(g, wr, ok, (warp % g.parts) * 32 + lane, stride, wc);
+    LoadChunks<kW4>(g, wr, ok, (warp % g.parts) * 32 + lane, stride, wc);
   }
   prologue();
   for (int task = warp; task < tasks; task += kWarps) {
@@ -149,10 +196,10 @@ __device__ __forceinline__ void BlockGemv(const GemvPlan& g, const void* wv, int
     for (int r = 0; r < kRows; ++r)
 #pragma unroll
       for (int b = 0; b < kB; ++b) acc[r][b] = 0;
-    for (int c0 = part * 32 + lane; c0 < g.chunks; c0 += kUnroll * stride) {
-      if (!kPreload || task != warp || c0 != part * 32 + lane) LoadChunks(g, wr, ok, c0, stride, wc);
+    for (int c0 = part * 32 + lane; c0 < g.chunks; c0 += kU * stride) {
+      if (!kPreload || task != warp || c0 != part * 32 + lane) LoadChunks<kW4>(g, wr, ok, c0, stride, wc);
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < kU; ++u) {
         const int c = c0 + u * stride;
         if (c >= g.chunks) break;
 #pragma unroll
@@ -309,6 +356,11 @@ template <bool kInt8>
 using AccT = std::conditional_t<kInt8, int32_t, float>;
 template <bool kInt8>
 constexpr int kElem = kInt8 ? 1 : 2;
+// Bytes of a weight row of ld elements: FP16, INT8 or (kW4) packed 4-bit.
+template <bool kInt8, bool kW4>
+__host__ __device__ constexpr int64_t WeightRowBytes(int64_t ld) {
+  return kW4 ? ld / 2 : ld * kElem<kInt8>;
+}
 
 // The dynamic shared memory of a GEMV kernel: activations [kB][act_ld bytes], `floats` of scratch,
 // the partial sums and the row constants (the layout RedBytes sizes on the host). Construction also
@@ -322,13 +374,13 @@ struct GemvSmem {
   float* s_ws;
   float* s_bias;
   __device__ __forceinline__ GemvSmem(uint8_t* smem, const GemvPlan& g, const DecodeLinear& lin, int act_ld,
-                                      int64_t floats, bool prefetch) {
+                                      int64_t w_ld_bytes, int64_t floats, bool prefetch) {
     act = smem;
     buf = reinterpret_cast<float*>(smem + kB * act_ld);
     red = reinterpret_cast<AccT<kInt8>*>(buf + floats);
     s_ws = reinterpret_cast<float*>(red + static_cast<int64_t>(g.max_tiles) * kRows * g.parts * kB);
     s_bias = s_ws + g.max_tiles * kRows;
-    if (prefetch) PrefetchSlice(g, lin.w, act_ld);
+    if (prefetch) PrefetchSlice(g, lin.w, w_ld_bytes);
     LoadRowConsts(g, lin, s_ws, s_bias);
   }
 };
@@ -349,7 +401,7 @@ struct NormGemvArgs {
 // kConv: rows < E of in_proj are the conv inputs x; the epilogue also runs the conv step of that
 // channel (u = SiLU(conv(state, x))) and gathers per-token |u| maxima for x_proj's quantization,
 // so that no later kernel needs every channel's conv.
-template <bool kInt8, int kB, bool kConv>
+template <bool kInt8, int kB, bool kConv, bool kW4 = false>
 __global__ void __launch_bounds__(kThreads, 2) NormGemvKernel(NormGemvArgs a, GemvPlan g, DecodeLayerParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float s_scale[kB];
@@ -357,11 +409,12 @@ __global__ void __launch_bounds__(kThreads, 2) NormGemvKernel(NormGemvArgs a, Ge
   __shared__ double dscr[32];
   __shared__ float fscr[32];
   const int act_ld = static_cast<int>(a.lin.ld) * kElem<kInt8>;
-  const GemvSmem<kInt8, kB> sm(smem, g, a.lin, act_ld, 2 * hd::RoundUp(a.d, 4), a.prefetch);
+  const int64_t w_ld = WeightRowBytes<kInt8, kW4>(a.lin.ld);
+  const GemvSmem<kInt8, kB> sm(smem, g, a.lin, act_ld, w_ld, 2 * hd::RoundUp(a.d, 4), a.prefetch);
   float* s_gamma = sm.buf + hd::RoundUp(a.d, 4);  // [d]
   if (threadIdx.x < kB) s_umax[threadIdx.x] = 0u;
   LoadRow(a.gamma, nullptr, a.d, s_gamma);  // constants: before the wait
-  BlockGemv<AccT<kInt8>, kB>(g, a.lin.w, act_ld, sm.act, act_ld, a.B, sm.red, [&] {
+  BlockGemv<AccT<kInt8>, kB, kW4>(g, a.lin.w, w_ld, sm.act, act_ld, a.B, sm.red, [&] {
     PdlWait();
     PdlLaunchDependents();
     for (int b = 0; b < a.B; ++b) {
@@ -389,14 +442,15 @@ __global__ void __launch_bounds__(kThreads, 2) NormGemvKernel(NormGemvArgs a, Ge
 }
 
 // ---- kernel 2: u → x_proj ------------------------------------------------------------------------
-template <bool kInt8, int kB>
+template <bool kInt8, int kB, bool kW4 = false>
 __global__ void __launch_bounds__(kThreads, 2) ConvXProjKernel(DecodeLayerParams p, GemvPlan g) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float s_scale[kB];
   const DecodeLinear& lin = p.x_proj;
   const int act_ld = static_cast<int>(lin.ld) * kElem<kInt8>;
-  const GemvSmem<kInt8, kB> sm(smem, g, lin, act_ld, hd::RoundUp(p.E, 4), p.l2_prefetch);
-  BlockGemv<AccT<kInt8>, kB>(g, lin.w, act_ld, sm.act, act_ld, p.B, sm.red, [&] {
+  const int64_t w_ld = WeightRowBytes<kInt8, kW4>(lin.ld);
+  const GemvSmem<kInt8, kB> sm(smem, g, lin, act_ld, w_ld, hd::RoundUp(p.E, 4), p.l2_prefetch);
+  BlockGemv<AccT<kInt8>, kB, kW4>(g, lin.w, w_ld, sm.act, act_ld, p.B, sm.red, [&] {
     PdlWait();
     PdlLaunchDependents();
     for (int b = 0; b < p.B; ++b) {
@@ -419,7 +473,7 @@ __global__ void __launch_bounds__(kThreads, 2) ConvXProjKernel(DecodeLayerParams
 // shifted here (kernel 1 read it for this step's conv). Every load that does not depend on the
 // previous kernel (dt_proj's row, A, D, the gate scale) is issued before waiting for it.
 constexpr int kDtChunksPerLane = 8;  // dt_proj rows up to 4·8 16-byte chunks stay in registers
-template <bool kInt8, int kB>
+template <bool kInt8, int kB, bool kW4 = false>
 __global__ void __launch_bounds__(kScanThreads) DtScanKernel(DecodeLayerParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float s_scale[kB];
@@ -432,13 +486,14 @@ __global__ void __launch_bounds__(kScanThreads) DtScanKernel(DecodeLayerParams p
   const int g = threadIdx.x % 4;
   const bool active = c < p.E;  // E is a multiple of 16: inactive channels fill whole warps
   const int64_t cc = active ? c : 0;
-  const uint8_t* wrow = static_cast<const uint8_t*>(lin.w) + cc * act_ld;
+  using W = WChunk<kW4>;
+  const uint8_t* wrow = static_cast<const uint8_t*>(lin.w) + cc * WeightRowBytes<kInt8, kW4>(lin.ld);
   const int dt_chunks = act_ld / 16;
-  int4 wdt[kDtChunksPerLane];
+  typename W::T wdt[kDtChunksPerLane];
 #pragma unroll
   for (int i = 0; i < kDtChunksPerLane; ++i) {
     const int ch = g + 4 * i;
-    wdt[i] = ch < dt_chunks ? __ldg(reinterpret_cast<const int4*>(wrow + ch * 16)) : make_int4(0, 0, 0, 0);
+    wdt[i] = ch < dt_chunks ? __ldg(reinterpret_cast<const typename W::T*>(wrow + ch * W::kBytes)) : W::Zero();
   }
   float a2[4];
   {
@@ -509,7 +564,7 @@ __global__ void __launch_bounds__(kScanThreads) DtScanKernel(DecodeLayerParams p
       if (ch < dt_chunks) Dot16(acc, wdt[i], *reinterpret_cast<const int4*>(act + b * act_ld + ch * 16));
     }
     for (int ch = g + 4 * kDtChunksPerLane; ch < dt_chunks; ch += 4)  // longer rows than any Mamba-1 size
-      Dot16(acc, __ldg(reinterpret_cast<const int4*>(wrow + ch * 16)),
+      Dot16(acc, __ldg(reinterpret_cast<const typename W::T*>(wrow + ch * W::kBytes)),
             *reinterpret_cast<const int4*>(act + b * act_ld + ch * 16));
     acc += __shfl_xor_sync(0xffffffffu, acc, 2);
     acc += __shfl_xor_sync(0xffffffffu, acc, 1);
@@ -633,15 +688,16 @@ __global__ void __launch_bounds__(kHadThreads) HadamardActKernel(DecodeLayerPara
 }
 
 // 4b: out_proj of y (FP16: y → half here; INT8: the codes of kernel 4a) → h += ·.
-template <bool kInt8, int kB>
+template <bool kInt8, int kB, bool kW4 = false>
 __global__ void __launch_bounds__(kThreads, 2) OutProjKernel(DecodeLayerParams p, GemvPlan g) {
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ float s_scale[kB];
   const DecodeLinear& lin = p.out_proj;
   const int act_ld = static_cast<int>(lin.ld) * kElem<kInt8>;
   const int64_t E = p.E;
-  const GemvSmem<kInt8, kB> sm(smem, g, lin, act_ld, kInt8 ? 0 : hd::RoundUp(E, 4), p.l2_prefetch);
-  BlockGemv<AccT<kInt8>, kB>(g, lin.w, act_ld, sm.act, act_ld, p.B, sm.red, [&] {
+  const int64_t w_ld = WeightRowBytes<kInt8, kW4>(lin.ld);
+  const GemvSmem<kInt8, kB> sm(smem, g, lin, act_ld, w_ld, kInt8 ? 0 : hd::RoundUp(E, 4), p.l2_prefetch);
+  BlockGemv<AccT<kInt8>, kB, kW4>(g, lin.w, w_ld, sm.act, act_ld, p.B, sm.red, [&] {
     PdlWait();
     PdlLaunchDependents();
     if constexpr (kInt8) {
@@ -732,25 +788,26 @@ StatusOr<std::pair<GemvPlan, size_t>> PlanGemv(const void* fn, int64_t rows, int
   }
 }
 
-template <bool kInt8, int kB, bool kConv>
+template <bool kInt8, int kB, bool kConv, bool kW4 = false>
 Status LaunchNormGemv(const NormGemvArgs& a, const DecodeLayerParams& p, bool pdl, cudaStream_t stream) {
-  const auto kernel = NormGemvKernel<kInt8, kB, kConv>;
+  const auto kernel = NormGemvKernel<kInt8, kB, kConv, kW4>;
   const int64_t act_ld = a.lin.ld * kElem<kInt8>;
   MQ_ASSIGN_OR_RETURN(auto plan, PlanGemv(reinterpret_cast<const void*>(kernel), a.lin.out, act_ld,
                                           kB * act_ld + 2 * hd::RoundUp(a.d, 4) * 4, kB));
   return LaunchEx(kernel, plan.first.grid, kThreads, plan.second, pdl, stream, a, plan.first, p);
 }
 
-template <bool kInt8, int kB>
+// kW4 (with kInt8): the linears' weights are packed 4-bit; the plans are those of the INT8 rows.
+template <bool kInt8, int kB, bool kW4 = false>
 Status LaunchLayer(const DecodeLayerParams& p, cudaStream_t stream) {
   // 1: norm → in_proj
   NormGemvArgs a;
   a.B = p.B, a.d = p.d, a.eps = p.eps, a.h = p.h, a.gamma = p.norm, a.lin = p.in_proj, a.out = p.xz;
   a.ld_out = 2 * p.E, a.prefetch = p.l2_prefetch;
-  MQ_RETURN_IF_ERROR((LaunchNormGemv<kInt8, kB, true>(a, p, p.pdl, stream)));
+  MQ_RETURN_IF_ERROR((LaunchNormGemv<kInt8, kB, true, kW4>(a, p, p.pdl, stream)));
   // 2: conv → x_proj
   {
-    const auto kernel = ConvXProjKernel<kInt8, kB>;
+    const auto kernel = ConvXProjKernel<kInt8, kB, kW4>;
     const int64_t act_ld = p.x_proj.ld * kElem<kInt8>;
     const GemvPlan g = MakePlan(p.x_proj.out, act_ld, kXProjBlocks);
     const size_t smem = kB * act_ld + hd::RoundUp(p.E, 4) * 4 + RedBytes(g, kB);
@@ -759,7 +816,7 @@ Status LaunchLayer(const DecodeLayerParams& p, cudaStream_t stream) {
   }
   // 3: dt_proj → scan → gate
   {
-    const auto kernel = DtScanKernel<kInt8, kB>;
+    const auto kernel = DtScanKernel<kInt8, kB, kW4>;
     const size_t smem = kB * p.dt_proj.ld * kElem<kInt8> + kB * (p.R + 2 * p.N) * 4;
     MQ_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(kernel), kScanThreads, smem).status());
     const int grid = static_cast<int>((p.E + kScanChannels - 1) / kScanChannels);
@@ -775,7 +832,7 @@ Status LaunchLayer(const DecodeLayerParams& p, cudaStream_t stream) {
     MQ_RETURN_IF_ERROR(LaunchEx(kernel, p.B, kHadThreads, smem, p.pdl, stream, p, log2_half));
   }
   {
-    const auto kernel = OutProjKernel<kInt8, kB>;
+    const auto kernel = OutProjKernel<kInt8, kB, kW4>;
     const int64_t act_ld = p.out_proj.ld * kElem<kInt8>;
     const size_t extra = kInt8 ? 0 : hd::RoundUp(p.E, 4) * 4;
     MQ_ASSIGN_OR_RETURN(auto plan, PlanGemv(reinterpret_cast<const void*>(kernel), p.out_proj.out, act_ld,
@@ -796,7 +853,19 @@ Status LaunchDecodeLayer(const DecodeLayerParams& p, cudaStream_t stream) {
   if (p.had_scale != nullptr && !p.int8) return InvalidArgumentError("decode kernels: online Hadamard needs INT8");
   if (p.u == nullptr || (p.int8 && (p.umax == nullptr || p.yq == nullptr || p.ys == nullptr)))
     return InvalidArgumentError("decode kernels: missing work buffers");
+  if (p.int4) {
+    if (!p.int8) return InvalidArgumentError("decode kernels: packed 4-bit weights need INT8 activations (W4A8)");
+    for (const DecodeLinear* l : {&p.in_proj, &p.x_proj, &p.dt_proj, &p.out_proj})
+      if (l->ld % 16 != 0 || reinterpret_cast<uintptr_t>(l->w) % 16 != 0)
+        return InvalidArgumentError("decode kernels: packed 4-bit rows must be padded to 16 elements and 16-byte aligned");
+  }
   if (SmCount() < 1) return UnavailableError("decode kernels: no CUDA device");
+  if (p.int4) {
+    if (p.B == 1) return LaunchLayer<true, 1, true>(p, stream);
+    if (p.B == 2) return LaunchLayer<true, 2, true>(p, stream);
+    if (p.B <= 4) return LaunchLayer<true, 4, true>(p, stream);
+    return LaunchLayer<true, 8, true>(p, stream);
+  }
   if (p.int8) {
     if (p.B == 1) return LaunchLayer<true, 1>(p, stream);
     if (p.B == 2) return LaunchLayer<true, 2>(p, stream);

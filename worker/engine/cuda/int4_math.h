@@ -1,5 +1,6 @@
 // Unpacking of packed 4-bit weights (model/int4_pack.h) into the int8 words that dp4a consumes,
-// shared by the int4 kernels (int4_gemv_kernel.cu) and their CPU twin
+// shared by the int4 kernels (int4_gemv_kernel.cu, decode_kernels.cu's packed layer kernels) and
+// their CPU twin
 // (tests/engine/cuda_int4_twin_test.cc): the same source line runs on both sides, with the byte
 // permutation emulated on the host exactly as PTX prmt defines it, so the twin checks the selector
 // constants too. Plain C++ when not under nvcc.
@@ -10,6 +11,11 @@
 #include "cuda/hd_math.h"
 
 namespace mq::cuda::hd {
+
+// The decode layer kernels' GEMV (decode_kernels.cu) over packed rows: the same plan
+// (DecodeGemvPlan, chunks of 16 weights), a chunk loaded as 8 bytes at row·ld/2 + c·8, and twice
+// the INT8 kernels' chunks in flight per row and lane so that a warp has as many bytes outstanding.
+inline constexpr int kDecodeInt4Unroll = 2 * kDecodeUnroll;
 
 // PTX prmt (default mode) / __byte_perm: byte i of the result is byte (s >> 4i) & 7 of the
 // eight bytes {x.b0..x.b3, y.b0..y.b3}.

@@ -212,7 +212,8 @@ namespace mq::cuda {
 constexpr int kDecodeMaxBatch = 8;
 
 // A linear layer as the decode GEMV reads it: INT8 weights with per-row scales (INT8 models) or
-// FP16 weights, [out, ld] with ld = in padded to 16 elements (zeros).
+// FP16 weights, [out, ld] with ld = in padded to 16 elements (zeros); W4A8 (DecodeLayerParams::
+// int4): packed 4-bit levels (model/int4_pack.h), [out, ld/2] bytes.
 struct DecodeLinear {
   const void* w = nullptr;
   int64_t ld = 0, out = 0, in = 0;
@@ -223,6 +224,7 @@ struct DecodeLinear {
 
 struct DecodeLayerParams {
   bool int8 = false;               // INT8 linears with per-token INT8 activations; else FP16
+  bool int4 = false;               // with int8: the four linears' weights packed 4-bit (W4A8)
   int B = 0;
   int64_t d = 0, E = 0, N = 0, R = 0, K = 0;
   float eps = 1e-5f;
