@@ -36,6 +36,7 @@ class Stats:
         self.lock = threading.Lock()
         self.ops = {}  # kind -> {"ok", "expected", "unexpected", "lat": []}
         self.errors = []
+        self.t0 = time.monotonic()
 
     def record(self, kind, outcome, latency, detail=""):
         with self.lock:
@@ -43,7 +44,10 @@ class Stats:
             s[outcome] += 1
             s["lat"].append(latency)
             if outcome == "unexpected":
-                self.errors.append(f"{kind}: {detail}")
+                # When it happened (s into the load) and the machine's load: tells one stall of a
+                # starved machine from errors spread over the run.
+                at = time.monotonic() - self.t0
+                self.errors.append(f"t={at:.1f}s load={os.getloadavg()[0]:.1f} {kind}: {detail}")
 
 
 class Soak:
@@ -233,7 +237,9 @@ def run(c, root, seconds, clients):
     before = sample(pids)
     rss = {n: [(0.0, s["rss_kb"])] for n, s in before.items()}
     t_start = time.monotonic()
+    soak.stats.t0 = t_start
     soak.deadline = t_start + seconds
+    load = [os.getloadavg()[0]]
     threads = [threading.Thread(target=soak.client, args=(i,)) for i in range(clients)]
     reaper = threading.Thread(target=soak.reaper)
     for t in threads + [reaper]:
@@ -242,6 +248,7 @@ def run(c, root, seconds, clients):
         time.sleep(min(2.0, max(0.1, seconds / 30)))
         for n, s in sample(pids).items():
             rss[n].append((time.monotonic() - t_start, s["rss_kb"]))
+        load.append(os.getloadavg()[0])
     for t in threads + [reaper]:
         t.join()
     time.sleep(3)  # let finished streams and connections close
@@ -250,7 +257,8 @@ def run(c, root, seconds, clients):
         rss[n].append((time.monotonic() - t_start, s["rss_kb"]))
 
     # --- summary ------------------------------------------------------------------------------
-    print(f"\nsoak: {seconds} s, {clients} clients, {len(soak.jobs)} jobs submitted")
+    print(f"\nsoak: {seconds} s, {clients} clients, {len(soak.jobs)} jobs submitted; "
+          f"machine load average (1 min) {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} CPUs")
     print(f"{'operation':<10} {'ok':>6} {'expected':>9} {'unexpected':>11} {'p50 s':>7} {'p95 s':>7}")
     for kind, s in sorted(soak.stats.ops.items()):
         lat = sorted(s["lat"])
