@@ -172,7 +172,10 @@ TEST(CudaInt4GpuTest, W4A8ModelEqualsTheInt8PathOnTheSameWeights) {
   ASSERT_TRUE((*m4)->int4());
   ASSERT_FALSE((*m8)->int4());
   EXPECT_LT((*m4)->decode_weight_bytes(), (*m8)->decode_weight_bytes());
-  // Both decode B ≤ 8 through the layer kernels: the W4A8 model by default, the INT8 one told to.
+  // W4A8 decodes per stage by default (its packed layer kernels are opt-in until measured here).
+  for (int64_t B = 1; B <= kDecodeMaxBatch; ++B) ASSERT_FALSE((*m4)->DecodesWithLayerKernels(B)) << "W4A8 B " << B;
+  // Both told to decode B ≤ 8 through the layer kernels.
+  (*m4)->SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/true, /*l2_prefetch=*/false, kDecodeMaxBatch);
   (*m8)->SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/true, /*l2_prefetch=*/false, kDecodeMaxBatch);
   for (int64_t B = 1; B <= kDecodeMaxBatch; ++B) {
     ASSERT_TRUE((*m4)->DecodesWithLayerKernels(B)) << "W4A8 B " << B;

@@ -718,11 +718,12 @@ bool CudaMambaModel::UseLayerKernels(int64_t B) const {
 
 int64_t CudaMambaModel::LayerKernelsMaxBatch() const {
   if (options_.layer_kernels_max_batch > 0) return options_.layer_kernels_max_batch;
-  // W4A8: every batch the layer kernels take (8). Its per-stage decode at B = 8 (int4 GEMV) was
-  // measured slower than INT8's (H100: 130m 1.59 vs 1.16 ms, 2.8b 7.44 vs 5.16 ms a step) while
-  // its layer kernels stream half of INT8's weight bytes; the crossover itself is not yet measured
-  // (mq-bench --modes w4a8 --compare-paths).
-  return int4_ ? kDecodeMaxBatch : int8_ ? 4 : 2;
+  // W4A8: the layer kernels' packed-weight path (decode_kernels.cu) is opt-in
+  // (SetDecodePath(..., layer_kernels_max_batch)) until a GPU run has checked it against the
+  // per-stage path (cuda_int4_gpu_test) and measured its crossover (mq-bench --modes w4a8
+  // --compare-paths): by default W4A8 decodes per stage, the path the GPU tests have verified
+  // bit-identical to INT8 on the same weights.
+  return int4_ ? 0 : int8_ ? 4 : 2;
 }
 
 // The logits half of a decode step (EnqueueDecodeStep adds the token selection); serving calls it
