@@ -8,6 +8,7 @@
 #include "engine_model_check.h"
 #include "name_validation.h"
 #include "sha256.h"
+#include "vim_artifact_check.h"
 
 namespace mq::server {
 
@@ -54,7 +55,7 @@ absl::Status ValidateUploadManifest(const mambaquant::v1::CreateUploadRequest& r
     return absl::InvalidArgumentError(absl::StrCat(request.files_size(), " files; at most ", limits.max_files));
   }
   std::set<std::string> paths;
-  bool has_config = false, has_tokenizer = false, has_weights = false;
+  bool has_config = false, has_weights = false;
   for (const auto& f : request.files()) {
     s = ValidateFilePath(f.path());
     if (!s.ok()) return s;
@@ -70,12 +71,11 @@ absl::Status ValidateUploadManifest(const mambaquant::v1::CreateUploadRequest& r
       return absl::InvalidArgumentError(absl::StrCat("file ", f.path(), " is empty but its sha256 is not that of empty content"));
     }
     has_config |= f.path() == "config.json";
-    has_tokenizer |= f.path() == "tokenizer.json";
     has_weights |= f.path() == "model.safetensors" || f.path() == "model.safetensors.index.json";
   }
   if (!dataset) {
     if (!has_config) return absl::InvalidArgumentError("a model needs config.json at its top level");
-    if (!has_tokenizer) return absl::InvalidArgumentError("a model needs tokenizer.json at its top level");
+    // tokenizer.json: text models only (Vim image classifiers have none), checked at commit.
     if (!has_weights) {
       return absl::InvalidArgumentError(
           "a model needs model.safetensors, or model.safetensors.index.json with its shards, at its top level");
@@ -92,6 +92,12 @@ absl::Status ValidateModelContent(Artifact* artifact, const BlobStore& blobs, co
   for (const auto& f : artifact->files()) {
     if (f.path().find('/') == std::string::npos) files[f.path()] = blobs.BlobPath(f.sha256());
   }
+  if (IsVimModel(files)) {
+    auto vim = CheckVimModelFiles(files);
+    if (!vim.ok()) return vim.status();
+    artifact->set_model_type(*vim);
+    return absl::OkStatus();
+  }
   if (FindFile(*artifact, "tokenizer.json") == nullptr) return absl::InvalidArgumentError("a model needs tokenizer.json");
   absl::StatusOr<std::string> model_type = hook ? hook(files) : CheckModelFormat(files);
   if (!model_type.ok()) return model_type.status();
@@ -104,6 +110,7 @@ absl::Status ValidateDatasetContent(const Artifact& artifact, const BlobStore& b
   const auto& f = artifact.files(0);
   if (f.size() == 0) return absl::InvalidArgumentError("the dataset is empty");
   if (f.size() > limits.max_dataset_bytes) return absl::InvalidArgumentError("the dataset is too large");
+  if (IsImageDatasetPath(f.path())) return CheckImageDataset(blobs.BlobPath(f.sha256()));
   auto fd = blobs.OpenBlob(f.sha256());
   if (!fd.ok()) return fd.status();
   Utf8Validator utf8;

@@ -36,11 +36,13 @@ absl::Status ValidateUploadManifest(const mambaquant::v1::CreateUploadRequest& r
 // Checks the content of a complete model once, with the readers the engine loads it with
 // (format/model_check.h: config.json, the safetensors index and headers, shapes against
 // config.json, NaN/Inf weights, tokenizer.json's bounded structure), and fills
-// artifact->model_type. INVALID_ARGUMENT naming the file and the problem.
+// artifact->model_type. INVALID_ARGUMENT naming the file and the problem. A Vision Mamba model
+// (model_type "vim", no tokenizer.json) is loaded by the engine's VimModel instead.
 absl::Status ValidateModelContent(mambaquant::v1::Artifact* artifact, const BlobStore& blobs,
                                   const UploadLimits& limits, const ModelContentHook& hook);
 
-// A dataset is non-empty UTF-8 text.
+// A dataset is non-empty UTF-8 text, or (a file named *.safetensors) an image set: F32 images
+// [B, C, H, W], finite, optional I64 labels [B] (vim_artifact_check.h).
 absl::Status ValidateDatasetContent(const mambaquant::v1::Artifact& artifact, const BlobStore& blobs,
                                     const UploadLimits& limits);
 
