@@ -6,18 +6,22 @@
 # Run from the repository root: python3 tests/engine/vim_quality_table.py /tmp/vim-quality.json
 # MQ_VIM_MODEL=DIR runs another model on the same images (the outlier variant of
 # tests/engine/vim_outlier_variant.py); MQ_VIM_ABLATION=0 skips the ablation; MQ_VIM_NO_S5_ROW=1
-# adds mambaquant without S5 to the main table.
+# adds mambaquant without S5 to the main table. MQ_VIM_SCOPE=full quantizes with --scope full;
+# MQ_VIM_PRESETS, MQ_VIM_ACTS and MQ_VIM_SEEDS (comma lists) narrow the main table.
 import json, os, subprocess, sys, tempfile, statistics
 ENGINE = os.environ.get("MQ_ENGINE", "build/worker/engine/mq-engine")
 F = os.environ.get("MQ_VISION", "../shared/fixtures/vision")
 REF = F + "/vim-digits-reference.safetensors"
 MODEL = os.environ.get("MQ_VIM_MODEL", F + "/vim-digits")
-SEEDS = [0, 1, 2]
+SEEDS = [int(x) for x in os.environ.get("MQ_VIM_SEEDS", "0,1,2").split(",")]
+SCOPE = os.environ.get("MQ_VIM_SCOPE", "linear")
+PRESETS = os.environ.get("MQ_VIM_PRESETS", "rtn,smoothquant,quarot,mambaquant").split(",")
+ACTS = os.environ.get("MQ_VIM_ACTS", "per_token,per_tensor").split(",")
 def run(preset, bits, act, seed, extra=()):
     with tempfile.TemporaryDirectory() as d:
         out = subprocess.run([ENGINE, "quantize", "--model", MODEL, "--calib", REF, "--calib-prefix", "calib_",
                               "--samples", "128", "--seed", str(seed), "--eval", REF, "--eval-prefix", "test_",
-                              "--out", d + "/q", "--preset", preset, "--bits", bits, "--act", act, "--json", *extra],
+                              "--out", d + "/q", "--preset", preset, "--bits", bits, "--act", act, "--scope", SCOPE, "--json", *extra],
                              check=True, capture_output=True, text=True).stdout
     return json.loads(out)["evaluation"]
 rows, results = [], {}
@@ -36,8 +40,8 @@ print("| preset | bits | activations | top-1 (mean, min–max over seeds %s) | a
 print("|---|---|---|---|---|---|")
 first = True
 for bits in ["w8a8", "w4a8"]:
-    for act in ["per_token", "per_tensor"]:
-        variants = [(p, p, ()) for p in ["rtn", "smoothquant", "quarot", "mambaquant"]]
+    for act in ACTS:
+        variants = [(p, p, ()) for p in PRESETS]
         if os.environ.get("MQ_VIM_NO_S5_ROW", "0") == "1":
             variants.append(("mambaquant − S5", "mambaquant", ("--no-smooth-s5",)))
         for name, p, extra in variants:

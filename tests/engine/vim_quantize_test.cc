@@ -215,8 +215,8 @@ TEST_F(VimQuantizeTest, CorruptExportIsRejected) {
 TEST_F(VimQuantizeTest, UnsupportedOptionsAreErrors) {
   MQ_REQUIRE_VISION_FIXTURE();
   VimQuantizeOptions o;
-  o.scope = "full";
-  EXPECT_EQ(BuildQuantizedVim(o, float_, calib_).status().code(), StatusCode::kUnimplemented);
+  o.scope = "everything";
+  EXPECT_EQ(BuildQuantizedVim(o, float_, calib_).status().code(), StatusCode::kInvalidArgument);
   o.scope = "linear";
   o.preset = "gptq";
   EXPECT_EQ(BuildQuantizedVim(o, float_, calib_).status().code(), StatusCode::kInvalidArgument);

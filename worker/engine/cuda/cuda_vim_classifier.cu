@@ -133,7 +133,8 @@ Status CudaVimClassifier::UploadBlock(const VimLayerWeights& s, int64_t li, Bloc
   for (const MambaLayerWeights* m : {&s.mixer, &s.backward})
     if (m->quantize_conv_input || m->quantize_output_product || !m->state_rotation.empty() ||
         !m->conv_weight_scale.empty())
-      return UnimplementedError("CUDA Vim: " + p + " uses scope `full` (quantized conv or h·C); Vim runs scope linear");
+      return UnimplementedError("CUDA Vim: " + p + " uses scope `full` (quantized conv or h·C); scope full runs on the CPU "
+                                "(--device cpu); the CUDA Vim classifier runs scope linear");
   MQ_RETURN_IF_ERROR(Upload(&b->norm, s.mixer.norm));
   if (!s.mixer.gate_scale.empty()) MQ_RETURN_IF_ERROR(Upload(&b->gate_scale, s.mixer.gate_scale));
   MQ_ASSIGN_OR_RETURN(b->in_proj, CudaVimLinear::Upload(s.mixer.in_proj, float_mode_, p + "in_proj"));

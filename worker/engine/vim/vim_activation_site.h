@@ -14,6 +14,10 @@ enum class VimSite {
   kDtProjInputForward,   // the dt_rank slice of x_proj's output entering dt_proj [T, R]
   kDtProjInputBackward,  // the same for dt_proj_b
   kOutProjInput,         // (y_f + y_b)·gate / 2 entering out_proj [T, E] (before any online rotation)
+  kSsmStateForward,      // h_t of the forward scan, one time step of one image [E, N] (scope full S4)
+  kSsmStateBackward,     // the same for the backward scan (its steps in reversed time)
+  kSsmCForward,          // C entering y = h·C of the forward scan [T, N] (scope full S4)
+  kSsmCBackward,         // the same for the backward scan
   kHeadInput,            // norm_f of the cls token entering the head [B, D]
 };
 const char* VimSiteName(VimSite site);

@@ -7,6 +7,7 @@
 #include "cpu/blas.h"
 #include "cpu/parallel_for.h"
 #include "cpu/selective_scan.h"
+#include "model/linear.h"
 
 namespace mq {
 namespace {
@@ -60,7 +61,34 @@ void ReverseTime(const float* x, float* y, int64_t batch, int64_t L, int64_t col
 
 // Scratch buffers of one branch, reused across layers.
 struct BranchBuffers {
-  std::vector<float> u, xdbc, delta_in, delta, h, y;
+  std::vector<float> u, xdbc, delta_in, delta, h, y, c;
+};
+
+// Scope `full`: per-token symmetric INT8 quantize-dequantize of the conv1d input in place, with
+// the scales of the INT8 linears (model/linear.h). Per token, so quantizing x once before both
+// directions equals quantizing each direction's (time-reversed) copy.
+void FakeQuantTokens(float* x, int64_t rows, int64_t cols) {
+  std::vector<int8_t> q(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    float s;
+    QuantizeRowsPerToken(x + r * cols, 1, cols, q.data(), &s);
+    for (int64_t c = 0; c < cols; ++c) x[r * cols + c] = static_cast<float>(q[c]) * s;
+  }
+}
+
+// Hands the scan's per-step h (the language path's ActivationSite::kSsmState) to a Vim observer
+// under the direction's own site.
+class StateObserver : public ForwardObserver {
+ public:
+  StateObserver(VimObserver* obs, VimSite site) : obs_(obs), site_(site) {}
+  bool Wants(ActivationSite s) const override { return s == ActivationSite::kSsmState; }
+  void Observe(int layer, ActivationSite, const float* x, int64_t rows, int64_t cols) override {
+    obs_->Observe(layer, site_, x, rows, cols);
+  }
+
+ private:
+  VimObserver* obs_;
+  VimSite site_;
 };
 
 // One direction of the mixer on time-ordered input x [B·L, E] (already reversed for the
@@ -94,6 +122,12 @@ void RunBranch(const MambaLayerWeights& p, const float* x, int64_t batch, int64_
   buf.delta_in.resize(static_cast<size_t>(T * R));
   for (int64_t t = 0; t < T; ++t) std::copy_n(buf.xdbc.data() + t * W, R, buf.delta_in.data() + t * R);
   if (obs != nullptr && obs->Wants(ds)) obs->Observe(layer, ds, buf.delta_in.data(), T, R);
+  const VimSite cs = reversed ? VimSite::kSsmCBackward : VimSite::kSsmCForward;
+  if (obs != nullptr && obs->Wants(cs)) {
+    buf.c.resize(static_cast<size_t>(T * N));
+    for (int64_t t = 0; t < T; ++t) std::copy_n(buf.xdbc.data() + t * W + R + N, N, buf.c.data() + t * N);
+    obs->Observe(layer, cs, buf.c.data(), T, N);
+  }
   buf.delta.resize(static_cast<size_t>(T * E));
   p.dt_proj.Forward(buf.delta_in.data(), T, buf.delta.data());
   for (float& v : buf.delta) v = Softplus(v);
@@ -115,6 +149,13 @@ void RunBranch(const MambaLayerWeights& p, const float* x, int64_t batch, int64_
   sp.h = buf.h.data();
   sp.y = buf.y.data();
   sp.layer = layer;
+  // Scope full: INT8 h·C (h per step, optionally rotated online by R4), the language path's scan.
+  sp.quantize_output_product = p.quantize_output_product;
+  sp.state_scale_per_channel = p.state_scale_per_channel;
+  sp.state_rotation = p.state_rotation.empty() ? nullptr : p.state_rotation.data();
+  StateObserver state_obs(obs, reversed ? VimSite::kSsmStateBackward : VimSite::kSsmStateForward);
+  if (obs != nullptr && obs->Wants(reversed ? VimSite::kSsmStateBackward : VimSite::kSsmStateForward))
+    sp.observer = &state_obs;
   cpu::SelectiveScan(sp);
 }
 
@@ -157,6 +198,9 @@ Status VimForward(const VimWeights& w, const float* images, int64_t batch, float
     observe(layer, VimSite::kInProjInput, xn.data(), T, D);
     lw.mixer.in_proj.Forward(xn.data(), T, xz.data());
     for (int64_t t = 0; t < T; ++t) std::copy_n(xz.data() + t * 2 * E, E, x.data() + t * E);
+    // Scope full quantizes the conv1d input; both directions read the same x (the export sets
+    // the flag on both, the loader checks they agree).
+    if (lw.mixer.quantize_conv_input) FakeQuantTokens(x.data(), T, E);
 
     RunBranch(lw.mixer, x.data(), batch, L, E, N, R, K, fwd, false, obs, layer);
     ReverseTime(x.data(), xr.data(), batch, L, E);

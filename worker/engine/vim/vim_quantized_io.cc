@@ -33,8 +33,19 @@ void AddLinear(SafetensorsWriter& out, const std::string& prefix, const Linear& 
 
 void AddBranch(SafetensorsWriter& st, const std::string& m, const std::string& sfx, const MambaLayerWeights& L,
                int64_t E, int64_t N, int64_t K) {
-  st.AddF32(m + ".conv1d" + sfx + ".weight", {E, 1, K}, L.conv_weight);
+  if (!L.conv_weight_scale.empty()) {
+    // Scope full: conv_weight holds q·s exactly; store q as I8 with its per-channel scales.
+    std::vector<int8_t> q(L.conv_weight.size());
+    for (int64_t c = 0; c < E; ++c)
+      for (int64_t k = 0; k < K; ++k)
+        q[c * K + k] = static_cast<int8_t>(std::nearbyint(L.conv_weight[c * K + k] / L.conv_weight_scale[c]));
+    st.AddI8(m + ".conv1d" + sfx + ".weight", {E, 1, K}, q);
+    st.AddF32(m + ".conv1d" + sfx + ".weight_scale", {E}, L.conv_weight_scale);
+  } else {
+    st.AddF32(m + ".conv1d" + sfx + ".weight", {E, 1, K}, L.conv_weight);
+  }
   st.AddF32(m + ".conv1d" + sfx + ".bias", {E}, L.conv_bias);
+  if (!L.state_rotation.empty()) st.AddF32(m + ".state_rotation" + sfx, {N, N}, L.state_rotation);
   AddLinear(st, m + ".x_proj" + sfx, L.x_proj);
   AddLinear(st, m + ".dt_proj" + sfx, L.dt_proj);
   st.AddF32(m + (sfx.empty() ? ".A_log" : ".A_b_log"), {E, N}, L.A_log);
@@ -99,8 +110,40 @@ class Reader {
 
   Status Branch(const VimConfig& c, const std::string& m, const std::string& sfx, MambaLayerWeights& L) {
     const int64_t E = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv;
-    MQ_ASSIGN_OR_RETURN(L.conv_weight, F32(m + ".conv1d" + sfx + ".weight", {E, 1, K}));
+    if (spec_.scope_full) {
+      // INT8 conv weights with per-channel scales; conv_weight keeps q·s, as the quantizer leaves it.
+      const std::string name = m + ".conv1d" + sfx + ".weight";
+      MQ_ASSIGN_OR_RETURN(const TensorView* v, t_.Require(name, {E, 1, K}));
+      used_.insert(name);
+      if (v->dtype != DType::kI8) return DataLossError(v->file + ": tensor \"" + name + "\" must be I8 in scope full");
+      MQ_ASSIGN_OR_RETURN(L.conv_weight_scale, F32(m + ".conv1d" + sfx + ".weight_scale", {E}));
+      for (float s : L.conv_weight_scale)
+        if (!(s > 0.0f)) return DataLossError(m + ".conv1d" + sfx + ".weight_scale holds a non-positive scale");
+      const int8_t* q = reinterpret_cast<const int8_t*>(v->data);
+      L.conv_weight.resize(static_cast<size_t>(E * K));
+      for (int64_t c = 0; c < E; ++c)
+        for (int64_t k = 0; k < K; ++k) {
+          if (q[c * K + k] < -127) return DataLossError(v->file + ": tensor \"" + name + "\" holds -128");
+          L.conv_weight[c * K + k] = static_cast<float>(q[c * K + k]) * L.conv_weight_scale[c];
+        }
+      L.quantize_conv_input = true;
+      L.quantize_output_product = true;
+      L.state_scale_per_channel = spec_.state_scale_per_channel;
+    } else {
+      MQ_ASSIGN_OR_RETURN(L.conv_weight, F32(m + ".conv1d" + sfx + ".weight", {E, 1, K}));
+    }
     MQ_ASSIGN_OR_RETURN(L.conv_bias, F32(m + ".conv1d" + sfx + ".bias", {E}));
+    if (Has(m + ".state_rotation" + sfx)) {
+      // R4 must be orthogonal: its transpose is folded into x_proj's C rows.
+      MQ_ASSIGN_OR_RETURN(L.state_rotation, F32(m + ".state_rotation" + sfx, {N, N}));
+      for (int64_t i = 0; i < N; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          double dot = 0.0;
+          for (int64_t k = 0; k < N; ++k) dot += static_cast<double>(L.state_rotation[i * N + k]) * L.state_rotation[j * N + k];
+          if (std::fabs(dot - (i == j ? 1.0 : 0.0)) > 1e-4)
+            return DataLossError(m + ".state_rotation" + sfx + " is not orthogonal");
+        }
+    }
     MQ_ASSIGN_OR_RETURN(L.x_proj, QuantLinear(m + ".x_proj" + sfx, R + 2 * N, E, false));
     MQ_ASSIGN_OR_RETURN(L.dt_proj, QuantLinear(m + ".dt_proj" + sfx, E, R, true));
     MQ_ASSIGN_OR_RETURN(L.A_log, F32(m + (sfx.empty() ? ".A_log" : ".A_b_log"), {E, N}));
@@ -197,7 +240,6 @@ StatusOr<VimWeights> LoadQuantizedVim(const std::string& dir, std::string* quant
   auto spec_or = quant::QuantSpec::FromJson(qc);
   if (!spec_or.ok()) return spec_or.status().WithContext(config_path.string());
   const quant::QuantSpec spec = *spec_or;
-  if (spec.scope_full) return UnimplementedError(config_path.string() + ": scope full is not implemented for Vim");
   if (qc.value("weight_storage", "int8_unpacked") != "int8_unpacked")
     return UnimplementedError(config_path.string() + ": Vim weights are stored int8_unpacked, not " +
                               qc.value("weight_storage", std::string("?")));

@@ -3,7 +3,9 @@
 // `.weight_scale` (and `.input_scale` for static activation scales), the S-SiLU vector as
 // `layers.{i}.mixer.gate_scale`, and each block's online R2 as a seeded random Hadamard in
 // `quantization_config.online_transforms` (site "out_proj_input"). Format version 1 storage
-// (quant/quantized_format.h): every quantized weight one int8 per element.
+// (quant/quantized_format.h): every quantized weight one int8 per element. Scope full also stores
+// conv1d / conv1d_b as I8 `.weight` with F32 `.weight_scale`, and each direction's online R4 as the
+// dense F32 `mixer.state_rotation` / `mixer.state_rotation_b` [N, N] (as the language export does).
 #pragma once
 
 #include <string>

@@ -9,6 +9,7 @@
 #include "quant/cpu_quant_accelerator.h"
 #include "quant/hadamard.h"
 #include "quant/klt.h"
+#include "quant/model_quantizer.h"
 #include "quant/online_rotation.h"
 #include "quant/quantized_format.h"
 #include "quant/rotation_fusion.h"
@@ -58,9 +59,6 @@ class Stages {
 };
 
 StatusOr<quant::QuantSpec> VimSpec(const VimQuantizeOptions& o) {
-  if (o.scope != "linear")
-    return UnimplementedError("scope \"" + o.scope + "\" is not implemented for Vim models (only \"linear\": the "
-                              "conv1d and the h·C products stay float)");
   quant::QuantizeOptions q;
   q.preset = o.preset;
   q.bits = o.bits;
@@ -74,23 +72,15 @@ StatusOr<quant::QuantSpec> VimSpec(const VimQuantizeOptions& o) {
   q.smooth_s2 = o.smooth_s2;
   q.r1_cov_all_layers = o.r1_cov_all_layers;
   q.weight_clip = o.weight_clip;
+  q.smooth_s4 = o.smooth_s4;
+  q.smooth_conv = o.smooth_conv;
+  q.state_granularity = o.state_granularity;
   return quant::QuantSpec::FromOptions(q);
 }
 
 // S5 is a mambaquant component of this pipeline (the QuantSpec of the main line has no switch for it).
 bool UsesS5(const quant::QuantSpec& spec, const VimQuantizeOptions& o) {
   return spec.preset == quant::Preset::kMambaQuant && spec.r5 && o.smooth_s5;
-}
-
-// S5 on one direction: W_xp[δ row j] ← W_xp[δ row j] / s_j and W_dt[:, j] ← W_dt[:, j] · s_j,
-// exact since δ enters nothing but dt_proj. The same fusion as the language path's
-// quant::ApplyDtSmoothing, which is not on the main line yet: call it once it is.
-void SmoothDt(MambaLayerWeights& L, int64_t R, const std::vector<float>& s) {
-  const int64_t E = L.x_proj.in_features;
-  for (int64_t j = 0; j < R; ++j)
-    for (int64_t k = 0; k < E; ++k) L.x_proj.weight[j * E + k] /= s[j];
-  for (int64_t e = 0; e < E; ++e)
-    for (int64_t j = 0; j < R; ++j) L.dt_proj.weight[e * R + j] *= s[j];
 }
 
 // The transforms this pipeline applies, in the quantization_config's vocabulary.
@@ -103,8 +93,10 @@ json AppliedTransforms(const quant::QuantSpec& s, bool s5) {
           {"s5", s5},  // the language path's vocabulary: a bool
           {"r2", s.r2 ? "online_hadamard" : "none"},
           {"s2", s.s2 ? "s_silu" : "none"},
-          {"s4", false},
-          {"r4", "none"},
+          {"s3", s.s3},
+          {"s4", s.s4},
+          {"r4", s.r4 ? "online_hadamard" : "none"},
+          {"r4_directions", s.r4 ? 2 : 0},
           {"norm_smoothing", s.norm_smoothing}};
 }
 
@@ -145,6 +137,15 @@ Status QuantizeVimLinears(VimWeights& w, const quant::QuantSpec& spec, const Vim
     MQ_RETURN_IF_ERROR(QuantizeLinear(lw.mixer.dt_proj, spec, st.Find(l, VimSite::kDtProjInputForward), p + "dt_proj"));
     MQ_RETURN_IF_ERROR(QuantizeLinear(lw.backward.dt_proj, spec, st.Find(l, VimSite::kDtProjInputBackward), p + "dt_proj_b"));
     MQ_RETURN_IF_ERROR(QuantizeLinear(lw.mixer.out_proj, spec, st.Find(l, VimSite::kOutProjInput), p + "out_proj"));
+    if (spec.scope_full) {
+      // Both directions: INT8 conv weights (per channel) and input (per token), INT8 h·C.
+      for (MambaLayerWeights* L : {&lw.mixer, &lw.backward}) {
+        L->quantize_conv_input = true;
+        L->quantize_output_product = true;
+        L->state_scale_per_channel = spec.state_scale_per_channel;
+        L->conv_weight_scale = quant::QuantizeConvWeight(L->conv_weight, w.E(), w.K());
+      }
+    }
   }
   return OkStatus();
 }
@@ -161,7 +162,7 @@ Status DtSmoothRotation(const quant::QuantSpec& spec, bool s5, const VimCalibrat
   if (s5) {
     s = quant::SmoothingFactors(st->absmax, quant::ColumnAbsMax(L.dt_proj.weight, L.dt_proj.out_features, R),
                                 spec.smooth_alpha);
-    SmoothDt(L, R, s);
+    quant::ApplyDtSmoothing(L, R, s);
   }
   MQ_ASSIGN_OR_RETURN(quant::RandomHadamard h, quant::RandomHadamard::Create(R, spec.SeedFor(seed_name, layer)));
   std::vector<double> r5;
@@ -174,6 +175,26 @@ Status DtSmoothRotation(const quant::QuantSpec& spec, bool s5, const VimCalibrat
     r5 = h.Dense();
   }
   return quant::ApplyDtRotation(L, R, r5, accel);
+}
+
+// S4 (when spec.s4) + R4 (when spec.r4) at y = h·C of one direction, with that direction's h and
+// C statistics: B rows ÷ s, C rows × s then R4ᵀ, h·R4 online in the scan (exact: A is diagonal).
+Status StateSmoothRotation(const quant::QuantSpec& spec, const VimCalibrationStats& stats, int layer, VimSite h_site,
+                           VimSite c_site, MambaLayerWeights& L, int64_t R, int64_t N, quant::QuantAccelerator& accel) {
+  std::vector<float> s;
+  if (spec.s4) {
+    const quant::SiteStats* h = stats.Find(layer, h_site);
+    const quant::SiteStats* c = stats.Find(layer, c_site);
+    if (h == nullptr || c == nullptr)
+      return InternalError(std::string("no ") + VimSiteName(h_site) + " statistics for layer " + std::to_string(layer));
+    s = quant::SmoothingFactors(h->absmax, c->absmax, spec.smooth_alpha);
+  }
+  std::vector<double> r4;
+  if (spec.r4) {
+    MQ_ASSIGN_OR_RETURN(quant::RandomHadamard h4, quant::RandomHadamard::CreatePlain(N));
+    r4 = h4.Dense();
+  }
+  return quant::ApplyStateSmoothRotation(L, R, N, s, r4, accel);
 }
 
 }  // namespace
@@ -212,7 +233,7 @@ StatusOr<VimQuantizedBuild> BuildQuantizedVim(const VimQuantizeOptions& o, const
   VimWeights& w = b.model;
   if (spec.fold_norms) FoldVimNormWeights(w);
   VimCalibrationRequest req;
-  if (spec.r1_klt) req.covariance_sites.insert(VimSite::kInProjInput);
+  if (spec.r1_klt || spec.s3) req.covariance_sites.insert(VimSite::kInProjInput);
   if (spec.r5_klt) {
     req.covariance_sites.insert(VimSite::kDtProjInputForward);
     req.covariance_sites.insert(VimSite::kDtProjInputBackward);
@@ -224,16 +245,33 @@ StatusOr<VimQuantizedBuild> BuildQuantizedVim(const VimQuantizeOptions& o, const
     req.sites.insert(VimSite::kDtProjInputBackward);
   }
   if (spec.s2) req.sites.insert(VimSite::kOutProjInput);
+  if (spec.s4)
+    req.sites.insert({VimSite::kSsmStateForward, VimSite::kSsmStateBackward, VimSite::kSsmCForward, VimSite::kSsmCBackward});
   if (spec.norm_smoothing) req.sites.insert(VimSite::kInProjInput);
   VimCalibrationStats stats;
   if (!req.sites.empty()) {
     MQ_ASSIGN_OR_RETURN(stats, CalibrateVim(w, images.data(), n_images, req, report("images")));
   }
 
-  // TRANSFORM: R1, then per block R5 (both directions), S2 + R2, or SmoothQuant's γ smoothing.
+  // TRANSFORM: S3, R1, then per block R5 (both directions), S2 + R2, S4 + R4 (both directions), or
+  // SmoothQuant's γ smoothing.
   MQ_RETURN_IF_ERROR(stages.Enter(Stage::kTransform, "fusing transforms"));
-  const int64_t D = w.D(), E = w.E(), R = w.R();
+  const int64_t D = w.D(), E = w.E(), R = w.R(), N = w.N(), K = w.K();
   const int64_t depth = static_cast<int64_t>(w.layers.size());
+  if (spec.s3) {
+    // S3 before R1 (whose right product commutes with scaling W_in's rows): both directions read
+    // the same conv input x, so one vector divides the x rows of in_proj and multiplies the rows
+    // of both conv1d and conv1d_b.
+    for (int64_t li = 0; li < depth; ++li) {
+      VimLayerWeights& lw = w.layers[static_cast<size_t>(li)];
+      const quant::SiteStats* st = stats.Find(static_cast<int>(li), VimSite::kInProjInput);
+      if (st == nullptr) return InternalError("no in_proj input statistics for layer " + std::to_string(li));
+      const std::vector<float> s = quant::ConvInputFactors(lw.mixer.in_proj.weight, E, D, st->SecondMoment());
+      quant::ApplyConvInputSmoothing(lw.mixer, s);
+      for (int64_t j = 0; j < E; ++j)
+        for (int64_t k = 0; k < K; ++k) lw.backward.conv_weight[j * K + k] *= s[j];
+    }
+  }
   if (spec.r1) {
     MQ_ASSIGN_OR_RETURN(quant::RandomHadamard h1, quant::RandomHadamard::Create(D, spec.SeedFor("r1")));
     std::vector<double> r1;
@@ -276,6 +314,12 @@ StatusOr<VimQuantizedBuild> BuildQuantizedVim(const VimQuantizeOptions& o, const
         transform = std::make_shared<quant::HadamardRowTransform>(std::move(h2), seed);
       }
       quant::ApplyOutProjSmoothRotation(lw.mixer, s, std::move(transform));
+    }
+    if (spec.s4 || spec.r4) {
+      MQ_RETURN_IF_ERROR(StateSmoothRotation(spec, stats, layer, VimSite::kSsmStateForward, VimSite::kSsmCForward,
+                                             lw.mixer, R, N, accel));
+      MQ_RETURN_IF_ERROR(StateSmoothRotation(spec, stats, layer, VimSite::kSsmStateBackward, VimSite::kSsmCBackward,
+                                             lw.backward, R, N, accel));
     }
     if (spec.norm_smoothing) {
       const quant::SiteStats* st = stats.Find(layer, VimSite::kInProjInput);
@@ -359,7 +403,7 @@ StatusOr<quant::QuantizeResult> QuantizeVimModel(const VimQuantizeOptions& o, co
                  {"model_type", "vim"},
                  {"preset", o.preset},
                  {"bits", b.spec.BitsName()},
-                 {"scope", "linear"},
+                 {"scope", b.spec.scope_full ? "full" : "linear"},
                  {"activation_granularity", o.act_granularity},
                  {"device", "cpu"},
                  {"transforms", b.quantization_config["transforms"]},

@@ -3,7 +3,8 @@
 // KLT-enhanced) through patch embedding, cls token, positions and head; R5 on the dt path of BOTH
 // scan directions (each with its own KLT); S2 smoothing with S-SiLU and the online R2 at the shared
 // out_proj, which handles the summed SSM outputs of both directions; S5 δ smoothing before R5;
-// SmoothQuant's γ smoothing;
+// SmoothQuant's γ smoothing; scope full: INT8 conv1d and h·C in both directions, with S3 at the
+// shared conv input and S4 + online R4 at each direction's h·C;
 // W8A8 / W4A8 with per-token or static per-tensor (percentile-clipped) activation scales. The
 // patch embedding and the head stay float (as the embeddings and LM head of the language path).
 #pragma once
@@ -27,7 +28,8 @@ struct VimQuantizeOptions {
   std::string output_dir;  // created; must not exist or be empty
   std::string preset = "mambaquant";          // rtn | smoothquant | quarot | mambaquant
   std::string bits = "w8a8";                  // w8a8 | w4a8
-  std::string scope = "linear";               // linear only (Vim's conv / h·C stay float)
+  // linear | full (also INT8 conv1d input/weight and both operands of h·C in both scan directions)
+  std::string scope = "linear";
   std::string act_granularity = "per_token";  // per_token | per_tensor (static)
   std::string calib_path;                     // image set (vim_image_set.h)
   std::string calib_prefix;                   // its tensor prefix ("calib_" for the vim-digits file)
@@ -39,6 +41,9 @@ struct VimQuantizeOptions {
   // S5: each δ channel equalized into dt_proj's column before R5 (both directions), so that one
   // large δ channel is not spread by R5 over every x_proj δ row (docs/quantization-vim.md).
   bool smooth_s5 = true;
+  // Scope full, mambaquant: S4 + online R4 at h·C of each direction, S3 at the shared conv input.
+  bool smooth_s4 = true, smooth_conv = true;
+  std::string state_granularity = "per_step_channel";  // scope full, h scales: per_step | per_step_channel
   bool r1_cov_all_layers = true;
   double act_percentile = 99.9;
   std::string weight_clip = "auto";
