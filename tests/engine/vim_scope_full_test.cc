@@ -224,5 +224,27 @@ TEST_F(VimScopeFullTest, ExportLoadsBackToTheSameLogits) {
   EXPECT_EQ(lb.status().code(), StatusCode::kDataLoss) << lb.status().ToString();
 }
 
+// The command line: mq-engine quantize --scope full on a Vim model writes a scope-full export
+// whose classify accuracy (CPU) is the report's quantized accuracy; the ablation flags reach the
+// transforms.
+TEST_F(VimScopeFullTest, CommandLineQuantizesAndClassifiesScopeFull) {
+  MQ_REQUIRE_VISION_FIXTURE();
+  const std::string ref = VisionFixture("vim-digits-reference.safetensors");
+  const std::string out = (dir_ / "cli").string();
+  const auto q = testing::RunCommand(std::string(MQ_ENGINE_BIN) + " quantize --model " + VisionFixture("vim-digits") +
+                                     " --scope full --no-smooth-conv --calib " + ref + " --calib-prefix calib_ --samples 64" +
+                                     " --eval " + ref + " --eval-prefix test_ --out " + out + " --json 2>&1");
+  ASSERT_EQ(q.exit_code, 0) << q.output;
+  const nlohmann::json rep = nlohmann::json::parse(q.output);
+  EXPECT_EQ(rep["scope"], "full");
+  EXPECT_FALSE(rep["transforms"]["s3"].get<bool>());
+  EXPECT_TRUE(rep["transforms"]["s4"].get<bool>());
+  const auto c = testing::RunCommand(std::string(MQ_ENGINE_BIN) + " classify --model " + out + " --images " + ref +
+                                     " --prefix test_ --json 2>&1");
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(c.output)["accuracy"].get<double>(),
+                   rep["evaluation"]["quantized_accuracy"].get<double>());
+}
+
 }  // namespace
 }  // namespace mq

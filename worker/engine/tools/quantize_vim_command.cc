@@ -16,9 +16,10 @@ namespace {
 
 int RunQuantizeVim(const std::vector<std::string>& args) {
   auto cl = CommandLine::Parse(
-      args, {"json", "quiet", "no-klt-r1", "no-klt-r5", "no-smooth-s5", "no-online-r2", "no-smooth-s2", "r1-layer0"},
+      args, {"json", "quiet", "no-klt-r1", "no-klt-r5", "no-smooth-s5", "no-online-r2", "no-smooth-s2", "no-smooth-s4",
+             "no-smooth-conv", "r1-layer0"},
       {"model", "preset", "bits", "scope", "calib", "calib-prefix", "samples", "seed", "out", "eval", "eval-prefix", "act",
-       "act-percentile", "weight-clip", "device"});
+       "act-percentile", "weight-clip", "state-granularity", "device"});
   if (!cl.ok()) return ReportError(cl.status());
   VimQuantizeOptions o;
   auto model = cl->Require("model");
@@ -57,6 +58,10 @@ int RunQuantizeVim(const std::vector<std::string>& args) {
   o.online_r2 = !cl->Has("no-online-r2");
   o.smooth_s2 = !cl->Has("no-smooth-s2");
   o.r1_cov_all_layers = !cl->Has("r1-layer0");
+  // Scope full (the language command's flags): S4 + R4 at h·C, S3 at the conv input, h scales.
+  o.smooth_s4 = !cl->Has("no-smooth-s4");
+  o.smooth_conv = !cl->Has("no-smooth-conv");
+  o.state_granularity = cl->Get("state-granularity").value_or(o.state_granularity);
   const bool json_out = cl->Has("json");
   const bool quiet = cl->Has("quiet") || json_out;
   auto result = QuantizeVimModel(o, [&](const quant::Progress& p) {
