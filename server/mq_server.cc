@@ -128,6 +128,10 @@ absl::Status MqServer::Init() {
       return absl::InvalidArgumentError(absl::StrCat("--metrics-listen ", options_.metrics_listen, ": ", e.what()));
     }
     exposer_->RegisterCollectable(metrics_->registry());
+    registry_collector_ = std::make_shared<RegistryCollector>(db_.get(), blobs_.get());
+    exposer_->RegisterCollectable(registry_collector_);
+    process_collector_ = std::make_shared<ProcessCollector>();
+    exposer_->RegisterCollectable(process_collector_);
   }
 
   grpc::EnableDefaultHealthCheckService(true);

@@ -22,7 +22,9 @@
 #include "inference_router.h"
 #include "cluster_service.h"
 #include "kserve_service.h"
+#include "process_collector.h"
 #include "registry.h"
+#include "registry_collector.h"
 #include "registry_service.h"
 #include "scheduler.h"
 #include "server_metrics.h"
@@ -96,6 +98,8 @@ class MqServer {
   std::unique_ptr<InferenceRouter> router_;  // before the services that use it
   std::unique_ptr<KServeServiceImpl> kserve_service_;
   std::unique_ptr<ClusterServiceImpl> cluster_service_;  // mqctl workers list / server status  // inference.GRPCInferenceService (KServe v2)
+  std::shared_ptr<RegistryCollector> registry_collector_;  // the exposer holds weak pointers
+  std::shared_ptr<ProcessCollector> process_collector_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Server> health_server_;  // --health-listen

@@ -123,6 +123,7 @@ void Scheduler::ExpireLeases(absl::Time now) {
       Log(LogLevel::kError, "expiring worker failed").Kv("worker", id).Kv("error", s);
       continue;
     }
+    if (metrics_ != nullptr) metrics_->LeaseExpired();
     Log(LogLevel::kWarning, "worker lease expired").Kv("worker", id).Kv("jobs_released", static_cast<int64_t>(changed.size()));
     for (const Job& job : changed) {
       Log(LogLevel::kInfo, "job released").Kv("job", job.id()).Kv("state", JobStateName(job.state()));

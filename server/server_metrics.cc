@@ -24,6 +24,8 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
   watch_streams_ = &prometheus::BuildGauge().Name("mq_watch_streams").Help("Open WatchJob streams").Register(*registry_).Add({});
   uploaded_bytes_ = &prometheus::BuildCounter().Name("mq_uploaded_bytes_total").Help("File bytes received by uploads").Register(*registry_).Add({});
   downloaded_bytes_ = &prometheus::BuildCounter().Name("mq_downloaded_bytes_total").Help("File bytes sent by ReadFile and FetchBlob").Register(*registry_).Add({});
+  leases_expired_ = &prometheus::BuildCounter().Name("mq_worker_leases_expired_total")
+                         .Help("Worker leases that expired without a heartbeat renewing them").Register(*registry_).Add({});
   jobs_finished_ = &prometheus::BuildCounter().Name("mq_jobs_finished_total").Help("Jobs that reached a terminal state").Register(*registry_);
   rpcs_ = &prometheus::BuildCounter().Name("mq_rpc_requests_total").Help("Finished RPCs by method and status code").Register(*registry_);
   rpc_seconds_ = &prometheus::BuildHistogram().Name("mq_rpc_duration_seconds").Help("RPC duration by method").Register(*registry_);

@@ -32,6 +32,8 @@ class ServerMetrics {
   void AddUploadedBytes(uint64_t n) { uploaded_bytes_->Increment(static_cast<double>(n)); }
   void AddDownloadedBytes(uint64_t n) { downloaded_bytes_->Increment(static_cast<double>(n)); }
   void JobFinished(mambaquant::v1::JobState state);
+  // A worker's lease ran out without a heartbeat renewing it (the worker is dropped).
+  void LeaseExpired() { leases_expired_->Increment(); }
   // `method` is the full gRPC method ("/mambaquant.v1.JobService/SubmitJob"); code its status.
   void RecordRpc(const std::string& method, int code, double seconds);
   // Serving (vLLM's names with our prefix), per model "name:version".
@@ -57,6 +59,7 @@ class ServerMetrics {
   prometheus::Gauge* watch_streams_;
   prometheus::Counter* uploaded_bytes_;
   prometheus::Counter* downloaded_bytes_;
+  prometheus::Counter* leases_expired_;
   prometheus::Family<prometheus::Counter>* jobs_finished_;
   prometheus::Family<prometheus::Counter>* rpcs_;
   prometheus::Family<prometheus::Histogram>* rpc_seconds_;

@@ -29,6 +29,9 @@ using ExecutionProgressFn = std::function<bool(const ExecutionProgress&)>;
 
 struct ExecutionResult {
   std::string report_json;  // the quantization report (JSON object)
+  // Tokens the calibration ran over (windows × tokens per window); 0 for jobs that calibrate on
+  // something else (images).
+  int64_t calibration_tokens = 0;
 };
 
 class JobExecutor {

@@ -4,6 +4,8 @@
 #include <map>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "artifact_files.h"
@@ -68,12 +70,25 @@ void JobRunner::Stop(StopReason reason) {
 
 void JobRunner::SetProgress(Stage stage, double fraction, const std::string& message) {
   absl::MutexLock lock(&mu_);
-  if (stage != stage_) stage_changed_ = true;
+  if (stage != stage_) {
+    stage_changed_ = true;
+    EndStageLocked();
+  }
   stage_ = stage;
   stage_fraction_ = fraction;
   message_ = message;
   tracker_.Update(stage, fraction);
   dirty_ = true;
+}
+
+void JobRunner::EndStageLocked() {
+  const absl::Time now = absl::Now();
+  if (metrics_ != nullptr && stage_ != STAGE_UNSPECIFIED) {
+    std::string name = absl::AsciiStrToLower(Stage_Name(stage_));
+    if (absl::StartsWith(name, "stage_")) name.erase(0, 6);
+    metrics_->ObserveJobStage(name, absl::ToDoubleSeconds(now - stage_start_));
+  }
+  stage_start_ = now;
 }
 
 void JobRunner::ReporterLoop() {
@@ -285,11 +300,16 @@ void JobRunner::Run() {
     SetProgress(STAGE_UPLOAD, 0, "uploading result");
     Finish(JOB_STATE_SUCCEEDED, "", result->report_json, request.output_dir);
     outcome_name = stop_.load() == static_cast<int>(StopReason::kAbandon) ? "ABANDONED" : "SUCCEEDED";
+    if (metrics_ != nullptr && outcome_name == "SUCCEEDED") metrics_->AddCalibrationTokens(result->calibration_tokens);
   }
   for (const auto& f : assignment_.model_files()) cache_->Unpin(f.sha256());
   cache_->Unpin(assignment_.calib_file().sha256());
   if (assignment_.has_eval_file()) cache_->Unpin(assignment_.eval_file().sha256());
   (void)RemoveAll(job_dir);
+  {
+    absl::MutexLock lock(&mu_);
+    EndStageLocked();  // the last stage, whatever the outcome
+  }
   if (metrics_ != nullptr) metrics_->JobEnded(outcome_name, absl::ToDoubleSeconds(absl::Now() - start_));
   {
     absl::MutexLock lock(&mu_);

@@ -49,6 +49,8 @@ class JobRunner {
   void Finish(mambaquant::v1::JobState outcome, const std::string& error, const std::string& report_json,
               const std::string& output_dir);
   void SetProgress(mambaquant::v1::Stage stage, double fraction, const std::string& message);
+  // Records the duration of stage_ (if any) and starts the next one now.
+  void EndStageLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReporterLoop();
   bool stopped() const { return stop_.load() != static_cast<int>(StopReason::kNone); }
 
@@ -71,6 +73,7 @@ class JobRunner {
   std::string message_ ABSL_GUARDED_BY(mu_);
   bool dirty_ ABSL_GUARDED_BY(mu_) = false;
   bool stage_changed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time stage_start_ ABSL_GUARDED_BY(mu_);  // when stage_ began (for the stage duration metric)
   bool reporter_exit_ ABSL_GUARDED_BY(mu_) = false;
   std::thread reporter_;
 };

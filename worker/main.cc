@@ -28,6 +28,8 @@
 #include "model_host.h"
 #include "quantize_executor.h"
 #include "serving_collector.h"
+#include "device_memory_collector.h"
+#include "process_collector.h"
 #include "shutdown_signal.h"
 #include "worker_agent.h"
 #include "worker_metrics.h"
@@ -245,6 +247,10 @@ int main(int argc, char** argv) {
   metrics.SetDevice(backend, device.name);
   auto serving_collector = std::make_shared<mq::worker::ServingCollector>(&host);
   if (exposer != nullptr) exposer->RegisterCollectable(serving_collector);
+  auto process_collector = std::make_shared<mq::ProcessCollector>();
+  if (exposer != nullptr) exposer->RegisterCollectable(process_collector);
+  auto gpu_memory_collector = std::make_shared<mq::worker::DeviceMemoryCollector>(plugin, gpu.total_bytes);
+  if (exposer != nullptr && plugin != nullptr) exposer->RegisterCollectable(gpu_memory_collector);
   mambaquant::v1::WorkerCapacity capacity;
   capacity.set_device(backend);
   capacity.set_device_name(device.name);

@@ -51,6 +51,8 @@ absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest
   o.calib_text_path = request.calib_path;
   o.num_samples = spec.num_samples();
   o.seq_len = spec.seq_len();
+  // The calibration takes exactly num_samples windows of seq_len tokens or fails (text too short).
+  const int64_t calibration_tokens = int64_t{spec.num_samples()} * spec.seq_len();
   o.seed = spec.seed();
   o.eval_text_path = request.eval_path;
   o.eval_window = spec.eval_window();
@@ -84,14 +86,14 @@ absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest
     return progress(ExecutionProgress{ToProtoStage(p.stage), p.fraction, p.message});
   }, accel.get());
   if (!result.ok()) return ToAbsl(result.status());
-  if (!fell_back) return ExecutionResult{result->report_json};
+  if (!fell_back) return ExecutionResult{result->report_json, calibration_tokens};
   // The reason goes into the report too, the copy inside the export included.
   auto report = nlohmann::json::parse(result->report_json, nullptr, false);
-  if (report.is_discarded() || !report.is_object()) return ExecutionResult{result->report_json};
+  if (report.is_discarded() || !report.is_object()) return ExecutionResult{result->report_json, calibration_tokens};
   report["device_note"] = "GPU not used: " + why_not_gpu;
   std::ofstream((std::filesystem::path(result->output_dir) / "quant_report.json").string(), std::ios::trunc)
       << report.dump(2) << "\n";
-  return ExecutionResult{report.dump()};
+  return ExecutionResult{report.dump(), calibration_tokens};
 }
 
 }  // namespace mq::worker

@@ -17,6 +17,17 @@ WorkerMetrics::WorkerMetrics() : registry_(std::make_shared<prometheus::Registry
                        .Help("Sequences per decode step, by model").Register(*registry_);
   decode_seconds_ = &prometheus::BuildHistogram().Name("mq_worker_serving_decode_step_seconds")
                          .Help("Duration of one decode step (forward of the batch), by model").Register(*registry_);
+  stage_seconds_ = &prometheus::BuildHistogram().Name("mq_worker_job_stage_duration_seconds")
+                        .Help("Wall time of one job stage, by stage").Register(*registry_);
+  calibration_tokens_ = &prometheus::BuildCounter().Name("mq_worker_calibration_tokens_total")
+                             .Help("Calibration tokens (windows x tokens per window) of succeeded jobs").Register(*registry_).Add({});
+}
+
+void WorkerMetrics::ObserveJobStage(const std::string& stage, double seconds) {
+  // Stages last from a cached fetch (milliseconds) to a large model's calibration (hours).
+  static const prometheus::Histogram::BucketBoundaries kSeconds = {0.01, 0.1, 0.5, 1, 5, 10, 30, 60,
+                                                                   300, 900, 1800, 3600, 7200, 14400};
+  stage_seconds_->Add({{"stage", stage}}, kSeconds).Observe(seconds);
 }
 
 void WorkerMetrics::SetDevice(const std::string& device, const std::string& device_name) {

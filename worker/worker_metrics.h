@@ -30,6 +30,11 @@ class WorkerMetrics {
   void SetDevice(const std::string& device, const std::string& device_name);
   // One decode step of a served model: its batch size and duration.
   void ObserveDecodeStep(const std::string& model, int64_t batch, double seconds);
+  // A job stage ended (the job moved to the next stage or ended): its wall time. stage: "fetch",
+  // "load", ... (mambaquant.v1.Stage without the prefix, lower case).
+  void ObserveJobStage(const std::string& stage, double seconds);
+  // A succeeded job's calibration tokens (ExecutionResult::calibration_tokens).
+  void AddCalibrationTokens(int64_t n) { calibration_tokens_->Increment(static_cast<double>(n)); }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -44,6 +49,8 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>* device_;
   prometheus::Family<prometheus::Histogram>* decode_batch_;
   prometheus::Family<prometheus::Histogram>* decode_seconds_;
+  prometheus::Family<prometheus::Histogram>* stage_seconds_;
+  prometheus::Counter* calibration_tokens_;
   uint64_t last_hits_ = 0, last_misses_ = 0, last_fetched_bytes_ = 0;  // guarded by being called from one thread
 };
 

@@ -13,6 +13,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="$(cd "${1:-$REPO/build}" && pwd)"
 N_GENERATIONS=${N_GENERATIONS:-5}
 NEW_TOKENS=7
+SAMPLES=4 SEQ_LEN=32  # the job's calibration windows
 PROMETHEUS=$(command -v prometheus || true)
 if [[ -z "$PROMETHEUS" ]]; then
   echo "SKIPPED: no prometheus binary (Debian package prometheus, listed in deploy/debian-packages.txt)"
@@ -99,6 +100,13 @@ COUNTERS=(
   'mq_serving_generation_tokens_total'
   'mq_serving_time_to_first_token_seconds_count'
   'mq_serving_e2e_request_latency_seconds_count'
+  'mq_registry_artifacts{kind="model"}'
+  'mq_registry_artifacts{kind="dataset"}'
+  'mq_registry_stored_bytes'
+  'mq_worker_calibration_tokens_total'
+  'mq_worker_job_stage_duration_seconds_count{stage="fetch"}'
+  'mq_worker_job_stage_duration_seconds_count{stage="load"}'
+  'mq_worker_job_stage_duration_seconds_count{stage="upload"}'
 )
 declare -A BEFORE
 sleep 1.5
@@ -111,7 +119,7 @@ for c in "${COUNTERS[@]}"; do BEFORE[$c]=$(query "$c"); done
 UPLOADED=$(( $(find "$REPO/models/mamba-tiny" -type f -printf '%s+')0 + $(stat -c %s "$REPO/models/text/calib.txt") ))
 CLIENT_UPLOADED=$UPLOADED
 "${CTL[@]}" --timeout 300 jobs submit --model mamba-tiny --preset rtn --bits w8a8 --calib calib \
-  --samples 4 --seq-len 32 --output-name tiny-rtn --wait >>"$TMP/ctl.log" 2>&1 || fail "the job did not succeed"
+  --samples $SAMPLES --seq-len $SEQ_LEN --output-name tiny-rtn --wait >>"$TMP/ctl.log" 2>&1 || fail "the job did not succeed"
 # The worker uploaded the result's files that the store did not already hold (same SHA-256).
 "${CTL[@]}" models download tiny-rtn --out "$TMP/result" >>"$TMP/ctl.log" 2>&1 || fail "result download"
 known=$( (find "$REPO/models/mamba-tiny" -type f -print0; printf '%s\0' "$REPO/models/text/calib.txt") |
@@ -142,6 +150,16 @@ declare -A EXPECT=(
   ['mq_serving_generation_tokens_total']=$((N_GENERATIONS * NEW_TOKENS))
   ['mq_serving_time_to_first_token_seconds_count']=$N_GENERATIONS
   ['mq_serving_e2e_request_latency_seconds_count']=$N_GENERATIONS
+  # The uploaded model and the job's result; the calibration text.
+  ['mq_registry_artifacts{kind="model"}']=2
+  ['mq_registry_artifacts{kind="dataset"}']=1
+  # Every byte received went into a new blob (files already stored are not sent).
+  ['mq_registry_stored_bytes']=$UPLOADED
+  ['mq_worker_calibration_tokens_total']=$((SAMPLES * SEQ_LEN))
+  # One job: each of its stages ended once (fetch and upload are the worker's, load the engine's).
+  ['mq_worker_job_stage_duration_seconds_count{stage="fetch"}']=1
+  ['mq_worker_job_stage_duration_seconds_count{stage="load"}']=1
+  ['mq_worker_job_stage_duration_seconds_count{stage="upload"}']=1
 )
 # Prometheus sees the final values within a few scrapes; wait for them, then require exactness.
 deadline=$((SECONDS + 30))
@@ -161,6 +179,20 @@ for c in "${COUNTERS[@]}"; do echo "ok  $c moved by ${EXPECT[$c]}"; done
 [[ "$(query 'mq_workers{backend="cpu"}')" == 1 ]] || fail "mq_workers{backend=cpu} is not 1"
 [[ "$(query 'mq_queue_depth')" == 0 ]] || fail "mq_queue_depth is not 0 after the job"
 [[ "$(query 'mq_worker_device_info{device="cpu"}')" == 1 ]] || fail "mq_worker_device_info{device=cpu} is not 1"
+# The stages' durations add up to no more than the job's wall time (they are its parts).
+stages=$(query 'mq_worker_job_stage_duration_seconds_sum')
+job_seconds=$(query 'mq_worker_job_seconds_total')
+node -e "process.exit($stages > 0 && $stages <= $job_seconds + 0.001 ? 0 : 1)" ||
+  fail "job stages took $stages s in all, the job $job_seconds s"
+echo "ok  job stages $stages s of the job's $job_seconds s"
+# Resident memory: what ps reads for each process, within a factor 2 (it moves between reads).
+for comp in server:${PIDS[0]} worker:${PIDS[1]}; do
+  rss=$(query "process_resident_memory_bytes{component=\"${comp%%:*}\"}")
+  ps_rss=$(( $(ps -o rss= -p "${comp#*:}") * 1024 ))
+  node -e "process.exit($rss > $ps_rss / 2 && $rss < $ps_rss * 2 ? 0 : 1)" ||
+    fail "process_resident_memory_bytes of the ${comp%%:*} is $rss, ps says $ps_rss"
+  echo "ok  process_resident_memory_bytes{component=${comp%%:*}} $rss (ps: $ps_rss)"
+done
 
 # docs/observability.md lists exactly the families exported (server and worker together).
 curl -sf "http://127.0.0.1:$P_METRICS/metrics" >"$TMP/server.metrics"
@@ -169,10 +201,26 @@ promtool check metrics <"$TMP/server.metrics" || fail "promtool check metrics: s
 promtool check metrics <"$TMP/worker.metrics" || fail "promtool check metrics: worker"
 live=$(cat "$TMP/server.metrics" "$TMP/worker.metrics" | sed -n 's/^# TYPE \(mq_[a-z0-9_]*\) .*/\1/p' | sort -u)
 documented=$(sed -n 's/^| *`\(mq_[a-z0-9_]*\)` *|.*/\1/p' "$REPO/docs/observability.md" | sort -u)
-if [[ "$live" != "$documented" ]]; then
-  echo "exported but not in docs/observability.md:" $(comm -23 <(echo "$live") <(echo "$documented")) >&2
-  echo "in docs/observability.md but not exported:" $(comm -13 <(echo "$live") <(echo "$documented")) >&2
+# This worker is a cpu one: the families documented for cuda workers only are not exported.
+cuda_only=$(sed -n 's/^| *`\(mq_[a-z0-9_]*\)` *|.*cuda workers only.*/\1/p' "$REPO/docs/observability.md" | sort -u)
+expected=$(comm -23 <(echo "$documented") <(echo "$cuda_only"))
+if [[ "$live" != "$expected" ]]; then
+  echo "exported but not in docs/observability.md:" $(comm -23 <(echo "$live") <(echo "$expected")) >&2
+  echo "in docs/observability.md but not exported:" $(comm -13 <(echo "$live") <(echo "$expected")) >&2
   fail "docs/observability.md does not match /metrics"
 fi
-echo "docs/observability.md lists the $(wc -l <<<"$live") exported families"
+echo "docs/observability.md lists the $(wc -l <<<"$live") exported families (and $(wc -w <<<"$cuda_only") of cuda workers only)"
+
+# A worker killed without deregistering: its lease (5 s) runs out without a heartbeat.
+expired_before=$(query 'mq_worker_leases_expired_total')
+kill -KILL "${PIDS[1]}"; wait "${PIDS[1]}" 2>/dev/null || true
+for _ in $(seq 1 60); do
+  [[ "$(query 'mq_worker_leases_expired_total')" == $((expired_before + 1)) &&
+     "$(query 'mq_workers{backend="cpu"}')" == 0 ]] && break
+  sleep 0.5
+done
+[[ "$(query 'mq_worker_leases_expired_total')" == $((expired_before + 1)) ]] ||
+  fail "mq_worker_leases_expired_total did not move by 1 after the worker was killed"
+[[ "$(query 'mq_workers{backend="cpu"}')" == 0 ]] || fail "mq_workers{backend=cpu} is not 0 after the lease expired"
+echo "ok  mq_worker_leases_expired_total moved by 1 (worker killed)"
 echo "PASS"
