@@ -21,7 +21,8 @@ SKIP = 77
 MODEL_DIR = os.path.join(repo_dir(), "models", "mamba-tiny")
 CALIB = os.path.join(repo_dir(), "models", "text", "calib.txt")
 # A job long enough on the CPU worker (several seconds) to be killed while it runs.
-LONG_JOB = ["--preset", "mambaquant", "--bits", "w8a8", "--samples", "32", "--seq-len", "512"]
+LONG_JOB = ["--preset", "mambaquant", "--bits", "w8a8", "--samples", "64", "--seq-len", "512"]
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 QUICK_JOB = ["--preset", "rtn", "--bits", "w8a8", "--samples", "4", "--seq-len", "64"]
 
 
@@ -67,8 +68,9 @@ def worker_kill_mid_job(c):
     seed(c)
     job = submit(c, "out-a")
     # Killed while it computes (past fetching its inputs).
-    j = c.wait_job(job, lambda j: state(j) == "RUNNING" and j.get("stage") not in (None, "STAGE_FETCH"), 60,
-                   "the job to compute on w1")
+    j = c.wait_job(job, lambda j: state(j) in TERMINAL or (state(j) == "RUNNING" and j.get("stage") not in (None, "STAGE_FETCH")),
+                   60, "the job to compute on w1")
+    check(state(j) == "RUNNING", f"the job ended {state(j)} before it could be killed")
     first_worker = j["worker_id"]
     c.sigkill(c.workers["w1"])
     killed_at = time.time()
@@ -172,7 +174,8 @@ def server_kill_mid_job(c):
     done = submit(c, "out-a", QUICK_JOB)
     c.wait_job(done, lambda j: state(j) == "SUCCEEDED", 60, "a first job to succeed")
     job = submit(c, "out-b")
-    c.wait_job(job, lambda j: state(j) == "RUNNING", 60, "the job to run")
+    j = c.wait_job(job, lambda j: state(j) in ("RUNNING",) + TERMINAL, 60, "the job to run")
+    check(state(j) == "RUNNING", f"the job ended {state(j)} before the server could be killed")
     before = c.inventory()
     c.kill_server()
     log(f"server killed while {job} ran")
