@@ -54,6 +54,11 @@ absl::Status NormalizeQuantSpec(mambaquant::v1::QuantSpec* spec) {
   if (s.ok() && spec->has_act_percentile() && !(spec->act_percentile() > 0.0 && spec->act_percentile() <= 100.0)) {
     s = absl::InvalidArgumentError(absl::StrCat("spec.act_percentile must be in (0, 100]; got ", spec->act_percentile()));
   }
+  if (s.ok() && spec->has_tolerable_loss_percent() &&
+      !(spec->tolerable_loss_percent() > 0.0 && spec->tolerable_loss_percent() <= 100.0)) {
+    s = absl::InvalidArgumentError(
+        absl::StrCat("spec.tolerable_loss_percent must be in (0, 100]; got ", spec->tolerable_loss_percent()));
+  }
   if (spec->num_samples() == 0) spec->set_num_samples(128);
   if (spec->seq_len() == 0) spec->set_seq_len(256);
   if (spec->eval_window() == 0) spec->set_eval_window(256);

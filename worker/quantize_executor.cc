@@ -63,6 +63,7 @@ absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest
   if (spec.has_smooth_s4()) o.smooth_s4 = spec.smooth_s4();
   if (spec.has_act_percentile()) o.act_percentile = spec.act_percentile();
   if (spec.has_quantize_lm_head()) o.quantize_lm_head = spec.quantize_lm_head();
+  if (spec.has_tolerable_loss_percent()) o.tolerable_loss_percent = spec.tolerable_loss_percent();
   if (!spec.r1_covariance().empty()) o.r1_cov_all_layers = spec.r1_covariance() != "layer0";
   if (!spec.weight_clip().empty()) o.weight_clip = spec.weight_clip();
   if (!spec.state_granularity().empty()) o.state_granularity = spec.state_granularity();

@@ -1,5 +1,6 @@
 // mq-server, mq-worker and mqctl as processes on loopback: a real quantization job end to end,
 // durability across server and worker deaths, statuses for bad input, authentication.
+#include <cmath>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -89,6 +90,37 @@ TEST(ServiceIntegration, QuantizedModelFromServiceEqualsLocalEngineOutput) {
   auto model = nlohmann::json::parse(out);
   EXPECT_EQ(model["quantization"]["source_model"], "mamba-tiny:1");
   EXPECT_TRUE(nlohmann::json::parse(model["quantization"]["report_json"].get<std::string>()).is_object());
+}
+
+// Accuracy-driven mode as a job option: the worker tunes on held-out calibration text, the
+// report says what it tried, and the kept configuration is within the budget by the report's own
+// held-out measurement (or says it was not met).
+TEST(ServiceIntegration, TolerableLossJobReportsItsTrialsAndKeepsOneWithinBudget) {
+  Cluster c;
+  c.StartServer();
+  c.StartWorker();
+  c.UploadBundled();
+  std::string out;
+  ASSERT_EQ(c.Mqctl({"jobs", "submit", "--model", "mamba-tiny", "--bits", "w8a8", "--calib", "calib", "--samples", "16",
+                     "--seq-len", "128", "--tolerable-loss", "1", "--wait", "--json"},
+                    &out),
+            0)
+      << out;
+  auto job = nlohmann::json::parse(out);
+  ASSERT_EQ(job["state"], "JOB_STATE_SUCCEEDED") << out;
+  ASSERT_EQ(c.Mqctl({"models", "get", job["result_model"].get<std::string>(), "--json"}, &out), 0) << out;
+  auto report = nlohmann::json::parse(nlohmann::json::parse(out)["quantization"]["report_json"].get<std::string>());
+  ASSERT_TRUE(report["tuning"].is_object()) << report.dump();
+  const auto& t = report["tuning"];
+  EXPECT_EQ(t["tolerable_loss_percent"].get<double>(), 1.0);
+  ASSERT_FALSE(t["trials"].empty());
+  EXPECT_TRUE(t["met"].get<bool>()) << t.dump();  // W8A8 on mamba-tiny is well within 1 %
+  const auto& last = t["trials"].back();
+  EXPECT_EQ(t["chosen"], last["name"]);
+  EXPECT_LE(last["loss_percent"].get<double>(), 1.0);
+  EXPECT_EQ(report["preset"], last["preset"]);
+  // Out of range is refused before any worker sees it (the code: BadSpecValuesAreInvalidArgument).
+  EXPECT_NE(c.Mqctl({"jobs", "submit", "--model", "mamba-tiny", "--calib", "calib", "--tolerable-loss", "0"}, &out), 0);
 }
 
 TEST(ServiceIntegration, ServerKilledWithQueuedAndRunningJobsLosesNothing) {
@@ -385,7 +417,10 @@ TEST_F(BadInputTest, BadSpecValuesAreInvalidArgument) {
            [](QuantSpec* s) { s->set_output_name("x/y"); }, [](QuantSpec* s) { s->set_backend("tpu"); },
            [](QuantSpec* s) { s->set_act_percentile(0.0); }, [](QuantSpec* s) { s->set_act_percentile(101.0); },
            [](QuantSpec* s) { s->set_r1_covariance("layer7"); }, [](QuantSpec* s) { s->set_weight_clip("gptq"); },
-           [](QuantSpec* s) { s->set_state_granularity("per_channel"); }}) {
+           [](QuantSpec* s) { s->set_state_granularity("per_channel"); },
+           [](QuantSpec* s) { s->set_tolerable_loss_percent(0.0); },
+           [](QuantSpec* s) { s->set_tolerable_loss_percent(100.5); },
+           [](QuantSpec* s) { s->set_tolerable_loss_percent(std::nan("")); }}) {
     grpc::ClientContext ctx;
     SubmitJobRequest req;
     req.mutable_spec()->set_model("mamba-tiny");
