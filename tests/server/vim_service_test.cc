@@ -4,6 +4,7 @@
 // float model's served logits equal the engine's own (VimModel in this process), the quantized
 // model's served accuracy equals what its job report claims, and bad calls get the right codes.
 #include <gtest/gtest.h>
+#include <thread>
 
 #include <cmath>
 #include <cstdio>
@@ -97,6 +98,19 @@ class VimServiceTest : public ::testing::Test {
     ASSERT_EQ(cluster_->Mqctl({"models", "upload", ModelDir(), "--name", "vim-digits"}), 0) << cluster_->ServerLog();
     ASSERT_EQ(cluster_->Mqctl({"datasets", "upload", cluster_->dir().Sub("calib.safetensors"), "--name", "vim-calib"}), 0);
     ASSERT_EQ(cluster_->Mqctl({"datasets", "upload", cluster_->dir().Sub("eval.safetensors"), "--name", "vim-eval"}), 0);
+    // Wait until the worker's inference stream is attached (it registers for jobs first; until the
+    // stream is up the server answers UNAVAILABLE "no inference worker is connected").
+    auto stub = InferenceService::NewStub(Channel(cluster_->address()));
+    grpc::Status s;
+    for (int i = 0; i < 150; ++i) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      ClassifyResponse resp;
+      s = stub->Classify(&ctx, Request("vim-digits", *test_, 0, 1, *config_), &resp);
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    ASSERT_TRUE(s.ok()) << s.error_message();
   }
   static void TearDownTestSuite() {
     delete cluster_;
