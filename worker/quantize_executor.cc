@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine_stage.h"
 #include "log.h"
 #include "quant/cpu_quant_accelerator.h"
 #include "quant/quant_accelerator.h"
@@ -15,18 +16,6 @@
 
 namespace mq::worker {
 namespace {
-
-mambaquant::v1::Stage ToProtoStage(quant::Stage stage) {
-  switch (stage) {
-    case quant::Stage::kLoad: return mambaquant::v1::STAGE_LOAD;
-    case quant::Stage::kCalibrate: return mambaquant::v1::STAGE_CALIBRATE;
-    case quant::Stage::kTransform: return mambaquant::v1::STAGE_TRANSFORM;
-    case quant::Stage::kQuantize: return mambaquant::v1::STAGE_QUANTIZE;
-    case quant::Stage::kEvaluate: return mambaquant::v1::STAGE_EVALUATE;
-    case quant::Stage::kExport: return mambaquant::v1::STAGE_EXPORT;
-  }
-  return mambaquant::v1::STAGE_UNSPECIFIED;
-}
 
 // mq::Status codes equal absl's numerically (both mirror gRPC's).
 absl::Status ToAbsl(const Status& s) {

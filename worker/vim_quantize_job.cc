@@ -2,25 +2,11 @@
 
 #include <filesystem>
 
+#include "engine_stage.h"
 #include "vim/vim_config.h"
 #include "vim/vim_quantizer.h"
 
 namespace mq::worker {
-namespace {
-
-mambaquant::v1::Stage ToProtoStage(quant::Stage stage) {
-  switch (stage) {
-    case quant::Stage::kLoad: return mambaquant::v1::STAGE_LOAD;
-    case quant::Stage::kCalibrate: return mambaquant::v1::STAGE_CALIBRATE;
-    case quant::Stage::kTransform: return mambaquant::v1::STAGE_TRANSFORM;
-    case quant::Stage::kQuantize: return mambaquant::v1::STAGE_QUANTIZE;
-    case quant::Stage::kEvaluate: return mambaquant::v1::STAGE_EVALUATE;
-    case quant::Stage::kExport: return mambaquant::v1::STAGE_EXPORT;
-  }
-  return mambaquant::v1::STAGE_UNSPECIFIED;
-}
-
-}  // namespace
 
 bool IsVimJob(const ExecutionRequest& request) {
   return IsVimConfigFile((std::filesystem::path(request.model_dir) / "config.json").string());
