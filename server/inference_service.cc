@@ -199,15 +199,38 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
   grpc::Status final_;
 };
 
-// Score: one answer, then the unary call finishes.
-class ScoreReactor final : public grpc::ServerUnaryReactor {
+// The unary calls (Score, Classify) differ only in their messages, the InferenceCall/Event field
+// that carries them, and their names: one reactor serves both through a traits type.
+struct ScoreCall {
+  using Request = ScoreRequest;
+  using Response = ScoreResponse;
+  static constexpr char kName[] = "score";
+  static constexpr char kOutcome[] = "scored";
+  static void Put(const Request& req, InferenceCall* call) { *call->mutable_score() = req; }
+  static bool Has(const InferenceEvent& e) { return e.has_score(); }
+  static const Response& Get(const InferenceEvent& e) { return e.score(); }
+};
+// Classify: the worker's queue is per model; a call waiting in it is dropped when the client cancels.
+struct ClassifyCall {
+  using Request = ClassifyRequest;
+  using Response = ClassifyResponse;
+  static constexpr char kName[] = "classify";
+  static constexpr char kOutcome[] = "classified";
+  static void Put(const Request& req, InferenceCall* call) { *call->mutable_classify() = req; }
+  static bool Has(const InferenceEvent& e) { return e.has_classify(); }
+  static const Response& Get(const InferenceEvent& e) { return e.classify(); }
+};
+
+// One answer, then the unary call finishes.
+template <typename Kind>
+class UnaryCallReactor final : public grpc::ServerUnaryReactor {
  public:
-  ScoreReactor(ServiceDeps deps, const ScoreRequest& req, ScoreResponse* resp)
+  UnaryCallReactor(ServiceDeps deps, const typename Kind::Request& req, typename Kind::Response* resp)
       : deps_(deps), requested_model_(req.model()), resp_(resp) {
-    relay_ = std::make_shared<Relay<ScoreReactor>>(this);
+    relay_ = std::make_shared<Relay<UnaryCallReactor>>(this);
     InferenceCall call;
     call.set_model(req.model());
-    *call.mutable_score() = req;
+    Kind::Put(req, &call);
     auto id = deps_.router->Start(std::move(call), relay_);
     std::lock_guard<std::mutex> l(mu_);
     if (!id.ok()) {
@@ -215,21 +238,21 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
       return;
     }
     call_id_ = *id;
-    if (ended_early_) LogCallEnd(kCall, call_id_, requested_model_, *ended_early_, start_);
+    if (ended_early_) LogCallEnd(Kind::kName, call_id_, requested_model_, *ended_early_, start_);
     if (cancelled_) deps_.router->Cancel(call_id_);
   }
   void Push(const InferenceEvent& event) {
     std::lock_guard<std::mutex> l(mu_);
-    if (!finished_ && event.has_score()) *resp_ = event.score();
+    if (!finished_ && Kind::Has(event)) *resp_ = Kind::Get(event);
   }
   void Complete(const absl::Status& status) {
     std::lock_guard<std::mutex> l(mu_);
     if (deps_.metrics != nullptr && !resp_->model().empty() && !finished_) {
       deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
-      deps_.metrics->RequestFinished(resp_->model(), status.ok() ? "scored" : absl::StatusCodeToString(status.code()));
+      deps_.metrics->RequestFinished(resp_->model(), status.ok() ? Kind::kOutcome : absl::StatusCodeToString(status.code()));
     }
     if (!finished_ && call_id_.empty()) ended_early_ = status;  // the constructor logs it with the id
-    else if (!finished_) LogCallEnd(kCall, call_id_, requested_model_, status, start_);
+    else if (!finished_) LogCallEnd(Kind::kName, call_id_, requested_model_, status, start_);
     FinishOnce(ToGrpcStatus(status));
   }
   // Client cancellation or deadline: the worker drops the call too.
@@ -254,80 +277,11 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
     finished_ = true;
     Finish(s);
   }
-  static constexpr char kCall[] = "score";
   ServiceDeps deps_;
   const std::string requested_model_;
   std::optional<absl::Status> ended_early_;  // the call ended before Start returned its id
-  ScoreResponse* resp_;
-  std::shared_ptr<Relay<ScoreReactor>> relay_;
-  const Clock::time_point start_ = Clock::now();
-  std::mutex mu_;  // guards the fields below and *resp_
-  std::string call_id_;
-  bool cancelled_ = false;
-  bool finished_ = false;
-};
-
-// Classify: one answer, then the unary call finishes. The worker's queue is per model; a call
-// waiting in it is dropped when the client cancels.
-class ClassifyReactor final : public grpc::ServerUnaryReactor {
- public:
-  ClassifyReactor(ServiceDeps deps, const ClassifyRequest& req, ClassifyResponse* resp)
-      : deps_(deps), requested_model_(req.model()), resp_(resp) {
-    relay_ = std::make_shared<Relay<ClassifyReactor>>(this);
-    InferenceCall call;
-    call.set_model(req.model());
-    *call.mutable_classify() = req;
-    auto id = deps_.router->Start(std::move(call), relay_);
-    std::lock_guard<std::mutex> l(mu_);
-    if (!id.ok()) {
-      FinishOnce(ToGrpcStatus(id.status()));
-      return;
-    }
-    call_id_ = *id;
-    if (ended_early_) LogCallEnd(kCall, call_id_, requested_model_, *ended_early_, start_);
-    if (cancelled_) deps_.router->Cancel(call_id_);
-  }
-  void Push(const InferenceEvent& event) {
-    std::lock_guard<std::mutex> l(mu_);
-    if (!finished_ && event.has_classify()) *resp_ = event.classify();
-  }
-  void Complete(const absl::Status& status) {
-    std::lock_guard<std::mutex> l(mu_);
-    if (deps_.metrics != nullptr && !resp_->model().empty() && !finished_) {
-      deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
-      deps_.metrics->RequestFinished(resp_->model(), status.ok() ? "classified" : absl::StatusCodeToString(status.code()));
-    }
-    if (!finished_ && call_id_.empty()) ended_early_ = status;  // the constructor logs it with the id
-    else if (!finished_) LogCallEnd(kCall, call_id_, requested_model_, status, start_);
-    FinishOnce(ToGrpcStatus(status));
-  }
-  void OnCancel() override {
-    std::string cancel;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      cancelled_ = true;
-      cancel = call_id_;
-      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
-    }
-    if (!cancel.empty()) deps_.router->Cancel(cancel);
-  }
-  void OnDone() override {
-    relay_->Detach();
-    delete this;
-  }
-
- private:
-  void FinishOnce(const grpc::Status& s) {
-    if (finished_) return;
-    finished_ = true;
-    Finish(s);
-  }
-  static constexpr char kCall[] = "classify";
-  ServiceDeps deps_;
-  const std::string requested_model_;
-  std::optional<absl::Status> ended_early_;  // the call ended before Start returned its id
-  ClassifyResponse* resp_;
-  std::shared_ptr<Relay<ClassifyReactor>> relay_;
+  typename Kind::Response* resp_;
+  std::shared_ptr<Relay<UnaryCallReactor>> relay_;
   const Clock::time_point start_ = Clock::now();
   std::mutex mu_;  // guards the fields below and *resp_
   std::string call_id_;
@@ -346,12 +300,12 @@ grpc::ServerWriteReactor<GenerateResponse>* InferenceServiceImpl::Generate(grpc:
 grpc::ServerUnaryReactor* InferenceServiceImpl::Score(grpc::CallbackServerContext* ctx, const ScoreRequest* req,
                                                       ScoreResponse* resp) {
   absl::Status s;
-  return new ScoreReactor(deps_, *req, resp);
+  return new UnaryCallReactor<ScoreCall>(deps_, *req, resp);
 }
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::Classify(grpc::CallbackServerContext* ctx, const ClassifyRequest* req,
                                                          ClassifyResponse* resp) {
-  return new ClassifyReactor(deps_, *req, resp);
+  return new UnaryCallReactor<ClassifyCall>(deps_, *req, resp);
 }
 
 }  // namespace mq::server
