@@ -718,12 +718,10 @@ bool CudaMambaModel::UseLayerKernels(int64_t B) const {
 
 int64_t CudaMambaModel::LayerKernelsMaxBatch() const {
   if (options_.layer_kernels_max_batch > 0) return options_.layer_kernels_max_batch;
-  // W4A8: the layer kernels' packed-weight path (decode_kernels.cu) is opt-in
-  // (SetDecodePath(..., layer_kernels_max_batch)) until a GPU run has checked it against the
-  // per-stage path (cuda_int4_gpu_test) and measured its crossover (mq-bench --modes w4a8
-  // --compare-paths): by default W4A8 decodes per stage, the path the GPU tests have verified
-  // bit-identical to INT8 on the same weights.
-  return int4_ ? 0 : int8_ ? 4 : 2;
+  // Crossovers measured on the H100 (docs/benchmarks.md): INT8 4, FP16 2. W4A8's packed layer
+  // kernels (checked against the per-stage path by cuda_int4_gpu_test) take 2.55 ms a 2.8b step at
+  // batch 1 against 3.69 per stage, and 8.49 against 6.63 at batch 8: the same crossover as INT8.
+  return int8_ ? 4 : 2;
 }
 
 // The logits half of a decode step (EnqueueDecodeStep adds the token selection); serving calls it
