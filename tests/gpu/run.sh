@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Build, test and benchmark the CUDA backend on the GPU machine, in one call:
-#   tests/gpu/run.sh [stages]     stages: any of build,test,quant,bench,profile,service,hf,vim (default: build,test,quant,bench,hf)
+#   tests/gpu/run.sh [stages]     stages: any of build,test,quant,bench,peers,profile,service,hf,vim
+#                                 (default: build,test,quant,bench,peers,hf)
+#   `peers`: mamba_ssm's FP16 CUDA-graph generation loop (bench/mamba_ssm_baseline.py) on
+#   PEER_SHAPES (default 130m,1.4b,2.8b) at batch 1, 8, 64, 256; needs the state-spaces/mamba
+#   source in third_party_local/peers/state-spaces-mamba (a copy of ../shared/peers).
 #   `vim`: the CUDA Vim classifier's images/s table (with its tests when `test` is not selected;
 #   build,vim runs only the Vim part).
 #   `service` needs no build: it runs the service built on the development machine
@@ -15,7 +19,7 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-STAGES="${1:-build,test,quant,bench,hf}"
+STAGES="${1:-build,test,quant,bench,peers,hf}"
 # Everything is written to LOG; $OUT (the device tool's return folder, at most 8 files) gets the
 # table, the JSON, the GPU test log and a tarball of all logs at the end.
 RET="${OUT:-}"
@@ -159,18 +163,29 @@ if has bench; then
   t1=$SECONDS
   models=(--model "$FIX/mamba-small")
   [ -d "$QDIR" ] && models+=(--model "$QDIR")
-  MQ_STAGE_TIMING=1 timeout 420 "$BIN/bench/mq-bench" --shapes "${BENCH_SHAPES:-130m,370m,790m,1.4b,2.8b}" "${models[@]}" --compare-paths --decode-batches 1,2,4,8,64 \
+  MQ_STAGE_TIMING=1 timeout 420 "$BIN/bench/mq-bench" --shapes "${BENCH_SHAPES:-130m,370m,790m,1.4b,2.8b}" "${models[@]}" --compare-paths --decode-batches 1,2,4,8,64,256 \
     --json "$OUT/mq_bench.json" > "$OUT/mq_bench.log" 2>&1
   rc=$?
   cat "$OUT/mq_bench.log"
   [ $rc -eq 0 ] && note "mq-bench: ok ($((SECONDS - t1)) s)" || note "mq-bench: FAILED rc=$rc"
   # W4A8 next to INT8 (decode time, weight bytes, roofline; its GEMV/unpack choices).
   t1=$SECONDS
-  timeout 300 "$BIN/bench/mq-bench" --shapes "${W4_BENCH_SHAPES:-130m,2.8b}" --modes int8,w4a8 --compare-paths \
-    --decode-batches 1,2,4,8,64 --json "$OUT/mq_bench_w4a8.json" > "$OUT/mq_bench_w4a8.log" 2>&1
+  timeout 300 "$BIN/bench/mq-bench" --shapes "${W4_BENCH_SHAPES:-130m,1.4b,2.8b}" --modes w4a8 --compare-paths \
+    --decode-batches 1,2,4,8,64,256 --prefill 8x2048 --json "$OUT/mq_bench_w4a8.json" > "$OUT/mq_bench_w4a8.log" 2>&1
   rc=$?
   cat "$OUT/mq_bench_w4a8.log"
   [ $rc -eq 0 ] && note "mq-bench w4a8: ok ($((SECONDS - t1)) s)" || note "mq-bench w4a8: FAILED rc=$rc"
+fi
+
+if has peers; then
+  # The strong peer in the same run: mamba_ssm FP16 + CUDA graphs + its Triton step kernel.
+  t1=$SECONDS
+  PYTHONPATH="$ROOT/third_party_local/peers/state-spaces-mamba${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 timeout 300 \
+    python3 bench/mamba_ssm_baseline.py --shapes "${PEER_SHAPES:-130m,1.4b,2.8b}" --batches 1,8,64,256 \
+    --json "$OUT/mamba_ssm.json" > "$OUT/mamba_ssm.log" 2>&1
+  rc=$?
+  cat "$OUT/mamba_ssm.log" | tail -20
+  [ $rc -eq 0 ] && note "mamba_ssm baseline: ok ($((SECONDS - t1)) s)" || note "mamba_ssm baseline: FAILED rc=$rc"
 fi
 
 if has profile; then
@@ -219,9 +234,10 @@ echo
 echo "================ summary ($((SECONDS - t0)) s) ================"
 printf '%s\n' "${summary[@]}"
 if [ -f "$OUT/mq_bench.json" ]; then
-  python3 bench/report.py "$OUT/mq_bench.json" "$OUT/hf_baseline.json" --md "$OUT/bench_table.md"
+  python3 bench/report.py "$OUT/mq_bench.json" "$OUT/mq_bench_w4a8.json" "$OUT/hf_baseline.json" "$OUT/mamba_ssm.json" \
+    --md "$OUT/bench_table.md"
 fi
 if [ -n "$RET" ] && [ "$RET" != "$OUT" ]; then
-  for f in bench_table.md mq_bench.json hf_baseline.json vim_bench.json gpu_test.log quant_gpu_test.log quant_2.8b_linear.log quant_2.8b_full.log service_summary.txt; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RET/"; done
+  for f in bench_table.md mq_bench.json mq_bench_w4a8.json mamba_ssm.json hf_baseline.json vim_bench.json gpu_test.log quant_gpu_test.log quant_2.8b_linear.log quant_2.8b_full.log service_summary.txt; do [ -f "$OUT/$f" ] && cp "$OUT/$f" "$RET/"; done
   tar -C "$OUT" -czf "$RET/logs.tar.gz" .
 fi
