@@ -3,6 +3,7 @@
 //
 //   mq-bench [--shapes 130m,370m,790m,1.4b,2.8b] [--modes fp16,int8,w4a8] [--decode-batches 1,8,64]
 //            [--prefill 1x2048,8x2048] [--model DIR ...] [--json FILE] [--compare-paths]
+//            [--state-dtype fp32|fp16|bf16|int8]
 //
 // Prints one line per measurement and writes them as JSON lines (--json). Times are CUDA-event
 // medians after warm-up; decode steps replay a captured CUDA graph (embedding → layers → LM head
@@ -147,7 +148,9 @@ Status RunDecode(CudaMambaModel& m, const std::string& name, const std::string& 
 }
 
 Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions& o) {
-  const std::string mode = m.int4() ? "w4a8" : m.int8() ? "int8" : "fp16";
+  std::string mode = m.int4() ? "w4a8" : m.int8() ? "int8" : "fp16";
+  // A narrower state cache (--state-dtype) is its own row: e.g. "int8+state-int8".
+  if (m.options().state_dtype != StateDtype::kF32) mode += std::string("+state-") + StateDtypeName(m.options().state_dtype);
   for (const auto& [B, L] : o.prefill) BENCH_CHECK(RunPrefill(m, name, mode, B, L));
   for (int64_t B : o.decode_batches) BENCH_CHECK(RunDecode(m, name, mode, B));
   if (o.compare_paths) {
@@ -214,6 +217,7 @@ int Main(int argc, char** argv) {
   std::vector<std::string> modes = {"fp16", "int8"};  // w4a8 on request (--modes fp16,int8,w4a8)
   std::vector<std::string> model_dirs;
   BenchOptions o;
+  StateDtype state_dtype = StateDtype::kF32;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -221,6 +225,14 @@ int Main(int argc, char** argv) {
     else if (a == "--modes") modes = Split(next(), ',');
     else if (a == "--model") model_dirs.push_back(next());
     else if (a == "--compare-paths") o.compare_paths = true;
+    else if (a == "--state-dtype") {
+      auto d = ParseStateDtype(next());
+      if (!d.ok()) {
+        std::fprintf(stderr, "mq-bench: %s\n", d.status().ToString().c_str());
+        return 2;
+      }
+      state_dtype = *d;
+    }
     else if (a == "--json") g_json = std::fopen(next().c_str(), "w");
     else if (a == "--decode-batches") {
       o.decode_batches.clear();
@@ -233,7 +245,8 @@ int Main(int argc, char** argv) {
       }
     } else {
       std::fprintf(stderr, "usage: mq-bench [--shapes a,b] [--modes fp16,int8,w4a8] [--model DIR]... [--json FILE]\n"
-                           "                [--decode-batches 1,8,64] [--prefill 1x2048,8x2048] [--compare-paths]\n");
+                           "                [--decode-batches 1,8,64] [--prefill 1x2048,8x2048] [--compare-paths]\n"
+                           "                [--state-dtype fp32|fp16|bf16|int8]\n");
       return 2;
     }
   }
@@ -262,6 +275,7 @@ int Main(int argc, char** argv) {
   mo.max_batch = max_batch;
   mo.num_slots = max_batch;
   mo.max_logit_rows = max_batch;
+  mo.state_dtype = state_dtype;
   int failures = 0;
   for (const std::string& dir : model_dirs) {
     auto loaded = LoadModel(dir);

@@ -62,6 +62,9 @@ ABSL_FLAG(std::string, log_format, "text", "text (key=value) | json (one JSON ob
 ABSL_FLAG(int, max_sequences, 64, "Sequences decoded at once per model (recurrent-state slots)");
 ABSL_FLAG(int, max_batch, 0, "Sequences of one decode step (0: --max-sequences)");
 ABSL_FLAG(int, prefill_chunk, 256, "Prompt tokens per prefill chunk (a long prompt stalls running streams at most this long)");
+ABSL_FLAG(std::string, state_dtype, "fp32",
+          "Recurrent-state cache storage: fp32 (exact), fp16, bf16 or int8 (rounded at every store; less memory and "
+          "decode traffic, docs/quantization.md)");
 ABSL_FLAG(int, max_waiting, 256, "Calls queued per model beyond the running ones (RESOURCE_EXHAUSTED past it)");
 ABSL_FLAG(int, max_prompt_tokens, 8192, "Longest prompt, tokens");
 ABSL_FLAG(int, max_new_tokens, 4096, "Most tokens one completion may generate (at most 4096)");
@@ -230,6 +233,12 @@ int main(int argc, char** argv) {
   serving.backend.max_batch = absl::GetFlag(FLAGS_max_batch) > 0 ? absl::GetFlag(FLAGS_max_batch) : serving.backend.num_slots;
   serving.backend.max_prefill_tokens = absl::GetFlag(FLAGS_prefill_chunk);
   serving.backend.max_logit_rows = std::min(serving.backend.max_prefill_tokens, 128);
+  if (auto state_dtype = mq::ParseStateDtype(absl::GetFlag(FLAGS_state_dtype)); state_dtype.ok()) {
+    serving.backend.state_dtype = *state_dtype;
+  } else {
+    std::fprintf(stderr, "serving flags: --state_dtype: %s\n", state_dtype.status().message().c_str());
+    return 2;
+  }
   serving.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   serving.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   serving.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);

@@ -172,7 +172,8 @@ absl::StatusOr<HostedModel> ModelHost::LoadModel(const std::string& model,
   auto config = MambaConfig::FromFile(JoinPath(dir, "config.json"));
   if (!config.ok()) return ToAbsl(config.status());
   const serve::SequenceBackendOptions& bo = options_.serving.backend;
-  const uint64_t slot_bytes = 4ull * static_cast<uint64_t>(config->num_hidden_layers) *
+  const uint64_t slot_bytes = static_cast<uint64_t>(state::DtypeBytes(bo.state_dtype)) *
+                              static_cast<uint64_t>(config->num_hidden_layers) *
                               static_cast<uint64_t>(config->intermediate_size) *
                               static_cast<uint64_t>(config->conv_kernel - 1 + config->state_size);
   const uint64_t logits_bytes = 4ull * static_cast<uint64_t>(std::max(bo.max_batch, bo.max_logit_rows)) *

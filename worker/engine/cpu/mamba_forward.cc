@@ -60,9 +60,10 @@ void CausalConvSilu(const float* u0, int64_t ld_u0, float* u, float* conv_state,
 
 }  // namespace
 
-MambaState MambaState::Zeros(const MambaConfig& c, int64_t batch) {
+MambaState MambaState::Zeros(const MambaConfig& c, int64_t batch, StateDtype dtype) {
   MambaState s;
   s.batch = batch;
+  s.dtype = dtype;
   s.conv.assign(static_cast<size_t>(c.num_hidden_layers * batch * c.intermediate_size * (c.conv_kernel - 1)), 0.0f);
   s.ssm.assign(static_cast<size_t>(c.num_hidden_layers * batch * c.intermediate_size * c.state_size), 0.0f);
   return s;
@@ -167,6 +168,9 @@ Status MambaForward(const MambaWeights& w, const int32_t* ids, int64_t batch, in
     for (int64_t i = 0; i < T * d; ++i) h[i] += o[i];
     observe(layer, ActivationSite::kLayerOutput, h.data(), T, d);
   }
+  // The state store between forward calls: rows of one (layer, sequence, channel) each.
+  RoundStateRows(state->dtype, state->conv.data(), cfg.num_hidden_layers * batch * E, K - 1);
+  RoundStateRows(state->dtype, state->ssm.data(), cfg.num_hidden_layers * batch * E, N);
 
   if (options.skip_logits) return OkStatus();
   // Final norm and LM head, only on the rows whose logits are wanted.

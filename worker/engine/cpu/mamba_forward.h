@@ -7,17 +7,21 @@
 
 #include "model/activation_site.h"
 #include "model/mamba_weights.h"
+#include "model/state_dtype.h"
 #include "util/status.h"
 
 namespace mq::cpu {
 
-// Recurrent state of a batch of sequences.
+// Recurrent state of a batch of sequences. The values are held as float; with a narrower `dtype`
+// MambaForward rounds them at its end to what storing them in that dtype and reading them back
+// gives (model/state_dtype.h): the state cache the GPU keeps in that dtype, defined here.
 struct MambaState {
   int64_t batch = 0;
+  StateDtype dtype = StateDtype::kF32;
   std::vector<float> conv;  // [layers, batch, E, K−1]: the last K−1 conv inputs u0, oldest first
-  std::vector<float> ssm;   // [layers, batch, E, N]: h, float32
+  std::vector<float> ssm;   // [layers, batch, E, N]: h
 
-  static MambaState Zeros(const MambaConfig& config, int64_t batch);
+  static MambaState Zeros(const MambaConfig& config, int64_t batch, StateDtype dtype = StateDtype::kF32);
 };
 
 struct ForwardOptions {

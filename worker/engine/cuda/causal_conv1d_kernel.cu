@@ -11,6 +11,8 @@
 // The state update of a prefill is a second kernel (the tile that reads the old state is not the
 // one that writes the new state).
 // Decode: one block per token; the thread of (token, channel) shifts the state in place.
+// The state is stored in the model's state dtype (model/state_dtype.h): rows of K−1 values a
+// channel, read and written whole (state::LoadRow / StoreRow, int8 with the row's scale).
 #include <cooperative_groups.h>
 
 #include "cuda/act_io.cuh"
@@ -82,7 +84,16 @@ __global__ void __launch_bounds__(kQuant ? kQuantMaxThreads : kF16Threads) Causa
       for (int k = 0; k < kK; ++k) w[v][k] = p.weight[(c + v) * kK + k];
     }
     const float4 bias = *reinterpret_cast<const float4*>(p.bias + c);
-    const float* st = p.conv_state + p.slot_ids[b] * p.slot_stride + c * kS;
+    // The first tile starts from the state: rows of channels c … c+3, as float.
+    float st[kVec][kS];
+    if (l0 < kS) {
+      const int64_t slot = p.slot_ids[b];
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        const float scale = p.state_dtype == StateDtype::kInt8 ? p.conv_scale[slot * p.scale_slot_stride + c + v] : 1.0f;
+        state::LoadRow(p.state_dtype, p.conv_state, slot * p.slot_stride + (c + v) * kS, kS, scale, st[v]);
+      }
+    }
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int64_t pos = l0 - kS + r;
@@ -91,7 +102,7 @@ __global__ void __launch_bounds__(kQuant ? kQuantMaxThreads : kF16Threads) Causa
           x[r] = LoadAct4<kIn>(p.u0, row0 - kS + r, c);
         } else {
 #pragma unroll
-          for (int v = 0; v < kVec; ++v) At(x[r], v) = st[v * kS + kS + pos];
+          for (int v = 0; v < kVec; ++v) At(x[r], v) = st[v][kS + pos];
         }
       }
     }
@@ -172,22 +183,32 @@ __global__ void __launch_bounds__(kMaxThreads) CausalConvStepKernel(CausalConvPa
   const int64_t S = p.K - 1;
   const int32_t slot = p.slot_ids[t];
   float amax = 0.0f;
+  const bool int8_state = p.state_dtype == StateDtype::kInt8;
   for (int64_t c = threadIdx.x; c < p.E; c += blockDim.x) {
-    float* st = p.conv_state + slot * p.slot_stride + c * S;
+    const int64_t off = slot * p.slot_stride + c * S;
+    float* scale = int8_state ? p.conv_scale + slot * p.scale_slot_stride + c : nullptr;
     const float* w = p.weight + c * p.K;
     float acc = p.bias[c];
+    const float sc = int8_state ? *scale : 1.0f;
     float window[kMaxK];
 #pragma unroll
     for (int k = 0; k < kMaxK; ++k) {
       if (k < p.K) {
-        window[k] = k < S ? st[k] : LoadAct<kIn>(p.u0, t, c);
+        window[k] = k < S ? state::LoadValue(p.state_dtype, p.conv_state, off + k, sc) : LoadAct<kIn>(p.u0, t, c);
         acc += w[k] * window[k];
       }
     }
     const float u = hd::Silu(acc);
+    // The new row window[1 … S] (state::StoreRow's rule, unrolled over the bound kMaxK − 1).
+    float amax = 0.0f;
+#pragma unroll
+    for (int s = 1; s < kMaxK; ++s)
+      if (s <= S) amax = fmaxf(amax, fabsf(window[s]));
+    const float ns = int8_state ? state::Int8Scale(amax) : 1.0f, inv = 1.0f / ns;
 #pragma unroll
     for (int s = 0; s < kMaxK - 1; ++s)
-      if (s < S) st[s] = window[s + 1];
+      if (s < S) state::StoreValue(p.state_dtype, p.conv_state, off + s, window[s + 1], inv);
+    if (int8_state) *scale = ns;
     if constexpr (kQuant) {
       p.out_f32[t * p.E + c] = u;
       urow[c] = u;
@@ -204,19 +225,23 @@ __global__ void __launch_bounds__(kMaxThreads) CausalConvStepKernel(CausalConvPa
   }
 }
 
-// Prefill: the new state is the last K−1 entries of [old state, inputs]. One thread per (b, c);
-// ascending s reads index L + s > s, so the in-place update never reads an entry it wrote.
+// Prefill: the new state is the last K−1 entries of [old state, inputs]. One thread per (b, c)
+// reads the old row whole, then stores the new one.
 template <ActKind kIn>
 __global__ void ConvStateUpdateKernel(CausalConvParams p) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= p.batch * p.E) return;
   const int64_t b = i / p.E, c = i % p.E;
   const int64_t S = p.K - 1;
-  float* st = p.conv_state + p.slot_ids[b] * p.slot_stride + c * S;
+  const int64_t slot = p.slot_ids[b], off = slot * p.slot_stride + c * S;
+  float* scale = p.state_dtype == StateDtype::kInt8 ? p.conv_scale + slot * p.scale_slot_stride + c : nullptr;
+  float old[kMaxK - 1], st[kMaxK - 1];
+  state::LoadRow(p.state_dtype, p.conv_state, off, static_cast<int>(S), scale != nullptr ? *scale : 1.0f, old);
   for (int64_t s = 0; s < S; ++s) {
     const int64_t idx = p.seqlen + s;
-    st[s] = idx < S ? st[idx] : LoadAct<kIn>(p.u0, b * p.seqlen + (idx - S), c);
+    st[s] = idx < S ? old[idx] : LoadAct<kIn>(p.u0, b * p.seqlen + (idx - S), c);
   }
+  state::StoreRow(p.state_dtype, st, static_cast<int>(S), p.conv_state, off, scale);
 }
 
 template <ActKind kIn, bool kQuant, int kK>

@@ -100,14 +100,31 @@ Status CudaMambaModel::Init(const MambaConfig& c, bool int8, const CudaModelOpti
     return UnimplementedError("CUDA backend: d_inner must be a multiple of 16, hidden and dt_rank + 2·state of 4");
   if (o.max_tokens < 1 || o.max_batch < 1 || o.num_slots < o.max_batch || o.max_logit_rows < 1)
     return InvalidArgumentError("CUDA backend: bad options (need num_slots ≥ max_batch ≥ 1)");
+  if (o.state_dtype != StateDtype::kF32 && o.state_dtype != StateDtype::kF16 && o.state_dtype != StateDtype::kBF16 &&
+      o.state_dtype != StateDtype::kInt8)
+    return InvalidArgumentError("CUDA backend: unknown state dtype");
   MQ_ASSIGN_OR_RETURN(stream_, CudaStream::Create());
   MQ_ASSIGN_OR_RETURN(gemm_, CublasLtGemm::Create(o.workspace_bytes));
   layer_.resize(static_cast<size_t>(layers_));
   const int64_t slots = o.num_slots + 1;
-  MQ_ASSIGN_OR_RETURN(conv_state_, DeviceBuffer<float>::Allocate(static_cast<size_t>(slots * layers_ * E_ * (K_ - 1))));
-  MQ_ASSIGN_OR_RETURN(ssm_state_, DeviceBuffer<float>::Allocate(static_cast<size_t>(slots * layers_ * E_ * N_)));
-  MQ_RETURN_IF_ERROR(conv_state_.Zero(stream_.get()));
-  MQ_RETURN_IF_ERROR(ssm_state_.Zero(stream_.get()));
+  if (o.state_dtype == StateDtype::kF32) {
+    MQ_ASSIGN_OR_RETURN(conv_state_, DeviceBuffer<float>::Allocate(static_cast<size_t>(slots * layers_ * E_ * (K_ - 1))));
+    MQ_ASSIGN_OR_RETURN(ssm_state_, DeviceBuffer<float>::Allocate(static_cast<size_t>(slots * layers_ * E_ * N_)));
+    MQ_RETURN_IF_ERROR(conv_state_.Zero(stream_.get()));
+    MQ_RETURN_IF_ERROR(ssm_state_.Zero(stream_.get()));
+  } else {
+    const int64_t eb = state::DtypeBytes(o.state_dtype);
+    MQ_ASSIGN_OR_RETURN(conv_state_q_, DeviceBuffer<uint8_t>::Allocate(static_cast<size_t>(slots * layers_ * E_ * (K_ - 1) * eb)));
+    MQ_ASSIGN_OR_RETURN(ssm_state_q_, DeviceBuffer<uint8_t>::Allocate(static_cast<size_t>(slots * layers_ * E_ * N_ * eb)));
+    MQ_RETURN_IF_ERROR(conv_state_q_.Zero(stream_.get()));
+    MQ_RETURN_IF_ERROR(ssm_state_q_.Zero(stream_.get()));
+    if (state::HasScale(o.state_dtype)) {
+      MQ_ASSIGN_OR_RETURN(conv_scale_, DeviceBuffer<float>::Allocate(static_cast<size_t>(slots * layers_ * E_)));
+      MQ_ASSIGN_OR_RETURN(ssm_scale_, DeviceBuffer<float>::Allocate(static_cast<size_t>(slots * layers_ * E_)));
+      MQ_RETURN_IF_ERROR(conv_scale_.Zero(stream_.get()));
+      MQ_RETURN_IF_ERROR(ssm_scale_.Zero(stream_.get()));
+    }
+  }
   MQ_ASSIGN_OR_RETURN(logits_, DeviceBuffer<float>::Allocate(static_cast<size_t>(o.max_logit_rows * V_)));
   MQ_ASSIGN_OR_RETURN(ids_, DeviceBuffer<int32_t>::Allocate(static_cast<size_t>(o.max_tokens)));
   MQ_ASSIGN_OR_RETURN(slots_, DeviceBuffer<int32_t>::Allocate(static_cast<size_t>(o.max_batch)));
@@ -460,7 +477,9 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     // 3. conv + SiLU (+ INT8)
     CausalConvParams cp;
     cp.u0 = xz_u0, cp.weight = Ly.conv_w.get(), cp.bias = Ly.conv_b.get();
-    cp.conv_state = conv_state_.get() + li * E_ * (K_ - 1), cp.slot_stride = layers_ * E_ * (K_ - 1);
+    cp.conv_state = ConvStateLayer(li), cp.slot_stride = layers_ * E_ * (K_ - 1);
+    cp.state_dtype = options_.state_dtype, cp.scale_slot_stride = layers_ * E_;
+    cp.conv_scale = conv_scale_.empty() ? nullptr : conv_scale_.get() + li * E_;
     cp.slot_ids = slots_dev, cp.batch = B, cp.seqlen = L, cp.E = E_, cp.K = K_;
     if (Ly.quant_conv_input) {
       FakeQuantRowsParams fq;
@@ -517,7 +536,9 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     }
     sp.z = xz_z, sp.dbc = b.dbc.get(), sp.dbc_ld = dbc_ld, sp.R = R_;
     sp.A2 = Ly.A2.get(), sp.D = Ly.D.get(), sp.gate_scale = Ly.gate_scale.get();
-    sp.ssm_state = ssm_state_.get() + li * E_ * N_, sp.slot_stride = layers_ * E_ * N_, sp.slot_ids = slots_dev;
+    sp.ssm_state = SsmStateLayer(li), sp.slot_stride = layers_ * E_ * N_, sp.slot_ids = slots_dev;
+    sp.state_dtype = options_.state_dtype, sp.scale_slot_stride = layers_ * E_;
+    sp.ssm_scale = ssm_scale_.empty() ? nullptr : ssm_scale_.get() + li * E_;
     sp.state_rotation = Ly.state_rot.get(), sp.quantize_output_product = Ly.quant_output_product;
     sp.state_absmax = state_absmax_.empty() ? nullptr : state_absmax_.get() + li * N_;
     MQ_RETURN_IF_ERROR(LaunchSelectiveScan(sp, st));
@@ -612,12 +633,37 @@ Status CudaMambaModel::CollectStageTimes() {
   return OkStatus();
 }
 
+void* CudaMambaModel::ConvStateLayer(int64_t li) const {
+  const int64_t off = li * E_ * (K_ - 1);
+  if (options_.state_dtype == StateDtype::kF32) return conv_state_.get() + off;
+  return conv_state_q_.get() + off * state::DtypeBytes(options_.state_dtype);
+}
+
+void* CudaMambaModel::SsmStateLayer(int64_t li) const {
+  const int64_t off = li * E_ * N_;
+  if (options_.state_dtype == StateDtype::kF32) return ssm_state_.get() + off;
+  return ssm_state_q_.get() + off * state::DtypeBytes(options_.state_dtype);
+}
+
+// One slot's state is contiguous in every pool: [slots + 1][layers][E][K−1], [..][E][N] and, for
+// int8, the scales [slots + 1][layers][E]. The regions of slot s, as (pool, bytes per slot).
+namespace {
+struct SlotRegion {
+  void* pool;
+  int64_t bytes;
+};
+}  // namespace
+
 Status CudaMambaModel::ResetSlots(const std::vector<int32_t>& slots) {
-  const int64_t conv_per_slot = layers_ * E_ * (K_ - 1), ssm_per_slot = layers_ * E_ * N_;
+  const int64_t eb = state::DtypeBytes(options_.state_dtype);
+  const SlotRegion regions[] = {{ConvStateLayer(0), layers_ * E_ * (K_ - 1) * eb}, {SsmStateLayer(0), layers_ * E_ * N_ * eb},
+                                {conv_scale_.get(), conv_scale_.empty() ? 0 : layers_ * E_ * 4},
+                                {ssm_scale_.get(), ssm_scale_.empty() ? 0 : layers_ * E_ * 4}};
   for (int32_t s : slots) {
     if (s < 0 || s > options_.num_slots) return InvalidArgumentError("state slot out of range");
-    MQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(conv_state_.get() + s * conv_per_slot, 0, conv_per_slot * 4, stream_.get()));
-    MQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(ssm_state_.get() + s * ssm_per_slot, 0, ssm_per_slot * 4, stream_.get()));
+    for (const SlotRegion& r : regions)
+      if (r.bytes > 0)
+        MQ_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(static_cast<char*>(r.pool) + s * r.bytes, 0, r.bytes, stream_.get()));
   }
   return OkStatus();
 }
@@ -626,13 +672,39 @@ Status CudaMambaModel::CopySlot(int32_t src, int32_t dst) {
   if (src < 0 || src > options_.num_slots || dst < 0 || dst > options_.num_slots)
     return InvalidArgumentError("state slot out of range");
   if (src == dst) return OkStatus();
-  // One slot's state is contiguous in both pools: [slots + 1][layers][E][K−1] and [..][E][N].
-  const int64_t conv_per_slot = layers_ * E_ * (K_ - 1), ssm_per_slot = layers_ * E_ * N_;
-  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(conv_state_.get() + dst * conv_per_slot, conv_state_.get() + src * conv_per_slot,
-                                          conv_per_slot * 4, cudaMemcpyDeviceToDevice, stream_.get()));
-  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ssm_state_.get() + dst * ssm_per_slot, ssm_state_.get() + src * ssm_per_slot,
-                                          ssm_per_slot * 4, cudaMemcpyDeviceToDevice, stream_.get()));
+  const int64_t eb = state::DtypeBytes(options_.state_dtype);
+  const SlotRegion regions[] = {{ConvStateLayer(0), layers_ * E_ * (K_ - 1) * eb}, {SsmStateLayer(0), layers_ * E_ * N_ * eb},
+                                {conv_scale_.get(), conv_scale_.empty() ? 0 : layers_ * E_ * 4},
+                                {ssm_scale_.get(), ssm_scale_.empty() ? 0 : layers_ * E_ * 4}};
+  for (const SlotRegion& r : regions) {
+    if (r.bytes == 0) continue;
+    char* pool = static_cast<char*>(r.pool);
+    MQ_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(pool + dst * r.bytes, pool + src * r.bytes, r.bytes, cudaMemcpyDeviceToDevice, stream_.get()));
+  }
   return OkStatus();
+}
+
+StatusOr<SlotStateHost> CudaMambaModel::ReadSlotState(int32_t slot) const {
+  if (slot < 0 || slot > options_.num_slots) return InvalidArgumentError("state slot out of range");
+  const int64_t eb = state::DtypeBytes(options_.state_dtype);
+  SlotStateHost h;
+  h.dtype = options_.state_dtype;
+  h.conv.resize(static_cast<size_t>(layers_ * E_ * (K_ - 1) * eb));
+  h.ssm.resize(static_cast<size_t>(layers_ * E_ * N_ * eb));
+  MQ_RETURN_IF_ERROR(stream_.Synchronize());
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(h.conv.data(), static_cast<const char*>(ConvStateLayer(0)) + slot * h.conv.size(),
+                                     h.conv.size(), cudaMemcpyDeviceToHost));
+  MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(h.ssm.data(), static_cast<const char*>(SsmStateLayer(0)) + slot * h.ssm.size(),
+                                     h.ssm.size(), cudaMemcpyDeviceToHost));
+  if (state::HasScale(h.dtype)) {
+    h.conv_scale.resize(static_cast<size_t>(layers_ * E_));
+    h.ssm_scale.resize(static_cast<size_t>(layers_ * E_));
+    const size_t n = h.conv_scale.size();
+    MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(h.conv_scale.data(), conv_scale_.get() + slot * n, n * 4, cudaMemcpyDeviceToHost));
+    MQ_CUDA_RETURN_IF_ERROR(cudaMemcpy(h.ssm_scale.data(), ssm_scale_.get() + slot * n, n * 4, cudaMemcpyDeviceToHost));
+  }
+  return h;
 }
 
 Status CudaMambaModel::Forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots, int64_t B, int64_t L,
@@ -712,7 +784,9 @@ Status CudaMambaModel::PrepareLayerKernels() {
 bool CudaMambaModel::UseLayerKernels(int64_t B) const {
   // Scope `full` decodes through the per-stage kernels (its conv input scale spans the whole row).
   // W4A8's layer kernels read the packed weights (decode_kernels.cu, kW4).
-  return options_.decode_path == DecodePath::kLayerKernels && !full_scope_ && !dec_layer_.empty() &&
+  // A narrower state cache is read and written by the per-stage kernels only.
+  return options_.decode_path == DecodePath::kLayerKernels && options_.state_dtype == StateDtype::kF32 &&
+         !full_scope_ && !dec_layer_.empty() &&
          B <= kDecodeMaxBatch && B <= LayerKernelsMaxBatch() && B <= options_.max_logit_rows;
 }
 

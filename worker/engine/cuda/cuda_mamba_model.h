@@ -63,6 +63,18 @@ struct CudaModelOptions {
   bool decode_pdl = true;           // layer kernels: programmatic dependent launch
   bool decode_l2_prefetch = false;  // layer kernels: bulk L2 prefetch of weight slices (measured slower)
   size_t workspace_bytes = 32ull << 20;
+  // Storage of the recurrent-state pool (model/state_dtype.h): fp32 exact; fp16/bf16/int8 are
+  // narrower device buffers, rounded at every store. Decode then takes the per-stage kernels at
+  // every batch (the layer kernels keep a float32 state).
+  StateDtype state_dtype = StateDtype::kF32;
+};
+
+// One slot's recurrent state as stored on the device, copied to the host (tests): raw elements of
+// the state dtype ([layers][E][K−1] and [layers][E][N]) and, for int8, the row scales [layers][E].
+struct SlotStateHost {
+  StateDtype dtype = StateDtype::kF32;
+  std::vector<uint8_t> conv, ssm;
+  std::vector<float> conv_scale, ssm_scale;
 };
 
 enum class LogitsMode { kAll, kLast, kNone };
@@ -112,6 +124,8 @@ class CudaMambaModel {
   // stream; slots 0..num_slots, the scratch slot included). For serving: n > 1 completions of one
   // prompt share its prefill (CudaSequenceBackend::CopySlot).
   Status CopySlot(int32_t src, int32_t dst);
+  // Copies slot `slot`'s stored state to the host (synchronizes the model's stream).
+  StatusOr<SlotStateHost> ReadSlotState(int32_t slot) const;
   // Enqueues one forward of B sequences of L tokens: ids_dev [B·L] and slots_dev [B] on the device.
   // Logits land in logits_dev(): [B·L, V] (kAll) or [B, V] (kLast).
   Status EnqueueForward(const int32_t* ids_dev, const int32_t* slots_dev, int64_t B, int64_t L, LogitsMode mode);
@@ -212,6 +226,13 @@ class CudaMambaModel {
   DeviceBuffer<__half> lm_head_;    // [V, dp]
   DeviceBuffer<float> conv_state_;  // [slots + 1][layers][E][K−1]
   DeviceBuffer<float> ssm_state_;   // [slots + 1][layers][E][N]
+  // With a narrower state dtype the pools above stay empty and the state lives here, in the same
+  // layout ([slots + 1][layers][E][·] elements of the dtype; int8 row scales [slots + 1][layers][E]).
+  DeviceBuffer<uint8_t> conv_state_q_, ssm_state_q_;
+  DeviceBuffer<float> conv_scale_, ssm_scale_;
+  // Layer li's block of slot 0 in whichever pool holds the state.
+  void* ConvStateLayer(int64_t li) const;
+  void* SsmStateLayer(int64_t li) const;
   std::unique_ptr<Buffers> buf_;
   DeviceBuffer<float> logits_;
   DeviceBuffer<int32_t> ids_, slots_;

@@ -13,10 +13,13 @@ namespace {
 
 std::string MiB(uint64_t bytes) { return std::to_string((bytes + (1u << 19)) >> 20) + " MiB"; }
 
-// The state pool alone: (slots + 1) × layers × E × (K − 1 + N) floats.
-uint64_t StatePoolBytes(const MambaConfig& c, int64_t num_slots) {
-  return static_cast<uint64_t>(num_slots + 1) * static_cast<uint64_t>(c.num_hidden_layers) *
-         static_cast<uint64_t>(c.intermediate_size) * static_cast<uint64_t>(c.conv_kernel - 1 + c.state_size) * 4u;
+// The state pool alone: (slots + 1) × layers × E × (K − 1 + N) values of the state dtype (int8:
+// plus two float scales a row).
+uint64_t StatePoolBytes(const MambaConfig& c, int64_t num_slots, StateDtype dtype) {
+  const uint64_t rows = static_cast<uint64_t>(num_slots + 1) * static_cast<uint64_t>(c.num_hidden_layers) *
+                        static_cast<uint64_t>(c.intermediate_size);
+  return rows * (static_cast<uint64_t>(c.conv_kernel - 1 + c.state_size) * static_cast<uint64_t>(state::DtypeBytes(dtype)) +
+                 (state::HasScale(dtype) ? 8u : 0u));
 }
 
 }  // namespace
@@ -48,7 +51,7 @@ StatusOr<std::unique_ptr<CudaSequenceBackend>> CudaSequenceBackend::Create(const
       s = ResourceExhaustedError(s.message() + " (" + MiB(static_cast<uint64_t>(std::max<int64_t>(allocated, 0))) +
                                  " were allocated before the failure, " + MiB(free_before) + " of " + MiB(total) +
                                  " were free; the state pool of " + std::to_string(options.num_slots) + " slots alone takes " +
-                                 MiB(StatePoolBytes(weights.config, options.num_slots)) +
+                                 MiB(StatePoolBytes(weights.config, options.num_slots, options.state_dtype)) +
                                  ": lower the slots, the batch or the prefill chunk)");
     }
     return s;

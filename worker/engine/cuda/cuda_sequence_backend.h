@@ -48,6 +48,7 @@ inline CudaModelOptions ServingModelOptions(const serve::SequenceBackendOptions&
   m.max_batch = o.max_batch;
   m.num_slots = o.num_slots;
   m.max_logit_rows = std::max<int64_t>(o.max_batch, o.max_logit_rows);
+  m.state_dtype = o.state_dtype;
   return m;
 }
 

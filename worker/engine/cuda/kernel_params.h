@@ -7,7 +7,8 @@
 // `ld` (elements); token row t = b·L + l. INT8 activation rows are padded with zeros to a multiple
 // of 16 features so that GEMV/GEMM reads are 16-byte chunks. Recurrent state lives in slots:
 // conv state [E, K−1] and SSM state [E, N] per layer; slot_ids[b] names the slot of
-// batch row b. A slot holds every layer's state contiguously ([slot][layer][E][·]).
+// batch row b. A slot holds every layer's state contiguously ([slot][layer][E][·]), stored in the
+// model's state dtype (model/state_dtype.h; int8 rows with float scales [slot][layer][E]).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -16,6 +17,7 @@
 #include <cstdint>
 
 #include "eval/sampling.h"
+#include "model/state_dtype.h"
 #include "util/status.h"
 
 namespace mq::cuda {
@@ -66,8 +68,11 @@ struct CausalConvParams {
   ActView u0;                   // [T, ≥E] (the first E columns of in_proj's output)
   const float* weight = nullptr;  // [E, K]
   const float* bias = nullptr;    // [E]
-  float* conv_state = nullptr;    // this layer's [E, K−1] block of slot 0 …
+  void* conv_state = nullptr;     // this layer's [E, K−1] block of slot 0 (in state_dtype) …
   int64_t slot_stride = 0;        // … and the distance (elements) between slots
+  StateDtype state_dtype = StateDtype::kF32;
+  float* conv_scale = nullptr;    // int8: this layer's [E] row scales of slot 0 …
+  int64_t scale_slot_stride = 0;  // … and the distance between slots
   const int32_t* slot_ids = nullptr;  // [B]
   int64_t batch = 0, seqlen = 0, E = 0, K = 0;
   __half* out_f16 = nullptr;    // FP16 path: u as half [T, E]
@@ -97,8 +102,11 @@ struct SelectiveScanParams {
   const float* A2 = nullptr;    // [E, N] = A·log2(e)
   const float* D = nullptr;     // [E]
   const float* gate_scale = nullptr;  // [E] S-SiLU scales, or null for SiLU
-  float* ssm_state = nullptr;   // this layer's [E, N] block of slot 0 …
+  void* ssm_state = nullptr;    // this layer's [E, N] block of slot 0 (in state_dtype) …
   int64_t slot_stride = 0;      // … and the distance (elements) between slots
+  StateDtype state_dtype = StateDtype::kF32;
+  float* ssm_scale = nullptr;   // int8: this layer's [E] row scales of slot 0 …
+  int64_t scale_slot_stride = 0;  // … and the distance between slots
   const int32_t* slot_ids = nullptr;
   __half* y_f16 = nullptr;      // [T, E] gated output (FP16 path) …
   float* y_f32 = nullptr;       // … or float (INT8 path)

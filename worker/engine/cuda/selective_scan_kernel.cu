@@ -11,6 +11,7 @@
 // while the current one is scanned. Per chunk, the lanes of a channel first turn their raw values
 // into Δ (bias, softplus) and the gate (dequantization, bias, SiLU) — each (step, channel) once,
 // split over the channel's lanes — then step through the recurrence, then write y.
+// The state is read at the start and stored at the end in the model's state dtype.
 #include <cuda_pipeline.h>
 
 #include "cuda/act_io.cuh"
@@ -92,7 +93,11 @@ __global__ void __launch_bounds__(ScanShape<kNpt>::kThreads) SelectiveScanKernel
   const int64_t cc = active ? c : 0;  // clamped channel for per-channel loads
   const int64_t row0 = b * p.seqlen;
   const int32_t slot = p.slot_ids[b];
-  float* hstate = p.ssm_state + slot * p.slot_stride + cc * kN + g * kNpt;
+  // This lane's kNpt states in the model's state dtype (model/state_dtype.h); int8 rows (a channel)
+  // share one scale, which the channel's lanes agree on by a max over their shuffles at the end.
+  const int64_t hoff = slot * p.slot_stride + cc * kN + g * kNpt;
+  const bool int8_state = p.state_dtype == StateDtype::kInt8;
+  float* hscale = int8_state ? p.ssm_scale + slot * p.scale_slot_stride + cc : nullptr;
 
   // Copies the raw rows of steps [t0, t0 + steps) into buffer buf (one cp.async group).
   auto stage = [&](int64_t t0, int buf) {
@@ -130,11 +135,9 @@ __global__ void __launch_bounds__(ScanShape<kNpt>::kThreads) SelectiveScanKernel
 #pragma unroll
   for (int k = 0; k < kNpt; ++k) hmax[k] = 0.0f;
   if (active) {
+    state::LoadRow(p.state_dtype, p.ssm_state, hoff, kNpt, int8_state ? *hscale : 1.0f, h);
 #pragma unroll
-    for (int k = 0; k < kNpt; ++k) {
-      h[k] = hstate[k];
-      a2[k] = p.A2[c * kN + g * kNpt + k];
-    }
+    for (int k = 0; k < kNpt; ++k) a2[k] = p.A2[c * kN + g * kNpt + k];
     dcoef = p.D[c];
   } else {
 #pragma unroll
@@ -200,9 +203,23 @@ __global__ void __launch_bounds__(ScanShape<kNpt>::kThreads) SelectiveScanKernel
     }
     __syncwarp();  // the next chunk's transform overwrites dt/gate/y
   }
-  if (active) {
+  float amax = 0.0f;  // int8 state: max |h| over the channel's 16 states (inactive lanes hold 0)
+  if (int8_state) {   // uniform over the grid: every lane takes part in the shuffles
 #pragma unroll
-    for (int k = 0; k < kNpt; ++k) hstate[k] = h[k];
+    for (int k = 0; k < kNpt; ++k) amax = fmaxf(amax, fabsf(h[k]));
+#pragma unroll
+    for (int o = kTpc / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  }
+  if (active) {
+    if (int8_state) {  // state::StoreRow's rule, with the row's maximum gathered over the lanes
+      const float sc = state::Int8Scale(amax), inv = 1.0f / sc;
+      int8_t* q = static_cast<int8_t*>(p.ssm_state) + hoff;
+#pragma unroll
+      for (int k = 0; k < kNpt; ++k) q[k] = state::Int8Code(h[k], inv);
+      if (g == 0) *hscale = sc;
+    } else {
+      state::StoreRow(p.state_dtype, h, kNpt, p.ssm_state, hoff, nullptr);
+    }
     if constexpr (kObserve) {
       // |h| ≥ 0: the float bits order like the values, so an integer atomicMax works.
 #pragma unroll
@@ -254,7 +271,8 @@ Status LaunchSelectiveScan(const SelectiveScanParams& p, cudaStream_t stream) {
   const bool f16 = p.delta.kind == ActKind::kF16 && p.z.kind == ActKind::kF16 && !p.u_f32 && p.y_f16 != nullptr;
   const bool int8 = p.delta.kind == ActKind::kInt32Acc && p.z.kind == ActKind::kInt32Acc && p.u_f32 && p.y_f32 != nullptr;
   // One decode step: the state (and A) move as 16-byte vectors, one thread a channel, when aligned.
-  if ((f16 || int8) && p.seqlen == 1 && p.state_absmax == nullptr && Aligned16(p.ssm_state) && Aligned16(p.A2) && p.slot_stride % 4 == 0)
+  if ((f16 || int8) && p.seqlen == 1 && p.state_absmax == nullptr && Aligned16(p.ssm_state) && Aligned16(p.A2) &&
+      (p.slot_stride * state::DtypeBytes(p.state_dtype)) % 16 == 0)
     return LaunchSelectiveScanStep(p, stream);
   if (f16) return LaunchPath<ActKind::kF16>(p, stream);
   if (int8) return LaunchPath<ActKind::kInt32Acc>(p, stream);

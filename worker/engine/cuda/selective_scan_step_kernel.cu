@@ -5,6 +5,8 @@
 // channel): its 16 states and A·log2(e) come in and go out as four 16-byte vectors, so a warp's
 // accesses are 2 KB contiguous, and B|C of the block's sequence are staged once in shared memory.
 // The arithmetic is the prefill kernel's with 16 states a lane (hd::ScanStep<16>).
+// The state is stored in the model's state dtype (model/state_dtype.h): 64 bytes a channel in
+// fp32, 32 in fp16/bf16, 16 plus a float scale in int8, still whole 16-byte vectors.
 #include "cuda/act_io.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/kernel_params.h"
@@ -15,7 +17,72 @@ namespace {
 constexpr int kN = 16;
 constexpr int kThreads = 128;
 
-template <ActKind kIn>
+// The 16 states of one channel, element offset `off` (16-byte aligned), as float.
+template <StateDtype kD>
+__device__ __forceinline__ void LoadState16(const void* base, int64_t off, float scale, float* h) {
+  if constexpr (kD == StateDtype::kF32) {
+    const float4* v = reinterpret_cast<const float4*>(static_cast<const float*>(base) + off);
+#pragma unroll
+    for (int i = 0; i < kN / 4; ++i) {
+      const float4 x = v[i];
+      h[4 * i] = x.x, h[4 * i + 1] = x.y, h[4 * i + 2] = x.z, h[4 * i + 3] = x.w;
+    }
+  } else if constexpr (kD == StateDtype::kInt8) {
+    const uint4 x = *reinterpret_cast<const uint4*>(static_cast<const int8_t*>(base) + off);
+    const uint32_t w[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+    for (int i = 0; i < kN; ++i)
+      h[i] = static_cast<float>(static_cast<int8_t>((w[i / 4] >> (8 * (i % 4))) & 0xffu)) * scale;
+  } else {
+    const uint4* v = reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(base) + off);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const uint4 x = v[j];
+      const uint32_t w[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const uint16_t bits = static_cast<uint16_t>(w[i / 2] >> (16 * (i % 2)));
+        h[8 * j + i] = kD == StateDtype::kF16 ? state::HalfBitsToFloat(bits) : state::Bf16BitsToFloat(bits);
+      }
+    }
+  }
+}
+
+// Stores them back, rounded as state::StoreRow defines (int8: the row's scale into *scale).
+template <StateDtype kD>
+__device__ __forceinline__ void StoreState16(void* base, int64_t off, const float* h, float* scale) {
+  if constexpr (kD == StateDtype::kF32) {
+    float4* v = reinterpret_cast<float4*>(static_cast<float*>(base) + off);
+#pragma unroll
+    for (int i = 0; i < kN / 4; ++i) v[i] = make_float4(h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]);
+  } else if constexpr (kD == StateDtype::kInt8) {
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kN; ++i) amax = fmaxf(amax, fabsf(h[i]));
+    const float s = state::Int8Scale(amax), inv = 1.0f / s;
+    uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int i = 0; i < kN; ++i)
+      w[i / 4] |= (static_cast<uint32_t>(static_cast<uint8_t>(state::Int8Code(h[i], inv)))) << (8 * (i % 4));
+    *reinterpret_cast<uint4*>(static_cast<int8_t*>(base) + off) = make_uint4(w[0], w[1], w[2], w[3]);
+    *scale = s;
+  } else {
+    uint4* v = reinterpret_cast<uint4*>(static_cast<uint16_t*>(base) + off);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float x = h[8 * j + i];
+        const uint32_t bits = kD == StateDtype::kF16 ? state::FloatToHalfBits(x) : state::FloatToBf16Bits(x);
+        w[i / 2] |= bits << (16 * (i % 2));
+      }
+      v[j] = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+  }
+}
+
+template <ActKind kIn, StateDtype kD>
 __global__ void __launch_bounds__(kThreads) SelectiveScanStepKernel(SelectiveScanParams p) {
   __shared__ float bc[2 * kN];
   const int64_t b = blockIdx.y;  // the sequence, = its token row (L = 1)
@@ -23,13 +90,14 @@ __global__ void __launch_bounds__(kThreads) SelectiveScanStepKernel(SelectiveSca
   __syncthreads();
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (c >= p.E) return;
-  float4* hs = reinterpret_cast<float4*>(p.ssm_state + p.slot_ids[b] * p.slot_stride + c * kN);
+  const int64_t slot = p.slot_ids[b], off = slot * p.slot_stride + c * kN;
+  float* scale = kD == StateDtype::kInt8 ? p.ssm_scale + slot * p.scale_slot_stride + c : nullptr;
   const float4* as = reinterpret_cast<const float4*>(p.A2 + c * kN);
   float h[kN], a2[kN];
+  LoadState16<kD>(p.ssm_state, off, kD == StateDtype::kInt8 ? *scale : 1.0f, h);
 #pragma unroll
   for (int v = 0; v < kN / 4; ++v) {
-    const float4 hv = hs[v], av = as[v];
-    h[4 * v] = hv.x, h[4 * v + 1] = hv.y, h[4 * v + 2] = hv.z, h[4 * v + 3] = hv.w;
+    const float4 av = as[v];
     a2[4 * v] = av.x, a2[4 * v + 1] = av.y, a2[4 * v + 2] = av.z, a2[4 * v + 3] = av.w;
   }
   const float dt = hd::Softplus(LoadAct<kIn>(p.delta, b, c));  // biases included by LoadAct
@@ -48,8 +116,17 @@ __global__ void __launch_bounds__(kThreads) SelectiveScanStepKernel(SelectiveSca
   } else {
     p.y_f32[b * p.E + c] = y;
   }
-#pragma unroll
-  for (int v = 0; v < kN / 4; ++v) hs[v] = make_float4(h[4 * v], h[4 * v + 1], h[4 * v + 2], h[4 * v + 3]);
+  StoreState16<kD>(p.ssm_state, off, h, scale);
+}
+
+template <ActKind kIn>
+void LaunchDtype(const SelectiveScanParams& p, dim3 grid, cudaStream_t stream) {
+  switch (p.state_dtype) {
+    case StateDtype::kF32: SelectiveScanStepKernel<kIn, StateDtype::kF32><<<grid, kThreads, 0, stream>>>(p); break;
+    case StateDtype::kF16: SelectiveScanStepKernel<kIn, StateDtype::kF16><<<grid, kThreads, 0, stream>>>(p); break;
+    case StateDtype::kBF16: SelectiveScanStepKernel<kIn, StateDtype::kBF16><<<grid, kThreads, 0, stream>>>(p); break;
+    case StateDtype::kInt8: SelectiveScanStepKernel<kIn, StateDtype::kInt8><<<grid, kThreads, 0, stream>>>(p); break;
+  }
 }
 
 }  // namespace
@@ -59,9 +136,9 @@ Status LaunchSelectiveScanStep(const SelectiveScanParams& p, cudaStream_t stream
   if (p.batch > 65535) return InvalidArgumentError("SelectiveScan: batch too large");
   const dim3 grid(static_cast<unsigned>((p.E + kThreads - 1) / kThreads), static_cast<unsigned>(p.batch));
   if (p.delta.kind == ActKind::kF16) {
-    SelectiveScanStepKernel<ActKind::kF16><<<grid, kThreads, 0, stream>>>(p);
+    LaunchDtype<ActKind::kF16>(p, grid, stream);
   } else {
-    SelectiveScanStepKernel<ActKind::kInt32Acc><<<grid, kThreads, 0, stream>>>(p);
+    LaunchDtype<ActKind::kInt32Acc>(p, grid, stream);
   }
   MQ_CUDA_CHECK_LAUNCH("SelectiveScanStepKernel");
   return OkStatus();

@@ -24,10 +24,13 @@ __global__ void __launch_bounds__(kThreads) SelectiveScanStepwiseKernel(Selectiv
   const int64_t b = blockIdx.y;
   if (c >= p.E) return;
   const float* u = static_cast<const float*>(p.u);
-  float* hstate = p.ssm_state + p.slot_ids[b] * p.slot_stride + c * kN;
+  // The state row in the model's state dtype (model/state_dtype.h), int8 with its row scale.
+  const int64_t slot = p.slot_ids[b], off = slot * p.slot_stride + c * kN;
+  float* scale = state::HasScale(p.state_dtype) ? p.ssm_scale + slot * p.scale_slot_stride + c : nullptr;
   float h[kN], a2[kN];
+  state::LoadRow(p.state_dtype, p.ssm_state, off, kN, scale != nullptr ? *scale : 1.0f, h);
 #pragma unroll
-  for (int n = 0; n < kN; ++n) h[n] = hstate[n], a2[n] = p.A2[c * kN + n];
+  for (int n = 0; n < kN; ++n) a2[n] = p.A2[c * kN + n];
   const float dcoef = p.D[c];
   const float gs = p.gate_scale != nullptr ? p.gate_scale[c] : 0.0f;
   for (int64_t l = 0; l < p.seqlen; ++l) {
@@ -44,8 +47,7 @@ __global__ void __launch_bounds__(kThreads) SelectiveScanStepwiseKernel(Selectiv
     const float yv = hd::StateOutputProduct<kN>(h, rotate ? rot : nullptr, cv, quantize);
     p.y_f32[r * p.E + c] = (yv + dcoef * uu) * gate;
   }
-#pragma unroll
-  for (int n = 0; n < kN; ++n) hstate[n] = h[n];
+  state::StoreRow(p.state_dtype, h, kN, p.ssm_state, off, scale);
 }
 
 }  // namespace

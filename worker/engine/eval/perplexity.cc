@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "cpu/mamba_forward.h"
+#include "serve/sequence_backend.h"
 
 namespace mq {
 namespace {
@@ -78,6 +79,40 @@ StatusOr<PerplexityResult> EvaluatePerplexity(const MambaWeights& w, const std::
           ++r.windows;
         }
       }));
+  r.mean_nll = nll / static_cast<double>(r.tokens_scored);
+  r.perplexity = std::exp(r.mean_nll);
+  return r;
+}
+
+StatusOr<PerplexityResult> EvaluateDecodePerplexity(serve::SequenceBackend& backend, const std::vector<int32_t>& tokens,
+                                                    int64_t window, const EvalProgress& progress) {
+  MQ_ASSIGN_OR_RETURN(const std::vector<int64_t> starts, EvaluationWindows(static_cast<int64_t>(tokens.size()), window));
+  const int64_t total = static_cast<int64_t>(starts.size());
+  const int64_t V = backend.config().vocab_size;
+  const int64_t per_step = std::min(backend.options().max_batch, backend.options().num_slots);
+  PerplexityResult r;
+  double nll = 0;
+  std::vector<double> lp;
+  std::vector<int32_t> slots(static_cast<size_t>(per_step)), ids(static_cast<size_t>(per_step));
+  std::vector<float> logits(static_cast<size_t>(per_step * V));
+  for (int64_t i0 = 0; i0 < total; i0 += per_step) {
+    const int64_t nb = std::min(per_step, total - i0);
+    for (int64_t b = 0; b < nb; ++b) {
+      slots[static_cast<size_t>(b)] = static_cast<int32_t>(b);
+      MQ_RETURN_IF_ERROR(backend.ResetSlot(static_cast<int32_t>(b)));
+    }
+    for (int64_t l = 0; l + 1 < window; ++l) {
+      for (int64_t b = 0; b < nb; ++b) ids[static_cast<size_t>(b)] = tokens[static_cast<size_t>(starts[i0 + b] + l)];
+      MQ_RETURN_IF_ERROR(backend.Decode(slots.data(), ids.data(), nb, logits.data()));
+      for (int64_t b = 0; b < nb; ++b) {
+        LogSoftmax(logits.data() + b * V, V, &lp);
+        nll -= lp[tokens[static_cast<size_t>(starts[i0 + b] + l + 1)]];
+        ++r.tokens_scored;
+      }
+    }
+    r.windows += nb;
+    if (progress && !progress(i0 + nb, total)) return CancelledError("evaluation cancelled");
+  }
   r.mean_nll = nll / static_cast<double>(r.tokens_scored);
   r.perplexity = std::exp(r.mean_nll);
   return r;

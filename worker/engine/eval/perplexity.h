@@ -11,6 +11,9 @@
 #include "util/status.h"
 
 namespace mq {
+namespace serve {
+class SequenceBackend;
+}  // namespace serve
 
 struct PerplexityResult {
   double perplexity = 0;
@@ -44,6 +47,13 @@ using EvalProgress = std::function<bool(int64_t, int64_t)>;
 
 StatusOr<PerplexityResult> EvaluatePerplexity(const MambaWeights& w, const std::vector<int32_t>& tokens,
                                               int64_t window, const EvalProgress& progress = nullptr);
+
+// The same protocol with every token fed as one decode step through a serving backend (CPU or
+// GPU), so the recurrent state is stored — and rounded to the backend's state dtype — after every
+// token, as in generation; EvaluatePerplexity's prefill stores it once a window. Windows run
+// min(max_batch, num_slots) at a time in slots 0 … B−1 (reset first).
+StatusOr<PerplexityResult> EvaluateDecodePerplexity(serve::SequenceBackend& backend, const std::vector<int32_t>& tokens,
+                                                    int64_t window, const EvalProgress& progress = nullptr);
 
 StatusOr<ComparisonResult> CompareModels(const MambaWeights& reference, const MambaWeights& candidate,
                                          const std::vector<int32_t>& tokens, int64_t window,

@@ -27,8 +27,8 @@ struct QuantizeOptions;
 namespace mq::serve {
 
 // Bumped whenever this table, SequenceBackend, QuantAccelerator, ImageClassifier or the types they
-// pass change. 2: open_classifier.
-inline constexpr int kBackendPluginAbiVersion = 2;
+// pass change. 2: open_classifier. 3: SequenceBackendOptions::state_dtype.
+inline constexpr int kBackendPluginAbiVersion = 3;
 
 struct DeviceDescription {
   std::string device;  // "cuda"

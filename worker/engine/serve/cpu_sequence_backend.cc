@@ -45,9 +45,12 @@ StatusOr<std::unique_ptr<CpuSequenceBackend>> CpuSequenceBackend::Create(std::sh
   std::unique_ptr<CpuSequenceBackend> b(new CpuSequenceBackend(std::move(weights), options));
   const MambaConfig& c = b->weights_->config;
   b->slots_.reserve(static_cast<size_t>(options.num_slots));
-  for (int32_t i = 0; i < options.num_slots; ++i) b->slots_.push_back(cpu::MambaState::Zeros(c, 1));
+  for (int32_t i = 0; i < options.num_slots; ++i) b->slots_.push_back(cpu::MambaState::Zeros(c, 1, options.state_dtype));
   b->logits_.reserve(static_cast<size_t>(std::max(options.max_logit_rows, options.max_batch) * c.vocab_size));
-  const uint64_t state_bytes = (b->slots_[0].conv.size() + b->slots_[0].ssm.size()) * sizeof(float);
+  // Counted at the stored size (the reference holds floats rounded to the dtype; a real cache would
+  // hold the narrower values), so budgets agree across devices.
+  const uint64_t state_bytes = (b->slots_[0].conv.size() + b->slots_[0].ssm.size()) *
+                               static_cast<uint64_t>(state::DtypeBytes(options.state_dtype));
   b->bytes_ = WeightBytes(*b->weights_) + state_bytes * static_cast<uint64_t>(options.num_slots) +
               b->logits_.capacity() * sizeof(float);
   return b;

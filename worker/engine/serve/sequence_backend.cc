@@ -15,6 +15,9 @@ Status ValidateBackendOptions(const SequenceBackendOptions& o) {
     return InvalidArgumentError("prefill chunk must be in [1, 65536] tokens, got " + std::to_string(o.max_prefill_tokens));
   if (o.max_logit_rows < 1 || o.max_logit_rows > o.max_prefill_tokens)
     return InvalidArgumentError("logit rows must be in [1, prefill chunk], got " + std::to_string(o.max_logit_rows));
+  if (o.state_dtype != StateDtype::kF32 && o.state_dtype != StateDtype::kF16 && o.state_dtype != StateDtype::kBF16 &&
+      o.state_dtype != StateDtype::kInt8)
+    return InvalidArgumentError("unknown state dtype " + std::to_string(static_cast<int>(o.state_dtype)));
   return OkStatus();
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "model/mamba_config.h"
+#include "model/state_dtype.h"
 #include "util/status.h"
 
 namespace mq::serve {
@@ -21,6 +22,9 @@ struct SequenceBackendOptions {
   int32_t max_batch = 64;          // sequences of one decode step (≤ num_slots)
   int32_t max_prefill_tokens = 512;  // tokens of one Prefill call (the chunk of a long prompt)
   int32_t max_logit_rows = 512;    // rows of one Prefill call with all logits (Score)
+  // Storage of the recurrent state between calls (model/state_dtype.h): fp32 exact; fp16, bf16,
+  // int8 round it at every store (less memory and, on the GPU, less traffic a decode step).
+  StateDtype state_dtype = StateDtype::kF32;
 };
 
 class SequenceBackend {

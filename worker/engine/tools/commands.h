@@ -1,10 +1,18 @@
 // The mq-engine subcommands; each returns the process exit code.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "serve/sequence_backend.h"
+
 namespace mq::tools {
+
+// Opens a model directory on `device` ("cpu" or "cuda") as the worker serves it
+// (tools/generate_command.cc).
+StatusOr<std::unique_ptr<serve::SequenceBackend>> OpenSequenceBackend(const std::string& device, const std::string& dir,
+                                                                     const serve::SequenceBackendOptions& o);
 
 int RunEvalCommand(const std::vector<std::string>& args);
 int RunGenerateCommand(const std::vector<std::string>& args);

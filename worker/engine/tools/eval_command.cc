@@ -1,4 +1,6 @@
-// mq-engine eval: perplexity of a model (float or quantized) on a text, by the fixtures' protocol.
+// mq-engine eval: perplexity of a model (float or quantized) on a text, by the fixtures' protocol:
+// by prefill on the CPU reference, or (--decode-steps) one decode step a token through a serving
+// backend, with the recurrent state stored in --state-dtype between steps.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -7,6 +9,7 @@
 
 #include "eval/perplexity.h"
 #include "model/model_loader.h"
+#include "serve/sequence_backend.h"
 #include "tokenizer/bpe_tokenizer.h"
 #include "tokenizer/document_stream.h"
 #include "tools/command_line.h"
@@ -15,13 +18,19 @@
 namespace mq::tools {
 
 int RunEvalCommand(const std::vector<std::string>& args) {
-  auto cl = CommandLine::Parse(args, {"json"}, {"model", "text", "window"});
+  auto cl = CommandLine::Parse(args, {"json", "decode-steps"}, {"model", "text", "window", "state-dtype", "device", "batch"});
   if (!cl.ok()) return ReportError(cl.status());
   auto model_dir = cl->Require("model");
   auto text_path = cl->Require("text");
   auto window = cl->GetInt("window", 256, 2, 1 << 20);
-  for (const Status& s : {model_dir.status(), text_path.status(), window.status()})
+  auto batch = cl->GetInt("batch", 8, 1, 4096);
+  auto state_dtype = ParseStateDtype(cl->Get("state-dtype").value_or("fp32"));
+  for (const Status& s : {model_dir.status(), text_path.status(), window.status(), batch.status(), state_dtype.status()})
     if (!s.ok()) return ReportError(s);
+  const bool decode_steps = cl->Has("decode-steps");
+  const std::string device = cl->Get("device").value_or("cpu");
+  if (!decode_steps && (cl->Has("state-dtype") || cl->Has("device") || cl->Has("batch")))
+    return ReportError(InvalidArgumentError("--state-dtype, --device and --batch apply to --decode-steps"));
 
   const auto t0 = std::chrono::steady_clock::now();
   auto model = LoadModel(*model_dir);
@@ -32,7 +41,21 @@ int RunEvalCommand(const std::vector<std::string>& args) {
   if (!text.ok()) return ReportError(text.status());
   auto tokens = TokenizeDocuments(*tokenizer, *text, static_cast<int32_t>(model->weights.config.eos_token_id));
   if (!tokens.ok()) return ReportError(tokens.status());
-  auto result = EvaluatePerplexity(model->weights, *tokens, *window);
+  StatusOr<PerplexityResult> result = InvalidArgumentError("unreached");
+  if (decode_steps) {
+    // Windows decode `batch` at a time, one slot each; no prefill, so one-row chunks suffice.
+    serve::SequenceBackendOptions bo;
+    bo.num_slots = static_cast<int32_t>(*batch);
+    bo.max_batch = static_cast<int32_t>(*batch);
+    bo.max_prefill_tokens = 16;
+    bo.max_logit_rows = 1;
+    bo.state_dtype = *state_dtype;
+    auto backend = OpenSequenceBackend(device, *model_dir, bo);
+    if (!backend.ok()) return ReportError(backend.status());
+    result = EvaluateDecodePerplexity(**backend, *tokens, *window);
+  } else {
+    result = EvaluatePerplexity(model->weights, *tokens, *window);
+  }
   if (!result.ok()) return ReportError(result.status());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
@@ -41,13 +64,17 @@ int RunEvalCommand(const std::vector<std::string>& args) {
                         {"perplexity", result->perplexity}, {"mean_nll", result->mean_nll},
                         {"tokens_total", tokens->size()},   {"tokens_scored", result->tokens_scored},
                         {"windows", result->windows},       {"window", *window},
-                        {"quantized", model->quantized},    {"seconds", seconds}};
+                        {"quantized", model->quantized},    {"seconds", seconds},
+                        {"mode", decode_steps ? "decode-steps" : "prefill"}};
+    if (decode_steps) j["state_dtype"] = StateDtypeName(*state_dtype), j["device"] = device;
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("model        %s%s\n", model_dir->c_str(), model->quantized ? " (quantized)" : "");
     std::printf("tokens       %zu (%lld windows of %lld, %lld predictions scored)\n", tokens->size(),
                 static_cast<long long>(result->windows), static_cast<long long>(*window),
                 static_cast<long long>(result->tokens_scored));
+    if (decode_steps)
+      std::printf("mode         decode steps on %s, state %s\n", device.c_str(), StateDtypeName(*state_dtype));
     std::printf("perplexity   %.4f\n", result->perplexity);
     std::printf("time         %.2f s\n", seconds);
   }

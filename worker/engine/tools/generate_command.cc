@@ -21,10 +21,9 @@
 #endif
 
 namespace mq::tools {
-namespace {
 
-StatusOr<std::unique_ptr<serve::SequenceBackend>> OpenBackend(const std::string& device, const std::string& dir,
-                                                             const serve::SequenceBackendOptions& o) {
+StatusOr<std::unique_ptr<serve::SequenceBackend>> OpenSequenceBackend(const std::string& device, const std::string& dir,
+                                                                     const serve::SequenceBackendOptions& o) {
   if (device == "cpu") {
     MQ_ASSIGN_OR_RETURN(auto b, serve::CpuSequenceBackend::Open(dir, o));
     return std::unique_ptr<serve::SequenceBackend>(std::move(b));
@@ -38,11 +37,9 @@ StatusOr<std::unique_ptr<serve::SequenceBackend>> OpenBackend(const std::string&
 #endif
 }
 
-}  // namespace
-
 int RunGenerateCommand(const std::vector<std::string>& args) {
   auto cl = CommandLine::Parse(args, {"json"},
-                               {"model", "prompt", "max-tokens", "temperature", "top-k", "top-p", "seed", "device"});
+                               {"model", "prompt", "max-tokens", "temperature", "top-k", "top-p", "seed", "device", "state-dtype"});
   if (!cl.ok()) return ReportError(cl.status());
   auto model_dir = cl->Require("model");
   auto prompt = cl->Require("prompt");
@@ -81,7 +78,10 @@ int RunGenerateCommand(const std::vector<std::string>& args) {
   so.backend.max_prefill_tokens = std::max<int32_t>(16, static_cast<int32_t>(prompt_ids->size()));
   so.backend.max_logit_rows = 1;
   so.max_prompt_tokens = so.backend.max_prefill_tokens;
-  auto backend = OpenBackend(cl->Get("device").value_or("cpu"), *model_dir, so.backend);
+  auto state_dtype = ParseStateDtype(cl->Get("state-dtype").value_or("fp32"));
+  if (!state_dtype.ok()) return ReportError(state_dtype.status());
+  so.backend.state_dtype = *state_dtype;
+  auto backend = OpenSequenceBackend(cl->Get("device").value_or("cpu"), *model_dir, so.backend);
   if (!backend.ok()) return ReportError(backend.status());
   auto engine = serve::ServingEngine::Create(std::move(*backend), std::make_shared<const Tokenizer>(std::move(*tokenizer)), so);
   if (!engine.ok()) return ReportError(engine.status());
