@@ -1,5 +1,6 @@
-// Defaults and limits of a submitted QuantSpec. References are checked for syntax here and
-// resolved against the registry by the job service.
+// A submitted QuantSpec: the engine's job-spec check through the one proto adapter
+// (common/quant_spec_proto.h), plus what only the server knows: the references' syntax (resolved
+// against the registry by the job service) and the output name.
 #pragma once
 
 #include "absl/status/status.h"
@@ -7,8 +8,8 @@
 
 namespace mq::server {
 
-// Fills unset fields with their documented defaults and checks every field. INVALID_ARGUMENT
-// names the field and the accepted values.
+// Fills unset fields with the engine's defaults and checks every field. INVALID_ARGUMENT names
+// the field ("spec.seq_len ...") and the accepted values.
 absl::Status NormalizeQuantSpec(mambaquant::v1::QuantSpec* spec);
 
 }  // namespace mq::server

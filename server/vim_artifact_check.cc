@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "vim/vim_config.h"
 #include "vim/vim_image_set.h"
-#include "vim/vim_model.h"
+#include "vim/vim_quantized_io.h"
 
 namespace mq::server {
 
@@ -36,7 +36,8 @@ absl::StatusOr<std::string> CheckVimModelFiles(const std::map<std::string, std::
   if (ec) {
     result = absl::InternalError(absl::StrCat("cannot link the model's files to check them: ", ec.message()));
   } else {
-    auto model = VimModel::Load(dir.string());
+    // The worker's loader (VimModel::Load) without the forward pass: mq-server links only readers.
+    auto model = LoadVimModelWeights(dir.string());
     if (!model.ok()) {
       // The engine names the temporary directory; the uploader knows the files by their names.
       std::string message = model.status().message();

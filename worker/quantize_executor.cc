@@ -12,6 +12,7 @@
 #include "quant/cpu_quant_accelerator.h"
 #include "quant/quant_accelerator.h"
 #include "quant/quantize_pipeline.h"
+#include "quant_spec_proto.h"
 #include "vim_quantize_job.h"
 
 namespace mq::worker {
@@ -29,33 +30,17 @@ absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest
                                                           const ExecutionProgressFn& progress) {
   // A Vision Mamba model: its own pipeline, on image datasets.
   if (IsVimJob(request)) return RunVimQuantizeJob(request, progress);
-  const auto& spec = request.spec;
-  quant::QuantizeOptions o;  // fields the spec does not carry keep the engine's defaults
+  // The one adapter (common/quant_spec_proto.h): the server ran the same check at submission, so
+  // a refusal here means a server of another version; the worker does not trust it either way.
+  auto options = QuantizeOptionsFromProto(request.spec);
+  if (!options.ok()) return options.status();
+  quant::QuantizeOptions o = *std::move(options);
   o.model_dir = request.model_dir;
   o.output_dir = request.output_dir;
-  o.preset = spec.preset();
-  o.bits = spec.bits();
-  o.scope = spec.scope();
-  o.act_granularity = spec.act_granularity();
   o.calib_text_path = request.calib_path;
-  o.num_samples = spec.num_samples();
-  o.seq_len = spec.seq_len();
-  // The calibration takes exactly num_samples windows of seq_len tokens or fails (text too short).
-  const int64_t calibration_tokens = int64_t{spec.num_samples()} * spec.seq_len();
-  o.seed = spec.seed();
   o.eval_text_path = request.eval_path;
-  o.eval_window = spec.eval_window();
-  if (spec.has_klt_r1()) o.klt_r1 = spec.klt_r1();
-  if (spec.has_klt_r5()) o.klt_r5 = spec.klt_r5();
-  if (spec.has_online_r2()) o.online_r2 = spec.online_r2();
-  if (spec.has_smooth_s2()) o.smooth_s2 = spec.smooth_s2();
-  if (spec.has_smooth_s4()) o.smooth_s4 = spec.smooth_s4();
-  if (spec.has_act_percentile()) o.act_percentile = spec.act_percentile();
-  if (spec.has_quantize_lm_head()) o.quantize_lm_head = spec.quantize_lm_head();
-  if (spec.has_tolerable_loss_percent()) o.tolerable_loss_percent = spec.tolerable_loss_percent();
-  if (!spec.r1_covariance().empty()) o.r1_cov_all_layers = spec.r1_covariance() != "layer0";
-  if (!spec.weight_clip().empty()) o.weight_clip = spec.weight_clip();
-  if (!spec.state_granularity().empty()) o.state_granularity = spec.state_granularity();
+  // The calibration takes exactly num_samples windows of seq_len tokens or fails (text too short).
+  const int64_t calibration_tokens = int64_t{o.num_samples} * o.seq_len;
   // The device: the plugin's GPU accelerator when it runs every step of this job, else the CPU.
   std::unique_ptr<quant::QuantAccelerator> accel;
   std::string why_not_gpu;

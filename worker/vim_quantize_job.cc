@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "engine_stage.h"
+#include "quant_spec_proto.h"
 #include "vim/vim_config.h"
 #include "vim/vim_quantizer.h"
 
@@ -13,27 +14,37 @@ bool IsVimJob(const ExecutionRequest& request) {
 }
 
 absl::StatusOr<ExecutionResult> RunVimQuantizeJob(const ExecutionRequest& request, const ExecutionProgressFn& progress) {
-  const auto& spec = request.spec;
-  VimQuantizeOptions o;  // fields the spec does not carry keep the engine's defaults
+  // The one adapter (common/quant_spec_proto.h), then the fields a Vim job shares with a text job.
+  auto options = QuantizeOptionsFromProto(request.spec);
+  if (!options.ok()) return options.status();
+  const quant::QuantizeOptions& q = *options;
+  VimQuantizeOptions o;
   o.model_dir = request.model_dir;
   o.output_dir = request.output_dir;
-  o.preset = spec.preset();
-  o.bits = spec.bits();
-  o.scope = spec.scope();
-  if (!spec.act_granularity().empty()) o.act_granularity = spec.act_granularity();
   // Image datasets hold `images` (and `labels`) without a prefix (docs/api.md).
   o.calib_path = request.calib_path;
   o.eval_path = request.eval_path;
+  o.preset = q.preset;
+  o.bits = q.bits;
+  o.scope = q.scope;
+  o.act_granularity = q.act_granularity;
   // The spec's default sample count is the text path's; the engine bounds it by the set's size.
-  o.num_samples = spec.num_samples();
-  o.seed = spec.seed();
-  if (spec.has_klt_r1()) o.klt_r1 = spec.klt_r1();
-  if (spec.has_klt_r5()) o.klt_r5 = spec.klt_r5();
-  if (spec.has_online_r2()) o.online_r2 = spec.online_r2();
-  if (spec.has_smooth_s2()) o.smooth_s2 = spec.smooth_s2();
-  if (spec.has_act_percentile()) o.act_percentile = spec.act_percentile();
-  if (!spec.r1_covariance().empty()) o.r1_cov_all_layers = spec.r1_covariance() != "layer0";
-  if (!spec.weight_clip().empty()) o.weight_clip = spec.weight_clip();
+  o.num_samples = q.num_samples;
+  o.seed = q.seed;
+  o.klt_r1 = q.klt_r1;
+  o.klt_r5 = q.klt_r5;
+  o.smooth_s5 = q.smooth_s5;
+  o.online_r2 = q.online_r2;
+  o.smooth_s2 = q.smooth_s2;
+  o.smooth_s4 = q.smooth_s4;
+  o.smooth_conv = q.smooth_conv;
+  o.state_granularity = q.state_granularity;
+  o.r1_cov_all_layers = q.r1_cov_all_layers;
+  o.act_percentile = q.act_percentile;
+  o.weight_clip = q.weight_clip;
+  // Text models only (proto: tolerable_loss_percent); a Vim job has no held-out perplexity to tune on.
+  if (q.tolerable_loss_percent > 0.0)
+    return absl::InvalidArgumentError("spec.tolerable_loss_percent: accuracy-driven mode is for text models only");
   auto result = QuantizeVimModel(o, [&](const quant::Progress& p) {
     return progress(ExecutionProgress{ToProtoStage(p.stage), p.fraction, p.message});
   });

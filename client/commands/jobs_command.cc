@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "grpc_status.h"
 #include "progress_bar.h"
+#include "quant_spec_proto.h"
 #include "terminal_text.h"
 
 namespace mq::cli {
@@ -80,10 +81,11 @@ int Submit(CliContext& cli, const Args& args) {
   QuantSpec spec;
   auto model = args.Require("model");
   auto calib = args.Require("calib");
-  auto samples = args.GetInt("samples", 0, 0, 65536);
-  auto seq_len = args.GetInt("seq-len", 0, 0, 65536);
+  // Sizes are only parsed here (0: the default); their limits are the job spec's, checked below.
+  auto samples = args.GetInt("samples", 0, INT32_MIN, INT32_MAX);
+  auto seq_len = args.GetInt("seq-len", 0, INT32_MIN, INT32_MAX);
   auto seed = args.GetInt("seed", 0, 0, INT64_MAX);
-  auto window = args.GetInt("eval-window", 0, 0, 65536);
+  auto window = args.GetInt("eval-window", 0, INT32_MIN, INT32_MAX);
   for (const absl::Status& s : {model.status(), calib.status(), samples.status(), seq_len.status(), seed.status(), window.status()}) {
     if (!s.ok()) return ReportError(s);
   }
@@ -122,6 +124,9 @@ int Submit(CliContext& cli, const Args& args) {
     else if (off == "smooth_s4") spec.set_smooth_s4(false);
     else return UsageError("--disable takes klt_r1, klt_r5, online_r2, smooth_s2 or smooth_s4");
   }
+  // The server runs this same check (common/quant_spec_proto.h): a bad spec fails here, offline,
+  // with the message the server would send.
+  if (auto options = QuantizeOptionsFromProto(spec); !options.ok()) return ReportError(options.status());
   SubmitJobRequest req;
   *req.mutable_spec() = spec;
   Job job;

@@ -1,5 +1,6 @@
 #include "quant/quant_spec.h"
 
+#include "quant/job_spec.h"
 #include "quant/quantized_format.h"
 
 namespace mq::quant {
@@ -15,6 +16,9 @@ const char* PresetName(Preset p) {
 }
 
 StatusOr<QuantSpec> QuantSpec::FromOptions(const QuantizeOptions& o) {
+  // The names and the percentile are the job spec's (quant/job_spec.h); past this check every
+  // choice below is one of its names.
+  MQ_RETURN_IF_ERROR(CheckSpecChoices(o));
   QuantSpec s;
   if (o.preset == "rtn") {
     s.preset = Preset::kRtn;
@@ -24,7 +28,7 @@ StatusOr<QuantSpec> QuantSpec::FromOptions(const QuantizeOptions& o) {
   } else if (o.preset == "quarot") {
     s.preset = Preset::kQuaRot;
     s.fold_norms = s.r1 = s.r2 = true;
-  } else if (o.preset == "mambaquant") {
+  } else {
     s.preset = Preset::kMambaQuant;
     s.fold_norms = s.r1 = s.r5 = true;  // the Hadamard base; KLT and the rest are components
     s.r1_klt = o.klt_r1;
@@ -32,35 +36,14 @@ StatusOr<QuantSpec> QuantSpec::FromOptions(const QuantizeOptions& o) {
     s.s5 = o.smooth_s5;
     s.r2 = o.online_r2;
     s.s2 = o.smooth_s2;
-  } else {
-    return InvalidArgumentError("unknown preset \"" + o.preset + "\" (rtn, smoothquant, quarot, mambaquant)");
   }
-  if (o.bits == "w8a8") {
-    s.weight_bits = 8;
-  } else if (o.bits == "w4a8") {
-    s.weight_bits = 4;
-  } else {
-    return InvalidArgumentError("unknown bits \"" + o.bits + "\" (w8a8, w4a8)");
+  s.weight_bits = o.bits == "w4a8" ? 4 : 8;
+  s.scope_full = o.scope == "full";
+  if (s.scope_full && s.preset == Preset::kMambaQuant) {
+    s.s4 = s.r4 = o.smooth_s4;
+    s.s3 = o.smooth_conv;
   }
-  if (o.scope == "linear") {
-    s.scope_full = false;
-  } else if (o.scope == "full") {
-    s.scope_full = true;
-    if (s.preset == Preset::kMambaQuant) {
-      s.s4 = s.r4 = o.smooth_s4;
-      s.s3 = o.smooth_conv;
-    }
-  } else {
-    return InvalidArgumentError("unknown scope \"" + o.scope + "\" (linear, full)");
-  }
-  if (o.act_granularity == "per_token") {
-    s.act_mode = ActScaleMode::kPerToken;
-  } else if (o.act_granularity == "per_tensor") {
-    s.act_mode = ActScaleMode::kPerTensorStatic;
-  } else {
-    return InvalidArgumentError("unknown activation granularity \"" + o.act_granularity + "\" (per_token, per_tensor)");
-  }
-  if (!(o.act_percentile > 0.0 && o.act_percentile <= 100.0)) return InvalidArgumentError("act_percentile must be in (0, 100]");
+  s.act_mode = o.act_granularity == "per_tensor" ? ActScaleMode::kPerTensorStatic : ActScaleMode::kPerToken;
   s.act_percentile = o.act_percentile;
   s.r1_cov_all_layers = o.r1_cov_all_layers;
   s.quantize_lm_head = o.quantize_lm_head;
@@ -68,20 +51,10 @@ StatusOr<QuantSpec> QuantSpec::FromOptions(const QuantizeOptions& o) {
     // 8-bit grids are fine enough that clipping gains nothing; 4-bit rows lose much less to
     // rounding with an MSE-chosen range (rtn w4a8 on mamba-small: +4.85% -> +3.90% perplexity).
     s.weight_clip = s.weight_bits == 4 ? WeightClip::kMse : WeightClip::kMax;
-  } else if (o.weight_clip == "max") {
-    s.weight_clip = WeightClip::kMax;
-  } else if (o.weight_clip == "mse") {
-    s.weight_clip = WeightClip::kMse;
   } else {
-    return InvalidArgumentError("unknown weight clipping \"" + o.weight_clip + "\" (auto, max, mse)");
+    s.weight_clip = o.weight_clip == "mse" ? WeightClip::kMse : WeightClip::kMax;
   }
-  if (o.state_granularity == "per_step") {
-    s.state_scale_per_channel = false;
-  } else if (o.state_granularity == "per_step_channel") {
-    s.state_scale_per_channel = true;
-  } else {
-    return InvalidArgumentError("unknown state granularity \"" + o.state_granularity + "\" (per_step, per_step_channel)");
-  }
+  s.state_scale_per_channel = o.state_granularity == "per_step_channel";
   s.seed = o.seed;
   return s;
 }

@@ -14,6 +14,7 @@
 #include "quant/calibration.h"
 #include "quant/cpu_quant_accelerator.h"
 #include "quant/hadamard.h"
+#include "quant/job_spec.h"
 #include "quant/klt.h"
 #include "quant/model_quantizer.h"
 #include "quant/online_rotation.h"
@@ -149,14 +150,11 @@ struct BuildState {
 
 // LOAD, CALIBRATE, TRANSFORM and QUANTIZE (the last skipped with transform_only).
 Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator& accel, BuildState& b) {
+  MQ_RETURN_IF_ERROR(ValidateJobOptions(o));  // names and limits: the job spec's (quant/job_spec.h)
   MQ_ASSIGN_OR_RETURN(b.spec, QuantSpec::FromOptions(o));
   const QuantSpec& spec = b.spec;
   MQ_RETURN_IF_ERROR(accel.CheckSupported(spec));
-  if (o.num_samples < 1 || o.num_samples > 65536) return InvalidArgumentError("samples must be in [1, 65536]");
-  if (o.seq_len < 2 || o.seq_len > 65536) return InvalidArgumentError("seq_len must be in [2, 65536]");
   if (o.calib_text_path.empty()) return InvalidArgumentError("a calibration text is required");
-  if (!(o.calib_holdout_fraction >= 0.0 && o.calib_holdout_fraction <= 0.5))
-    return InvalidArgumentError("calib_holdout_fraction must be in [0, 0.5]");
   json& notes = b.notes;
 
   // LOAD
@@ -325,6 +323,7 @@ StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& requested, const P
   QuantAccelerator& accel = accel_or_null != nullptr ? *accel_or_null : CpuAccelerator();
   if (requested.transform_only) return InvalidArgumentError("transform_only models are not exported; use BuildQuantizedModel");
   if (requested.output_dir.empty()) return InvalidArgumentError("an output directory is required");
+  MQ_RETURN_IF_ERROR(ValidateJobOptions(requested));  // before the accuracy-driven trials, too
   const auto t_start = Clock::now();
   // Accuracy-driven mode: the trials pick the options; the job then builds the chosen one.
   QuantizeOptions o = requested;

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "quant/job_spec.h"
 #include "quant/quant_device.h"
 #include "quant/quantize_pipeline.h"
 #include "tools/command_line.h"
@@ -32,10 +33,12 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
   auto model = cl->Require("model");
   auto out = cl->Require("out");
   auto calib = cl->Require("calib");
-  auto samples = cl->GetInt("samples", 128, 1, 65536);
-  auto seq_len = cl->GetInt("seq-len", 256, 2, 65536);
+  // Defaults are QuantizeOptions', limits the job spec's (quant/job_spec.h).
+  using Limits = quant::JobSpecLimits;
+  auto samples = cl->GetInt("samples", o.num_samples, Limits::kMinSamples, Limits::kMaxSamples);
+  auto seq_len = cl->GetInt("seq-len", o.seq_len, Limits::kMinSeqLen, Limits::kMaxSeqLen);
   auto seed = cl->GetInt("seed", 0, 0, INT64_MAX);
-  auto window = cl->GetInt("window", 256, 2, 1 << 20);
+  auto window = cl->GetInt("window", o.eval_window, Limits::kMinEvalWindow, Limits::kMaxEvalWindow);
   for (const Status& s : {model.status(), out.status(), calib.status(), samples.status(), seq_len.status(),
                           seed.status(), window.status()})
     if (!s.ok()) return ReportError(s);
@@ -46,10 +49,10 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
   o.seq_len = static_cast<int>(*seq_len);
   o.seed = static_cast<uint64_t>(*seed);
   o.eval_window = static_cast<int>(*window);
-  o.preset = cl->Get("preset").value_or("mambaquant");
-  o.bits = cl->Get("bits").value_or("w8a8");
-  o.scope = cl->Get("scope").value_or("linear");
-  o.act_granularity = cl->Get("act").value_or("per_token");
+  o.preset = cl->Get("preset").value_or(o.preset);
+  o.bits = cl->Get("bits").value_or(o.bits);
+  o.scope = cl->Get("scope").value_or(o.scope);
+  o.act_granularity = cl->Get("act").value_or(o.act_granularity);
   if (auto p = cl->Get("act-percentile")) {
     try {
       o.act_percentile = std::stod(*p);
@@ -74,11 +77,13 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
     } catch (const std::exception&) {
       return ReportError(InvalidArgumentError("--tolerable-loss must be a number (percent)"));
     }
-    if (!(o.tolerable_loss_percent > 0.0 && o.tolerable_loss_percent <= 100.0))
-      return ReportError(InvalidArgumentError("--tolerable-loss must be in (0, 100]"));
+    // A budget given must be one (0 would read as "not requested").
+    if (Status s = quant::CheckTolerableLoss(o.tolerable_loss_percent); !s.ok()) return ReportError(s);
   }
   o.r1_cov_all_layers = !cl->Has("r1-layer0");
   o.quantize_lm_head = cl->Has("quantize-lm-head");
+  // The job spec's check, as mq-server runs it on a submitted job: refused before the device opens.
+  if (Status s = quant::ValidateJobOptions(o); !s.ok()) return ReportError(s);
 
   const bool json_out = cl->Has("json");
   const bool quiet = cl->Has("quiet") || json_out;

@@ -17,16 +17,9 @@ constexpr int64_t kTokensPerPass = 8192;
 }  // namespace
 
 StatusOr<std::unique_ptr<VimModel>> VimModel::Load(const std::string& dir) {
-  // A quantized export is told apart by its config's quantization_config block.
-  MQ_ASSIGN_OR_RETURN(VimConfig config, VimConfig::FromFile((std::filesystem::path(dir) / "config.json").string()));
-  if (HasQuantizationConfig((std::filesystem::path(dir) / "config.json").string())) {
-    std::string qc;
-    MQ_ASSIGN_OR_RETURN(VimWeights q, LoadQuantizedVim(dir, &qc));
-    return FromWeights(std::move(q), std::move(qc));
-  }
-  MQ_ASSIGN_OR_RETURN(SafetensorsModel tensors, SafetensorsModel::OpenDirectory(dir));
-  MQ_ASSIGN_OR_RETURN(VimWeights w, LoadVimWeights(config, tensors));
-  return FromWeights(std::move(w));
+  std::string qc;
+  MQ_ASSIGN_OR_RETURN(VimWeights w, LoadVimModelWeights(dir, &qc));
+  return FromWeights(std::move(w), std::move(qc));
 }
 
 std::unique_ptr<VimModel> VimModel::FromWeights(VimWeights weights, std::string quantization_config_json) {

@@ -178,6 +178,15 @@ bool HasQuantizationConfig(const std::string& config_path) {
   return j.is_object() && j.contains("quantization_config") && j["quantization_config"].is_object();
 }
 
+StatusOr<VimWeights> LoadVimModelWeights(const std::string& dir, std::string* quantization_config_json) {
+  if (quantization_config_json != nullptr) quantization_config_json->clear();
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  MQ_ASSIGN_OR_RETURN(VimConfig config, VimConfig::FromFile(config_path));
+  if (HasQuantizationConfig(config_path)) return LoadQuantizedVim(dir, quantization_config_json);
+  MQ_ASSIGN_OR_RETURN(SafetensorsModel tensors, SafetensorsModel::OpenDirectory(dir));
+  return LoadVimWeights(config, tensors);
+}
+
 Status ExportQuantizedVim(const VimWeights& w, const json& quantization_config, const std::string& out_dir,
                           const json& report) {
   std::error_code ec;

@@ -29,4 +29,9 @@ Status ExportQuantizedVim(const VimWeights& w, const nlohmann::json& quantizatio
 // transform that does not match the model) give DataLoss / InvalidArgument naming the tensor.
 StatusOr<VimWeights> LoadQuantizedVim(const std::string& dir, std::string* quantization_config_json = nullptr);
 
+// A float Vim directory or a quantized export of one, told apart by config.json's
+// quantization_config block; `quantization_config_json` receives the block (empty for a float
+// model). What VimModel::Load runs, and mq-server's upload check without the forward pass.
+StatusOr<VimWeights> LoadVimModelWeights(const std::string& dir, std::string* quantization_config_json = nullptr);
+
 }  // namespace mq
