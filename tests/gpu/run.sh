@@ -49,6 +49,7 @@ if has build; then
        -DCMAKE_PREFIX_PATH="$P" -DICU_ROOT="$P" -DMQ_GTEST_SOURCE_DIR="$P/src/googletest" > "$OUT/configure.log" 2>&1 &&
      ninja -C "$BUILD_DIR" -j "$JOBS" mq-engine mq-bench mq_cuda_backend cuda_twin_test cuda_sequence_backend_twin_test cuda_gpu_test cuda_quant_gpu_test quant_accelerator_test \
        cuda_int4_twin_test cuda_int4_gpu_test state_dtype_test cuda_state_gpu_test \
+       cuda_persistent_decode_twin_test cuda_persistent_decode_gpu_test \
        mq-vim-bench cuda_vim_twin_test cuda_vim_gpu_test > "$OUT/build.log" 2>&1; then
     note "build: ok ($((SECONDS - t0)) s)"
   else
@@ -97,6 +98,18 @@ if has test; then
   grep -E "FAILED|Failure|error" "$OUT/state_gpu_test.log" | head -20
   [ $rc -eq 0 ] && note "cuda_state_gpu_test: ok ($((SECONDS - t1)) s)" || note "cuda_state_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
   while read -r l; do note "$l"; done < <(grep -E "^\[gpu\]" "$OUT/state_gpu_test.log")
+  # The persistent decode kernel (opt-in): its plan's twin, then the kernel against the per-stage
+  # and layer-kernel paths (fixtures, quantized mamba-small, random INT8/W4A8/FP16 models).
+  "$BIN/tests/engine/cuda_persistent_decode_twin_test" > "$OUT/persistent_twin_test.log" 2>&1 &&
+    note "cuda_persistent_decode_twin_test: ok" || note "cuda_persistent_decode_twin_test: FAILED"
+  t1=$SECONDS
+  MQ_FIXTURES_DIR="$FIX" MQ_QUANT_SMALL_DIR="$QDIR" timeout 400 "$BIN/tests/engine/cuda_persistent_decode_gpu_test" \
+    > "$OUT/persistent_gpu_test.log" 2>&1
+  rc=$?
+  grep -E "FAILED|Failure|error" "$OUT/persistent_gpu_test.log" | head -20
+  [ $rc -eq 0 ] && note "cuda_persistent_decode_gpu_test: ok ($((SECONDS - t1)) s)" ||
+    note "cuda_persistent_decode_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
+  while read -r l; do note "$l"; done < <(grep -E "^\[gpu\]" "$OUT/persistent_gpu_test.log")
   "$BIN/tests/engine/quant_accelerator_test" > "$OUT/quant_cpu_test.log" 2>&1 && note "quant_accelerator_test (CPU twin): ok" ||
     note "quant_accelerator_test: FAILED"
   t1=$SECONDS

@@ -778,6 +778,64 @@ Status CudaMambaModel::PrepareLayerKernels() {
   dec_head_.h = buf_->h.get(), dec_head_.norm_f = norm_f_.get();
   dec_head_.head.w = lm_head_.get(), dec_head_.head.ld = dp_, dec_head_.head.out = V_, dec_head_.head.in = d_;
   dec_head_.logits = logits_.get(), dec_head_.ld_logits = V_;
+  return PreparePersistent();
+}
+
+// The persistent kernel's layer table is the layer kernels' per-layer parameters (one source for
+// the weight, scale and state pointers), packed for the device.
+Status CudaMambaModel::PreparePersistent() {
+  dec_persist_ = DecodePersistentParams{};  // layers = 0: unavailable
+  if (options_.state_dtype != StateDtype::kF32 || dec_layer_.empty()) return OkStatus();
+  const DecodeLayerParams& p0 = dec_layer_[0];
+  std::vector<PersistentLayer> table(static_cast<size_t>(layers_));
+  bool hadamard = false;
+  for (int64_t li = 0; li < layers_; ++li) {
+    const DecodeLayerParams& p = dec_layer_[static_cast<size_t>(li)];
+    // One padded row length per linear for all layers, and an R2 the decode Hadamard supports
+    // (LaunchDecodeLayer's check): else the persistent path stays off.
+    if (p.in_proj.ld != p0.in_proj.ld || p.x_proj.ld != p0.x_proj.ld || p.dt_proj.ld != p0.dt_proj.ld ||
+        p.out_proj.ld != p0.out_proj.ld)
+      return OkStatus();
+    if (p.had_scale != nullptr && (p.had_m > 28 || p.had_m * p.had_p != E_ || (p.had_p & (p.had_p - 1)) != 0))
+      return OkStatus();
+    PersistentLayer& t = table[static_cast<size_t>(li)];
+    t.in_proj = p.in_proj, t.x_proj = p.x_proj, t.dt_proj = p.dt_proj, t.out_proj = p.out_proj;
+    t.norm = p.norm, t.conv_w = p.conv_w, t.conv_b = p.conv_b, t.A2 = p.A2, t.D = p.D, t.gate_scale = p.gate_scale;
+    t.conv_state = p.conv_state, t.ssm_state = p.ssm_state;
+    t.had_scale = p.had_scale, t.had_neg = p.had_neg, t.had_m = p.had_m, t.had_p = p.had_p;
+    hadamard = hadamard || p.had_scale != nullptr;
+  }
+  MQ_ASSIGN_OR_RETURN(dec_persist_layers_, DeviceBuffer<uint8_t>::FromHost(reinterpret_cast<const uint8_t*>(table.data()),
+                                                                           table.size() * sizeof(PersistentLayer)));
+  MQ_ASSIGN_OR_RETURN(dec_xacc_, DeviceBuffer<int32_t>::Allocate(static_cast<size_t>(kPersistentMaxBatch * (R_ + 2 * N_))));
+  MQ_RETURN_IF_ERROR(dec_xacc_.Zero(stream_.get()));
+  MQ_ASSIGN_OR_RETURN(dec_barrier_, DeviceBuffer<unsigned long long>::Allocate(1));
+  MQ_RETURN_IF_ERROR(dec_barrier_.Zero(stream_.get()));
+  DecodePersistentParams& q = dec_persist_;
+  q.int8 = int8_, q.int4 = int4_;
+  q.d = d_, q.E = E_, q.N = N_, q.R = R_, q.K = K_;
+  q.eps = static_cast<float>(config_.layer_norm_epsilon);
+  q.layer = reinterpret_cast<const PersistentLayer*>(dec_persist_layers_.get());
+  q.ld_in = p0.in_proj.ld, q.ld_x = p0.x_proj.ld, q.ld_dt = p0.dt_proj.ld, q.ld_out = p0.out_proj.ld;
+  q.hadamard = hadamard;
+  q.slots = dec_slots_.get();
+  q.conv_slot_stride = p0.conv_slot_stride, q.ssm_slot_stride = p0.ssm_slot_stride;
+  q.h = buf_->h.get(), q.xz = dec_xz_.get(), q.u = dec_u_.get(), q.y = dec_y_.get(), q.umax = dec_umax_.get();
+  q.xacc = dec_xacc_.get(), q.barrier = dec_barrier_.get();
+  q.layers = layers_;  // last: marks the path available
+  return OkStatus();
+}
+
+bool CudaMambaModel::UsePersistent(int64_t B) const {
+  return options_.decode_path == DecodePath::kPersistent && options_.state_dtype == StateDtype::kF32 && !full_scope_ &&
+         dec_persist_.layers > 0 && B <= kPersistentMaxBatch && B <= options_.max_logit_rows;
+}
+
+Status CudaMambaModel::SetPersistentGrid(int grid) {
+  if (grid < 0) return InvalidArgumentError("persistent decode: grid must be ≥ 0");
+  dec_persist_.grid = grid;
+  graphs_.clear();
+  if (!dec_barrier_.empty()) MQ_RETURN_IF_ERROR(dec_barrier_.Zero(stream_.get()));
   return OkStatus();
 }
 
@@ -802,7 +860,16 @@ int64_t CudaMambaModel::LayerKernelsMaxBatch() const {
 // directly and selects tokens on the host.
 Status CudaMambaModel::EnqueueDecodeLogits(int64_t B) {
   if (B < 1 || B > options_.max_batch) return InvalidArgumentError("decode batch out of range");
-  if (UseLayerKernels(B)) {
+  if (UsePersistent(B)) {
+    EmbeddingParams ep;
+    ep.ids = dec_ids_.get(), ep.table = embeddings_.get(), ep.h = buf_->h.get(), ep.tokens = B, ep.d = d_;
+    MQ_RETURN_IF_ERROR(LaunchEmbedding(ep, stream_.get()));
+    dec_persist_.B = static_cast<int>(B);
+    MQ_RETURN_IF_ERROR(LaunchDecodePersistent(dec_persist_, stream_.get()));
+    dec_head_.B = static_cast<int>(B);
+    dec_head_.pdl = false, dec_head_.l2_prefetch = false;  // the cooperative kernel holds every SM to its end
+    MQ_RETURN_IF_ERROR(LaunchDecodeLmHead(dec_head_, stream_.get()));
+  } else if (UseLayerKernels(B)) {
     EmbeddingParams ep;
     ep.ids = dec_ids_.get(), ep.table = embeddings_.get(), ep.h = buf_->h.get(), ep.tokens = B, ep.d = d_;
     MQ_RETURN_IF_ERROR(LaunchEmbedding(ep, stream_.get()));

@@ -23,6 +23,7 @@
 
 #include "cuda/cublaslt_gemm.h"
 #include "cuda/cuda_handles.h"
+#include "cuda/decode_persistent.h"
 #include "cuda/device_buffer.h"
 #include "cuda/kernel_params.h"
 #include "eval/generation.h"
@@ -38,6 +39,10 @@ namespace mq::cuda {
 enum class DecodePath {
   kLayerKernels,  // four GEMV-centred kernels per layer (decode_kernels.cu), FP16, INT8 and W4A8
   kPerStage,      // the prefill kernels with T = B
+  // One cooperative kernel for every layer of a step, weights streamed into shared memory ahead of
+  // need (decode_persistent_kernel.cu), for B ≤ kPersistentMaxBatch; larger batches per stage.
+  // Opt-in until measured faster than the layer kernels.
+  kPersistent,
 };
 
 struct CudaModelOptions {
@@ -152,6 +157,11 @@ class CudaMambaModel {
   Status EnqueueDecodeLogits(int64_t B);
   // Whether a decode step of B tokens runs the layer kernels (else the per-stage kernels).
   bool DecodesWithLayerKernels(int64_t B) const { return UseLayerKernels(B); }
+  // Whether a decode step of B tokens runs the persistent kernel (DecodePath::kPersistent).
+  bool DecodesWithPersistentKernel(int64_t B) const { return UsePersistent(B); }
+  // Persistent kernel: blocks of its grid (0: one per SM; tests use fewer to exercise the tiling).
+  // Resets its barrier counter (whose epochs assume one grid size); drops captured graphs.
+  Status SetPersistentGrid(int grid);
   int32_t* decode_ids() const { return dec_ids_.get(); }
   int32_t* decode_slots() const { return dec_slots_.get(); }
   Status ResetDecodeCounters();  // step counter, finished flags
@@ -206,6 +216,8 @@ class CudaMambaModel {
   Status Tap(int64_t layer, ActivationSite site, const void* x, bool f32, int64_t ld, int64_t rows, int64_t cols);
   Status PrepareLayerKernels();
   bool UseLayerKernels(int64_t B) const;
+  Status PreparePersistent();  // the device layer table and work buffers of DecodePath::kPersistent
+  bool UsePersistent(int64_t B) const;
   int64_t LayerKernelsMaxBatch() const;  // the option, or the default of this weight format
 
   MambaConfig config_;
@@ -249,6 +261,12 @@ class CudaMambaModel {
   DeviceBuffer<unsigned int> dec_umax_;
   DeviceBuffer<int8_t> dec_yq_;
   DeviceBuffer<float> dec_ys_;
+  // Persistent decode: parameters (B set per step), the per-layer table on the device, x_proj's
+  // split-K sums and the grid barrier counter (both zero between steps).
+  DecodePersistentParams dec_persist_;
+  DeviceBuffer<uint8_t> dec_persist_layers_;
+  DeviceBuffer<int32_t> dec_xacc_;
+  DeviceBuffer<unsigned long long> dec_barrier_;
   ActivationTap tap_;
   DeviceBuffer<float> state_absmax_;  // [layers, N] while ObserveStateAbsMax is on
   bool timing_ = false;

@@ -20,7 +20,7 @@
 // chunk as 8 bytes and unpacks it in registers (hd::Int4Dot16, int4_math.h) into the dp4a words the
 // INT8 kernels would have loaded: the int32 sums, and so everything after them, equal the INT8
 // path's on the same levels, with half the weight bytes streamed. Twice the chunks are kept in
-// flight (kW4Unroll) so that a warp has as many bytes outstanding as for INT8.
+// flight (hd::kDecodeInt4Unroll) so that a warp has as many bytes outstanding as for INT8.
 #include <cuda_fp16.h>
 
 #include <cstdint>
@@ -31,6 +31,7 @@
 
 #include "cuda/act_io.cuh"
 #include "cuda/cuda_check.h"
+#include "cuda/decode_device.cuh"
 #include "cuda/hd_math.h"
 #include "cuda/int4_math.h"
 #include "cuda/kernel_params.h"
@@ -38,11 +39,11 @@
 namespace mq::cuda {
 namespace {
 
+using namespace decode_dev;  // the loads, dot products, norm, conv step and Hadamard levels (decode_device.cuh)
+
 constexpr int kWarps = hd::kDecodeWarps;
 constexpr int kThreads = kWarps * 32;
 constexpr int kRows = hd::kDecodeRows;      // output rows per warp task (each activation load feeds both)
-constexpr int kUnroll = hd::kDecodeUnroll;  // 16-byte weight chunks in flight per row and lane (8 KB a warp)
-constexpr int kW4Unroll = hd::kDecodeInt4Unroll;  // W4A8: 8-byte chunks, as many bytes in flight
 constexpr int kMaxHadM = 28;
 constexpr int kScanThreads = 128;  // kernel 3: 32 channels × 4 lanes
 constexpr int kScanChannels = kScanThreads / 4;
@@ -52,36 +53,7 @@ constexpr int64_t kPrefetchTotal = 24ll << 20;  // L2 bytes one kernel may prefe
 __device__ __forceinline__ void PdlWait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void PdlLaunchDependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
 
-__device__ __forceinline__ int4 LdStream(const uint8_t* p) {
-  int4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 
-__device__ __forceinline__ uint2 LdStream8(const uint8_t* p) {
-  uint2 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
-  return v;
-}
-
-// One weight chunk (16 weights) as the GEMV holds it: 16 bytes (INT8, FP16: 8 weights), or 8 packed
-// bytes (W4A8).
-template <bool kW4>
-struct WChunk {
-  using T = int4;
-  static constexpr int kBytes = 16, kUnroll = ::mq::cuda::kUnroll;
-  static __device__ __forceinline__ T Load(const uint8_t* p) { return LdStream(p); }
-  static __device__ __forceinline__ T Zero() { return make_int4(0, 0, 0, 0); }
-};
-template <>
-struct WChunk<true> {
-  using T = uint2;
-  static constexpr int kBytes = 8, kUnroll = kW4Unroll;
-  static __device__ __forceinline__ T Load(const uint8_t* p) { return LdStream8(p); }
-  static __device__ __forceinline__ T Zero() { return make_uint2(0, 0); }
-};
 
 // Bulk prefetch of [p, p + bytes) into L2, split over the lanes of warp 0 (p and bytes are
 // multiples of 16: PrefetchSlice rounds them).
@@ -94,27 +66,6 @@ __device__ __forceinline__ void PrefetchL2(const uint8_t* p, int64_t bytes) {
   asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(n) : "memory");
 }
 
-// 16 INT8 products (four dp4a) or 8 FP16 products accumulated in float.
-__device__ __forceinline__ void Dot16(int32_t& acc, const int4& w, const int4& x) {
-  acc = hd::Dp4a(w.x, x.x, acc);
-  acc = hd::Dp4a(w.y, x.y, acc);
-  acc = hd::Dp4a(w.z, x.z, acc);
-  acc = hd::Dp4a(w.w, x.w, acc);
-}
-// W4A8: 16 products from 8 packed bytes, unpacked in registers; the INT8 Dot16's dp4a order.
-__device__ __forceinline__ void Dot16(int32_t& acc, const uint2& w, const int4& x) {
-  acc = hd::Int4Dot16(w.x, w.y, x.x, x.y, x.z, x.w, acc);
-}
-__device__ __forceinline__ void Dot16(float& acc, const int4& w, const int4& x) {
-  const __half2* wh = reinterpret_cast<const __half2*>(&w);
-  const __half2* xh = reinterpret_cast<const __half2*>(&x);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 a = __half22float2(wh[i]), b = __half22float2(xh[i]);
-    acc = fmaf(a.x, b.x, acc);
-    acc = fmaf(a.y, b.y, acc);
-  }
-}
 
 using GemvPlan = hd::DecodeGemvPlan;  // how one GEMV is spread over blocks and warps (hd_math.h)
 
@@ -247,22 +198,6 @@ __device__ __forceinline__ void GemvEpilogue(const GemvPlan& g, int B, const Acc
   }
 }
 
-// Row `act_row` of the GEMV input from n float values v (shared or global), zero-padded to ld
-// elements: INT8 with a per-token scale from amax (or the static scale), or half.
-template <bool kInt8>
-__device__ __forceinline__ void StoreAct(const float* v, int64_t n, int64_t ld, float amax, float static_scale,
-                                         uint8_t* act_row, float* scale_out) {
-  if constexpr (kInt8) {
-    const float s = static_scale > 0.0f ? static_scale : hd::ScaleFromAbsMax(amax);
-    const float inv = 1.0f / s;
-    int8_t* q = reinterpret_cast<int8_t*>(act_row);
-    for (int64_t c = threadIdx.x; c < ld; c += blockDim.x) q[c] = c < n ? hd::QuantizeValue(v[c], inv) : 0;
-    if (threadIdx.x == 0) *scale_out = s;
-  } else {
-    __half* a = reinterpret_cast<__half*>(act_row);
-    for (int64_t c = threadIdx.x; c < ld; c += blockDim.x) a[c] = __float2half_rn(c < n ? v[c] : 0.0f);
-  }
-}
 
 // The dequantization constants of the block's rows (weight scale, bias) in shared memory, loaded
 // before the wait so that the epilogue makes no global round trip: s_ws/s_bias [max_tiles·kRows].
@@ -288,72 +223,14 @@ __device__ __forceinline__ float Dequant(std::conditional_t<kInt8, int32_t, floa
   return v + s_bias[rl];
 }
 
-// dst[i] = src[i]·scale[i] (scale optional) for i < n, n a multiple of 4: float4 loads, up to
-// kLoadsInFlight of them per thread issued before the first is used. The per-token prologues are
-// latency-bound; a plain strided loop waits one L2 round trip per element group.
-constexpr int kLoadsInFlight = 8;
-template <int kInFlight = kLoadsInFlight>
-__device__ __forceinline__ void LoadRow(const float* src, const float* scale, int64_t n, float* dst) {
-  const int64_t n4 = n / 4;
-  const float4* s4 = reinterpret_cast<const float4*>(src);
-  const float4* c4 = reinterpret_cast<const float4*>(scale);
-  float4* d4 = reinterpret_cast<float4*>(dst);
-  for (int64_t base = threadIdx.x; base < n4; base += kInFlight * blockDim.x) {
-    float4 v[kInFlight], k[kInFlight];
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t i = base + static_cast<int64_t>(u) * blockDim.x;
-      if (i < n4) {
-        v[u] = s4[i];
-        if (scale != nullptr) k[u] = __ldg(c4 + i);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t i = base + static_cast<int64_t>(u) * blockDim.x;
-      if (i < n4) {
-        if (scale != nullptr) v[u] = make_float4(v[u].x * k[u].x, v[u].y * k[u].y, v[u].z * k[u].z, v[u].w * k[u].w);
-        d4[i] = v[u];
-      }
-    }
-  }
-}
 
-// buf ← γ ⊙ RMSNorm(h) of one token, the sum of squares in double like rms_norm_kernel.cu; returns
-// the block-wide |max| (INT8) — either way buf is published to the block on return.
-template <bool kInt8>
-__device__ __forceinline__ float NormRow(const float* h, const float* gamma, int64_t d, float eps, float* buf,
-                                         double* dscr, float* fscr) {
-  LoadRow(h, nullptr, d, buf);
-  __syncthreads();
-  double ss = 0.0;
-  for (int64_t c = threadIdx.x; c < d; c += blockDim.x) ss += static_cast<double>(buf[c]) * buf[c];
-  ss = BlockSum(ss, dscr);
-  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(d) + static_cast<double>(eps)));
-  float amax = 0.0f;
-  for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
-    const float v = gamma[c] * (buf[c] * inv);
-    buf[c] = v;
-    amax = fmaxf(amax, fabsf(v));
-  }
-  if constexpr (kInt8) return BlockMax(amax, fscr);
-  __syncthreads();
-  return 0.0f;
-}
 
 // u = SiLU(conv) of channel c for token b from the conv state (oldest first) and this step's input x.
 __device__ __forceinline__ float ConvU(const DecodeLayerParams& p, int b, int64_t c, float x) {
   const int64_t S = p.K - 1;
-  const float* st = p.conv_state + p.slots[b] * p.conv_slot_stride + c * S;
-  const float* w = p.conv_w + c * p.K;
-  float acc = p.conv_b[c];
-  for (int64_t k = 0; k < S; ++k) acc += w[k] * st[k];
-  acc += w[S] * x;
-  return hd::Silu(acc);
+  return ConvStepSilu(p.conv_state + p.slots[b] * p.conv_slot_stride + c * S, p.conv_w + c * p.K, p.conv_b[c], p.K, x);
 }
 
-template <bool kInt8>
-using AccT = std::conditional_t<kInt8, int32_t, float>;
 template <bool kInt8>
 constexpr int kElem = kInt8 ? 1 : 2;
 // Bytes of a weight row of ld elements: FP16, INT8 or (kW4) packed 4-bit.
@@ -589,54 +466,6 @@ __global__ void __launch_bounds__(kScanThreads) DtScanKernel(DecodeLayerParams p
 }
 
 // ---- kernel 4: [R2 Hadamard] → out_proj → residual ---------------------------------------------
-// In-register radix-2 levels of the Walsh–Hadamard transform over the m chunks of P = 32·V values
-// (a warp a chunk; lane l holds positions l·V … l·V+V−1): levels h < V inside the lane, h ≥ V
-// across lanes by shuffles. Same pairs and the same a+b / a−b per level as hd::ButterflyLow's
-// shared-memory levels, so the values are bit-identical, with no block barrier per level.
-template <int V>
-__device__ __forceinline__ void WarpHadamardChunks(float* x, int m) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-  for (int a = warp; a < m; a += nw) {
-    float* chunk = x + a * 32 * V + lane * V;
-    float v[V];
-#pragma unroll
-    for (int i = 0; i < V; ++i) v[i] = chunk[i];
-#pragma unroll
-    for (int h = 1; h < V; h <<= 1)
-#pragma unroll
-      for (int i = 0; i < V; ++i)
-        if ((i & h) == 0) {
-          const float lo = v[i], hi = v[i + h];
-          v[i] = lo + hi;
-          v[i + h] = lo - hi;
-        }
-#pragma unroll
-    for (int k = 1; k < 32; k <<= 1) {
-      const bool low = (lane & k) == 0;
-#pragma unroll
-      for (int i = 0; i < V; ++i) {
-        const float other = __shfl_xor_sync(0xffffffffu, v[i], k);
-        v[i] = hd::WarpButterfly(v[i], other, low);
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < V; ++i) chunk[i] = v[i];
-  }
-}
-
-// The same levels through shared memory, one block barrier per level (chunk sizes other than
-// 32, 64, 128, 256).
-__device__ __forceinline__ void BlockHadamardChunks(float* x, int64_t n, int P, int log2_half) {
-  for (int hl = 1; hl < P; hl <<= 1) {
-    for (int i = threadIdx.x; i < n / 2; i += blockDim.x) {
-      const int lo = hd::ButterflyLow(i, hl, P, log2_half);
-      const float x0 = x[lo], x1 = x[lo + hl];
-      x[lo] = x0 + x1;
-      x[lo + hl] = x0 - x1;
-    }
-    __syncthreads();
-  }
-}
 
 // 4a (INT8): y[b] → R2 Hadamard → per-token INT8 into yq[b], ys[b]; one wide block a token. Its
 // blocks let kernel 4b start at once, so out_proj's weights stream in while the transform runs.

@@ -1,0 +1,580 @@
+// The persistent decode kernel: one launch runs every layer of a decode step (B ≤ 4 tokens), one
+// 512-thread block per SM, all blocks co-resident (cooperative launch). Opt-in
+// (DecodePath::kPersistent) until it is measured faster than the layer kernels on the GPU.
+//
+// Why: the layer kernels (decode_kernels.cu) stream each GEMV's weights at bandwidth, but between
+// them the small latency-bound work (x_proj, dt + scan, the R2 Hadamard) leaves DRAM idle, and a
+// previous persistent kernel with grid-wide barriers (removed in 7b1c85a, 4.7 ms a 2.8b step) lost
+// because every phase's weights were requested only after its barrier. Here the weights never wait
+// for the data: each block copies its next weight slices global → shared memory (cp.async,
+// 16-byte units; 8 where a packed 4-bit slice is only 8-byte aligned) into a ring of
+// hd::kPersistStages stages, kPersistStages − 1 tiles ahead of the one being consumed. While a
+// block waits at a grid barrier, quantizes, scans or transforms, the copies of its next x_proj,
+// dt_proj and out_proj slices and of the next layer's in_proj slice are in flight, so DRAM keeps
+// streaming for as long as the ring has room.
+//
+// Ownership (decode_persistent_plan.h, MakePersistBlockPlan; balanced contiguous splits):
+//   channels [c0, c1): in_proj's x and z rows of those channels, conv + SiLU and the conv-state
+//     shift in in_proj's epilogue, dt_proj's rows, the scan step and the gate;
+//   x_proj split-K: the channels [xc0, xc1) (16-channel units) of every x_proj row;
+//   out_proj rows [o0, o1) of d.
+// The weight stream of a block in one layer is the tiles of its in_proj x rows, in_proj z rows,
+// x_proj column slice, dt_proj rows and out_proj rows, in that order; a tile is whole rows (of
+// the slice) filling at most one stage.
+//
+// One layer, four grid barriers (none after the last layer; the LM head is the next kernel):
+//   every block: h → RMSNorm (redundantly, h from L2) → INT8 | half activations in shared memory
+//   in_proj tiles → xz, u = SiLU(conv) of its channels, per-token |u| block max → atomicMax umax
+//   ── barrier A: u and its per-token |max| complete
+//   quantize u of its x_proj channels with the global scale; x_proj partial sums of its column
+//   slice → red.add into xacc (exact int32 for INT8, so the sum is order-independent; float
+//   atomics for FP16, whose order is not fixed)
+//   ── barrier B: x_proj sums complete
+//   every block: dequantize δ|B|C (redundantly), quantize δ; dt_proj + softplus + scan step +
+//   gate of its channels → y (block 0 re-zeroes umax: all have read it)
+//   ── barrier C: y complete (block 0 then re-zeroes xacc: all have read it)
+//   every block: y → R2 Hadamard → INT8 (INT8; redundantly, y from L2) or → half (FP16);
+//   out_proj tiles → h += ·
+//   ── barrier D: h complete
+// Barriers are a never-reset 64-bit counter (epoch arithmetic: hd::PersistBarrierBase/Target), with
+// release/acquire at GPU scope; data other blocks wrote is read with ld.global.cg (L2), never through
+// L1. A barrier that does not open within 10 s traps rather than hangs.
+//
+// Arithmetic is the layer kernels' (decode_device.cuh, hd_math.h): INT8 GEMV sums are exact int32,
+// the quantization, dequantization, conv, scan step, gate and Hadamard expressions are the same
+// lines, so for INT8 and W4A8 the only differences to the layer kernels are the double-precision
+// norm sums' order (the block size differs); FP16 also sums its GEMV products in another order.
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "cuda/act_io.cuh"
+#include "cuda/cuda_check.h"
+#include "cuda/decode_device.cuh"
+#include "cuda/decode_persistent.h"
+#include "cuda/decode_persistent_plan.h"
+#include "cuda/hd_math.h"
+
+namespace mq::cuda {
+namespace {
+
+using namespace decode_dev;
+
+constexpr int kThreads = hd::kPersistThreads;
+constexpr int kWarps = hd::kPersistWarps;
+constexpr int kStages = hd::kPersistStages;
+constexpr int kMaxHadM = 28;
+static_assert(kPersistentMaxBatch == hd::kPersistMaxBatch, "one batch limit");
+
+// ---- asynchronous copies and grid barriers -----------------------------------------------------
+__device__ __forceinline__ void CpAsync16(void* dst, const void* src) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void CpAsync8(void* dst, const void* src) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int kN>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kN) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long LoadAcquire(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void AddRelease(unsigned long long* p) {
+  asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(p) : "memory");
+}
+__device__ __forceinline__ unsigned long long GlobalTimerNs() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Every block arrives once; returns when the counter reaches target (hd::PersistBarrierTarget).
+__device__ __forceinline__ void GridBarrier(unsigned long long* ctr, unsigned long long target) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    AddRelease(ctr);
+    if (LoadAcquire(ctr) < target) {
+      const unsigned long long t0 = GlobalTimerNs();
+      unsigned spins = 0;
+      while (LoadAcquire(ctr) < target) {
+        // Blocks that are not co-resident would never arrive: fail loudly instead of hanging.
+        if ((++spins & 1023u) == 0 && GlobalTimerNs() - t0 > 10'000'000'000ull) __trap();
+      }
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// ---- the weight ring ---------------------------------------------------------------------------
+__device__ __forceinline__ const void* SegmentWeights(const PersistentLayer& l, int seg) {
+  switch (seg) {
+    case hd::kSegInX:
+    case hd::kSegInZ: return l.in_proj.w;
+    case hd::kSegXProj: return l.x_proj.w;
+    case hd::kSegDt: return l.dt_proj.w;
+    default: return l.out_proj.w;
+  }
+}
+
+// Tile q of the block's stream (layer q / tiles, tile q mod tiles) into stage q mod kStages; every
+// thread commits one group per call (empty past the last tile), so that cp.async.wait_group counts
+// tiles.
+__device__ __forceinline__ void IssueTile(const DecodePersistentParams& p, const hd::PersistBlockPlan& plan, int64_t q,
+                                          int64_t total, uint8_t* ring, int64_t stage_bytes) {
+  if (q < total) {
+    const int64_t layer = q / plan.tiles;
+    const hd::PersistTile t = hd::PersistTileAt(plan, static_cast<int>(q % plan.tiles));
+    const hd::PersistSegment& g = plan.seg[t.seg];
+    const uint8_t* src = static_cast<const uint8_t*>(SegmentWeights(p.layer[layer], t.seg));
+    uint8_t* dst = ring + (q % kStages) * stage_bytes;
+    const int64_t units = hd::PersistTileUnits(g, t.rows);
+    for (int64_t i = threadIdx.x; i < units; i += blockDim.x) {
+      int64_t so, dof;
+      hd::PersistTileUnit(g, t.row0, i, &so, &dof);
+      if (g.granule == 16) CpAsync16(dst + dof, src + so);
+      else CpAsync8(dst + dof, src + so);
+    }
+  }
+  CpAsyncCommit();
+}
+
+// ---- GEMV over one tile in shared memory ---------------------------------------------------------
+// rows × row_bytes weights (dense rows) against xs ([kB][xs_ld] bytes); warp tasks as
+// hd::MakePersistTileTasks plans them; partial sums into red[(r·parts + part)·kB + b]. Ends with a
+// block barrier; returns parts.
+template <typename Acc, int kB, bool kW4>
+__device__ __forceinline__ int TileGemv(const uint8_t* tile, int rows, int row_bytes, const uint8_t* xs, int64_t xs_ld,
+                                        int B, Acc* red) {
+  using W = WChunk<kW4>;
+  const int chunks = row_bytes / W::kBytes;
+  const hd::PersistTileTasks tt = hd::MakePersistTileTasks(rows, chunks);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int gl = lane % tt.lanes, rl = lane / tt.lanes;
+  for (int task = warp; task < tt.groups * tt.parts; task += kWarps) {
+    const int grp = task / tt.parts, part = task % tt.parts;
+    const int r = grp * tt.rows_per_warp + rl;
+    Acc acc[kB];
+#pragma unroll
+    for (int b = 0; b < kB; ++b) acc[b] = 0;
+    if (r < rows) {
+      const uint8_t* wr = tile + static_cast<int64_t>(r) * row_bytes;
+      for (int c = part * tt.lanes + gl; c < chunks; c += tt.lanes * tt.parts) {
+        const typename W::T w = *reinterpret_cast<const typename W::T*>(wr + c * W::kBytes);
+#pragma unroll
+        for (int b = 0; b < kB; ++b)
+          if (b < B) Dot16(acc[b], w, *reinterpret_cast<const int4*>(xs + b * xs_ld + c * 16));
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kB; ++b)
+      for (int o = tt.lanes / 2; o > 0; o >>= 1) acc[b] += __shfl_xor_sync(0xffffffffu, acc[b], o);
+    if (r < rows && gl == 0) {
+#pragma unroll
+      for (int b = 0; b < kB; ++b) red[(r * tt.parts + part) * kB + b] = acc[b];
+    }
+  }
+  __syncthreads();
+  return tt.parts;
+}
+
+// Sums the parts of each (row, token) in a fixed order and hands them to epi; ends with a block
+// barrier (the stage and red are free again).
+template <typename Acc, int kB, typename Epi>
+__device__ __forceinline__ void TileEpilogue(int rows, int parts, int B, const Acc* red, Epi epi) {
+  for (int i = threadIdx.x; i < rows * B; i += blockDim.x) {
+    const int b = i / rows, r = i % rows;
+    Acc s = red[(r * parts) * kB + b];
+    for (int q = 1; q < parts; ++q) s += red[(r * parts + q) * kB + b];
+    epi(r, b, s);
+  }
+  __syncthreads();
+}
+
+// acc·s_x·s_w + bias (INT8) or acc + bias: the layer kernels' Dequant.
+template <bool kInt8>
+__device__ __forceinline__ float DequantRow(AccT<kInt8> s, float sx, const DecodeLinear& lin, int64_t row) {
+  float v;
+  if constexpr (kInt8) v = hd::Dequantize(s, sx, lin.wscale != nullptr ? __ldg(lin.wscale + row) : 1.0f);
+  else v = s;
+  return v + (lin.bias != nullptr ? __ldg(lin.bias + row) : 0.0f);
+}
+
+// ---- the kernel ----------------------------------------------------------------------------------
+template <int kFmt, int kB>
+__global__ void __launch_bounds__(kThreads, 1)
+    PersistentDecodeKernel(DecodePersistentParams p, hd::PersistShape shape, hd::PersistSmemLayout lay) {
+  constexpr bool kInt8 = kFmt != hd::kPersistF16;
+  constexpr bool kW4 = kFmt == hd::kPersistW4;
+  using Acc = AccT<kInt8>;
+  using W = WChunk<kW4>;
+  extern __shared__ __align__(128) uint8_t smem[];
+  __shared__ __align__(16) unsigned char plan_raw[sizeof(hd::PersistBlockPlan)];
+  __shared__ __align__(16) unsigned char layer_raw[sizeof(PersistentLayer)];
+  __shared__ float s_sin[kB], s_sx[kB], s_sd[kB], s_so[kB];
+  __shared__ unsigned int s_umax[kB];
+  __shared__ double dscr[32];
+  __shared__ float fscr[32];
+  __shared__ uint32_t s_neg[kMaxHadM];
+  __shared__ unsigned long long s_base;
+  hd::PersistBlockPlan& plan = *reinterpret_cast<hd::PersistBlockPlan*>(plan_raw);
+  const PersistentLayer& L = *reinterpret_cast<const PersistentLayer*>(layer_raw);
+  uint8_t* ring = smem + lay.ring_off;
+  uint8_t* act = smem + lay.act_off;
+  float* work = reinterpret_cast<float*>(smem + lay.work_off);
+  Acc* red = reinterpret_cast<Acc*>(smem + lay.red_off);
+  Acc* xacc = static_cast<Acc*>(p.xacc);
+  const int B = p.B;
+  const int64_t d = p.d, E = p.E, N = p.N, R = p.R, K = p.K, S = K - 1, cols = R + 2 * N;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int64_t act_ld = lay.act_ld;
+
+  if (tid == 0) {
+    plan = hd::MakePersistBlockPlan(shape, lay.stage_bytes, gridDim.x, blockIdx.x);
+    s_base = hd::PersistBarrierBase(LoadAcquire(p.barrier), hd::PersistBarriersPerLaunch(p.layers), gridDim.x);
+  }
+  __syncthreads();
+  uint64_t barriers = 0;
+  auto grid_sync = [&] { GridBarrier(p.barrier, hd::PersistBarrierTarget(s_base, barriers++, gridDim.x)); };
+
+  // The ring: before tile q is consumed, tiles up to q + kStages − 1 have been issued.
+  const int64_t total = static_cast<int64_t>(plan.tiles) * p.layers;
+  int64_t issued = 0, consumed = 0;
+  for (int i = 0; i < kStages - 1; ++i) IssueTile(p, plan, issued++, total, ring, lay.stage_bytes);
+  auto acquire = [&]() -> const uint8_t* {
+    // Stage (consumed − 1) mod kStages is free: the previous tile ended with a block barrier.
+    IssueTile(p, plan, issued++, total, ring, lay.stage_bytes);
+    CpAsyncWait<kStages - 1>();
+    __syncthreads();
+    return ring + (consumed++ % kStages) * lay.stage_bytes;
+  };
+
+  for (int64_t l = 0; l < p.layers; ++l) {
+    {
+      const uint32_t* src = reinterpret_cast<const uint32_t*>(p.layer + l);
+      uint32_t* dst = reinterpret_cast<uint32_t*>(layer_raw);
+      for (int i = tid; i < static_cast<int>(sizeof(PersistentLayer) / 4); i += blockDim.x) dst[i] = src[i];
+    }
+    if (tid < kB) s_umax[tid] = 0u;
+    __syncthreads();
+    if (tid < L.had_m && tid < kMaxHadM) s_neg[tid] = L.had_neg != nullptr ? L.had_neg[tid] : 0u;
+
+    // ---- RMSNorm → in_proj → conv + SiLU ----
+    for (int b = 0; b < B; ++b) {
+      const float amax = NormRow<kInt8, true>(p.h + b * d, L.norm, d, p.eps, work, dscr, fscr);
+      StoreAct<kInt8>(work, d, L.in_proj.ld, amax, L.in_proj.act_static_scale, act + b * act_ld, &s_sin[b]);
+      __syncthreads();
+    }
+    for (int k = hd::kSegInX; k <= hd::kSegInZ; ++k) {
+      const hd::PersistSegment& g = plan.seg[k];
+      for (int ti = 0; ti < g.tiles; ++ti) {
+        const uint8_t* tile = acquire();
+        const int64_t r0 = g.row0 + ti * g.rows_per_tile;
+        const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
+        const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, red);
+        TileEpilogue<Acc, kB>(rows, parts, B, red, [&](int r, int b, Acc s) {
+          const int64_t row = r0 + r;
+          const float v = DequantRow<kInt8>(s, s_sin[b], L.in_proj, row);
+          p.xz[b * 2 * E + row] = v;
+          if (k == hd::kSegInX) {
+            float* st = L.conv_state + p.slots[b] * p.conv_slot_stride + row * S;
+            const float u = ConvStepSilu(st, L.conv_w + row * K, L.conv_b[row], K, v);
+            p.u[b * E + row] = u;
+            for (int64_t s2 = 0; s2 + 1 < S; ++s2) st[s2] = st[s2 + 1];
+            st[S - 1] = v;
+            if constexpr (kInt8) atomicMax(&s_umax[b], __float_as_uint(fabsf(u)));
+          }
+        });
+      }
+    }
+    if (kInt8 && tid < B && s_umax[tid] != 0u) atomicMax(p.umax + tid, s_umax[tid]);
+    grid_sync();  // A: u and its |max| complete
+
+    // ---- x_proj, split over channels ----
+    if (tid < B) {
+      float s = 1.0f;
+      if constexpr (kInt8) {
+        const float amax = __uint_as_float(__ldcg(p.umax + tid));
+        s = L.x_proj.act_static_scale > 0.0f ? L.x_proj.act_static_scale : hd::ScaleFromAbsMax(amax);
+      }
+      s_sx[tid] = s;
+    }
+    __syncthreads();
+    {
+      const hd::PersistSegment& g = plan.seg[hd::kSegXProj];
+      if (g.tiles > 0) {
+        const int64_t nx = plan.xc1 - plan.xc0;
+        for (int64_t i = tid; i < B * nx; i += blockDim.x) {
+          const int b = static_cast<int>(i / nx);
+          const int64_t c = i % nx;
+          const float u = __ldcg(p.u + b * E + plan.xc0 + c);
+          if constexpr (kInt8) reinterpret_cast<int8_t*>(act + b * act_ld)[c] = hd::QuantizeValue(u, 1.0f / s_sx[b]);
+          else reinterpret_cast<__half*>(act + b * act_ld)[c] = __float2half_rn(u);
+        }
+        __syncthreads();
+      }
+      for (int ti = 0; ti < g.tiles; ++ti) {
+        const uint8_t* tile = acquire();
+        const int64_t r0 = g.row0 + ti * g.rows_per_tile;
+        const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
+        const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, red);
+        TileEpilogue<Acc, kB>(rows, parts, B, red, [&](int r, int b, Acc s) { atomicAdd(xacc + b * cols + r0 + r, s); });
+      }
+    }
+    grid_sync();  // B: x_proj sums complete
+
+    // ---- δ|B|C, dt_proj + softplus + scan step + gate ----
+    for (int64_t i = tid; i < B * cols; i += blockDim.x) {
+      const int b = static_cast<int>(i / cols);
+      work[i] = DequantRow<kInt8>(__ldcg(xacc + i), s_sx[b], L.x_proj, i % cols);
+    }
+    if (blockIdx.x == 0 && tid < B) p.umax[tid] = 0u;  // every block read it before arriving at B
+    __syncthreads();
+    for (int b = warp; b < B; b += kWarps) {
+      const float* row = work + b * cols;
+      const DecodeLinear& lin = L.dt_proj;
+      if constexpr (kInt8) {
+        float amax = 0.0f;
+        for (int64_t i = lane; i < R; i += 32) amax = fmaxf(amax, fabsf(row[i]));
+        amax = WarpMax(amax);
+        const float s = lin.act_static_scale > 0.0f ? lin.act_static_scale : hd::ScaleFromAbsMax(amax);
+        const float inv = 1.0f / s;
+        int8_t* q = reinterpret_cast<int8_t*>(act + b * act_ld);
+        for (int64_t i = lane; i < lin.ld; i += 32) q[i] = i < R ? hd::QuantizeValue(row[i], inv) : 0;
+        if (lane == 0) s_sd[b] = s;
+      } else {
+        __half* q = reinterpret_cast<__half*>(act + b * act_ld);
+        for (int64_t i = lane; i < lin.ld; i += 32) q[i] = __float2half_rn(i < R ? row[i] : 0.0f);
+      }
+    }
+    __syncthreads();
+    {
+      const hd::PersistSegment& g = plan.seg[hd::kSegDt];
+      const int dt_chunks = static_cast<int>(g.row_bytes / W::kBytes);
+      for (int ti = 0; ti < g.tiles; ++ti) {
+        const uint8_t* tile = acquire();
+        const int64_t r0 = g.row0 + ti * g.rows_per_tile;
+        const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
+        // Four lanes a channel, four states each (the layer kernels' DtScanKernel): the same dot
+        // order, the same scan and gate.
+        for (int base = 0; base < rows; base += kThreads / 4) {
+          const int i = base + tid / 4, gq = tid % 4;
+          const bool active = i < rows;
+          const int64_t c = r0 + (active ? i : 0);
+          const uint8_t* wrow = tile + static_cast<int64_t>(active ? i : 0) * g.row_bytes;
+          float a2[4];
+          {
+            const float4 v = __ldg(reinterpret_cast<const float4*>(L.A2 + c * N + gq * 4));
+            a2[0] = v.x, a2[1] = v.y, a2[2] = v.z, a2[3] = v.w;
+          }
+          const float dcoef = __ldg(L.D + c);
+          const float gscale = L.gate_scale != nullptr ? __ldg(L.gate_scale + c) : 0.0f;
+          const float dt_ws = L.dt_proj.wscale != nullptr ? __ldg(L.dt_proj.wscale + c) : 1.0f;
+          const float dt_bias = L.dt_proj.bias != nullptr ? __ldg(L.dt_proj.bias + c) : 0.0f;
+#pragma unroll
+          for (int b = 0; b < kB; ++b) {
+            if (b >= B) break;
+            Acc acc = 0;
+            for (int ch = gq; ch < dt_chunks; ch += 4)
+              Dot16(acc, *reinterpret_cast<const typename W::T*>(wrow + ch * W::kBytes),
+                    *reinterpret_cast<const int4*>(act + b * act_ld + ch * 16));
+            acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+            acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+            float dtl;
+            if constexpr (kInt8) dtl = hd::Dequantize(acc, s_sd[b], dt_ws);
+            else dtl = acc;
+            const float dt = hd::Softplus(dtl + dt_bias);
+            const float z = __ldcg(p.xz + b * 2 * E + E + c);
+            const float u = __ldcg(p.u + b * E + c);
+            const float gate = L.gate_scale != nullptr ? hd::SmoothSilu(z, gscale) : hd::Silu(z);
+            float* hs = L.ssm_state + p.slots[b] * p.ssm_slot_stride + c * N + gq * 4;
+            const float4 hv = *reinterpret_cast<const float4*>(hs);
+            float h[4] = {hv.x, hv.y, hv.z, hv.w};
+            const float* bc = work + b * cols + R;
+            float part = hd::ScanStep<4>(h, a2, dt, dt * u, bc + gq * 4, bc + N + gq * 4);
+            part += __shfl_xor_sync(0xffffffffu, part, 2);
+            part += __shfl_xor_sync(0xffffffffu, part, 1);
+            if (active) {
+              *reinterpret_cast<float4*>(hs) = make_float4(h[0], h[1], h[2], h[3]);
+              if (gq == 0) p.y[b * E + c] = (part + dcoef * u) * gate;
+            }
+          }
+        }
+        __syncthreads();
+      }
+    }
+    grid_sync();  // C: y complete
+    if (blockIdx.x == 0)  // every block read the x_proj sums before arriving at C
+      for (int64_t i = tid; i < B * cols; i += blockDim.x) xacc[i] = 0;
+
+    // ---- [R2 Hadamard →] out_proj's input ----
+    const DecodeLinear& lo = L.out_proj;
+    if constexpr (kInt8) {
+      float* sx = work;
+      float* sy = work + hd::RoundUp(E, 4);
+      const int m = L.had_m;
+      const int P = static_cast<int>(L.had_p);
+      int log2_half = 0;
+      while ((int64_t{2} << log2_half) < L.had_p) ++log2_half;
+      for (int b = 0; b < B; ++b) {
+        LoadRow<2, true>(p.y + b * E, L.had_scale, E, sx);
+        __syncthreads();
+        const float* res = sx;
+        if (L.had_scale != nullptr) {
+          switch (P) {
+            case 32: WarpHadamardChunks<1>(sx, m); break;
+            case 64: WarpHadamardChunks<2>(sx, m); break;
+            case 128: WarpHadamardChunks<4>(sx, m); break;
+            case 256: WarpHadamardChunks<8>(sx, m); break;
+            default: BlockHadamardChunks(sx, E, P, log2_half);
+          }
+          __syncthreads();
+          if (m > 1) {
+            for (int64_t k = tid; k < E; k += blockDim.x) sy[k] = hd::MixOutputMasked(sx, s_neg[k / P], m, P, static_cast<int>(k % P));
+            res = sy;
+            __syncthreads();
+          }
+        }
+        float amax = 0.0f;
+        for (int64_t i = tid; i < E; i += blockDim.x) amax = fmaxf(amax, fabsf(res[i]));
+        amax = BlockMax(amax, fscr);
+        const float s = lo.act_static_scale > 0.0f ? lo.act_static_scale : hd::ScaleFromAbsMax(amax);
+        const float inv = 1.0f / s;
+        int8_t* q = reinterpret_cast<int8_t*>(act + b * act_ld);
+        for (int64_t c = tid; c < lo.ld; c += blockDim.x) q[c] = c < E ? hd::QuantizeValue(res[c], inv) : 0;
+        if (tid == 0) s_so[b] = s;
+        __syncthreads();
+      }
+    } else {
+      for (int b = 0; b < B; ++b) {
+        LoadRow<kLoadsInFlight, true>(p.y + b * E, nullptr, E, work);
+        __syncthreads();
+        StoreAct<false>(work, E, lo.ld, 0.0f, 0.0f, act + b * act_ld, nullptr);
+        __syncthreads();
+      }
+    }
+
+    // ---- out_proj → residual ----
+    {
+      const hd::PersistSegment& g = plan.seg[hd::kSegOut];
+      for (int ti = 0; ti < g.tiles; ++ti) {
+        const uint8_t* tile = acquire();
+        const int64_t r0 = g.row0 + ti * g.rows_per_tile;
+        const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
+        const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, red);
+        TileEpilogue<Acc, kB>(rows, parts, B, red, [&](int r, int b, Acc s) {
+          float* hp = p.h + b * d + r0 + r;
+          *hp = __ldcg(hp) + DequantRow<kInt8>(s, s_so[b], lo, r0 + r);
+        });
+      }
+    }
+    if (l + 1 < p.layers) grid_sync();  // D: h complete
+  }
+  CpAsyncWait<0>();
+}
+
+// ---- host side ---------------------------------------------------------------------------------
+
+struct DeviceLimits {
+  int sms = 0;
+  int smem_optin = 0;
+};
+StatusOr<DeviceLimits> Limits() {
+  static std::mutex mu;
+  static std::map<int, DeviceLimits> known;
+  int dev = 0;
+  MQ_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = known.find(dev); it != known.end()) return it->second;
+  DeviceLimits l;
+  MQ_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l.sms, cudaDevAttrMultiProcessorCount, dev));
+  MQ_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&l.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  known.emplace(dev, l);
+  return l;
+}
+
+// Sets the kernel's dynamic shared memory once per size and checks that a block fits an SM.
+Status PrepareKernel(const void* fn, size_t smem) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, size_t>, bool> known;
+  std::lock_guard<std::mutex> lock(mu);
+  if (known.count({fn, smem}) != 0) return OkStatus();
+  MQ_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  int blocks = 0;
+  MQ_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fn, kThreads, smem));
+  if (blocks < 1)
+    return ResourceExhaustedError("persistent decode kernel does not fit on an SM (shared memory " + std::to_string(smem) +
+                                  " B)");
+  known.emplace(std::make_pair(fn, smem), true);
+  return OkStatus();
+}
+
+template <int kFmt, int kB>
+Status Launch(const DecodePersistentParams& p, cudaStream_t stream) {
+  const auto kernel = PersistentDecodeKernel<kFmt, kB>;
+  MQ_ASSIGN_OR_RETURN(DeviceLimits lim, Limits());
+  cudaFuncAttributes attr{};
+  MQ_CUDA_RETURN_IF_ERROR(cudaFuncGetAttributes(&attr, kernel));
+  hd::PersistShape s;
+  s.d = p.d, s.E = p.E, s.N = p.N, s.R = p.R;
+  s.ld_in = p.ld_in, s.ld_x = p.ld_x, s.ld_dt = p.ld_dt, s.ld_out = p.ld_out;
+  s.fmt = kFmt, s.B = kB, s.hadamard = p.hadamard;
+  const hd::PersistSmemLayout lay =
+      hd::MakePersistSmemLayout(s, static_cast<int64_t>(lim.smem_optin) - static_cast<int64_t>(attr.sharedSizeBytes));
+  if (!lay.ok) return UnimplementedError("persistent decode kernel: a weight row does not fit a shared-memory stage");
+  MQ_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(kernel), static_cast<size_t>(lay.total)));
+  const int grid = p.grid > 0 && p.grid < lim.sms ? p.grid : lim.sms;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(grid));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = static_cast<size_t>(lay.total);
+  cfg.stream = stream;
+  cudaLaunchAttribute la[1];
+  la[0].id = cudaLaunchAttributeCooperative;
+  la[0].val.cooperative = 1;
+  cfg.attrs = la;
+  cfg.numAttrs = 1;
+  MQ_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, kernel, p, s, lay));
+  return OkStatus();
+}
+
+template <int kFmt>
+Status LaunchFormat(const DecodePersistentParams& p, cudaStream_t stream) {
+  if (p.B == 1) return Launch<kFmt, 1>(p, stream);
+  if (p.B == 2) return Launch<kFmt, 2>(p, stream);
+  return Launch<kFmt, 4>(p, stream);
+}
+
+}  // namespace
+
+Status LaunchDecodePersistent(const DecodePersistentParams& p, cudaStream_t stream) {
+  if (p.B < 1 || p.B > kPersistentMaxBatch)
+    return InvalidArgumentError("persistent decode: batch must be in [1, " + std::to_string(kPersistentMaxBatch) + "]");
+  if (p.N != 16 || p.K < 2 || p.K > 8 || p.E % hd::kPersistXUnit != 0 || p.d % 4 != 0 || p.layers < 1)
+    return UnimplementedError("persistent decode: need state 16, conv kernel in [2, 8], d_inner % 16 == 0, d % 4 == 0");
+  if (p.ld_in < p.d || p.ld_x < p.E || p.ld_dt < p.R || p.ld_out < p.E || p.ld_in % 16 != 0 || p.ld_x % 16 != 0 ||
+      p.ld_dt % 16 != 0 || p.ld_out % 16 != 0)
+    return InvalidArgumentError("persistent decode: linear rows must be padded to 16 elements");
+  if (p.int4 && !p.int8) return InvalidArgumentError("persistent decode: packed 4-bit weights need INT8 activations");
+  if (p.layer == nullptr || p.slots == nullptr || p.h == nullptr || p.xz == nullptr || p.u == nullptr ||
+      p.y == nullptr || p.umax == nullptr || p.xacc == nullptr || p.barrier == nullptr)
+    return InvalidArgumentError("persistent decode: missing buffers");
+  if (p.grid < 0) return InvalidArgumentError("persistent decode: grid must be ≥ 0");
+  if (p.int4) return LaunchFormat<hd::kPersistW4>(p, stream);
+  if (p.int8) return LaunchFormat<hd::kPersistI8>(p, stream);
+  return LaunchFormat<hd::kPersistF16>(p, stream);
+}
+
+}  // namespace mq::cuda
