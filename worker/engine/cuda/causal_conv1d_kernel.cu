@@ -200,11 +200,12 @@ __global__ void __launch_bounds__(kMaxThreads) CausalConvStepKernel(CausalConvPa
     }
     const float u = hd::Silu(acc);
     // The new row window[1 … S] (state::StoreRow's rule, unrolled over the bound kMaxK − 1).
-    float amax = 0.0f;
+    // (row_max, not amax: amax is the token's |u| maximum for the INT8 output below.)
+    float row_max = 0.0f;
 #pragma unroll
     for (int s = 1; s < kMaxK; ++s)
-      if (s <= S) amax = fmaxf(amax, fabsf(window[s]));
-    const float ns = int8_state ? state::Int8Scale(amax) : 1.0f, inv = 1.0f / ns;
+      if (s <= S) row_max = fmaxf(row_max, fabsf(window[s]));
+    const float ns = int8_state ? state::Int8Scale(row_max) : 1.0f, inv = 1.0f / ns;
 #pragma unroll
     for (int s = 0; s < kMaxK - 1; ++s)
       if (s < S) state::StoreValue(p.state_dtype, p.conv_state, off + s, window[s + 1], inv);
