@@ -11,7 +11,7 @@ namespace {
 constexpr const char* kUsage = R"(usage: mq-engine COMMAND [options]
 
 commands:
-  eval      --model DIR --text FILE [--window 256] [--json]
+  eval      --model DIR --text FILE [--window 256] [--max-windows N] [--json]
             [--decode-steps [--state-dtype fp32|fp16|bf16|int8] [--device cpu|cuda] [--batch 8]]
             perplexity by the fixtures' protocol (documents split on blank lines, eos after each,
             non-overlapping windows); --decode-steps feeds every token as one decode step through
