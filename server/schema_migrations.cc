@@ -60,6 +60,16 @@ CREATE TABLE committed_uploads (
 );
 CREATE INDEX committed_uploads_by_artifact ON committed_uploads (kind, name, version);
 )sql"},
+      // Worker ids bound to the identity that registered them (worker_ownership.h), so that a
+      // restarted server still refuses another certificate claiming a bound id. Kept apart from
+      // `workers`: a binding outlives the worker's lease and ends only with Deregister.
+      {3, R"sql(
+CREATE TABLE worker_identities (
+  worker_id TEXT    PRIMARY KEY,
+  identity  TEXT    NOT NULL,
+  bound_ms  INTEGER NOT NULL
+);
+)sql"},
   };
   return *migrations;
 }

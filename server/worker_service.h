@@ -10,7 +10,7 @@ namespace mq::server {
 
 class WorkerServiceImpl final : public mambaquant::v1::WorkerService::CallbackService {
  public:
-  explicit WorkerServiceImpl(ServiceDeps deps) : deps_(deps), owners_(deps.auth != nullptr && deps.auth->enabled()) {}
+  explicit WorkerServiceImpl(ServiceDeps deps) : deps_(deps), owners_(deps.auth != nullptr && deps.auth->enabled(), deps.workers) {}
 
   grpc::ServerUnaryReactor* RegisterWorker(grpc::CallbackServerContext* ctx, const mambaquant::v1::RegisterWorkerRequest* req,
                                            mambaquant::v1::RegisterWorkerResponse* resp) override;

@@ -116,4 +116,51 @@ absl::Status WorkerStore::RenewAll(absl::Time now, absl::Duration lease) {
   });
 }
 
+absl::StatusOr<std::map<std::string, std::string>> WorkerStore::LoadIdentities() {
+  std::map<std::string, std::string> out;
+  absl::Status s = db_->Read([&](SqliteTx& tx) -> absl::Status {
+    auto stmt = tx.Prepare("SELECT worker_id, identity FROM worker_identities");
+    if (!stmt.ok()) return stmt.status();
+    while (true) {
+      auto row = stmt->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) return absl::OkStatus();
+      out.emplace(stmt->Text(0), stmt->Text(1));
+    }
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::string> WorkerStore::BindIdentity(const std::string& id, const std::string& identity, absl::Time now) {
+  std::string bound;
+  absl::Status s = db_->Transaction([&](SqliteTx& tx) -> absl::Status {
+    auto insert = tx.Prepare(
+        "INSERT INTO worker_identities (worker_id, identity, bound_ms) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT(worker_id) DO NOTHING");
+    if (!insert.ok()) return insert.status();
+    insert->Bind(1, id).Bind(2, identity).Bind(3, ToMillis(now));
+    if (absl::Status r = insert->Run(); !r.ok()) return r;
+    auto select = tx.Prepare("SELECT identity FROM worker_identities WHERE worker_id = ?1");
+    if (!select.ok()) return select.status();
+    select->Bind(1, id);
+    auto row = select->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::InternalError(absl::StrCat("worker ", id, ": identity binding vanished"));
+    bound = select->Text(0);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return bound;
+}
+
+absl::Status WorkerStore::ForgetIdentity(const std::string& id) {
+  return db_->Transaction([&](SqliteTx& tx) -> absl::Status {
+    auto stmt = tx.Prepare("DELETE FROM worker_identities WHERE worker_id = ?1");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, id);
+    return stmt->Run();
+  });
+}
+
 }  // namespace mq::server

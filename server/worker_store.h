@@ -2,6 +2,7 @@
 // which jobs. A worker is live while its lease has not expired; it renews it by heartbeat.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,12 @@ class WorkerStore {
   // After a server restart: every known worker gets a fresh lease from now, so live workers keep
   // their jobs if they heartbeat in time and dead ones are dropped one lease later.
   absl::Status RenewAll(absl::Time now, absl::Duration lease);
+
+  // Worker id → owning identity (worker_ownership.h), persisted apart from the leases.
+  absl::StatusOr<std::map<std::string, std::string>> LoadIdentities();
+  // Binds `id` to `identity` unless it is bound already; returns the identity it is bound to.
+  absl::StatusOr<std::string> BindIdentity(const std::string& id, const std::string& identity, absl::Time now);
+  absl::Status ForgetIdentity(const std::string& id);
 
  private:
   SqliteDb* db_;

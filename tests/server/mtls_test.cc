@@ -44,6 +44,11 @@ class MtlsServer : public ::testing::Test {
     std::filesystem::copy_file(ca_.cert, dir_.Sub("worker-ca.pem"));
     public_ = absl::StrCat("127.0.0.1:", PickFreePort());
     worker_port_ = absl::StrCat("127.0.0.1:", PickFreePort());
+    StartServer();
+  }
+
+  // Starts the server (again, after Kill: the same ports and data directory).
+  void StartServer() {
     server_proc_ = std::make_unique<ChildProcess>(
         std::vector<std::string>{MQ_SERVER_BIN, "--listen", public_, "--worker-listen", worker_port_, "--worker-ca", dir_.Sub("worker-ca.pem"),
                                  "--data-dir", dir_.Sub("data"), "--tls-cert", server_.cert, "--tls-key", server_.key,
@@ -232,6 +237,29 @@ TEST_F(MtlsServer, OnlyCaSignedWorkersGetInAndEachWorkerIdIsBoundToItsCertificat
 }
 
 // A worker reads the files of registered versions, not the bytes of an upload still open.
+// The bindings are in the server's database: after a restart (SIGKILL, nothing flushed at exit)
+// another certificate is still refused a bound id, even as the first call that names it.
+TEST_F(MtlsServer, WorkerIdsStayBoundToTheirCertificateAcrossARestart) {
+  auto a = WorkerStub(&worker_a_);
+  auto id_a = Register(*a, "a");
+  ASSERT_TRUE(id_a.ok()) << id_a.status() << ReadFileOrDie(dir_.Sub("server.log"));
+  server_proc_->Kill();
+  StartServer();
+  auto a2 = WorkerStub(&worker_a_);
+  auto b2 = WorkerStub(&worker_b_);
+  EXPECT_EQ(Heartbeat(*b2, *id_a), grpc::StatusCode::PERMISSION_DENIED);
+  {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    RegisterWorkerRequest req;
+    req.set_worker_id(*id_a);
+    req.set_backend("cpu");
+    RegisterWorkerResponse resp;
+    EXPECT_EQ(b2->RegisterWorker(&ctx, req, &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  EXPECT_EQ(Heartbeat(*a2, *id_a), grpc::StatusCode::OK);
+}
+
 TEST_F(MtlsServer, WorkersReadOnlyBlobsOfRegisteredVersions) {
   auto a = WorkerStub(&worker_a_);
   ASSERT_TRUE(Register(*a, "a").ok());
