@@ -170,9 +170,10 @@ CudaModelOptions Options() {
 
 // Relative-error bounds: against the per-stage kernels, the layer kernels' own bound
 // (cuda_gpu_test DecodeKernelsMatchPerStageOnRandomModels); against the layer kernels, INT8/W4A8
-// 1e-4 (same integer sums; only the norm's double sum order and float rounding of the 1/rms differ)
-// and FP16 2e-3 (GEMV products summed in another order, x_proj with float atomics).
-constexpr double kVsPerStage = 5e-3, kVsLayerInt8 = 1e-4, kVsLayerF16 = 2e-3;
+// 1e-3 (the same integer sums and expressions: only the norm's double sums run in another order,
+// which can move a float 1/rms by an ulp and, rarely, an INT8 code by one) and FP16 the per-stage
+// bound (GEMV products summed in another order, x_proj's split-K with float atomics).
+constexpr double kVsPerStage = 5e-3, kVsLayerInt8 = 1e-3, kVsLayerF16 = 5e-3;
 
 TEST(CudaPersistentDecodeGpuTest, MatchesOnFixtures) {
   MQ_REQUIRE_GPU();

@@ -151,6 +151,48 @@ __device__ __forceinline__ void IssueTile(const DecodePersistentParams& p, const
   CpAsyncCommit();
 }
 
+// ---- L2 prefetch of the small per-layer data ------------------------------------------------------
+// [p, p + bytes) into L2, a 128-byte line per thread (every address inside the range).
+__device__ __forceinline__ void PrefetchRangeL2(const void* p, int64_t bytes) {
+  if (p == nullptr) return;
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = static_cast<int64_t>(threadIdx.x) * 128; off < bytes; off += static_cast<int64_t>(blockDim.x) * 128)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
+}
+
+// What the block's epilogues and scan of layer l read besides the streamed weights — its channels'
+// conv and SSM state, conv weights, A, D, gate and dequantization constants, its out_proj rows'
+// constants — requested into L2 a layer ahead, so that those scattered reads hit L2 instead of
+// adding DRAM round trips to the latency chain.
+__device__ __forceinline__ void PrefetchLayerSmallData(const DecodePersistentParams& p, const hd::PersistBlockPlan& plan,
+                                                       int64_t l) {
+  const PersistentLayer& g = p.layer[l];
+  const int64_t c0 = plan.c0, nc = plan.c1 - plan.c0, S = p.K - 1, N = p.N;
+  if (nc > 0) {
+    for (int b = 0; b < p.B; ++b) {
+      const int64_t slot = p.slots[b];
+      PrefetchRangeL2(g.conv_state + slot * p.conv_slot_stride + c0 * S, nc * S * 4);
+      PrefetchRangeL2(g.ssm_state + slot * p.ssm_slot_stride + c0 * N, nc * N * 4);
+    }
+    PrefetchRangeL2(g.conv_w + c0 * p.K, nc * p.K * 4);
+    PrefetchRangeL2(g.conv_b + c0, nc * 4);
+    PrefetchRangeL2(g.A2 + c0 * N, nc * N * 4);
+    PrefetchRangeL2(g.D + c0, nc * 4);
+    PrefetchRangeL2(g.gate_scale == nullptr ? nullptr : g.gate_scale + c0, nc * 4);
+    for (const DecodeLinear* lin : {&g.in_proj, &g.dt_proj}) {
+      PrefetchRangeL2(lin->wscale == nullptr ? nullptr : lin->wscale + c0, nc * 4);
+      PrefetchRangeL2(lin->bias == nullptr ? nullptr : lin->bias + c0, nc * 4);
+    }
+    PrefetchRangeL2(g.in_proj.wscale == nullptr ? nullptr : g.in_proj.wscale + p.E + c0, nc * 4);
+    PrefetchRangeL2(g.in_proj.bias == nullptr ? nullptr : g.in_proj.bias + p.E + c0, nc * 4);
+  }
+  const int64_t no = plan.o1 - plan.o0;
+  if (no > 0) {
+    PrefetchRangeL2(g.out_proj.wscale == nullptr ? nullptr : g.out_proj.wscale + plan.o0, no * 4);
+    PrefetchRangeL2(g.out_proj.bias == nullptr ? nullptr : g.out_proj.bias + plan.o0, no * 4);
+  }
+}
+
 // ---- GEMV over one tile in shared memory ---------------------------------------------------------
 // rows × row_bytes weights (dense rows) against xs ([kB][xs_ld] bytes); warp tasks as
 // hd::MakePersistTileTasks plans them; partial sums into red[(r·parts + part)·kB + b]. Ends with a
@@ -253,6 +295,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t total = static_cast<int64_t>(plan.tiles) * p.layers;
   int64_t issued = 0, consumed = 0;
   for (int i = 0; i < kStages - 1; ++i) IssueTile(p, plan, issued++, total, ring, lay.stage_bytes);
+  PrefetchLayerSmallData(p, plan, 0);
   auto acquire = [&]() -> const uint8_t* {
     // Stage (consumed − 1) mod kStages is free: the previous tile ended with a block barrier.
     IssueTile(p, plan, issued++, total, ring, lay.stage_bytes);
@@ -270,6 +313,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (tid < kB) s_umax[tid] = 0u;
     __syncthreads();
     if (tid < L.had_m && tid < kMaxHadM) s_neg[tid] = L.had_neg != nullptr ? L.had_neg[tid] : 0u;
+    if (l + 1 < p.layers) PrefetchLayerSmallData(p, plan, l + 1);
 
     // ---- RMSNorm → in_proj → conv + SiLU ----
     for (int b = 0; b < B; ++b) {
