@@ -235,6 +235,33 @@ TEST(StateDtype, RoundStateRowsIsTheStoreAndIdempotent) {
   }
 }
 
+// The decode step kernel's vector form of a 16-value row (PackWords16 / UnpackWords16) is the
+// row store and load, byte for byte (the kernel's CPU twin).
+TEST(StateDtype, PackedWordsAreTheStoredRow) {
+  std::mt19937_64 g(7);
+  std::normal_distribution<float> nd(0.0f, 1.5f);
+  for (StateDtype d : {StateDtype::kF32, StateDtype::kF16, StateDtype::kBF16, StateDtype::kInt8}) {
+    for (int trial = 0; trial < 500; ++trial) {
+      float x[16];
+      for (float& v : x) v = nd(g) * std::ldexp(1.0f, trial % 20 - 10);
+      if (trial == 0) std::fill(x, x + 16, 0.0f);
+      std::vector<uint8_t> row(64, 0xab);
+      float scale = 0.0f;
+      state::StoreRow(d, x, 16, row.data(), 0, &scale);
+      const float s = state::RowScale(d, x, 16);
+      if (d == StateDtype::kInt8) ASSERT_EQ(s, scale);
+      uint32_t w[16];
+      state::PackWords16(d, x, 1.0f / s, w);
+      const size_t bytes = static_cast<size_t>(16 * state::DtypeBytes(d));
+      ASSERT_EQ(std::memcmp(w, row.data(), bytes), 0) << StateDtypeName(d) << " trial " << trial;
+      float a[16], b[16];
+      state::UnpackWords16(d, w, s, a);
+      state::LoadRow(d, row.data(), 0, 16, s, b);
+      for (int i = 0; i < 16; ++i) ASSERT_EQ(ToBits(a[i]), ToBits(b[i])) << StateDtypeName(d);
+    }
+  }
+}
+
 class StateDtypeModel : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -17,69 +17,32 @@ namespace {
 constexpr int kN = 16;
 constexpr int kThreads = 128;
 
-// The 16 states of one channel, element offset `off` (16-byte aligned), as float.
+// The 16 states of one channel at element offset `off` (16-byte aligned) as whole 16-byte
+// vectors, packed and unpacked by model/state_dtype.h (PackWords16 / UnpackWords16).
 template <StateDtype kD>
 __device__ __forceinline__ void LoadState16(const void* base, int64_t off, float scale, float* h) {
-  if constexpr (kD == StateDtype::kF32) {
-    const float4* v = reinterpret_cast<const float4*>(static_cast<const float*>(base) + off);
+  constexpr int kVecs = state::DtypeBytes(kD);  // 16-byte vectors a row: 16 values · bytes / 16
+  const uint4* v = reinterpret_cast<const uint4*>(static_cast<const char*>(base) + off * state::DtypeBytes(kD));
+  uint32_t w[4 * kVecs];
 #pragma unroll
-    for (int i = 0; i < kN / 4; ++i) {
-      const float4 x = v[i];
-      h[4 * i] = x.x, h[4 * i + 1] = x.y, h[4 * i + 2] = x.z, h[4 * i + 3] = x.w;
-    }
-  } else if constexpr (kD == StateDtype::kInt8) {
-    const uint4 x = *reinterpret_cast<const uint4*>(static_cast<const int8_t*>(base) + off);
-    const uint32_t w[4] = {x.x, x.y, x.z, x.w};
-#pragma unroll
-    for (int i = 0; i < kN; ++i)
-      h[i] = static_cast<float>(static_cast<int8_t>((w[i / 4] >> (8 * (i % 4))) & 0xffu)) * scale;
-  } else {
-    const uint4* v = reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(base) + off);
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const uint4 x = v[j];
-      const uint32_t w[4] = {x.x, x.y, x.z, x.w};
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const uint16_t bits = static_cast<uint16_t>(w[i / 2] >> (16 * (i % 2)));
-        h[8 * j + i] = kD == StateDtype::kF16 ? state::HalfBitsToFloat(bits) : state::Bf16BitsToFloat(bits);
-      }
-    }
+  for (int i = 0; i < kVecs; ++i) {
+    const uint4 x = v[i];
+    w[4 * i] = x.x, w[4 * i + 1] = x.y, w[4 * i + 2] = x.z, w[4 * i + 3] = x.w;
   }
+  state::UnpackWords16(kD, w, scale, h);
 }
 
 // Stores them back, rounded as state::StoreRow defines (int8: the row's scale into *scale).
 template <StateDtype kD>
 __device__ __forceinline__ void StoreState16(void* base, int64_t off, const float* h, float* scale) {
-  if constexpr (kD == StateDtype::kF32) {
-    float4* v = reinterpret_cast<float4*>(static_cast<float*>(base) + off);
+  constexpr int kVecs = state::DtypeBytes(kD);
+  const float s = state::RowScale(kD, h, kN);
+  uint32_t w[4 * kVecs];
+  state::PackWords16(kD, h, 1.0f / s, w);
+  uint4* v = reinterpret_cast<uint4*>(static_cast<char*>(base) + off * state::DtypeBytes(kD));
 #pragma unroll
-    for (int i = 0; i < kN / 4; ++i) v[i] = make_float4(h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]);
-  } else if constexpr (kD == StateDtype::kInt8) {
-    float amax = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kN; ++i) amax = fmaxf(amax, fabsf(h[i]));
-    const float s = state::Int8Scale(amax), inv = 1.0f / s;
-    uint32_t w[4] = {0, 0, 0, 0};
-#pragma unroll
-    for (int i = 0; i < kN; ++i)
-      w[i / 4] |= (static_cast<uint32_t>(static_cast<uint8_t>(state::Int8Code(h[i], inv)))) << (8 * (i % 4));
-    *reinterpret_cast<uint4*>(static_cast<int8_t*>(base) + off) = make_uint4(w[0], w[1], w[2], w[3]);
-    *scale = s;
-  } else {
-    uint4* v = reinterpret_cast<uint4*>(static_cast<uint16_t*>(base) + off);
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      uint32_t w[4] = {0, 0, 0, 0};
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const float x = h[8 * j + i];
-        const uint32_t bits = kD == StateDtype::kF16 ? state::FloatToHalfBits(x) : state::FloatToBf16Bits(x);
-        w[i / 2] |= bits << (16 * (i % 2));
-      }
-      v[j] = make_uint4(w[0], w[1], w[2], w[3]);
-    }
-  }
+  for (int i = 0; i < kVecs; ++i) v[i] = make_uint4(w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
+  if constexpr (kD == StateDtype::kInt8) *scale = s;
 }
 
 template <ActKind kIn, StateDtype kD>

@@ -40,7 +40,7 @@ StatusOr<StateDtype> ParseStateDtype(const std::string& name);
 
 namespace state {
 
-MQ_STATE_HD int DtypeBytes(StateDtype d) {
+MQ_STATE_HD constexpr int DtypeBytes(StateDtype d) {
   return d == StateDtype::kF32 ? 4 : d == StateDtype::kInt8 ? 1 : 2;
 }
 // Whether rows of this dtype carry a scale.
@@ -159,6 +159,41 @@ MQ_STATE_HD void StoreRow(StateDtype d, const float* x, int M, void* base, int64
 // Reads the row back as float (scale: the row's int8 scale, ignored otherwise).
 MQ_STATE_HD void LoadRow(StateDtype d, const void* base, int64_t off, int M, float scale, float* x) {
   for (int i = 0; i < M; ++i) x[i] = LoadValue(d, base, off + i, scale);
+}
+
+// A row of 16 values (the SSM state of one channel) as the 32-bit words of its stored bytes,
+// little-endian as a 16-byte vector load sees them (fp32 16 words, fp16/bf16 8, int8 4): the
+// decode step kernel moves rows as whole vectors and packs/unpacks them here. Equal to StoreRow /
+// LoadRow (state_dtype_test checks it); int8 takes the row's 1/scale and scale.
+MQ_STATE_HD void PackWords16(StateDtype d, const float* x, float inv_scale, uint32_t* w) {
+  if (d == StateDtype::kF32) {
+    for (int i = 0; i < 16; ++i) w[i] = FloatBits(x[i]);
+  } else if (d == StateDtype::kInt8) {
+    for (int j = 0; j < 4; ++j) {
+      uint32_t v = 0;
+      for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(Int8Code(x[4 * j + i], inv_scale))) << (8 * i);
+      w[j] = v;
+    }
+  } else {
+    for (int j = 0; j < 8; ++j) {
+      const uint32_t lo = d == StateDtype::kF16 ? FloatToHalfBits(x[2 * j]) : FloatToBf16Bits(x[2 * j]);
+      const uint32_t hi = d == StateDtype::kF16 ? FloatToHalfBits(x[2 * j + 1]) : FloatToBf16Bits(x[2 * j + 1]);
+      w[j] = lo | (hi << 16);
+    }
+  }
+}
+MQ_STATE_HD void UnpackWords16(StateDtype d, const uint32_t* w, float scale, float* x) {
+  if (d == StateDtype::kF32) {
+    for (int i = 0; i < 16; ++i) x[i] = BitsFloat(w[i]);
+  } else if (d == StateDtype::kInt8) {
+    for (int i = 0; i < 16; ++i)
+      x[i] = static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(w[i / 4] >> (8 * (i % 4))))) * scale;
+  } else {
+    for (int i = 0; i < 16; ++i) {
+      const uint16_t b = static_cast<uint16_t>(w[i / 2] >> (16 * (i % 2)));
+      x[i] = d == StateDtype::kF16 ? HalfBitsToFloat(b) : Bf16BitsToFloat(b);
+    }
+  }
 }
 
 }  // namespace state
