@@ -16,7 +16,8 @@ absl::Status InSpec(const Status& s) {
 
 }  // namespace
 
-absl::StatusOr<quant::QuantizeOptions> QuantizeOptionsFromProto(const mambaquant::v1::QuantSpec& spec) {
+absl::StatusOr<quant::QuantizeOptions> QuantizeOptionsFromProto(const mambaquant::v1::QuantSpec& spec,
+                                                                quant::JobModel model) {
   quant::QuantizeOptions o;
   if (!spec.preset().empty()) o.preset = spec.preset();
   if (!spec.bits().empty()) o.bits = spec.bits();
@@ -49,7 +50,7 @@ absl::StatusOr<quant::QuantizeOptions> QuantizeOptionsFromProto(const mambaquant
     if (Status s = quant::CheckTolerableLoss(spec.tolerable_loss_percent()); !s.ok()) return InSpec(s);
     o.tolerable_loss_percent = spec.tolerable_loss_percent();
   }
-  if (Status s = quant::ValidateJobOptions(o); !s.ok()) return InSpec(s);
+  if (Status s = quant::ValidateJobOptions(o, model); !s.ok()) return InSpec(s);
   return o;
 }
 

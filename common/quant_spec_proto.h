@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "mambaquant/v1/common.pb.h"
+#include "quant/job_spec.h"
 #include "quant/quantize_pipeline.h"
 
 namespace mq {
@@ -16,7 +17,10 @@ namespace mq {
 // are left empty (the worker fills them). INVALID_ARGUMENT names the field ("spec.seq_len must be
 // in [2, 65536]; got 1"): the engine's check, plus what only the message can get wrong (an unknown
 // r1_covariance or backend name; a requested tolerable_loss_percent outside (0, 100], 0 included).
-absl::StatusOr<quant::QuantizeOptions> QuantizeOptionsFromProto(const mambaquant::v1::QuantSpec& spec);
+// `model`: what the job quantizes, when known (the server knows it once the model reference is
+// resolved; the worker from the model's config.json).
+absl::StatusOr<quant::QuantizeOptions> QuantizeOptionsFromProto(const mambaquant::v1::QuantSpec& spec,
+                                                                quant::JobModel model = quant::JobModel::kText);
 
 // Writes the engine's defaults into the unset choice and size fields, so that a stored job shows
 // what runs. Optional switches stay unset (unset means the engine's default).

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "name_validation.h"
 #include "quant_spec_proto.h"
+#include "vim_artifact_check.h"
 
 namespace mq::server {
 namespace {
@@ -32,6 +33,12 @@ absl::Status NormalizeQuantSpec(mambaquant::v1::QuantSpec* spec) {
     if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("spec.output_name: ", s.message()));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckQuantSpecForModel(const mambaquant::v1::QuantSpec& spec, const std::string& model_type) {
+  const quant::JobModel model = model_type == kVimModelType ? quant::JobModel::kVim : quant::JobModel::kText;
+  auto options = QuantizeOptionsFromProto(spec, model);
+  return options.ok() ? absl::OkStatus() : options.status();
 }
 
 }  // namespace mq::server

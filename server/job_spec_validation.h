@@ -3,6 +3,8 @@
 // against the registry by the job service) and the output name.
 #pragma once
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "mambaquant/v1/common.pb.h"
 
@@ -11,5 +13,9 @@ namespace mq::server {
 // Fills unset fields with the engine's defaults and checks every field. INVALID_ARGUMENT names
 // the field ("spec.seq_len ...") and the accepted values.
 absl::Status NormalizeQuantSpec(mambaquant::v1::QuantSpec* spec);
+
+// Once the model is resolved: what the engine's check says for that kind of model (config.json's
+// `model_type`; a Vim classifier has no accuracy-driven mode). INVALID_ARGUMENT names the field.
+absl::Status CheckQuantSpecForModel(const mambaquant::v1::QuantSpec& spec, const std::string& model_type);
 
 }  // namespace mq::server

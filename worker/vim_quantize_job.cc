@@ -15,7 +15,7 @@ bool IsVimJob(const ExecutionRequest& request) {
 
 absl::StatusOr<ExecutionResult> RunVimQuantizeJob(const ExecutionRequest& request, const ExecutionProgressFn& progress) {
   // The one adapter (common/quant_spec_proto.h), then the fields a Vim job shares with a text job.
-  auto options = QuantizeOptionsFromProto(request.spec);
+  auto options = QuantizeOptionsFromProto(request.spec, quant::JobModel::kVim);
   if (!options.ok()) return options.status();
   const quant::QuantizeOptions& q = *options;
   VimQuantizeOptions o;
@@ -42,9 +42,6 @@ absl::StatusOr<ExecutionResult> RunVimQuantizeJob(const ExecutionRequest& reques
   o.r1_cov_all_layers = q.r1_cov_all_layers;
   o.act_percentile = q.act_percentile;
   o.weight_clip = q.weight_clip;
-  // Text models only (proto: tolerable_loss_percent); a Vim job has no held-out perplexity to tune on.
-  if (q.tolerable_loss_percent > 0.0)
-    return absl::InvalidArgumentError("spec.tolerable_loss_percent: accuracy-driven mode is for text models only");
   auto result = QuantizeVimModel(o, [&](const quant::Progress& p) {
     return progress(ExecutionProgress{ToProtoStage(p.stage), p.fraction, p.message});
   });

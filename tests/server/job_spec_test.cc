@@ -273,5 +273,26 @@ TEST(JobSpec, MessageOnlyFieldsAreRefusedByName) {
   EXPECT_LT(s.message().size(), 300u) << s.message().size();
 }
 
+// Once the model is known: a Vim classifier has no accuracy-driven mode, and the server says so at
+// submission as the worker's engine would (not after the worker fetched the blobs).
+TEST(JobSpec, AVimJobHasNoAccuracyDrivenModeOnBothSides) {
+  QuantSpec spec = BaseSpec();
+  spec.set_tolerable_loss_percent(2.0);
+  ASSERT_TRUE(server::NormalizeQuantSpec(&spec).ok());
+  const absl::Status vim = server::CheckQuantSpecForModel(spec, "vim");
+  EXPECT_EQ(vim.code(), absl::StatusCode::kInvalidArgument) << vim;
+  EXPECT_NE(vim.message().find("spec.tolerable_loss_percent"), std::string::npos) << vim;
+  EXPECT_TRUE(server::CheckQuantSpecForModel(spec, "mamba").ok());
+  quant::QuantizeOptions o;
+  o.tolerable_loss_percent = 2.0;
+  EXPECT_EQ(quant::ValidateJobOptions(o, quant::JobModel::kVim).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(quant::ValidateJobOptions(o, quant::JobModel::kText).ok());
+  // Everything else a Vim job takes as a text job does.
+  spec.clear_tolerable_loss_percent();
+  spec.set_scope("full");
+  spec.set_state_granularity("per_step");
+  EXPECT_TRUE(server::CheckQuantSpecForModel(spec, "vim").ok());
+}
+
 }  // namespace
 }  // namespace mq

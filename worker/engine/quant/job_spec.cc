@@ -56,7 +56,7 @@ Status CheckSpecChoices(const QuantizeOptions& o) {
   return OkStatus();
 }
 
-Status ValidateJobOptions(const QuantizeOptions& o) {
+Status ValidateJobOptions(const QuantizeOptions& o, JobModel model) {
   MQ_RETURN_IF_ERROR(CheckSpecChoices(o));
   MQ_RETURN_IF_ERROR(InRange("num_samples", o.num_samples, JobSpecLimits::kMinSamples, JobSpecLimits::kMaxSamples));
   MQ_RETURN_IF_ERROR(InRange("seq_len", o.seq_len, JobSpecLimits::kMinSeqLen, JobSpecLimits::kMaxSeqLen));
@@ -65,6 +65,9 @@ Status ValidateJobOptions(const QuantizeOptions& o) {
   if (o.tolerable_loss_percent != 0.0) MQ_RETURN_IF_ERROR(CheckTolerableLoss(o.tolerable_loss_percent));
   if (!(o.calib_holdout_fraction >= 0.0 && o.calib_holdout_fraction <= JobSpecLimits::kMaxCalibHoldoutFraction))
     return InvalidArgumentError("calib_holdout_fraction must be in [0, 0.5]; got " + Number(o.calib_holdout_fraction));
+  if (model == JobModel::kVim && o.tolerable_loss_percent != 0.0)
+    return InvalidArgumentError("tolerable_loss_percent: the accuracy-driven mode is for text models only (a Vim model "
+                                "calibrates on images and has no held-out text to tune on)");
   return OkStatus();
 }
 

@@ -56,9 +56,15 @@ Status CheckTolerableLoss(double percent);
 // a quantized export's quantization_config, which carries no job sizes).
 Status CheckSpecChoices(const QuantizeOptions& o);
 
+// What the job quantizes: a text model (QuantizeModel) or a Vision Mamba classifier
+// (QuantizeVimModel, which takes the same choices but calibrates on images and has no
+// accuracy-driven mode: there is no held-out text to tune on).
+enum class JobModel { kText, kVim };
+
 // The whole job: the choices, then num_samples, seq_len, eval_window, tolerable_loss_percent and
-// calib_holdout_fraction. Messages name the field as QuantizeOptions and the proto spell it
-// (`seq_len must be in [2, 65536]; got 1`). Paths are not checked here (the loaders do).
-Status ValidateJobOptions(const QuantizeOptions& o);
+// calib_holdout_fraction (and for kVim, no tolerable_loss_percent). Messages name the field as
+// QuantizeOptions and the proto spell it (`seq_len must be in [2, 65536]; got 1`). Paths are not
+// checked here (the loaders do).
+Status ValidateJobOptions(const QuantizeOptions& o, JobModel model = JobModel::kText);
 
 }  // namespace mq::quant
