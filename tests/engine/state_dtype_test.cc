@@ -20,6 +20,9 @@
 #include "model/mamba_weights.h"
 #include "serve/cpu_sequence_backend.h"
 #include "test_paths.h"
+#include "test_util.h"
+
+#include <nlohmann/json.hpp>
 
 namespace mq {
 namespace {
@@ -377,6 +380,30 @@ TEST_F(StateDtypeModel, DecodePerplexityMatchesPrefillForFp32) {
   }
   auto bad = EvaluateDecodePerplexity(**serve::CpuSequenceBackend::Create(weights_, {}), tokens, 1);
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+}
+
+// mq-engine eval --decode-steps: fp32 equals the prefill perplexity (printed to 4 decimals); the
+// state dtype is validated and only goes with --decode-steps.
+TEST(StateDtypeCli, EvalDecodeSteps) {
+  const std::string base = std::string(MQ_ENGINE_BIN) + " eval --model " + testing::Fixture("tiny").model_dir +
+                           " --text " + testing::RepoPath("models/text/eval.txt") + " --max-windows 3 --json";
+  auto prefill = testing::RunCommand(base);
+  ASSERT_EQ(prefill.exit_code, 0) << prefill.output;
+  const auto jp = nlohmann::json::parse(prefill.output);
+  EXPECT_EQ(jp["windows"], 3);
+  EXPECT_EQ(jp["mode"], "prefill");
+  auto dec = testing::RunCommand(base + " --decode-steps --state-dtype fp32 --batch 2");
+  ASSERT_EQ(dec.exit_code, 0) << dec.output;
+  const auto jd = nlohmann::json::parse(dec.output);
+  EXPECT_EQ(jd["mode"], "decode-steps");
+  EXPECT_EQ(jd["state_dtype"], "fp32");
+  EXPECT_EQ(jd["tokens_scored"], jp["tokens_scored"]);
+  EXPECT_NEAR(jd["perplexity"].get<double>(), jp["perplexity"].get<double>(), 1e-5 * jp["perplexity"].get<double>());
+  auto i8 = testing::RunCommand(base + " --decode-steps --state-dtype int8");
+  ASSERT_EQ(i8.exit_code, 0) << i8.output;
+  EXPECT_NE(nlohmann::json::parse(i8.output)["perplexity"].get<double>(), jp["perplexity"].get<double>());
+  EXPECT_EQ(testing::RunCommand(base + " --decode-steps --state-dtype fp8 2>&1").exit_code, 2);
+  EXPECT_EQ(testing::RunCommand(base + " --state-dtype int8 2>&1").exit_code, 2);
 }
 
 }  // namespace
