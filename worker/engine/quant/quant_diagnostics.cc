@@ -24,10 +24,24 @@ double RelWeightError(const std::vector<float>& w, int64_t rows, int64_t cols, c
   return den > 0 ? std::sqrt(num / den) : 0.0;
 }
 
-// Per-token INT8 error and channel spread of each observed linear input.
+// The float linear whose input `site` is, or null.
+const Linear* LinearAt(const MambaLayerWeights& L, ActivationSite site) {
+  switch (site) {
+    case ActivationSite::kInProjInput: return &L.in_proj;
+    case ActivationSite::kXProjInput: return &L.x_proj;
+    case ActivationSite::kDtProjInput: return &L.dt_proj;
+    case ActivationSite::kOutProjInput: return &L.out_proj;
+    default: return nullptr;
+  }
+}
+
+// Per-token INT8 error and channel spread of each observed linear input, and the error of the
+// linear's output x·Wᵀ with both operands quantized and with the weight alone (what the next
+// layer sees: a weight error along the input's small directions costs nothing, one along its
+// large directions costs the most).
 class ActivationErrorObserver : public ForwardObserver {
  public:
-  explicit ActivationErrorObserver(const MambaWeights& w) : w_(w) {}
+  ActivationErrorObserver(const MambaWeights& w, const QuantSpec& spec) : w_(w), spec_(spec) {}
   bool Wants(ActivationSite s) const override {
     return s == ActivationSite::kInProjInput || s == ActivationSite::kXProjInput || s == ActivationSite::kDtProjInput ||
            s == ActivationSite::kOutProjInput || (s == ActivationSite::kConvInput && conv_);
@@ -39,14 +53,33 @@ class ActivationErrorObserver : public ForwardObserver {
     Acc& a = acc_[{layer, site}];
     a.sq.resize(static_cast<size_t>(cols), 0.0);
     std::vector<int8_t> q(static_cast<size_t>(cols));
+    std::vector<float> xq(static_cast<size_t>(cols));
+    const Linear* lin = LinearAt(L, site);
+    const std::vector<float>* wq = lin != nullptr && !lin->weight.empty() ? &Dequantized(layer, site, *lin) : nullptr;
     for (int64_t r = 0; r < rows; ++r) {
       float s = 0;
-      QuantizeRowsPerToken(v.data() + r * cols, 1, cols, q.data(), &s);
+      const float* xr = v.data() + r * cols;
+      QuantizeRowsPerToken(xr, 1, cols, q.data(), &s);
       for (int64_t c = 0; c < cols; ++c) {
-        const double xv = v[r * cols + c], e = q[c] * static_cast<double>(s) - xv;
+        xq[c] = q[c] * s;
+        const double xv = xr[c], e = xq[c] - xv;
         a.num += e * e;
         a.den += xv * xv;
         a.sq[c] += xv * xv;
+      }
+      if (wq == nullptr) continue;
+      for (int64_t o = 0; o < lin->out_features; ++o) {
+        const float* wr = lin->weight.data() + o * cols;
+        const float* qr = wq->data() + o * cols;
+        float y = 0, yw = 0, yqq = 0;
+        for (int64_t c = 0; c < cols; ++c) {
+          y += xr[c] * wr[c];
+          yw += xr[c] * qr[c];
+          yqq += xq[c] * qr[c];
+        }
+        a.out_den += static_cast<double>(y) * y;
+        a.out_num += static_cast<double>(yqq - y) * (yqq - y);
+        a.out_w_num += static_cast<double>(yw - y) * (yw - y);
       }
     }
   }
@@ -59,6 +92,10 @@ class ActivationErrorObserver : public ForwardObserver {
       out.push_back({{"layer", key.first}, {"site", ActivationSiteName(key.second)},
                      {"rel_error", a.den > 0 ? std::sqrt(a.num / a.den) : 0.0},
                      {"max_over_median_rms", med > 0 ? std::sqrt(top / med) : 0.0}});
+      if (a.out_den > 0) {
+        out.back()["output_error"] = std::sqrt(a.out_num / a.out_den);
+        out.back()["output_error_weight_only"] = std::sqrt(a.out_w_num / a.out_den);
+      }
     }
     return out;
   }
@@ -66,11 +103,18 @@ class ActivationErrorObserver : public ForwardObserver {
 
  private:
   struct Acc {
-    double num = 0, den = 0;
+    double num = 0, den = 0, out_num = 0, out_w_num = 0, out_den = 0;
     std::vector<double> sq;
   };
+  const std::vector<float>& Dequantized(int layer, ActivationSite site, const Linear& lin) {
+    std::vector<float>& d = dequant_[{layer, site}];
+    if (d.empty()) RelWeightError(lin.weight, lin.out_features, lin.in_features, spec_, &d);
+    return d;
+  }
   const MambaWeights& w_;
+  const QuantSpec& spec_;
   std::map<std::pair<int, ActivationSite>, Acc> acc_;
+  std::map<std::pair<int, ActivationSite>, std::vector<float>> dequant_;
 };
 
 }  // namespace
@@ -107,7 +151,7 @@ nlohmann::json WeightQuantErrors(const MambaWeights& w, const QuantSpec& spec) {
 StatusOr<nlohmann::json> ActivationQuantErrors(const MambaWeights& w, const QuantSpec& spec,
                                                const std::vector<int32_t>& tokens,
                                                const std::vector<int64_t>& starts, int64_t seq_len) {
-  ActivationErrorObserver observer(w);
+  ActivationErrorObserver observer(w, spec);
   observer.conv_ = spec.scope_full;
   MQ_RETURN_IF_ERROR(ObserveWindows(w, tokens, starts, seq_len, &observer));
   return observer.Result();

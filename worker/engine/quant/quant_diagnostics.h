@@ -6,7 +6,9 @@
 //                in it, so it compares the dt path across transforms);
 //   activations: ‖x − Q(x)‖ / ‖x‖ over the windows of the per-token INT8 quantization of each
 //                linear's input as the quantizer sees it (after the online R2), and the ratio of
-//                the largest channel RMS to the median (how outlier-heavy the site is).
+//                the largest channel RMS to the median (how outlier-heavy the site is); for
+//                each linear, ‖Q(x)·Q(W)ᵀ − x·Wᵀ‖ / ‖x·Wᵀ‖ (output_error) and the same with the
+//                weight alone quantized (output_error_weight_only): the error the next op sees.
 #pragma once
 
 #include <cstdint>

@@ -105,6 +105,41 @@ class StaticScaleObserver : public ForwardObserver {
   bool lm_head_;  // the LM head is quantized too: its input range is needed
 };
 
+// Output-aware W4 clipping (model_quantizer.h) is part of mambaquant at 4 bits with the default
+// clipping: an explicit --weight-clip (mse, max) keeps the plain per-row search, for the ablation.
+// Models wider than kOutputAwareClipMaxWidth keep the MSE search (the report's note says so).
+bool UsesOutputAwareClip(const QuantSpec& spec, const QuantizeOptions& o) {
+  return spec.preset == Preset::kMambaQuant && spec.weight_bits == 4 && o.weight_clip == "auto";
+}
+
+// E[x xᵀ] of every linear's input on the transformed float model, over the calibration windows;
+// out_proj's in the basis its quantizer sees (after the online R2: Σ ← R2ᵀ·Σ·R2). Always the CPU
+// forward: the GPU's calibration model cannot run the transformed model (as for static scales).
+StatusOr<CalibrationStats> LinearInputMoments(const MambaWeights& w, const std::vector<int32_t>& tokens,
+                                              const std::vector<int64_t>& starts, int64_t seq_len,
+                                              const std::function<bool(int64_t, int64_t)>& progress) {
+  CalibrationRequest req;
+  req.covariance_sites = {ActivationSite::kInProjInput, ActivationSite::kXProjInput, ActivationSite::kDtProjInput,
+                          ActivationSite::kOutProjInput};
+  req.sites = req.covariance_sites;
+  MQ_ASSIGN_OR_RETURN(CalibrationStats stats, Calibrate(w, tokens, starts, seq_len, req, progress));
+  for (auto& [key, st] : stats.mutable_sites()) {
+    if (key.second != ActivationSite::kOutProjInput) continue;
+    const auto& r2 = w.layers[static_cast<size_t>(key.first)].out_proj.input_transform;
+    if (!r2) continue;
+    const int64_t n = st.channels;
+    std::vector<float> m(static_cast<size_t>(n * n));
+    for (int64_t i = 0; i < n; ++i)  // dsyrk filled the upper triangle
+      for (int64_t j = i; j < n; ++j) m[i * n + j] = m[j * n + i] = static_cast<float>(st.moment[i * n + j]);
+    r2->ApplyRows(m.data(), n);  // Σ·R2; symmetric Σ, so its transpose is R2ᵀ·Σ
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = i + 1; j < n; ++j) std::swap(m[i * n + j], m[j * n + i]);
+    r2->ApplyRows(m.data(), n);  // R2ᵀ·Σ·R2
+    for (int64_t i = 0; i < n * n; ++i) st.moment[i] = m[i];
+  }
+  return stats;
+}
+
 StatusOr<std::vector<double>> ResidualRotation(const QuantSpec& spec, const CalibrationStats& stats, int64_t d,
                                                int64_t layers, QuantAccelerator& accel, json* notes) {
   MQ_ASSIGN_OR_RETURN(RandomHadamard h, RandomHadamard::Create(d, spec.SeedFor("r1")));
@@ -302,7 +337,20 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator
         return stages.Report(0.9 * static_cast<double>(done) / static_cast<double>(total), "static activation ranges").ok();
       }));
     }
-    MQ_RETURN_IF_ERROR(QuantizeModelWeights(w, spec, &static_stats));
+    CalibrationStats moments;
+    bool output_clip = UsesOutputAwareClip(spec, o);
+    if (output_clip && std::max(E, d) > kOutputAwareClipMaxWidth) {
+      output_clip = false;
+      notes["weight_clip"] = "mse (output-aware clipping needs E[x xᵀ] of every linear input: wider than " +
+                             std::to_string(kOutputAwareClipMaxWidth) + ")";
+    }
+    if (output_clip) {
+      MQ_ASSIGN_OR_RETURN(moments, LinearInputMoments(w, calib_tokens, starts, o.seq_len, [&](int64_t done, int64_t total) {
+        return stages.Report(0.9 * static_cast<double>(done) / static_cast<double>(total), "linear input moments").ok();
+      }));
+      notes["weight_clip"] = "output_aware";
+    }
+    MQ_RETURN_IF_ERROR(QuantizeModelWeights(w, spec, &static_stats, output_clip ? &moments : nullptr));
   }
   MQ_RETURN_IF_ERROR(stages.Report(1.0, "quantized"));
   return OkStatus();

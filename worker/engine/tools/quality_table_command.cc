@@ -1,6 +1,6 @@
 // mq-engine quality-table: the quality table of docs/quantization.md. Builds every preset × bits
 // × scope (plus extra seeds for the calibrated or randomized presets, and the cumulative
-// mambaquant ablation in every bits × scope), then evaluates all of them against the float model in one pass over
+// mambaquant ablation in every bits × scope, at w4a8 ending in the output-aware clipping), then evaluates all of them against the float model in one pass over
 // the evaluation text, and writes a Markdown table and a JSON file.
 #include <chrono>
 #include <cstdio>
@@ -53,28 +53,34 @@ std::vector<Row> TableRows(const quant::QuantizeOptions& base, const std::vector
       }
   // Ablation, cumulative from the Hadamard base (R1, R5) to mambaquant less its last component
   // (the grid row is the whole method): + KLT (R1, R5), + S5, + online R2, + S2; in scope full
-  // also + S4/R4 (the whole method adds S3).
+  // also + S4/R4, + S3. At w4a8 these rows clip weights by the plain per-row MSE search and the
+  // last transform is a row of its own: the whole method adds output-aware clipping.
   for (const char* scope : {"linear", "full"})
     for (const char* bits : {"w8a8", "w4a8"}) {
       if (ablation_bits != "all" && ablation_bits != bits) continue;
       Row r = make("ablation", "mambaquant", bits, scope, seeds[0]);
       quant::QuantizeOptions& o = r.options;
       o.klt_r1 = o.klt_r5 = o.smooth_s5 = o.online_r2 = o.smooth_s2 = o.smooth_s4 = o.smooth_conv = false;
-      const bool full = std::string(scope) == "full";
-      const std::vector<std::pair<const char*, bool quant::QuantizeOptions::*>> steps = {
+      const bool full = std::string(scope) == "full", w4 = std::string(bits) == "w4a8";
+      const std::string clip = w4 ? ", mse clip" : "";
+      if (w4) o.weight_clip = "mse";
+      std::vector<std::pair<const char*, bool quant::QuantizeOptions::*>> steps = {
           {"+KLT (R1,R5)", nullptr}, {"+S5", &quant::QuantizeOptions::smooth_s5},
-          {"+online R2", &quant::QuantizeOptions::online_r2}, {"+S2", &quant::QuantizeOptions::smooth_s2},
-          {"+S4,R4", &quant::QuantizeOptions::smooth_s4}};
-      r.label = "hadamard (R1,R5)";
+          {"+online R2", &quant::QuantizeOptions::online_r2}, {"+S2", &quant::QuantizeOptions::smooth_s2}};
+      if (full) {
+        steps.push_back({"+S4,R4", &quant::QuantizeOptions::smooth_s4});
+        steps.push_back({"+S3", &quant::QuantizeOptions::smooth_conv});
+      }
+      if (!w4) steps.pop_back();  // w8a8: the last step gives the grid row
+      r.label = "hadamard (R1,R5)" + clip;
       rows.push_back(r);
-      for (size_t i = 0; i < steps.size(); ++i) {
-        if (!full && i + 1 == steps.size() - 1) break;  // linear: + S2 is the grid row
-        if (steps[i].second == nullptr) {
+      for (const auto& [label, flag] : steps) {
+        if (flag == nullptr) {
           o.klt_r1 = o.klt_r5 = true;
         } else {
-          o.*(steps[i].second) = true;
+          o.*flag = true;
         }
-        r.label = steps[i].first;
+        r.label = label + clip;
         rows.push_back(r);
       }
     }
