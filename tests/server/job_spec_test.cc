@@ -17,6 +17,7 @@
 #include "quant/job_spec.h"
 #include "quant/quantize_pipeline.h"
 #include "quant_spec_proto.h"
+#include "test_support.h"
 
 namespace mq {
 namespace {
@@ -292,6 +293,25 @@ TEST(JobSpec, AVimJobHasNoAccuracyDrivenModeOnBothSides) {
   spec.set_scope("full");
   spec.set_state_granularity("per_step");
   EXPECT_TRUE(server::CheckQuantSpecForModel(spec, "vim").ok());
+}
+
+// mqctl runs the same check before it sends: a bad spec is refused offline (no server listens on
+// the port, so a message that reached the network would be UNAVAILABLE), a good one is sent.
+TEST(JobSpec, MqctlRefusesABadSpecBeforeSending) {
+  const std::string server = "127.0.0.1:" + std::to_string(test::PickFreePort());
+  auto submit = [&](const std::string& flags) {
+    std::string out;
+    test::RunCommand({"/bin/sh", "-c", std::string(MQCTL_BIN) + " --insecure --server " + server +
+                                           " jobs submit --model m --calib c " + flags + " 2>&1"},
+                     &out);
+    return out;
+  };
+  const std::string bad = submit("--seq-len 1");
+  EXPECT_NE(bad.find("INVALID_ARGUMENT: spec.seq_len must be in [2, 65536]; got 1"), std::string::npos) << bad;
+  const std::string nan = submit("--preset rtn --act-percentile nan");
+  EXPECT_NE(nan.find("INVALID_ARGUMENT: spec.act_percentile"), std::string::npos) << nan;
+  const std::string good = submit("--seq-len 2");
+  EXPECT_NE(good.find("UNAVAILABLE"), std::string::npos) << good;  // accepted, then no server
 }
 
 }  // namespace
