@@ -24,10 +24,14 @@ Status QuantizeModelWeights(MambaWeights& w, const QuantSpec& spec, const Calibr
 // its mean diagonal, as GPTQ does, so that directions calibration never saw still count).
 // The plain MSE search weighs every input channel alike; after a rotation the input's energy is
 // concentrated in few directions (KLT) and the row's error along them is what the next op sees.
-// The widest model it is used for: Σ is cols² doubles per linear input and the search costs
-// 2·rows·cols²·26 flops (E = 2048, the 370m shape: 32 MB and about 0.2 TFLOP for one layer's
-// out_proj; the 2.8b shape, E = 5120, would hold 27 GB of moments).
-inline constexpr int64_t kOutputAwareClipMaxWidth = 2048;
+// Its limits. Σ is measured by a CPU forward of the transformed model (also for GPU jobs), so
+// at most kOutputAwareClipMaxTokens calibration tokens go into it (the fixtures' 128 × 256
+// protocol whole; 16 of 128 windows of 2048). Σ is cols² doubles per linear input and the
+// search costs 2·rows·cols²·26 flops, so models wider than kOutputAwareClipMaxWidth keep the MSE
+// search (E = 1536, the 130m shape: 19 MB per Σ, ~0.1 TFLOP per layer's out_proj; the 2.8b
+// shape, E = 5120, would hold 27 GB of moments and a CPU forward of 2.8b parameters).
+inline constexpr int64_t kOutputAwareClipMaxWidth = 1536;
+inline constexpr int64_t kOutputAwareClipMaxTokens = 32768;
 LinearQuant OutputAwareRowQuant(const std::vector<float>& w, int64_t rows, int64_t cols, int bits,
                                 const std::vector<double>& sigma);
 

@@ -345,7 +345,10 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator
                              std::to_string(kOutputAwareClipMaxWidth) + ")";
     }
     if (output_clip) {
-      MQ_ASSIGN_OR_RETURN(moments, LinearInputMoments(w, calib_tokens, starts, o.seq_len, [&](int64_t done, int64_t total) {
+      const size_t windows = std::min<size_t>(
+          starts.size(), static_cast<size_t>(std::max<int64_t>(1, kOutputAwareClipMaxTokens / o.seq_len)));
+      const std::vector<int64_t> first(starts.begin(), starts.begin() + static_cast<std::ptrdiff_t>(windows));
+      MQ_ASSIGN_OR_RETURN(moments, LinearInputMoments(w, calib_tokens, first, o.seq_len, [&](int64_t done, int64_t total) {
         return stages.Report(0.9 * static_cast<double>(done) / static_cast<double>(total), "linear input moments").ok();
       }));
       notes["weight_clip"] = "output_aware";
