@@ -15,6 +15,7 @@
 #include "job_state.h"
 #include "log.h"
 #include "name_validation.h"
+#include "quant/job_spec.h"
 #include "sha256.h"
 #include "upload_chunks_reactor.h"
 
@@ -269,9 +270,22 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerConte
   Job finished;
   if (req->outcome() == JOB_STATE_SUCCEEDED) {
     if (req->report_json().size() > kMaxReportBytes) return Reply(ctx, absl::InvalidArgumentError("report_json is over 1 MiB"));
+    nlohmann::json report = nlohmann::json::object();
     if (!req->report_json().empty()) {
-      auto parsed = nlohmann::json::parse(req->report_json(), nullptr, false);
-      if (parsed.is_discarded() || !parsed.is_object()) return Reply(ctx, absl::InvalidArgumentError("report_json must be a JSON object"));
+      report = nlohmann::json::parse(req->report_json(), nullptr, false);
+      if (report.is_discarded() || !report.is_object()) return Reply(ctx, absl::InvalidArgumentError("report_json must be a JSON object"));
+    }
+    // The accuracy-driven mode builds the configuration it chose, which may be another preset than
+    // the job's: the registry records what the export is (the report's "preset", one of the
+    // engine's names), and the description says how it was chosen.
+    std::string built_preset = current->spec().preset();
+    if (current->spec().has_tolerable_loss_percent()) {
+      auto it = report.find("preset");
+      if (it == report.end() || !it->is_string() ||
+          !quant::CheckChoice("report.preset", it->get<std::string>(), quant::kPresetNames).ok()) {
+        return Reply(ctx, absl::InvalidArgumentError("report_json of an accuracy-driven job must name the preset it built"));
+      }
+      built_preset = it->get<std::string>();
     }
     auto record = deps_.uploads->GetRecord(req->result_upload_id());
     if (!record.ok()) return Reply(ctx, record.status());
@@ -284,7 +298,12 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerConte
       Quantization* q = artifact->mutable_quantization();
       q->set_job_id(job.id());
       q->set_source_model(job.spec().model());
-      q->set_preset(job.spec().preset());
+      q->set_preset(built_preset);
+      if (job.spec().has_tolerable_loss_percent()) {
+        artifact->set_description(absl::StrCat(built_preset, " ", job.spec().bits(), " quantization of ", job.spec().model(),
+                                               " by job ", job.id(), " (accuracy-driven, loss budget ",
+                                               job.spec().tolerable_loss_percent(), " %: the report's tuning says what was tried)"));
+      }
       q->set_bits(job.spec().bits());
       q->set_scope(job.spec().scope());
       q->set_report_json(req->report_json());

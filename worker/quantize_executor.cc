@@ -13,6 +13,7 @@
 #include "quant/quant_accelerator.h"
 #include "quant/quantize_pipeline.h"
 #include "quant_spec_proto.h"
+#include "report_paths.h"
 #include "vim_quantize_job.h"
 
 namespace mq::worker {
@@ -61,14 +62,12 @@ absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest
     return progress(ExecutionProgress{ToProtoStage(p.stage), p.fraction, p.message});
   }, accel.get());
   if (!result.ok()) return ToAbsl(result.status());
-  if (!fell_back) return ExecutionResult{result->report_json, calibration_tokens};
-  // The reason goes into the report too, the copy inside the export included.
-  auto report = nlohmann::json::parse(result->report_json, nullptr, false);
-  if (report.is_discarded() || !report.is_object()) return ExecutionResult{result->report_json, calibration_tokens};
-  report["device_note"] = "GPU not used: " + why_not_gpu;
-  std::ofstream((std::filesystem::path(result->output_dir) / "quant_report.json").string(), std::ios::trunc)
-      << report.dump(2) << "\n";
-  return ExecutionResult{report.dump(), calibration_tokens};
+  // The GPU's refusal goes into the report too (the copy inside the export included).
+  nlohmann::json extra = nlohmann::json::object();
+  if (fell_back) extra["device_note"] = "GPU not used: " + why_not_gpu;
+  auto report = FinalizeReport(request, result->report_json, extra);
+  if (!report.ok()) return report.status();
+  return ExecutionResult{*std::move(report), calibration_tokens};
 }
 
 }  // namespace mq::worker

@@ -1,5 +1,7 @@
 #include "vim_quantize_job.h"
 
+#include "report_paths.h"
+
 #include <filesystem>
 
 #include "engine_stage.h"
@@ -46,7 +48,9 @@ absl::StatusOr<ExecutionResult> RunVimQuantizeJob(const ExecutionRequest& reques
     return progress(ExecutionProgress{ToProtoStage(p.stage), p.fraction, p.message});
   });
   if (!result.ok()) return absl::Status(static_cast<absl::StatusCode>(result.status().code()), result.status().message());
-  return ExecutionResult{result->report_json};
+  auto report = FinalizeReport(request, result->report_json);
+  if (!report.ok()) return report.status();
+  return ExecutionResult{*std::move(report)};
 }
 
 }  // namespace mq::worker

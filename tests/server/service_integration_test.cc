@@ -109,8 +109,15 @@ TEST(ServiceIntegration, TolerableLossJobReportsItsTrialsAndKeepsOneWithinBudget
   auto job = nlohmann::json::parse(out);
   ASSERT_EQ(job["state"], "JOB_STATE_SUCCEEDED") << out;
   ASSERT_EQ(c.Mqctl({"models", "get", job["result_model"].get<std::string>(), "--json"}, &out), 0) << out;
-  auto report = nlohmann::json::parse(nlohmann::json::parse(out)["quantization"]["report_json"].get<std::string>());
+  const auto model = nlohmann::json::parse(out);
+  auto report = nlohmann::json::parse(model["quantization"]["report_json"].get<std::string>());
   ASSERT_TRUE(report["tuning"].is_object()) << report.dump();
+  // The registry records the preset the tuner built (the cheapest within budget is rtn or quarot
+  // here, not the job's mambaquant), and the description says how it was chosen.
+  EXPECT_EQ(model["quantization"]["preset"], report["preset"]) << out;
+  EXPECT_NE(model["description"].get<std::string>().find(report["preset"].get<std::string>() + " w8a8 quantization"),
+            std::string::npos) << out;
+  EXPECT_NE(model["description"].get<std::string>().find("accuracy-driven"), std::string::npos) << out;
   const auto& t = report["tuning"];
   EXPECT_EQ(t["tolerable_loss_percent"].get<double>(), 1.0);
   ASSERT_FALSE(t["trials"].empty());
