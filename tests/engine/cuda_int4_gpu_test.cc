@@ -172,8 +172,12 @@ TEST(CudaInt4GpuTest, W4A8ModelEqualsTheInt8PathOnTheSameWeights) {
   ASSERT_TRUE((*m4)->int4());
   ASSERT_FALSE((*m8)->int4());
   EXPECT_LT((*m4)->decode_weight_bytes(), (*m8)->decode_weight_bytes());
-  // W4A8 decodes per stage by default (its packed layer kernels are opt-in until measured here).
-  for (int64_t B = 1; B <= kDecodeMaxBatch; ++B) ASSERT_FALSE((*m4)->DecodesWithLayerKernels(B)) << "W4A8 B " << B;
+  // By default W4A8 decodes through its packed layer kernels up to 4 tokens, as INT8 does (the
+  // crossover measured on the H100), and per stage above.
+  for (int64_t B = 1; B <= kDecodeMaxBatch; ++B) {
+    EXPECT_EQ((*m4)->DecodesWithLayerKernels(B), B <= 4) << "W4A8 B " << B;
+    EXPECT_EQ((*m8)->DecodesWithLayerKernels(B), B <= 4) << "INT8 B " << B;
+  }
   // Both told to decode B ≤ 8 through the layer kernels.
   (*m4)->SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/true, /*l2_prefetch=*/false, kDecodeMaxBatch);
   (*m8)->SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/true, /*l2_prefetch=*/false, kDecodeMaxBatch);
