@@ -16,7 +16,7 @@ SECONDS_PER_TARGET=${1:-20}
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(safetensors safetensors_index config tokenizer_json tokenizer_encode quantized_model generation_params)
+  TARGETS=(safetensors safetensors_index config tokenizer_json tokenizer_encode quantized_model generation_params inference_request)
 fi
 BUILD=${FUZZ_BUILD_DIR:-build-fuzz}
 CC=${CC:-clang}
