@@ -24,18 +24,4 @@ class HadamardRowTransform : public RowTransform {
   uint64_t seed_;
 };
 
-class DenseRowTransform : public RowTransform {
- public:
-  // m: [n, n] row-major; rows are multiplied on the right (x ← x·m).
-  DenseRowTransform(std::vector<float> m, int64_t n) : m_(std::move(m)), n_(n) {}
-  int64_t size() const override { return n_; }
-  void ApplyRows(float* x, int64_t rows) const override;
-  std::string Describe() const override;
-  const std::vector<float>& matrix() const { return m_; }
-
- private:
-  std::vector<float> m_;
-  int64_t n_;
-};
-
 }  // namespace mq::quant
