@@ -24,6 +24,7 @@
 #include "cpu/selective_scan.h"
 #include "cuda/cublaslt_gemm.h"
 #include "cuda/cuda_check.h"
+#include "cuda_test_util.h"
 #include "cuda/cuda_mamba_model.h"
 #include "cuda/cuda_perplexity.h"
 #include "cuda/cuda_sequence_backend.h"
@@ -54,25 +55,6 @@ using testing::ToInt32;
 
 #define MQ_REQUIRE_GPU() \
   if (!DeviceAvailable()) GTEST_SKIP() << "no CUDA device: GPU test skipped (its CPU twin is cuda_twin_test)"
-#define ASSERT_OK(expr)                                  \
-  do {                                                   \
-    const ::mq::Status s_ = (expr);                      \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString(); \
-  } while (0)
-
-template <typename T>
-DeviceBuffer<T> Up(const std::vector<T>& v) {
-  auto b = DeviceBuffer<T>::FromHost(v);
-  EXPECT_TRUE(b.ok()) << b.status().ToString();
-  return std::move(b).value();
-}
-template <typename T>
-std::vector<T> Down(const DeviceBuffer<T>& b) {
-  auto v = b.ToHost();
-  EXPECT_TRUE(v.ok()) << v.status().ToString();
-  return std::move(v).value();
-}
-
 
 TEST(CudaGpuTest, Int8GemmAndGemvAreExact) {
   MQ_REQUIRE_GPU();

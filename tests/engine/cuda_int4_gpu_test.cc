@@ -13,6 +13,7 @@
 
 #include "cuda/cublaslt_gemm.h"
 #include "cuda/cuda_check.h"
+#include "cuda_test_util.h"
 #include "cuda/cuda_mamba_model.h"
 #include "cuda/device_buffer.h"
 #include "cuda/hd_math.h"
@@ -32,25 +33,6 @@ using testing::RelError;
 
 #define MQ_REQUIRE_GPU() \
   if (!DeviceAvailable()) GTEST_SKIP() << "no CUDA device: GPU test skipped (its CPU twin is cuda_int4_twin_test)"
-#define ASSERT_OK(expr)                                     \
-  do {                                                      \
-    const ::mq::Status s_ = (expr);                         \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString(); \
-  } while (0)
-
-template <typename T>
-DeviceBuffer<T> Up(const std::vector<T>& v) {
-  auto b = DeviceBuffer<T>::FromHost(v);
-  EXPECT_TRUE(b.ok()) << b.status().ToString();
-  return std::move(b).value();
-}
-template <typename T>
-std::vector<T> Down(const DeviceBuffer<T>& b) {
-  auto v = b.ToHost();
-  EXPECT_TRUE(v.ok()) << v.status().ToString();
-  return std::move(v).value();
-}
-
 std::vector<int8_t> RandomLevels(size_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int> level(-7, 7);

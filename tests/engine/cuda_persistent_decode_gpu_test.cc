@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cuda/cuda_check.h"
+#include "cuda_test_util.h"
 #include "cuda/cuda_mamba_model.h"
 #include "cuda/decode_persistent.h"
 #include "cuda/kernel_params.h"
@@ -33,12 +34,6 @@ using testing::RelError;
 
 #define MQ_REQUIRE_GPU() \
   if (!DeviceAvailable()) GTEST_SKIP() << "no CUDA device: GPU test skipped (its CPU twin is cuda_persistent_decode_twin_test)"
-#define ASSERT_OK(expr)                                     \
-  do {                                                      \
-    const ::mq::Status s_ = (expr);                         \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString(); \
-  } while (0)
-
 constexpr int kSteps = 16;
 constexpr int64_t kPrefill = 16, kAfter = 4;
 

@@ -22,6 +22,7 @@
 #include "cpu/mamba_forward.h"
 #include "cpu/selective_scan.h"
 #include "cuda/cuda_check.h"
+#include "cuda_test_util.h"
 #include "cuda/cuda_mamba_model.h"
 #include "cuda/cuda_sequence_backend.h"
 #include "cuda/device_buffer.h"
@@ -42,26 +43,7 @@ using testing::RelError;
 
 #define MQ_REQUIRE_GPU() \
   if (!DeviceAvailable()) GTEST_SKIP() << "no CUDA device: GPU test skipped (its CPU twin is state_dtype_test)"
-#define ASSERT_OK(expr)                                     \
-  do {                                                      \
-    const ::mq::Status s_ = (expr);                         \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString(); \
-  } while (0)
-
 constexpr StateDtype kDtypes[] = {StateDtype::kF32, StateDtype::kF16, StateDtype::kBF16, StateDtype::kInt8};
-
-template <typename T>
-DeviceBuffer<T> Up(const std::vector<T>& v) {
-  auto b = DeviceBuffer<T>::FromHost(v);
-  EXPECT_TRUE(b.ok()) << b.status().ToString();
-  return std::move(b).value();
-}
-template <typename T>
-std::vector<T> Down(const DeviceBuffer<T>& b) {
-  auto v = b.ToHost();
-  EXPECT_TRUE(v.ok()) << v.status().ToString();
-  return std::move(v).value();
-}
 
 // Rows of M floats as the device stores them: bytes of the dtype and int8 scales.
 struct Stored {
