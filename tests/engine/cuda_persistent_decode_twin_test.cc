@@ -33,7 +33,8 @@ PersistShape Shape(const std::string& name, int fmt, int B) {
   PersistShape s;
   s.d = c->hidden_size, s.E = c->intermediate_size, s.N = c->state_size, s.R = c->time_step_rank;
   s.ld_in = RoundUp(s.d, 16), s.ld_x = RoundUp(s.E, 16), s.ld_dt = RoundUp(s.R, 16), s.ld_out = RoundUp(s.E, 16);
-  s.fmt = fmt, s.B = B, s.hadamard = fmt != kPersistF16;
+  s.K = c->conv_kernel, s.fmt = fmt, s.B = B, s.hadamard = fmt != kPersistF16;
+  s.grid = 132;  // the H100's SMs; the loops over grids set their own
   return s;
 }
 
@@ -59,7 +60,30 @@ TEST(CudaPersistentDecodeTwinTest, SharedMemoryLayoutFitsWithoutOverlap) {
         EXPECT_GE(l.work_floats, B * (s.R + 2 * s.N));
         if (s.hadamard) EXPECT_GE(l.work_floats, 2 * s.E);
         EXPECT_LE(l.work_off + 4 * l.work_floats, l.red_off);
-        EXPECT_LE(l.red_off + int64_t{kPersistMaxTileRows} * B * 4, l.ring_off);
+        EXPECT_LE(l.red_off + int64_t{kPersistMaxTileRows} * B * 4, l.small_off);
+        EXPECT_LE(l.small_off + 4 * l.small.floats, l.ring_off);
+        EXPECT_EQ(l.small_off % 16, 0);
+        // The small data: room for any block's channels and out_proj rows, regions in order, each
+        // 4-float aligned (A2 rows are read as float4) and as long as the block can need.
+        const PersistSmallLayout& m = l.small;
+        EXPECT_GE(m.nc * s.grid, s.E);
+        EXPECT_GE(m.no * s.grid, s.d);
+        const int64_t S = s.K - 1;
+        const std::pair<int64_t, int64_t> regions[] = {
+            {m.ws_x, m.nc}, {m.b_x, m.nc}, {m.ws_z, m.nc}, {m.b_z, m.nc}, {m.conv_b, m.nc}, {m.D, m.nc},
+            {m.gate, m.nc}, {m.ws_dt, m.nc}, {m.b_dt, m.nc}, {m.conv_w, m.nc * s.K}, {m.A2, m.nc * s.N},
+            {m.conv_state, B * m.nc * S}, {m.ws_out, m.no}, {m.b_out, m.no}, {m.z, B * m.c_ld}, {m.u, B * m.c_ld},
+            {m.h, B * m.o_ld}};
+        int64_t end = 0;
+        for (const auto& [off, len] : regions) {
+          EXPECT_EQ(off % 4, 0);
+          EXPECT_GE(off, end);
+          end = off + len;
+        }
+        EXPECT_LE(end, m.floats);
+        EXPECT_LE(m.staged, m.z);
+        EXPECT_GE(m.c_ld, m.nc);
+        EXPECT_GE(m.o_ld, m.no);
         EXPECT_EQ(l.ring_off + kPersistStages * l.stage_bytes, l.total);
         // Every segment's widest row fits a stage, and a stage holds at least 8 KB of weights
         // (the ring keeps ≥ 7 stages in flight per SM).
@@ -77,11 +101,16 @@ TEST(CudaPersistentDecodeTwinTest, EveryChannelRowAndTileOwnedOnceForAnyGrid) {
   for (const char* name : kShapes)
     for (int fmt : {kPersistF16, kPersistI8, kPersistW4})
       for (int B : {1, 4}) {
-        const PersistShape s = Shape(name, fmt, B);
-        const PersistSmemLayout l = MakePersistSmemLayout(s, kBudget);
-        ASSERT_TRUE(l.ok);
+        PersistShape s = Shape(name, fmt, B);
         for (int64_t grid = 1; grid <= 264; ++grid) {
           SCOPED_TRACE(std::string(name) + " fmt " + std::to_string(fmt) + " grid " + std::to_string(grid));
+          // The per-block small data grows as the grid shrinks: a layout that does not fit is
+          // refused (the launch returns UNIMPLEMENTED); from 32 blocks up every shape fits.
+          s.grid = grid;
+          const PersistSmemLayout l = MakePersistSmemLayout(s, kBudget);
+          if (grid >= 32) ASSERT_TRUE(l.ok);
+          if (!l.ok) continue;
+          ASSERT_LE(l.total, kBudget);
           int64_t next_c = 0, next_x = 0, next_o = 0;
           for (int64_t b = 0; b < grid; ++b) {
             const PersistBlockPlan p = MakePersistBlockPlan(s, l.stage_bytes, grid, b);
@@ -134,11 +163,13 @@ TEST(CudaPersistentDecodeTwinTest, EveryChannelRowAndTileOwnedOnceForAnyGrid) {
 TEST(CudaPersistentDecodeTwinTest, CopyUnitsCoverEveryWeightByteOnce) {
   for (const char* name : {"130m", "2.8b"})
     for (int fmt : {kPersistF16, kPersistI8, kPersistW4})
-      for (int64_t grid : {1, 7, 132, 264}) {
+      for (int64_t grid : {1, 7, 32, 132, 264}) {
         SCOPED_TRACE(std::string(name) + " fmt " + std::to_string(fmt) + " grid " + std::to_string(grid));
-        const PersistShape s = Shape(name, fmt, 4);
+        PersistShape s = Shape(name, fmt, 4);
+        s.grid = grid;
         const PersistSmemLayout l = MakePersistSmemLayout(s, kBudget);
-        ASSERT_TRUE(l.ok);
+        if (grid >= 32) ASSERT_TRUE(l.ok);
+        if (!l.ok) continue;
         const int64_t rb_in = PersistWeightBytes(fmt, s.ld_in), rb_x = PersistWeightBytes(fmt, s.ld_x);
         const int64_t rb_dt = PersistWeightBytes(fmt, s.ld_dt), rb_out = PersistWeightBytes(fmt, s.ld_out);
         const int64_t xrows = s.R + 2 * s.N;
@@ -169,6 +200,19 @@ TEST(CudaPersistentDecodeTwinTest, CopyUnitsCoverEveryWeightByteOnce) {
             }
             // The stage holds the tile's rows densely: row r of the tile at r·row_bytes.
             for (int64_t k = 0; k < tile.rows * g.row_bytes / 8; ++k) ASSERT_EQ(stage[static_cast<size_t>(k)], 1);
+            // The kernel's per-thread cursor (copy threads only) visits exactly these units.
+            for (int tid = 0; tid < kPersistCopyThreads; ++tid) {
+              PersistTileCursor k = MakePersistTileCursor(g, tile.rows, tid, kPersistCopyThreads);
+              ASSERT_EQ(k.units, units);
+              for (int i = tid; i < k.units; i += kPersistCopyThreads, PersistCursorNext(&k)) {
+                int64_t src, want_src, want_dst;
+                int dst;
+                PersistCursorOffsets(g, tile.row0, k, &src, &dst);
+                PersistTileUnit(g, tile.row0, i, &want_src, &want_dst);
+                ASSERT_EQ(src, want_src) << "unit " << i;
+                ASSERT_EQ(dst, want_dst) << "unit " << i;
+              }
+            }
           }
         }
         for (uint8_t c : in) ASSERT_EQ(c, 1);

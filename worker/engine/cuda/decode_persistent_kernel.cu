@@ -36,6 +36,12 @@
 //   every block: y → R2 Hadamard → INT8 (INT8; redundantly, y from L2) or → half (FP16);
 //   out_proj tiles → h += ·
 //   ── barrier D: h complete
+// Each tile's epilogue reads only shared memory: the layer's small per-channel data (scales,
+// biases, conv weights and state, A2, D, gate scales; hd::PersistSmallLayout) is copied in by the
+// last warp with its own cp.async group at the start of the layer (under the norm), the block's z
+// and u stay in shared memory from the in_proj epilogue to the scan, and its rows of h across
+// layers. The first measurement (one L2 round trip or two per tile epilogue, the whole block
+// waiting at the next __syncthreads) ran 2.1× slower than the layer kernels.
 // Barriers are a never-reset 64-bit counter (epoch arithmetic: hd::PersistBarrierBase/Target), with
 // release/acquire at GPU scope; data other blocks wrote is read with ld.global.cg (L2), never through
 // L1. A barrier that does not open within 10 s traps rather than hangs.
@@ -140,14 +146,56 @@ __device__ __forceinline__ void IssueTile(const DecodePersistentParams& p, const
     const hd::PersistSegment& g = plan.seg[t.seg];
     const uint8_t* src = static_cast<const uint8_t*>(SegmentWeights(p.layer[layer], t.seg));
     uint8_t* dst = ring + (q % kStages) * stage_bytes;
-    const int64_t units = hd::PersistTileUnits(g, t.rows);
-    for (int64_t i = threadIdx.x; i < units; i += blockDim.x) {
-      int64_t so, dof;
-      hd::PersistTileUnit(g, t.row0, i, &so, &dof);
-      if (g.granule == 16) CpAsync16(dst + dof, src + so);
-      else CpAsync8(dst + dof, src + so);
+    if (threadIdx.x < hd::kPersistCopyThreads) {
+      hd::PersistTileCursor k = hd::MakePersistTileCursor(g, t.rows, threadIdx.x, hd::kPersistCopyThreads);
+      for (int i = threadIdx.x; i < k.units; i += hd::kPersistCopyThreads, hd::PersistCursorNext(&k)) {
+        int64_t so;
+        int dof;
+        hd::PersistCursorOffsets(g, t.row0, k, &so, &dof);
+        if (g.granule == 16) CpAsync16(dst + dof, src + so);
+        else CpAsync8(dst + dof, src + so);
+      }
     }
   }
+  if (threadIdx.x < hd::kPersistCopyThreads) CpAsyncCommit();
+}
+
+// ---- the small per-layer data (hd::PersistSmallLayout), copied by the last warp ----------------
+__device__ __forceinline__ void CpAsync4(void* dst, const void* src) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(src) : "memory");
+}
+// n floats from src (or `fill` where src is null) into dst, by the lanes of one warp.
+__device__ __forceinline__ void StageFloats(float* dst, const float* src, int64_t n, float fill, int lane) {
+  for (int64_t i = lane; i < n; i += 32) {
+    if (src != nullptr) CpAsync4(dst + i, src + i);
+    else dst[i] = fill;
+  }
+}
+// Layer l's small data of the block's channels [c0, c1) and out_proj rows [o0, o1) into sm; one
+// commit group (the caller's lane waits for it with cp.async.wait_group 0 before the first use).
+__device__ __forceinline__ void IssueSmall(const DecodePersistentParams& p, const hd::PersistBlockPlan& plan,
+                                           const hd::PersistSmallLayout& sl, float* sm, const PersistentLayer& g,
+                                           int lane) {
+  const int64_t c0 = plan.c0, nc = plan.c1 - plan.c0, o0 = plan.o0, no = plan.o1 - plan.o0;
+  const int64_t E = p.E, K = p.K, S = K - 1, N = p.N;
+  auto off = [](const float* q, int64_t o) -> const float* { return q == nullptr ? nullptr : q + o; };
+  StageFloats(sm + sl.ws_x, off(g.in_proj.wscale, c0), nc, 1.0f, lane);
+  StageFloats(sm + sl.b_x, off(g.in_proj.bias, c0), nc, 0.0f, lane);
+  StageFloats(sm + sl.ws_z, off(g.in_proj.wscale, E + c0), nc, 1.0f, lane);
+  StageFloats(sm + sl.b_z, off(g.in_proj.bias, E + c0), nc, 0.0f, lane);
+  StageFloats(sm + sl.conv_b, off(g.conv_b, c0), nc, 0.0f, lane);
+  StageFloats(sm + sl.D, off(g.D, c0), nc, 0.0f, lane);
+  StageFloats(sm + sl.gate, off(g.gate_scale, c0), nc, 0.0f, lane);
+  StageFloats(sm + sl.ws_dt, off(g.dt_proj.wscale, c0), nc, 1.0f, lane);
+  StageFloats(sm + sl.b_dt, off(g.dt_proj.bias, c0), nc, 0.0f, lane);
+  StageFloats(sm + sl.conv_w, off(g.conv_w, c0 * K), nc * K, 0.0f, lane);
+  StageFloats(sm + sl.A2, off(g.A2, c0 * N), nc * N, 0.0f, lane);
+  for (int b = 0; b < p.B; ++b)
+    StageFloats(sm + sl.conv_state + b * sl.nc * S, g.conv_state + p.slots[b] * p.conv_slot_stride + c0 * S, nc * S, 0.0f,
+                lane);
+  StageFloats(sm + sl.ws_out, off(g.out_proj.wscale, o0), no, 1.0f, lane);
+  StageFloats(sm + sl.b_out, off(g.out_proj.bias, o0), no, 0.0f, lane);
   CpAsyncCommit();
 }
 
@@ -245,13 +293,19 @@ __device__ __forceinline__ void TileEpilogue(int rows, int parts, int B, const A
   __syncthreads();
 }
 
-// acc·s_x·s_w + bias (INT8) or acc + bias: the layer kernels' Dequant.
+// acc·s_x·s_w + bias (INT8) or acc + bias: the layer kernels' Dequant (a missing scale is 1, a
+// missing bias 0).
+template <bool kInt8>
+__device__ __forceinline__ float DequantWith(AccT<kInt8> s, float sx, float ws, float bias) {
+  float v;
+  if constexpr (kInt8) v = hd::Dequantize(s, sx, ws);
+  else v = s;
+  return v + bias;
+}
 template <bool kInt8>
 __device__ __forceinline__ float DequantRow(AccT<kInt8> s, float sx, const DecodeLinear& lin, int64_t row) {
-  float v;
-  if constexpr (kInt8) v = hd::Dequantize(s, sx, lin.wscale != nullptr ? __ldg(lin.wscale + row) : 1.0f);
-  else v = s;
-  return v + (lin.bias != nullptr ? __ldg(lin.bias + row) : 0.0f);
+  return DequantWith<kInt8>(s, sx, lin.wscale != nullptr ? __ldg(lin.wscale + row) : 1.0f,
+                            lin.bias != nullptr ? __ldg(lin.bias + row) : 0.0f);
 }
 
 // ---- the kernel ----------------------------------------------------------------------------------
@@ -277,6 +331,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint8_t* act = smem + lay.act_off;
   float* work = reinterpret_cast<float*>(smem + lay.work_off);
   Acc* red = reinterpret_cast<Acc*>(smem + lay.red_off);
+  float* sm = reinterpret_cast<float*>(smem + lay.small_off);
+  const hd::PersistSmallLayout& sl = lay.small;
   Acc* xacc = static_cast<Acc*>(p.xacc);
   const int B = p.B;
   const int64_t d = p.d, E = p.E, N = p.N, R = p.R, K = p.K, S = K - 1, cols = R + 2 * N;
@@ -288,6 +344,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     s_base = hd::PersistBarrierBase(LoadAcquire(p.barrier), hd::PersistBarriersPerLaunch(p.layers), gridDim.x);
   }
   __syncthreads();
+  // The block's rows of h live in shared memory across layers (only this block writes them).
+  for (int64_t i = tid; i < B * (plan.o1 - plan.o0); i += blockDim.x) {
+    const int64_t b = i / (plan.o1 - plan.o0), r = i % (plan.o1 - plan.o0);
+    sm[sl.h + b * sl.o_ld + r] = __ldcg(p.h + b * d + plan.o0 + r);
+  }
   uint64_t barriers = 0;
   auto grid_sync = [&] { GridBarrier(p.barrier, hd::PersistBarrierTarget(s_base, barriers++, gridDim.x)); };
 
@@ -299,7 +360,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto acquire = [&]() -> const uint8_t* {
     // Stage (consumed − 1) mod kStages is free: the previous tile ended with a block barrier.
     IssueTile(p, plan, issued++, total, ring, lay.stage_bytes);
-    CpAsyncWait<kStages - 1>();
+    if (tid < hd::kPersistCopyThreads) CpAsyncWait<kStages - 1>();
+    else CpAsyncWait<0>();  // the last warp: this layer's small data (its only groups)
     __syncthreads();
     return ring + (consumed++ % kStages) * lay.stage_bytes;
   };
@@ -313,6 +375,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (tid < kB) s_umax[tid] = 0u;
     __syncthreads();
     if (tid < L.had_m && tid < kMaxHadM) s_neg[tid] = L.had_neg != nullptr ? L.had_neg[tid] : 0u;
+    // The previous layer's epilogues are done (block barrier above): restage the small data while
+    // the norm runs; the first tile's acquire() waits for it.
+    if (warp == kWarps - 1) IssueSmall(p, plan, sl, sm, L, lane);
     if (l + 1 < p.layers) PrefetchLayerSmallData(p, plan, l + 1);
 
     // ---- RMSNorm → in_proj → conv + SiLU ----
@@ -330,15 +395,22 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, red);
         TileEpilogue<Acc, kB>(rows, parts, B, red, [&](int r, int b, Acc s) {
           const int64_t row = r0 + r;
-          const float v = DequantRow<kInt8>(s, s_sin[b], L.in_proj, row);
+          const bool xrow = k == hd::kSegInX;
+          const int64_t cl = row - plan.c0 - (xrow ? 0 : E);  // the block's channel index
+          const float v = DequantWith<kInt8>(s, s_sin[b], sm[(xrow ? sl.ws_x : sl.ws_z) + cl],
+                                             sm[(xrow ? sl.b_x : sl.b_z) + cl]);
           p.xz[b * 2 * E + row] = v;
-          if (k == hd::kSegInX) {
-            float* st = L.conv_state + p.slots[b] * p.conv_slot_stride + row * S;
-            const float u = ConvStepSilu(st, L.conv_w + row * K, L.conv_b[row], K, v);
+          if (xrow) {
+            const float* st_in = sm + sl.conv_state + (b * sl.nc + cl) * S;
+            const float u = ConvStepSilu(st_in, sm + sl.conv_w + cl * K, sm[sl.conv_b + cl], K, v);
             p.u[b * E + row] = u;
-            for (int64_t s2 = 0; s2 + 1 < S; ++s2) st[s2] = st[s2 + 1];
+            sm[sl.u + b * sl.c_ld + cl] = u;
+            float* st = L.conv_state + p.slots[b] * p.conv_slot_stride + row * S;
+            for (int64_t s2 = 0; s2 + 1 < S; ++s2) st[s2] = st_in[s2 + 1];
             st[S - 1] = v;
             if constexpr (kInt8) atomicMax(&s_umax[b], __float_as_uint(fabsf(u)));
+          } else {
+            sm[sl.z + b * sl.c_ld + cl] = v;
           }
         });
       }
@@ -417,16 +489,17 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int i = base + tid / 4, gq = tid % 4;
           const bool active = i < rows;
           const int64_t c = r0 + (active ? i : 0);
+          const int64_t cl = c - plan.c0;
           const uint8_t* wrow = tile + static_cast<int64_t>(active ? i : 0) * g.row_bytes;
           float a2[4];
           {
-            const float4 v = __ldg(reinterpret_cast<const float4*>(L.A2 + c * N + gq * 4));
+            const float4 v = *reinterpret_cast<const float4*>(sm + sl.A2 + cl * N + gq * 4);
             a2[0] = v.x, a2[1] = v.y, a2[2] = v.z, a2[3] = v.w;
           }
-          const float dcoef = __ldg(L.D + c);
-          const float gscale = L.gate_scale != nullptr ? __ldg(L.gate_scale + c) : 0.0f;
-          const float dt_ws = L.dt_proj.wscale != nullptr ? __ldg(L.dt_proj.wscale + c) : 1.0f;
-          const float dt_bias = L.dt_proj.bias != nullptr ? __ldg(L.dt_proj.bias + c) : 0.0f;
+          const float dcoef = sm[sl.D + cl];
+          const float gscale = sm[sl.gate + cl];
+          const float dt_ws = sm[sl.ws_dt + cl];
+          const float dt_bias = sm[sl.b_dt + cl];
 #pragma unroll
           for (int b = 0; b < kB; ++b) {
             if (b >= B) break;
@@ -440,8 +513,8 @@ __global__ void __launch_bounds__(kThreads, 1)
             if constexpr (kInt8) dtl = hd::Dequantize(acc, s_sd[b], dt_ws);
             else dtl = acc;
             const float dt = hd::Softplus(dtl + dt_bias);
-            const float z = __ldcg(p.xz + b * 2 * E + E + c);
-            const float u = __ldcg(p.u + b * E + c);
+            const float z = sm[sl.z + b * sl.c_ld + cl];
+            const float u = sm[sl.u + b * sl.c_ld + cl];
             const float gate = L.gate_scale != nullptr ? hd::SmoothSilu(z, gscale) : hd::Silu(z);
             float* hs = L.ssm_state + p.slots[b] * p.ssm_slot_stride + c * N + gq * 4;
             const float4 hv = *reinterpret_cast<const float4*>(hs);
@@ -519,8 +592,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
         const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, red);
         TileEpilogue<Acc, kB>(rows, parts, B, red, [&](int r, int b, Acc s) {
-          float* hp = p.h + b * d + r0 + r;
-          *hp = __ldcg(hp) + DequantRow<kInt8>(s, s_so[b], lo, r0 + r);
+          const int64_t ol = r0 + r - plan.o0;
+          float* hh = sm + sl.h + b * sl.o_ld + ol;
+          const float nv = *hh + DequantWith<kInt8>(s, s_so[b], sm[sl.ws_out + ol], sm[sl.b_out + ol]);
+          *hh = nv;
+          p.h[b * d + r0 + r] = nv;
         });
       }
     }
@@ -549,19 +625,31 @@ StatusOr<DeviceLimits> Limits() {
   return l;
 }
 
-// Sets the kernel's dynamic shared memory once per size and checks that a block fits an SM.
-Status PrepareKernel(const void* fn, size_t smem) {
+// Raises the kernel's dynamic shared-memory limit to the device's opt-in maximum (once per
+// kernel) and checks, once per size, that a block of `smem` bytes fits an SM. The limit is a
+// per-function attribute: setting it to each launch's own size (as this did first) let a later
+// launch of a larger layout that was already checked run against a smaller limit left by another
+// layout, which the driver refuses as cudaErrorCooperativeLaunchTooLarge (the layouts differ by
+// model shape and grid).
+Status PrepareKernel(const void* fn, size_t smem, size_t max_dynamic) {
   static std::mutex mu;
-  static std::map<std::pair<const void*, size_t>, bool> known;
+  static std::map<const void*, size_t> limit_set;
+  static std::map<std::pair<const void*, size_t>, bool> fits;
   std::lock_guard<std::mutex> lock(mu);
-  if (known.count({fn, smem}) != 0) return OkStatus();
-  MQ_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  if (smem > max_dynamic)
+    return ResourceExhaustedError("persistent decode kernel: shared memory " + std::to_string(smem) + " B over the limit");
+  if (limit_set.count(fn) == 0) {
+    MQ_CUDA_RETURN_IF_ERROR(
+        cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(max_dynamic)));
+    limit_set.emplace(fn, max_dynamic);
+  }
+  if (fits.count({fn, smem}) != 0) return OkStatus();
   int blocks = 0;
   MQ_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fn, kThreads, smem));
   if (blocks < 1)
     return ResourceExhaustedError("persistent decode kernel does not fit on an SM (shared memory " + std::to_string(smem) +
                                   " B)");
-  known.emplace(std::make_pair(fn, smem), true);
+  fits.emplace(std::make_pair(fn, smem), true);
   return OkStatus();
 }
 
@@ -574,12 +662,16 @@ Status Launch(const DecodePersistentParams& p, cudaStream_t stream) {
   hd::PersistShape s;
   s.d = p.d, s.E = p.E, s.N = p.N, s.R = p.R;
   s.ld_in = p.ld_in, s.ld_x = p.ld_x, s.ld_dt = p.ld_dt, s.ld_out = p.ld_out;
-  s.fmt = kFmt, s.B = kB, s.hadamard = p.hadamard;
-  const hd::PersistSmemLayout lay =
-      hd::MakePersistSmemLayout(s, static_cast<int64_t>(lim.smem_optin) - static_cast<int64_t>(attr.sharedSizeBytes));
-  if (!lay.ok) return UnimplementedError("persistent decode kernel: a weight row does not fit a shared-memory stage");
-  MQ_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(kernel), static_cast<size_t>(lay.total)));
+  s.K = p.K, s.fmt = kFmt, s.B = kB, s.hadamard = p.hadamard;
   const int grid = p.grid > 0 && p.grid < lim.sms ? p.grid : lim.sms;
+  s.grid = grid;
+  const int64_t max_dynamic = static_cast<int64_t>(lim.smem_optin) - static_cast<int64_t>(attr.sharedSizeBytes);
+  const hd::PersistSmemLayout lay = hd::MakePersistSmemLayout(s, max_dynamic);
+  if (!lay.ok)
+    return UnimplementedError("persistent decode kernel: a weight row or a block's per-channel data (grid " +
+                              std::to_string(grid) + ") does not fit shared memory");
+  MQ_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(kernel), static_cast<size_t>(lay.total),
+                                   static_cast<size_t>(max_dynamic)));
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(grid));
   cfg.blockDim = dim3(kThreads);

@@ -15,6 +15,10 @@ namespace mq::cuda::hd {
 
 constexpr int kPersistWarps = 16;  // one 512-thread block per SM
 constexpr int kPersistThreads = kPersistWarps * 32;
+// Warps 0..14 copy the weight tiles; the last warp copies each layer's small per-channel data
+// (PersistSmallLayout) with cp.async groups of its own, so that waiting for that data never waits
+// for weight tiles still in flight (cp.async.wait_group counts a thread's own groups).
+constexpr int kPersistCopyThreads = kPersistThreads - 32;
 constexpr int kPersistStages = 8;      // shared-memory weight stages (a ring)
 constexpr int kPersistMaxBatch = 4;    // tokens of one step
 constexpr int kPersistMaxTileRows = 256;  // bounds the per-tile partial sums
@@ -34,10 +38,54 @@ MQ_HD int PersistChunkBytes(int fmt) { return fmt == kPersistW4 ? 8 : 16; }
 struct PersistShape {
   int64_t d = 0, E = 0, N = 0, R = 0;
   int64_t ld_in = 0, ld_x = 0, ld_dt = 0, ld_out = 0;
+  int64_t K = 4;               // conv kernel width
   int fmt = kPersistI8;
   int B = 1;                   // the kernel's token capacity (≤ kPersistMaxBatch)
   bool hadamard = false;       // INT8 R2 before out_proj (two E-float buffers)
+  int64_t grid = 1;            // blocks of the launch (sizes the per-block small data)
 };
+
+// The small per-layer data a block's epilogues and scan read, staged in shared memory at the
+// start of each layer (offsets in floats, each a multiple of 4 so that A2 rows are float4-aligned),
+// for at most nc channels and no out_proj rows; and the block's own values that live across layers
+// and phases (its channels' z and u of each token, its out_proj rows of h). Without it, every tile's
+// epilogue waited an L2 round trip or two (scales, biases, conv weights and state) with the whole
+// block behind the next __syncthreads: ~100 µs a layer on the 2.8b shape.
+struct PersistSmallLayout {
+  int64_t nc = 0, no = 0;
+  int64_t c_ld = 0, o_ld = 0;      // nc and no rounded up to 4: the token stride of z, u and h
+  // Per channel (c − c0): in_proj x-row scale and bias, z-row scale and bias, conv bias, D, gate
+  // scale, dt_proj scale and bias; conv weights [nc][K]; A2 [nc][N]; conv state [B][nc][K−1].
+  int64_t ws_x = 0, b_x = 0, ws_z = 0, b_z = 0, conv_b = 0, D = 0, gate = 0, ws_dt = 0, b_dt = 0;
+  int64_t conv_w = 0, A2 = 0, conv_state = 0;
+  int64_t ws_out = 0, b_out = 0;   // per out_proj row (o − o0)
+  int64_t staged = 0;              // floats rewritten each layer (everything above)
+  int64_t z = 0, u = 0;            // [B][nc] this layer's z and u of the block's channels
+  int64_t h = 0;                   // [B][no] the block's rows of the residual stream
+  int64_t floats = 0;
+};
+MQ_HD int64_t PersistAlign(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
+MQ_HD PersistSmallLayout MakePersistSmallLayout(const PersistShape& s) {
+  PersistSmallLayout l;
+  const int64_t grid = s.grid > 0 ? s.grid : 1;
+  l.nc = (s.E + grid - 1) / grid;
+  l.no = (s.d + grid - 1) / grid;
+  const int64_t c = PersistAlign(l.nc, 4), o = PersistAlign(l.no, 4);
+  l.c_ld = c, l.o_ld = o;
+  int64_t at = 0;
+  for (int64_t* f : {&l.ws_x, &l.b_x, &l.ws_z, &l.b_z, &l.conv_b, &l.D, &l.gate, &l.ws_dt, &l.b_dt}) *f = at, at += c;
+  l.conv_w = at, at += PersistAlign(l.nc * s.K, 4);
+  l.A2 = at, at += PersistAlign(l.nc * s.N, 4);
+  l.conv_state = at, at += PersistAlign(s.B * l.nc * (s.K - 1), 4);
+  l.ws_out = at, at += o;
+  l.b_out = at, at += o;
+  l.staged = at;
+  l.z = at, at += s.B * c;
+  l.u = at, at += s.B * c;
+  l.h = at, at += s.B * o;
+  l.floats = at;
+  return l;
+}
 
 // [i·n/parts, (i+1)·n/parts): balanced, contiguous, covering [0, n) once over i < parts.
 MQ_HD void PersistSplit(int64_t n, int64_t parts, int64_t i, int64_t* lo, int64_t* hi) {
@@ -70,16 +118,15 @@ struct PersistBlockPlan {
 
 // Shared memory of one block (bytes, offsets 128-aligned): the stage ring, the GEMV activations
 // ([B][act_ld] bytes), float scratch (a norm row, a y row, the R2 Hadamard's two E-float rows,
-// δ|B|C of B tokens) and the partial sums of one tile.
+// δ|B|C of B tokens), the partial sums of one tile and the small data (PersistSmallLayout).
 struct PersistSmemLayout {
   int64_t stage_bytes = 0;
-  int64_t ring_off = 0, act_off = 0, work_off = 0, red_off = 0, total = 0;
+  int64_t ring_off = 0, act_off = 0, work_off = 0, red_off = 0, small_off = 0, total = 0;
+  PersistSmallLayout small;
   int64_t act_ld = 0;       // bytes of one token's activation row (the longest GEMV input)
   int64_t work_floats = 0;
   bool ok = false;          // fits: at least one row of every segment per stage
 };
-
-MQ_HD int64_t PersistAlign(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 
 // The layout for a dynamic shared-memory budget; stage_bytes is what is left for the ring, cut
 // into kPersistStages stages of whole 16-byte units.
@@ -95,14 +142,16 @@ MQ_HD PersistSmemLayout MakePersistSmemLayout(const PersistShape& s, int64_t bud
   l.act_off = 0;
   l.work_off = PersistAlign(l.act_off + s.B * l.act_ld, 128);
   l.red_off = PersistAlign(l.work_off + 4 * l.work_floats, 128);
-  l.ring_off = PersistAlign(l.red_off + red_bytes, 128);
+  l.small = MakePersistSmallLayout(s);
+  l.small_off = PersistAlign(l.red_off + red_bytes, 128);
+  l.ring_off = PersistAlign(l.small_off + 4 * l.small.floats, 128);
   const int64_t left = budget - l.ring_off;
   l.stage_bytes = left > 0 ? left / kPersistStages / 128 * 128 : 0;
   l.total = l.ring_off + l.stage_bytes * kPersistStages;
   // The widest row of any segment must fit a stage.
   const int64_t widest[] = {PersistWeightBytes(s.fmt, s.ld_in), PersistWeightBytes(s.fmt, s.ld_dt),
                             PersistWeightBytes(s.fmt, s.ld_out)};
-  l.ok = l.stage_bytes > 0;
+  l.ok = l.stage_bytes > 0 && s.grid > 0 && s.K >= 2;
   for (int64_t w : widest) l.ok = l.ok && w <= l.stage_bytes;
   return l;
 }
@@ -182,6 +231,31 @@ MQ_HD void PersistTileUnit(const PersistSegment& g, int64_t tile_row0, int64_t i
   const int64_t r = i / per_row, c = i % per_row;
   *src = (tile_row0 + r) * g.ld_bytes + g.col0 + c * g.granule;
   *dst = r * g.row_bytes + c * g.granule;
+}
+
+// The copy units a thread issues (i = tid, tid + stride, …) without a division per unit: the
+// kernel's loop, checked against PersistTileUnit by the twin test. 32-bit: a tile is at most one
+// stage (< 2^31 bytes).
+struct PersistTileCursor {
+  int per_row = 1, units = 0, r = 0, c = 0, dr = 0, dc = 0;
+};
+MQ_HD PersistTileCursor MakePersistTileCursor(const PersistSegment& g, int64_t rows, int tid, int stride) {
+  PersistTileCursor k;
+  k.per_row = static_cast<int>(g.row_bytes / g.granule);
+  k.units = static_cast<int>(rows) * k.per_row;
+  k.r = tid / k.per_row, k.c = tid - k.r * k.per_row;
+  k.dr = stride / k.per_row, k.dc = stride - k.dr * k.per_row;
+  return k;
+}
+// Offsets of the cursor's current unit (as PersistTileUnit), then the step to the next one.
+MQ_HD void PersistCursorOffsets(const PersistSegment& g, int64_t tile_row0, const PersistTileCursor& k, int64_t* src,
+                                int* dst) {
+  *src = (tile_row0 + k.r) * g.ld_bytes + g.col0 + static_cast<int64_t>(k.c) * g.granule;
+  *dst = k.r * static_cast<int>(g.row_bytes) + k.c * g.granule;
+}
+MQ_HD void PersistCursorNext(PersistTileCursor* k) {
+  k->r += k->dr, k->c += k->dc;
+  if (k->c >= k->per_row) k->c -= k->per_row, ++k->r;
 }
 
 // Warp tasks of a GEMV over a tile of `rows` rows of `chunks` chunks: a row gets `lanes` lanes (a
