@@ -62,6 +62,7 @@ Quantization jobs: the server queues them and a worker runs them; the result is 
       --disable PART             turn off one part of mambaquant (repeatable): klt_r1 | klt_r5 |
                                  online_r2 | smooth_s2 | smooth_s4
       --act-percentile P         activation clipping percentile
+      --smooth-alpha A           smoothing migration strength α, in [0.05, 0.95] (default 0.5)
       --quantize-lm-head         quantize the output head too
       --r1-covariance C          all_layers | layer0
       --weight-clip W            auto | max | mse

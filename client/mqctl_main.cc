@@ -24,7 +24,7 @@ const std::set<std::string>& CommandValueOptions() {
       "name", "version", "description", "label", "resume", "limit", "page-token", "out",       // registry
       "model", "preset", "bits", "scope", "act", "calib", "samples", "seq-len", "seed", "eval",  // jobs
       "eval-window", "output-name", "backend", "disable", "state", "prompt", "max-tokens", "temperature",
-      "act-percentile", "r1-covariance", "weight-clip", "state-granularity", "tolerable-loss",
+      "act-percentile", "smooth-alpha", "r1-covariance", "weight-clip", "state-granularity", "tolerable-loss",
       "prompt-ids", "max-new-tokens", "min-tokens", "top-k", "top-p", "min-p", "repetition-penalty",  // generate
       "presence-penalty", "frequency-penalty", "stop", "stop-token-id", "logprobs", "n",
       "text", "file", "top-logprobs",                                                              // score
@@ -50,7 +50,7 @@ commands:
   jobs submit --model REF --calib DATASET [--preset rtn|smoothquant|quarot|mambaquant] [--bits w8a8|w4a8]
               [--scope linear|full] [--act per_token|per_tensor] [--samples N] [--seq-len L] [--seed S]
               [--eval DATASET] [--eval-window W] [--output-name NAME] [--backend cpu|cuda]
-              [--disable klt_r1|klt_r5|online_r2|smooth_s2|smooth_s4]... [--act-percentile P]
+              [--disable klt_r1|klt_r5|online_r2|smooth_s2|smooth_s4]... [--act-percentile P] [--smooth-alpha A]
               [--quantize-lm-head] [--r1-covariance all_layers|layer0] [--weight-clip auto|max|mse]
               [--state-granularity per_step_channel|per_step] [--tolerable-loss PCT] [--wait]
   jobs get JOB_ID | jobs cancel JOB_ID | jobs watch JOB_ID

@@ -44,6 +44,7 @@ absl::StatusOr<quant::QuantizeOptions> QuantizeOptionsFromProto(const mambaquant
   if (spec.has_smooth_s2()) o.smooth_s2 = spec.smooth_s2();
   if (spec.has_smooth_s4()) o.smooth_s4 = spec.smooth_s4();
   if (spec.has_act_percentile()) o.act_percentile = spec.act_percentile();
+  if (spec.has_smooth_alpha()) o.smooth_alpha = spec.smooth_alpha();
   if (spec.has_quantize_lm_head()) o.quantize_lm_head = spec.quantize_lm_head();
   if (spec.has_tolerable_loss_percent()) {
     // The engine reads 0 as "not requested"; a budget the client set must be a budget.

@@ -111,6 +111,11 @@ int Submit(CliContext& cli, const Args& args) {
     if (!absl::SimpleAtod(*p, &v)) return UsageError("--act-percentile takes a number");
     spec.set_act_percentile(v);
   }
+  if (auto p = args.Get("smooth-alpha")) {
+    double v = 0;
+    if (!absl::SimpleAtod(*p, &v)) return UsageError("--smooth-alpha takes a number");
+    spec.set_smooth_alpha(v);
+  }
   if (auto p = args.Get("tolerable-loss")) {
     double v = 0;
     if (!absl::SimpleAtod(*p, &v)) return UsageError("--tolerable-loss takes a number (percent)");
@@ -270,7 +275,7 @@ int RunJobsCommand(CliContext& cli, const Args& args, const std::vector<std::str
   if (verb == "submit") {
     allowed = allow({"model", "preset", "bits", "scope", "act", "calib", "samples", "seq-len", "seed", "eval",
                      "eval-window", "output-name", "backend", "disable", "wait", "act-percentile",
-                     "quantize-lm-head", "r1-covariance", "weight-clip", "state-granularity", "tolerable-loss"});
+                     "smooth-alpha", "quantize-lm-head", "r1-covariance", "weight-clip", "state-granularity", "tolerable-loss"});
     if (!allowed.ok()) return ReportError(allowed);
     if (words.size() != 1) return UsageError("jobs submit takes options only");
     return Submit(cli, args);

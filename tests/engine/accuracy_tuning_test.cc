@@ -53,6 +53,39 @@ TEST(AccuracyTuning, LooseBudgetKeepsTheFirstTrialAndTightBudgetReportsNotMet) {
   // Trials are evaluated on the calibration tail, not on a tuning-free text: the float
   // perplexity is the same for every trial.
   for (const auto& t : trials) EXPECT_EQ(t["float_perplexity"], trials[0]["float_perplexity"]);
+  // The smoothing-α trials record their α and build a different model than α 0.5 (the smoothing
+  // steps are in the W4A8 mambaquant configuration: S2, S5).
+  double loss_default = -1.0;
+  std::vector<double> loss_alpha;
+  for (const auto& t : trials) {
+    const std::string name = t["name"].get<std::string>();
+    if (name == "mambaquant per_token") loss_default = t["loss_percent"].get<double>();
+    if (name.find("smoothing alpha") != std::string::npos) {
+      EXPECT_NE(t["smooth_alpha"].get<double>(), 0.5) << name;
+      loss_alpha.push_back(t["loss_percent"].get<double>());
+    }
+  }
+  ASSERT_EQ(loss_alpha.size(), 2u);
+  for (double l : loss_alpha) EXPECT_NE(l, loss_default);
+}
+
+TEST(AccuracyTuning, CandidatesTrySmoothingAlphaAroundTheJobsOwn) {
+  auto alphas = [](double base_alpha) {
+    quant::QuantizeOptions o = TinyOptions(5.0);
+    o.smooth_alpha = base_alpha;
+    std::vector<double> a;
+    for (const auto& [name, c] : quant::TuningCandidates(o)) {
+      if (name.find("smoothing alpha") != std::string::npos) {
+        EXPECT_EQ(c.preset, "mambaquant") << name;
+        a.push_back(c.smooth_alpha);
+      } else {
+        EXPECT_EQ(c.smooth_alpha, base_alpha) << name;  // every other trial keeps the job's α
+      }
+    }
+    return a;
+  };
+  EXPECT_EQ(alphas(0.5), (std::vector<double>{0.3, 0.7}));
+  EXPECT_EQ(alphas(0.3), (std::vector<double>{0.7}));  // the job's own α is not tried twice
 }
 
 TEST(AccuracyTuning, BadBudgetIsRefused) {

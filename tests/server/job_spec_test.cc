@@ -100,6 +100,14 @@ std::vector<Row> Rows() {
        ""},
       {"percentile_above_100", [](QuantSpec& s) { s.set_act_percentile(std::nextafter(100.0, 200.0)); },
        [](O& o) { o.act_percentile = std::nextafter(100.0, 200.0); }, false, "act_percentile"},
+      {"alpha_nan", [](QuantSpec& s) { s.set_smooth_alpha(kNaN); }, [](O& o) { o.smooth_alpha = kNaN; }, false,
+       "smooth_alpha"},
+      {"alpha_0", [](QuantSpec& s) { s.set_smooth_alpha(0.0); }, [](O& o) { o.smooth_alpha = 0.0; }, false,
+       "smooth_alpha"},
+      {"alpha_1", [](QuantSpec& s) { s.set_smooth_alpha(1.0); }, [](O& o) { o.smooth_alpha = 1.0; }, false,
+       "smooth_alpha"},
+      {"alpha_0_05", [](QuantSpec& s) { s.set_smooth_alpha(0.05); }, [](O& o) { o.smooth_alpha = 0.05; }, true, ""},
+      {"alpha_0_95", [](QuantSpec& s) { s.set_smooth_alpha(0.95); }, [](O& o) { o.smooth_alpha = 0.95; }, true, ""},
       {"tolerable_loss_nan", [](QuantSpec& s) { s.set_tolerable_loss_percent(kNaN); },
        [](O& o) { o.tolerable_loss_percent = kNaN; }, false, "tolerable_loss_percent"},
       {"tolerable_loss_negative", [](QuantSpec& s) { s.set_tolerable_loss_percent(-1.0); },
@@ -175,6 +183,7 @@ TEST(JobSpec, TheAdapterBuildsWhatTheCliBuilds) {
   spec.set_smooth_s2(false);
   spec.set_smooth_s4(false);
   spec.set_act_percentile(99.5);
+  spec.set_smooth_alpha(0.35);
   spec.set_quantize_lm_head(true);
   spec.set_r1_covariance("layer0");
   spec.set_weight_clip("mse");
@@ -196,6 +205,7 @@ TEST(JobSpec, TheAdapterBuildsWhatTheCliBuilds) {
   EXPECT_FALSE(o->smooth_s2);
   EXPECT_FALSE(o->smooth_s4);
   EXPECT_EQ(o->act_percentile, 99.5);
+  EXPECT_EQ(o->smooth_alpha, 0.35);
   EXPECT_TRUE(o->quantize_lm_head);
   EXPECT_FALSE(o->r1_cov_all_layers);
   EXPECT_EQ(o->weight_clip, "mse");

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 
 #include "eval/perplexity.h"
 #include "quant/quant_spec.h"
@@ -35,6 +36,17 @@ std::vector<std::pair<std::string, QuantizeOptions>> TuningCandidates(const Quan
   QuantizeOptions no_s5 = with("mambaquant", "per_token");
   no_s5.smooth_s5 = false;
   c.push_back({"mambaquant per_token, no S5", no_s5});
+  // The smoothing steps' migration strength either side of SmoothQuant's 0.5 (the job's own α when
+  // it set another): less moves less of an activation outlier into the weights' grid (better for
+  // 4-bit rows), more flattens the activations further.
+  for (double alpha : {0.3, 0.7}) {
+    if (alpha == base.smooth_alpha) continue;
+    QuantizeOptions a = with("mambaquant", "per_token");
+    a.smooth_alpha = alpha;
+    char name[64];
+    std::snprintf(name, sizeof name, "mambaquant per_token, smoothing alpha %.1f", alpha);
+    c.push_back({name, a});
+  }
   return c;
 }
 
@@ -75,7 +87,7 @@ StatusOr<TuningOutcome> TuneForTolerableLoss(const QuantizeOptions& base, QuantA
     const bool ok = loss <= budget;
     trials.push_back({{"name", name}, {"preset", o.preset}, {"activations", o.act_granularity},
                       {"options", nlohmann::json::parse(b.spec_json)["transforms"]},
-                      {"weight_clip", o.weight_clip},
+                      {"weight_clip", o.weight_clip}, {"smooth_alpha", o.smooth_alpha},
                       {"float_perplexity", cmp.reference.perplexity}, {"holdout_perplexity", cmp.candidate.perplexity},
                       {"loss_percent", loss}, {"within_budget", ok},
                       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}});

@@ -53,6 +53,8 @@ Status CheckSpecChoices(const QuantizeOptions& o) {
   MQ_RETURN_IF_ERROR(CheckChoice("state_granularity", o.state_granularity, kStateGranularityNames));
   if (!(o.act_percentile > 0.0 && o.act_percentile <= JobSpecLimits::kMaxPercentile))
     return InvalidArgumentError("act_percentile must be in (0, 100]; got " + Number(o.act_percentile));
+  if (!(o.smooth_alpha >= JobSpecLimits::kMinSmoothAlpha && o.smooth_alpha <= JobSpecLimits::kMaxSmoothAlpha))
+    return InvalidArgumentError("smooth_alpha must be in [0.05, 0.95]; got " + Number(o.smooth_alpha));
   return OkStatus();
 }
 

@@ -41,6 +41,8 @@ struct JobSpecLimits {
   static constexpr int kMinEvalWindow = 2;     // eval/perplexity.h: a window under 2 tokens scores nothing
   static constexpr int kMaxEvalWindow = 65536;
   static constexpr double kMaxPercentile = 100.0;       // act_percentile in (0, 100]
+  static constexpr double kMinSmoothAlpha = 0.05;       // smooth_alpha in [0.05, 0.95]: 0 or 1 would
+  static constexpr double kMaxSmoothAlpha = 0.95;       // move a whole range onto one side
   static constexpr double kMaxTolerableLossPercent = 100.0;  // a requested budget in (0, 100]
   static constexpr double kMaxCalibHoldoutFraction = 0.5;    // in [0, 0.5]
 };

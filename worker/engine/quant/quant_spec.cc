@@ -45,6 +45,7 @@ StatusOr<QuantSpec> QuantSpec::FromOptions(const QuantizeOptions& o) {
   }
   s.act_mode = o.act_granularity == "per_tensor" ? ActScaleMode::kPerTensorStatic : ActScaleMode::kPerToken;
   s.act_percentile = o.act_percentile;
+  s.smooth_alpha = o.smooth_alpha;
   s.r1_cov_all_layers = o.r1_cov_all_layers;
   s.quantize_lm_head = o.quantize_lm_head;
   if (o.weight_clip == "auto") {
@@ -96,6 +97,7 @@ StatusOr<QuantSpec> QuantSpec::FromJson(const nlohmann::json& j) {
     o.scope = j.at("scope").get<std::string>();
     o.act_granularity = j.at("activation_granularity").get<std::string>();
     o.act_percentile = j.value("activation_percentile", 99.9);
+    o.smooth_alpha = j.value("smooth_alpha", 0.5);
     o.seed = j.value("seed", uint64_t{0});
     o.quantize_lm_head = j.value("quantize_lm_head", false);
     o.weight_clip = j.value("weight_clip", "max");

@@ -39,6 +39,9 @@ struct QuantizeOptions {
   bool smooth_conv = true;      // scope full: conv1d input channels equalized into in_proj rows / conv weights
   bool r1_cov_all_layers = true;  // Σ for R1 summed over all layers (false: layer 0 only)
   double act_percentile = 99.9;   // static scales: clipping percentile of per-token maxima
+  // SmoothQuant's migration strength of every smoothing step (S2, S3, S4, S5; smoothquant's norm
+  // smoothing): s_j = max|x_j|^α / max|W_j|^(1−α). In (0, 1).
+  double smooth_alpha = 0.5;
   bool quantize_lm_head = false;
   std::string state_granularity = "per_step_channel";  // scope full, h scales: per_step | per_step_channel
   std::string weight_clip = "auto";  // auto (mse for 4-bit, max for 8-bit) | max | mse

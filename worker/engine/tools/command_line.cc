@@ -1,5 +1,6 @@
 #include "tools/command_line.h"
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -63,6 +64,19 @@ StatusOr<int64_t> CommandLine::GetInt(const std::string& name, int64_t default_v
     return static_cast<int64_t>(x);
   } catch (const std::exception&) {
     return InvalidArgumentError("--" + name + " must be an integer, got \"" + *v + "\"");
+  }
+}
+
+StatusOr<double> CommandLine::GetDouble(const std::string& name, double default_value) const {
+  auto v = Get(name);
+  if (!v) return default_value;
+  try {
+    size_t used = 0;
+    const double x = std::stod(*v, &used);
+    if (used != v->size() || !std::isfinite(x)) throw std::invalid_argument("not a finite number");
+    return x;
+  } catch (const std::exception&) {
+    return InvalidArgumentError("--" + name + " must be a number, got \"" + *v + "\"");
   }
 }
 

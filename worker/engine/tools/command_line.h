@@ -22,6 +22,8 @@ class CommandLine {
   std::optional<std::string> Get(const std::string& name) const;
   StatusOr<std::string> Require(const std::string& name) const;
   StatusOr<int64_t> GetInt(const std::string& name, int64_t default_value, int64_t min, int64_t max) const;
+  // A whole finite number (no trailing text); its range is the caller's (the job spec's) check.
+  StatusOr<double> GetDouble(const std::string& name, double default_value) const;
   const std::vector<std::string>& positional() const { return positional_; }
 
  private:

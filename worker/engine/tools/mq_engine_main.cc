@@ -23,7 +23,7 @@ commands:
   tokenize  --model DIR --decode IDS [--json]       IDS: comma or space separated token ids
   quantize  --model DIR --preset P --bits w8a8|w4a8 --scope linear|full --calib FILE
             [--samples 128] [--seq-len 256] [--seed 0] --out DIR [--eval FILE] [--json]
-            [--act per_token|per_tensor] [--act-percentile 99.9] [--no-klt-r1] [--no-klt-r5]
+            [--act per_token|per_tensor] [--act-percentile 99.9] [--smooth-alpha 0.5] [--no-klt-r1] [--no-klt-r5]
             [--no-smooth-s5] [--no-online-r2] [--no-smooth-s2] [--no-smooth-s4] [--no-smooth-conv] [--r1-layer0] [--quantize-lm-head] [--diagnostics]
             [--tolerable-loss PCT]   try configurations cheapest first on held-out calibration text, keep the first within PCT
             [--device auto|cpu|cuda]   auto: the GPU when present and able to run the job, else the CPU

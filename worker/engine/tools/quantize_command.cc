@@ -27,7 +27,7 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
       args, {"json", "no-klt-r1", "no-klt-r5", "no-smooth-s5", "no-online-r2", "no-smooth-s2", "no-smooth-s4", "no-smooth-conv", "r1-layer0", "quiet", "diagnostics",
              "quantize-lm-head"},
       {"model", "preset", "bits", "scope", "calib", "samples", "seq-len", "seed", "out", "eval", "window", "act",
-       "act-percentile", "weight-clip", "state-granularity", "device", "tolerable-loss"});
+       "act-percentile", "smooth-alpha", "weight-clip", "state-granularity", "device", "tolerable-loss"});
   if (!cl.ok()) return ReportError(cl.status());
   quant::QuantizeOptions o;
   auto model = cl->Require("model");
@@ -53,13 +53,12 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
   o.bits = cl->Get("bits").value_or(o.bits);
   o.scope = cl->Get("scope").value_or(o.scope);
   o.act_granularity = cl->Get("act").value_or(o.act_granularity);
-  if (auto p = cl->Get("act-percentile")) {
-    try {
-      o.act_percentile = std::stod(*p);
-    } catch (const std::exception&) {
-      return ReportError(InvalidArgumentError("--act-percentile must be a number"));
-    }
-  }
+  auto percentile = cl->GetDouble("act-percentile", o.act_percentile);
+  auto alpha = cl->GetDouble("smooth-alpha", o.smooth_alpha);
+  if (!percentile.ok()) return ReportError(percentile.status());
+  if (!alpha.ok()) return ReportError(alpha.status());
+  o.act_percentile = *percentile;
+  o.smooth_alpha = *alpha;
   o.eval_text_path = cl->Get("eval").value_or("");
   o.weight_clip = cl->Get("weight-clip").value_or(o.weight_clip);
   o.state_granularity = cl->Get("state-granularity").value_or(o.state_granularity);
@@ -71,12 +70,10 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
   o.smooth_s4 = !cl->Has("no-smooth-s4");
   o.smooth_conv = !cl->Has("no-smooth-conv");
   o.diagnostics = cl->Has("diagnostics");
-  if (auto p = cl->Get("tolerable-loss")) {
-    try {
-      o.tolerable_loss_percent = std::stod(*p);
-    } catch (const std::exception&) {
-      return ReportError(InvalidArgumentError("--tolerable-loss must be a number (percent)"));
-    }
+  if (cl->Has("tolerable-loss")) {
+    auto budget = cl->GetDouble("tolerable-loss", 0.0);
+    if (!budget.ok()) return ReportError(budget.status());
+    o.tolerable_loss_percent = *budget;
     // A budget given must be one (0 would read as "not requested").
     if (Status s = quant::CheckTolerableLoss(o.tolerable_loss_percent); !s.ok()) return ReportError(s);
   }

@@ -45,13 +45,9 @@ int RunQuantizeVim(const std::vector<std::string>& args) {
   o.scope = cl->Get("scope").value_or("linear");
   o.act_granularity = cl->Get("act").value_or("per_token");
   o.weight_clip = cl->Get("weight-clip").value_or(o.weight_clip);
-  if (auto p = cl->Get("act-percentile")) {
-    try {
-      o.act_percentile = std::stod(*p);
-    } catch (const std::exception&) {
-      return ReportError(InvalidArgumentError("--act-percentile must be a number"));
-    }
-  }
+  auto percentile = cl->GetDouble("act-percentile", o.act_percentile);
+  if (!percentile.ok()) return ReportError(percentile.status());
+  o.act_percentile = *percentile;
   o.klt_r1 = !cl->Has("no-klt-r1");
   o.klt_r5 = !cl->Has("no-klt-r5");
   o.smooth_s5 = !cl->Has("no-smooth-s5");
