@@ -231,6 +231,20 @@ for r in (r for r in rows[1:] if r[0].isdigit()):
           r[col["dram__bytes_read.sum"]], r[col["launch__grid_size"]], r[col["launch__registers_per_thread"]]))
 PY
   done
+  # The persistent decode kernel (opt-in), INT8 B=1: one launch with every section and the source
+  # counters; prints its duration, instructions issued and stall reasons, and writes the SASS page
+  # (per-instruction samples and executions) for a closer look (docs/benchmarks.md).
+  if timeout 300 /usr/local/cuda/bin/ncu -k regex:Persistent --launch-skip 5 --launch-count 1 --set full --import-source yes \
+       -f -o /tmp/mq-persist "$BIN/bench/mq-bench" --shapes 2.8b --modes int8 --decode-batches 1 --prefill "" --compare-paths \
+       > "$OUT/ncu_persistent.log" 2>&1; then
+    /usr/local/cuda/bin/ncu --import /tmp/mq-persist.ncu-rep --page details --print-details all > "$OUT/ncu_persistent_details.txt" 2>&1
+    /usr/local/cuda/bin/ncu --import /tmp/mq-persist.ncu-rep --page source --csv --print-source sass > "$OUT/ncu_persistent_sass.csv" 2>&1
+    while read -r l; do note "ncu persistent $l"; done < <(grep -E \
+      "^ +(Duration|DRAM Throughput|Issued Instructions |Issued Ipc Active|Stall (Barrier|Wait|Short Scoreboard|Long Scoreboard))" \
+      "$OUT/ncu_persistent_details.txt" | sed 's/^ *//')
+  else
+    tail -5 "$OUT/ncu_persistent.log"
+  fi
   note "profile: done ($((SECONDS - t1)) s)"
 fi
 
