@@ -1,7 +1,9 @@
 // The accuracy-driven mode (quant/accuracy_tuning.h) on mamba-tiny: it keeps the cheapest
 // configuration within the budget, says when none is, and QuantizeModel exports the kept one
 // with the trials in its report.
+#include <algorithm>
 #include <filesystem>
+#include <map>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -30,7 +32,7 @@ TEST(AccuracyTuning, LooseBudgetKeepsTheFirstTrialAndTightBudgetReportsNotMet) {
   ASSERT_TRUE(loose.ok()) << loose.status().ToString();
   ASSERT_EQ(loose->report["trials"].size(), 1u);  // the first trial met it: nothing more was built
   EXPECT_TRUE(loose->report["met"].get<bool>());
-  EXPECT_EQ(loose->chosen.preset, quant::TuningCandidates(TinyOptions(50.0))[0].second.preset);
+  EXPECT_EQ(loose->chosen.preset, quant::TuningCandidates(TinyOptions(50.0))[0].options.preset);
   EXPECT_LE(loose->report["trials"][0]["loss_percent"].get<double>(), 50.0);
 
   // No 4-bit model is within 1e-6 % (an 8-bit one can even come out below float on the short
@@ -67,6 +69,52 @@ TEST(AccuracyTuning, LooseBudgetKeepsTheFirstTrialAndTightBudgetReportsNotMet) {
   }
   ASSERT_EQ(loss_alpha.size(), 2u);
   for (double l : loss_alpha) EXPECT_NE(l, loss_default);
+
+  // The kept configuration is the lowest loss within the budget of the cheapest cost tier that
+  // has one: with the budget at the second-lowest loss of a tier whose two best configurations
+  // beat every cheaper one, both of them meet it, the cheaper tiers do not, and the lower wins
+  // (the old rule kept whichever came first in the list).
+  std::map<int, std::vector<std::pair<double, std::string>>> by_tier;
+  for (const auto& t : trials)
+    if (t.contains("loss_percent"))
+      by_tier[t["tier"].get<int>()].push_back({t["loss_percent"].get<double>(), t["name"].get<std::string>()});
+  double budget = -1.0, cheaper_min = 1e9;
+  std::string want;
+  for (auto& [tier, v] : by_tier) {
+    std::sort(v.begin(), v.end());
+    if (v.size() >= 2 && v[1].first < cheaper_min && v[0].first < v[1].first) {
+      budget = v[1].first;
+      want = v[0].second;
+      break;
+    }
+    cheaper_min = std::min(cheaper_min, v.front().first);
+  }
+  ASSERT_GT(budget, 0.0) << "no tier of mamba-tiny W4A8 has two configurations better than every cheaper one";
+  quant::QuantizeOptions mid = w4;
+  mid.tolerable_loss_percent = budget;
+  auto kept = quant::TuneForTolerableLoss(mid, quant::CpuAccelerator(), nullptr);
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  EXPECT_TRUE(kept->report["met"].get<bool>());
+  EXPECT_EQ(kept->report["chosen"].get<std::string>(), want);
+  std::printf("[tuning] budget %.3f %%: kept %s of %zu trials\n", budget, want.c_str(), kept->report["trials"].size());
+}
+
+TEST(AccuracyTuning, CandidatesComeCheapestTierFirst) {
+  for (const char* bits : {"w8a8", "w4a8"}) {
+    quant::QuantizeOptions o = TinyOptions(5.0);
+    o.bits = bits;
+    const auto c = quant::TuningCandidates(o);
+    ASSERT_GE(c.size(), 4u);
+    EXPECT_EQ(c.front().tier, 0);
+    for (size_t i = 1; i < c.size(); ++i) EXPECT_LE(c[i - 1].tier, c[i].tier) << c[i].name;
+    // Same preset and activations, same cost: every mambaquant per-token variant shares quarot
+    // per-token's tier.
+    int quarot_token = -1;
+    for (const auto& x : c)
+      if (x.name == "quarot per_token") quarot_token = x.tier;
+    for (const auto& x : c)
+      if (x.options.preset == "mambaquant" && x.options.act_granularity == "per_token") EXPECT_EQ(x.tier, quarot_token);
+  }
 }
 
 TEST(AccuracyTuning, CandidatesTrySmoothingAlphaAroundTheJobsOwn) {
@@ -74,12 +122,12 @@ TEST(AccuracyTuning, CandidatesTrySmoothingAlphaAroundTheJobsOwn) {
     quant::QuantizeOptions o = TinyOptions(5.0);
     o.smooth_alpha = base_alpha;
     std::vector<double> a;
-    for (const auto& [name, c] : quant::TuningCandidates(o)) {
-      if (name.find("smoothing alpha") != std::string::npos) {
-        EXPECT_EQ(c.preset, "mambaquant") << name;
-        a.push_back(c.smooth_alpha);
+    for (const quant::TuningCandidate& c : quant::TuningCandidates(o)) {
+      if (c.name.find("smoothing alpha") != std::string::npos) {
+        EXPECT_EQ(c.options.preset, "mambaquant") << c.name;
+        a.push_back(c.options.smooth_alpha);
       } else {
-        EXPECT_EQ(c.smooth_alpha, base_alpha) << name;  // every other trial keeps the job's α
+        EXPECT_EQ(c.options.smooth_alpha, base_alpha) << c.name;  // every other trial keeps the job's α
       }
     }
     return a;

@@ -1,13 +1,15 @@
 // Accuracy-driven quantization (the job option tolerable_loss_percent): like Intel Neural
 // Compressor's tolerable-loss tuning, for Mamba. The tail of the calibration text is held out
-// (never eval text); configurations are tried cheapest first at inference (static per-tensor
-// activations before per-token, rtn before quarot's online R2 before mambaquant's R2 + S-SiLU,
-// then mambaquant's alternatives of the same cost: plain-Hadamard R5, the other weight clipping,
-// no S5) and the first whose held-out perplexity change is within the budget is kept; when none
-// is, the lowest-loss one is kept and the report says the budget was not met.
+// (never eval text). Configurations come in tiers of inference cost, cheapest first: rtn with
+// static per-tensor activations; rtn per token; quarot or mambaquant with static activations (both
+// run an online R2 Hadamard); quarot or mambaquant per token, with mambaquant's alternatives of
+// the same cost (plain-Hadamard R5, the other weight clipping, no S5, smoothing α 0.3 / 0.7).
+// Every configuration of a tier is scored; the first tier with one within the budget gives the
+// kept configuration: the lowest held-out loss among its configurations within the budget (so a
+// budget that quarot meets still gets mambaquant when it is better at the same cost). When no
+// tier meets the budget, the lowest-loss configuration of all is kept and the report says so.
 //
-// Not tried: keeping layers in higher precision (the export holds one weight width per model)
-// and other smoothing α (one α per job today).
+// Not tried: keeping layers in higher precision (the export holds one weight width per model).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -26,8 +28,15 @@ struct TuningOutcome {
   nlohmann::json report;
 };
 
+// One configuration to try; tier = its inference-cost rank (0 cheapest), non-decreasing in the
+// candidate list.
+struct TuningCandidate {
+  std::string name;
+  QuantizeOptions options;
+  int tier = 0;
+};
 // The candidate list for `base` (its bits and scope), in trial order.
-std::vector<std::pair<std::string, QuantizeOptions>> TuningCandidates(const QuantizeOptions& base);
+std::vector<TuningCandidate> TuningCandidates(const QuantizeOptions& base);
 
 StatusOr<TuningOutcome> TuneForTolerableLoss(const QuantizeOptions& base, QuantAccelerator& accel,
                                              const ProgressCallback& progress);
