@@ -67,8 +67,9 @@ Quantization jobs: the server queues them and a worker runs them; the result is 
       --r1-covariance C          all_layers | layer0
       --weight-clip W            auto | max | mse
       --state-granularity G      per_step_channel | per_step
-      --tolerable-loss PCT       accuracy-driven: keep the cheapest configuration whose perplexity on
-                                 held-out calibration text is within PCT % of float (report: "tuning")
+      --tolerable-loss PCT       accuracy-driven: from the cheapest inference-cost tier that has one, keep
+                                 the lowest-loss configuration whose perplexity on held-out calibration
+                                 text is within PCT % of float (report: "tuning")
       --wait                     follow the job to its end; exit 3 if it ends FAILED or CANCELLED
   jobs get JOB_ID                state, stage, progress, attempts, result and report
   jobs list [--state S[,S...]] [--model NAME] [--limit N] [--page-token T]
