@@ -820,7 +820,7 @@ Status CudaMambaModel::PreparePersistent() {
   q.hadamard = hadamard;
   q.slots = dec_slots_.get();
   q.conv_slot_stride = p0.conv_slot_stride, q.ssm_slot_stride = p0.ssm_slot_stride;
-  q.h = buf_->h.get(), q.xz = dec_xz_.get(), q.u = dec_u_.get(), q.y = dec_y_.get(), q.umax = dec_umax_.get();
+  q.h = buf_->h.get(), q.u = dec_u_.get(), q.y = dec_y_.get(), q.umax = dec_umax_.get();
   q.xacc = dec_xacc_.get(), q.barrier = dec_barrier_.get();
   q.layers = layers_;  // last: marks the path available
   return OkStatus();

@@ -44,7 +44,6 @@ struct DecodePersistentParams {
   const int32_t* slots = nullptr;   // [B]
   int64_t conv_slot_stride = 0, ssm_slot_stride = 0;
   float* h = nullptr;               // [B, d] residual stream (in: embeddings; out: after the last layer)
-  float* xz = nullptr;              // [B, 2E] in_proj output (each block its own channels)
   float* u = nullptr;               // [B, E] conv + SiLU output
   float* y = nullptr;               // [B, E] gated scan output
   unsigned int* umax = nullptr;     // [B] |u| maxima as float bits; zero between steps

@@ -24,7 +24,7 @@
 //
 // One layer, four grid barriers (none after the last layer; the LM head is the next kernel):
 //   every block: h → RMSNorm (redundantly, h from L2) → INT8 | half activations in shared memory
-//   in_proj tiles → xz, u = SiLU(conv) of its channels, per-token |u| block max → atomicMax umax
+//   in_proj tiles → z and u = SiLU(conv) of its channels, per-token |u| block max → atomicMax umax
 //   ── barrier A: u and its per-token |max| complete
 //   quantize u of its x_proj channels with the global scale; x_proj partial sums of its column
 //   slice → red.add into xacc (exact int32 for INT8, so the sum is order-independent; float
@@ -399,7 +399,6 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int64_t cl = row - plan.c0 - (xrow ? 0 : E);  // the block's channel index
           const float v = DequantWith<kInt8>(s, s_sin[b], sm[(xrow ? sl.ws_x : sl.ws_z) + cl],
                                              sm[(xrow ? sl.b_x : sl.b_z) + cl]);
-          p.xz[b * 2 * E + row] = v;
           if (xrow) {
             const float* st_in = sm + sl.conv_state + (b * sl.nc + cl) * S;
             const float u = ConvStepSilu(st_in, sm + sl.conv_w + cl * K, sm[sl.conv_b + cl], K, v);
@@ -704,7 +703,7 @@ Status LaunchDecodePersistent(const DecodePersistentParams& p, cudaStream_t stre
       p.ld_dt % 16 != 0 || p.ld_out % 16 != 0)
     return InvalidArgumentError("persistent decode: linear rows must be padded to 16 elements");
   if (p.int4 && !p.int8) return InvalidArgumentError("persistent decode: packed 4-bit weights need INT8 activations");
-  if (p.layer == nullptr || p.slots == nullptr || p.h == nullptr || p.xz == nullptr || p.u == nullptr ||
+  if (p.layer == nullptr || p.slots == nullptr || p.h == nullptr || p.u == nullptr ||
       p.y == nullptr || p.umax == nullptr || p.xacc == nullptr || p.barrier == nullptr)
     return InvalidArgumentError("persistent decode: missing buffers");
   if (p.grid < 0) return InvalidArgumentError("persistent decode: grid must be ≥ 0");

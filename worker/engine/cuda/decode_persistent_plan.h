@@ -58,8 +58,7 @@ struct PersistSmallLayout {
   // scale, dt_proj scale and bias; conv weights [nc][K]; A2 [nc][N]; conv state [B][nc][K−1].
   int64_t ws_x = 0, b_x = 0, ws_z = 0, b_z = 0, conv_b = 0, D = 0, gate = 0, ws_dt = 0, b_dt = 0;
   int64_t conv_w = 0, A2 = 0, conv_state = 0;
-  int64_t ws_out = 0, b_out = 0;   // per out_proj row (o − o0)
-  int64_t staged = 0;              // floats rewritten each layer (everything above)
+  int64_t ws_out = 0, b_out = 0;   // per out_proj row (o − o0); everything above is restaged each layer
   int64_t z = 0, u = 0;            // [B][nc] this layer's z and u of the block's channels
   int64_t h = 0;                   // [B][no] the block's rows of the residual stream
   int64_t floats = 0;
@@ -79,7 +78,6 @@ MQ_HD PersistSmallLayout MakePersistSmallLayout(const PersistShape& s) {
   l.conv_state = at, at += PersistAlign(s.B * l.nc * (s.K - 1), 4);
   l.ws_out = at, at += o;
   l.b_out = at, at += o;
-  l.staged = at;
   l.z = at, at += s.B * c;
   l.u = at, at += s.B * c;
   l.h = at, at += s.B * o;
