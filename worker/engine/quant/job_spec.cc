@@ -54,7 +54,8 @@ Status CheckSpecChoices(const QuantizeOptions& o) {
   if (!(o.act_percentile > 0.0 && o.act_percentile <= JobSpecLimits::kMaxPercentile))
     return InvalidArgumentError("act_percentile must be in (0, 100]; got " + Number(o.act_percentile));
   if (!(o.smooth_alpha >= JobSpecLimits::kMinSmoothAlpha && o.smooth_alpha <= JobSpecLimits::kMaxSmoothAlpha))
-    return InvalidArgumentError("smooth_alpha must be in [0.05, 0.95]; got " + Number(o.smooth_alpha));
+    return InvalidArgumentError("smooth_alpha must be in [" + Number(JobSpecLimits::kMinSmoothAlpha) + ", " +
+                                Number(JobSpecLimits::kMaxSmoothAlpha) + "]; got " + Number(o.smooth_alpha));
   return OkStatus();
 }
 
