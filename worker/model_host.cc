@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "artifact_files.h"
 #include "file_util.h"
+#include "inference_request.h"
 #include "log.h"
 #include "model/mamba_config.h"
 #include "serve/cpu_sequence_backend.h"
@@ -17,11 +18,6 @@
 
 namespace mq::worker {
 namespace {
-
-absl::Status ToAbsl(const Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
-}
 
 // "name:version" as the server resolves it: the name's charset, a colon, a version number. The
 // worker checks it again before it becomes a directory name (it trusts no path from the server).
@@ -170,7 +166,7 @@ absl::StatusOr<HostedModel> ModelHost::LoadModel(const std::string& model,
   // checkpoints become float32), every state slot, and the logits buffers; the size the backend
   // reports replaces it once loaded.
   auto config = MambaConfig::FromFile(JoinPath(dir, "config.json"));
-  if (!config.ok()) return ToAbsl(config.status());
+  if (!config.ok()) return ToAbslStatus(config.status());
   const serve::SequenceBackendOptions& bo = options_.serving.backend;
   const uint64_t slot_bytes = static_cast<uint64_t>(state::DtypeBytes(bo.state_dtype)) *
                               static_cast<uint64_t>(config->num_hidden_layers) *
@@ -184,20 +180,20 @@ absl::StatusOr<HostedModel> ModelHost::LoadModel(const std::string& model,
   if (!s.ok()) return s;
 
   auto tokenizer = Tokenizer::LoadFromFile(JoinPath(dir, "tokenizer.json"));
-  if (!tokenizer.ok()) return ToAbsl(tokenizer.status());
+  if (!tokenizer.ok()) return ToAbslStatus(tokenizer.status());
   std::unique_ptr<serve::SequenceBackend> backend;
   if (options_.plugin != nullptr) {
     auto b = options_.plugin->open_model(dir, options_.serving.backend);
-    if (!b.ok()) return ToAbsl(b.status());
+    if (!b.ok()) return ToAbslStatus(b.status());
     backend = std::move(*b);
   } else {
     auto b = serve::CpuSequenceBackend::Open(dir, options_.serving.backend);
-    if (!b.ok()) return ToAbsl(b.status());
+    if (!b.ok()) return ToAbslStatus(b.status());
     backend = std::move(*b);
   }
   auto engine = serve::ServingEngine::Create(std::move(backend), std::make_shared<const Tokenizer>(std::move(*tokenizer)),
                                              options_.serving);
-  if (!engine.ok()) return ToAbsl(engine.status());
+  if (!engine.ok()) return ToAbslStatus(engine.status());
   if (options_.metrics != nullptr) {
     WorkerMetrics* metrics = options_.metrics;
     (*engine)->SetStepObserver([metrics, model](int64_t batch, double seconds) { metrics->ObserveDecodeStep(model, batch, seconds); });
@@ -210,7 +206,7 @@ absl::StatusOr<HostedModel> ModelHost::LoadModel(const std::string& model,
 
 absl::StatusOr<HostedModel> ModelHost::LoadClassifier(const std::string& dir, uint64_t file_bytes) {
   auto config = VimConfig::FromFile(JoinPath(dir, "config.json"));
-  if (!config.ok()) return ToAbsl(config.status());
+  if (!config.ok()) return ToAbslStatus(config.status());
   // The plugin's GPU classifier when the worker computes on the GPU (a plugin without one cannot
   // serve Vim models there); else the CPU one.
   const bool gpu = options_.plugin != nullptr;
@@ -224,7 +220,7 @@ absl::StatusOr<HostedModel> ModelHost::LoadClassifier(const std::string& dir, ui
   absl::Status s = MakeRoom(estimate);
   if (!s.ok()) return s;
   auto classifier = gpu ? options_.plugin->open_classifier(dir) : OpenCpuImageClassifier(dir);
-  if (!classifier.ok()) return ToAbsl(classifier.status());
+  if (!classifier.ok()) return ToAbslStatus(classifier.status());
   const uint64_t bytes = (*classifier)->device_bytes() > 0 ? (*classifier)->device_bytes() : estimate;
   HostedModel hosted;
   hosted.bytes = bytes;

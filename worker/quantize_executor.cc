@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine_stage.h"
+#include "inference_request.h"
 #include "log.h"
 #include "quant/cpu_quant_accelerator.h"
 #include "quant/quant_accelerator.h"
@@ -17,15 +18,6 @@
 #include "vim_quantize_job.h"
 
 namespace mq::worker {
-namespace {
-
-// mq::Status codes equal absl's numerically (both mirror gRPC's).
-absl::Status ToAbsl(const Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
-}
-
-}  // namespace
 
 absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest& request,
                                                           const ExecutionProgressFn& progress) {
@@ -47,7 +39,7 @@ absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest
   std::string why_not_gpu;
   if (plugin_ != nullptr) {
     auto gpu = plugin_->open_quant(o, &why_not_gpu);
-    if (!gpu.ok()) return ToAbsl(gpu.status());
+    if (!gpu.ok()) return ToAbslStatus(gpu.status());
     accel = std::move(*gpu);
   }
   const bool fell_back = plugin_ != nullptr && accel == nullptr;  // a GPU worker, a job the GPU cannot run
@@ -61,7 +53,7 @@ absl::StatusOr<ExecutionResult> QuantizeExecutor::Execute(const ExecutionRequest
   auto result = quant::QuantizeModel(o, [&](const quant::Progress& p) {
     return progress(ExecutionProgress{ToProtoStage(p.stage), p.fraction, p.message});
   }, accel.get());
-  if (!result.ok()) return ToAbsl(result.status());
+  if (!result.ok()) return ToAbslStatus(result.status());
   // The GPU's refusal goes into the report too (the copy inside the export included).
   nlohmann::json extra = nlohmann::json::object();
   if (fell_back) extra["device_note"] = "GPU not used: " + why_not_gpu;

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "engine_stage.h"
+#include "inference_request.h"
 #include "quant_spec_proto.h"
 #include "vim/vim_config.h"
 #include "vim/vim_quantizer.h"
@@ -47,7 +48,7 @@ absl::StatusOr<ExecutionResult> RunVimQuantizeJob(const ExecutionRequest& reques
   auto result = QuantizeVimModel(o, [&](const quant::Progress& p) {
     return progress(ExecutionProgress{ToProtoStage(p.stage), p.fraction, p.message});
   });
-  if (!result.ok()) return absl::Status(static_cast<absl::StatusCode>(result.status().code()), result.status().message());
+  if (!result.ok()) return ToAbslStatus(result.status());
   auto report = FinalizeReport(request, result->report_json);
   if (!report.ok()) return report.status();
   return ExecutionResult{*std::move(report)};
