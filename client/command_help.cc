@@ -69,7 +69,11 @@ Quantization jobs: the server queues them and a worker runs them; the result is 
       --state-granularity G      per_step_channel | per_step
       --tolerable-loss PCT       accuracy-driven: from the cheapest inference-cost tier that has one, keep
                                  the lowest-loss configuration whose perplexity on held-out calibration
-                                 text is within PCT % of float (report: "tuning")
+                                 text is within PCT % of float; a w4a8 job no all-4-bit configuration
+                                 satisfies then keeps the fewest most sensitive layers at 8-bit weights
+                                 (report: "tuning")
+      --w8-layers L,L,...        w4a8 mixed precision: these layers keep 8-bit weights (not with
+                                 --tolerable-loss, which chooses them)
       --wait                     follow the job to its end; exit 3 if it ends FAILED or CANCELLED
   jobs get JOB_ID                state, stage, progress, attempts, result and report
   jobs list [--state S[,S...]] [--model NAME] [--limit N] [--page-token T]

@@ -25,6 +25,7 @@ const std::set<std::string>& CommandValueOptions() {
       "model", "preset", "bits", "scope", "act", "calib", "samples", "seq-len", "seed", "eval",  // jobs
       "eval-window", "output-name", "backend", "disable", "state", "prompt", "max-tokens", "temperature",
       "act-percentile", "smooth-alpha", "r1-covariance", "weight-clip", "state-granularity", "tolerable-loss",
+      "w8-layers",
       "prompt-ids", "max-new-tokens", "min-tokens", "top-k", "top-p", "min-p", "repetition-penalty",  // generate
       "presence-penalty", "frequency-penalty", "stop", "stop-token-id", "logprobs", "n",
       "text", "file", "top-logprobs",                                                              // score
@@ -52,7 +53,7 @@ commands:
               [--eval DATASET] [--eval-window W] [--output-name NAME] [--backend cpu|cuda]
               [--disable klt_r1|klt_r5|online_r2|smooth_s2|smooth_s4]... [--act-percentile P] [--smooth-alpha A]
               [--quantize-lm-head] [--r1-covariance all_layers|layer0] [--weight-clip auto|max|mse]
-              [--state-granularity per_step_channel|per_step] [--tolerable-loss PCT] [--wait]
+              [--state-granularity per_step_channel|per_step] [--tolerable-loss PCT] [--w8-layers L,L,...] [--wait]
   jobs get JOB_ID | jobs cancel JOB_ID | jobs watch JOB_ID
   jobs list [--state S[,S...]] [--model NAME] [--limit N] [--page-token T]
   generate --model NAME[:VERSION] (--prompt TEXT | --prompt-ids 1,2,3) [--max-new-tokens N]

@@ -46,6 +46,15 @@ absl::StatusOr<quant::QuantizeOptions> QuantizeOptionsFromProto(const mambaquant
   if (spec.has_act_percentile()) o.act_percentile = spec.act_percentile();
   if (spec.has_smooth_alpha()) o.smooth_alpha = spec.smooth_alpha();
   if (spec.has_quantize_lm_head()) o.quantize_lm_head = spec.quantize_lm_head();
+  if (spec.w8_layers_size() > quant::JobSpecLimits::kMaxW8Layers)
+    return absl::InvalidArgumentError(absl::StrCat("spec.w8_layers has ", spec.w8_layers_size(), " entries; at most ",
+                                                   quant::JobSpecLimits::kMaxW8Layers));
+  for (uint32_t layer : spec.w8_layers()) {
+    if (layer >= static_cast<uint32_t>(quant::JobSpecLimits::kMaxW8Layers))
+      return absl::InvalidArgumentError(absl::StrCat("spec.w8_layers: layer ", layer, " is not in [0, ",
+                                                     quant::JobSpecLimits::kMaxW8Layers, ")"));
+    o.w8_layers.push_back(static_cast<int>(layer));
+  }
   if (spec.has_tolerable_loss_percent()) {
     // The engine reads 0 as "not requested"; a budget the client set must be a budget.
     if (Status s = quant::CheckTolerableLoss(spec.tolerable_loss_percent()); !s.ok()) return InSpec(s);

@@ -121,6 +121,11 @@ int Submit(CliContext& cli, const Args& args) {
     if (!absl::SimpleAtod(*p, &v)) return UsageError("--tolerable-loss takes a number (percent)");
     spec.set_tolerable_loss_percent(v);
   }
+  if (auto p = args.Get("w8-layers")) {
+    auto layers = quant::ParseLayerList(*p);
+    if (!layers.ok()) return UsageError(std::string("--w8-layers: ") + layers.status().message());
+    for (int l : *layers) spec.add_w8_layers(static_cast<uint32_t>(l));
+  }
   for (const std::string& off : args.GetAll("disable")) {
     if (off == "klt_r1") spec.set_klt_r1(false);
     else if (off == "klt_r5") spec.set_klt_r5(false);
@@ -275,7 +280,8 @@ int RunJobsCommand(CliContext& cli, const Args& args, const std::vector<std::str
   if (verb == "submit") {
     allowed = allow({"model", "preset", "bits", "scope", "act", "calib", "samples", "seq-len", "seed", "eval",
                      "eval-window", "output-name", "backend", "disable", "wait", "act-percentile",
-                     "smooth-alpha", "quantize-lm-head", "r1-covariance", "weight-clip", "state-granularity", "tolerable-loss"});
+                     "smooth-alpha", "quantize-lm-head", "r1-covariance", "weight-clip", "state-granularity", "tolerable-loss",
+                     "w8-layers"});
     if (!allowed.ok()) return ReportError(allowed);
     if (words.size() != 1) return UsageError("jobs submit takes options only");
     return Submit(cli, args);

@@ -2,6 +2,7 @@
 // configuration within the budget, says when none is, and QuantizeModel exports the kept one
 // with the trials in its report.
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 
@@ -11,6 +12,7 @@
 
 #include "quant/accuracy_tuning.h"
 #include "quant/cpu_quant_accelerator.h"
+#include "quant/quantized_model_io.h"
 #include "test_paths.h"
 
 namespace mq {
@@ -27,7 +29,7 @@ quant::QuantizeOptions TinyOptions(double budget) {
   return o;
 }
 
-TEST(AccuracyTuning, LooseBudgetKeepsTheFirstTrialAndTightBudgetReportsNotMet) {
+TEST(AccuracyTuning, LooseBudgetKeepsTheFirstTrialAndTightBudgetTriesEveryTierThenMixedPrecision) {
   auto loose = quant::TuneForTolerableLoss(TinyOptions(50.0), quant::CpuAccelerator(), nullptr);
   ASSERT_TRUE(loose.ok()) << loose.status().ToString();
   ASSERT_EQ(loose->report["trials"].size(), 1u);  // the first trial met it: nothing more was built
@@ -35,26 +37,71 @@ TEST(AccuracyTuning, LooseBudgetKeepsTheFirstTrialAndTightBudgetReportsNotMet) {
   EXPECT_EQ(loose->chosen.preset, quant::TuningCandidates(TinyOptions(50.0))[0].options.preset);
   EXPECT_LE(loose->report["trials"][0]["loss_percent"].get<double>(), 50.0);
 
-  // No 4-bit model is within 1e-6 % (an 8-bit one can even come out below float on the short
-  // held-out tail): every candidate is tried and the lowest loss is kept.
+  // No all-4-bit configuration is within 1e-6 %: every candidate of every tier is tried, then the
+  // mixed-precision phase (each layer alone at 8 bits, then the most sensitive ones together).
   quant::QuantizeOptions w4 = TinyOptions(1e-6);
   w4.bits = "w4a8";
   auto tight = quant::TuneForTolerableLoss(w4, quant::CpuAccelerator(), nullptr);
   ASSERT_TRUE(tight.ok()) << tight.status().ToString();
-  EXPECT_FALSE(tight->report["met"].get<bool>());
-  const auto& trials = tight->report["trials"];
-  EXPECT_EQ(trials.size(), quant::TuningCandidates(w4).size());
+  nlohmann::json trials = nlohmann::json::array(), sensitivity = nlohmann::json::array(),
+                 cumulative = nlohmann::json::array();
+  for (const auto& t : tight->report["trials"]) {
+    if (!t.contains("phase")) trials.push_back(t);
+    else if (t["phase"] == "layer sensitivity") sensitivity.push_back(t);
+    else cumulative.push_back(t);
+  }
+  ASSERT_EQ(trials.size(), quant::TuningCandidates(w4).size());
   double lowest = 1e9;
   std::string lowest_name;
-  for (const auto& t : trials)
+  for (const auto& t : trials) {
+    EXPECT_GT(t["loss_percent"].get<double>(), 1e-6) << t["name"];
     if (t["loss_percent"].get<double>() < lowest) {
       lowest = t["loss_percent"].get<double>();
       lowest_name = t["name"].get<std::string>();
     }
-  EXPECT_EQ(tight->report["chosen"].get<std::string>(), lowest_name);
+  }
+  // Mixed precision is built on the lowest-loss configuration: mamba-tiny's 2 layers, each alone,
+  // ranked by the loss left with it at 8 bits; then the prefixes of that order.
+  const auto& mixed = tight->report["mixed_precision"];
+  ASSERT_TRUE(mixed.is_object());
+  EXPECT_EQ(mixed["on"], lowest_name);
+  ASSERT_EQ(sensitivity.size(), 2u);
+  const std::vector<int> order = mixed["sensitivity_order"].get<std::vector<int>>();
+  ASSERT_EQ(order.size(), 2u);
+  EXPECT_NE(order[0], order[1]);
+  std::map<int, double> alone;
+  for (const auto& t : sensitivity) {
+    ASSERT_EQ(t["w8_layers"].size(), 1u);
+    alone[t["w8_layers"][0].get<int>()] = t["loss_percent"].get<double>();
+    // One layer at 8 bits can only help: it removes that layer's 4-bit rounding.
+    EXPECT_LT(t["loss_percent"].get<double>(), lowest) << t["name"];
+  }
+  EXPECT_LE(alone[order[0]], alone[order[1]]);
+  ASSERT_GE(cumulative.size(), 1u);
+  for (size_t k = 0; k < cumulative.size(); ++k) {
+    const auto w8 = cumulative[k]["w8_layers"].get<std::vector<int>>();
+    EXPECT_EQ(w8, std::vector<int>(order.begin(), order.begin() + static_cast<long>(k) + 1));
+    if (k + 1 < cumulative.size()) EXPECT_FALSE(cumulative[k]["within_budget"].get<bool>());  // stops at the first
+  }
+  EXPECT_EQ(cumulative[0]["loss_percent"], alone[order[0]]);  // the same model, built from one preparation
+  const bool met = cumulative.back()["within_budget"].get<bool>();
+  EXPECT_EQ(tight->report["met"].get<bool>(), met);
+  if (met) {
+    EXPECT_EQ(tight->report["chosen"], cumulative.back()["name"]);
+    EXPECT_EQ(tight->chosen.w8_layers, cumulative.back()["w8_layers"].get<std::vector<int>>());
+  } else {
+    double all_lowest = lowest;
+    std::string all_name = lowest_name;
+    for (const auto& t : cumulative)
+      if (t["loss_percent"].get<double>() < all_lowest) {
+        all_lowest = t["loss_percent"].get<double>();
+        all_name = t["name"].get<std::string>();
+      }
+    EXPECT_EQ(tight->report["chosen"].get<std::string>(), all_name);
+  }
   // Trials are evaluated on the calibration tail, not on a tuning-free text: the float
   // perplexity is the same for every trial.
-  for (const auto& t : trials) EXPECT_EQ(t["float_perplexity"], trials[0]["float_perplexity"]);
+  for (const auto& t : tight->report["trials"]) EXPECT_EQ(t["float_perplexity"], trials[0]["float_perplexity"]);
   // The smoothing-α trials record their α and build a different model than α 0.5 (the smoothing
   // steps are in the W4A8 mambaquant configuration: S2, S5).
   double loss_default = -1.0;
@@ -97,6 +144,57 @@ TEST(AccuracyTuning, LooseBudgetKeepsTheFirstTrialAndTightBudgetReportsNotMet) {
   EXPECT_TRUE(kept->report["met"].get<bool>());
   EXPECT_EQ(kept->report["chosen"].get<std::string>(), want);
   std::printf("[tuning] budget %.3f %%: kept %s of %zu trials\n", budget, want.c_str(), kept->report["trials"].size());
+}
+
+// A budget no all-4-bit configuration meets but one layer at 8-bit weights does: the job keeps
+// that mixed-precision configuration, exports it (format version 3, w8_layers) and the export
+// loads with that layer's linears at 8 bits and the others packed 4-bit.
+TEST(AccuracyTuning, MixedPrecisionKeepsTheFewestSensitiveLayersAtEightBits) {
+  quant::QuantizeOptions w4 = TinyOptions(1e-6);
+  w4.bits = "w4a8";
+  auto first = quant::TuneForTolerableLoss(w4, quant::CpuAccelerator(), nullptr);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  double tier_lowest = 1e9, one_layer = -1.0;
+  int sensitive = -1;
+  const std::vector<int> order = first->report["mixed_precision"]["sensitivity_order"].get<std::vector<int>>();
+  for (const auto& t : first->report["trials"]) {
+    if (!t.contains("phase")) tier_lowest = std::min(tier_lowest, t["loss_percent"].get<double>());
+    else if (t["phase"] == "layer sensitivity" && t["w8_layers"][0] == order[0]) {
+      one_layer = t["loss_percent"].get<double>();
+      sensitive = order[0];
+    }
+  }
+  ASSERT_GT(one_layer, 0.0) << "mamba-tiny W4A8 with its most sensitive layer at 8 bits is at or below float";
+  ASSERT_LT(one_layer, tier_lowest);
+
+  const auto out = std::filesystem::temp_directory_path() / ("mq-tuning-mixed-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(out);
+  quant::QuantizeOptions o = w4;
+  o.tolerable_loss_percent = one_layer;
+  o.output_dir = out.string();
+  auto r = quant::QuantizeModel(o, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const auto report = nlohmann::json::parse(r->report_json);
+  EXPECT_TRUE(report["tuning"]["met"].get<bool>());
+  EXPECT_EQ(report["tuning"]["w8_layers"], (std::vector<int>{sensitive}));
+  EXPECT_EQ(report["bits"], "w4a8");
+  std::printf("[tuning] budget %.3f %% (all-4-bit best %.3f %%): kept %s\n", one_layer, tier_lowest,
+              report["tuning"]["chosen"].get<std::string>().c_str());
+  auto loaded = quant::LoadQuantizedModel(out.string(), nullptr);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  for (size_t i = 0; i < loaded->layers.size(); ++i) {
+    const int want = static_cast<int>(i) == sensitive ? 8 : 4;
+    for (const Linear* l : {&loaded->layers[i].in_proj, &loaded->layers[i].x_proj, &loaded->layers[i].dt_proj,
+                            &loaded->layers[i].out_proj}) {
+      ASSERT_TRUE(l->quant.has_value());
+      EXPECT_EQ(l->quant->weight_bits, want) << "layer " << i;
+      int max_level = 0;
+      for (int8_t q : l->quant->qweight) max_level = std::max(max_level, std::abs(static_cast<int>(q)));
+      if (want == 4) EXPECT_LE(max_level, 7);
+      else EXPECT_GT(max_level, 7);  // an 8-bit row uses its whole grid
+    }
+  }
+  std::filesystem::remove_all(out);
 }
 
 TEST(AccuracyTuning, CandidatesComeCheapestTierFirst) {

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <tuple>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -21,6 +22,8 @@
 #include "model/model_loader.h"
 #include "quant/model_quantizer.h"
 #include "quant/quantize_pipeline.h"
+#include "quant/prepared_quantization.h"
+#include "quant/cpu_quant_accelerator.h"
 #include "quant/quantized_format.h"
 #include "quant/quantized_model_io.h"
 #include "test_paths.h"
@@ -138,13 +141,18 @@ class Int4ExportTest : public ::testing::Test {
     const json qc = json::parse(in)["quantization_config"];
     EXPECT_EQ(qc["format_version"], version);
     EXPECT_EQ(qc["weight_storage"], version == 1 ? "int8_unpacked" : "int4_packed");
+    EXPECT_EQ(qc["w8_layers"], spec.w8_layers);
     auto st = SafetensorsModel::OpenDirectory(out.string());
     ASSERT_TRUE(st.ok());
-    const TensorView* xw = st->Find("backbone.layers.0.mixer.x_proj.weight");
-    ASSERT_NE(xw, nullptr);
     const int64_t E = w.config.intermediate_size;
-    EXPECT_EQ(xw->dtype, version == 1 ? DType::kI8 : DType::kU8);
-    EXPECT_EQ(xw->shape[1], version == 1 ? E : (E + 1) / 2);
+    for (size_t i = 0; i < w.layers.size(); ++i) {
+      // Packed from version 2 on, except the layers kept at 8 bits (version 3).
+      const bool packed = version >= 2 && spec.LayerWeightBits(static_cast<int64_t>(i)) == 4;
+      const TensorView* xw = st->Find("backbone.layers." + std::to_string(i) + ".mixer.x_proj.weight");
+      ASSERT_NE(xw, nullptr);
+      EXPECT_EQ(xw->dtype, packed ? DType::kU8 : DType::kI8) << name << " layer " << i;
+      EXPECT_EQ(xw->shape[1], packed ? (E + 1) / 2 : E) << name << " layer " << i;
+    }
 
     auto loaded = LoadModel(out.string());
     ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
@@ -155,7 +163,7 @@ class Int4ExportTest : public ::testing::Test {
       for (auto [la, lb] : {std::pair{&a.in_proj, &b.in_proj}, {&a.x_proj, &b.x_proj}, {&a.dt_proj, &b.dt_proj},
                             {&a.out_proj, &b.out_proj}}) {
         ASSERT_TRUE(lb->quant.has_value());
-        EXPECT_EQ(lb->quant->weight_bits, 4);
+        EXPECT_EQ(lb->quant->weight_bits, spec.LayerWeightBits(static_cast<int64_t>(i)));
         EXPECT_EQ(lb->quant->qweight, la->quant->qweight) << name << " layer " << i;
         EXPECT_EQ(lb->quant->weight_scale, la->quant->weight_scale);
       }
@@ -208,6 +216,7 @@ TEST_F(Int4ExportTest, W4A8TinyLoadsBitIdenticalFromPackedAndOldFormat) {
   auto spec = quant::QuantSpec::FromJson(json::parse(build->spec_json));
   ASSERT_TRUE(spec.ok());
   ASSERT_EQ(spec->weight_bits, 4);
+  ExpectRoundTrip(build->model, *spec, o.model_dir, 3, "v3");
   ExpectRoundTrip(build->model, *spec, o.model_dir, 2, "v2");
   ExpectRoundTrip(build->model, *spec, o.model_dir, 1, "v1");
   // The packed linears take half the bytes: the weight file shrinks by half of them.
@@ -219,8 +228,110 @@ TEST_F(Int4ExportTest, W4A8TinyLoadsBitIdenticalFromPackedAndOldFormat) {
   EXPECT_NEAR(static_cast<double>(saved), static_cast<double>(linear_weights / 2), 64.0)
       << "v1 " << WeightFileBytes(dir_ / "v1") << " bytes, v2 " << WeightFileBytes(dir_ / "v2");
   // Writing a version this build does not know is refused.
-  EXPECT_EQ(quant::ExportQuantizedModel(build->model, *spec, o.model_dir, (dir_ / "v3").string(), json::object(), 3).code(),
+  EXPECT_EQ(quant::ExportQuantizedModel(build->model, *spec, o.model_dir, (dir_ / "v4").string(), json::object(), 4).code(),
             StatusCode::kInvalidArgument);
+}
+
+// Mixed precision (format version 3): a w4a8 export with layer 1 kept at 8-bit weights stores
+// that layer's linears as I8 and the others packed; it loads bit-identical, the weights-only
+// re-quantization of one preparation builds the same model, and configs that misstate the
+// layers are refused.
+TEST_F(Int4ExportTest, MixedWidthsRoundTripAndMisstatedLayersAreRefused) {
+  quant::QuantizeOptions o;
+  o.model_dir = testing::RepoPath("models/mamba-tiny");
+  o.calib_text_path = testing::RepoPath("models/text/calib.txt");
+  o.bits = "w4a8";
+  o.num_samples = 8;
+  o.seq_len = 64;
+  o.seed = 3;
+  o.w8_layers = {1};
+  auto build = quant::BuildQuantizedModel(o, nullptr);
+  ASSERT_TRUE(build.ok()) << build.status().ToString();
+  auto spec = quant::QuantSpec::FromJson(json::parse(build->spec_json));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  ASSERT_EQ(spec->w8_layers, std::vector<int>{1});
+  EXPECT_EQ(spec->LayerWeightBits(0), 4);
+  EXPECT_EQ(spec->LayerWeightBits(1), 8);
+  ExpectRoundTrip(build->model, *spec, o.model_dir, 3, "v3");
+  for (int old_version : {1, 2})  // they cannot say which layers are 8-bit
+    EXPECT_EQ(quant::ExportQuantizedModel(build->model, *spec, o.model_dir, (dir_ / ("old" + std::to_string(old_version))).string(),
+                                          json::object(), old_version)
+                  .code(),
+              StatusCode::kInvalidArgument);
+
+  // One preparation, weights quantized twice: all-4-bit and layer 1 at 8 bits. The second is the
+  // model the full build made; layer 0 is the same in both.
+  quant::QuantizeOptions plain = o;
+  plain.w8_layers.clear();
+  auto prep = quant::PrepareQuantization(plain, nullptr, quant::CpuAccelerator());
+  ASSERT_TRUE(prep.ok()) << prep.status().ToString();
+  auto mixed = quant::QuantizePrepared(*prep, {1});
+  auto all4 = quant::QuantizePrepared(*prep, {});
+  ASSERT_TRUE(mixed.ok() && all4.ok());
+  for (size_t i = 0; i < 2; ++i) {
+    const auto& m = mixed->layers[i];
+    const auto& b = build->model.layers[i];
+    const auto& a = all4->layers[i];
+    for (auto [lm, lb, la] : {std::tuple{&m.in_proj, &b.in_proj, &a.in_proj}, {&m.x_proj, &b.x_proj, &a.x_proj},
+                              {&m.dt_proj, &b.dt_proj, &a.dt_proj}, {&m.out_proj, &b.out_proj, &a.out_proj}}) {
+      EXPECT_EQ(lm->quant->qweight, lb->quant->qweight) << "layer " << i;
+      EXPECT_EQ(lm->quant->weight_scale, lb->quant->weight_scale) << "layer " << i;
+      if (i == 0) EXPECT_EQ(lm->quant->qweight, la->quant->qweight);
+      else EXPECT_NE(lm->quant->qweight, la->quant->qweight);
+    }
+  }
+  EXPECT_EQ(quant::QuantizePrepared(*prep, {2}).status().code(), StatusCode::kInvalidArgument);  // tiny has 2 layers
+  EXPECT_EQ(quant::QuantizePrepared(*prep, {1, 1}).status().code(), StatusCode::kInvalidArgument);
+  // The 8-bit layer costs its linears' other half back on disk.
+  const fs::path all4_dir = dir_ / "all4";
+  quant::QuantSpec spec4 = *spec;
+  spec4.w8_layers.clear();
+  ASSERT_TRUE(quant::ExportQuantizedModel(*all4, spec4, o.model_dir, all4_dir.string(), json::object()).ok());
+  int64_t layer1 = 0;
+  for (const Linear* l : {&build->model.layers[1].in_proj, &build->model.layers[1].x_proj,
+                          &build->model.layers[1].dt_proj, &build->model.layers[1].out_proj})
+    layer1 += l->out_features * l->in_features;
+  EXPECT_NEAR(static_cast<double>(WeightFileBytes(dir_ / "v3")) - static_cast<double>(WeightFileBytes(all4_dir)),
+              static_cast<double>(layer1 / 2), 64.0);
+
+  // Configs that misstate the layers.
+  auto with_config = [&](const std::string& name, const std::function<void(json&)>& edit) {
+    const fs::path bad = dir_ / name;
+    fs::copy(dir_ / "v3", bad);
+    std::ifstream cin(bad / "config.json");
+    json c = json::parse(cin);
+    edit(c["quantization_config"]);
+    std::ofstream(bad / "config.json") << c.dump();
+    return LoadModel(bad.string()).status();
+  };
+  for (const auto& [name, value] : std::vector<std::pair<std::string, json>>{{"beyond", json::array({2})},
+                                                                            {"repeat", json::array({1, 1})},
+                                                                            {"descending", json::array({1, 0})},
+                                                                            {"negative", json::array({-1})},
+                                                                            {"string", json::array({"1"})},
+                                                                            {"float", json::array({1.0})},
+                                                                            {"object", json::object()}}) {
+    const Status s = with_config(name, [&](json& qc) { qc["w8_layers"] = value; });
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << name << ": " << s.ToString();
+    EXPECT_NE(s.message().find("w8_layers"), std::string::npos) << s.message();
+  }
+  Status s = with_config("on_version2", [](json& qc) { qc["format_version"] = 2; });
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("format_version 3"), std::string::npos) << s.message();
+  s = with_config("on_w8a8", [](json& qc) {
+    qc["bits"] = "w8a8";
+    qc["weight_bits"] = 8;
+    qc["weight_storage"] = "int8_unpacked";
+  });
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  // Layer 1 stored I8 while the config says every layer is 4-bit (packed): the reader refuses it.
+  s = with_config("dropped", [](json& qc) { qc.erase("w8_layers"); });
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("layers.1"), std::string::npos) << s.message();
+  // And the converse: layer 0 (packed U8) claimed to be 8-bit.
+  s = with_config("claimed", [](json& qc) { qc["w8_layers"] = json::array({0, 1}); });
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("layers.0"), std::string::npos) << s.message();
 }
 
 // Odd input widths (dt_rank 5: dt_proj rows of 5 weights, 3 bytes with a zero high nibble).

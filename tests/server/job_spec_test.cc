@@ -118,7 +118,37 @@ std::vector<Row> Rows() {
        [](O& o) { o.tolerable_loss_percent = 100.5; }, false, "tolerable_loss_percent"},
       {"tolerable_loss_half", [](QuantSpec& s) { s.set_tolerable_loss_percent(0.5); },
        [](O& o) { o.tolerable_loss_percent = 0.5; }, true, ""},
+      // w8_layers: w4a8 only, no repeats, below the limit (the model's own layer count is checked
+      // once it is loaded); not together with the accuracy-driven mode, which chooses them.
+      {"w8_layers_w4a8", [](QuantSpec& s) { s.set_bits("w4a8"), s.add_w8_layers(3), s.add_w8_layers(0); },
+       [](O& o) { o.bits = "w4a8", o.w8_layers = {3, 0}; }, true, ""},
+      {"w8_layers_last", [](QuantSpec& s) { s.set_bits("w4a8"), s.add_w8_layers(L::kMaxW8Layers - 1); },
+       [](O& o) { o.bits = "w4a8", o.w8_layers = {L::kMaxW8Layers - 1}; }, true, ""},
+      {"w8_layers_beyond", [](QuantSpec& s) { s.set_bits("w4a8"), s.add_w8_layers(L::kMaxW8Layers); },
+       [](O& o) { o.bits = "w4a8", o.w8_layers = {L::kMaxW8Layers}; }, false, "w8_layers"},
+      {"w8_layers_uint32_max", [](QuantSpec& s) { s.set_bits("w4a8"), s.add_w8_layers(0xFFFFFFFFu); },
+       [](O& o) { o.bits = "w4a8", o.w8_layers = {-1}; }, false, "w8_layers"},
+      {"w8_layers_repeat", [](QuantSpec& s) { s.set_bits("w4a8"), s.add_w8_layers(2), s.add_w8_layers(2); },
+       [](O& o) { o.bits = "w4a8", o.w8_layers = {2, 2}; }, false, "w8_layers"},
+      {"w8_layers_on_w8a8", [](QuantSpec& s) { s.add_w8_layers(0); }, [](O& o) { o.w8_layers = {0}; }, false,
+       "w8_layers"},
+      {"w8_layers_with_budget",
+       [](QuantSpec& s) { s.set_bits("w4a8"), s.add_w8_layers(0), s.set_tolerable_loss_percent(2.0); },
+       [](O& o) { o.bits = "w4a8", o.w8_layers = {0}, o.tolerable_loss_percent = 2.0; }, false, "w8_layers"},
   };
+  {
+    Row too_many{"w8_layers_too_many",
+                 [](QuantSpec& s) {
+                   s.set_bits("w4a8");
+                   for (int i = 0; i <= L::kMaxW8Layers; ++i) s.add_w8_layers(static_cast<uint32_t>(i % L::kMaxW8Layers));
+                 },
+                 [](O& o) {
+                   o.bits = "w4a8";
+                   for (int i = 0; i <= L::kMaxW8Layers; ++i) o.w8_layers.push_back(i % L::kMaxW8Layers);
+                 },
+                 false, "w8_layers"};
+    rows.push_back(too_many);
+  }
   // Every accepted name of every choice, each alone.
   for (auto n : quant::kPresetNames) {
     std::string v(n);
@@ -322,6 +352,25 @@ TEST(JobSpec, MqctlRefusesABadSpecBeforeSending) {
   EXPECT_NE(nan.find("INVALID_ARGUMENT: spec.act_percentile"), std::string::npos) << nan;
   const std::string good = submit("--seq-len 2");
   EXPECT_NE(good.find("UNAVAILABLE"), std::string::npos) << good;  // accepted, then no server
+  const std::string repeat = submit("--bits w4a8 --w8-layers 1,1");
+  EXPECT_NE(repeat.find("INVALID_ARGUMENT: spec.w8_layers names layer 1 twice"), std::string::npos) << repeat;
+  const std::string junk = submit("--bits w4a8 --w8-layers 1,x");
+  EXPECT_NE(junk.find("--w8-layers"), std::string::npos) << junk;
+  EXPECT_EQ(junk.find("UNAVAILABLE"), std::string::npos) << junk;
+  const std::string mixed = submit("--bits w4a8 --w8-layers 0,3");
+  EXPECT_NE(mixed.find("UNAVAILABLE"), std::string::npos) << mixed;
+}
+
+// The command-line form of w8_layers, one parser for mq-engine and mqctl.
+TEST(JobSpec, LayerListsParseStrictly) {
+  EXPECT_EQ(*quant::ParseLayerList("0,5,7"), (std::vector<int>{0, 5, 7}));
+  EXPECT_EQ(*quant::ParseLayerList("3"), (std::vector<int>{3}));
+  EXPECT_TRUE(quant::ParseLayerList("")->empty());
+  for (const char* bad : {"1,", ",1", "1,,2", "a", "1.5", "-1", " 1", "1 ", "+1", "1024", "99999999999999999999", "0x1"}) {
+    auto r = quant::ParseLayerList(bad);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    if (!r.ok()) EXPECT_NE(r.status().message().find("w8_layers"), std::string::npos) << r.status().message();
+  }
 }
 
 }  // namespace

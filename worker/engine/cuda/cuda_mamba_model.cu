@@ -225,10 +225,11 @@ Status CudaMambaModel::UploadHadamard(Layer* L, const quant::RandomHadamard& had
 
 StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeights& w, const CudaModelOptions& o) {
   const bool int8 = w.layers.empty() ? false : w.layers[0].in_proj.quant.has_value();
-  const int weight_bits = int8 ? w.layers[0].in_proj.quant->weight_bits : 16;
   std::unique_ptr<CudaMambaModel> m(new CudaMambaModel());
   MQ_RETURN_IF_ERROR(m->Init(w.config, int8, o));
-  m->int4_ = weight_bits == 4;
+  // Weight widths are per layer (a w4a8 export may keep layers at 8 bits: quant/quantized_format.h
+  // version 3); the four linears of a layer share their layer's, in_proj's.
+  int weight_bits = 0;
   int64_t int4_scratch = 0;  // elements of the largest unpacked 4-bit linear
   if (w.lm_head.quant) return UnimplementedError("CUDA backend: a quantized LM head is not supported (FP16 only)");
   if (w.lm_head.weight.size() != static_cast<size_t>(m->V_ * m->d_)) return InvalidArgumentError("LM head has the wrong size");
@@ -244,7 +245,10 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
       const LinearQuant& q = *src.quant;
       if (q.weight_bits != weight_bits)
         return UnimplementedError(std::string("CUDA backend: ") + name + " has " + std::to_string(q.weight_bits) +
-                                  "-bit weights, in_proj " + std::to_string(weight_bits) + " (one width per model)");
+                                  "-bit weights, its layer's in_proj " + std::to_string(weight_bits) +
+                                  " (one width per layer)");
+      if (weight_bits != 4 && weight_bits != 8)
+        return InvalidArgumentError(std::string(name) + ": weight width must be 4 or 8 bits");
       if (q.qweight.size() != static_cast<size_t>(dst->out * dst->in))
         return InvalidArgumentError(std::string(name) + ": quantized weights do not match its shape");
       if (weight_bits == 4) {
@@ -282,6 +286,9 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
       L.quant_output_product = s.quantize_output_product;
       m->full_scope_ = true;
     }
+    weight_bits = s.in_proj.quant ? s.in_proj.quant->weight_bits : 16;
+    if (weight_bits == 4) m->int4_ = true;
+    else if (int8) m->int8_layers_ = true;
     MQ_RETURN_IF_ERROR(upload_linear(s.in_proj, &L.in_proj, "in_proj", false));
     MQ_RETURN_IF_ERROR(upload_linear(s.x_proj, &L.x_proj, "x_proj", false));
     MQ_RETURN_IF_ERROR(upload_linear(s.dt_proj, &L.dt_proj, "dt_proj", false));
@@ -747,9 +754,9 @@ Status CudaMambaModel::PrepareLayerKernels() {
   MQ_ASSIGN_OR_RETURN(dec_ys_, DeviceBuffer<float>::Allocate(Bm));
   auto linear = [&](const Linear& l) {
     DecodeLinear d;
-    d.w = int4_   ? static_cast<const void*>(l.w4.get())
-          : int8_ ? static_cast<const void*>(l.w8.get())
-                  : static_cast<const void*>(l.w16.get());
+    d.w = !l.w4.empty() ? static_cast<const void*>(l.w4.get())
+          : int8_       ? static_cast<const void*>(l.w8.get())
+                        : static_cast<const void*>(l.w16.get());
     d.ld = l.ld, d.out = l.out, d.in = l.in;
     d.wscale = l.wscale.get(), d.bias = l.bias.get(), d.act_static_scale = l.act_static_scale;
     return d;
@@ -758,7 +765,7 @@ Status CudaMambaModel::PrepareLayerKernels() {
   for (int64_t li = 0; li < layers_; ++li) {
     const Layer& L = layer_[static_cast<size_t>(li)];
     DecodeLayerParams& p = dec_layer_[static_cast<size_t>(li)];
-    p.int8 = int8_, p.int4 = int4_;
+    p.int8 = int8_, p.int4 = !L.in_proj.w4.empty();  // per layer: a w4a8 model may keep layers at 8 bits
     p.d = d_, p.E = E_, p.N = N_, p.R = R_, p.K = K_;
     p.eps = static_cast<float>(config_.layer_norm_epsilon);
     p.slots = dec_slots_.get();
@@ -786,6 +793,9 @@ Status CudaMambaModel::PrepareLayerKernels() {
 Status CudaMambaModel::PreparePersistent() {
   dec_persist_ = DecodePersistentParams{};  // layers = 0: unavailable
   if (options_.state_dtype != StateDtype::kF32 || dec_layer_.empty()) return OkStatus();
+  // One weight format for all layers (the kernel is instantiated per format): mixed 4/8-bit
+  // models decode through the layer kernels.
+  if (mixed_width()) return OkStatus();
   const DecodeLayerParams& p0 = dec_layer_[0];
   std::vector<PersistentLayer> table(static_cast<size_t>(layers_));
   bool hadamard = false;

@@ -119,6 +119,8 @@ class CudaMambaModel {
   const CudaModelOptions& options() const { return options_; }
   bool int8() const { return int8_; }  // INT8 activations (W8A8, or W4A8 when int4())
   bool int4() const { return int4_; }  // W4A8: packed 4-bit weights (int4 GEMV, packed layer kernels)
+  // A w4a8 model with some layers at 8-bit weights (int4() and INT8 layers both).
+  bool mixed_width() const { return int4_ && int8_layers_; }
   cudaStream_t stream() const { return stream_.get(); }
   // Bytes of parameters one decode step reads (linears, their scales, the LM head, conv, A, D, …).
   int64_t decode_weight_bytes() const { return decode_weight_bytes_; }
@@ -223,7 +225,8 @@ class CudaMambaModel {
   MambaConfig config_;
   CudaModelOptions options_;
   bool int8_ = false;
-  bool int4_ = false;
+  bool int4_ = false;          // some layer's linears are packed 4-bit
+  bool int8_layers_ = false;   // some layer's linears are 8-bit (with int4_: mixed widths)
   DeviceBuffer<int8_t> int4_unpacked_;  // W4A8: one linear's weights unpacked for cuBLASLt
   bool full_scope_ = false;  // some layer quantizes its conv input or h·C, or rotates h (per-stage decode)
   int64_t d_ = 0, E_ = 0, N_ = 0, R_ = 0, K_ = 0, V_ = 0, layers_ = 0;

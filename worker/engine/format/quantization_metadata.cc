@@ -81,6 +81,27 @@ StatusOr<QuantizationMetadata> CheckQuantizationMetadata(const json& qc, int64_t
                                   {"s4", Kind::kBool, false},
                                   {"r1_covariance", Kind::kString, false}}));
 
+  // w8_layers (format version 3): ascending layer indices, each below num_hidden_layers.
+  auto w8 = qc.find("w8_layers");
+  if (w8 != qc.end() && !w8->is_null()) {
+    if (!w8->is_array()) return InvalidArgumentError(path + ".w8_layers must be an array");
+    if (w8->size() > static_cast<size_t>(num_layers))
+      return InvalidArgumentError(path + ".w8_layers has more entries than the model has layers");
+    int64_t previous = -1;
+    for (size_t i = 0; i < w8->size(); ++i) {
+      const json& v = (*w8)[i];
+      const std::string where = path + ".w8_layers[" + std::to_string(i) + "]";
+      if (!v.is_number_unsigned()) return InvalidArgumentError(where + " must be a non-negative integer");
+      const uint64_t layer = v.get<uint64_t>();
+      if (layer >= static_cast<uint64_t>(num_layers))
+        return InvalidArgumentError(where + " = " + std::to_string(layer) + " is not below num_hidden_layers " +
+                                    std::to_string(num_layers));
+      if (static_cast<int64_t>(layer) <= previous)
+        return InvalidArgumentError(path + ".w8_layers must be ascending without repeats");
+      previous = static_cast<int64_t>(layer);
+    }
+  }
+
   QuantizationMetadata out;
   auto online = qc.find("online_transforms");
   if (online == qc.end() || online->is_null()) return out;

@@ -1,10 +1,12 @@
 #include "quant/accuracy_tuning.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 
 #include "eval/perplexity.h"
+#include "quant/prepared_quantization.h"
 #include "quant/quant_spec.h"
 
 namespace mq::quant {
@@ -55,6 +57,35 @@ std::vector<TuningCandidate> TuningCandidates(const QuantizeOptions& base) {
   return c;
 }
 
+namespace {
+
+// One scored trial: its loss and the report entry.
+struct Scored {
+  double loss = 0.0;
+  nlohmann::json entry;
+};
+
+StatusOr<Scored> Score(QuantAccelerator& accel, const MambaWeights& original, const MambaWeights& model,
+                       const std::vector<int32_t>& holdout, int window, double budget) {
+  if (holdout.size() < static_cast<size_t>(window) + 1)
+    return InvalidArgumentError("the calibration text's held-out tail has " + std::to_string(holdout.size()) +
+                                " tokens, fewer than one evaluation window; use a longer calibration text");
+  MQ_ASSIGN_OR_RETURN(ComparisonResult cmp, accel.Compare(original, model, holdout, window, nullptr));
+  Scored s;
+  s.loss = 100.0 * (cmp.candidate.perplexity / cmp.reference.perplexity - 1.0);
+  s.entry = {{"float_perplexity", cmp.reference.perplexity}, {"holdout_perplexity", cmp.candidate.perplexity},
+             {"loss_percent", s.loss}, {"within_budget", s.loss <= budget}};
+  return s;
+}
+
+std::string LayerList(const std::vector<int>& layers) {
+  std::string out;
+  for (int l : layers) out += (out.empty() ? "" : ",") + std::to_string(l);
+  return out;
+}
+
+}  // namespace
+
 StatusOr<TuningOutcome> TuneForTolerableLoss(const QuantizeOptions& base, QuantAccelerator& accel,
                                              const ProgressCallback& progress) {
   const double budget = base.tolerable_loss_percent;
@@ -66,14 +97,24 @@ StatusOr<TuningOutcome> TuneForTolerableLoss(const QuantizeOptions& base, QuantA
   if (common.calib_holdout_fraction <= 0.0) common.calib_holdout_fraction = kDefaultHoldout;
   const std::vector<TuningCandidate> candidates = TuningCandidates(common);
   nlohmann::json trials = nlohmann::json::array();
-  int best = -1, chosen = -1;  // lowest loss of all; lowest loss within budget of the kept tier
+  // Every configuration scored: its options, name and tier (the mixed-precision ones are added
+  // to the list as they are made).
+  std::vector<TuningCandidate> tried;
+  int best = -1, chosen = -1;  // into `tried`: lowest loss of all; lowest loss within budget of the kept tier
   double best_loss = 0.0, chosen_loss = 0.0;
+  auto record = [&](const TuningCandidate& cand, const Scored& sc) {
+    tried.push_back(cand);
+    const int i = static_cast<int>(tried.size()) - 1;
+    if (best < 0 || sc.loss < best_loss) best = i, best_loss = sc.loss;
+    if (sc.loss <= budget && (chosen < 0 || sc.loss < chosen_loss)) chosen = i, chosen_loss = sc.loss;
+  };
+  const double steps = static_cast<double>(candidates.size());
   for (size_t i = 0; i < candidates.size(); ++i) {
     const TuningCandidate& cand = candidates[i];
     // A tier is finished once every configuration in it was scored: stop at the first that met.
-    if (chosen >= 0 && cand.tier != candidates[static_cast<size_t>(chosen)].tier) break;
+    if (chosen >= 0 && cand.tier != tried[static_cast<size_t>(chosen)].tier) break;
     const QuantizeOptions& o = cand.options;
-    if (progress && !progress(Progress{Stage::kCalibrate, static_cast<double>(i) / candidates.size(),
+    if (progress && !progress(Progress{Stage::kCalibrate, static_cast<double>(i) / steps,
                                         "tuning: trial " + std::to_string(i + 1) + "/" +
                                             std::to_string(candidates.size()) + " " + cand.name}))
       return CancelledError("cancelled during tuning");
@@ -85,30 +126,69 @@ StatusOr<TuningOutcome> TuneForTolerableLoss(const QuantizeOptions& base, QuantA
     }
     const auto t0 = std::chrono::steady_clock::now();
     MQ_ASSIGN_OR_RETURN(QuantizedModelBuild b, BuildQuantizedModel(o, nullptr, &accel));
-    if (b.holdout_tokens.size() < static_cast<size_t>(o.eval_window) + 1)
-      return InvalidArgumentError("the calibration text's held-out tail has " + std::to_string(b.holdout_tokens.size()) +
-                                  " tokens, fewer than one evaluation window; use a longer calibration text");
-    MQ_ASSIGN_OR_RETURN(ComparisonResult cmp, accel.Compare(b.original, b.model, b.holdout_tokens, o.eval_window, nullptr));
-    const double loss = 100.0 * (cmp.candidate.perplexity / cmp.reference.perplexity - 1.0);
-    const bool ok = loss <= budget;
-    trials.push_back({{"name", cand.name}, {"tier", cand.tier}, {"preset", o.preset}, {"activations", o.act_granularity},
-                      {"options", nlohmann::json::parse(b.spec_json)["transforms"]},
-                      {"weight_clip", o.weight_clip}, {"smooth_alpha", o.smooth_alpha},
-                      {"float_perplexity", cmp.reference.perplexity}, {"holdout_perplexity", cmp.candidate.perplexity},
-                      {"loss_percent", loss}, {"within_budget", ok},
-                      {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}});
-    if (best < 0 || loss < best_loss) {
-      best = static_cast<int>(i);
-      best_loss = loss;
-    }
-    if (ok && (chosen < 0 || loss < chosen_loss)) {
-      chosen = static_cast<int>(i);
-      chosen_loss = loss;
-    }
+    MQ_ASSIGN_OR_RETURN(Scored sc, Score(accel, b.original, b.model, b.holdout_tokens, o.eval_window, budget));
+    nlohmann::json entry = {{"name", cand.name}, {"tier", cand.tier}, {"preset", o.preset},
+                            {"activations", o.act_granularity},
+                            {"options", nlohmann::json::parse(b.spec_json)["transforms"]},
+                            {"weight_clip", o.weight_clip}, {"smooth_alpha", o.smooth_alpha}};
+    entry.update(sc.entry);
+    entry["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    trials.push_back(std::move(entry));
+    record(cand, sc);
   }
   if (best < 0) return FailedPreconditionError("tuning: the device could run none of the configurations");
+
+  // Mixed precision (w4a8 only, when no tier met the budget): the lowest-loss configuration so far
+  // with some layers' linears at 8-bit weights. Each layer is first scored alone at 8 bits (its
+  // sensitivity: how much of the 4-bit loss it carries); then the k most sensitive together, k = 2,
+  // 3, ..., until one meets the budget. Fewer 8-bit layers cost less memory and bandwidth, so the
+  // first k that meets it is kept (tier 4 + k - 1). The trials reuse one calibrated and
+  // transformed model (quant/prepared_quantization.h): only the weight rounding changes.
+  nlohmann::json mixed = nullptr;
+  if (chosen < 0 && common.bits == "w4a8") {
+    const TuningCandidate base_cand = tried[static_cast<size_t>(best)];
+    if (progress && !progress(Progress{Stage::kCalibrate, 0.99, "tuning: mixed precision on " + base_cand.name}))
+      return CancelledError("cancelled during tuning");
+    MQ_ASSIGN_OR_RETURN(PreparedQuantization prep, PrepareQuantization(base_cand.options, nullptr, accel));
+    const int layers = static_cast<int>(prep.transformed.layers.size());
+    const int top_tier = candidates.back().tier;
+    auto trial = [&](const std::vector<int>& w8, const std::string& phase, int tier) -> StatusOr<Scored> {
+      if (progress && !progress(Progress{Stage::kCalibrate, 0.99, "tuning: " + phase + ", 8-bit layers " + LayerList(w8)}))
+        return CancelledError("cancelled during tuning");
+      const auto t0 = std::chrono::steady_clock::now();
+      MQ_ASSIGN_OR_RETURN(MambaWeights q, QuantizePrepared(prep, w8));
+      MQ_ASSIGN_OR_RETURN(Scored sc, Score(accel, prep.original, q, prep.holdout_tokens, base_cand.options.eval_window, budget));
+      TuningCandidate cand = base_cand;
+      cand.options.w8_layers = w8;
+      cand.name = base_cand.name + ", 8-bit layers " + LayerList(w8);
+      cand.tier = tier;
+      nlohmann::json entry = {{"name", cand.name}, {"tier", tier}, {"phase", phase}, {"preset", cand.options.preset},
+                              {"activations", cand.options.act_granularity}, {"w8_layers", w8}};
+      entry.update(sc.entry);
+      entry["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      trials.push_back(std::move(entry));
+      // Sensitivity trials rank layers; only the cumulative ones are configurations to keep
+      // (the first cumulative trial is the most sensitive layer's own).
+      if (phase == "mixed precision") record(cand, sc);
+      return sc;
+    };
+    std::vector<std::pair<double, int>> sensitivity;  // (loss with this layer alone at 8 bits, layer)
+    for (int l = 0; l < layers; ++l) {
+      MQ_ASSIGN_OR_RETURN(Scored sc, trial({l}, "layer sensitivity", top_tier + 1));
+      sensitivity.push_back({sc.loss, l});
+    }
+    std::sort(sensitivity.begin(), sensitivity.end());
+    std::vector<int> order, w8;
+    for (const auto& [loss, l] : sensitivity) order.push_back(l);
+    for (int k = 1; k <= layers && chosen < 0; ++k) {
+      w8.push_back(order[static_cast<size_t>(k - 1)]);
+      MQ_RETURN_IF_ERROR(trial(w8, "mixed precision", top_tier + k).status());
+    }
+    mixed = {{"on", base_cand.name}, {"sensitivity_order", order}};
+  }
+
   const bool met = chosen >= 0;
-  const TuningCandidate& keep = candidates[static_cast<size_t>(met ? chosen : best)];
+  const TuningCandidate& keep = tried[static_cast<size_t>(met ? chosen : best)];
   TuningOutcome out;
   out.chosen = keep.options;
   out.chosen.eval_text_path = base.eval_text_path;
@@ -116,10 +196,12 @@ StatusOr<TuningOutcome> TuneForTolerableLoss(const QuantizeOptions& base, QuantA
                 {"holdout_fraction", common.calib_holdout_fraction},
                 {"met", met},
                 {"chosen", keep.name},
+                {"w8_layers", keep.options.w8_layers},
                 {"why", met ? "the lowest held-out loss within the budget among the configurations of the cheapest "
                               "inference-cost tier that has one within the budget (tier " +
                                   std::to_string(keep.tier) + ")"
                             : "no configuration met the budget; kept the lowest held-out loss"},
+                {"mixed_precision", mixed},
                 {"trials", trials}};
   return out;
 }

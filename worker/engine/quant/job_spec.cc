@@ -1,6 +1,8 @@
 #include "quant/job_spec.h"
 
+#include <algorithm>
 #include <charconv>
+#include <vector>
 #include <system_error>
 
 namespace mq::quant {
@@ -44,6 +46,49 @@ Status CheckTolerableLoss(double percent) {
   return InvalidArgumentError("tolerable_loss_percent must be in (0, 100]; got " + Number(percent));
 }
 
+Status CheckW8Layers(const QuantizeOptions& o, int64_t num_layers) {
+  if (o.w8_layers.empty()) return OkStatus();
+  if (o.bits != "w4a8")
+    return InvalidArgumentError("w8_layers keeps layers at 8-bit weights in a w4a8 job; bits is \"" + o.bits.substr(0, 16) +
+                                "\"");
+  if (o.w8_layers.size() > static_cast<size_t>(JobSpecLimits::kMaxW8Layers))
+    return InvalidArgumentError("w8_layers has " + std::to_string(o.w8_layers.size()) + " entries; at most " +
+                                std::to_string(JobSpecLimits::kMaxW8Layers));
+  const int64_t bound = num_layers > 0 ? std::min<int64_t>(num_layers, JobSpecLimits::kMaxW8Layers)
+                                       : JobSpecLimits::kMaxW8Layers;
+  std::vector<bool> seen(static_cast<size_t>(bound), false);
+  for (int layer : o.w8_layers) {
+    if (layer < 0 || layer >= bound)
+      return InvalidArgumentError("w8_layers: layer " + std::to_string(layer) + " is not in [0, " + std::to_string(bound) +
+                                  ")" + (num_layers > 0 ? " (the model's layers)" : ""));
+    if (seen[static_cast<size_t>(layer)])
+      return InvalidArgumentError("w8_layers names layer " + std::to_string(layer) + " twice");
+    seen[static_cast<size_t>(layer)] = true;
+  }
+  return OkStatus();
+}
+
+StatusOr<std::vector<int>> ParseLayerList(std::string_view text) {
+  std::vector<int> out;
+  if (text.empty()) return out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t end = std::min(text.find(',', start), text.size());
+    const std::string_view item = text.substr(start, end - start);
+    int v = -1;
+    auto [ptr, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (item.empty() || ec != std::errc() || ptr != item.data() + item.size() || v < 0 || v >= JobSpecLimits::kMaxW8Layers)
+      return InvalidArgumentError("w8_layers: \"" + std::string(item.substr(0, 16)) +
+                                  "\" is not a layer index in [0, " + std::to_string(JobSpecLimits::kMaxW8Layers) +
+                                  ") (the list is comma-separated: 0,5,7)");
+    if (out.size() >= static_cast<size_t>(JobSpecLimits::kMaxW8Layers))
+      return InvalidArgumentError("w8_layers: more than " + std::to_string(JobSpecLimits::kMaxW8Layers) + " entries");
+    out.push_back(v);
+    start = end + 1;
+  }
+  return out;
+}
+
 Status CheckSpecChoices(const QuantizeOptions& o) {
   MQ_RETURN_IF_ERROR(CheckChoice("preset", o.preset, kPresetNames));
   MQ_RETURN_IF_ERROR(CheckChoice("bits", o.bits, kBitsNames));
@@ -56,7 +101,7 @@ Status CheckSpecChoices(const QuantizeOptions& o) {
   if (!(o.smooth_alpha >= JobSpecLimits::kMinSmoothAlpha && o.smooth_alpha <= JobSpecLimits::kMaxSmoothAlpha))
     return InvalidArgumentError("smooth_alpha must be in [" + Number(JobSpecLimits::kMinSmoothAlpha) + ", " +
                                 Number(JobSpecLimits::kMaxSmoothAlpha) + "]; got " + Number(o.smooth_alpha));
-  return OkStatus();
+  return CheckW8Layers(o);
 }
 
 Status ValidateJobOptions(const QuantizeOptions& o, JobModel model) {
@@ -68,6 +113,11 @@ Status ValidateJobOptions(const QuantizeOptions& o, JobModel model) {
   if (o.tolerable_loss_percent != 0.0) MQ_RETURN_IF_ERROR(CheckTolerableLoss(o.tolerable_loss_percent));
   if (!(o.calib_holdout_fraction >= 0.0 && o.calib_holdout_fraction <= JobSpecLimits::kMaxCalibHoldoutFraction))
     return InvalidArgumentError("calib_holdout_fraction must be in [0, 0.5]; got " + Number(o.calib_holdout_fraction));
+  if (o.tolerable_loss_percent != 0.0 && !o.w8_layers.empty())
+    return InvalidArgumentError("w8_layers: the accuracy-driven mode (tolerable_loss_percent) chooses the 8-bit layers "
+                                "itself; set one or the other");
+  if (model == JobModel::kVim && !o.w8_layers.empty())
+    return InvalidArgumentError("w8_layers: mixed precision is for text models only (a Vim export holds one weight width)");
   if (model == JobModel::kVim && o.tolerable_loss_percent != 0.0)
     return InvalidArgumentError("tolerable_loss_percent: the accuracy-driven mode is for text models only (a Vim model "
                                 "calibrates on images and has no held-out text to tune on)");

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "quant/quantize_pipeline.h"
 #include "util/status.h"
@@ -45,6 +46,9 @@ struct JobSpecLimits {
   static constexpr double kMaxSmoothAlpha = 0.95;       // move a whole range onto one side
   static constexpr double kMaxTolerableLossPercent = 100.0;  // a requested budget in (0, 100]
   static constexpr double kMaxCalibHoldoutFraction = 0.5;    // in [0, 0.5]
+  // w8_layers: at most this many entries, each in [0, kMaxW8Layers); the model's own layer count
+  // bounds them again once it is loaded (and in an export, format/quantization_metadata.h).
+  static constexpr int kMaxW8Layers = 1024;
 };
 
 // INVALID_ARGUMENT "<field> must be one of a, b, c; got "x"" unless `value` is one of `names`.
@@ -54,7 +58,15 @@ Status CheckChoice(std::string_view field, const std::string& value, std::span<c
 // requested"): in (0, 100]; NaN is refused.
 Status CheckTolerableLoss(double percent);
 
-// The choices and the percentile: what QuantSpec::FromOptions needs to resolve a spec (also for
+// w8_layers: only with bits w4a8, at most kMaxW8Layers entries, each in [0, kMaxW8Layers), no
+// repeats. `num_layers` > 0 also bounds each by the model's layer count.
+Status CheckW8Layers(const QuantizeOptions& o, int64_t num_layers = 0);
+
+// The command-line form of w8_layers (mq-engine and mqctl `--w8-layers`): comma-separated layer
+// indices, "0,5,7". Range and repeats are CheckW8Layers' to judge.
+StatusOr<std::vector<int>> ParseLayerList(std::string_view text);
+
+// The choices, the percentile and w8_layers: what QuantSpec::FromOptions needs to resolve a spec (also for
 // a quantized export's quantization_config, which carries no job sizes).
 Status CheckSpecChoices(const QuantizeOptions& o);
 

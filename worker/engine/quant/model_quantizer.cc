@@ -8,16 +8,17 @@
 namespace mq::quant {
 namespace {
 
-Status QuantizeLinear(Linear& l, const QuantSpec& spec, const SiteStats* input_stats, const std::string& name,
+// `bits`: the linear's weight width (QuantSpec::LayerWeightBits of its layer).
+Status QuantizeLinear(Linear& l, const QuantSpec& spec, int bits, const SiteStats* input_stats, const std::string& name,
                       const SiteStats* input_moment = nullptr) {
   LinearQuant q;
   if (input_moment != nullptr) {
     if (input_moment->channels != l.in_features || input_moment->rows < 1 ||
         input_moment->moment.size() != static_cast<size_t>(l.in_features * l.in_features))
       return InternalError("input moments of " + name + " do not fit its weight");
-    q = OutputAwareRowQuant(l.weight, l.out_features, l.in_features, spec.weight_bits, input_moment->SecondMoment());
+    q = OutputAwareRowQuant(l.weight, l.out_features, l.in_features, bits, input_moment->SecondMoment());
   } else {
-    q = QuantizeWeightRows(l.weight, l.out_features, l.in_features, spec.weight_bits, spec.weight_clip);
+    q = QuantizeWeightRows(l.weight, l.out_features, l.in_features, bits, spec.weight_clip);
   }
   q.act_mode = spec.act_mode;
   if (spec.act_mode == ActScaleMode::kPerTensorStatic) {
@@ -105,13 +106,14 @@ Status QuantizeModelWeights(MambaWeights& w, const QuantSpec& spec, const Calibr
     MambaLayerWeights& L = w.layers[i];
     const int layer = static_cast<int>(i);
     const std::string p = "layer " + std::to_string(i) + " ";
-    MQ_RETURN_IF_ERROR(QuantizeLinear(L.in_proj, spec, site(layer, ActivationSite::kInProjInput), p + "in_proj",
+    const int bits = spec.LayerWeightBits(layer);
+    MQ_RETURN_IF_ERROR(QuantizeLinear(L.in_proj, spec, bits, site(layer, ActivationSite::kInProjInput), p + "in_proj",
                                       moment(layer, ActivationSite::kInProjInput)));
-    MQ_RETURN_IF_ERROR(QuantizeLinear(L.x_proj, spec, site(layer, ActivationSite::kXProjInput), p + "x_proj",
+    MQ_RETURN_IF_ERROR(QuantizeLinear(L.x_proj, spec, bits, site(layer, ActivationSite::kXProjInput), p + "x_proj",
                                       moment(layer, ActivationSite::kXProjInput)));
-    MQ_RETURN_IF_ERROR(QuantizeLinear(L.dt_proj, spec, site(layer, ActivationSite::kDtProjInput), p + "dt_proj",
+    MQ_RETURN_IF_ERROR(QuantizeLinear(L.dt_proj, spec, bits, site(layer, ActivationSite::kDtProjInput), p + "dt_proj",
                                       moment(layer, ActivationSite::kDtProjInput)));
-    MQ_RETURN_IF_ERROR(QuantizeLinear(L.out_proj, spec, site(layer, ActivationSite::kOutProjInput), p + "out_proj",
+    MQ_RETURN_IF_ERROR(QuantizeLinear(L.out_proj, spec, bits, site(layer, ActivationSite::kOutProjInput), p + "out_proj",
                                       moment(layer, ActivationSite::kOutProjInput)));
     if (spec.scope_full) {
       L.quantize_conv_input = true;
@@ -121,7 +123,7 @@ Status QuantizeModelWeights(MambaWeights& w, const QuantSpec& spec, const Calibr
     }
   }
   if (spec.quantize_lm_head) {
-    MQ_RETURN_IF_ERROR(QuantizeLinear(w.lm_head, spec, site(static_cast<int>(w.layers.size()), ActivationSite::kFinalNorm),
+    MQ_RETURN_IF_ERROR(QuantizeLinear(w.lm_head, spec, spec.weight_bits, site(static_cast<int>(w.layers.size()), ActivationSite::kFinalNorm),
                                       "lm_head"));
   }
   return OkStatus();

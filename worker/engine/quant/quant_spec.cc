@@ -1,5 +1,7 @@
 #include "quant/quant_spec.h"
 
+#include <algorithm>
+
 #include "quant/job_spec.h"
 #include "quant/quantized_format.h"
 
@@ -57,6 +59,8 @@ StatusOr<QuantSpec> QuantSpec::FromOptions(const QuantizeOptions& o) {
   }
   s.state_scale_per_channel = o.state_granularity == "per_step_channel";
   s.seed = o.seed;
+  s.w8_layers = o.w8_layers;  // CheckSpecChoices: w4a8 only, no repeats
+  std::sort(s.w8_layers.begin(), s.w8_layers.end());
   return s;
 }
 
@@ -86,7 +90,12 @@ nlohmann::json QuantSpec::ToJson() const {
           {"seed", seed},
           {"quantize_lm_head", quantize_lm_head},
           {"transforms", transforms},
-          {"online_transforms", nlohmann::json::array()}};
+          {"online_transforms", nlohmann::json::array()},
+          {"w8_layers", w8_layers}};
+}
+
+int QuantSpec::LayerWeightBits(int64_t layer) const {
+  return std::binary_search(w8_layers.begin(), w8_layers.end(), layer) ? 8 : weight_bits;
 }
 
 StatusOr<QuantSpec> QuantSpec::FromJson(const nlohmann::json& j) {
@@ -102,6 +111,9 @@ StatusOr<QuantSpec> QuantSpec::FromJson(const nlohmann::json& j) {
     o.quantize_lm_head = j.value("quantize_lm_head", false);
     o.weight_clip = j.value("weight_clip", "max");
     o.state_granularity = j.value("state_granularity", "per_step");
+    // Range and order are format/quantization_metadata.h's check (every loader runs it first);
+    // CheckSpecChoices below refuses them on anything but w4a8 and repeats.
+    o.w8_layers = j.value("w8_layers", std::vector<int>{});
     const nlohmann::json& t = j.at("transforms");
     o.klt_r1 = t.value("r1", "none") == "klt_hadamard";
     o.klt_r5 = t.value("r5", "none") == "klt_hadamard";
@@ -117,6 +129,9 @@ StatusOr<QuantSpec> QuantSpec::FromJson(const nlohmann::json& j) {
                                                     " is not supported (this build reads " +
                                                     std::to_string(kOldestQuantizedFormatVersion) + " to " +
                                                     std::to_string(kQuantizedFormatVersion) + ")");
+    if (!o.w8_layers.empty() && version < kMixedWidthFormatVersion)
+      return InvalidArgumentError("quantization_config w8_layers needs format_version " + std::to_string(kMixedWidthFormatVersion) + "; this export says " +
+                                  std::to_string(version));
     return FromOptions(o);
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgumentError(std::string("quantization_config is malformed: ") + e.what());

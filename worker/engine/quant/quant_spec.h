@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -28,6 +29,7 @@ struct QuantSpec {
   bool quantize_lm_head = false;
   WeightClip weight_clip = WeightClip::kMax;
   bool state_scale_per_channel = false;  // scope full: h scales per (step, channel)
+  std::vector<int> w8_layers;   // w4a8 mixed precision: layers kept at 8-bit weights, ascending
 
   // Transforms (derived from the preset; the mambaquant ones are switchable).
   bool fold_norms = false;      // γ into the next linear, LM head untied
@@ -48,6 +50,8 @@ struct QuantSpec {
   nlohmann::json ToJson() const;
   static StatusOr<QuantSpec> FromJson(const nlohmann::json& j);
   std::string BitsName() const { return weight_bits == 4 ? "w4a8" : "w8a8"; }
+  // The weight width of a layer's four linears: weight_bits, or 8 for a layer in w8_layers.
+  int LayerWeightBits(int64_t layer) const;
   // Seeds of the individual random Hadamards, derived from `seed` so that each is distinct.
   uint64_t SeedFor(const char* what, int layer = -1) const;
 };

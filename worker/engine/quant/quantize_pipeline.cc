@@ -1,5 +1,6 @@
 #include "quant/quantize_pipeline.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include "quant/calibration.h"
 #include "quant/cpu_quant_accelerator.h"
 #include "quant/hadamard.h"
+#include "quant/prepared_quantization.h"
 #include "quant/job_spec.h"
 #include "quant/klt.h"
 #include "quant/model_quantizer.h"
@@ -158,6 +160,10 @@ StatusOr<std::vector<double>> ResidualRotation(const QuantSpec& spec, const Cali
 
 }  // namespace
 
+Status QuantizeWithInputs(MambaWeights& w, const QuantSpec& spec, const WeightQuantInputs& in) {
+  return QuantizeModelWeights(w, spec, &in.static_stats, in.output_clip ? &in.moments : nullptr);
+}
+
 const char* StageName(Stage stage) {
   switch (stage) {
     case Stage::kLoad: return "LOAD";
@@ -181,10 +187,16 @@ struct BuildState {
   std::vector<int32_t> holdout_tokens;
   std::vector<int32_t> eval_tokens;
   json notes = json::object();
+  WeightQuantInputs weight_inputs;
 };
 
+// How far RunBuild goes: the whole build, up to the weight quantization's inputs (the model stays
+// float: PrepareQuantization), or the transforms alone (transform_only).
+enum class BuildUntil { kQuantized, kWeightInputs };
+
 // LOAD, CALIBRATE, TRANSFORM and QUANTIZE (the last skipped with transform_only).
-Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator& accel, BuildState& b) {
+Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator& accel, BuildState& b,
+                BuildUntil until = BuildUntil::kQuantized) {
   MQ_RETURN_IF_ERROR(ValidateJobOptions(o));  // names and limits: the job spec's (quant/job_spec.h)
   MQ_ASSIGN_OR_RETURN(b.spec, QuantSpec::FromOptions(o));
   const QuantSpec& spec = b.spec;
@@ -196,6 +208,7 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator
   MQ_RETURN_IF_ERROR(stages.Enter(Stage::kLoad, "loading " + o.model_dir));
   MQ_ASSIGN_OR_RETURN(b.original, LoadMambaWeights(o.model_dir));
   const MambaWeights& original = b.original;
+  MQ_RETURN_IF_ERROR(CheckW8Layers(o, static_cast<int64_t>(original.layers.size())));
   MQ_ASSIGN_OR_RETURN(Tokenizer tokenizer,
                       Tokenizer::LoadFromFile((std::filesystem::path(o.model_dir) / "tokenizer.json").string()));
   const int32_t eos = static_cast<int32_t>(original.config.eos_token_id);
@@ -330,15 +343,17 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator
     notes["diagnostics"] = {{"weights", WeightQuantErrors(w, spec)}, {"activations", acts}};
   }
   if (!o.transform_only) {
-    CalibrationStats static_stats;
+    WeightQuantInputs& in = b.weight_inputs;
+    CalibrationStats& static_stats = in.static_stats;
     if (spec.act_mode == ActScaleMode::kPerTensorStatic) {
       StaticScaleObserver observer(w, &static_stats, spec.quantize_lm_head);
       MQ_RETURN_IF_ERROR(ObserveWindows(w, calib_tokens, starts, o.seq_len, &observer, [&](int64_t done, int64_t total) {
         return stages.Report(0.9 * static_cast<double>(done) / static_cast<double>(total), "static activation ranges").ok();
       }));
     }
-    CalibrationStats moments;
-    bool output_clip = UsesOutputAwareClip(spec, o);
+    CalibrationStats& moments = in.moments;
+    bool& output_clip = in.output_clip;
+    output_clip = UsesOutputAwareClip(spec, o);
     if (output_clip && std::max(E, d) > kOutputAwareClipMaxWidth) {
       output_clip = false;
       notes["weight_clip"] = "mse (output-aware clipping needs E[x xᵀ] of every linear input: wider than " +
@@ -353,13 +368,41 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator
       }));
       notes["weight_clip"] = "output_aware";
     }
-    MQ_RETURN_IF_ERROR(QuantizeModelWeights(w, spec, &static_stats, output_clip ? &moments : nullptr));
+    if (until == BuildUntil::kQuantized) MQ_RETURN_IF_ERROR(QuantizeWithInputs(w, spec, in));
   }
   MQ_RETURN_IF_ERROR(stages.Report(1.0, "quantized"));
   return OkStatus();
 }
 
 }  // namespace
+
+StatusOr<PreparedQuantization> PrepareQuantization(const QuantizeOptions& options, const ProgressCallback& progress,
+                                                   QuantAccelerator& accel) {
+  if (options.transform_only) return InvalidArgumentError("PrepareQuantization: transform_only builds quantize nothing");
+  StageTracker stages(progress);
+  BuildState b;
+  MQ_RETURN_IF_ERROR(RunBuild(options, stages, accel, b, BuildUntil::kWeightInputs));
+  PreparedQuantization p;
+  p.spec = std::move(b.spec);
+  p.original = std::move(b.original);
+  p.transformed = std::move(b.model);
+  p.holdout_tokens = std::move(b.holdout_tokens);
+  p.inputs = std::move(b.weight_inputs);
+  return p;
+}
+
+StatusOr<MambaWeights> QuantizePrepared(const PreparedQuantization& p, const std::vector<int>& w8_layers) {
+  QuantSpec spec = p.spec;
+  QuantizeOptions check;
+  check.bits = spec.BitsName();
+  check.w8_layers = w8_layers;
+  MQ_RETURN_IF_ERROR(CheckW8Layers(check, static_cast<int64_t>(p.transformed.layers.size())));
+  spec.w8_layers = w8_layers;
+  std::sort(spec.w8_layers.begin(), spec.w8_layers.end());
+  MambaWeights w = p.transformed;
+  MQ_RETURN_IF_ERROR(QuantizeWithInputs(w, spec, p.inputs));
+  return w;
+}
 
 StatusOr<QuantizedModelBuild> BuildQuantizedModel(const QuantizeOptions& options, const ProgressCallback& progress,
                                                   QuantAccelerator* accel) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "model/mamba_weights.h"
 #include "util/status.h"
@@ -45,6 +46,9 @@ struct QuantizeOptions {
   bool quantize_lm_head = false;
   std::string state_granularity = "per_step_channel";  // scope full, h scales: per_step | per_step_channel
   std::string weight_clip = "auto";  // auto (mse for 4-bit, max for 8-bit) | max | mse
+  // w4a8 only, mixed precision: the layers whose four linears keep 8-bit weights (each below the
+  // model's num_hidden_layers, no repeats; any order). Their rows use the job's weight clipping.
+  std::vector<int> w8_layers;
   // Applies every transform but keeps the linears in float: the transformed model must compute
   // the original function (the function-preservation check).
   bool transform_only = false;

@@ -28,13 +28,13 @@ StatusOr<json> ReadJsonFile(const fs::path& p) {
 
 // A linear's tensors: float, or quantized weights with their scales. 4-bit weights are packed
 // (U8 [out, ⌈in/2⌉], model/int4_pack.h) from format version 2 on, one int8 each before.
-Status AddLinear(SafetensorsWriter& out, const std::string& prefix, const Linear& l, const QuantSpec& spec,
-                 int format_version) {
+// `bits`: the width this linear must have (QuantSpec::LayerWeightBits of its layer).
+Status AddLinear(SafetensorsWriter& out, const std::string& prefix, const Linear& l, int bits, int format_version) {
   if (l.quant) {
     const LinearQuant& q = *l.quant;
-    if (q.weight_bits != spec.weight_bits)
-      return InvalidArgumentError(prefix + " holds " + std::to_string(q.weight_bits) + "-bit weights in a " +
-                                  spec.BitsName() + " export");
+    if (q.weight_bits != bits)
+      return InvalidArgumentError(prefix + " holds " + std::to_string(q.weight_bits) + "-bit weights where the spec says " +
+                                  std::to_string(bits));
     if (q.qweight.size() != static_cast<size_t>(l.out_features * l.in_features) ||
         q.weight_scale.size() != static_cast<size_t>(l.out_features))
       return InvalidArgumentError(prefix + ": quantized weights do not match its shape");
@@ -64,9 +64,10 @@ StatusOr<std::vector<float>> ReadF32(const SafetensorsModel& t, const std::strin
   return x;
 }
 
-// `packed`: 4-bit weights as U8 [out, ⌈in/2⌉] (weight_storage int4_packed), else I8 [out, in].
+// `bits`: the linear's weight width (QuantSpec::LayerWeightBits). `packed`: 4-bit weights as U8
+// [out, ⌈in/2⌉] (weight_storage int4_packed), else I8 [out, in].
 StatusOr<Linear> ReadLinear(const SafetensorsModel& t, const std::string& prefix, int64_t out, int64_t in,
-                            bool quantized, const QuantSpec& spec, bool has_bias, bool packed) {
+                            bool quantized, const QuantSpec& spec, int bits, bool has_bias, bool packed) {
   Linear l;
   l.in_features = in;
   l.out_features = out;
@@ -74,7 +75,7 @@ StatusOr<Linear> ReadLinear(const SafetensorsModel& t, const std::string& prefix
     MQ_ASSIGN_OR_RETURN(l.weight, ReadF32(t, prefix + ".weight", {out, in}));
   } else {
     LinearQuant q;
-    q.weight_bits = spec.weight_bits;
+    q.weight_bits = bits;
     if (packed) {
       // Shape first, then dtype, then the byte count against the shape: nothing is read past the
       // tensor, and every nibble is checked while unpacking (model/int4_pack.h).
@@ -91,12 +92,12 @@ StatusOr<Linear> ReadLinear(const SafetensorsModel& t, const std::string& prefix
     } else {
       MQ_ASSIGN_OR_RETURN(const TensorView* v, t.Require(prefix + ".weight", {out, in}));
       if (v->dtype != DType::kI8) return DataLossError(v->file + ": tensor \"" + prefix + ".weight\" must be I8");
-      const int qmax = spec.weight_bits == 4 ? kInt4MaxLevel : 127;
+      const int qmax = bits == 4 ? kInt4MaxLevel : 127;
       q.qweight.assign(reinterpret_cast<const int8_t*>(v->data), reinterpret_cast<const int8_t*>(v->data) + v->nbytes);
       for (int8_t x : q.qweight)
         if (x < -qmax || x > qmax)
           return DataLossError(v->file + ": tensor \"" + prefix + ".weight\" holds " + std::to_string(x) +
-                               ", outside the " + std::to_string(spec.weight_bits) + "-bit range");
+                               ", outside the " + std::to_string(bits) + "-bit range");
     }
     MQ_ASSIGN_OR_RETURN(q.weight_scale, ReadF32(t, prefix + ".weight_scale", {out}));
     for (float s : q.weight_scale)
@@ -127,6 +128,11 @@ Status ExportQuantizedModel(const MambaWeights& w, const QuantSpec& spec, const 
   const fs::path out(out_dir);
   if (fs::exists(out, ec) && !fs::is_empty(out, ec))
     return Status(StatusCode::kAlreadyExists, out_dir + ": output directory exists and is not empty");
+  if (!spec.w8_layers.empty() && format_version < kMixedWidthFormatVersion)
+    return InvalidArgumentError("w8_layers need quantized format version " + std::to_string(kMixedWidthFormatVersion) +
+                                " or later; asked for " + std::to_string(format_version));
+  if (!spec.w8_layers.empty() && spec.w8_layers.back() >= static_cast<int>(w.layers.size()))
+    return InvalidArgumentError("w8_layers names a layer the model does not have");
   MQ_ASSIGN_OR_RETURN(StagedDirectory staged, StagedDirectory::Create(out));
 
   MQ_ASSIGN_OR_RETURN(json config, ReadJsonFile(fs::path(source_dir) / "config.json"));
@@ -150,13 +156,15 @@ Status ExportQuantizedModel(const MambaWeights& w, const QuantSpec& spec, const 
   const int64_t d = w.d(), E = w.E(), N = w.N(), K = w.K(), V = w.V();
   st.AddF32("backbone.embeddings.weight", {V, d}, w.embeddings);
   st.AddF32("backbone.norm_f.weight", {d}, w.norm_f);
-  if (!w.config.tie_word_embeddings) MQ_RETURN_IF_ERROR(AddLinear(st, "lm_head", w.lm_head, spec, format_version));
+  if (!w.config.tie_word_embeddings)
+    MQ_RETURN_IF_ERROR(AddLinear(st, "lm_head", w.lm_head, spec.weight_bits, format_version));
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const MambaLayerWeights& L = w.layers[i];
     const std::string p = "backbone.layers." + std::to_string(i);
     const std::string m = p + ".mixer";
+    const int bits = spec.LayerWeightBits(static_cast<int64_t>(i));
     st.AddF32(p + ".norm.weight", {d}, L.norm);
-    MQ_RETURN_IF_ERROR(AddLinear(st, m + ".in_proj", L.in_proj, spec, format_version));
+    MQ_RETURN_IF_ERROR(AddLinear(st, m + ".in_proj", L.in_proj, bits, format_version));
     if (!L.conv_weight_scale.empty()) {
       std::vector<int8_t> q(L.conv_weight.size());
       for (int64_t c = 0; c < E; ++c)
@@ -168,11 +176,11 @@ Status ExportQuantizedModel(const MambaWeights& w, const QuantSpec& spec, const 
       st.AddF32(m + ".conv1d.weight", {E, 1, K}, L.conv_weight);
     }
     st.AddF32(m + ".conv1d.bias", {E}, L.conv_bias);
-    MQ_RETURN_IF_ERROR(AddLinear(st, m + ".x_proj", L.x_proj, spec, format_version));
-    MQ_RETURN_IF_ERROR(AddLinear(st, m + ".dt_proj", L.dt_proj, spec, format_version));
+    MQ_RETURN_IF_ERROR(AddLinear(st, m + ".x_proj", L.x_proj, bits, format_version));
+    MQ_RETURN_IF_ERROR(AddLinear(st, m + ".dt_proj", L.dt_proj, bits, format_version));
     st.AddF32(m + ".A_log", {E, N}, L.A_log);
     st.AddF32(m + ".D", {E}, L.D);
-    MQ_RETURN_IF_ERROR(AddLinear(st, m + ".out_proj", L.out_proj, spec, format_version));
+    MQ_RETURN_IF_ERROR(AddLinear(st, m + ".out_proj", L.out_proj, bits, format_version));
     if (!L.gate_scale.empty()) st.AddF32(m + ".gate_scale", {E}, L.gate_scale);
     if (!L.state_rotation.empty()) st.AddF32(m + ".state_rotation", {N, N}, L.state_rotation);
   }
@@ -206,7 +214,9 @@ StatusOr<MambaWeights> LoadQuantizedModel(const std::string& dir, std::string* q
     return DataLossError(config_path.string() + ": quantization_config weight_storage " + storage.dump() +
                          " does not match format_version " + std::to_string(version) + " with " +
                          std::to_string(spec.weight_bits) + "-bit weights (expected \"" + expected_storage + "\")");
-  const bool packed = expected_storage == "int4_packed";
+  // The storage names how weight_bits-wide layers are kept; a layer in w8_layers is stored as
+  // 8-bit weights are (quantized_format.h, version 3).
+  const bool packed_model = expected_storage == "int4_packed";
   if (quantization_config_json != nullptr) *quantization_config_json = qc.dump();
 
   MQ_ASSIGN_OR_RETURN(SafetensorsModel t, SafetensorsModel::OpenDirectory(dir));
@@ -221,7 +231,8 @@ StatusOr<MambaWeights> LoadQuantizedModel(const std::string& dir, std::string* q
     w.lm_head.out_features = V;
     w.lm_head.weight = w.embeddings;
   } else {
-    MQ_ASSIGN_OR_RETURN(w.lm_head, ReadLinear(t, "lm_head", V, d, spec.quantize_lm_head, spec, false, packed));
+    MQ_ASSIGN_OR_RETURN(w.lm_head, ReadLinear(t, "lm_head", V, d, spec.quantize_lm_head, spec, spec.weight_bits, false,
+                                              packed_model));
   }
   const std::map<int64_t, format::OnlineTransform>& transforms = metadata->online_transforms;
 
@@ -230,8 +241,10 @@ StatusOr<MambaWeights> LoadQuantizedModel(const std::string& dir, std::string* q
     MambaLayerWeights& L = w.layers[static_cast<size_t>(i)];
     const std::string p = "backbone.layers." + std::to_string(i);
     const std::string m = p + ".mixer";
+    const int bits = spec.LayerWeightBits(i);
+    const bool packed = packed_model && bits == 4;
     MQ_ASSIGN_OR_RETURN(L.norm, ReadF32(t, p + ".norm.weight", {d}));
-    MQ_ASSIGN_OR_RETURN(L.in_proj, ReadLinear(t, m + ".in_proj", 2 * E, d, true, spec, cfg.use_bias, packed));
+    MQ_ASSIGN_OR_RETURN(L.in_proj, ReadLinear(t, m + ".in_proj", 2 * E, d, true, spec, bits, cfg.use_bias, packed));
     MQ_ASSIGN_OR_RETURN(const TensorView* conv, t.Require(m + ".conv1d.weight", {E, 1, K}));
     if (spec.scope_full) {
       if (conv->dtype != DType::kI8) return DataLossError(conv->file + ": " + m + ".conv1d.weight must be I8 in scope full");
@@ -247,13 +260,13 @@ StatusOr<MambaWeights> LoadQuantizedModel(const std::string& dir, std::string* q
       MQ_ASSIGN_OR_RETURN(L.conv_weight, ReadF32(t, m + ".conv1d.weight", {E, 1, K}));
     }
     MQ_ASSIGN_OR_RETURN(L.conv_bias, ReadF32(t, m + ".conv1d.bias", {E}));
-    MQ_ASSIGN_OR_RETURN(L.x_proj, ReadLinear(t, m + ".x_proj", R + 2 * N, E, true, spec, false, packed));
-    MQ_ASSIGN_OR_RETURN(L.dt_proj, ReadLinear(t, m + ".dt_proj", E, R, true, spec, true, packed));
+    MQ_ASSIGN_OR_RETURN(L.x_proj, ReadLinear(t, m + ".x_proj", R + 2 * N, E, true, spec, bits, false, packed));
+    MQ_ASSIGN_OR_RETURN(L.dt_proj, ReadLinear(t, m + ".dt_proj", E, R, true, spec, bits, true, packed));
     MQ_ASSIGN_OR_RETURN(L.A_log, ReadF32(t, m + ".A_log", {E, N}));
     L.A.resize(L.A_log.size());
     for (size_t j = 0; j < L.A.size(); ++j) L.A[j] = -std::exp(L.A_log[j]);
     MQ_ASSIGN_OR_RETURN(L.D, ReadF32(t, m + ".D", {E}));
-    MQ_ASSIGN_OR_RETURN(L.out_proj, ReadLinear(t, m + ".out_proj", d, E, true, spec, cfg.use_bias, packed));
+    MQ_ASSIGN_OR_RETURN(L.out_proj, ReadLinear(t, m + ".out_proj", d, E, true, spec, bits, cfg.use_bias, packed));
     if (t.Find(m + ".gate_scale") != nullptr) {
       MQ_ASSIGN_OR_RETURN(L.gate_scale, ReadF32(t, m + ".gate_scale", {E}));
       for (float s : L.gate_scale)

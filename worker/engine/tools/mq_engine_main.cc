@@ -26,7 +26,9 @@ commands:
             [--act per_token|per_tensor] [--act-percentile 99.9] [--smooth-alpha 0.5] [--no-klt-r1] [--no-klt-r5]
             [--no-smooth-s5] [--no-online-r2] [--no-smooth-s2] [--no-smooth-s4] [--no-smooth-conv] [--r1-layer0] [--quantize-lm-head] [--diagnostics]
             [--tolerable-loss PCT]   score configurations by inference-cost tier on held-out calibration text; keep the
-                                     lowest-loss one within PCT of the cheapest tier that has one
+                                     lowest-loss one within PCT of the cheapest tier that has one; w4a8 that
+                                     none meets: the fewest most sensitive layers at 8-bit weights
+            [--w8-layers L,L,...]    w4a8 mixed precision: these layers keep 8-bit weights
             [--device auto|cpu|cuda]   auto: the GPU when present and able to run the job, else the CPU
   quantize  --model VIM_DIR --preset P --bits w8a8|w4a8 --calib IMAGES [--calib-prefix P] [--samples 0]
             [--seed 0] --out DIR [--eval IMAGES] [--eval-prefix P] [--act per_token|per_tensor] [...]

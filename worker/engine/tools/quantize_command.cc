@@ -27,7 +27,8 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
       args, {"json", "no-klt-r1", "no-klt-r5", "no-smooth-s5", "no-online-r2", "no-smooth-s2", "no-smooth-s4", "no-smooth-conv", "r1-layer0", "quiet", "diagnostics",
              "quantize-lm-head"},
       {"model", "preset", "bits", "scope", "calib", "samples", "seq-len", "seed", "out", "eval", "window", "act",
-       "act-percentile", "smooth-alpha", "weight-clip", "state-granularity", "device", "tolerable-loss"});
+       "act-percentile", "smooth-alpha", "weight-clip", "state-granularity", "device", "tolerable-loss",
+       "w8-layers"});
   if (!cl.ok()) return ReportError(cl.status());
   quant::QuantizeOptions o;
   auto model = cl->Require("model");
@@ -76,6 +77,11 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
     o.tolerable_loss_percent = *budget;
     // A budget given must be one (0 would read as "not requested").
     if (Status s = quant::CheckTolerableLoss(o.tolerable_loss_percent); !s.ok()) return ReportError(s);
+  }
+  if (auto layers = cl->Get("w8-layers")) {
+    auto parsed = quant::ParseLayerList(*layers);
+    if (!parsed.ok()) return ReportError(parsed.status());
+    o.w8_layers = *parsed;
   }
   o.r1_cov_all_layers = !cl->Has("r1-layer0");
   o.quantize_lm_head = cl->Has("quantize-lm-head");

@@ -249,6 +249,8 @@ StatusOr<VimWeights> LoadQuantizedVim(const std::string& dir, std::string* quant
   auto spec_or = quant::QuantSpec::FromJson(qc);
   if (!spec_or.ok()) return spec_or.status().WithContext(config_path.string());
   const quant::QuantSpec spec = *spec_or;
+  if (!spec.w8_layers.empty())
+    return UnimplementedError(config_path.string() + ": a Vim export holds one weight width (no w8_layers)");
   if (qc.value("weight_storage", "int8_unpacked") != "int8_unpacked")
     return UnimplementedError(config_path.string() + ": Vim weights are stored int8_unpacked, not " +
                               qc.value("weight_storage", std::string("?")));
