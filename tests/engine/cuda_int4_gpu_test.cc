@@ -125,6 +125,19 @@ std::vector<float> DecodeLogits(CudaMambaModel& m, const std::vector<int32_t>& i
   return out;
 }
 
+StatusOr<MambaWeights> TinyW4A8() {
+  quant::QuantizeOptions qo;
+  qo.model_dir = testing::RepoPath("models/mamba-tiny");
+  qo.calib_text_path = testing::RepoPath("models/text/calib.txt");
+  qo.bits = "w4a8";
+  qo.num_samples = 8;
+  qo.seq_len = 64;
+  MQ_ASSIGN_OR_RETURN(quant::QuantizedModelBuild build, quant::BuildQuantizedModel(qo, nullptr));
+  return std::move(build.model);
+}
+
+void ExpectEqualsTheInt8Upload(const MambaWeights& w4);
+
 // Twin: CudaInt4TwinTest.W4A8ModelLinearsReachTheKernelsAsTheInt8PathsWeights and
 // PackedLayerKernelGemvEqualsTheInt8Products. A W4A8 model (MambaQuant on mamba-tiny) against the
 // same integer weights uploaded as INT8: prefill (more tokens than int4_gemv_max_tokens: unpack +
@@ -133,15 +146,34 @@ std::vector<float> DecodeLogits(CudaMambaModel& m, const std::vector<int32_t>& i
 // linear weight bytes.
 TEST(CudaInt4GpuTest, W4A8ModelEqualsTheInt8PathOnTheSameWeights) {
   MQ_REQUIRE_GPU();
-  quant::QuantizeOptions qo;
-  qo.model_dir = testing::RepoPath("models/mamba-tiny");
-  qo.calib_text_path = testing::RepoPath("models/text/calib.txt");
-  qo.bits = "w4a8";
-  qo.num_samples = 8;
-  qo.seq_len = 64;
-  auto build = quant::BuildQuantizedModel(qo, nullptr);
-  ASSERT_TRUE(build.ok()) << build.status().ToString();
-  const MambaWeights& w4 = build->model;
+  auto w4 = TinyW4A8();
+  ASSERT_TRUE(w4.ok()) << w4.status().ToString();
+  ExpectEqualsTheInt8Upload(*w4);
+}
+
+// Twin: CudaInt4TwinTest.MixedWidthModelEqualsTheInt8PathOnTheCpu. A w4a8 model with layer 1 kept
+// at 8-bit weights (format version 3's w8_layers): layer 0 runs the packed kernels, layer 1 the
+// INT8 ones, in every path above, bit-identical to the all-INT8 upload of the same levels.
+TEST(CudaInt4GpuTest, MixedWidthModelEqualsTheInt8PathOnTheSameWeights) {
+  MQ_REQUIRE_GPU();
+  auto w = TinyW4A8();
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  ASSERT_EQ(w->layers.size(), 2u);
+  for (mq::Linear* l : {&w->layers[1].in_proj, &w->layers[1].x_proj, &w->layers[1].dt_proj, &w->layers[1].out_proj})
+    l->quant->weight_bits = 8;
+  CudaModelOptions o;
+  o.max_tokens = 512, o.max_batch = 8, o.num_slots = 8, o.max_logit_rows = 512;
+  auto m = CudaMambaModel::Create(*w, o);
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_TRUE((*m)->mixed_width());
+  // A layer whose linears disagree on their width is refused.
+  MambaWeights bad = *w;
+  bad.layers[1].x_proj.quant->weight_bits = 4;
+  EXPECT_EQ(CudaMambaModel::Create(bad, o).status().code(), StatusCode::kUnimplemented);
+  ExpectEqualsTheInt8Upload(*w);
+}
+
+void ExpectEqualsTheInt8Upload(const MambaWeights& w4) {
   MambaWeights w8 = w4;  // the same levels, declared 8-bit: the INT8 upload and kernels
   for (auto& L : w8.layers)
     for (mq::Linear* l : {&L.in_proj, &L.x_proj, &L.dt_proj, &L.out_proj}) l->quant->weight_bits = 8;

@@ -14,6 +14,7 @@
 #include "cuda/hd_math.h"
 #include "cuda/int4_math.h"
 #include "model/int4_pack.h"
+#include "cpu/mamba_forward.h"
 #include "model/linear.h"
 #include "quant/quantize_pipeline.h"
 #include "test_paths.h"
@@ -286,6 +287,44 @@ TEST(CudaInt4TwinTest, W4A8ModelLinearsReachTheKernelsAsTheInt8PathsWeights) {
     }
   }
   EXPECT_EQ(checked, 4 * static_cast<int>(build->model.layers.size()));
+}
+
+// Twin of CudaInt4GpuTest.MixedWidthModelEqualsTheInt8PathOnTheSameWeights: the CPU reference
+// runs a w4a8 model with layer 1 at 8-bit weights bit-identical to the same levels all declared
+// 8-bit (per-layer widths change only how the levels are stored, not what is computed), for a
+// prefill and decode steps.
+TEST(CudaInt4TwinTest, MixedWidthModelEqualsTheInt8PathOnTheCpu) {
+  quant::QuantizeOptions o;
+  o.model_dir = testing::RepoPath("models/mamba-tiny");
+  o.calib_text_path = testing::RepoPath("models/text/calib.txt");
+  o.bits = "w4a8";
+  o.num_samples = 8;
+  o.seq_len = 64;
+  o.w8_layers = {1};
+  auto build = quant::BuildQuantizedModel(o, nullptr);
+  ASSERT_TRUE(build.ok()) << build.status().ToString();
+  const MambaWeights& mixed = build->model;
+  for (const Linear* l : {&mixed.layers[0].in_proj, &mixed.layers[0].out_proj}) EXPECT_EQ(l->quant->weight_bits, 4);
+  for (const Linear* l : {&mixed.layers[1].in_proj, &mixed.layers[1].out_proj}) EXPECT_EQ(l->quant->weight_bits, 8);
+  MambaWeights w8 = mixed;
+  for (auto& L : w8.layers)
+    for (Linear* l : {&L.in_proj, &L.x_proj, &L.dt_proj, &L.out_proj}) l->quant->weight_bits = 8;
+  const int64_t B = 3, L = 21, V = mixed.config.vocab_size;
+  std::vector<int32_t> ids(static_cast<size_t>(B * L));
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 131 + 5) % V);
+  cpu::MambaState sa = cpu::MambaState::Zeros(mixed.config, B), sb = cpu::MambaState::Zeros(mixed.config, B);
+  std::vector<float> la, lb;
+  ASSERT_TRUE(cpu::MambaForward(mixed, ids.data(), B, L, &sa, &la).ok());
+  ASSERT_TRUE(cpu::MambaForward(w8, ids.data(), B, L, &sb, &lb).ok());
+  ASSERT_EQ(la.size(), lb.size());
+  EXPECT_EQ(std::memcmp(la.data(), lb.data(), la.size() * 4), 0) << "prefill";
+  for (int step = 0; step < 3; ++step) {
+    std::vector<int32_t> next(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) next[b] = static_cast<int32_t>((7 + 13 * b + 29 * step) % V);
+    ASSERT_TRUE(cpu::MambaForward(mixed, next.data(), B, 1, &sa, &la).ok());
+    ASSERT_TRUE(cpu::MambaForward(w8, next.data(), B, 1, &sb, &lb).ok());
+    EXPECT_EQ(std::memcmp(la.data(), lb.data(), la.size() * 4), 0) << "decode step " << step;
+  }
 }
 
 }  // namespace
