@@ -2,6 +2,7 @@
 
 #include "serve_stream_reactor.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <set>
@@ -287,6 +288,30 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerConte
       }
       built_preset = it->get<std::string>();
     }
+    // The layers kept at 8-bit weights: the job's, or those its tuning chose (the report's
+    // tuning.w8_layers, checked as the job option is: the registry shows what the export holds).
+    std::vector<int> w8_layers(current->spec().w8_layers().begin(), current->spec().w8_layers().end());
+    if (current->spec().has_tolerable_loss_percent()) {
+      const nlohmann::json* chosen = nullptr;
+      auto tuning = report.find("tuning");
+      if (tuning != report.end() && tuning->is_object()) {
+        auto it = tuning->find("w8_layers");
+        if (it != tuning->end()) chosen = &*it;
+      }
+      if (chosen != nullptr && !chosen->is_null()) {
+        quant::QuantizeOptions check;
+        check.bits = current->spec().bits();
+        bool ints = chosen->is_array() && chosen->size() <= static_cast<size_t>(quant::JobSpecLimits::kMaxW8Layers);
+        for (size_t i = 0; ints && i < chosen->size(); ++i) {
+          const nlohmann::json& v = (*chosen)[i];
+          ints = v.is_number_unsigned() && v.get<uint64_t>() < static_cast<uint64_t>(quant::JobSpecLimits::kMaxW8Layers);
+          if (ints) check.w8_layers.push_back(static_cast<int>(v.get<uint64_t>()));
+        }
+        if (!ints || !quant::CheckW8Layers(check).ok())
+          return Reply(ctx, absl::InvalidArgumentError("report_json tuning.w8_layers must be distinct layer indices of a w4a8 job"));
+        w8_layers = check.w8_layers;
+      }
+    }
     auto record = deps_.uploads->GetRecord(req->result_upload_id());
     if (!record.ok()) return Reply(ctx, record.status());
     if (record->job_id != req->job_id()) {
@@ -306,6 +331,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerConte
       }
       q->set_bits(job.spec().bits());
       q->set_scope(job.spec().scope());
+      std::sort(w8_layers.begin(), w8_layers.end());  // ascending, as the export's config lists them
+      for (int layer : w8_layers) q->add_w8_layers(static_cast<uint32_t>(layer));
       q->set_report_json(req->report_json());
       (*artifact->mutable_labels())["source_model"] = job.spec().model();
       return absl::OkStatus();

@@ -130,6 +130,44 @@ TEST(ServiceIntegration, TolerableLossJobReportsItsTrialsAndKeepsOneWithinBudget
   EXPECT_NE(c.Mqctl({"jobs", "submit", "--model", "mamba-tiny", "--calib", "calib", "--tolerable-loss", "0"}, &out), 0);
 }
 
+// W4A8 mixed precision chosen by hand through the service: the registry records the 8-bit layers
+// and the export the worker made holds them (layer 1's linears I8 [out, in], layer 0's packed);
+// a layer the model does not have fails the job at LOAD with a message naming it.
+TEST(ServiceIntegration, MixedPrecisionJobRecordsAndExportsItsEightBitLayers) {
+  Cluster c;
+  c.StartServer();
+  c.StartWorker();
+  c.UploadBundled();
+  std::string out;
+  ASSERT_EQ(c.Mqctl({"jobs", "submit", "--model", "mamba-tiny", "--bits", "w4a8", "--calib", "calib", "--samples", "8",
+                     "--seq-len", "64", "--w8-layers", "1", "--wait", "--json"},
+                    &out),
+            0)
+      << out;
+  auto job = nlohmann::json::parse(out);
+  ASSERT_EQ(job["state"], "JOB_STATE_SUCCEEDED") << out;
+  const std::string result = job["result_model"];
+  ASSERT_EQ(c.Mqctl({"models", "get", result, "--json"}, &out), 0) << out;
+  const auto model = nlohmann::json::parse(out);
+  EXPECT_EQ(model["quantization"]["w8_layers"], nlohmann::json::array({1})) << out;
+  ASSERT_EQ(c.Mqctl({"models", "download", result, "--out", c.dir().Sub("mixed")}, &out), 0) << out;
+  const auto config = nlohmann::json::parse(ReadFileOrDie(c.dir().Sub("mixed/config.json")));
+  EXPECT_EQ(config["quantization_config"]["format_version"], 3);
+  EXPECT_EQ(config["quantization_config"]["w8_layers"], nlohmann::json::array({1}));
+  auto tensors = ReadTensors(c.dir().Sub("mixed/model.safetensors"));
+  EXPECT_NE(tensors["backbone.layers.0.mixer.in_proj.weight"].find("U8"), std::string::npos)
+      << tensors["backbone.layers.0.mixer.in_proj.weight"];
+  EXPECT_NE(tensors["backbone.layers.1.mixer.in_proj.weight"].find("I8"), std::string::npos)
+      << tensors["backbone.layers.1.mixer.in_proj.weight"];
+
+  ASSERT_EQ(c.Mqctl({"jobs", "submit", "--model", "mamba-tiny", "--bits", "w4a8", "--calib", "calib", "--samples", "8",
+                     "--seq-len", "64", "--w8-layers", "5", "--wait", "--json"},
+                    &out),
+            3)
+      << out;
+  EXPECT_NE(out.find("w8_layers: layer 5 is not in [0, 2)"), std::string::npos) << out;
+}
+
 TEST(ServiceIntegration, ServerKilledWithQueuedAndRunningJobsLosesNothing) {
   Cluster c;
   c.StartServer();
