@@ -24,6 +24,7 @@
 #include "model/model_shapes.h"
 #include "quant/quantize_pipeline.h"
 #include "test_paths.h"
+#include "tiny_quant_options.h"
 #include "test_util.h"
 
 namespace mq::cuda {
@@ -126,12 +127,7 @@ std::vector<float> DecodeLogits(CudaMambaModel& m, const std::vector<int32_t>& i
 }
 
 StatusOr<MambaWeights> TinyW4A8() {
-  quant::QuantizeOptions qo;
-  qo.model_dir = testing::RepoPath("models/mamba-tiny");
-  qo.calib_text_path = testing::RepoPath("models/text/calib.txt");
-  qo.bits = "w4a8";
-  qo.num_samples = 8;
-  qo.seq_len = 64;
+  quant::QuantizeOptions qo = testing::TinyQuantOptions("w4a8");
   MQ_ASSIGN_OR_RETURN(quant::QuantizedModelBuild build, quant::BuildQuantizedModel(qo, nullptr));
   return std::move(build.model);
 }

@@ -18,6 +18,7 @@
 #include "model/linear.h"
 #include "quant/quantize_pipeline.h"
 #include "test_paths.h"
+#include "tiny_quant_options.h"
 #include "test_util.h"
 
 namespace mq::cuda {
@@ -257,12 +258,7 @@ TEST(CudaInt4TwinTest, PackedLayerKernelGemvEqualsTheInt8Products) {
 // the GEMV and the unpack kernel as exactly the INT8 upload's weights, so the accumulators and
 // everything after them equal the INT8 path's.
 TEST(CudaInt4TwinTest, W4A8ModelLinearsReachTheKernelsAsTheInt8PathsWeights) {
-  quant::QuantizeOptions o;
-  o.model_dir = testing::RepoPath("models/mamba-tiny");
-  o.calib_text_path = testing::RepoPath("models/text/calib.txt");
-  o.bits = "w4a8";
-  o.num_samples = 8;
-  o.seq_len = 64;
+  quant::QuantizeOptions o = testing::TinyQuantOptions("w4a8");
   auto build = quant::BuildQuantizedModel(o, nullptr);
   ASSERT_TRUE(build.ok()) << build.status().ToString();
   int checked = 0;
@@ -294,12 +290,7 @@ TEST(CudaInt4TwinTest, W4A8ModelLinearsReachTheKernelsAsTheInt8PathsWeights) {
 // 8-bit (per-layer widths change only how the levels are stored, not what is computed), for a
 // prefill and decode steps.
 TEST(CudaInt4TwinTest, MixedWidthModelEqualsTheInt8PathOnTheCpu) {
-  quant::QuantizeOptions o;
-  o.model_dir = testing::RepoPath("models/mamba-tiny");
-  o.calib_text_path = testing::RepoPath("models/text/calib.txt");
-  o.bits = "w4a8";
-  o.num_samples = 8;
-  o.seq_len = 64;
+  quant::QuantizeOptions o = testing::TinyQuantOptions("w4a8");
   o.w8_layers = {1};
   auto build = quant::BuildQuantizedModel(o, nullptr);
   ASSERT_TRUE(build.ok()) << build.status().ToString();

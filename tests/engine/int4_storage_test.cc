@@ -27,6 +27,7 @@
 #include "quant/quantized_format.h"
 #include "quant/quantized_model_io.h"
 #include "test_paths.h"
+#include "tiny_quant_options.h"
 #include "test_util.h"
 
 namespace mq {
@@ -204,12 +205,7 @@ class Int4ExportTest : public ::testing::Test {
 // MambaQuant W4A8 on mamba-tiny (rotations, S-SiLU, online R2): the version 2 export stores
 // packed weights, the version 1 export int8 ones, and both load to the same integers.
 TEST_F(Int4ExportTest, W4A8TinyLoadsBitIdenticalFromPackedAndOldFormat) {
-  quant::QuantizeOptions o;
-  o.model_dir = testing::RepoPath("models/mamba-tiny");
-  o.calib_text_path = testing::RepoPath("models/text/calib.txt");
-  o.bits = "w4a8";
-  o.num_samples = 8;
-  o.seq_len = 64;
+  quant::QuantizeOptions o = testing::TinyQuantOptions("w4a8");
   o.seed = 3;
   auto build = quant::BuildQuantizedModel(o, [](const quant::Progress&) { return true; });
   ASSERT_TRUE(build.ok()) << build.status().ToString();
@@ -237,12 +233,7 @@ TEST_F(Int4ExportTest, W4A8TinyLoadsBitIdenticalFromPackedAndOldFormat) {
 // re-quantization of one preparation builds the same model, and configs that misstate the
 // layers are refused.
 TEST_F(Int4ExportTest, MixedWidthsRoundTripAndMisstatedLayersAreRefused) {
-  quant::QuantizeOptions o;
-  o.model_dir = testing::RepoPath("models/mamba-tiny");
-  o.calib_text_path = testing::RepoPath("models/text/calib.txt");
-  o.bits = "w4a8";
-  o.num_samples = 8;
-  o.seq_len = 64;
+  quant::QuantizeOptions o = testing::TinyQuantOptions("w4a8");
   o.seed = 3;
   o.w8_layers = {1};
   auto build = quant::BuildQuantizedModel(o, nullptr);
