@@ -271,6 +271,24 @@ TEST_F(Int4ExportTest, MixedWidthsRoundTripAndMisstatedLayersAreRefused) {
       else EXPECT_NE(lm->quant->qweight, la->quant->qweight);
     }
   }
+  // The tuner's trials assemble layers from both widths quantized once: the same models.
+  auto widths = quant::LayerWidthChoices::Create(*prep);
+  ASSERT_TRUE(widths.ok()) << widths.status().ToString();
+  for (const std::vector<int>& w8 : std::vector<std::vector<int>>{{}, {0}, {1}, {1, 0}}) {
+    auto assembled = widths->Assemble(w8);
+    auto direct = quant::QuantizePrepared(*prep, w8);
+    ASSERT_TRUE(assembled.ok() && direct.ok());
+    for (size_t i = 0; i < 2; ++i)
+      for (auto [la, ld] : {std::pair{&assembled->layers[i].in_proj, &direct->layers[i].in_proj},
+                            {&assembled->layers[i].x_proj, &direct->layers[i].x_proj},
+                            {&assembled->layers[i].dt_proj, &direct->layers[i].dt_proj},
+                            {&assembled->layers[i].out_proj, &direct->layers[i].out_proj}}) {
+        EXPECT_EQ(la->quant->weight_bits, ld->quant->weight_bits);
+        EXPECT_EQ(la->quant->qweight, ld->quant->qweight) << "layer " << i;
+        EXPECT_EQ(la->quant->weight_scale, ld->quant->weight_scale) << "layer " << i;
+      }
+  }
+  EXPECT_EQ(widths->Assemble({2}).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(quant::QuantizePrepared(*prep, {2}).status().code(), StatusCode::kInvalidArgument);  // tiny has 2 layers
   EXPECT_EQ(quant::QuantizePrepared(*prep, {1, 1}).status().code(), StatusCode::kInvalidArgument);
   // The 8-bit layer costs its linears' other half back on disk.

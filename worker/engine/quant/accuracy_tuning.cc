@@ -143,20 +143,22 @@ StatusOr<TuningOutcome> TuneForTolerableLoss(const QuantizeOptions& base, QuantA
   // sensitivity: how much of the 4-bit loss it carries); then the k most sensitive together, k = 2,
   // 3, ..., until one meets the budget. Fewer 8-bit layers cost less memory and bandwidth, so the
   // first k that meets it is kept (tier 4 + k - 1). The trials reuse one calibrated and
-  // transformed model (quant/prepared_quantization.h): only the weight rounding changes.
+  // transformed model quantized once at each width (quant/prepared_quantization.h): a trial
+  // assembles its layers and costs one evaluation.
   nlohmann::json mixed = nullptr;
   if (chosen < 0 && common.bits == "w4a8") {
     const TuningCandidate base_cand = tried[static_cast<size_t>(best)];
     if (progress && !progress(Progress{Stage::kCalibrate, 0.99, "tuning: mixed precision on " + base_cand.name}))
       return CancelledError("cancelled during tuning");
     MQ_ASSIGN_OR_RETURN(PreparedQuantization prep, PrepareQuantization(base_cand.options, nullptr, accel));
-    const int layers = static_cast<int>(prep.transformed.layers.size());
+    MQ_ASSIGN_OR_RETURN(LayerWidthChoices widths, LayerWidthChoices::Create(prep));
+    const int layers = static_cast<int>(widths.layers());
     const int top_tier = candidates.back().tier;
     auto trial = [&](const std::vector<int>& w8, const std::string& phase, int tier) -> StatusOr<Scored> {
       if (progress && !progress(Progress{Stage::kCalibrate, 0.99, "tuning: " + phase + ", 8-bit layers " + LayerList(w8)}))
         return CancelledError("cancelled during tuning");
       const auto t0 = std::chrono::steady_clock::now();
-      MQ_ASSIGN_OR_RETURN(MambaWeights q, QuantizePrepared(prep, w8));
+      MQ_ASSIGN_OR_RETURN(MambaWeights q, widths.Assemble(w8));
       MQ_ASSIGN_OR_RETURN(Scored sc, Score(accel, prep.original, q, prep.holdout_tokens, base_cand.options.eval_window, budget));
       TuningCandidate cand = base_cand;
       cand.options.w8_layers = w8;

@@ -42,6 +42,21 @@ StatusOr<PreparedQuantization> PrepareQuantization(const QuantizeOptions& option
 // w4a8 only, each below its layer count, no repeats) at 8 bits.
 StatusOr<MambaWeights> QuantizePrepared(const PreparedQuantization& p, const std::vector<int>& w8_layers);
 
+// Every layer of a prepared model quantized at both widths, once: Assemble(w8_layers) equals
+// QuantizePrepared(p, w8_layers) bit for bit without rounding anything again (a layer's weight
+// quantization reads only its own weights and statistics), so the accuracy-driven mode's
+// mixed-precision trials cost one evaluation each, not a quantization of the whole model.
+class LayerWidthChoices {
+ public:
+  static StatusOr<LayerWidthChoices> Create(const PreparedQuantization& p);
+  StatusOr<MambaWeights> Assemble(const std::vector<int>& w8_layers) const;
+  int64_t layers() const { return static_cast<int64_t>(narrow_.layers.size()); }
+
+ private:
+  MambaWeights narrow_;  // every layer at the spec's weight_bits (4)
+  MambaWeights wide_;    // every layer at 8 bits
+};
+
 // The quantize stage's last step, shared by RunBuild and QuantizePrepared.
 Status QuantizeWithInputs(MambaWeights& w, const QuantSpec& spec, const WeightQuantInputs& in);
 

@@ -404,6 +404,26 @@ StatusOr<MambaWeights> QuantizePrepared(const PreparedQuantization& p, const std
   return w;
 }
 
+StatusOr<LayerWidthChoices> LayerWidthChoices::Create(const PreparedQuantization& p) {
+  if (p.spec.weight_bits != 4) return InvalidArgumentError("layer width choices are for w4a8 models");
+  std::vector<int> all(p.transformed.layers.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  LayerWidthChoices c;
+  MQ_ASSIGN_OR_RETURN(c.narrow_, QuantizePrepared(p, {}));
+  MQ_ASSIGN_OR_RETURN(c.wide_, QuantizePrepared(p, all));
+  return c;
+}
+
+StatusOr<MambaWeights> LayerWidthChoices::Assemble(const std::vector<int>& w8_layers) const {
+  QuantizeOptions check;
+  check.bits = "w4a8";
+  check.w8_layers = w8_layers;
+  MQ_RETURN_IF_ERROR(CheckW8Layers(check, layers()));
+  MambaWeights w = narrow_;
+  for (int l : w8_layers) w.layers[static_cast<size_t>(l)] = wide_.layers[static_cast<size_t>(l)];
+  return w;
+}
+
 StatusOr<QuantizedModelBuild> BuildQuantizedModel(const QuantizeOptions& options, const ProgressCallback& progress,
                                                   QuantAccelerator* accel) {
   StageTracker stages(progress);
