@@ -150,6 +150,9 @@ TEST(ServiceIntegration, MixedPrecisionJobRecordsAndExportsItsEightBitLayers) {
   ASSERT_EQ(c.Mqctl({"models", "get", result, "--json"}, &out), 0) << out;
   const auto model = nlohmann::json::parse(out);
   EXPECT_EQ(model["quantization"]["w8_layers"], nlohmann::json::array({1})) << out;
+  const auto report = nlohmann::json::parse(model["quantization"]["report_json"].get<std::string>());
+  EXPECT_EQ(report["w8_layers"], nlohmann::json::array({1}));
+  EXPECT_EQ(report["bits"], "w4a8");
   ASSERT_EQ(c.Mqctl({"models", "download", result, "--out", c.dir().Sub("mixed")}, &out), 0) << out;
   const auto config = nlohmann::json::parse(ReadFileOrDie(c.dir().Sub("mixed/config.json")));
   EXPECT_EQ(config["quantization_config"]["format_version"], 3);

@@ -478,6 +478,7 @@ StatusOr<QuantizeResult> QuantizeModel(const QuantizeOptions& requested, const P
   json report = {{"model", o.model_dir},
                  {"preset", o.preset},
                  {"bits", spec.BitsName()},
+                 {"w8_layers", spec.w8_layers},
                  {"scope", spec.scope_full ? "full" : "linear"},
                  {"activation_granularity", o.act_granularity},
                  {"device", accel.name()},
