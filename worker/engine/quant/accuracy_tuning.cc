@@ -140,8 +140,9 @@ StatusOr<TuningOutcome> TuneForTolerableLoss(const QuantizeOptions& base, QuantA
 
   // Mixed precision (w4a8 only, when no tier met the budget): the lowest-loss configuration so far
   // with some layers' linears at 8-bit weights. Each layer is first scored alone at 8 bits (its
-  // sensitivity: how much of the 4-bit loss it carries); then the k most sensitive together, k = 2,
-  // 3, ..., until one meets the budget. Fewer 8-bit layers cost less memory and bandwidth, so the
+  // sensitivity: how much of the 4-bit loss it carries); then the k most sensitive together, k = 1,
+  // 2, ..., until one meets the budget (k = 1 repeats the most sensitive layer's own trial as a
+  // configuration to keep). Fewer 8-bit layers cost less memory and bandwidth, so the
   // first k that meets it is kept (tier 4 + k - 1). The trials reuse one calibrated and
   // transformed model quantized once at each width (quant/prepared_quantization.h): a trial
   // assembles its layers and costs one evaluation.
