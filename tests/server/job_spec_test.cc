@@ -316,7 +316,7 @@ TEST(JobSpec, MessageOnlyFieldsAreRefusedByName) {
 
 // Once the model is known: a Vim classifier has no accuracy-driven mode, and the server says so at
 // submission as the worker's engine would (not after the worker fetched the blobs).
-TEST(JobSpec, AVimJobHasNoAccuracyDrivenModeOnBothSides) {
+TEST(JobSpec, AVimJobHasNoAccuracyDrivenModeOrMixedPrecisionOnBothSides) {
   QuantSpec spec = BaseSpec();
   spec.set_tolerable_loss_percent(2.0);
   ASSERT_TRUE(server::NormalizeQuantSpec(&spec).ok());
@@ -328,6 +328,15 @@ TEST(JobSpec, AVimJobHasNoAccuracyDrivenModeOnBothSides) {
   o.tolerable_loss_percent = 2.0;
   EXPECT_EQ(quant::ValidateJobOptions(o, quant::JobModel::kVim).code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(quant::ValidateJobOptions(o, quant::JobModel::kText).ok());
+  // Nor mixed precision: a Vim export holds one weight width.
+  QuantSpec mixed = BaseSpec();
+  mixed.set_bits("w4a8");
+  mixed.add_w8_layers(0);
+  ASSERT_TRUE(server::NormalizeQuantSpec(&mixed).ok());
+  const absl::Status vim_mixed = server::CheckQuantSpecForModel(mixed, "vim");
+  EXPECT_EQ(vim_mixed.code(), absl::StatusCode::kInvalidArgument) << vim_mixed;
+  EXPECT_NE(vim_mixed.message().find("spec.w8_layers"), std::string::npos) << vim_mixed;
+  EXPECT_TRUE(server::CheckQuantSpecForModel(mixed, "mamba").ok());
   // Everything else a Vim job takes as a text job does.
   spec.clear_tolerable_loss_percent();
   spec.set_scope("full");
