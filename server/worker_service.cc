@@ -299,17 +299,17 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerConte
         if (it != tuning->end()) chosen = &*it;
       }
       if (chosen != nullptr && !chosen->is_null()) {
-        quant::QuantizeOptions check;
-        check.bits = current->spec().bits();
+        std::vector<int> layers;
         bool ints = chosen->is_array() && chosen->size() <= static_cast<size_t>(quant::JobSpecLimits::kMaxW8Layers);
         for (size_t i = 0; ints && i < chosen->size(); ++i) {
           const nlohmann::json& v = (*chosen)[i];
+          // Bounded before the cast to int; CheckW8Layers judges range, repeats and bits.
           ints = v.is_number_unsigned() && v.get<uint64_t>() < static_cast<uint64_t>(quant::JobSpecLimits::kMaxW8Layers);
-          if (ints) check.w8_layers.push_back(static_cast<int>(v.get<uint64_t>()));
+          if (ints) layers.push_back(static_cast<int>(v.get<uint64_t>()));
         }
-        if (!ints || !quant::CheckW8Layers(check).ok())
+        if (!ints || !quant::CheckW8Layers(current->spec().bits(), layers).ok())
           return Reply(ctx, absl::InvalidArgumentError("report_json tuning.w8_layers must be distinct layer indices of a w4a8 job"));
-        w8_layers = check.w8_layers;
+        w8_layers = std::move(layers);
       }
     }
     auto record = deps_.uploads->GetRecord(req->result_upload_id());

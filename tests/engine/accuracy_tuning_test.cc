@@ -84,7 +84,7 @@ TEST(AccuracyTuning, LooseBudgetKeepsTheFirstTrialAndTightBudgetTriesEveryTierTh
     EXPECT_EQ(w8, std::vector<int>(order.begin(), order.begin() + static_cast<long>(k) + 1));
     if (k + 1 < cumulative.size()) EXPECT_FALSE(cumulative[k]["within_budget"].get<bool>());  // stops at the first
   }
-  EXPECT_EQ(cumulative[0]["loss_percent"], alone[order[0]]);  // the same model, built from one preparation
+  EXPECT_EQ(cumulative[0]["loss_percent"], alone[order[0]]);  // the same model: its sensitivity score is reused
   const bool met = cumulative.back()["within_budget"].get<bool>();
   EXPECT_EQ(tight->report["met"].get<bool>(), met);
   if (met) {

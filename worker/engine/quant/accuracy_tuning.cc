@@ -141,8 +141,8 @@ StatusOr<TuningOutcome> TuneForTolerableLoss(const QuantizeOptions& base, QuantA
   // Mixed precision (w4a8 only, when no tier met the budget): the lowest-loss configuration so far
   // with some layers' linears at 8-bit weights. Each layer is first scored alone at 8 bits (its
   // sensitivity: how much of the 4-bit loss it carries); then the k most sensitive together, k = 1,
-  // 2, ..., until one meets the budget (k = 1 repeats the most sensitive layer's own trial as a
-  // configuration to keep). Fewer 8-bit layers cost less memory and bandwidth, so the
+  // 2, ..., until one meets the budget (k = 1 is the most sensitive layer's own model: its score
+  // is reused, not evaluated again). Fewer 8-bit layers cost less memory and bandwidth, so the
   // first k that meets it is kept (tier 4 + k - 1). The trials reuse one calibrated and
   // transformed model quantized once at each width (quant/prepared_quantization.h): a trial
   // assembles its layers and costs one evaluation.
@@ -155,12 +155,18 @@ StatusOr<TuningOutcome> TuneForTolerableLoss(const QuantizeOptions& base, QuantA
     MQ_ASSIGN_OR_RETURN(LayerWidthChoices widths, LayerWidthChoices::Create(prep));
     const int layers = static_cast<int>(widths.layers());
     const int top_tier = candidates.back().tier;
-    auto trial = [&](const std::vector<int>& w8, const std::string& phase, int tier) -> StatusOr<Scored> {
+    // Scores base_cand with `w8` at 8 bits; the entry's seconds are the evaluation's.
+    auto evaluate = [&](const std::vector<int>& w8, const std::string& phase) -> StatusOr<Scored> {
       if (progress && !progress(Progress{Stage::kCalibrate, 0.99, "tuning: " + phase + ", 8-bit layers " + LayerList(w8)}))
         return CancelledError("cancelled during tuning");
       const auto t0 = std::chrono::steady_clock::now();
       MQ_ASSIGN_OR_RETURN(MambaWeights q, widths.Assemble(w8));
       MQ_ASSIGN_OR_RETURN(Scored sc, Score(accel, prep.original, q, prep.holdout_tokens, base_cand.options.eval_window, budget));
+      sc.entry["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return sc;
+    };
+    // Lists a scored trial; `keepable` ones (the cumulative sets) are configurations the tuner may keep.
+    auto add = [&](const std::vector<int>& w8, const std::string& phase, int tier, const Scored& sc, bool keepable) {
       TuningCandidate cand = base_cand;
       cand.options.w8_layers = w8;
       cand.name = base_cand.name + ", 8-bit layers " + LayerList(w8);
@@ -168,24 +174,28 @@ StatusOr<TuningOutcome> TuneForTolerableLoss(const QuantizeOptions& base, QuantA
       nlohmann::json entry = {{"name", cand.name}, {"tier", tier}, {"phase", phase}, {"preset", cand.options.preset},
                               {"activations", cand.options.act_granularity}, {"w8_layers", w8}};
       entry.update(sc.entry);
-      entry["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       trials.push_back(std::move(entry));
-      // Sensitivity trials rank layers; only the cumulative ones are configurations to keep
-      // (the first cumulative trial is the most sensitive layer's own).
-      if (phase == "mixed precision") record(cand, sc);
-      return sc;
+      if (keepable) record(cand, sc);
     };
-    std::vector<std::pair<double, int>> sensitivity;  // (loss with this layer alone at 8 bits, layer)
+    std::vector<Scored> alone;                        // by layer: the loss with that layer alone at 8 bits
+    std::vector<std::pair<double, int>> sensitivity;  // (that loss, layer)
     for (int l = 0; l < layers; ++l) {
-      MQ_ASSIGN_OR_RETURN(Scored sc, trial({l}, "layer sensitivity", top_tier + 1));
+      MQ_ASSIGN_OR_RETURN(Scored sc, evaluate({l}, "layer sensitivity"));
+      add({l}, "layer sensitivity", top_tier + 1, sc, false);
       sensitivity.push_back({sc.loss, l});
+      alone.push_back(std::move(sc));
     }
     std::sort(sensitivity.begin(), sensitivity.end());
     std::vector<int> order, w8;
     for (const auto& [loss, l] : sensitivity) order.push_back(l);
     for (int k = 1; k <= layers && chosen < 0; ++k) {
       w8.push_back(order[static_cast<size_t>(k - 1)]);
-      MQ_RETURN_IF_ERROR(trial(w8, "mixed precision", top_tier + k).status());
+      if (k == 1) {
+        add(w8, "mixed precision", top_tier + k, alone[static_cast<size_t>(w8[0])], true);
+      } else {
+        MQ_ASSIGN_OR_RETURN(Scored sc, evaluate(w8, "mixed precision"));
+        add(w8, "mixed precision", top_tier + k, sc, true);
+      }
     }
     mixed = {{"on", base_cand.name}, {"sensitivity_order", order}};
   }

@@ -46,18 +46,18 @@ Status CheckTolerableLoss(double percent) {
   return InvalidArgumentError("tolerable_loss_percent must be in (0, 100]; got " + Number(percent));
 }
 
-Status CheckW8Layers(const QuantizeOptions& o, int64_t num_layers) {
-  if (o.w8_layers.empty()) return OkStatus();
-  if (o.bits != "w4a8")
-    return InvalidArgumentError("w8_layers keeps layers at 8-bit weights in a w4a8 job; bits is \"" + o.bits.substr(0, 16) +
-                                "\"");
-  if (o.w8_layers.size() > static_cast<size_t>(JobSpecLimits::kMaxW8Layers))
-    return InvalidArgumentError("w8_layers has " + std::to_string(o.w8_layers.size()) + " entries; at most " +
+Status CheckW8Layers(std::string_view bits, const std::vector<int>& layers, int64_t num_layers) {
+  if (layers.empty()) return OkStatus();
+  if (bits != "w4a8")
+    return InvalidArgumentError("w8_layers keeps layers at 8-bit weights in a w4a8 job; bits is \"" +
+                                std::string(bits.substr(0, 16)) + "\"");
+  if (layers.size() > static_cast<size_t>(JobSpecLimits::kMaxW8Layers))
+    return InvalidArgumentError("w8_layers has " + std::to_string(layers.size()) + " entries; at most " +
                                 std::to_string(JobSpecLimits::kMaxW8Layers));
   const int64_t bound = num_layers > 0 ? std::min<int64_t>(num_layers, JobSpecLimits::kMaxW8Layers)
                                        : JobSpecLimits::kMaxW8Layers;
   std::vector<bool> seen(static_cast<size_t>(bound), false);
-  for (int layer : o.w8_layers) {
+  for (int layer : layers) {
     if (layer < 0 || layer >= bound)
       return InvalidArgumentError("w8_layers: layer " + std::to_string(layer) + " is not in [0, " + std::to_string(bound) +
                                   ")" + (num_layers > 0 ? " (the model's layers)" : ""));
@@ -101,7 +101,7 @@ Status CheckSpecChoices(const QuantizeOptions& o) {
   if (!(o.smooth_alpha >= JobSpecLimits::kMinSmoothAlpha && o.smooth_alpha <= JobSpecLimits::kMaxSmoothAlpha))
     return InvalidArgumentError("smooth_alpha must be in [" + Number(JobSpecLimits::kMinSmoothAlpha) + ", " +
                                 Number(JobSpecLimits::kMaxSmoothAlpha) + "]; got " + Number(o.smooth_alpha));
-  return CheckW8Layers(o);
+  return CheckW8Layers(o.bits, o.w8_layers);
 }
 
 Status ValidateJobOptions(const QuantizeOptions& o, JobModel model) {

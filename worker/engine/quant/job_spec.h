@@ -58,9 +58,9 @@ Status CheckChoice(std::string_view field, const std::string& value, std::span<c
 // requested"): in (0, 100]; NaN is refused.
 Status CheckTolerableLoss(double percent);
 
-// w8_layers: only with bits w4a8, at most kMaxW8Layers entries, each in [0, kMaxW8Layers), no
-// repeats. `num_layers` > 0 also bounds each by the model's layer count.
-Status CheckW8Layers(const QuantizeOptions& o, int64_t num_layers = 0);
+// w8_layers of a job with `bits`: only with w4a8, at most kMaxW8Layers entries, each in
+// [0, kMaxW8Layers), no repeats. `num_layers` > 0 also bounds each by the model's layer count.
+Status CheckW8Layers(std::string_view bits, const std::vector<int>& layers, int64_t num_layers = 0);
 
 // The command-line form of w8_layers (mq-engine and mqctl `--w8-layers`): comma-separated layer
 // indices, "0,5,7". Range and repeats are CheckW8Layers' to judge.

@@ -208,7 +208,7 @@ Status RunBuild(const QuantizeOptions& o, StageTracker& stages, QuantAccelerator
   MQ_RETURN_IF_ERROR(stages.Enter(Stage::kLoad, "loading " + o.model_dir));
   MQ_ASSIGN_OR_RETURN(b.original, LoadMambaWeights(o.model_dir));
   const MambaWeights& original = b.original;
-  MQ_RETURN_IF_ERROR(CheckW8Layers(o, static_cast<int64_t>(original.layers.size())));
+  MQ_RETURN_IF_ERROR(CheckW8Layers(o.bits, o.w8_layers, static_cast<int64_t>(original.layers.size())));
   MQ_ASSIGN_OR_RETURN(Tokenizer tokenizer,
                       Tokenizer::LoadFromFile((std::filesystem::path(o.model_dir) / "tokenizer.json").string()));
   const int32_t eos = static_cast<int32_t>(original.config.eos_token_id);
@@ -393,10 +393,7 @@ StatusOr<PreparedQuantization> PrepareQuantization(const QuantizeOptions& option
 
 StatusOr<MambaWeights> QuantizePrepared(const PreparedQuantization& p, const std::vector<int>& w8_layers) {
   QuantSpec spec = p.spec;
-  QuantizeOptions check;
-  check.bits = spec.BitsName();
-  check.w8_layers = w8_layers;
-  MQ_RETURN_IF_ERROR(CheckW8Layers(check, static_cast<int64_t>(p.transformed.layers.size())));
+  MQ_RETURN_IF_ERROR(CheckW8Layers(spec.BitsName(), w8_layers, static_cast<int64_t>(p.transformed.layers.size())));
   spec.w8_layers = w8_layers;
   std::sort(spec.w8_layers.begin(), spec.w8_layers.end());
   MambaWeights w = p.transformed;
@@ -415,10 +412,7 @@ StatusOr<LayerWidthChoices> LayerWidthChoices::Create(const PreparedQuantization
 }
 
 StatusOr<MambaWeights> LayerWidthChoices::Assemble(const std::vector<int>& w8_layers) const {
-  QuantizeOptions check;
-  check.bits = "w4a8";
-  check.w8_layers = w8_layers;
-  MQ_RETURN_IF_ERROR(CheckW8Layers(check, layers()));
+  MQ_RETURN_IF_ERROR(CheckW8Layers("w4a8", w8_layers, layers()));
   MambaWeights w = narrow_;
   for (int l : w8_layers) w.layers[static_cast<size_t>(l)] = wide_.layers[static_cast<size_t>(l)];
   return w;
