@@ -87,10 +87,13 @@ TEST(CudaGpuTest, Int8GemmAndGemvAreExact) {
   }
 }
 
+// Few tokens run one cluster a token (row_cluster_plan.h), many one block a token: both must give
+// the CPU's codes exactly.
 TEST(CudaGpuTest, HadamardQuantMatchesCpu) {
   MQ_REQUIRE_GPU();
-  for (int64_t n : {128, 768, 1536, 2560, 5120}) {
-    const int64_t T = 19;
+  for (int64_t T : {1, 4, 19, 64, 300})
+  for (int64_t n : {128, 768, 1536, 2048, 2560, 5120}) {
+    SCOPED_TRACE("tokens " + std::to_string(T));
     auto h = quant::RandomHadamard::Create(n, 99 + n);
     ASSERT_TRUE(h.ok());
     std::vector<float> x = RandomFloat(static_cast<size_t>(T * n), n, -2.0f, 2.0f);
@@ -132,6 +135,61 @@ TEST(CudaGpuTest, HadamardQuantMatchesCpu) {
     }
     EXPECT_EQ(mismatches, 0) << "n " << n;
   }
+}
+
+// The decode conv step with INT8 output (L = 1): few tokens split their channels over a cluster
+// (row_cluster_plan.h) and exchange the token's |max|. u within float rounding of the CPU's conv;
+// the codes and scales exactly those of quantizing the kernel's own u row (the whole row's scale,
+// zero padding), the state shifted exactly.
+TEST(CudaGpuTest, ConvStepQuantizesTheWholeRow) {
+  MQ_REQUIRE_GPU();
+  const int64_t K = 4, S = K - 1;
+  for (int64_t E : {1536, 5120})
+    for (int64_t T : {1, 3, 64, 300}) {
+      SCOPED_TRACE("E " + std::to_string(E) + " tokens " + std::to_string(T));
+      const int64_t ld = E + 16;  // padding: must be zero-filled
+      std::vector<float> x = RandomFloat(T * E, 31 + T, -2, 2), w = RandomFloat(E * K, 32), bias = RandomFloat(E, 33);
+      x[T * E - 7] = 25.0f;  // the last rank's slice holds the last token's maximum
+      std::vector<float> state = RandomFloat(T * E * S, 34, -3, 3);
+      std::vector<int32_t> slots(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t) slots[t] = static_cast<int32_t>(T - 1 - t);
+      std::vector<float> u_ref(T * E), state_ref = state;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t c = 0; c < E; ++c) {
+          const float* st = state.data() + (slots[t] * E + c) * S;
+          float acc = bias[c];
+          for (int64_t k = 0; k < S; ++k) acc += w[c * K + k] * st[k];
+          acc += w[c * K + S] * x[t * E + c];
+          u_ref[t * E + c] = acc / (1.0f + std::exp(-acc));
+          float* ns = state_ref.data() + (slots[t] * E + c) * S;
+          for (int64_t k = 0; k + 1 < S; ++k) ns[k] = st[k + 1];
+          ns[S - 1] = x[t * E + c];
+        }
+      auto dx = Up(x), dw = Up(w), db = Up(bias), dst = Up(state);
+      auto dslots = Up(slots);
+      auto du = Up(std::vector<float>(T * E, NAN));
+      auto dq = Up(std::vector<int8_t>(T * ld, 99));
+      auto ds = Up(std::vector<float>(T, -1.0f));
+      CausalConvParams p;
+      p.u0 = ActView{ActKind::kF32, dx.get(), E, nullptr, nullptr, nullptr};
+      p.weight = dw.get(), p.bias = db.get(), p.conv_state = dst.get(), p.slot_stride = E * S;
+      p.slot_ids = dslots.get(), p.batch = T, p.seqlen = 1, p.E = E, p.K = K;
+      p.out_f32 = du.get(), p.quant = QuantOut{dq.get(), ld, ds.get(), 0.0f};
+      ASSERT_OK(LaunchCausalConv(p, nullptr));
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const std::vector<float> u = Down(du);
+      EXPECT_LT(RelError(u.data(), u_ref.data(), u.size()), 1e-5);
+      EXPECT_EQ(Down(dst), state_ref);
+      std::vector<int8_t> want(T * E);
+      std::vector<float> want_s(T);
+      QuantizeRowsPerToken(u.data(), T, E, want.data(), want_s.data());
+      const std::vector<int8_t> q = Down(dq);
+      EXPECT_EQ(Down(ds), want_s);
+      int64_t bad = 0;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t c = 0; c < ld; ++c) bad += q[t * ld + c] != (c < E ? want[t * E + c] : 0);
+      EXPECT_EQ(bad, 0);
+    }
 }
 
 TEST(CudaGpuTest, ResidualNormQuantMatchesCpu) {

@@ -11,6 +11,7 @@
 
 #include "cpu/selective_scan.h"
 #include "cuda/hd_math.h"
+#include "cuda/row_cluster_plan.h"
 #include "cuda/state_slots.h"
 #include "model/linear.h"
 #include "quant/hadamard.h"
@@ -255,6 +256,114 @@ TEST(CudaTwinTest, HadamardKernelArithmeticIsBitIdenticalToCpu) {
     h->ApplyRows(ref.data(), 1);
     EmulateHadamard(*h, x.data());
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(x[i], ref[i]) << "n " << n << " index " << i;
+  }
+}
+
+// HadamardQuantClusterKernel's decomposition: a token's row split over `ranks` blocks
+// (row_cluster_plan.h), each running its local levels, then the mix (m > 1) or the levels that
+// pair slices (m = 1) from values gathered across ranks. Must equal the CPU transform bit for bit.
+void EmulateHadamardCluster(const quant::RandomHadamard& h, const hd::HadamardClusterPlan& pl, float* x) {
+  const int n = static_cast<int>(h.size()), m = h.factors().m, p = h.factors().pow2;
+  const int64_t L = pl.local, seg = pl.seg;
+  ASSERT_EQ(L * pl.ranks, n);
+  ASSERT_EQ(L % seg, 0);
+  const float inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)));
+  std::vector<std::vector<float>> sx(static_cast<size_t>(pl.ranks));
+  for (int r = 0; r < pl.ranks; ++r) {
+    std::vector<float>& v = sx[static_cast<size_t>(r)];
+    v.assign(x + r * L, x + (r + 1) * L);
+    for (int64_t i = 0; i < L; ++i) v[i] *= h.signs()[r * L + i] * inv;
+    int log2_half = 0;
+    while ((int64_t{2} << log2_half) < seg) ++log2_half;
+    for (int64_t hl = 1; hl < seg; hl <<= 1)
+      for (int64_t i = 0; i < L / 2; ++i) {
+        const int lo = hd::ButterflyLow(static_cast<int>(i), static_cast<int>(hl), static_cast<int>(seg), log2_half);
+        const float a = v[lo], b = v[lo + hl];
+        v[lo] = a + b;
+        v[lo + hl] = a - b;
+      }
+  }
+  std::vector<int> written(static_cast<size_t>(n), 0);
+  if (m > 1) {
+    auto small = quant::SmallHadamard(m);
+    ASSERT_TRUE(small.ok());
+    const int per = m / pl.ranks;
+    ASSERT_EQ(per * pl.ranks, m);
+    for (int r = 0; r < pl.ranks; ++r)
+      for (int64_t j = 0; j < p; ++j) {
+        std::vector<float> col(static_cast<size_t>(m));
+        for (int i = 0; i < m; ++i) col[i] = sx[static_cast<size_t>(i / per)][(i % per) * p + j];
+        for (int oo = 0; oo < per; ++oo) {
+          const int o = r * per + oo;
+          float acc = static_cast<float>((*small)[0 * m + o]) * col[0];
+          for (int i = 1; i < m; ++i) acc += static_cast<float>((*small)[i * m + o]) * col[i];
+          x[r * L + oo * p + j] = acc;
+          ++written[static_cast<size_t>(r * L + oo * p + j)];
+        }
+      }
+  } else {
+    for (int r = 0; r < pl.ranks; ++r)
+      for (int64_t j = 0; j < L; ++j) {
+        float v[hd::kRowClusterMaxRanks] = {};
+        for (int q = 0; q < pl.ranks; ++q) v[q] = sx[static_cast<size_t>(q)][j];
+        hd::HadamardCrossLevels(v, pl.ranks);
+        x[r * L + j] = v[r];
+        ++written[static_cast<size_t>(r * L + j)];
+      }
+  }
+  for (int i = 0; i < n; ++i) ASSERT_EQ(written[i], 1) << "element " << i;
+}
+
+TEST(CudaTwinTest, HadamardClusterDecompositionIsBitIdenticalToCpu) {
+  int clustered = 0;
+  for (int64_t n : {128, 768, 1536, 2048, 2560, 3072, 4096, 5120, 7168}) {
+    auto h = quant::RandomHadamard::Create(n, 77 + n);
+    ASSERT_TRUE(h.ok()) << n;
+    for (int64_t tokens : {1, 4, 8, 19, 64, 100, 132, 256}) {
+      const hd::HadamardClusterPlan pl = hd::MakeHadamardClusterPlan(tokens, n, h->factors().m, h->factors().pow2, 132);
+      SCOPED_TRACE("n " + std::to_string(n) + " tokens " + std::to_string(tokens) + " ranks " + std::to_string(pl.ranks));
+      if (tokens >= 132) {
+        EXPECT_EQ(pl.ranks, 1);  // the tokens alone fill the GPU
+        continue;
+      }
+      ASSERT_GE(pl.ranks, 2);
+      ++clustered;
+      std::vector<float> x = RandomFloat(static_cast<size_t>(n), n + tokens, -4.0f, 4.0f);
+      x[3] = 30.0f;
+      std::vector<float> ref = x;
+      h->ApplyRows(ref.data(), 1);
+      EmulateHadamardCluster(*h, pl, x.data());
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(x[i], ref[i]) << "index " << i;
+    }
+  }
+  EXPECT_GT(clustered, 40);
+}
+
+TEST(CudaTwinTest, RowClusterPlansCoverTheRowOnce) {
+  // Ranks: the smallest allowed count that fills the SMs, else the largest; 1 when tokens do.
+  EXPECT_EQ(hd::RowClusterRanks(64, 132, 2 | 4 | 8), 4);
+  EXPECT_EQ(hd::RowClusterRanks(8, 132, 2 | 4 | 8), 8);
+  EXPECT_EQ(hd::RowClusterRanks(8, 132, 2 | 4), 4);
+  EXPECT_EQ(hd::RowClusterRanks(100, 132, 2 | 4 | 8), 2);
+  EXPECT_EQ(hd::RowClusterRanks(132, 132, 2 | 4 | 8), 1);
+  EXPECT_EQ(hd::RowClusterRanks(3, 132, 0), 1);
+  EXPECT_EQ(hd::ConvStepClusterRanks(64, 5120, 132), 4);
+  EXPECT_EQ(hd::ConvStepClusterRanks(1, 384, 132), 1);  // slices under 256 channels: no split
+  for (int64_t cols : {4, 36, 384, 1536, 5120, 5124, 7001}) {
+    for (int ranks : {1, 2, 4, 8}) {
+      std::vector<int> seen(static_cast<size_t>(cols), 0);
+      int64_t prev_hi = 0;
+      for (int r = 0; r < ranks; ++r) {
+        int64_t lo, hi;
+        hd::RowClusterSlice(cols, ranks, r, &lo, &hi);
+        EXPECT_EQ(lo, prev_hi) << cols << " " << ranks << " " << r;
+        EXPECT_TRUE(lo % 4 == 0 || lo == cols);
+        for (int64_t c = lo; c < hi; ++c) ++seen[static_cast<size_t>(c)];
+        prev_hi = hi;
+      }
+      EXPECT_EQ(prev_hi, cols);
+      for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(seen[static_cast<size_t>(c)], 1) << cols << " " << ranks;
+    }
   }
 }
 

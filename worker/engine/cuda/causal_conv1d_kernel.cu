@@ -18,6 +18,7 @@
 #include "cuda/act_io.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/kernel_params.h"
+#include "cuda/row_cluster_plan.h"
 
 namespace mq::cuda {
 namespace {
@@ -173,18 +174,23 @@ __global__ void __launch_bounds__(kQuant ? kQuantMaxThreads : kF16Threads) Causa
   }
 }
 
-// Decode (L = 1): block t is batch row t; the thread of channel c owns (slot, c) and shifts the
-// state in place.
+// Decode (L = 1): blockIdx.y is batch row t, blockIdx.x its rank among `ranks` blocks that split
+// the channels (hd::RowClusterSlice; a thread-block cluster when the INT8 output needs the token's
+// |max| over all of them); the thread of (token, channel) shifts the state in place.
 template <ActKind kIn, bool kQuant>
-__global__ void __launch_bounds__(kMaxThreads) CausalConvStepKernel(CausalConvParams p) {
-  extern __shared__ float urow[];  // [E] (INT8 path)
+__global__ void __launch_bounds__(kMaxThreads) CausalConvStepKernel(CausalConvParams p, int ranks) {
+  extern __shared__ float urow[];  // [slice] (INT8 path)
   __shared__ float fscratch[32];
-  const int64_t t = blockIdx.x;
+  __shared__ float s_amax[hd::kRowClusterMaxRanks];  // every rank's block maximum, pushed by its owner
+  const int64_t t = blockIdx.y;
+  const int rank = static_cast<int>(blockIdx.x);
+  int64_t lo, hi;
+  hd::RowClusterSlice(p.E, ranks, rank, &lo, &hi);
   const int64_t S = p.K - 1;
   const int32_t slot = p.slot_ids[t];
   float amax = 0.0f;
   const bool int8_state = p.state_dtype == StateDtype::kInt8;
-  for (int64_t c = threadIdx.x; c < p.E; c += blockDim.x) {
+  for (int64_t c = lo + threadIdx.x; c < hi; c += blockDim.x) {
     const int64_t off = slot * p.slot_stride + c * S;
     float* scale = int8_state ? p.conv_scale + slot * p.scale_slot_stride + c : nullptr;
     const float* w = p.weight + c * p.K;
@@ -212,17 +218,30 @@ __global__ void __launch_bounds__(kMaxThreads) CausalConvStepKernel(CausalConvPa
     if (int8_state) *scale = ns;
     if constexpr (kQuant) {
       p.out_f32[t * p.E + c] = u;
-      urow[c] = u;
+      urow[c - lo] = u;
       amax = fmaxf(amax, fabsf(u));
     } else {
       p.out_f16[t * p.E + c] = __float2half_rn(u);
     }
   }
   if constexpr (kQuant) {
-    if (p.quant.q != nullptr) {
-      amax = BlockMax(amax, fscratch);
-      QuantizeRow(urow, p.E, amax, p.quant, t);
+    if (p.quant.q == nullptr) return;  // uniform over the grid: no cluster barrier is skipped by part of it
+    amax = BlockMax(amax, fscratch);   // its barriers also publish urow
+    if (ranks > 1) {
+      cg::cluster_group cluster = cg::this_cluster();
+      if (threadIdx.x == 0)
+        for (int r = 0; r < ranks; ++r) cluster.map_shared_rank(s_amax, r)[rank] = amax;
+      cluster.sync();  // after it no rank touches another's shared memory: none waits on exit
+      for (int r = 0; r < ranks; ++r) amax = fmaxf(amax, s_amax[r]);
     }
+    // QuantizeRow's arithmetic over the slice; the last rank also zero-fills the padding.
+    const QuantOut& q = p.quant;
+    const float s = q.static_scale > 0.0f ? q.static_scale : hd::ScaleFromAbsMax(amax);
+    const float inv = 1.0f / s;
+    int8_t* out = q.q + t * q.ld;
+    const int64_t end = rank == ranks - 1 ? q.ld : hi;
+    for (int64_t c = lo + threadIdx.x; c < end; c += blockDim.x) out[c] = c < hi ? hd::QuantizeValue(urow[c - lo], inv) : 0;
+    if (rank == 0 && threadIdx.x == 0) q.scale[t] = s;
   }
 }
 
@@ -281,9 +300,28 @@ template <ActKind kIn, bool kQuant>
 Status Launch(const CausalConvParams& p, cudaStream_t stream) {
   const int64_t T = p.batch * p.seqlen;
   if (p.seqlen == 1) {
-    const size_t smem = kQuant ? static_cast<size_t>(p.E) * sizeof(float) : 0;
+    // Few tokens: split each token's channels over `ranks` blocks (a cluster for the INT8 scale).
+    const int ranks = RowClustersEnabled() ? hd::ConvStepClusterRanks(T, p.E, DeviceSmCount()) : 1;
+    int64_t lo, hi;
+    hd::RowClusterSlice(p.E, ranks, 0, &lo, &hi);
+    const size_t smem = kQuant ? static_cast<size_t>(hi - lo) * sizeof(float) : 0;
     if (smem > 48 * 1024) return InvalidArgumentError("CausalConv: d_inner too large for one block");
-    CausalConvStepKernel<kIn, kQuant><<<static_cast<unsigned>(T), RowKernelThreads(T, p.E), smem, stream>>>(p);
+    if (T > 65535) return InvalidArgumentError("CausalConv: too many tokens for one launch");
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    cfg.gridDim = dim3(static_cast<unsigned>(ranks), static_cast<unsigned>(T));
+    cfg.blockDim = dim3(static_cast<unsigned>(RowKernelThreads(T, hi - lo)));
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    if (kQuant && ranks > 1) {
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = static_cast<unsigned>(ranks);
+      attr[0].val.clusterDim.y = 1;
+      attr[0].val.clusterDim.z = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = 1;
+    }
+    MQ_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, CausalConvStepKernel<kIn, kQuant>, p, ranks));
     MQ_CUDA_CHECK_LAUNCH("CausalConvStepKernel");
     return OkStatus();
   }

@@ -779,6 +779,7 @@ Status CudaMambaModel::PrepareLayerKernels() {
     p.A2 = L.A2.get(), p.D = L.D.get(), p.gate_scale = L.gate_scale.get();
     p.ssm_state = ssm_state_.get() + li * E_ * N_, p.ssm_slot_stride = layers_ * E_ * N_;
     p.had_scale = L.had_scale.get(), p.had_neg = L.had_neg.get(), p.had_m = L.had_m, p.had_p = L.had_p;
+    p.had_mix = L.had_mix.empty() ? nullptr : L.had_mix.get();
   }
   dec_head_ = DecodeLmHeadParams{};
   dec_head_.d = d_, dec_head_.eps = static_cast<float>(config_.layer_norm_epsilon);

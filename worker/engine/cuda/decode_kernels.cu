@@ -24,8 +24,10 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -35,6 +37,7 @@
 #include "cuda/hd_math.h"
 #include "cuda/int4_math.h"
 #include "cuda/kernel_params.h"
+#include "cuda/row_cluster_plan.h"
 
 namespace mq::cuda {
 namespace {
@@ -553,15 +556,7 @@ __global__ void __launch_bounds__(kThreads, 2) OutProjKernel(DecodeLayerParams p
 
 // ---- host side ---------------------------------------------------------------------------------
 
-int SmCount() {
-  static const int n = [] {
-    int dev = 0, count = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      return 0;
-    return count;
-  }();
-  return n;
-}
+int SmCount() { return DeviceSmCount(); }
 
 // Raises a kernel's dynamic shared memory limit once (needed above 48 KB) and returns how many of
 // its blocks fit on one SM with that much.
@@ -653,12 +648,23 @@ Status LaunchLayer(const DecodeLayerParams& p, cudaStream_t stream) {
   }
   // 4a (INT8): Hadamard → INT8 codes; 4b: out_proj → residual
   if constexpr (kInt8) {
-    const auto kernel = HadamardActKernel;
-    const size_t smem = 2 * hd::RoundUp(p.E, 4) * 4;
-    MQ_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(kernel), kHadThreads, smem).status());
-    int log2_half = 0;
-    while ((int64_t{2} << log2_half) < p.had_p) ++log2_half;
-    MQ_RETURN_IF_ERROR(LaunchEx(kernel, p.B, kHadThreads, smem, p.pdl, stream, p, log2_half));
+    if (p.had_scale != nullptr && (p.had_m == 1 || p.had_mix != nullptr) && RowClustersEnabled() &&
+        p.E >= hd::kLayerHadamardClusterMinRow) {
+      // One cluster a token (hadamard_kernel.cu): the row's transform split over its blocks.
+      HadamardQuantParams hp;
+      hp.x = p.y, hp.tokens = p.B, hp.n = p.E, hp.m = p.had_m, hp.p = p.had_p;
+      hp.scale = p.had_scale, hp.mix = p.had_mix;
+      hp.quant = QuantOut{p.yq, p.out_proj.ld, p.ys, p.out_proj.act_static_scale};
+      hp.pdl = p.pdl;
+      MQ_RETURN_IF_ERROR(LaunchHadamardQuant(hp, stream));
+    } else {
+      const auto kernel = HadamardActKernel;
+      const size_t smem = 2 * hd::RoundUp(p.E, 4) * 4;
+      MQ_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(kernel), kHadThreads, smem).status());
+      int log2_half = 0;
+      while ((int64_t{2} << log2_half) < p.had_p) ++log2_half;
+      MQ_RETURN_IF_ERROR(LaunchEx(kernel, p.B, kHadThreads, smem, p.pdl, stream, p, log2_half));
+    }
   }
   {
     const auto kernel = OutProjKernel<kInt8, kB, kW4>;
@@ -672,6 +678,24 @@ Status LaunchLayer(const DecodeLayerParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
+
+int DeviceSmCount() {
+  static const int n = [] {
+    int dev = 0, count = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      return 0;
+    return count;
+  }();
+  return n;
+}
+
+bool RowClustersEnabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("MQ_ROW_CLUSTER");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  return on;
+}
 
 Status LaunchDecodeLayer(const DecodeLayerParams& p, cudaStream_t stream) {
   if (p.B < 1 || p.B > kDecodeMaxBatch) return InvalidArgumentError("decode kernels: batch must be in [1, 8]");

@@ -9,9 +9,16 @@
 // sees the additions of the CPU transform in the same order and with the same pairing
 // (hd::ButterflyLow: level h pairs e and e + h; hd::MixOutput: i ascending), so the INT8 codes
 // match the CPU's on the same input.
+// Few tokens (a decode step): a token's row is split over a thread-block cluster instead
+// (HadamardQuantClusterKernel, row_cluster_plan.h), so that all SMs work on it.
+#include <cooperative_groups.h>
+
+
 #include "cuda/act_io.cuh"
 #include "cuda/cuda_check.h"
+#include "cuda/decode_device.cuh"
 #include "cuda/kernel_params.h"
+#include "cuda/row_cluster_plan.h"
 
 namespace mq::cuda {
 namespace {
@@ -182,6 +189,146 @@ Status Launch(const HadamardQuantParams& p, int log2p, cudaStream_t stream) {
   return OkStatus();
 }
 
+// ---- few tokens: one cluster a token ------------------------------------------------------------
+namespace cg = cooperative_groups;
+constexpr int kClusterThreads = 256;
+
+// Levels h = 1 … seg/2 over the segments of seg values of x[0, len) (len a multiple of seg): in
+// registers a warp a 32·V-value piece for the levels below min(seg, 256), then through shared
+// memory, a barrier a level. The pairs and their order are hd::ButterflyLow's. Ends with a barrier.
+__device__ __forceinline__ void LocalLevels(float* x, int64_t len, int64_t seg) {
+  int64_t start = 1;
+  if (seg >= 32) {
+    const int64_t w = seg < 256 ? seg : 256;
+    const int pieces = static_cast<int>(len / w);
+    switch (w) {
+      case 32: decode_dev::WarpHadamardChunks<1>(x, pieces); break;
+      case 64: decode_dev::WarpHadamardChunks<2>(x, pieces); break;
+      case 128: decode_dev::WarpHadamardChunks<4>(x, pieces); break;
+      default: decode_dev::WarpHadamardChunks<8>(x, pieces); break;
+    }
+    start = w;
+    __syncthreads();
+  }
+  int log2_half = 0;
+  while ((int64_t{2} << log2_half) < seg) ++log2_half;
+  for (int64_t hl = start; hl < seg; hl <<= 1) {
+    for (int64_t i = threadIdx.x; i < len / 2; i += blockDim.x) {
+      const int lo = hd::ButterflyLow(static_cast<int>(i), static_cast<int>(hl), static_cast<int>(seg), log2_half);
+      const float a = x[lo], b = x[lo + hl];
+      x[lo] = a + b;
+      x[lo + hl] = a - b;
+    }
+    __syncthreads();
+  }
+}
+
+// blockIdx.y: token; the cluster's blocks (blockIdx.x = rank) split its row (HadamardClusterPlan).
+// Shared memory: sx [local] (read by the other ranks during the cross stage), sy [local] (this
+// rank's outputs until the token's scale is known).
+template <int kM, int kRanks>
+__global__ void __launch_bounds__(kClusterThreads) HadamardQuantClusterKernel(HadamardQuantParams p,
+                                                                              hd::HadamardClusterPlan pl) {
+  extern __shared__ float smem[];
+  __shared__ float s_mix[kM * kM];
+  __shared__ float s_amax[kRanks];  // every rank's block maximum, pushed by its owner
+  __shared__ float fscratch[32];
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int64_t t = blockIdx.y, L = pl.local, base = rank * L;
+  float* sx = smem;
+  float* sy = smem + hd::RoundUp(L, 4);
+  if constexpr (kM > 1) {
+    for (int i = threadIdx.x; i < kM * kM; i += blockDim.x) s_mix[i] = static_cast<float>(p.mix[i]);
+  }
+  // In a decode step's graph the kernel is launched early (programmatic dependent launch): the
+  // constants above are loaded before waiting for y. Without the attribute both are no-ops.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  const float* x = p.x + t * p.n + base;
+  for (int64_t i = threadIdx.x; i < L; i += blockDim.x) sx[i] = __fmul_rn(x[i], p.scale[base + i]);
+  __syncthreads();
+  LocalLevels(sx, L, pl.seg);
+  cluster.sync();  // every rank's local levels are done
+  float amax = 0.0f;
+  if constexpr (kM > 1) {
+    // A thread a column j: all m chunks' values at j, then this rank's output chunks.
+    constexpr int per = kM / kRanks;
+    const int64_t P = p.p;
+    const float* src[kRanks];
+#pragma unroll
+    for (int r = 0; r < kRanks; ++r) src[r] = cluster.map_shared_rank(sx, r);
+    for (int64_t j = threadIdx.x; j < P; j += blockDim.x) {
+      float v[kM];
+#pragma unroll
+      for (int i = 0; i < kM; ++i) v[i] = src[i / per][(i % per) * P + j];
+      for (int oo = 0; oo < per; ++oo) {
+        const float* c = s_mix + (rank * per + oo) * kM;
+        float acc = c[0] * v[0];  // hd::MixOutput's order: ±1 products are exact
+#pragma unroll
+        for (int i = 1; i < kM; ++i) acc += c[i] * v[i];
+        sy[oo * P + j] = acc;
+        amax = fmaxf(amax, fabsf(acc));
+      }
+    }
+  } else {
+    const float* src[kRanks];
+#pragma unroll
+    for (int r = 0; r < kRanks; ++r) src[r] = cluster.map_shared_rank(sx, r);
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+      float v[kRanks];
+#pragma unroll
+      for (int r = 0; r < kRanks; ++r) v[r] = src[r][j];
+      hd::HadamardCrossLevels(v, kRanks);
+      float out = v[0];
+#pragma unroll
+      for (int r = 1; r < kRanks; ++r)
+        if (r == rank) out = v[r];
+      sy[j] = out;
+      amax = fmaxf(amax, fabsf(out));
+    }
+  }
+  amax = BlockMax(amax, fscratch);  // its barriers also publish sy
+  if (threadIdx.x == 0)
+    for (int r = 0; r < kRanks; ++r) cluster.map_shared_rank(s_amax, r)[rank] = amax;
+  // After this barrier no rank reads another's shared memory again, so none waits on exit.
+  cluster.sync();
+  for (int r = 0; r < kRanks; ++r) amax = fmaxf(amax, s_amax[r]);
+  const QuantOut& q = p.quant;
+  const float s = q.static_scale > 0.0f ? q.static_scale : hd::ScaleFromAbsMax(amax);
+  const float inv = 1.0f / s;
+  int8_t* out = q.q + t * q.ld;
+  for (int64_t i = threadIdx.x; i < L; i += blockDim.x) out[base + i] = hd::QuantizeValue(sy[i], inv);
+  if (rank == kRanks - 1)
+    for (int64_t c = p.n + threadIdx.x; c < q.ld; c += blockDim.x) out[c] = 0;
+  if (rank == 0 && threadIdx.x == 0) q.scale[t] = s;
+}
+
+template <int kM, int kRanks>
+Status LaunchCluster(const HadamardQuantParams& p, const hd::HadamardClusterPlan& pl, cudaStream_t stream) {
+  const auto kernel = HadamardQuantClusterKernel<kM, kRanks>;
+  const size_t smem = 2 * static_cast<size_t>(hd::RoundUp(pl.local, 4)) * sizeof(float);
+  static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem);
+  MQ_CUDA_RETURN_IF_ERROR(attr);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(pl.ranks), static_cast<unsigned>(p.tokens));
+  cfg.blockDim = dim3(kClusterThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute la[2];
+  la[0].id = cudaLaunchAttributeClusterDimension;
+  la[0].val.clusterDim.x = static_cast<unsigned>(pl.ranks);
+  la[0].val.clusterDim.y = 1;
+  la[0].val.clusterDim.z = 1;
+  la[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  la[1].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = la;
+  cfg.numAttrs = p.pdl ? 2 : 1;
+  MQ_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, kernel, p, pl));
+  MQ_CUDA_CHECK_LAUNCH("HadamardQuantClusterKernel");
+  return OkStatus();
+}
+
 bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
 }  // namespace
@@ -196,6 +343,24 @@ Status LaunchHadamardQuant(const HadamardQuantParams& p, cudaStream_t stream) {
   if (p.m > 1 && p.mix == nullptr) return InvalidArgumentError("HadamardQuant: missing mix matrix");
   int log2p = 0;
   while ((int64_t{1} << log2p) < p.p) ++log2p;
+  if (RowClustersEnabled() && DeviceSmCount() > 0) {
+    const hd::HadamardClusterPlan pl = hd::MakeHadamardClusterPlan(p.tokens, p.n, p.m, p.p, DeviceSmCount());
+    if (pl.ranks > 1 && 2 * hd::RoundUp(pl.local, 4) * 4 <= kMaxSmem) {
+      const int key = p.m * 16 + pl.ranks;
+      switch (key) {
+        case 1 * 16 + 2: return LaunchCluster<1, 2>(p, pl, stream);
+        case 1 * 16 + 4: return LaunchCluster<1, 4>(p, pl, stream);
+        case 1 * 16 + 8: return LaunchCluster<1, 8>(p, pl, stream);
+        case 12 * 16 + 2: return LaunchCluster<12, 2>(p, pl, stream);
+        case 12 * 16 + 4: return LaunchCluster<12, 4>(p, pl, stream);
+        case 20 * 16 + 2: return LaunchCluster<20, 2>(p, pl, stream);
+        case 20 * 16 + 4: return LaunchCluster<20, 4>(p, pl, stream);
+        case 28 * 16 + 2: return LaunchCluster<28, 2>(p, pl, stream);
+        case 28 * 16 + 4: return LaunchCluster<28, 4>(p, pl, stream);
+        default: break;  // the one-block kernel below
+      }
+    }
+  }
   switch (p.m) {
     case 1: return Launch<1>(p, log2p, stream);
     case 12: return Launch<12>(p, log2p, stream);

@@ -138,6 +138,7 @@ struct HadamardQuantParams {
   const float* scale = nullptr; // [n] = sign/√n, or null for no transform
   const int8_t* mix = nullptr;  // [m, m]: mix[o·m + i] = H_m[i][o]
   QuantOut quant;
+  bool pdl = false;             // launched with programmatic dependent launch (a decode step's graph)
 };
 
 // acc[t, o] = Σ_k x[t, k]·w[o, k], exact int32; k padded to a multiple of 16 (zeros).
@@ -186,7 +187,13 @@ Status LaunchSelectiveScanStepwise(const SelectiveScanParams& p, cudaStream_t st
 // One decode step (seqlen 1) with vectorized state traffic (LaunchSelectiveScan hands L = 1 to it).
 Status LaunchSelectiveScanStep(const SelectiveScanParams& p, cudaStream_t stream);
 Status LaunchFakeQuantRows(const FakeQuantRowsParams& p, cudaStream_t stream);
+// SMs of the current device (read once per process; 0 without a device): how wide the few-token
+// kernels spread a step.
+int DeviceSmCount();
 Status LaunchHadamardQuant(const HadamardQuantParams& p, cudaStream_t stream);
+// Whether the few-token row kernels (R2 Hadamard, conv step) split a token over several blocks
+// (row_cluster_plan.h); MQ_ROW_CLUSTER=0 turns it off, read once (an A/B switch for benchmarks).
+bool RowClustersEnabled();
 Status LaunchInt8Gemv(const Int8GemvParams& p, cudaStream_t stream);
 Status LaunchGreedy(const GreedyParams& p, cudaStream_t stream);
 // out[b] = the greedy token of logits row b ([B, V]): serve::GreedyToken's rule, on the device.
@@ -258,6 +265,7 @@ struct DecodeLayerParams {
   int64_t ssm_slot_stride = 0;
   const float* had_scale = nullptr;  // INT8 with R2: [E] = sign/√E; null: no online Hadamard
   const uint32_t* had_neg = nullptr; // [m]: bit i of had_neg[o] set where the mix's (o, i) entry is −1
+  const int8_t* had_mix = nullptr;   // [m, m]: the same mix as HadamardQuantParams::mix
   int had_m = 1;
   int64_t had_p = 1;
   bool pdl = true;                 // programmatic dependent launch
