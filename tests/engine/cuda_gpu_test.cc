@@ -192,9 +192,13 @@ TEST(CudaGpuTest, ConvStepQuantizesTheWholeRow) {
     }
 }
 
+// One block a row, wide for few rows (decode) and 256 threads for many; the half output too.
 TEST(CudaGpuTest, ResidualNormQuantMatchesCpu) {
   MQ_REQUIRE_GPU();
-  const int64_t T = 13, d = 768, dp = 768;
+  for (int64_t d : {768, 2560})
+  for (int64_t T : {13, 64, 300}) {
+  SCOPED_TRACE("d " + std::to_string(d) + " rows " + std::to_string(T));
+  const int64_t dp = d + 16;  // padding: zero-filled
   std::vector<float> h = RandomFloat(T * d, 1, -3, 3), res = RandomFloat(T * d, 2), gamma = RandomFloat(d, 3, 0.5f, 1.5f);
   std::vector<float> hs(T * d), xn(T * d);
   for (int64_t i = 0; i < T * d; ++i) hs[i] = h[i] + res[i];
@@ -217,13 +221,33 @@ TEST(CudaGpuTest, ResidualNormQuantMatchesCpu) {
   EXPECT_EQ(Down(dh), hs);
   std::vector<int8_t> q = Down(dq);
   int64_t off_by_one = 0;
-  for (int64_t i = 0; i < T * d; ++i) {
-    ASSERT_LE(std::abs(q[i] - ref[i]), 1) << i;
-    off_by_one += q[i] != ref[i];
-  }
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < dp; ++c) {
+      const int8_t want = c < d ? ref[t * d + c] : 0;
+      ASSERT_LE(std::abs(q[t * dp + c] - want), 1) << t << " " << c;
+      off_by_one += q[t * dp + c] != want;
+    }
   EXPECT_LE(off_by_one, 2) << "INT8 codes differing from the CPU's (double-sum order only)";
   std::vector<float> s = Down(ds);
   for (int64_t t = 0; t < T; ++t) EXPECT_NEAR(s[t], ref_s[t], 1e-6f * ref_s[t]);
+  // The half output (FP16 models), no residual: h as it now is, rows padded with zeros.
+  auto dh16 = Up(std::vector<__half>(T * dp, __float2half_rn(7.0f)));
+  ResidualNormParams f;
+  f.h = dh.get(), f.gamma = dg.get(), f.eps = 1e-5f, f.rows = T, f.d = d, f.out_f16 = dh16.get(), f.ld_out = dp;
+  ASSERT_OK(LaunchResidualNorm(f, nullptr));
+  const std::vector<__half> o = Down(dh16);
+  double worst = 0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < dp; ++c) {
+      const float got = __half2float(o[t * dp + c]);
+      if (c >= d) {
+        ASSERT_EQ(got, 0.0f);
+      } else {
+        worst = std::max(worst, std::fabs(static_cast<double>(got) - xn[t * d + c]) / (std::fabs(xn[t * d + c]) + 1e-3));
+      }
+    }
+  EXPECT_LT(worst, 1e-3);
+  }
 }
 
 // The INT8-path scan (accumulator views for Δ and z) against the CPU scan + gate, prefill from a

@@ -347,8 +347,8 @@ TEST(CudaTwinTest, RowClusterPlansCoverTheRowOnce) {
   EXPECT_EQ(hd::RowClusterRanks(100, 132, 2 | 4 | 8), 2);
   EXPECT_EQ(hd::RowClusterRanks(132, 132, 2 | 4 | 8), 1);
   EXPECT_EQ(hd::RowClusterRanks(3, 132, 0), 1);
-  EXPECT_EQ(hd::ConvStepClusterRanks(64, 5120, 132), 4);
-  EXPECT_EQ(hd::ConvStepClusterRanks(1, 384, 132), 1);  // slices under 256 channels: no split
+  EXPECT_EQ(hd::SliceClusterRanks(64, 5120, 132), 4);
+  EXPECT_EQ(hd::SliceClusterRanks(1, 384, 132), 1);  // slices under 256 channels: no split
   for (int64_t cols : {4, 36, 384, 1536, 5120, 5124, 7001}) {
     for (int ranks : {1, 2, 4, 8}) {
       std::vector<int> seen(static_cast<size_t>(cols), 0);

@@ -301,7 +301,7 @@ Status Launch(const CausalConvParams& p, cudaStream_t stream) {
   const int64_t T = p.batch * p.seqlen;
   if (p.seqlen == 1) {
     // Few tokens: split each token's channels over `ranks` blocks (a cluster for the INT8 scale).
-    const int ranks = RowClustersEnabled() ? hd::ConvStepClusterRanks(T, p.E, DeviceSmCount()) : 1;
+    const int ranks = RowClustersEnabled() ? hd::SliceClusterRanks(T, p.E, DeviceSmCount()) : 1;
     int64_t lo, hi;
     hd::RowClusterSlice(p.E, ranks, 0, &lo, &hi);
     const size_t smem = kQuant ? static_cast<size_t>(hi - lo) * sizeof(float) : 0;

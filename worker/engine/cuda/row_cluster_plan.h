@@ -1,5 +1,7 @@
 // How the one-row-a-token kernels of a decode step (the R2 Hadamard + INT8, the conv step + INT8)
-// spread a token's row over a thread-block cluster when there are few tokens.
+// spread a token's row over a thread-block cluster when there are few tokens. (Residual + RMSNorm
+// was tried the same way and measured no faster on the H100 — 2.5k-wide rows, two cluster
+// barriers for the sum of squares and the |max| — so it stays one block a row.)
 //
 // Why: with one block a token, a decode step of 64 tokens runs those kernels on 64 of the H100's
 // 132 SMs, each block walking a 5,120-wide row alone (docs/benchmarks.md, "Decode at batch 64":
@@ -79,7 +81,7 @@ MQ_HD void HadamardCrossLevels(float (&v)[kMaxRanks], int ranks) {
 }
 
 // ---- conv step (decode) ---------------------------------------------------------------------------
-// Rank k owns channels [k·E/ranks, (k+1)·E/ranks) rounded to multiples of 4 (the INT8 row's
+// Rank k owns channels [k·cols/ranks, (k+1)·cols/ranks) rounded to multiples of 4 (the INT8 row's
 // char4 stores); the last rank also writes the row's zero padding up to the INT8 row length.
 MQ_HD void RowClusterSlice(int64_t cols, int ranks, int rank, int64_t* lo, int64_t* hi) {
   const int64_t units = (cols + 3) / 4;
@@ -89,7 +91,7 @@ MQ_HD void RowClusterSlice(int64_t cols, int ranks, int rank, int64_t* lo, int64
   if (*hi > cols) *hi = cols;
 }
 // Ranks for the conv step: slices of at least 256 channels.
-MQ_HD int ConvStepClusterRanks(int64_t tokens, int64_t E, int sms) {
+MQ_HD int SliceClusterRanks(int64_t tokens, int64_t E, int sms) {
   unsigned allowed = 0;
   for (int r = 2; r <= kRowClusterMaxRanks; r *= 2)
     if (E / r >= 256) allowed |= static_cast<unsigned>(r);
