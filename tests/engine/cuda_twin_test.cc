@@ -97,7 +97,8 @@ TEST(CudaTwinTest, DecodeGemvPlanCoversEveryChunkOnce) {
     const int64_t E = 2 * d, R = (d + 15) / 16, Ep = E;
     for (int64_t elem : {1, 2}) {  // INT8, FP16
       cases.push_back({2 * E, d * elem, 264});          // in_proj
-      cases.push_back({R + 32, Ep * elem, 64});          // x_proj
+      cases.push_back({R + 32, Ep * elem, 64});          // x_proj, the 64-block grid before
+      cases.push_back({R + 32, Ep * elem, 132});         // x_proj, up to a block an SM
       cases.push_back({d, Ep * elem, 264});              // out_proj
       cases.push_back({d, Ep * elem, 132});              // out_proj, one block an SM
     }
