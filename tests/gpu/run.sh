@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build, test and benchmark the CUDA backend on the GPU machine, in one call:
-#   tests/gpu/run.sh [stages]     stages: any of build,test,quant,bench,peers,profile,service,hf,vim
+#   tests/gpu/run.sh [stages]     stages: any of build,test,quant,bench,rowab,peers,profile,service,hf,vim
 #                                 (default: build,test,quant,bench,peers,hf)
 #   `peers`: mamba_ssm's FP16 CUDA-graph generation loop (bench/mamba_ssm_baseline.py) on
 #   PEER_SHAPES (default 130m,1.4b,2.8b) at batch 1, 8, 64, 256; needs the state-spaces/mamba
 #   source in third_party_local/peers/state-spaces-mamba (a copy of ../shared/peers).
+#   `rowab`: decode with the few-token row clusters off (MQ_ROW_CLUSTER=0) and on, AB_SHAPES.
 #   `vim`: the CUDA Vim classifier's images/s table (with its tests when `test` is not selected;
 #   build,vim runs only the Vim part).
 #   `service` needs no build: it runs the service built on the development machine
@@ -198,6 +199,20 @@ if has bench; then
   rc=$?
   cat "$OUT/mq_bench_w4a8.log"
   [ $rc -eq 0 ] && note "mq-bench w4a8: ok ($((SECONDS - t1)) s)" || note "mq-bench w4a8: FAILED rc=$rc"
+fi
+
+if has rowab; then
+  # A/B of the few-token row clusters (row_cluster_plan.h): the same decode bench with
+  # MQ_ROW_CLUSTER=0 (one block a token) and on, twice each (docs/benchmarks.md, evening run).
+  t1=$SECONDS
+  for rep in a b; do for on in 0 1; do
+    MQ_ROW_CLUSTER=$on timeout 150 "$BIN/bench/mq-bench" --shapes "${AB_SHAPES:-130m,1.4b,2.8b}" --modes int8,fp16 \
+      --decode-batches 1,8,64,256 --prefill "" > "$OUT/rowab_${on}_$rep.log" 2>&1 || note "rowab $on$rep: FAILED"
+  done; done
+  for on in 0 1; do
+    while read -r l; do note "rowab cluster=$on $l"; done < <(grep -h "decode_b" "$OUT/rowab_${on}_a.log" | awk '{print $1, $2, $3, $4}')
+  done
+  note "rowab stage: $((SECONDS - t1)) s"
 fi
 
 if has peers; then
