@@ -350,7 +350,7 @@ TEST(CudaTwinTest, RowClusterPlansCoverTheRowOnce) {
   EXPECT_EQ(hd::RowClusterRanks(3, 132, 0), 1);
   EXPECT_EQ(hd::SliceClusterRanks(64, 5120, 132), 4);
   EXPECT_EQ(hd::SliceClusterRanks(1, 384, 132), 1);  // slices under 256 channels: no split
-  for (int64_t cols : {4, 36, 384, 1536, 5120, 5124, 7001}) {
+  for (int64_t cols : {4, 36, 384, 1536, 1800, 2600, 3000, 5120, 5124, 7001}) {
     for (int ranks : {1, 2, 4, 8}) {
       std::vector<int> seen(static_cast<size_t>(cols), 0);
       int64_t prev_hi = 0;
@@ -363,6 +363,13 @@ TEST(CudaTwinTest, RowClusterPlansCoverTheRowOnce) {
         prev_hi = hi;
       }
       EXPECT_EQ(prev_hi, cols);
+      int64_t most = 0;
+      for (int r = 0; r < ranks; ++r) {
+        int64_t lo, hi;
+        hd::RowClusterSlice(cols, ranks, r, &lo, &hi);
+        most = std::max(most, hi - lo);
+      }
+      EXPECT_EQ(hd::RowClusterMaxSlice(cols, ranks), most) << cols << " " << ranks;
       for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(seen[static_cast<size_t>(c)], 1) << cols << " " << ranks;
     }
   }

@@ -182,8 +182,13 @@ __global__ void __launch_bounds__(kMaxThreads) CausalConvStepKernel(CausalConvPa
   extern __shared__ float urow[];  // [slice] (INT8 path)
   __shared__ float fscratch[32];
   __shared__ float s_amax[hd::kRowClusterMaxRanks];  // every rank's block maximum, pushed by its owner
-  const int64_t t = blockIdx.y;
-  const int rank = static_cast<int>(blockIdx.x);
+  // One block a token: tokens on x (no 65,535 limit); a cluster a token: ranks on x.
+  const int64_t t = ranks == 1 ? blockIdx.x : blockIdx.y;
+  const int rank = ranks == 1 ? 0 : static_cast<int>(blockIdx.x);
+  const bool cluster_quant = kQuant && ranks > 1 && p.quant.q != nullptr;  // uniform over the grid
+  // Distributed shared memory may be touched only once every block of the cluster runs: arrive
+  // now, wait just before the first push (the conv below hides the wait).
+  if (cluster_quant) asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
   int64_t lo, hi;
   hd::RowClusterSlice(p.E, ranks, rank, &lo, &hi);
   const int64_t S = p.K - 1;
@@ -227,8 +232,9 @@ __global__ void __launch_bounds__(kMaxThreads) CausalConvStepKernel(CausalConvPa
   if constexpr (kQuant) {
     if (p.quant.q == nullptr) return;  // uniform over the grid: no cluster barrier is skipped by part of it
     amax = BlockMax(amax, fscratch);   // its barriers also publish urow
-    if (ranks > 1) {
+    if (cluster_quant) {
       cg::cluster_group cluster = cg::this_cluster();
+      asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
       if (threadIdx.x == 0)
         for (int r = 0; r < ranks; ++r) cluster.map_shared_rank(s_amax, r)[rank] = amax;
       cluster.sync();  // after it no rank touches another's shared memory: none waits on exit
@@ -302,15 +308,14 @@ Status Launch(const CausalConvParams& p, cudaStream_t stream) {
   if (p.seqlen == 1) {
     // Few tokens: split each token's channels over `ranks` blocks (a cluster for the INT8 scale).
     const int ranks = RowClustersEnabled() ? hd::SliceClusterRanks(T, p.E, DeviceSmCount()) : 1;
-    int64_t lo, hi;
-    hd::RowClusterSlice(p.E, ranks, 0, &lo, &hi);
-    const size_t smem = kQuant ? static_cast<size_t>(hi - lo) * sizeof(float) : 0;
+    const int64_t slice = hd::RowClusterMaxSlice(p.E, ranks);  // the ranks' slices differ by ≤ 4
+    const size_t smem = kQuant ? static_cast<size_t>(slice) * sizeof(float) : 0;
     if (smem > 48 * 1024) return InvalidArgumentError("CausalConv: d_inner too large for one block");
-    if (T > 65535) return InvalidArgumentError("CausalConv: too many tokens for one launch");
+    if (ranks > 1 && T > 65535) return InvalidArgumentError("CausalConv: too many tokens for one launch");
     cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute attr[1];
-    cfg.gridDim = dim3(static_cast<unsigned>(ranks), static_cast<unsigned>(T));
-    cfg.blockDim = dim3(static_cast<unsigned>(RowKernelThreads(T, hi - lo)));
+    cfg.gridDim = ranks == 1 ? dim3(static_cast<unsigned>(T)) : dim3(static_cast<unsigned>(ranks), static_cast<unsigned>(T));
+    cfg.blockDim = dim3(static_cast<unsigned>(RowKernelThreads(T, slice)));
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
     if (kQuant && ranks > 1) {

@@ -81,14 +81,24 @@ MQ_HD void HadamardCrossLevels(float (&v)[kMaxRanks], int ranks) {
 }
 
 // ---- conv step (decode) ---------------------------------------------------------------------------
-// Rank k owns channels [k·cols/ranks, (k+1)·cols/ranks) rounded to multiples of 4 (the INT8 row's
-// char4 stores); the last rank also writes the row's zero padding up to the INT8 row length.
+// Rank k owns channels [k·cols/ranks, (k+1)·cols/ranks) rounded to multiples of 4 (slices start on
+// 16-byte boundaries of float rows); the last rank also writes the row's zero padding up to the
+// INT8 row length. Slices differ by up to 4 channels: buffers are sized by RowClusterMaxSlice.
 MQ_HD void RowClusterSlice(int64_t cols, int ranks, int rank, int64_t* lo, int64_t* hi) {
   const int64_t units = (cols + 3) / 4;
   *lo = rank * units / ranks * 4;
   *hi = (rank + 1) * units / ranks * 4;
   if (*lo > cols) *lo = cols;
   if (*hi > cols) *hi = cols;
+}
+MQ_HD int64_t RowClusterMaxSlice(int64_t cols, int ranks) {
+  int64_t most = 0;
+  for (int r = 0; r < ranks; ++r) {
+    int64_t lo, hi;
+    RowClusterSlice(cols, ranks, r, &lo, &hi);
+    if (hi - lo > most) most = hi - lo;
+  }
+  return most;
 }
 // Ranks for the conv step: slices of at least 256 channels.
 MQ_HD int SliceClusterRanks(int64_t tokens, int64_t E, int sms) {
