@@ -1,5 +1,7 @@
 #include "blob_store.h"
 
+#include "log.h"
+
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -92,7 +94,9 @@ absl::StatusOr<std::string> BlobStore::ReadBlob(const std::string& sha256, uint6
 
 absl::StatusOr<std::string> BlobStore::Put(absl::string_view data) {
   std::string digest = Sha256Hex(data);
-  if (Contains(digest)) return digest;
+  auto present = PresentAndIntact(digest);
+  if (!present.ok()) return present.status();
+  if (*present) return digest;
   std::string name = absl::StrCat("put-", digest, "-", ::getpid());
   auto partial = OpenPartial(name);
   if (!partial.ok()) return partial.status();
@@ -131,6 +135,53 @@ absl::Status BlobStore::Remove(const std::string& sha256) {
     return ErrnoStatus(errno, absl::StrCat("remove blob ", sha256));
   }
   return absl::OkStatus();
+}
+
+absl::Status BlobStore::VerifyBlob(const std::string& sha256) const {
+  auto fd = OpenBlob(sha256);
+  if (!fd.ok()) return fd.status();
+  Sha256 hash;
+  std::vector<char> buf(1 << 20);
+  uint64_t pos = 0;
+  for (;;) {
+    auto n = PreadFull(fd->get(), buf.data(), buf.size(), pos);
+    if (!n.ok()) return n.status();
+    if (*n == 0) break;
+    hash.Update(buf.data(), *n);
+    pos += *n;
+  }
+  std::string digest = hash.FinishHex();
+  if (digest != sha256) {
+    return absl::DataLossError(absl::StrCat("blob ", sha256, " is corrupt on the server's disk (its ", pos,
+                                            " bytes hash to ", digest, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BlobStore::Quarantine(const std::string& sha256) {
+  if (!IsSha256Hex(sha256)) return absl::InvalidArgumentError(absl::StrCat("not a SHA-256 digest: ", sha256));
+  const std::string dir = JoinPath(root_, "quarantine");
+  absl::Status s = MakeDirs(dir);
+  if (!s.ok()) return s;
+  const std::string dest = absl::StrCat(dir, "/", sha256, ".", absl::ToUnixSeconds(absl::Now()));
+  if (::rename(BlobPath(sha256).c_str(), dest.c_str()) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();  // moved by a concurrent caller
+    return ErrnoStatus(errno, absl::StrCat("quarantine blob ", sha256));
+  }
+  return FsyncDir(Dirname(BlobPath(sha256)));
+}
+
+absl::StatusOr<bool> BlobStore::PresentAndIntact(const std::string& sha256) {
+  absl::Status s = VerifyBlob(sha256);
+  if (s.ok()) return true;
+  if (absl::IsNotFound(s)) return false;
+  if (!absl::IsDataLoss(s)) return s;
+  Log(LogLevel::kError, "corrupt blob quarantined; the next upload of its bytes reinstalls it")
+      .Kv("sha256", sha256)
+      .Kv("error", s);
+  absl::Status q = Quarantine(sha256);
+  if (!q.ok()) return q;
+  return false;
 }
 
 absl::StatusOr<std::unique_ptr<PartialBlob>> BlobStore::OpenPartial(const std::string& name) {

@@ -4,6 +4,8 @@
 //   blobs/sha256/ab/cd/abcd...   complete blobs, named by their SHA-256, fanned out by the first
 //                                two bytes so no directory grows huge
 //   partial/<name>               bytes being received (uploads), resumable
+//   quarantine/<sha>.<unix time> blobs whose bytes no longer hash to their name (disk corruption),
+//                                moved aside when found so that the next upload reinstalls them
 // A blob appears under blobs/ only after its bytes are fsync'ed and their digest checked, via
 // rename(2) followed by an fsync of the directory, so a blob path that exists is always complete
 // and correct.
@@ -66,6 +68,14 @@ class BlobStore {
   // Stores bytes held in memory (small files, tests). Returns the digest.
   absl::StatusOr<std::string> Put(absl::string_view data);
   absl::Status Remove(const std::string& sha256);
+  // Reads the whole blob and checks that its bytes hash to its name: OK, NOT_FOUND, or DATA_LOSS
+  // (corrupted on disk after it was installed).
+  absl::Status VerifyBlob(const std::string& sha256) const;
+  // Moves a blob out of blobs/ into quarantine/ (kept for inspection, never served).
+  absl::Status Quarantine(const std::string& sha256);
+  // If the blob exists but is corrupt, quarantines it (logged) so that it counts as absent.
+  // Returns whether a correct blob is present; an error only where checking or moving failed.
+  absl::StatusOr<bool> PresentAndIntact(const std::string& sha256);
   struct StoredBlob {
     std::string sha256;
     absl::Time modified;  // when it was installed (rename keeps the partial's mtime: its last write)

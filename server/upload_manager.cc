@@ -23,6 +23,14 @@ absl::StatusOr<Upload> UploadManager::Create(const mambaquant::v1::CreateUploadR
   }
   for (const auto& f : request.files()) {
     auto size = blobs_->BlobSize(f.sha256());
+    if (size.ok() && *size == f.size()) {
+      // Deduplicated content is trusted only after its bytes are checked: a blob corrupted on
+      // disk is moved aside here, so this upload sends the bytes again and repairs every version
+      // that names them (instead of registering one more version no one can read).
+      auto intact = blobs_->PresentAndIntact(f.sha256());
+      if (!intact.ok()) return intact.status();
+      if (!*intact) size = absl::NotFoundError("quarantined");
+    }
     if (size.ok() && *size != f.size()) {
       return absl::InvalidArgumentError(absl::StrCat("file ", f.path(), " is declared as ", f.size(),
                                                      " bytes but content with its sha256 has ", *size));

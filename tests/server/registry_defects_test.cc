@@ -1,8 +1,12 @@
 // Registry defects found by testing as an attacker would, each fixed: list pages (artifacts and
 // jobs) bounded by bytes,
-// version numbers capped at their documented range, CommitUpload idempotent on retry, and blobs
-// left by rejected or aborted uploads collected after a grace period.
+// version numbers capped at their documented range, CommitUpload idempotent on retry, blobs
+// left by rejected or aborted uploads collected after a grace period, and a blob corrupted on disk
+// repaired by the next upload of its bytes (not deduplicated into one more unreadable version).
 #include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -21,6 +25,13 @@ namespace {
 using mambaquant::v1::Artifact;
 using mambaquant::v1::ARTIFACT_KIND_DATASET;
 using mambaquant::v1::CreateUploadRequest;
+
+// Rewrites a file in place (a blob "rotting" on disk).
+void Overwrite(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  ASSERT_TRUE(out.good()) << path;
+  out << bytes;
+}
 
 class RegistryDefects : public ::testing::Test {
  protected:
@@ -161,6 +172,66 @@ TEST_F(RegistryDefects, CommitUploadRetriedAfterItTookEffectAnswersTheSameVersio
   ASSERT_TRUE(registry_->Delete(ARTIFACT_KIND_DATASET, absl::StrCat("retry:", first->version()), nullptr).ok());
   EXPECT_EQ(registry_->CommitUpload(*id, absl::Now()).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(registry_->CommitUpload("u-0000000000000000", absl::Now()).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(RegistryDefects, UploadOfContentWhoseBlobRottedSendsTheBytesAgainAndRepairsIt) {
+  const std::string text = "hello registry\n";
+  auto id = UploadDataset("rot", text);
+  ASSERT_TRUE(id.ok()) << id.status();
+  auto v1 = registry_->CommitUpload(*id, absl::Now());
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  const std::string digest = Sha256Hex(text);
+  ASSERT_TRUE(blobs_->VerifyBlob(digest).ok());
+  // One byte flips on disk; the size stays the same.
+  {
+    std::string bytes = test::ReadFileOrDie(blobs_->BlobPath(digest));
+    bytes[3] ^= 0x20;
+    Overwrite(blobs_->BlobPath(digest), bytes);
+  }
+  EXPECT_EQ(blobs_->VerifyBlob(digest).code(), absl::StatusCode::kDataLoss);
+  // A new upload of the same content: the bad blob is moved aside, the file is not complete.
+  CreateUploadRequest req;
+  req.set_kind(ARTIFACT_KIND_DATASET);
+  req.set_name("rot");
+  auto* f = req.add_files();
+  f->set_path("data.txt");
+  f->set_size(text.size());
+  f->set_sha256(digest);
+  auto upload = uploads_->Create(req, "", absl::Now());
+  ASSERT_TRUE(upload.ok()) << upload.status();
+  ASSERT_EQ(upload->files_size(), 1);
+  EXPECT_FALSE(upload->files(0).complete());
+  EXPECT_EQ(upload->files(0).committed_bytes(), 0u);
+  EXPECT_FALSE(blobs_->Contains(digest));
+  // The quarantined bytes are kept for inspection, out of the store.
+  int quarantined = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_.path() + "/quarantine")) {
+    EXPECT_EQ(e.path().filename().string().rfind(digest + ".", 0), 0u);
+    ++quarantined;
+  }
+  EXPECT_EQ(quarantined, 1);
+  // Sending the bytes reinstalls the blob; the first version reads correctly again.
+  auto record = uploads_->GetRecord(upload->upload_id());
+  ASSERT_TRUE(record.ok());
+  mambaquant::v1::UploadChunk chunk;
+  chunk.set_upload_id(upload->upload_id());
+  chunk.set_path("data.txt");
+  chunk.set_offset(0);
+  chunk.set_data(text);
+  auto st = uploads_->WriteChunk(*record, chunk);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_TRUE(st->complete());
+  EXPECT_TRUE(blobs_->VerifyBlob(digest).ok());
+  EXPECT_EQ(test::ReadFileOrDie(blobs_->BlobPath(digest)), text);
+  // BlobStore::Put repairs the same way.
+  {
+    std::string bytes = test::ReadFileOrDie(blobs_->BlobPath(digest));
+    bytes[0] ^= 0x01;
+    Overwrite(blobs_->BlobPath(digest), bytes);
+  }
+  auto put = blobs_->Put(text);
+  ASSERT_TRUE(put.ok()) << put.status();
+  EXPECT_EQ(test::ReadFileOrDie(blobs_->BlobPath(digest)), text);
 }
 
 TEST_F(RegistryDefects, BlobsOfAbortedAndRejectedUploadsAreCollectedAfterTheGracePeriod) {
