@@ -64,6 +64,11 @@ absl::StatusOr<quant::QuantizeOptions> QuantizeOptionsFromProto(const mambaquant
   return o;
 }
 
+absl::Status CheckSubmittedQuantSpec(const mambaquant::v1::QuantSpec& spec) {
+  const std::string scope = spec.scope().empty() ? quant::QuantizeOptions().scope : spec.scope();
+  return InSpec(quant::CheckStateGranularityScope(!spec.state_granularity().empty(), scope));
+}
+
 void FillQuantSpecDefaults(mambaquant::v1::QuantSpec* spec) {
   const quant::QuantizeOptions d;
   if (spec->preset().empty()) spec->set_preset(d.preset);
@@ -71,7 +76,7 @@ void FillQuantSpecDefaults(mambaquant::v1::QuantSpec* spec) {
   if (spec->scope().empty()) spec->set_scope(d.scope);
   if (spec->act_granularity().empty()) spec->set_act_granularity(d.act_granularity);
   if (spec->weight_clip().empty()) spec->set_weight_clip(d.weight_clip);
-  if (spec->state_granularity().empty()) spec->set_state_granularity(d.state_granularity);
+  if (spec->state_granularity().empty() && spec->scope() == "full") spec->set_state_granularity(d.state_granularity);
   if (spec->r1_covariance().empty())
     spec->set_r1_covariance(std::string(quant::kR1CovarianceNames[d.r1_cov_all_layers ? 0 : 1]));
   if (spec->num_samples() == 0) spec->set_num_samples(d.num_samples);

@@ -22,6 +22,11 @@ namespace mq {
 absl::StatusOr<quant::QuantizeOptions> QuantizeOptionsFromProto(const mambaquant::v1::QuantSpec& spec,
                                                                 quant::JobModel model = quant::JobModel::kText);
 
+// What a submitted spec asks that the job would silently not do: a field that applies to another
+// scope (state_granularity outside scope full). Checked on the client's spec as submitted (the
+// server before it fills defaults, mqctl before sending), not on stored specs.
+absl::Status CheckSubmittedQuantSpec(const mambaquant::v1::QuantSpec& spec);
+
 // Writes the engine's defaults into the unset choice and size fields, so that a stored job shows
 // what runs. Optional switches stay unset (unset means the engine's default).
 void FillQuantSpecDefaults(mambaquant::v1::QuantSpec* spec);

@@ -27,6 +27,7 @@ absl::Status NormalizeQuantSpec(mambaquant::v1::QuantSpec* spec) {
   if (absl::Status s = CheckRef("spec.eval_dataset", spec->eval_dataset(), false); !s.ok()) return s;
   // Names, sizes and percentages: the engine's check, on the options the worker will build.
   if (auto options = QuantizeOptionsFromProto(*spec); !options.ok()) return options.status();
+  if (absl::Status s = CheckSubmittedQuantSpec(*spec); !s.ok()) return s;
   FillQuantSpecDefaults(spec);
   if (!spec->output_name().empty()) {
     absl::Status s = ValidateName(spec->output_name());

@@ -137,6 +137,7 @@ int Submit(CliContext& cli, const Args& args) {
   // The server runs this same check (common/quant_spec_proto.h): a bad spec fails here, offline,
   // with the message the server would send.
   if (auto options = QuantizeOptionsFromProto(spec); !options.ok()) return ReportError(options.status());
+  if (absl::Status s = CheckSubmittedQuantSpec(spec); !s.ok()) return ReportError(s);
   SubmitJobRequest req;
   *req.mutable_spec() = spec;
   Job job;

@@ -83,8 +83,8 @@ std::vector<Row> Rows() {
       {"weight_clip_mse", [](QuantSpec& s) { s.set_weight_clip("mse"); }, [](O& o) { o.weight_clip = "mse"; }, true, ""},
       {"weight_clip_unknown", [](QuantSpec& s) { s.set_weight_clip("gptq"); }, [](O& o) { o.weight_clip = "gptq"; },
        false, "weight_clip"},
-      {"state_per_step", [](QuantSpec& s) { s.set_state_granularity("per_step"); },
-       [](O& o) { o.state_granularity = "per_step"; }, true, ""},
+      {"state_per_step", [](QuantSpec& s) { s.set_scope("full"), s.set_state_granularity("per_step"); },
+       [](O& o) { o.scope = "full", o.state_granularity = "per_step"; }, true, ""},
       {"state_unknown", [](QuantSpec& s) { s.set_state_granularity("per_channel"); },
        [](O& o) { o.state_granularity = "per_channel"; }, false, "state_granularity"},
       // Percentages: NaN fails every comparison and must not slip through one.
@@ -264,7 +264,7 @@ TEST(JobSpec, DefaultsAreTheEnginesAndTheServerStoresThem) {
   EXPECT_EQ(spec.scope(), d.scope);
   EXPECT_EQ(spec.act_granularity(), d.act_granularity);
   EXPECT_EQ(spec.weight_clip(), d.weight_clip);
-  EXPECT_EQ(spec.state_granularity(), d.state_granularity);
+  EXPECT_EQ(spec.state_granularity(), "");  // scope linear quantizes no state: nothing to show
   EXPECT_EQ(spec.r1_covariance(), "all_layers");
   EXPECT_EQ(spec.num_samples(), d.num_samples);
   EXPECT_EQ(spec.seq_len(), d.seq_len);
@@ -344,6 +344,32 @@ TEST(JobSpec, AVimJobHasNoAccuracyDrivenModeOrMixedPrecisionOnBothSides) {
   EXPECT_TRUE(server::CheckQuantSpecForModel(spec, "vim").ok());
 }
 
+// A state granularity with a scope that quantizes no state would be ignored: the server refuses
+// it at submission, mqctl before sending, mq-engine on its flags (one check:
+// quant::CheckStateGranularityScope). A stored spec is not re-judged (the worker's adapter).
+TEST(JobSpec, StateGranularityOutsideScopeFullIsRefusedWhereItIsAsked) {
+  QuantSpec spec = BaseSpec();
+  spec.set_state_granularity("per_step");
+  absl::Status s = server::NormalizeQuantSpec(&spec);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("spec.state_granularity"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("scope is linear"), std::string::npos) << s;
+  spec.set_scope("full");
+  EXPECT_TRUE(server::NormalizeQuantSpec(&spec).ok());
+  EXPECT_EQ(spec.state_granularity(), "per_step");
+  QuantSpec full = BaseSpec();
+  full.set_scope("full");
+  ASSERT_TRUE(server::NormalizeQuantSpec(&full).ok());
+  EXPECT_EQ(full.state_granularity(), quant::QuantizeOptions().state_granularity);  // shown where it applies
+  EXPECT_TRUE(quant::CheckStateGranularityScope(false, "linear").ok());
+  EXPECT_FALSE(quant::CheckStateGranularityScope(true, "linear").ok());
+  // A spec stored before this check (linear with the default filled in) still builds its options.
+  QuantSpec stored = BaseSpec();
+  stored.set_scope("linear");
+  stored.set_state_granularity("per_step_channel");
+  EXPECT_TRUE(QuantizeOptionsFromProto(stored).ok());
+}
+
 // mqctl runs the same check before it sends: a bad spec is refused offline (no server listens on
 // the port, so a message that reached the network would be UNAVAILABLE), a good one is sent.
 TEST(JobSpec, MqctlRefusesABadSpecBeforeSending) {
@@ -355,6 +381,8 @@ TEST(JobSpec, MqctlRefusesABadSpecBeforeSending) {
                      &out);
     return out;
   };
+  const std::string state = submit("--state-granularity per_step");
+  EXPECT_NE(state.find("INVALID_ARGUMENT: spec.state_granularity"), std::string::npos) << state;
   const std::string bad = submit("--seq-len 1");
   EXPECT_NE(bad.find("INVALID_ARGUMENT: spec.seq_len must be in [2, 65536]; got 1"), std::string::npos) << bad;
   const std::string nan = submit("--preset rtn --act-percentile nan");

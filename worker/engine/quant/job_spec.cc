@@ -89,6 +89,12 @@ StatusOr<std::vector<int>> ParseLayerList(std::string_view text) {
   return out;
 }
 
+Status CheckStateGranularityScope(bool given, std::string_view scope) {
+  if (!given || scope == "full") return OkStatus();
+  return InvalidArgumentError("state_granularity sets the scales of the SSM state, which only scope full quantizes; "
+                              "the scope is " + std::string(scope));
+}
+
 Status CheckSpecChoices(const QuantizeOptions& o) {
   MQ_RETURN_IF_ERROR(CheckChoice("preset", o.preset, kPresetNames));
   MQ_RETURN_IF_ERROR(CheckChoice("bits", o.bits, kBitsNames));

@@ -57,6 +57,11 @@ Status CheckChoice(std::string_view field, const std::string& value, std::span<c
 // A requested accuracy budget (QuantizeOptions::tolerable_loss_percent, where 0 means "not
 // requested"): in (0, 100]; NaN is refused.
 Status CheckTolerableLoss(double percent);
+// A state granularity asked for (a flag or a request field that was set) with a scope that
+// quantizes no state would be silently ignored: refused. The entry points that know whether it was
+// set call it (mq-engine's flags, the server and mqctl on a submitted spec); stored specs are not
+// re-judged.
+Status CheckStateGranularityScope(bool given, std::string_view scope);
 
 // w8_layers of a job with `bits`: only with w4a8, at most kMaxW8Layers entries, each in
 // [0, kMaxW8Layers), no repeats. `num_layers` > 0 also bounds each by the model's layer count.

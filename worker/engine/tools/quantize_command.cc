@@ -63,6 +63,8 @@ int RunQuantizeCommand(const std::vector<std::string>& args) {
   o.eval_text_path = cl->Get("eval").value_or("");
   o.weight_clip = cl->Get("weight-clip").value_or(o.weight_clip);
   o.state_granularity = cl->Get("state-granularity").value_or(o.state_granularity);
+  if (Status st = quant::CheckStateGranularityScope(cl->Has("state-granularity"), o.scope); !st.ok())
+    return ReportError(st);
   o.klt_r1 = !cl->Has("no-klt-r1");
   o.klt_r5 = !cl->Has("no-klt-r5");
   o.smooth_s5 = !cl->Has("no-smooth-s5");

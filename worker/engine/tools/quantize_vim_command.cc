@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "quant/job_spec.h"
 #include "tools/command_line.h"
 #include "tools/commands.h"
 #include "vim/vim_config.h"
@@ -58,6 +59,8 @@ int RunQuantizeVim(const std::vector<std::string>& args) {
   o.smooth_s4 = !cl->Has("no-smooth-s4");
   o.smooth_conv = !cl->Has("no-smooth-conv");
   o.state_granularity = cl->Get("state-granularity").value_or(o.state_granularity);
+  if (Status st = quant::CheckStateGranularityScope(cl->Has("state-granularity"), o.scope); !st.ok())
+    return ReportError(st);
   const bool json_out = cl->Has("json");
   const bool quiet = cl->Has("quiet") || json_out;
   auto result = QuantizeVimModel(o, [&](const quant::Progress& p) {
