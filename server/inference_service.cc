@@ -72,6 +72,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       if (!finished_) {
         final_ = ToGrpcStatus(id.status());
         done_ = true;
+        RecordEnd(absl::StatusCodeToString(id.status().code()));
         MaybeFinish();
       }
       return;
@@ -121,10 +122,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
     // The call may end before Start has returned its id: then the constructor logs it.
     if (call_id_.empty()) ended_early_ = status;
     else LogCallEnd("generate", call_id_, requested_model_, status, start_);
-    if (deps_.metrics != nullptr && !model_.empty()) {
-      deps_.metrics->ObserveRequestLatency(model_, Seconds(start_, Clock::now()));
-      if (!status.ok()) deps_.metrics->RequestFinished(model_, absl::StatusCodeToString(status.code()));
-    }
+    RecordEnd(status.ok() ? "" : absl::StatusCodeToString(status.code()));
     MaybeFinish();
   }
 
@@ -137,6 +135,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       if (!ok) {
         // The client is gone: stop the worker's sequence now rather than at the next failed write.
         cancel = call_id_;
+        if (!done_) RecordEnd("CANCELLED");
         done_ = true;
         final_ = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
         DropUnsent();
@@ -159,6 +158,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       if (!done_) {
         done_ = true;
         final_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+        RecordEnd("CANCELLED");
         DropUnsent();
       }
       MaybeFinish();
@@ -172,6 +172,16 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
   }
 
  private:
+  // Once per call, whichever way it ends: its latency and, unless it ended well (its completions
+  // counted their finish reasons), the status code as its outcome. The model is "" when the call
+  // ended before a worker named it (refused by the router, cancelled before the first token).
+  void RecordEnd(const std::string& failure_code) {
+    if (deps_.metrics == nullptr || end_recorded_) return;
+    end_recorded_ = true;
+    deps_.metrics->ObserveRequestLatency(model_, Seconds(start_, Clock::now()));
+    if (!failure_code.empty()) deps_.metrics->RequestFinished(model_, failure_code);
+  }
+
   // Drops queued messages, keeping the one a write in flight still reads.
   void DropUnsent() { queue_.erase(queue_.begin() + (writing_ ? 1 : 0), queue_.end()); }
 
@@ -196,6 +206,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
   bool done_ = false;       // no more messages will be queued
   bool finished_ = false;   // Finish was called
   bool cancelled_ = false;
+  bool end_recorded_ = false;  // RecordEnd ran
   grpc::Status final_;
 };
 

@@ -578,6 +578,7 @@ TEST(InferenceMetrics, PromtoolAcceptsThemAndTheyCountTheTokensServed) {
   }
   EXPECT_EQ(MetricValue(server, "mq_serving_generation_tokens_total{model=\"mamba-tiny:1\"}"), static_cast<double>(tokens));
   EXPECT_EQ(MetricValue(server, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"length\"}"), 6);
+  EXPECT_EQ(MetricValue(server, "mq_serving_e2e_request_latency_seconds_count{model=\"mamba-tiny:1\"}"), 6);
   EXPECT_EQ(MetricValue(server, "mq_serving_time_to_first_token_seconds_count{model=\"mamba-tiny:1\"}"), 6);
   EXPECT_EQ(MetricValue(worker, "mq_worker_device_info{device=\"cpu\",device_name=\"" +
                                     [&] {
@@ -591,6 +592,21 @@ TEST(InferenceMetrics, PromtoolAcceptsThemAndTheyCountTheTokensServed) {
   // calls ran one after another, so five calls of 7 tokens took 5 × 6 steps of one sequence.
   EXPECT_EQ(MetricValue(worker, "mq_worker_serving_decode_batch_size_count{model=\"mamba-tiny:1\"}"), 30);
   EXPECT_EQ(MetricValue(worker, "mq_worker_serving_decode_batch_size_sum{model=\"mamba-tiny:1\"}"), 30);
+  // A call the client cancels after its first message counts as CANCELLED, with its latency.
+  GenerateRequest r = TextRequest("Cancel me", 4000);
+  r.set_ignore_eos(true);
+  Outcome o = RunGenerate(*stub, r, 1);
+  ASSERT_EQ(o.status.error_code(), grpc::StatusCode::CANCELLED) << o.status.error_message();
+  double cancelled = 0;
+  std::string after;
+  for (int i = 0; i < 50 && cancelled < 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    after = HttpGet(server_metrics, "/metrics", absl::Seconds(5));
+    cancelled = MetricValue(after, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"CANCELLED\"}");
+  }
+  EXPECT_EQ(cancelled, 1) << after;
+  EXPECT_EQ(MetricValue(after, "mq_serving_e2e_request_latency_seconds_count{model=\"mamba-tiny:1\"}"), 7);
+  EXPECT_EQ(MetricValue(after, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"length\"}"), 6);
 }
 
 }  // namespace
