@@ -33,9 +33,8 @@ class PublicPortProcessor : public grpc::AuthMetadataProcessor {
   grpc::Status Process(const InputMetadata& md, grpc::AuthContext*, OutputMetadata*, OutputMetadata*) override {
     const absl::string_view method = Find(md, ":path");
     auto access = AccessFor(method);
-    if (!access.has_value()) return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "unknown method");
-    if (access->open) return grpc::Status::OK;
-    if (IsWorkerApiMethod(method) && !worker_api_here_) {
+    if (access.has_value() && access->open) return grpc::Status::OK;
+    if (access.has_value() && IsWorkerApiMethod(method) && !worker_api_here_) {
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "the worker API is served on the worker port (mutual TLS)");
     }
     const absl::string_view header = Find(md, "authorization");
@@ -47,6 +46,13 @@ class PublicPortProcessor : public grpc::AuthMetadataProcessor {
     auto identity = tokens_->Find(token);
     // The message never echoes the token (nor does anything log it).
     if (!identity.has_value()) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid token");
+    // Only an authenticated caller learns that a method does not exist, and as gRPC itself says it
+    // (UNIMPLEMENTED), so that clients probing for a service version fall back (grpcurl tries
+    // reflection v1, then v1alpha, on UNIMPLEMENTED).
+    if (!access.has_value()) {
+      return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                          absl::StrCat("unknown method ", method.substr(0, 200)));
+    }
     if ((access->roles & RoleBit(identity->role)) == 0) {
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                           absl::StrCat("role ", RoleName(identity->role), " (token ", identity->name, ") may not call ",
