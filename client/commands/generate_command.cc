@@ -161,7 +161,10 @@ int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std:
   if (has_text == has_ids)
     return CommandUsageError("generate", "generate needs exactly one of --prompt TEXT and --prompt-ids 1,2,3");
   if (has_text) {
-    req.set_prompt(*args.Get("prompt"));
+    const std::string prompt = *args.Get("prompt");
+    if (auto bad = FirstInvalidUtf8(prompt))
+      return CommandUsageError("generate", "--prompt is not valid UTF-8 (byte " + std::to_string(*bad) + ")");
+    req.set_prompt(prompt);
   } else {
     auto ids = ParseIdList("prompt-ids", *args.Get("prompt-ids"));
     if (!ids.ok()) return CommandUsageError("generate", std::string(ids.status().message()));
@@ -201,7 +204,11 @@ int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std:
   if (*repetition) sp->set_repetition_penalty(**repetition);
   if (*presence) sp->set_presence_penalty(**presence);
   if (*frequency) sp->set_frequency_penalty(**frequency);
-  for (const std::string& stop : args.GetAll("stop")) req.add_stop(stop);
+  for (const std::string& stop : args.GetAll("stop")) {
+    if (auto bad = FirstInvalidUtf8(stop))
+      return CommandUsageError("generate", "--stop is not valid UTF-8 (byte " + std::to_string(*bad) + ")");
+    req.add_stop(stop);
+  }
   for (const std::string& list : args.GetAll("stop-token-id")) {
     auto ids = ParseIdList("stop-token-id", list);
     if (!ids.ok()) return CommandUsageError("generate", std::string(ids.status().message()));

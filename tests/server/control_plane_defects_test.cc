@@ -163,5 +163,34 @@ TEST(ControlPlaneDefects, AnInterruptedUploadSaysHowToResume) {
   EXPECT_NE(out.find("dataset big:1 uploaded"), std::string::npos) << out;
 }
 
+// Protobuf string fields must be UTF-8: a Generate or Score request carrying anything else fails to
+// parse on the server before any check runs (gRPC answers UNIMPLEMENTED with no message). mqctl
+// refuses such text itself, naming the flag and the byte, before it connects (no server listens).
+TEST(ControlPlaneDefects, MqctlRefusesTextThatIsNotUtf8BeforeSending) {
+  TempDir dir;
+  const std::string server = "127.0.0.1:" + std::to_string(PickFreePort());
+  auto run = [&](const std::vector<std::string>& args, std::string* out) {
+    // Through sh only to merge stderr (the usage errors) into what is captured; "$@" passes the
+    // arguments' bytes unchanged.
+    std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$@\" 2>&1", "sh", MQCTL_BIN, "--server", server, "--insecure"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv, out);
+  };
+  std::string out;
+  EXPECT_EQ(run({"generate", "--model", "m", "--prompt", "hello \xff\xfe"}, &out), 2) << out;
+  EXPECT_NE(out.find("--prompt is not valid UTF-8 (byte 6)"), std::string::npos) << out;
+  EXPECT_EQ(run({"generate", "--model", "m", "--prompt", "ok", "--stop", "a\xc0\xaf"}, &out), 2) << out;  // overlong '/'
+  EXPECT_NE(out.find("--stop is not valid UTF-8 (byte 1)"), std::string::npos) << out;
+  EXPECT_EQ(run({"generate", "--model", "m", "--prompt", "\xed\xa0\x80"}, &out), 2) << out;  // a surrogate
+  EXPECT_NE(out.find("byte 0"), std::string::npos) << out;
+  const std::string file = dir.Sub("bad.txt");
+  std::ofstream(file, std::ios::binary) << "fine text \xf4\x90\x80\x80 then";  // above U+10FFFF
+  EXPECT_EQ(run({"score", "--model", "m", "--file", file}, &out), 2) << out;
+  EXPECT_NE(out.find("not valid UTF-8 (byte 10)"), std::string::npos) << out;
+  // Valid text (multi-byte included) passes the check and reaches the network: UNAVAILABLE.
+  EXPECT_NE(run({"generate", "--model", "m", "--prompt", "caf\xc3\xa9 \xf0\x9f\x98\x80"}, &out), 2) << out;
+  EXPECT_NE(out.find("UNAVAILABLE"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace mq::test
