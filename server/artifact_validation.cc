@@ -121,7 +121,8 @@ absl::Status ValidateDatasetContent(const Artifact& artifact, const BlobStore& b
     if (!n.ok()) return n.status();
     if (*n == 0) break;
     if (!utf8.Feed(buf.data(), *n)) {
-      return absl::InvalidArgumentError(absl::StrCat("the dataset is not UTF-8 text (bad byte near offset ", pos, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the dataset is not UTF-8 text (bad byte at offset ", pos + utf8.error_index(), ")"));
     }
     pos += *n;
   }
@@ -133,14 +134,14 @@ bool Utf8Validator::Feed(const char* data, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     unsigned char c = static_cast<unsigned char>(data[i]);
     if (pending_ > 0) {
-      if ((c & 0xC0) != 0x80) return false;
+      if ((c & 0xC0) != 0x80) return error_index_ = i, false;
       codepoint_ = (codepoint_ << 6) | (c & 0x3F);
       if (--pending_ == 0) {
         // Overlong encodings, surrogates and values past U+10FFFF are invalid.
         if ((length_ == 2 && codepoint_ < 0x80) || (length_ == 3 && codepoint_ < 0x800) ||
             (length_ == 4 && codepoint_ < 0x10000) || codepoint_ > 0x10FFFF ||
             (codepoint_ >= 0xD800 && codepoint_ <= 0xDFFF)) {
-          return false;
+          return error_index_ = i, false;
         }
       }
       continue;
@@ -149,7 +150,7 @@ bool Utf8Validator::Feed(const char* data, size_t n) {
     if ((c & 0xE0) == 0xC0) { pending_ = 1; length_ = 2; codepoint_ = c & 0x1F; }
     else if ((c & 0xF0) == 0xE0) { pending_ = 2; length_ = 3; codepoint_ = c & 0x0F; }
     else if ((c & 0xF8) == 0xF0) { pending_ = 3; length_ = 4; codepoint_ = c & 0x07; }
-    else return false;
+    else return error_index_ = i, false;
   }
   return true;
 }

@@ -52,11 +52,14 @@ class Utf8Validator {
  public:
   bool Feed(const char* data, size_t n);
   bool Finish() const { return pending_ == 0; }
+  // After Feed returned false: the index, in that Feed's data, of the byte that made it invalid.
+  size_t error_index() const { return error_index_; }
 
  private:
   int pending_ = 0;       // continuation bytes still expected
   uint32_t codepoint_ = 0;
   int length_ = 0;        // length of the current sequence, for overlong checks
+  size_t error_index_ = 0;
 };
 
 }  // namespace mq::server

@@ -112,7 +112,10 @@ absl::StatusOr<int64_t> IntParameter(const std::string& name, const InferParamet
   } else {
     return Invalid(absl::StrCat("parameter ", name, " must be an integer (int64_param), got ", ParameterType(p)));
   }
-  if (v < lo || v > hi) return Invalid(absl::StrCat("parameter ", name, " = ", v, " is out of range ", lo, "..", hi));
+  // Below the field's floor; the ceiling (the field's type) is rarely the real limit — the worker's
+  // (max_new_tokens: at most 4096 and its --max-new-tokens) is checked after this and named there.
+  if (v < lo) return Invalid(absl::StrCat("parameter ", name, " = ", v, " must be at least ", lo));
+  if (v > hi) return Invalid(absl::StrCat("parameter ", name, " = ", v, " is out of range ", lo, "..", hi));
   return v;
 }
 

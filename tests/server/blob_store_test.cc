@@ -111,6 +111,15 @@ TEST(Utf8Validator, AcceptsUtf8AcrossChunkBoundariesAndRejectsInvalid) {
   Utf8Validator truncated;
   EXPECT_TRUE(truncated.Feed("\xe2\x82", 2));
   EXPECT_FALSE(truncated.Finish());
+  // The failing byte's index within the data fed (the dataset check adds the chunk's offset).
+  Utf8Validator at;
+  const std::string text = "hello \xff\xfe";
+  EXPECT_FALSE(at.Feed(text.data(), text.size()));
+  EXPECT_EQ(at.error_index(), 6u);
+  Utf8Validator split;
+  EXPECT_TRUE(split.Feed("ab\xe2", 3));
+  EXPECT_FALSE(split.Feed("\x82x", 2));
+  EXPECT_EQ(split.error_index(), 1u);
 }
 
 }  // namespace

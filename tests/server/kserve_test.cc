@@ -383,6 +383,16 @@ TEST_F(KServeTest, WrongDatatypeShapeOrDataIsInvalidArgument) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << what << ": " << s.error_message();
     EXPECT_FALSE(s.error_message().empty()) << what;
   }
+  // max_new_tokens: below 1 says so (not "1..2147483647"); above the worker's limit names it.
+  for (const auto& [n, want] : std::vector<std::pair<int64_t, std::string>>{
+           {0, "max_new_tokens = 0 must be at least 1"}, {5000, "max_new_tokens must be in [1, 4096], got 5000"}}) {
+    ModelInferRequest r = MakeRequest(ids, true);
+    (*r.mutable_parameters())["max_new_tokens"].set_int64_param(n);
+    ModelInferResponse resp;
+    grpc::Status s = Infer(*stub_, r, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << n;
+    EXPECT_NE(s.error_message().find(want), std::string::npos) << n << ": " << s.error_message();
+  }
   ModelInferRequest unknown = MakeRequest(ids, true);
   unknown.set_model_name("no-such-model");
   ModelInferResponse resp;
