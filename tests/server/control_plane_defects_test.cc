@@ -166,7 +166,7 @@ TEST(ControlPlaneDefects, AnInterruptedUploadSaysHowToResume) {
 // Protobuf string fields must be UTF-8: a Generate or Score request carrying anything else fails to
 // parse on the server before any check runs (gRPC answers UNIMPLEMENTED with no message). mqctl
 // refuses such text itself, naming the flag and the byte, before it connects (no server listens).
-TEST(ControlPlaneDefects, MqctlRefusesTextThatIsNotUtf8BeforeSending) {
+TEST(ControlPlaneDefects, MqctlRefusesTextThatIsNotUtf8AndAZeroTokenBudgetBeforeSending) {
   TempDir dir;
   const std::string server = "127.0.0.1:" + std::to_string(PickFreePort());
   auto run = [&](const std::vector<std::string>& args, std::string* out) {
@@ -187,6 +187,9 @@ TEST(ControlPlaneDefects, MqctlRefusesTextThatIsNotUtf8BeforeSending) {
   std::ofstream(file, std::ios::binary) << "fine text \xf4\x90\x80\x80 then";  // above U+10FFFF
   EXPECT_EQ(run({"score", "--model", "m", "--file", file}, &out), 2) << out;
   EXPECT_NE(out.find("not valid UTF-8 (byte 10)"), std::string::npos) << out;
+  // --max-new-tokens 0 would be sent as "unset" (16 tokens): refused instead.
+  EXPECT_EQ(run({"generate", "--model", "m", "--prompt", "x", "--max-new-tokens", "0"}, &out), 2) << out;
+  EXPECT_NE(out.find("--max-new-tokens must be at least 1"), std::string::npos) << out;
   // Valid text (multi-byte included) passes the check and reaches the network: UNAVAILABLE.
   EXPECT_NE(run({"generate", "--model", "m", "--prompt", "caf\xc3\xa9 \xf0\x9f\x98\x80"}, &out), 2) << out;
   EXPECT_NE(out.find("UNAVAILABLE"), std::string::npos) << out;
