@@ -79,6 +79,15 @@ if ! ctl datasets get eval >/dev/null 2>&1; then
   ctl datasets upload "$REPO/models/text/eval.txt" --name eval --description "bundled evaluation text"
 fi
 
+# Wait until the worker has connected for inference (a generate right after this script returns
+# would otherwise find no worker: UNAVAILABLE).
+for _ in $(seq 1 300); do
+  ctl server status --json 2>/dev/null | grep -Eq '"inference_workers": *[1-9]' && break
+  sleep 0.1
+done
+ctl server status --json 2>/dev/null | grep -Eq '"inference_workers": *[1-9]' ||
+  echo "warning: no worker connected for inference after 30 s (see $DATA/worker.log)" >&2
+
 # Show the service doing its two jobs: a quantization job on the worker, then a streamed
 # generation from the quantized model through the inference API (MQ_DEMO=0 skips both).
 if [[ "${MQ_DEMO:-1}" != 0 ]]; then
