@@ -10,6 +10,8 @@
 
 #include <algorithm>
 
+#include <google/protobuf/stubs/logging.h>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -275,5 +277,16 @@ Log& Log::Kv(absl::string_view key, const absl::Status& status) {
   if (!enabled_) return *this;
   return Kv(key, status.ToString());
 }
+
+namespace {
+void ProtobufLogHandler(google::protobuf::LogLevel level, const char* filename, int line, const std::string& message) {
+  const LogLevel ours = level <= google::protobuf::LOGLEVEL_INFO      ? LogLevel::kDebug
+                        : level == google::protobuf::LOGLEVEL_WARNING ? LogLevel::kWarning
+                                                                      : LogLevel::kError;
+  Log(ours, "protobuf").Kv("detail", message).Kv("source", absl::StrCat(filename ? filename : "?", ":", line));
+}
+}  // namespace
+
+void RouteProtobufLogs() { google::protobuf::SetLogHandler(&ProtobufLogHandler); }
 
 }  // namespace mq

@@ -54,6 +54,11 @@ class LogContext {
 // and its thread's LogContext fields; an empty value removes it.
 void SetLogProcessField(absl::string_view key, absl::string_view value);
 
+// Sends protobuf's own log lines (e.g. "String field ... contains invalid UTF-8 data" when a request
+// fails to parse) through Log, so that they follow --log-format instead of appearing as raw
+// "[libprotobuf ERROR ...]" lines among JSON ones. Call once at startup.
+void RouteProtobufLogs();
+
 // Whether a field of this name carries a secret (token, password, authorization, ...): its value
 // is written as "[redacted]", as is any value that starts with "Bearer ".
 bool IsSecretLogKey(absl::string_view key);

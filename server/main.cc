@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   mq::SetLogFormat(log_format);
+  mq::RouteProtobufLogs();
 
   mq::server::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);

@@ -93,6 +93,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   mq::SetLogFormat(log_format);
+  mq::RouteProtobufLogs();
 
   // ---- The device backend. ----
   // `plugin` is the CUDA backend (serve/backend_plugin.h), loaded with dlopen and probed; null

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "log.h"
+#include "mambaquant/v1/inference.pb.h"
 #include "test_support.h"
 
 namespace mq {
@@ -70,6 +71,34 @@ TEST(LogTest, JsonLinesParseWithEveryKindOfValue) {
   EXPECT_EQ(j["nan"], "nan");
   EXPECT_EQ(j["error"], "INVALID_ARGUMENT: bad \"thing\"");
   EXPECT_FALSE(std::getline(lines, line)) << "a debug line was written: " << line;
+}
+
+// A request that fails to parse (a string field that is not UTF-8) makes protobuf log an error;
+// RouteProtobufLogs sends it through Log, so it is a JSON line like the others.
+TEST(LogTest, ProtobufsOwnLinesFollowTheLogFormat) {
+  test::TempDir dir;
+  SetLogFormat(LogFormat::kJson);
+  RouteProtobufLogs();
+  mambaquant::v1::GenerateRequest req;
+  req.set_prompt("ok");
+  std::string wire = req.SerializeAsString();
+  wire.back() = '\xff';  // the prompt's last byte
+  bool parsed = true;
+  const std::string out = CaptureStderr(dir.Sub("log.txt"), [&] { parsed = req.ParseFromString(wire); });
+  SetLogFormat(LogFormat::kText);
+  EXPECT_FALSE(parsed);
+  std::istringstream lines(out);
+  std::string line;
+  int protobuf_lines = 0;
+  while (std::getline(lines, line)) {
+    const auto j = nlohmann::json::parse(line);  // throws (fails the test) when not JSON
+    if (j["msg"] == "protobuf") {
+      ++protobuf_lines;
+      EXPECT_EQ(j["level"], "error");
+      EXPECT_NE(j["detail"].get<std::string>().find("UTF-8"), std::string::npos) << line;
+    }
+  }
+  EXPECT_GE(protobuf_lines, 1) << out;
 }
 
 TEST(LogTest, FormatNamesParse) {
