@@ -63,18 +63,23 @@ class RegistryDefects : public ::testing::Test {
     return out;
   }
 
-  // An upload of a one-file text dataset whose bytes are already in the blob store.
-  absl::StatusOr<std::string> UploadDataset(const std::string& name, const std::string& text) {
-    auto digest = blobs_->Put(text);
-    if (!digest.ok()) return digest.status();
+  // The manifest of a one-file text dataset.
+  static CreateUploadRequest DatasetRequest(const std::string& name, const std::string& text) {
     CreateUploadRequest req;
     req.set_kind(ARTIFACT_KIND_DATASET);
     req.set_name(name);
     auto* f = req.add_files();
     f->set_path("data.txt");
     f->set_size(text.size());
-    f->set_sha256(*digest);
-    auto upload = uploads_->Create(req, "", absl::Now());
+    f->set_sha256(Sha256Hex(text));
+    return req;
+  }
+
+  // An upload of a one-file text dataset whose bytes are already in the blob store.
+  absl::StatusOr<std::string> UploadDataset(const std::string& name, const std::string& text) {
+    auto digest = blobs_->Put(text);
+    if (!digest.ok()) return digest.status();
+    auto upload = uploads_->Create(DatasetRequest(name, text), "", absl::Now());
     if (!upload.ok()) return upload.status();
     return upload->upload_id();
   }
@@ -190,14 +195,7 @@ TEST_F(RegistryDefects, UploadOfContentWhoseBlobRottedSendsTheBytesAgainAndRepai
   }
   EXPECT_EQ(blobs_->VerifyBlob(digest).code(), absl::StatusCode::kDataLoss);
   // A new upload of the same content: the bad blob is moved aside, the file is not complete.
-  CreateUploadRequest req;
-  req.set_kind(ARTIFACT_KIND_DATASET);
-  req.set_name("rot");
-  auto* f = req.add_files();
-  f->set_path("data.txt");
-  f->set_size(text.size());
-  f->set_sha256(digest);
-  auto upload = uploads_->Create(req, "", absl::Now());
+  auto upload = uploads_->Create(DatasetRequest("rot", text), "", absl::Now());
   ASSERT_TRUE(upload.ok()) << upload.status();
   ASSERT_EQ(upload->files_size(), 1);
   EXPECT_FALSE(upload->files(0).complete());

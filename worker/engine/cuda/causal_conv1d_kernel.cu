@@ -18,6 +18,7 @@
 #include "cuda/act_io.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/kernel_params.h"
+#include "cuda/launch_attrs.h"
 #include "cuda/row_cluster_plan.h"
 
 namespace mq::cuda {
@@ -287,10 +288,7 @@ Status LaunchTiles(const CausalConvParams& p, cudaStream_t stream) {
     if (threads > kQuantMaxThreads) return InvalidArgumentError("CausalConv: d_inner too large");
     cfg.gridDim = dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(tiles));
     cfg.blockDim = dim3(static_cast<unsigned>(threads));
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
+    attr[0] = ClusterAttr(static_cast<unsigned>(cluster));
     cfg.attrs = attr;
     cfg.numAttrs = 1;
   } else {
@@ -319,10 +317,7 @@ Status Launch(const CausalConvParams& p, cudaStream_t stream) {
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
     if (kQuant && ranks > 1) {
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = static_cast<unsigned>(ranks);
-      attr[0].val.clusterDim.y = 1;
-      attr[0].val.clusterDim.z = 1;
+      attr[0] = ClusterAttr(static_cast<unsigned>(ranks));
       cfg.attrs = attr;
       cfg.numAttrs = 1;
     }

@@ -38,6 +38,7 @@
 #include "cuda/hd_math.h"
 #include "cuda/int4_math.h"
 #include "cuda/kernel_params.h"
+#include "cuda/launch_attrs.h"
 #include "cuda/row_cluster_plan.h"
 
 namespace mq::cuda {
@@ -591,9 +592,7 @@ Status LaunchEx(Kernel kernel, int grid, int threads, size_t smem, bool pdl, cud
   cfg.blockDim = dim3(static_cast<unsigned>(threads));
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[1] = {PdlAttr()};
   cfg.attrs = attr;
   cfg.numAttrs = pdl ? 1 : 0;
   MQ_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, kernel, args...));

@@ -18,6 +18,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/decode_device.cuh"
 #include "cuda/kernel_params.h"
+#include "cuda/launch_attrs.h"
 #include "cuda/row_cluster_plan.h"
 
 namespace mq::cuda {
@@ -251,13 +252,13 @@ __global__ void __launch_bounds__(kClusterThreads) HadamardQuantClusterKernel(Ha
   LocalLevels(sx, L, pl.seg);
   cluster.sync();  // every rank's local levels are done
   float amax = 0.0f;
+  const float* src[kRanks];  // every rank's sx
+#pragma unroll
+  for (int r = 0; r < kRanks; ++r) src[r] = cluster.map_shared_rank(sx, r);
   if constexpr (kM > 1) {
     // A thread a column j: all m chunks' values at j, then this rank's output chunks.
     constexpr int per = kM / kRanks;
     const int64_t P = p.p;
-    const float* src[kRanks];
-#pragma unroll
-    for (int r = 0; r < kRanks; ++r) src[r] = cluster.map_shared_rank(sx, r);
     for (int64_t j = threadIdx.x; j < P; j += blockDim.x) {
       float v[kM];
 #pragma unroll
@@ -272,9 +273,6 @@ __global__ void __launch_bounds__(kClusterThreads) HadamardQuantClusterKernel(Ha
       }
     }
   } else {
-    const float* src[kRanks];
-#pragma unroll
-    for (int r = 0; r < kRanks; ++r) src[r] = cluster.map_shared_rank(sx, r);
     for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
       float v[kRanks];
 #pragma unroll
@@ -315,13 +313,7 @@ Status LaunchCluster(const HadamardQuantParams& p, const hd::HadamardClusterPlan
   cfg.blockDim = dim3(kClusterThreads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute la[2];
-  la[0].id = cudaLaunchAttributeClusterDimension;
-  la[0].val.clusterDim.x = static_cast<unsigned>(pl.ranks);
-  la[0].val.clusterDim.y = 1;
-  la[0].val.clusterDim.z = 1;
-  la[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  la[1].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute la[2] = {ClusterAttr(static_cast<unsigned>(pl.ranks)), PdlAttr()};
   cfg.attrs = la;
   cfg.numAttrs = p.pdl ? 2 : 1;
   MQ_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, kernel, p, pl));
