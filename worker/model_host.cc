@@ -1,11 +1,14 @@
 #include "model_host.h"
 
+#include <algorithm>
+
 #include <malloc.h>
 
 #include <filesystem>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "artifact_files.h"
 #include "file_util.h"
 #include "inference_request.h"
@@ -77,6 +80,14 @@ void ModelHost::Shutdown() {
   if (any) ReturnFreedMemory();
 }
 
+std::string ModelHost::ContentKey(const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files) {
+  std::vector<std::string> parts;
+  parts.reserve(static_cast<size_t>(files.size()));
+  for (const auto& f : files) parts.push_back(absl::StrCat(f.path(), "=", f.sha256()));
+  std::sort(parts.begin(), parts.end());
+  return absl::StrJoin(parts, ";");
+}
+
 void ModelHost::SetChangeListener(std::function<void()> listener) {
   std::lock_guard<std::mutex> l(mu_);
   listener_ = std::move(listener);
@@ -97,13 +108,21 @@ void ModelHost::Acquire(const std::string& model, const google::protobuf::Repeat
     ready(valid);
     return;
   }
-  HostedModel hosted;
+  HostedModel hosted, stale;
   bool shut_down = false;
   bool found = false;
+  const std::string content = ContentKey(files);
   {
     std::lock_guard<std::mutex> l(mu_);
     shut_down = shut_down_;
     auto it = shut_down ? loaded_.end() : loaded_.find(model);
+    if (it != loaded_.end() && it->second.content != content) {
+      // The name:version was deleted and registered again with other files: the loaded weights
+      // are not this model's any more. Drop them (calls running on them finish) and load anew.
+      stale = std::move(it->second.model);
+      loaded_.erase(it);
+      it = loaded_.end();
+    }
     if (shut_down) {
       // answered below, outside the lock
     } else if (it != loaded_.end()) {
@@ -117,6 +136,11 @@ void ModelHost::Acquire(const std::string& model, const google::protobuf::Repeat
       ++active_loaders_;
     }
   }
+  if (stale.engine != nullptr || stale.classifier != nullptr) {
+    Log(LogLevel::kInfo, "model replaced: its files changed in the registry").Kv("model", model);
+    stale = HostedModel{};  // the last reference but those of running calls
+    ReturnFreedMemory();
+  }
   if (shut_down) {
     ready(absl::UnavailableError("the worker is shutting down"));
     return;
@@ -126,7 +150,7 @@ void ModelHost::Acquire(const std::string& model, const google::protobuf::Repeat
     return;
   }
   Changed();  // the server learns the model is loading
-  std::thread([this, model, files] {
+  std::thread([this, model, files, content] {
     auto result = LoadModel(model, files);
     std::vector<Ready> waiters;
     {
@@ -137,6 +161,7 @@ void ModelHost::Acquire(const std::string& model, const google::protobuf::Repeat
         Entry& e = loaded_[model];
         e.model = *result;
         e.last_used = ++use_counter_;
+        e.content = content;
       }
     }
     if (!result.ok()) Log(LogLevel::kWarning, "model load failed").Kv("model", model).Kv("error", result.status());

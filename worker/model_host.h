@@ -72,7 +72,11 @@ class ModelHost {
   struct Entry {
     HostedModel model;
     uint64_t last_used = 0;  // use counter, for LRU
+    std::string content;     // ContentKey of the files it was loaded from
   };
+  // What a model's files are (each path with its SHA-256): a name:version deleted and registered
+  // again with other files is another model, whatever the name says.
+  static std::string ContentKey(const google::protobuf::RepeatedPtrField<mambaquant::v1::FileEntry>& files);
   struct Loading {
     std::vector<Ready> waiters;
   };

@@ -491,6 +491,51 @@ TEST(InferenceLimits, FullQueueIsResourceExhaustedAndNoWorkerIsUnavailable) {
 namespace mq::test {
 namespace {
 
+// A name:version deleted and registered again with other files is another model: the worker must
+// not answer with the weights it loaded under that name before (it looked models up by name).
+TEST(InferenceModelIdentity, AVersionRegisteredAgainServesItsNewFiles) {
+  Cluster c;
+  c.StartServer();
+  c.StartWorker();
+  c.UploadBundled();
+  std::string out;
+  ASSERT_EQ(c.Mqctl({"jobs", "submit", "--model", "mamba-tiny", "--preset", "mambaquant", "--bits", "w8a8", "--calib",
+                     "calib", "--samples", "16", "--seq-len", "64", "--output-name", "qtiny", "--wait"},
+                    &out),
+            0)
+      << out;
+  const std::string qdir = c.dir().Sub("qtiny");
+  ASSERT_EQ(c.Mqctl({"models", "download", "qtiny", "--out", qdir}, &out), 0) << out;
+  ASSERT_EQ(c.Mqctl({"models", "upload", SourceDir() + "/models/mamba-tiny", "--name", "swap"}, &out), 0) << out;
+  auto channel = grpc::CreateChannel(c.address(), grpc::InsecureChannelCredentials());
+  auto stub = InferenceService::NewStub(channel);
+  auto score = [&](const std::string& model) {
+    ScoreRequest r;
+    r.set_model(model);
+    r.set_text("The history of the city begins in the first century.");
+    ScoreResponse resp;
+    absl::Status last;
+    for (int i = 0; i < 100; ++i) {  // the worker may still be connecting
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+      grpc::Status st = stub->Score(&ctx, r, &resp);
+      if (st.ok()) return resp.mean_nll();
+      if (st.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    ADD_FAILURE() << "score " << model << " failed";
+    return -1.0;
+  };
+  const double float_nll = score("swap:1");  // loads the float weights under swap:1
+  const double quant_nll = score("qtiny:1");
+  ASSERT_NE(float_nll, quant_nll);
+  ASSERT_EQ(score("mamba-tiny:1"), float_nll);
+  ASSERT_EQ(c.Mqctl({"models", "delete", "swap:1"}, &out), 0) << out;
+  ASSERT_EQ(c.Mqctl({"models", "upload", qdir, "--name", "swap", "--version", "1"}, &out), 0) << out;
+  EXPECT_EQ(score("swap:1"), quant_nll);  // the new files, not the weights loaded before
+  EXPECT_EQ(score("mamba-tiny:1"), float_nll);
+}
+
 // --preload: the worker loads its models at start, with every state slot and buffer, and exits
 // saying why when one is unknown or does not fit, instead of failing later under load.
 TEST(InferencePreload, WorkerPreloadsOrRefusesToStart) {
