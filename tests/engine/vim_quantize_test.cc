@@ -176,6 +176,13 @@ TEST_F(VimQuantizeTest, ExportLoadsBackToTheSameLogitsAndReport) {
     EXPECT_EQ(v->dtype, DType::kI8);
     for (size_t i = 0; i < v->nbytes; ++i) ASSERT_LE(std::abs(static_cast<int>(reinterpret_cast<const int8_t*>(v->data)[i])), 7);
     EXPECT_EQ((*f)->Find("layers.0.mixer.in_proj.input_scale") != nullptr, std::string(act) == "per_tensor");
+    // config.json keeps what the engine does not read but clients do (class names, the input
+    // normalization, dataset notes): every key of the source's, with the same value.
+    std::ifstream src_in(o.model_dir + "/config.json"), out_in(o.output_dir + "/config.json");
+    const nlohmann::json src = nlohmann::json::parse(src_in), out = nlohmann::json::parse(out_in);
+    ASSERT_TRUE(src.contains("id2label"));
+    for (const auto& [key, value] : src.items()) EXPECT_EQ(out.value(key, nlohmann::json()), value) << key;
+    EXPECT_TRUE(out.contains("quantization_config"));
   }
 }
 

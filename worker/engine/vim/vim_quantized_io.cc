@@ -187,8 +187,8 @@ StatusOr<VimWeights> LoadVimModelWeights(const std::string& dir, std::string* qu
   return LoadVimWeights(config, tensors);
 }
 
-Status ExportQuantizedVim(const VimWeights& w, const json& quantization_config, const std::string& out_dir,
-                          const json& report) {
+Status ExportQuantizedVim(const VimWeights& w, const json& source_config, const json& quantization_config,
+                          const std::string& out_dir, const json& report) {
   std::error_code ec;
   const fs::path out(out_dir);
   if (fs::exists(out, ec) && !fs::is_empty(out, ec))
@@ -203,7 +203,9 @@ Status ExportQuantizedVim(const VimWeights& w, const json& quantization_config, 
       qc["online_transforms"].push_back(
           {{"layer", i}, {"site", "out_proj_input"}, {"kind", "random_hadamard"}, {"size", h->size()}, {"seed", h->seed()}});
   }
-  json config = w.config.ToJson();
+  json config = source_config.is_object() ? source_config : json::object();
+  const json arch = w.config.ToJson();  // named: items() would outlive a temporary
+  for (const auto& [key, value] : arch.items()) config[key] = value;
   config["quantization_config"] = qc;
 
   SafetensorsWriter st;

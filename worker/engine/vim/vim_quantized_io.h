@@ -20,8 +20,11 @@ namespace mq {
 // True when the config.json at `config_path` carries a quantization_config object.
 bool HasQuantizationConfig(const std::string& config_path);
 
-// Writes `w` to `out_dir` (must not exist or be empty), whole or not at all.
-Status ExportQuantizedVim(const VimWeights& w, const nlohmann::json& quantization_config, const std::string& out_dir,
+// Writes `w` to `out_dir` (must not exist or be empty), whole or not at all. config.json is the
+// source model's (`source_config`, its keys the engine does not read kept: id2label, input
+// normalization, dataset notes) with the architecture fields of w.config and the quantization block.
+Status ExportQuantizedVim(const VimWeights& w, const nlohmann::json& source_config,
+                          const nlohmann::json& quantization_config, const std::string& out_dir,
                           const nlohmann::json& report);
 
 // Loads a directory written by ExportQuantizedVim; `quantization_config_json` receives the block.

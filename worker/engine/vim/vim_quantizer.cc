@@ -412,7 +412,16 @@ StatusOr<quant::QuantizeResult> QuantizeVimModel(const VimQuantizeOptions& o, co
                                   {"seed", o.seed}}},
                  {"evaluation", evaluation},
                  {"timings_seconds", timings}};
-  MQ_RETURN_IF_ERROR(ExportQuantizedVim(b.model, b.quantization_config, o.output_dir, report));
+  // The source config.json (already parsed and checked by the load) carries what the engine does
+  // not read but clients do: class names (id2label), the input normalization, dataset notes.
+  json source_config = json::object();
+  {
+    std::ifstream in((std::filesystem::path(o.model_dir) / "config.json").string());
+    source_config = json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (!source_config.is_object()) source_config = json::object();
+    source_config.erase("quantization_config");
+  }
+  MQ_RETURN_IF_ERROR(ExportQuantizedVim(b.model, source_config, b.quantization_config, o.output_dir, report));
   stages.Close();
   timings["total"] = std::chrono::duration<double>(Clock::now() - t_start).count();
   report["timings_seconds"] = timings;
