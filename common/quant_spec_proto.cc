@@ -69,6 +69,19 @@ absl::Status CheckSubmittedQuantSpec(const mambaquant::v1::QuantSpec& spec) {
   return InSpec(quant::CheckStateGranularityScope(!spec.state_granularity().empty(), scope));
 }
 
+absl::Status CheckSubmittedQuantSpecForModel(const mambaquant::v1::QuantSpec& spec, quant::JobModel model) {
+  if (model != quant::JobModel::kVim) return absl::OkStatus();
+  const char* unused = spec.has_smooth_alpha()       ? "smooth_alpha"
+                       : spec.has_quantize_lm_head() ? "quantize_lm_head"
+                       : spec.seq_len() != 0         ? "seq_len"
+                       : spec.eval_window() != 0     ? "eval_window"
+                                                     : nullptr;
+  if (unused == nullptr) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("spec.", unused,
+                                                 " is a text-model setting: a Vim job does not use it (its calibration "
+                                                 "is whole images, its head stays float)"));
+}
+
 void FillQuantSpecDefaults(mambaquant::v1::QuantSpec* spec) {
   const quant::QuantizeOptions d;
   if (spec->preset().empty()) spec->set_preset(d.preset);

@@ -26,6 +26,9 @@ absl::StatusOr<quant::QuantizeOptions> QuantizeOptionsFromProto(const mambaquant
 // scope (state_granularity outside scope full). Checked on the client's spec as submitted (the
 // server before it fills defaults, mqctl before sending), not on stored specs.
 absl::Status CheckSubmittedQuantSpec(const mambaquant::v1::QuantSpec& spec);
+// The same for the fields a Vim job does not use (smooth_alpha, quantize_lm_head, seq_len,
+// eval_window: text-model settings), once the server knows what the model is. `spec` as submitted.
+absl::Status CheckSubmittedQuantSpecForModel(const mambaquant::v1::QuantSpec& spec, quant::JobModel model);
 
 // Writes the engine's defaults into the unset choice and size fields, so that a stored job shows
 // what runs. Optional switches stay unset (unset means the engine's default).

@@ -24,7 +24,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
   auto model = deps_.registry->Get(ARTIFACT_KIND_MODEL, spec.model());
   if (!model.ok()) return Reply(ctx, model.status());
   spec.set_model(FormatRef(model->name(), model->version()));
-  if (s = CheckQuantSpecForModel(spec, model->model_type()); !s.ok()) return Reply(ctx, s);
+  if (s = FinishQuantSpecForModel(&spec, req->spec(), model->model_type()); !s.ok()) return Reply(ctx, s);
   auto calib = deps_.registry->Get(ARTIFACT_KIND_DATASET, spec.calib_dataset());
   if (!calib.ok()) return Reply(ctx, calib.status());
   if (s = CheckJobDataset(*model, *calib, "spec.calib_dataset"); !s.ok()) return Reply(ctx, s);

@@ -42,4 +42,16 @@ absl::Status CheckQuantSpecForModel(const mambaquant::v1::QuantSpec& spec, const
   return options.ok() ? absl::OkStatus() : options.status();
 }
 
+absl::Status FinishQuantSpecForModel(mambaquant::v1::QuantSpec* spec, const mambaquant::v1::QuantSpec& submitted,
+                                     const std::string& model_type) {
+  if (absl::Status s = CheckQuantSpecForModel(*spec, model_type); !s.ok()) return s;
+  const quant::JobModel model = model_type == kVimModelType ? quant::JobModel::kVim : quant::JobModel::kText;
+  if (absl::Status s = CheckSubmittedQuantSpecForModel(submitted, model); !s.ok()) return s;
+  if (model == quant::JobModel::kVim) {
+    spec->clear_seq_len();
+    spec->clear_eval_window();
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace mq::server

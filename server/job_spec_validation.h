@@ -18,4 +18,10 @@ absl::Status NormalizeQuantSpec(mambaquant::v1::QuantSpec* spec);
 // `model_type`; a Vim classifier has no accuracy-driven mode). INVALID_ARGUMENT names the field.
 absl::Status CheckQuantSpecForModel(const mambaquant::v1::QuantSpec& spec, const std::string& model_type);
 
+// At submission, once the model is resolved: CheckQuantSpecForModel on the normalized `spec`, the
+// fields that kind of model does not use refused on the `submitted` one (a Vim job and the
+// text-model settings), and the text-model defaults Normalize filled removed from a Vim spec.
+absl::Status FinishQuantSpecForModel(mambaquant::v1::QuantSpec* spec, const mambaquant::v1::QuantSpec& submitted,
+                                     const std::string& model_type);
+
 }  // namespace mq::server

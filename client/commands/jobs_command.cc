@@ -30,8 +30,11 @@ void PrintJob(const Job& from_server) {
   std::printf("job          %s\n", job.id().c_str());
   std::printf("state        %s%s\n", StateLabel(job.state()).c_str(), job.cancel_requested() && !IsTerminal(job.state()) ? " (cancel requested)" : "");
   std::printf("model        %s\n", s.model().c_str());
-  std::printf("quantization %s %s scope %s, calib %s (%d x %d, seed %llu)%s%s\n", s.preset().c_str(), s.bits().c_str(),
-              s.scope().c_str(), s.calib_dataset().c_str(), s.num_samples(), s.seq_len(),
+  // A Vim job's calibration is whole images: no sequence length (the server stores none).
+  const std::string samples = s.seq_len() > 0 ? absl::StrCat(s.num_samples(), " x ", s.seq_len())
+                                               : absl::StrCat(s.num_samples(), " samples");
+  std::printf("quantization %s %s scope %s, calib %s (%s, seed %llu)%s%s\n", s.preset().c_str(), s.bits().c_str(),
+              s.scope().c_str(), s.calib_dataset().c_str(), samples.c_str(),
               static_cast<unsigned long long>(s.seed()), s.eval_dataset().empty() ? "" : ", eval ",
               s.eval_dataset().c_str());
   if (job.state() == JOB_STATE_RUNNING || job.state() == JOB_STATE_ASSIGNED) {

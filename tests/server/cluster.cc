@@ -64,6 +64,13 @@ int Cluster::Mqctl(std::vector<std::string> args, std::string* out) {
   return RunCommand(argv, out);
 }
 
+int Cluster::MqctlWithErrors(std::vector<std::string> args, std::string* out) {
+  // sh only merges the streams; "$@" passes every argument's bytes unchanged.
+  std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$@\" 2>&1", "sh", MQCTL_BIN, "--server", address_, "--insecure"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, out);
+}
+
 void Cluster::UploadBundled() {
   ASSERT_EQ(Mqctl({"models", "upload", SourceDir() + "/models/mamba-tiny", "--name", "mamba-tiny"}), 0);
   ASSERT_EQ(Mqctl({"datasets", "upload", SourceDir() + "/models/text/calib.txt", "--name", "calib"}), 0);

@@ -32,6 +32,8 @@ class Cluster {
 
   // Runs mqctl against this server (--insecure); returns its exit code and stdout.
   int Mqctl(std::vector<std::string> args, std::string* out = nullptr);
+  // The same with stderr (where mqctl writes errors) in `out` too.
+  int MqctlWithErrors(std::vector<std::string> args, std::string* out);
   // Uploads models/mamba-tiny as "mamba-tiny" and the bundled texts as "calib" and "eval".
   void UploadBundled();
 

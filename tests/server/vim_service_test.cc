@@ -262,6 +262,23 @@ TEST_F(VimServiceTest, QuantizationJobOnImagesAndServedAccuracyEqualsItsReport) 
   // The text form prints the accuracy line.
   ASSERT_EQ(cluster_->Mqctl({"classify", "--model", result, "--images", cluster_->dir().Sub("eval.safetensors")}, &out), 0);
   EXPECT_NE(out.find("accuracy  "), std::string::npos) << out;
+  // The quantized model keeps the class names of the source's config.json (id2label).
+  ASSERT_EQ(cluster_->Mqctl({"classify", "--model", result, "--images", ReferenceFile(), "--prefix", "test_", "--json"}, &out), 0);
+  EXPECT_NE(out.find("\"label\":\""), std::string::npos) << out.substr(0, 400);
+  EXPECT_EQ(out.find("\"label\":\"\""), std::string::npos) << out.substr(0, 400);
+  // The stored spec shows no text-model sequence length.
+  ASSERT_EQ(cluster_->Mqctl({"jobs", "get", job["id"].get<std::string>()}, &out), 0) << out;
+  EXPECT_EQ(out.find(" x 256"), std::string::npos) << out;
+  // Text-model settings on a Vim job are refused at submission, naming the field.
+  for (const auto& [flags, field] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--smooth-alpha", "0.9"}, "spec.smooth_alpha"},
+           {{"--quantize-lm-head"}, "spec.quantize_lm_head"},
+           {{"--seq-len", "64"}, "spec.seq_len"}}) {
+    std::vector<std::string> args = {"jobs", "submit", "--model", "vim-digits", "--calib", "vim-calib"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    EXPECT_NE(cluster_->MqctlWithErrors(args, &out), 0) << out;
+    EXPECT_NE(out.find("INVALID_ARGUMENT: " + field + " is a text-model setting"), std::string::npos) << out;
+  }
 }
 
 TEST_F(VimServiceTest, BadCallsGetClearErrors) {
