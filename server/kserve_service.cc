@@ -818,12 +818,19 @@ absl::StatusOr<KServeInferCall> TranslateInferRequest(const ModelInferRequest& r
 }
 
 absl::StatusOr<KServeInferCall> KServeServiceImpl::PrepareInfer(const ModelInferRequest& req) {
+  // The model first: an unknown one is NOT_FOUND whatever the inputs look like (they are that
+  // model's to judge), and a Vim model is said to be one rather than failing the text inputs' check.
   auto ref = KServeModelRef(req.model_name(), req.model_version());
   if (!ref.ok()) return ref.status();
-  auto call = TranslateInferRequest(req);
-  if (!call.ok()) return call.status();
   auto model = deps_.registry->Get(ARTIFACT_KIND_MODEL, *ref);
   if (!model.ok()) return model.status();
+  if (model->model_type() == kVimModelType) {
+    return absl::InvalidArgumentError(absl::StrCat("model ", FormatRef(model->name(), model->version()),
+                                                   " is a Vision Mamba image classifier: ModelInfer classifies with it; "
+                                                   "ModelStreamInfer streams the tokens of text models"));
+  }
+  auto call = TranslateInferRequest(req);
+  if (!call.ok()) return call.status();
   call->model_name = model->name();
   call->model_version = model->version();
   call->call.set_model(FormatRef(model->name(), model->version()));
@@ -929,9 +936,11 @@ grpc::ServerUnaryReactor* KServeServiceImpl::ModelInfer(grpc::CallbackServerCont
                                                         const inference::ModelInferRequest* req,
                                                         inference::ModelInferResponse* resp) {
   absl::Status s;
-  // A Vision Mamba model classifies images (kserve_classify.h); text models generate.
-  if (auto model = GetKServeModel(deps_.registry, req->model_name(), req->model_version());
-      model.ok() && model->model_type() == kVimModelType) {
+  // A Vision Mamba model classifies images (kserve_classify.h); text models generate. An unknown
+  // model or version is NOT_FOUND before any input is looked at.
+  auto model = GetKServeModel(deps_.registry, req->model_name(), req->model_version());
+  if (!model.ok()) return Reply(ctx, model.status());
+  if (model->model_type() == kVimModelType) {
     if (deps_.router == nullptr) return Reply(ctx, absl::UnavailableError("inference routing is not available"));
     return StartClassifyInfer(deps_.router, *model, *req, resp);
   }

@@ -397,6 +397,17 @@ TEST_F(KServeTest, WrongDatatypeShapeOrDataIsInvalidArgument) {
   unknown.set_model_name("no-such-model");
   ModelInferResponse resp;
   EXPECT_EQ(Infer(*stub_, unknown, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  // The model is looked up before its inputs: an unknown model or version with inputs a text model
+  // would refuse (an image tensor) is still NOT_FOUND.
+  for (const auto& [name, version] : std::vector<std::pair<std::string, std::string>>{{"no-such-model", ""}, {"mamba-tiny", "7"}}) {
+    ModelInferRequest r = MakeRequest(ids, true);
+    r.set_model_name(name);
+    r.set_model_version(version);
+    r.mutable_inputs(0)->set_name("pixel_values");
+    r.mutable_inputs(0)->set_datatype("FP32");
+    grpc::Status st = Infer(*stub_, r, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << name << ":" << version << " " << st.error_message();
+  }
 }
 
 TEST_F(KServeTest, LogitsOutputHasVocabFloatsAndItsArgmaxIsTheFirstToken) {

@@ -218,6 +218,26 @@ TEST_F(VimServiceTest, FloatClassifyEqualsTheEngineAndKServeEqualsClassify) {
     ASSERT_EQ(iresp.raw_output_contents(0).size(), 4u * 10 * 4);
     EXPECT_LE(MaxDiff(Floats(iresp.raw_output_contents(0)), engine, 0), 1e-5) << (raw ? "raw" : "fp32_contents");
   }
+  // ModelStreamInfer streams text models' tokens: for a Vim model its answer says so.
+  {
+    inference::ModelInferRequest ireq;
+    ireq.set_model_name("vim-digits");
+    auto* in = ireq.add_inputs();
+    in->set_name("pixel_values");
+    in->set_datatype("FP32");
+    for (int64_t d : {int64_t{1}, config_->in_chans, config_->img_size, config_->img_size}) in->add_shape(d);
+    in->mutable_contents()->mutable_fp32_contents()->Assign(test_->images.begin(), test_->images.begin() + 64);
+    grpc::ClientContext ctx;
+    auto stream = kserve->ModelStreamInfer(&ctx);
+    ASSERT_TRUE(stream->Write(ireq));
+    stream->WritesDone();
+    inference::ModelStreamInferResponse sresp;
+    ASSERT_TRUE(stream->Read(&sresp));
+    EXPECT_NE(sresp.error_message().find("is a Vision Mamba image classifier"), std::string::npos) << sresp.error_message();
+    while (stream->Read(&sresp)) {
+    }
+    EXPECT_TRUE(stream->Finish().ok());
+  }
 }
 
 TEST_F(VimServiceTest, QuantizationJobOnImagesAndServedAccuracyEqualsItsReport) {
