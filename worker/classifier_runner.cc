@@ -102,6 +102,15 @@ absl::StatusOr<ClassifyResponse> ClassifierRunner::Run(const Job& job) {
     Status s = classifier_->Classify(job.pixels.data() + first * numel, n, logits.data() + first * classes);
     if (!s.ok()) return ToAbslStatus(s);
   }
+  // Finite pixels can still overflow the forward (values near FLT_MAX): an answer of NaN logits and
+  // probabilities is not a classification. Refused, naming the first such image.
+  for (int64_t i = 0; i < job.batch * classes; ++i) {
+    if (!std::isfinite(logits[static_cast<size_t>(i)])) {
+      return absl::InvalidArgumentError(absl::StrCat("image ", i / classes,
+                                                     ": the model's logits are not finite for these pixel values "
+                                                     "(their magnitude overflows the forward; send normalized images)"));
+    }
+  }
   ClassifyResponse out;
   out.set_model(job.model);
   out.set_num_classes(classes);

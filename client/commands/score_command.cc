@@ -70,7 +70,8 @@ int RunScoreCommand(CliContext& cli, const Args& args, const std::vector<std::st
   }
 
   if (auto bad = FirstInvalidUtf8(*text))
-    return CommandUsageError("score", "the text is not valid UTF-8 (byte " + std::to_string(*bad) + ")");
+    return CommandUsageError("score", std::string(args.Has("file") ? "--file" : "--text") +
+                                          " is not valid UTF-8 (byte " + std::to_string(*bad) + ")");
   ScoreRequest req;
   req.set_model(*model);
   req.set_text(*std::move(text));

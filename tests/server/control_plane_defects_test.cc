@@ -186,7 +186,7 @@ TEST(ControlPlaneDefects, MqctlRefusesTextThatIsNotUtf8AndAZeroTokenBudgetBefore
   const std::string file = dir.Sub("bad.txt");
   std::ofstream(file, std::ios::binary) << "fine text \xf4\x90\x80\x80 then";  // above U+10FFFF
   EXPECT_EQ(run({"score", "--model", "m", "--file", file}, &out), 2) << out;
-  EXPECT_NE(out.find("not valid UTF-8 (byte 10)"), std::string::npos) << out;
+  EXPECT_NE(out.find("--file is not valid UTF-8 (byte 10)"), std::string::npos) << out;
   // --max-new-tokens 0 would be sent as "unset" (16 tokens): refused instead.
   EXPECT_EQ(run({"generate", "--model", "m", "--prompt", "x", "--max-new-tokens", "0"}, &out), 2) << out;
   EXPECT_NE(out.find("--max-new-tokens must be at least 1"), std::string::npos) << out;

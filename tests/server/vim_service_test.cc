@@ -322,6 +322,15 @@ TEST_F(VimServiceTest, BadCallsGetClearErrors) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(s.error_message().find("pixel 6 of image 1 is not finite"), std::string::npos) << s.error_message();
   // Over the per-call image limit, and top_k over the model's classes.
+  // Finite pixels so large the forward overflows: refused, not answered with NaN probabilities.
+  {
+    ClassifyRequest huge = Request("vim-digits", *test_, 0, 2, *config_);
+    std::vector<float> big(huge.packed().size() / 4, 3e38f);
+    huge.set_packed(reinterpret_cast<const char*>(big.data()), big.size() * 4);
+    grpc::Status hs = Classify(huge, &resp);
+    EXPECT_EQ(hs.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << hs.error_message();
+    EXPECT_NE(hs.error_message().find("image 0: the model's logits are not finite"), std::string::npos) << hs.error_message();
+  }
   ClassifyRequest many = Request("vim-digits", *test_, 0, 1, *config_);
   many.set_shape(0, 1025);
   EXPECT_EQ(Classify(many, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
