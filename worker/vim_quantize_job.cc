@@ -1,5 +1,7 @@
 #include "vim_quantize_job.h"
 
+#include "absl/strings/str_replace.h"
+
 #include "report_paths.h"
 
 #include <filesystem>
@@ -48,7 +50,15 @@ absl::StatusOr<ExecutionResult> RunVimQuantizeJob(const ExecutionRequest& reques
   auto result = QuantizeVimModel(o, [&](const quant::Progress& p) {
     return progress(ExecutionProgress{ToProtoStage(p.stage), p.fraction, p.message});
   });
-  if (!result.ok()) return ToAbslStatus(result.status());
+  if (!result.ok()) {
+    // The engine names the files it read: the worker's cache paths of the datasets. Say which
+    // dataset of the job it was.
+    absl::Status st = ToAbslStatus(result.status());
+    std::vector<std::pair<std::string, std::string>> names;
+    if (!request.calib_path.empty()) names.emplace_back(request.calib_path, "spec.calib_dataset " + request.spec.calib_dataset());
+    if (!request.eval_path.empty()) names.emplace_back(request.eval_path, "spec.eval_dataset " + request.spec.eval_dataset());
+    return absl::Status(st.code(), absl::StrReplaceAll(st.message(), names));
+  }
   auto report = FinalizeReport(request, result->report_json);
   if (!report.ok()) return report.status();
   return ExecutionResult{*std::move(report)};

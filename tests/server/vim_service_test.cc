@@ -400,6 +400,20 @@ TEST_F(VimServiceTest, BadCallsGetClearErrors) {
   WriteImageSet(cluster_->dir().Sub("broken.safetensors"), broken, *config_, true);
   EXPECT_NE(cluster_->Mqctl({"datasets", "upload", cluster_->dir().Sub("broken.safetensors"), "--name", "broken"}, &out), 0);
   ASSERT_NE(cluster_->Mqctl({"datasets", "get", "broken"}, &out), 0);
+  // A label past the model's classes is only known to be wrong against the model: the job fails,
+  // naming the job's dataset rather than the worker's cache path of its file.
+  ImageSet past = *test_;
+  past.labels[0] = config_->num_classes;
+  WriteImageSet(cluster_->dir().Sub("past.safetensors"), past, *config_, true);
+  ASSERT_EQ(cluster_->Mqctl({"datasets", "upload", cluster_->dir().Sub("past.safetensors"), "--name", "past-labels"}, &out), 0);
+  cluster_->Mqctl({"jobs", "submit", "--model", "vim-digits", "--preset", "rtn", "--bits", "w8a8", "--calib", "vim-calib",
+                   "--eval", "past-labels", "--wait", "--json"},
+                  &out);
+  auto failed = nlohmann::json::parse(out);
+  EXPECT_EQ(failed["state"], "JOB_STATE_FAILED") << out;
+  const std::string error = failed.value("error", "");
+  EXPECT_NE(error.find("spec.eval_dataset past-labels:1"), std::string::npos) << error;
+  EXPECT_EQ(error.find("/blobs/"), std::string::npos) << error;
 }
 
 }  // namespace
