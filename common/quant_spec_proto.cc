@@ -71,6 +71,10 @@ absl::Status CheckSubmittedQuantSpec(const mambaquant::v1::QuantSpec& spec) {
 
 absl::Status CheckSubmittedQuantSpecForModel(const mambaquant::v1::QuantSpec& spec, quant::JobModel model) {
   if (model != quant::JobModel::kVim) return absl::OkStatus();
+  if (spec.backend() == "cuda") {
+    return absl::InvalidArgumentError(
+        "spec.backend: a Vim job quantizes on the CPU (it would wait for a GPU worker only to run there)");
+  }
   const char* unused = spec.has_smooth_alpha()       ? "smooth_alpha"
                        : spec.has_quantize_lm_head() ? "quantize_lm_head"
                        : spec.seq_len() != 0         ? "seq_len"

@@ -92,6 +92,10 @@ absl::StatusOr<ArtifactRef> ParseRef(absl::string_view ref) {
   out.name = std::string(name);
   if (colon == absl::string_view::npos) return out;
   absl::string_view v = ref.substr(colon + 1);
+  if (!v.empty() && v[0] == '0' && v.size() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reference \"", Printable(ref), "\": a version is written without leading zeros (1..", kMaxVersion, ")"));
+  }
   if (v.empty() || v.size() > 10 || v[0] == '0') {
     return absl::InvalidArgumentError(absl::StrCat("reference \"", Printable(ref), "\": version must be 1..", kMaxVersion));
   }

@@ -60,6 +60,10 @@ TEST(RefParsing, RejectsBadVersions) {
   for (const char* r : {"m:", "m:0", "m:01", "m:-1", "m:+1", "m:1.5", "m:abc", "m:2147483648", "m:1:2", "../m:1"}) {
     EXPECT_EQ(ParseRef(r).status().code(), absl::StatusCode::kInvalidArgument) << r;
   }
+  // The message says what is wrong with each form.
+  EXPECT_NE(ParseRef("m:01").status().message().find("without leading zeros"), absl::string_view::npos);
+  EXPECT_NE(ParseRef("m:0").status().message().find("version must be 1..2147483647"), absl::string_view::npos);
+  EXPECT_NE(ParseRef("m:abc").status().message().find("decimal number"), absl::string_view::npos);
 }
 
 TEST(JobIdValidation, AcceptsOnlyServerFormat) {
