@@ -256,8 +256,16 @@ TEST(WorkerBackendTest, AutoBackendServesMetricsWithThePluginLoaded) {
                                  dir.Sub("cache"), "--insecure"},
                                 dir.Sub("worker.log"));
   const std::string response = mq::test::HttpGet(metrics_port, "/metrics", absl::Seconds(20));
+  // The metrics endpoint answers before the worker has finished starting: wait for its "started"
+  // line (which names the backend) before reading the log or signalling it (seen on a loaded CI
+  // machine: the line not yet written).
+  std::string log;
+  for (int i = 0; i < 400; ++i) {
+    log = mq::test::ReadFileOrDie(dir.Sub("worker.log"));
+    if (absl::StrContains(log, "mq-worker started")) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
   const std::string maps = ReadProcFile(absl::StrCat("/proc/", worker.pid(), "/maps"));
-  const std::string log = mq::test::ReadFileOrDie(dir.Sub("worker.log"));
   EXPECT_TRUE(absl::StartsWith(response, "HTTP/1.1 200")) << "worker metrics did not answer:\n" << response << "\n" << log;
   if (kPluginPath != nullptr) {
     EXPECT_TRUE(absl::StrContains(maps, "libmq_cuda_backend.so")) << "the worker did not load the plugin:\n" << log;
