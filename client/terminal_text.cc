@@ -64,6 +64,20 @@ size_t Utf8SequenceLength(absl::string_view text, size_t i, uint32_t* code_point
 
 }  // namespace
 
+std::optional<size_t> FirstInvalidUtf8(absl::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    if (static_cast<unsigned char>(text[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    uint32_t cp = 0;
+    const size_t len = Utf8SequenceLength(text, i, &cp);
+    if (len == 0) return i;
+    i += len;
+  }
+  return std::nullopt;
+}
+
 std::string SanitizeTerminalText(absl::string_view text, bool keep_newlines) {
   std::string out;
   out.reserve(text.size());

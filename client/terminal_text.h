@@ -4,6 +4,8 @@
 // instead of being passed through.
 #pragma once
 
+#include <cstddef>
+#include <optional>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -19,6 +21,11 @@ namespace mq::cli {
 // of valid UTF-8 replaced by U+FFFD. With `keep_newlines`, '\n' and '\t' pass unchanged (running
 // text); without, they are escaped too ("\n", "\t": one-line values such as a stop string).
 std::string SanitizeTerminalText(absl::string_view text, bool keep_newlines = true);
+
+// The offset of the first byte that is not well-formed UTF-8 (the rule SanitizeTerminalText
+// replaces bytes by), or nullopt. Protobuf string fields must be UTF-8: a request carrying anything
+// else fails to parse on the server, before any check could explain it, so mqctl refuses it.
+std::optional<size_t> FirstInvalidUtf8(absl::string_view text);
 
 // `text` sanitized without newlines and in double quotes ("\"" and "\\" escaped): for showing a
 // value whose exact bytes matter, such as a stop string.

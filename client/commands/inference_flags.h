@@ -24,12 +24,6 @@ absl::StatusOr<std::optional<uint64_t>> OptionalUint64(const Args& args, const s
 // Prints "usage error: MESSAGE (see mqctl COMMAND --help)" and returns kExitUsage.
 int CommandUsageError(const std::string& command, const std::string& message);
 
-// The offset of the first byte that is not well-formed UTF-8 (RFC 3629: no overlong forms,
-// surrogates or code points above U+10FFFF), or nullopt. Protobuf string fields must be UTF-8: a
-// request carrying anything else fails to parse on the server, before any check could explain it,
-// so mqctl refuses it here.
-std::optional<size_t> FirstInvalidUtf8(const std::string& s);
-
 // "1,2,3" (spaces allowed around the commas) as int32 values.
 absl::StatusOr<std::vector<int32_t>> ParseIdList(const std::string& name, const std::string& value);
 
