@@ -1,6 +1,7 @@
 // Device-side readers and block reductions shared by the kernels (CUDA only).
 #pragma once
 
+#include <cooperative_groups.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
@@ -58,15 +59,38 @@ __device__ __forceinline__ double BlockSum(double v, double* scratch) {
   return WarpSum(v);
 }
 
+// Quantizes columns [lo, hi) of row t into q.q[t, :] from `vals` (column lo first, in shared
+// memory), zero-filling [hi, end) (the row's padding up to q.ld, for whoever writes the row's
+// end); amax is the whole row's absolute maximum (ignored with a static scale), the scale written
+// with `write_scale`. A row split over a cluster's blocks calls it once a slice.
+__device__ __forceinline__ void QuantizeRowSlice(const float* vals, int64_t lo, int64_t hi, int64_t end, float amax,
+                                                 const QuantOut& q, int64_t t, bool write_scale) {
+  const float s = q.static_scale > 0.0f ? q.static_scale : hd::ScaleFromAbsMax(amax);
+  const float inv = 1.0f / s;
+  int8_t* out = q.q + t * q.ld;
+  for (int64_t c = lo + threadIdx.x; c < end; c += blockDim.x) out[c] = c < hi ? hd::QuantizeValue(vals[c - lo], inv) : 0;
+  if (write_scale && threadIdx.x == 0) q.scale[t] = s;
+}
+
 // Quantizes row t of `vals` (cols values in shared memory) into q.q[t, :] with zero padding up
 // to q.ld; amax is the row's absolute maximum (ignored with a static scale).
 __device__ __forceinline__ void QuantizeRow(const float* vals, int64_t cols, float amax, const QuantOut& q,
                                             int64_t t) {
-  const float s = q.static_scale > 0.0f ? q.static_scale : hd::ScaleFromAbsMax(amax);
-  const float inv = 1.0f / s;
-  int8_t* out = q.q + t * q.ld;
-  for (int64_t c = threadIdx.x; c < q.ld; c += blockDim.x) out[c] = c < cols ? hd::QuantizeValue(vals[c], inv) : 0;
-  if (threadIdx.x == 0) q.scale[t] = s;
+  QuantizeRowSlice(vals, 0, cols, q.ld, amax, q, t, true);
+}
+
+// The largest of the block maxima of a thread-block cluster's `ranks` blocks: each block pushes
+// its own (BlockMax's result) into every rank's `slots` (shared, [ranks]), then one cluster
+// barrier, after which no block touches another's shared memory (none waits on exit). Every
+// thread of every block calls it.
+__device__ __forceinline__ float ClusterMax(float block_max, float* slots, int rank, int ranks) {
+  cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+  if (threadIdx.x == 0)
+    for (int r = 0; r < ranks; ++r) cluster.map_shared_rank(slots, r)[rank] = block_max;
+  cluster.sync();
+  float m = block_max;
+  for (int r = 0; r < ranks; ++r) m = fmaxf(m, slots[r]);
+  return m;
 }
 
 // Threads for a one-block-per-token kernel over `cols` features: few tokens (decode) get wide

@@ -234,21 +234,11 @@ __global__ void __launch_bounds__(kMaxThreads) CausalConvStepKernel(CausalConvPa
     if (p.quant.q == nullptr) return;  // uniform over the grid: no cluster barrier is skipped by part of it
     amax = BlockMax(amax, fscratch);   // its barriers also publish urow
     if (cluster_quant) {
-      cg::cluster_group cluster = cg::this_cluster();
       asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
-      if (threadIdx.x == 0)
-        for (int r = 0; r < ranks; ++r) cluster.map_shared_rank(s_amax, r)[rank] = amax;
-      cluster.sync();  // after it no rank touches another's shared memory: none waits on exit
-      for (int r = 0; r < ranks; ++r) amax = fmaxf(amax, s_amax[r]);
+      amax = ClusterMax(amax, s_amax, rank, ranks);
     }
-    // QuantizeRow's arithmetic over the slice; the last rank also zero-fills the padding.
-    const QuantOut& q = p.quant;
-    const float s = q.static_scale > 0.0f ? q.static_scale : hd::ScaleFromAbsMax(amax);
-    const float inv = 1.0f / s;
-    int8_t* out = q.q + t * q.ld;
-    const int64_t end = rank == ranks - 1 ? q.ld : hi;
-    for (int64_t c = lo + threadIdx.x; c < end; c += blockDim.x) out[c] = c < hi ? hd::QuantizeValue(urow[c - lo], inv) : 0;
-    if (rank == 0 && threadIdx.x == 0) q.scale[t] = s;
+    // The last rank also zero-fills the padding; rank 0 writes the scale.
+    QuantizeRowSlice(urow, lo, hi, rank == ranks - 1 ? p.quant.ld : hi, amax, p.quant, t, rank == 0);
   }
 }
 

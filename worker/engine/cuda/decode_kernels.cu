@@ -23,9 +23,7 @@
 // flight (hd::kDecodeInt4Unroll) so that a warp has as many bytes outstanding as for INT8.
 #include <cuda_fp16.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -557,8 +555,6 @@ __global__ void __launch_bounds__(kThreads, 2) OutProjKernel(DecodeLayerParams p
 
 // ---- host side ---------------------------------------------------------------------------------
 
-int SmCount() { return DeviceSmCount(); }
-
 // Raises a kernel's dynamic shared memory limit once (needed above 48 KB) and returns how many of
 // its blocks fit on one SM with that much.
 StatusOr<int> PrepareKernel(const void* fn, int threads, size_t smem) {
@@ -604,7 +600,7 @@ Status LaunchEx(Kernel kernel, int grid, int threads, size_t smem, bool pdl, cud
 StatusOr<std::pair<GemvPlan, size_t>> PlanGemv(const void* fn, int64_t rows, int64_t ld_bytes, size_t smem_fixed,
                                               int kB) {
   for (int per_sm = 2;; --per_sm) {
-    const GemvPlan g = MakePlan(rows, ld_bytes, static_cast<int64_t>(per_sm) * SmCount());
+    const GemvPlan g = MakePlan(rows, ld_bytes, static_cast<int64_t>(per_sm) * DeviceSmCount());
     const size_t smem = smem_fixed + RedBytes(g, kB);
     MQ_ASSIGN_OR_RETURN(int fit, PrepareKernel(fn, kThreads, smem));
     if (fit >= per_sm || per_sm == 1) return std::make_pair(g, smem);
@@ -634,7 +630,7 @@ Status LaunchLayer(const DecodeLayerParams& p, cudaStream_t stream) {
   {
     const auto kernel = ConvXProjKernel<kInt8, kB, kW4>;
     const int64_t act_ld = p.x_proj.ld * kElem<kInt8>;
-    const GemvPlan g = MakePlan(p.x_proj.out, act_ld, SmCount());
+    const GemvPlan g = MakePlan(p.x_proj.out, act_ld, DeviceSmCount());
     const size_t smem = kB * act_ld + hd::RoundUp(p.E, 4) * 4 + RedBytes(g, kB);
     MQ_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(kernel), kThreads, smem).status());
     MQ_RETURN_IF_ERROR(LaunchEx(kernel, g.grid, kThreads, smem, p.pdl, stream, p, g));
@@ -680,24 +676,6 @@ Status LaunchLayer(const DecodeLayerParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-int DeviceSmCount() {
-  static const int n = [] {
-    int dev = 0, count = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      return 0;
-    return count;
-  }();
-  return n;
-}
-
-bool RowClustersEnabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("MQ_ROW_CLUSTER");
-    return e == nullptr || std::string(e) != "0";
-  }();
-  return on;
-}
-
 Status LaunchDecodeLayer(const DecodeLayerParams& p, cudaStream_t stream) {
   if (p.B < 1 || p.B > kDecodeMaxBatch) return InvalidArgumentError("decode kernels: batch must be in [1, 8]");
   if (p.N != 16 || p.K < 2 || p.E % 16 != 0 || p.d % 4 != 0)
@@ -713,7 +691,7 @@ Status LaunchDecodeLayer(const DecodeLayerParams& p, cudaStream_t stream) {
       if (l->ld % 16 != 0 || reinterpret_cast<uintptr_t>(l->w) % 16 != 0)
         return InvalidArgumentError("decode kernels: packed 4-bit rows must be padded to 16 elements and 16-byte aligned");
   }
-  if (SmCount() < 1) return UnavailableError("decode kernels: no CUDA device");
+  if (DeviceSmCount() < 1) return UnavailableError("decode kernels: no CUDA device");
   if (p.int4) {
     if (p.B == 1) return LaunchLayer<true, 1, true>(p, stream);
     if (p.B == 2) return LaunchLayer<true, 2, true>(p, stream);
@@ -734,7 +712,7 @@ Status LaunchDecodeLayer(const DecodeLayerParams& p, cudaStream_t stream) {
 
 Status LaunchDecodeLmHead(const DecodeLmHeadParams& p, cudaStream_t stream) {
   if (p.B < 1 || p.B > kDecodeMaxBatch) return InvalidArgumentError("decode LM head: batch must be in [1, 8]");
-  if (SmCount() < 1) return UnavailableError("decode kernels: no CUDA device");
+  if (DeviceSmCount() < 1) return UnavailableError("decode kernels: no CUDA device");
   NormGemvArgs a;
   a.B = p.B, a.d = p.d, a.eps = p.eps, a.h = p.h, a.gamma = p.norm_f, a.lin = p.head, a.out = p.logits;
   a.ld_out = p.ld_logits, a.prefetch = p.l2_prefetch;

@@ -287,19 +287,9 @@ __global__ void __launch_bounds__(kClusterThreads) HadamardQuantClusterKernel(Ha
     }
   }
   amax = BlockMax(amax, fscratch);  // its barriers also publish sy
-  if (threadIdx.x == 0)
-    for (int r = 0; r < kRanks; ++r) cluster.map_shared_rank(s_amax, r)[rank] = amax;
-  // After this barrier no rank reads another's shared memory again, so none waits on exit.
-  cluster.sync();
-  for (int r = 0; r < kRanks; ++r) amax = fmaxf(amax, s_amax[r]);
-  const QuantOut& q = p.quant;
-  const float s = q.static_scale > 0.0f ? q.static_scale : hd::ScaleFromAbsMax(amax);
-  const float inv = 1.0f / s;
-  int8_t* out = q.q + t * q.ld;
-  for (int64_t i = threadIdx.x; i < L; i += blockDim.x) out[base + i] = hd::QuantizeValue(sy[i], inv);
-  if (rank == kRanks - 1)
-    for (int64_t c = p.n + threadIdx.x; c < q.ld; c += blockDim.x) out[c] = 0;
-  if (rank == 0 && threadIdx.x == 0) q.scale[t] = s;
+  amax = ClusterMax(amax, s_amax, rank, kRanks);  // no shared memory of another rank is read after it
+  // The last rank also zero-fills the padding [n, ld); rank 0 writes the scale.
+  QuantizeRowSlice(sy, base, base + L, rank == kRanks - 1 ? p.quant.ld : base + L, amax, p.quant, t, rank == 0);
 }
 
 template <int kM, int kRanks>

@@ -187,13 +187,7 @@ Status LaunchSelectiveScanStepwise(const SelectiveScanParams& p, cudaStream_t st
 // One decode step (seqlen 1) with vectorized state traffic (LaunchSelectiveScan hands L = 1 to it).
 Status LaunchSelectiveScanStep(const SelectiveScanParams& p, cudaStream_t stream);
 Status LaunchFakeQuantRows(const FakeQuantRowsParams& p, cudaStream_t stream);
-// SMs of the current device (read once per process; 0 without a device): how wide the few-token
-// kernels spread a step.
-int DeviceSmCount();
 Status LaunchHadamardQuant(const HadamardQuantParams& p, cudaStream_t stream);
-// Whether the few-token row kernels (R2 Hadamard, conv step) split a token over several blocks
-// (row_cluster_plan.h); MQ_ROW_CLUSTER=0 turns it off, read once (an A/B switch for benchmarks).
-bool RowClustersEnabled();
 Status LaunchInt8Gemv(const Int8GemvParams& p, cudaStream_t stream);
 Status LaunchGreedy(const GreedyParams& p, cudaStream_t stream);
 // out[b] = the greedy token of logits row b ([B, V]): serve::GreedyToken's rule, on the device.

@@ -1,8 +1,12 @@
-// Launch attributes the kernels combine through cudaLaunchKernelEx: a thread-block cluster along
-// x, programmatic dependent launch. CUDA host code only.
+// How kernels are launched: the attributes they combine through cudaLaunchKernelEx (a
+// thread-block cluster along x, programmatic dependent launch), the device's SM count that sizes
+// grids, and the switch of the few-token row clusters. CUDA host code only.
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <string>
 
 namespace mq::cuda {
 
@@ -23,6 +27,28 @@ inline cudaLaunchAttribute PdlAttr() {
   a.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   a.val.programmaticStreamSerializationAllowed = 1;
   return a;
+}
+
+// SMs of the current device (read once per process; 0 without a device): how wide the decode
+// kernels plan their grids and the few-token kernels spread a step.
+inline int DeviceSmCount() {
+  static const int n = [] {
+    int dev = 0, count = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      return 0;
+    return count;
+  }();
+  return n;
+}
+
+// Whether the few-token row kernels (R2 Hadamard, conv step) split a token over several blocks
+// (row_cluster_plan.h); MQ_ROW_CLUSTER=0 turns it off, read once (an A/B switch for benchmarks).
+inline bool RowClustersEnabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("MQ_ROW_CLUSTER");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  return on;
 }
 
 }  // namespace mq::cuda
