@@ -138,22 +138,13 @@ absl::Status BlobStore::Remove(const std::string& sha256) {
 }
 
 absl::Status BlobStore::VerifyBlob(const std::string& sha256) const {
-  auto fd = OpenBlob(sha256);
-  if (!fd.ok()) return fd.status();
-  Sha256 hash;
-  std::vector<char> buf(1 << 20);
-  uint64_t pos = 0;
-  for (;;) {
-    auto n = PreadFull(fd->get(), buf.data(), buf.size(), pos);
-    if (!n.ok()) return n.status();
-    if (*n == 0) break;
-    hash.Update(buf.data(), *n);
-    pos += *n;
-  }
-  std::string digest = hash.FinishHex();
-  if (digest != sha256) {
-    return absl::DataLossError(absl::StrCat("blob ", sha256, " is corrupt on the server's disk (its ", pos,
-                                            " bytes hash to ", digest, ")"));
+  auto size = BlobSize(sha256);  // NOT_FOUND when absent, INVALID_ARGUMENT for a malformed digest
+  if (!size.ok()) return size.status();
+  auto digest = Sha256File(BlobPath(sha256));
+  if (!digest.ok()) return digest.status();
+  if (*digest != sha256) {
+    return absl::DataLossError(absl::StrCat("blob ", sha256, " is corrupt on the server's disk (its ", *size,
+                                            " bytes hash to ", *digest, ")"));
   }
   return absl::OkStatus();
 }
