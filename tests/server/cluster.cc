@@ -65,10 +65,9 @@ int Cluster::Mqctl(std::vector<std::string> args, std::string* out) {
 }
 
 int Cluster::MqctlWithErrors(std::vector<std::string> args, std::string* out) {
-  // sh only merges the streams; "$@" passes every argument's bytes unchanged.
-  std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$@\" 2>&1", "sh", MQCTL_BIN, "--server", address_, "--insecure"};
+  std::vector<std::string> argv = {MQCTL_BIN, "--server", address_, "--insecure"};
   argv.insert(argv.end(), args.begin(), args.end());
-  return RunCommand(argv, out);
+  return RunCommandWithStderr(std::move(argv), out);
 }
 
 void Cluster::UploadBundled() {

@@ -169,12 +169,10 @@ TEST(ControlPlaneDefects, AnInterruptedUploadSaysHowToResume) {
 TEST(ControlPlaneDefects, MqctlRefusesTextThatIsNotUtf8AndAZeroTokenBudgetBeforeSending) {
   TempDir dir;
   const std::string server = "127.0.0.1:" + std::to_string(PickFreePort());
-  auto run = [&](const std::vector<std::string>& args, std::string* out) {
-    // Through sh only to merge stderr (the usage errors) into what is captured; "$@" passes the
-    // arguments' bytes unchanged.
-    std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$@\" 2>&1", "sh", MQCTL_BIN, "--server", server, "--insecure"};
+  auto run = [&](const std::vector<std::string>& args, std::string* out) {  // usage errors go to stderr
+    std::vector<std::string> argv = {MQCTL_BIN, "--server", server, "--insecure"};
     argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv, out);
+    return RunCommandWithStderr(std::move(argv), out);
   };
   std::string out;
   EXPECT_EQ(run({"generate", "--model", "m", "--prompt", "hello \xff\xfe"}, &out), 2) << out;

@@ -514,7 +514,6 @@ TEST(InferenceModelIdentity, AVersionRegisteredAgainServesItsNewFiles) {
     r.set_model(model);
     r.set_text("The history of the city begins in the first century.");
     ScoreResponse resp;
-    absl::Status last;
     for (int i = 0; i < 100; ++i) {  // the worker may still be connecting
       grpc::ClientContext ctx;
       ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));

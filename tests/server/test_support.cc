@@ -105,6 +105,11 @@ void ChildProcess::Kill() {
   reaped_ = true;
 }
 
+int RunCommandWithStderr(std::vector<std::string> argv, std::string* out) {
+  argv.insert(argv.begin(), {"/bin/sh", "-c", "exec \"$@\" 2>&1", "sh"});
+  return RunCommand(argv, out);
+}
+
 int RunCommand(const std::vector<std::string>& argv, std::string* out, absl::Duration timeout,
                const std::map<std::string, std::string>& env) {
   int fds[2];

@@ -56,6 +56,10 @@ class ChildProcess {
 int RunCommand(const std::vector<std::string>& argv, std::string* out, absl::Duration timeout = absl::Seconds(300),
                const std::map<std::string, std::string>& env = {});
 
+// RunCommand with the command's stderr in `out` too (through sh, whose "$@" passes every
+// argument's bytes unchanged).
+int RunCommandWithStderr(std::vector<std::string> argv, std::string* out);
+
 int PickFreePort();
 // GET http://127.0.0.1:port/path (HTTP/1.0); retries until something answers or `timeout` passes.
 // Returns the whole response (status line, headers, body), or "" when nothing answered.
