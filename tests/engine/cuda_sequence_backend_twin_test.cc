@@ -24,10 +24,6 @@ TEST(CudaSequenceBackendTwinTest, ServingOptionsSizeTheModel) {
   EXPECT_EQ(m.max_batch, 64);
   EXPECT_EQ(m.max_tokens, 512);
   EXPECT_EQ(m.max_logit_rows, 512);
-  EXPECT_FALSE(m.float32_lm_head);  // serving: the FP16 head
-  o.float32_lm_head = true;         // evaluation: the CPU's float32 head
-  EXPECT_TRUE(ServingModelOptions(o).float32_lm_head);
-  o.float32_lm_head = false;
   // A decode batch larger than the prefill chunk and the logit rows still fits one forward.
   o.num_slots = 256, o.max_batch = 128, o.max_prefill_tokens = 64, o.max_logit_rows = 16;
   m = ServingModelOptions(o);

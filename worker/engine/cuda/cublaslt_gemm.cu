@@ -7,7 +7,7 @@
 namespace mq::cuda {
 
 namespace {
-enum Kind { kInt8 = 0, kF16OutF16 = 1, kF16OutF32 = 2, kF32 = 3 };
+enum Kind { kInt8 = 0, kF16OutF16 = 1, kF16OutF32 = 2 };
 }
 
 struct CublasLtGemm::Plan {
@@ -43,8 +43,8 @@ StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(int kind, int64_t out, int64
   const bool int8 = kind == kInt8;
   const cublasComputeType_t compute = int8 ? CUBLAS_COMPUTE_32I : CUBLAS_COMPUTE_32F;
   const cudaDataType_t scale_type = int8 ? CUDA_R_32I : CUDA_R_32F;
-  const cudaDataType_t ab_type = int8 ? CUDA_R_8I : (kind == kF32 ? CUDA_R_32F : CUDA_R_16F);
-  const cudaDataType_t c_type = int8 ? CUDA_R_32I : (kind == kF16OutF32 || kind == kF32 ? CUDA_R_32F : CUDA_R_16F);
+  const cudaDataType_t ab_type = int8 ? CUDA_R_8I : CUDA_R_16F;
+  const cudaDataType_t c_type = int8 ? CUDA_R_32I : (kind == kF16OutF32 ? CUDA_R_32F : CUDA_R_16F);
   MQ_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan->op, compute, scale_type));
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
   MQ_CUBLAS_RETURN_IF_ERROR(
@@ -68,7 +68,7 @@ StatusOr<CublasLtGemm::Plan*> CublasLtGemm::GetPlan(int kind, int64_t out, int64
   cublasLtMatmulPreferenceDestroy(pref);
   MQ_CUBLAS_RETURN_IF_ERROR(st);
   if (found == 0)
-    return UnimplementedError("cuBLASLt has no algorithm for " + std::string(int8 ? "INT8" : kind == kF32 ? "FP32" : "FP16") + " GEMM out=" +
+    return UnimplementedError("cuBLASLt has no algorithm for " + std::string(int8 ? "INT8" : "FP16") + " GEMM out=" +
                               std::to_string(out) + " tokens=" + std::to_string(tokens) + " k=" + std::to_string(k));
   plan->algo = result.algo;
   Plan* raw = plan.get();
@@ -92,16 +92,6 @@ Status CublasLtGemm::F16(const __half* w, int64_t ldw, const __half* x, int64_t 
                          int64_t out, int64_t tokens, int64_t k, cudaStream_t stream) {
   if (out <= 0 || tokens <= 0) return OkStatus();
   MQ_ASSIGN_OR_RETURN(Plan * plan, GetPlan(c_f32 ? kF16OutF32 : kF16OutF16, out, tokens, k, ldw, ldx, ldc));
-  const float alpha = 1.0f, beta = 0.0f;
-  MQ_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_, plan->op, &alpha, w, plan->a, x, plan->b, &beta, c, plan->c, c,
-                                           plan->c, &plan->algo, workspace_.get(), workspace_.size(), stream));
-  return OkStatus();
-}
-
-Status CublasLtGemm::F32(const float* w, int64_t ldw, const float* x, int64_t ldx, float* c, int64_t ldc, int64_t out,
-                         int64_t tokens, int64_t k, cudaStream_t stream) {
-  if (out <= 0 || tokens <= 0) return OkStatus();
-  MQ_ASSIGN_OR_RETURN(Plan * plan, GetPlan(kF32, out, tokens, k, ldw, ldx, ldc));
   const float alpha = 1.0f, beta = 0.0f;
   MQ_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_, plan->op, &alpha, w, plan->a, x, plan->b, &beta, c, plan->c, c,
                                            plan->c, &plan->algo, workspace_.get(), workspace_.size(), stream));

@@ -1,8 +1,7 @@
 // cuBLASLt GEMMs of the engine, all in the "linear layer" form C[tokens, out] = X[tokens, k]·W[out, k]ᵀ
 // with row-major X, W and C (cuBLASLt sees the TN column-major product Cᵀ = W·Xᵀ):
 //   INT8 × INT8 → INT32 (IMMA tensor cores), exact; dequantization is fused into the consumer;
-//   FP16 × FP16 → FP16 or FP32 with FP32 accumulation;
-//   FP32 × FP32 → FP32 in full FP32 (no TF32): the evaluation LM head, whose logits match the CPU's.
+//   FP16 × FP16 → FP16 or FP32 with FP32 accumulation.
 // One handle and one workspace per instance; plans (descriptors, layouts, the heuristic's algo)
 // are cached per shape, so steady-state calls allocate nothing and can be captured in graphs.
 #pragma once
@@ -34,9 +33,6 @@ class CublasLtGemm {
   // c[t, o] = Σ_k x[t, k]·w[o, k] in FP32 accumulation; c is half, or float when c_f32.
   Status F16(const __half* w, int64_t ldw, const __half* x, int64_t ldx, void* c, bool c_f32, int64_t ldc,
              int64_t out, int64_t tokens, int64_t k, cudaStream_t stream);
-  // c[t, o] = Σ_k x[t, k]·w[o, k], float in, float out, CUBLAS_COMPUTE_32F (full precision).
-  Status F32(const float* w, int64_t ldw, const float* x, int64_t ldx, float* c, int64_t ldc, int64_t out,
-             int64_t tokens, int64_t k, cudaStream_t stream);
 
  private:
   struct Plan;

@@ -31,10 +31,8 @@ std::vector<__half> ToHalfPadded(const std::vector<float>& w, int64_t rows, int6
   });
   return out;
 }
-// Host [rows, cols] → [rows, ld] with zero padding (INT8 weights, the float32 LM head).
-template <typename T>
-std::vector<T> PadRows(const std::vector<T>& w, int64_t rows, int64_t cols, int64_t ld) {
-  std::vector<T> out(static_cast<size_t>(rows * ld), T{0});
+std::vector<int8_t> PadInt8(const std::vector<int8_t>& w, int64_t rows, int64_t cols, int64_t ld) {
+  std::vector<int8_t> out(static_cast<size_t>(rows * ld), 0);
   cpu::ParallelFor(rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) std::copy_n(w.data() + r * cols, cols, out.data() + r * ld);
   });
@@ -77,7 +75,6 @@ struct CudaMambaModel::Buffers {
   DeviceBuffer<float> h, dbc, u32, y32;
   DeviceBuffer<__half> xn16, xz16, u16, xp16, dl16, delta16, y16, hn16;
   DeviceBuffer<float> o32;
-  DeviceBuffer<float> hn32;  // the float32 LM head's input (options_.float32_lm_head) instead of hn16
   DeviceBuffer<int8_t> xn8, u8, dl8, y8;
   DeviceBuffer<float> s_xn, s_u, s_dl, s_y;
   DeviceBuffer<int32_t> xz_acc, xp_acc, delta_acc, o_acc;
@@ -168,11 +165,7 @@ Status CudaMambaModel::AllocateActivations() {
   };
   MQ_RETURN_IF_ERROR(f32(&b.h, T * d));
   MQ_RETURN_IF_ERROR(f32(&b.dbc, T * dbc));
-  if (options_.float32_lm_head) {
-    MQ_RETURN_IF_ERROR(f32(&b.hn32, static_cast<size_t>(options_.max_logit_rows * dp_)));
-  } else {
-    MQ_RETURN_IF_ERROR(f16(&b.hn16, static_cast<size_t>(options_.max_logit_rows * dp_)));
-  }
+  MQ_RETURN_IF_ERROR(f16(&b.hn16, static_cast<size_t>(options_.max_logit_rows * dp_)));
   if (int8_) {
     MQ_RETURN_IF_ERROR(f32(&b.u32, T * E));
     MQ_RETURN_IF_ERROR(f32(&b.y32, T * E));
@@ -263,7 +256,7 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
         MQ_RETURN_IF_ERROR(Upload(&dst->w4, packed));
         int4_scratch = std::max(int4_scratch, dst->out * dst->ld);
       } else {
-        MQ_RETURN_IF_ERROR(Upload(&dst->w8, PadRows(q.qweight, dst->out, dst->in, dst->ld)));
+        MQ_RETURN_IF_ERROR(Upload(&dst->w8, PadInt8(q.qweight, dst->out, dst->in, dst->ld)));
       }
       MQ_RETURN_IF_ERROR(Upload(&dst->wscale, q.weight_scale));
       dst->act_static_scale = q.act_mode == ActScaleMode::kPerTensorStatic ? q.act_scale : 0.0f;
@@ -326,12 +319,8 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
   }
   MQ_RETURN_IF_ERROR(Upload(&m->embeddings_, w.embeddings));
   MQ_RETURN_IF_ERROR(Upload(&m->norm_f_, w.norm_f));
-  if (o.float32_lm_head) {
-    MQ_RETURN_IF_ERROR(Upload(&m->lm_head32_, PadRows(w.lm_head.weight, m->V_, m->d_, m->dp_)));
-  } else {
-    MQ_RETURN_IF_ERROR(Upload(&m->lm_head_, ToHalfPadded(w.lm_head.weight, m->V_, m->d_, m->dp_)));
-  }
-  bytes += static_cast<int64_t>(m->lm_head_.bytes() + m->lm_head32_.bytes() + m->norm_f_.bytes());
+  MQ_RETURN_IF_ERROR(Upload(&m->lm_head_, ToHalfPadded(w.lm_head.weight, m->V_, m->d_, m->dp_)));
+  bytes += static_cast<int64_t>(m->lm_head_.bytes() + m->norm_f_.bytes());
   m->decode_weight_bytes_ = bytes;
   MQ_RETURN_IF_ERROR(m->PrepareLayerKernels());
   MQ_RETURN_IF_ERROR(m->stream_.Synchronize());
@@ -398,14 +387,10 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::CreateRandom(const Ran
   }
   MQ_RETURN_IF_ERROR(f32(&m->embeddings_, m->V_ * d, -1.0f, 1.0f));
   MQ_RETURN_IF_ERROR(f32(&m->norm_f_, d, 0.9f, 1.1f));
+  MQ_ASSIGN_OR_RETURN(m->lm_head_, DeviceBuffer<__half>::Allocate(static_cast<size_t>(m->V_ * m->dp_)));
   const float a = std::sqrt(3.0f / static_cast<float>(d));
-  if (o.float32_lm_head) {  // the padding columns meet zeros of the normalized input
-    MQ_RETURN_IF_ERROR(f32(&m->lm_head32_, m->V_ * m->dp_, -a, a));
-  } else {
-    MQ_ASSIGN_OR_RETURN(m->lm_head_, DeviceBuffer<__half>::Allocate(static_cast<size_t>(m->V_ * m->dp_)));
-    MQ_RETURN_IF_ERROR(LaunchFillUniformF16(m->lm_head_.get(), m->V_, d, m->dp_, -a, a, ++seed, st));
-  }
-  bytes += static_cast<int64_t>(m->lm_head_.bytes() + m->lm_head32_.bytes() + m->norm_f_.bytes());
+  MQ_RETURN_IF_ERROR(LaunchFillUniformF16(m->lm_head_.get(), m->V_, d, m->dp_, -a, a, ++seed, st));
+  bytes += static_cast<int64_t>(m->lm_head_.bytes() + m->norm_f_.bytes());
   m->decode_weight_bytes_ = bytes;
   MQ_RETURN_IF_ERROR(m->PrepareLayerKernels());
   MQ_RETURN_IF_ERROR(m->stream_.Synchronize());
@@ -585,31 +570,15 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     }
   }
   if (mode == LogitsMode::kNone) return OkStatus();
-  return EnqueueLmHead(prev_out, logit_rows, mode == LogitsMode::kLast ? L : 1, mode == LogitsMode::kLast ? L - 1 : 0);
-}
-
-// Final residual add + norm_f on the rows whose logits are wanted (row r reads h row
-// r·row_stride + row_offset), then the LM head into logits_: FP16 weights, or float32 ones
-// (options_.float32_lm_head) whose logits match the CPU reference's to float rounding.
-Status CudaMambaModel::EnqueueLmHead(const ActView& residual, int64_t rows, int64_t row_stride, int64_t row_offset) {
-  cudaStream_t st = stream_.get();
-  Buffers& b = *buf_;
+  // Final residual add + norm_f on the rows whose logits are wanted, then the FP16 LM head.
   ResidualNormParams rn;
-  rn.h = b.h.get(), rn.residual = residual, rn.gamma = norm_f_.get();
-  rn.eps = static_cast<float>(config_.layer_norm_epsilon), rn.rows = rows, rn.d = d_;
-  rn.row_stride = row_stride, rn.row_offset = row_offset, rn.ld_out = dp_;
-  if (options_.float32_lm_head) {
-    rn.out_f32 = b.hn32.get();
-  } else {
-    rn.out_f16 = b.hn16.get();
-  }
+  rn.h = b.h.get(), rn.residual = prev_out, rn.gamma = norm_f_.get();
+  rn.eps = static_cast<float>(config_.layer_norm_epsilon), rn.rows = logit_rows, rn.d = d_;
+  if (mode == LogitsMode::kLast) rn.row_stride = L, rn.row_offset = L - 1;
+  rn.out_f16 = b.hn16.get(), rn.ld_out = dp_;
   MQ_RETURN_IF_ERROR(LaunchResidualNorm(rn, st));
   MQ_RETURN_IF_ERROR(Mark("final_norm"));
-  if (options_.float32_lm_head) {
-    MQ_RETURN_IF_ERROR(gemm_->F32(lm_head32_.get(), dp_, b.hn32.get(), dp_, logits_.get(), V_, V_, rows, dp_, st));
-  } else {
-    MQ_RETURN_IF_ERROR(gemm_->F16(lm_head_.get(), dp_, b.hn16.get(), dp_, logits_.get(), true, V_, V_, rows, dp_, st));
-  }
+  MQ_RETURN_IF_ERROR(gemm_->F16(lm_head_.get(), dp_, b.hn16.get(), dp_, logits_.get(), true, V_, V_, logit_rows, dp_, st));
   return Mark("lm_head");
 }
 
@@ -908,7 +877,6 @@ Status CudaMambaModel::EnqueueDecodeLogits(int64_t B) {
     MQ_RETURN_IF_ERROR(LaunchEmbedding(ep, stream_.get()));
     dec_persist_.B = static_cast<int>(B);
     MQ_RETURN_IF_ERROR(LaunchDecodePersistent(dec_persist_, stream_.get()));
-    if (options_.float32_lm_head) return EnqueueLmHead(ActView{}, B, 1, 0);  // h holds the last layer's sum
     dec_head_.B = static_cast<int>(B);
     dec_head_.pdl = false, dec_head_.l2_prefetch = false;  // the cooperative kernel holds every SM to its end
     MQ_RETURN_IF_ERROR(LaunchDecodeLmHead(dec_head_, stream_.get()));
@@ -921,7 +889,6 @@ Status CudaMambaModel::EnqueueDecodeLogits(int64_t B) {
       p.pdl = options_.decode_pdl, p.l2_prefetch = options_.decode_l2_prefetch;
       MQ_RETURN_IF_ERROR(LaunchDecodeLayer(p, stream_.get()));
     }
-    if (options_.float32_lm_head) return EnqueueLmHead(ActView{}, B, 1, 0);  // out_proj added into h
     dec_head_.B = static_cast<int>(B);
     dec_head_.pdl = options_.decode_pdl, dec_head_.l2_prefetch = options_.decode_l2_prefetch;
     MQ_RETURN_IF_ERROR(LaunchDecodeLmHead(dec_head_, stream_.get()));

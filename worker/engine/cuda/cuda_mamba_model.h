@@ -72,10 +72,6 @@ struct CudaModelOptions {
   // narrower device buffers, rounded at every store. Decode then takes the per-stage kernels at
   // every batch (the layer kernels keep a float32 state).
   StateDtype state_dtype = StateDtype::kF32;
-  // The LM head in float32 (weights, input and accumulation) instead of FP16: logits equal to the
-  // CPU reference's up to float rounding, for evaluation (perplexity, the quantization report);
-  // serving keeps FP16 (half the head's bytes a decode step; ≈0.03 % perplexity on mamba-small).
-  bool float32_lm_head = false;
 };
 
 // One slot's recurrent state as stored on the device, copied to the host (tests): raw elements of
@@ -217,7 +213,6 @@ class CudaMambaModel {
   Status RunLinear(const Linear& lin, const void* x, int64_t ldx, int64_t tokens, void* out, int64_t ldc,
                    bool out_f32);
   Status EnqueueDecodeStep(int64_t B);
-  Status EnqueueLmHead(const ActView& residual, int64_t rows, int64_t row_stride, int64_t row_offset);
   GreedyParams NextTokenParams(int64_t B) const;  // selection kernel parameters for a decode batch
   Status Mark(const char* stage);
   Status Tap(int64_t layer, ActivationSite site, const void* x, bool f32, int64_t ld, int64_t rows, int64_t cols);
@@ -243,8 +238,7 @@ class CudaMambaModel {
   std::vector<Layer> layer_;
   DeviceBuffer<float> embeddings_;  // [V, d] float32
   DeviceBuffer<float> norm_f_;      // [d]
-  DeviceBuffer<__half> lm_head_;    // [V, dp] FP16, or empty with …
-  DeviceBuffer<float> lm_head32_;   // … [V, dp] float32 (options_.float32_lm_head)
+  DeviceBuffer<__half> lm_head_;    // [V, dp]
   DeviceBuffer<float> conv_state_;  // [slots + 1][layers][E][K−1]
   DeviceBuffer<float> ssm_state_;   // [slots + 1][layers][E][N]
   // With a narrower state dtype the pools above stay empty and the state lives here, in the same

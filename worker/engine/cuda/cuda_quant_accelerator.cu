@@ -282,7 +282,6 @@ StatusOr<ComparisonResult> CudaQuantAccelerator::Compare(const MambaWeights& ref
   CudaModelOptions mo;
   mo.max_tokens = mo.max_logit_rows = per_forward * window;
   mo.max_batch = mo.num_slots = per_forward;
-  mo.float32_lm_head = true;  // the report's perplexities as the CPU computes them
   MQ_ASSIGN_OR_RETURN(std::unique_ptr<CudaMambaModel> ref, CudaMambaModel::Create(reference, mo));
   MQ_ASSIGN_OR_RETURN(std::unique_ptr<CudaMambaModel> cand, CudaMambaModel::Create(candidate, mo));
   const int64_t V = reference.V();

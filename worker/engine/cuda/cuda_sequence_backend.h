@@ -49,7 +49,6 @@ inline CudaModelOptions ServingModelOptions(const serve::SequenceBackendOptions&
   m.num_slots = o.num_slots;
   m.max_logit_rows = std::max<int64_t>(o.max_batch, o.max_logit_rows);
   m.state_dtype = o.state_dtype;
-  m.float32_lm_head = o.float32_lm_head;
   return m;
 }
 

@@ -48,7 +48,7 @@ struct QuantOut {
   float static_scale = 0.0f;
 };
 
-// h[t] (+)= residual(t); y[r] = γ ⊙ RMSNorm(h[row(r)]) → half (out_f16), float (out_f32) or INT8 (quant).
+// h[t] (+)= residual(t); y[r] = γ ⊙ RMSNorm(h[row(r)]) → half (out_f16) or INT8 (quant).
 struct ResidualNormParams {
   float* h = nullptr;           // [T, d] float32 residual stream, updated in place when residual given
   ActView residual;             // kNone, kF32 or kInt32Acc
@@ -59,9 +59,8 @@ struct ResidualNormParams {
   // Output row r reads h row r·row_stride + row_offset (last position of each sequence: L, L−1).
   int64_t row_stride = 1, row_offset = 0;
   __half* out_f16 = nullptr;    // [rows, ld_out] or null
-  float* out_f32 = nullptr;     // [rows, ld_out] or null (the float32 LM head's input)
   int64_t ld_out = 0;
-  QuantOut quant;               // used when out_f16 and out_f32 are null
+  QuantOut quant;               // used when out_f16 is null
 };
 
 // u = SiLU(causal depthwise conv(u0)) over each sequence, continuing from the conv state.

@@ -25,9 +25,6 @@ struct SequenceBackendOptions {
   // Storage of the recurrent state between calls (model/state_dtype.h): fp32 exact; fp16, bf16,
   // int8 round it at every store (less memory and, on the GPU, less traffic a decode step).
   StateDtype state_dtype = StateDtype::kF32;
-  // Logits as the CPU reference computes them (a float32 LM head) rather than the GPU's serving
-  // FP16 head: evaluation (`mq-engine eval --decode-steps`). The CPU backend is float32 always.
-  bool float32_lm_head = false;
 };
 
 class SequenceBackend {

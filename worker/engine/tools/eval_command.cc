@@ -1,8 +1,6 @@
 // mq-engine eval: perplexity of a model (float or quantized) on a text, by the fixtures' protocol:
 // by prefill on the CPU reference, or (--decode-steps) one decode step a token through a serving
-// backend, with the recurrent state stored in --state-dtype between steps. On the GPU the LM head
-// runs in float32 (--lm-head f32, the default: the model's perplexity, comparable with the CPU's)
-// or as serving runs it (--lm-head f16).
+// backend, with the recurrent state stored in --state-dtype between steps.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -20,7 +18,7 @@
 namespace mq::tools {
 
 int RunEvalCommand(const std::vector<std::string>& args) {
-  auto cl = CommandLine::Parse(args, {"json", "decode-steps"}, {"model", "text", "window", "state-dtype", "device", "batch", "max-windows", "lm-head"});
+  auto cl = CommandLine::Parse(args, {"json", "decode-steps"}, {"model", "text", "window", "state-dtype", "device", "batch", "max-windows"});
   if (!cl.ok()) return ReportError(cl.status());
   auto model_dir = cl->Require("model");
   auto text_path = cl->Require("text");
@@ -32,12 +30,8 @@ int RunEvalCommand(const std::vector<std::string>& args) {
     if (!s.ok()) return ReportError(s);
   const bool decode_steps = cl->Has("decode-steps");
   const std::string device = cl->Get("device").value_or("cpu");
-  if (!decode_steps && (cl->Has("state-dtype") || cl->Has("device") || cl->Has("batch") || cl->Has("lm-head")))
-    return ReportError(InvalidArgumentError("--state-dtype, --device, --batch and --lm-head apply to --decode-steps"));
-  const std::string lm_head = cl->Get("lm-head").value_or("f32");
-  if (lm_head != "f32" && lm_head != "f16") return ReportError(InvalidArgumentError("--lm-head must be f32 or f16, got " + lm_head));
-  if (lm_head == "f16" && device != "cuda")
-    return ReportError(InvalidArgumentError("--lm-head f16 is the GPU's serving head; the CPU computes the LM head in float32"));
+  if (!decode_steps && (cl->Has("state-dtype") || cl->Has("device") || cl->Has("batch")))
+    return ReportError(InvalidArgumentError("--state-dtype, --device and --batch apply to --decode-steps"));
 
   const auto t0 = std::chrono::steady_clock::now();
   auto model = LoadModel(*model_dir);
@@ -60,7 +54,6 @@ int RunEvalCommand(const std::vector<std::string>& args) {
     bo.max_prefill_tokens = 16;
     bo.max_logit_rows = 1;
     bo.state_dtype = *state_dtype;
-    bo.float32_lm_head = lm_head == "f32";
     auto backend = OpenSequenceBackend(device, *model_dir, bo);
     if (!backend.ok()) return ReportError(backend.status());
     result = EvaluateDecodePerplexity(**backend, *tokens, *window);
@@ -77,7 +70,7 @@ int RunEvalCommand(const std::vector<std::string>& args) {
                         {"windows", result->windows},       {"window", *window},
                         {"quantized", model->quantized},    {"seconds", seconds},
                         {"mode", decode_steps ? "decode-steps" : "prefill"}};
-    if (decode_steps) j["state_dtype"] = StateDtypeName(*state_dtype), j["device"] = device, j["lm_head"] = lm_head;
+    if (decode_steps) j["state_dtype"] = StateDtypeName(*state_dtype), j["device"] = device;
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("model        %s%s\n", model_dir->c_str(), model->quantized ? " (quantized)" : "");
@@ -85,8 +78,7 @@ int RunEvalCommand(const std::vector<std::string>& args) {
                 static_cast<long long>(result->windows), static_cast<long long>(*window),
                 static_cast<long long>(result->tokens_scored));
     if (decode_steps)
-      std::printf("mode         decode steps on %s, state %s, LM head %s\n", device.c_str(), StateDtypeName(*state_dtype),
-                  lm_head.c_str());
+      std::printf("mode         decode steps on %s, state %s\n", device.c_str(), StateDtypeName(*state_dtype));
     std::printf("perplexity   %.4f\n", result->perplexity);
     std::printf("time         %.2f s\n", seconds);
   }

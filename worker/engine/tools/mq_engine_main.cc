@@ -12,12 +12,10 @@ constexpr const char* kUsage = R"(usage: mq-engine COMMAND [options]
 
 commands:
   eval      --model DIR --text FILE [--window 256] [--max-windows N] [--json]
-            [--decode-steps [--state-dtype fp32|fp16|bf16|int8] [--device cpu|cuda] [--batch 8]
-             [--lm-head f32|f16]]
+            [--decode-steps [--state-dtype fp32|fp16|bf16|int8] [--device cpu|cuda] [--batch 8]]
             perplexity by the fixtures' protocol (documents split on blank lines, eos after each,
             non-overlapping windows); --decode-steps feeds every token as one decode step through
-            the serving backend, storing the state in --state-dtype after each; on cuda the LM
-            head is float32 (default, as the CPU) or FP16 (--lm-head f16, as serving runs it)
+            the serving backend, storing the state in --state-dtype after each
   generate  --model DIR --prompt TEXT [--max-tokens 32] [--temperature 0] [--top-k 0] [--top-p 1]
             [--seed 0] [--device cpu|cuda] [--state-dtype fp32|fp16|bf16|int8] [--json]
             continuation (greedy at temperature 0, else sampled, reproducible from the seed), stops at eos
