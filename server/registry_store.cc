@@ -104,21 +104,49 @@ absl::StatusOr<std::vector<UploadRecord>> RegistryStore::StaleUploads(absl::Time
 }
 
 absl::StatusOr<Artifact> RegistryStore::InsertTx(SqliteTx& tx, Artifact artifact) {
-  if (artifact.version() == 0) {
-    auto stmt = tx.Prepare("SELECT COALESCE(MAX(version), 0) FROM artifacts WHERE kind = ?1 AND name = ?2");
+  if (artifact.version() != 0 && (artifact.version() < 1 || artifact.version() > kMaxVersion))
+    return absl::InvalidArgumentError(absl::StrCat("version must be 1..", kMaxVersion));
+  // The highest version this name ever had, deleted ones included (artifact_names): numbers are
+  // never reused, so a name:version once seen always means the same bytes.
+  int64_t last = 0;
+  {
+    auto stmt = tx.Prepare(
+        "SELECT MAX(COALESCE((SELECT MAX(version) FROM artifacts WHERE kind = ?1 AND name = ?2), 0),"
+        " COALESCE((SELECT last_version FROM artifact_names WHERE kind = ?1 AND name = ?2), 0))");
     if (!stmt.ok()) return stmt.status();
     stmt->Bind(1, static_cast<int64_t>(artifact.kind())).Bind(2, artifact.name());
     auto row = stmt->Step();
     if (!row.ok()) return row.status();
+    last = stmt->Int(0);
+  }
+  if (artifact.version() == 0) {
     // Versions are addressable only up to kMaxVersion (references parse 1..2^31-1): past it a
     // new version could never be named, so the name is full.
-    if (stmt->Int(0) >= kMaxVersion) {
+    if (last >= kMaxVersion) {
       return absl::ResourceExhaustedError(absl::StrCat(KindName(artifact.kind()), " ", artifact.name(), " has reached version ",
                                                        kMaxVersion, ", the last one; upload under another name"));
     }
-    artifact.set_version(stmt->Int(0) + 1);
-  } else if (artifact.version() < 1 || artifact.version() > kMaxVersion) {
-    return absl::InvalidArgumentError(absl::StrCat("version must be 1..", kMaxVersion));
+    artifact.set_version(last + 1);
+  } else if (artifact.version() <= last) {
+    auto exists = tx.Prepare("SELECT 1 FROM artifacts WHERE kind = ?1 AND name = ?2 AND version = ?3");
+    if (!exists.ok()) return exists.status();
+    exists->Bind(1, static_cast<int64_t>(artifact.kind())).Bind(2, artifact.name()).Bind(3, artifact.version());
+    auto row = exists->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) {
+      return absl::AlreadyExistsError(absl::StrCat(KindName(artifact.kind()), " ", FormatRef(artifact.name(), artifact.version()),
+                                                   " existed and was deleted; version numbers are never reused (the next is ",
+                                                   last + 1, ")"));
+    }
+  }
+  {
+    auto stmt = tx.Prepare(
+        "INSERT INTO artifact_names (kind, name, last_version) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT (kind, name) DO UPDATE SET last_version = MAX(last_version, excluded.last_version)");
+    if (!stmt.ok()) return stmt.status();
+    stmt->Bind(1, static_cast<int64_t>(artifact.kind())).Bind(2, artifact.name()).Bind(3, artifact.version());
+    absl::Status s = stmt->Run();
+    if (!s.ok()) return s;
   }
   uint64_t total = 0;
   for (const auto& f : artifact.files()) total += f.size();

@@ -70,6 +70,21 @@ CREATE TABLE worker_identities (
   bound_ms  INTEGER NOT NULL
 );
 )sql"},
+      // The highest version ever given to each name, so that a deleted version's number is never
+      // given to other content (a job's source_model or a client's pinned name:version would
+      // silently point at other bytes). Backfilled from the versions that exist or were committed.
+      {4, R"sql(
+CREATE TABLE artifact_names (
+  kind         INTEGER NOT NULL,
+  name         TEXT    NOT NULL,
+  last_version INTEGER NOT NULL,
+  PRIMARY KEY (kind, name)
+);
+INSERT INTO artifact_names (kind, name, last_version)
+  SELECT kind, name, MAX(version) FROM
+    (SELECT kind, name, version FROM artifacts UNION ALL SELECT kind, name, version FROM committed_uploads)
+  GROUP BY kind, name;
+)sql"},
   };
   return *migrations;
 }

@@ -2,7 +2,8 @@
 // jobs) bounded by bytes,
 // version numbers capped at their documented range, CommitUpload idempotent on retry, blobs
 // left by rejected or aborted uploads collected after a grace period, and a blob corrupted on disk
-// repaired by the next upload of its bytes (not deduplicated into one more unreadable version).
+// repaired by the next upload of its bytes (not deduplicated into one more unreadable version), and
+// a deleted version's number never given to other content.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -157,6 +158,77 @@ TEST_F(RegistryDefects, VersionsStopAtTheirDocumentedRange) {
   auto other = Insert("w", 0);
   ASSERT_TRUE(other.ok());
   EXPECT_EQ(other->version(), 1);
+}
+
+// Deleting the latest version and uploading again once gave the new content the deleted number:
+// a job's source_model "v:2" then named other bytes. Numbers now only grow.
+TEST_F(RegistryDefects, DeletedVersionNumbersAreNeverReused) {
+  ASSERT_TRUE(Insert("v", 0).ok());
+  ASSERT_TRUE(Insert("v", 0).ok());
+  ASSERT_TRUE(registry_->Delete(ARTIFACT_KIND_DATASET, "v:2", nullptr).ok());
+  auto next = Insert("v", 0);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->version(), 3);
+  // Every version deleted: the name still continues from its highest.
+  ASSERT_TRUE(registry_->Delete(ARTIFACT_KIND_DATASET, "v:1", nullptr).ok());
+  ASSERT_TRUE(registry_->Delete(ARTIFACT_KIND_DATASET, "v:3", nullptr).ok());
+  auto after = Insert("v", 0);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->version(), 4);
+  // Asking for a deleted number explicitly is refused and says which comes next; a number above
+  // every one given is allowed, and counting goes on from it.
+  auto again = Insert("v", 2);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists) << again.status();
+  EXPECT_NE(again.status().message().find("never reused (the next is 5)"), std::string::npos) << again.status();
+  EXPECT_EQ(Insert("v", 4).status().code(), absl::StatusCode::kAlreadyExists);  // exists
+  ASSERT_TRUE(Insert("v", 9).ok());
+  EXPECT_EQ(Insert("v", 0)->version(), 10);
+  // The same name of the other kind has its own numbers.
+  Artifact m;
+  m.set_kind(mambaquant::v1::ARTIFACT_KIND_MODEL);
+  m.set_name("v");
+  absl::StatusOr<Artifact> model;
+  ASSERT_TRUE(db_->Transaction([&](SqliteTx& tx) -> absl::Status {
+                 model = store_->InsertTx(tx, m);
+                 return model.status();
+               }).ok());
+  EXPECT_EQ(model->version(), 1);
+}
+
+// A database made before the version memory existed (schema 3) learns each name's highest
+// version from its artifacts and committed uploads when it migrates.
+TEST(RegistryMigration, HighestVersionsAreBackfilled) {
+  test::TempDir dir;
+  auto db = SqliteDb::Open(dir.Sub("mq.db"));
+  ASSERT_TRUE(db.ok());
+  std::vector<Migration> v3(SchemaMigrations().begin(), SchemaMigrations().begin() + 3);
+  ASSERT_EQ(v3.back().version, 3);
+  ASSERT_TRUE(MigrateSchema(**db, v3).ok());
+  ASSERT_TRUE((*db)->Transaction([&](SqliteTx& tx) -> absl::Status {
+                for (const char* sql :
+                     {"INSERT INTO artifacts (kind, name, version, artifact, create_time_ms) VALUES (2, 'd', 1, x'', 0)",
+                      "INSERT INTO artifacts (kind, name, version, artifact, create_time_ms) VALUES (2, 'd', 3, x'', 0)",
+                      "INSERT INTO committed_uploads (upload_id, kind, name, version, commit_time_ms) VALUES ('u1', 2, 'e', 7, 0)"}) {
+                  auto st = tx.Prepare(sql);
+                  if (!st.ok()) return st.status();
+                  absl::Status s = st->Run();
+                  if (!s.ok()) return s;
+                }
+                return absl::OkStatus();
+              }).ok());
+  ASSERT_TRUE(MigrateSchema(**db).ok());
+  RegistryStore store(db->get());
+  for (const auto& [name, want] : {std::pair<const char*, int64_t>{"d", 4}, {"e", 8}, {"f", 1}}) {
+    Artifact a;
+    a.set_kind(ARTIFACT_KIND_DATASET);
+    a.set_name(name);
+    absl::StatusOr<Artifact> out;
+    ASSERT_TRUE((*db)->Transaction([&](SqliteTx& tx) -> absl::Status {
+                   out = store.InsertTx(tx, a);
+                   return out.status();
+                 }).ok());
+    EXPECT_EQ(out->version(), want) << name;
+  }
 }
 
 TEST_F(RegistryDefects, CommitUploadRetriedAfterItTookEffectAnswersTheSameVersion) {
