@@ -179,9 +179,23 @@ absl::Status DownloadToFile(const std::string& dest_path, uint64_t expected_size
       if (progress) progress(offset, expected_size);
     }
     absl::Status s = FromGrpcStatus(reader->Finish());
+    // DATA_LOSS (the server found its copy corrupt after streaming it, or sent bytes at a wrong
+    // offset): what arrived may be the corrupt bytes, so nothing of it is kept to resume from —
+    // else the next try, after the server is repaired, would fail again on the kept prefix.
+    if (absl::IsDataLoss(write_status) || absl::IsDataLoss(s)) {
+      fd.Reset();
+      ::unlink(part.c_str());
+      return absl::IsDataLoss(write_status) ? write_status : s;
+    }
     if (!write_status.ok()) return write_status;
     if (s.ok()) break;
-    if (!IsRetryable(s) || attempt + 1 >= kMaxAttempts) return s;
+    if (!IsRetryable(s) || attempt + 1 >= kMaxAttempts) {
+      if (offset == 0) {  // nothing to resume from: leave no empty .part behind
+        fd.Reset();
+        ::unlink(part.c_str());
+      }
+      return s;
+    }
     Backoff(attempt);
   }
   if (offset != expected_size) {
@@ -189,7 +203,8 @@ absl::Status DownloadToFile(const std::string& dest_path, uint64_t expected_size
   }
   std::string digest = hash.FinishHex();
   if (digest != expected_sha256) {
-    ::ftruncate(fd.get(), 0);
+    fd.Reset();
+    ::unlink(part.c_str());
     return absl::DataLossError(absl::StrCat(dest_path, ": SHA-256 ", digest, " != expected ", expected_sha256));
   }
   if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, absl::StrCat("fsync ", part));

@@ -279,7 +279,9 @@ int Delete(CliContext& cli, ArtifactKind kind, const std::string& ref) {
   return kExitOk;
 }
 
-// Files under `dir`, by '/'-separated relative path.
+// Files under `dir`, by '/'-separated relative path. A symbolic link to a file counts under its
+// own name (a Hugging Face cache snapshot is links into ../../blobs): the path is taken lexically,
+// never resolved to the target's.
 absl::StatusOr<std::map<std::string, std::string>> ListDirectory(const std::string& dir) {
   std::map<std::string, std::string> files;
   std::error_code ec;
@@ -287,7 +289,7 @@ absl::StatusOr<std::map<std::string, std::string>> ListDirectory(const std::stri
   for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
        !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
     if (!it->is_regular_file(ec)) continue;
-    files[std::filesystem::relative(it->path(), dir, ec).generic_string()] = it->path().string();
+    files[it->path().lexically_relative(dir).generic_string()] = it->path().string();
   }
   if (ec) return absl::InternalError(absl::StrCat("listing ", dir, ": ", ec.message()));
   if (files.empty()) return absl::InvalidArgumentError(absl::StrCat(dir, " has no files"));

@@ -195,3 +195,44 @@ TEST(ControlPlaneDefects, MqctlRefusesTextThatIsNotUtf8AndAZeroTokenBudgetBefore
 
 }  // namespace
 }  // namespace mq::test
+
+namespace mq::test {
+namespace {
+
+// A Hugging Face cache snapshot is a directory of symbolic links into ../../blobs. mqctl once
+// resolved each link before naming it, so the upload was refused ("contains ..") or a link to
+// /etc/passwd was named by its target; files now count under the link's own name, and the
+// registered files are the linked contents.
+TEST(ControlPlaneDefects, ModelUploadFromASymlinkedSnapshotUsesTheLinkNames) {
+  Cluster cluster;
+  cluster.StartServer();
+  namespace fs = std::filesystem;
+  const fs::path root = cluster.dir().Sub("hub"), blobs = root / "blobs", snap = root / "snapshots" / "abc123";
+  fs::create_directories(blobs);
+  fs::create_directories(snap);
+  int i = 0;
+  for (const auto& e : fs::directory_iterator(SourceDir() + "/models/mamba-tiny")) {
+    if (!e.is_regular_file()) continue;
+    const fs::path blob = blobs / ("blob" + std::to_string(i++));
+    fs::copy_file(e.path(), blob);
+    fs::create_symlink(fs::path("../..") / "blobs" / blob.filename(), snap / e.path().filename());
+  }
+  ASSERT_GT(i, 2);
+  std::string out;
+  ASSERT_EQ(cluster.MqctlWithErrors({"models", "upload", snap.string(), "--name", "from-hub"}, &out), 0) << out;
+  ASSERT_EQ(cluster.Mqctl({"models", "get", "from-hub", "--json"}, &out), 0) << out;
+  EXPECT_NE(out.find("\"config.json\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"tokenizer.json\""), std::string::npos) << out;
+  EXPECT_EQ(out.find("blobs"), std::string::npos) << out;
+  // The downloaded files are the linked bytes under the link names.
+  const std::string dest = cluster.dir().Sub("dl");
+  ASSERT_EQ(cluster.Mqctl({"models", "download", "from-hub", "--out", dest}, &out), 0) << out;
+  for (const auto& e : fs::directory_iterator(SourceDir() + "/models/mamba-tiny")) {
+    if (!e.is_regular_file()) continue;
+    EXPECT_TRUE(fs::exists(fs::path(dest) / e.path().filename())) << e.path().filename();
+    EXPECT_EQ(fs::file_size(fs::path(dest) / e.path().filename()), fs::file_size(e.path()));
+  }
+}
+
+}  // namespace
+}  // namespace mq::test
