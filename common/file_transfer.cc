@@ -31,11 +31,6 @@ void Backoff(int attempt) {
   std::this_thread::sleep_for(std::chrono::milliseconds(200 << std::min(attempt, 4)));
 }
 
-uint64_t PendingBytes(const Upload& upload) {
-  uint64_t total = 0;
-  for (const auto& f : upload.files()) total += f.file().size() - std::min(f.committed_bytes(), f.file().size());
-  return total;
-}
 
 // One stream carrying every incomplete file.
 absl::Status SendOnce(const Upload& upload, const std::map<std::string, std::string>& local_paths,
@@ -94,6 +89,12 @@ absl::Status SendOnce(const Upload& upload, const std::map<std::string, std::str
 }
 
 }  // namespace
+
+uint64_t PendingBytes(const Upload& upload) {
+  uint64_t total = 0;
+  for (const auto& f : upload.files()) total += f.file().size() - std::min(f.committed_bytes(), f.file().size());
+  return total;
+}
 
 absl::StatusOr<mambaquant::v1::FileEntry> DescribeLocalFile(const std::string& local_path,
                                                            const std::string& path) {

@@ -42,6 +42,10 @@ absl::Status SendUploadFiles(const mambaquant::v1::Upload& upload,
                              const PrepareContextFn& prepare, const OpenUploadStreamFn& open_stream,
                              const GetUploadFn& get_upload, const TransferProgressFn& progress);
 
+// Bytes of `upload`'s files the server does not hold yet (0: every file is complete, deduplicated
+// blobs included, which the server checks intact when the upload is created).
+uint64_t PendingBytes(const mambaquant::v1::Upload& upload);
+
 using OpenReadStreamFn = std::function<std::unique_ptr<grpc::ClientReaderInterface<mambaquant::v1::FileChunk>>(
     grpc::ClientContext*, uint64_t offset)>;
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -98,15 +99,14 @@ int UploadArtifact(CliContext& cli, const Args& args, ArtifactKind kind, const s
       *req.add_files() = *entry;
     }
     // Identical content to the latest version is that version (no new one) unless --new-version
-    // or an explicit --version asks for one: re-running an upload script changes nothing.
+    // or an explicit --version asks for one: re-running an upload script changes nothing. Unless
+    // the server's copy is damaged: the upload created below says so (a corrupt or missing blob
+    // is not counted as held), and then the bytes are sent again as a new version, which also
+    // reinstalls the blob the old version shares.
+    std::optional<Artifact> same;
     if (*version == 0 && !args.Has("new-version")) {
       auto latest = GetArtifact(cli, kind, *name);
-      if (latest.ok() && SameFiles(*latest, req.files())) {
-        if (cli.json) cli.PrintJson(*latest);
-        else std::printf("%s %s unchanged: same content as the latest version (--new-version makes a new one)\n",
-                         Noun(kind), Ref(ForTerminal(*latest)).c_str());
-        return kExitOk;
-      }
+      if (latest.ok() && SameFiles(*latest, req.files())) same = *std::move(latest);
     }
     req.set_description(args.GetOr("description", ""));
     for (const std::string& label : args.GetAll("label")) {
@@ -117,6 +117,23 @@ int UploadArtifact(CliContext& cli, const Args& args, ArtifactKind kind, const s
     cli.Prepare(&ctx);
     absl::Status s = FromGrpcStatus(cli.registry->CreateUpload(&ctx, req, &upload));
     if (!s.ok()) return ReportError(s);
+    if (same && PendingBytes(upload) == 0) {
+      grpc::ClientContext abort_ctx;
+      cli.Prepare(&abort_ctx);
+      AbortUploadRequest abort;
+      abort.set_upload_id(upload.upload_id());
+      AbortUploadResponse aborted;
+      cli.registry->AbortUpload(&abort_ctx, abort, &aborted);  // best effort: an unused upload expires anyway
+      if (cli.json) cli.PrintJson(*same);
+      else std::printf("%s %s unchanged: same content as the latest version (--new-version makes a new one)\n",
+                       Noun(kind), Ref(ForTerminal(*same)).c_str());
+      return kExitOk;
+    }
+    if (same) {
+      std::fprintf(stderr, "%s %s has the same content, but the server's copy of it is damaged or missing: "
+                           "sending the bytes again as a new version\n",
+                   Noun(kind), Ref(ForTerminal(*same)).c_str());
+    }
   }
   // Ctrl-C (or SIGTERM) mid-transfer: the server keeps what it has; say how to go on from there.
   const std::string resume_hint = absl::StrCat(

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cluster.h"
+#include "sha256.h"
 #include "mambaquant/v1/worker.grpc.pb.h"
 
 namespace mq::test {
@@ -231,6 +232,38 @@ TEST(ControlPlaneDefects, ModelUploadFromASymlinkedSnapshotUsesTheLinkNames) {
     if (!e.is_regular_file()) continue;
     EXPECT_TRUE(fs::exists(fs::path(dest) / e.path().filename())) << e.path().filename();
     EXPECT_EQ(fs::file_size(fs::path(dest) / e.path().filename()), fs::file_size(e.path()));
+  }
+}
+
+
+// The server quarantines a blob that fails its digest and reinstalls it from the next upload of
+// its bytes; but mqctl's "same content as the latest version" shortcut never sent them, so the
+// damaged version could not be repaired without knowing about --new-version. Now the upload asks
+// the server, which does not count a corrupt blob as held: the bytes go again, as a new version.
+TEST(ControlPlaneDefects, ReuploadOfContentWhoseStoredCopyRottedSendsItAgain) {
+  Cluster cluster;
+  cluster.StartServer();
+  const std::string file = cluster.dir().Sub("corpus.txt"), text = "a dataset whose stored copy will rot\n";
+  std::ofstream(file) << text;
+  std::string out;
+  ASSERT_EQ(cluster.MqctlWithErrors({"datasets", "upload", file, "--name", "rot"}, &out), 0) << out;
+  // Unchanged content, intact copy: no new version.
+  ASSERT_EQ(cluster.MqctlWithErrors({"datasets", "upload", file, "--name", "rot"}, &out), 0) << out;
+  EXPECT_NE(out.find("rot:1 unchanged"), std::string::npos) << out;
+  const std::string digest = Sha256Hex(text);
+  const std::string blob = cluster.dir().Sub("data") + "/blobs/sha256/" + digest.substr(0, 2) + "/" + digest.substr(2, 2) + "/" + digest;
+  ASSERT_TRUE(std::filesystem::exists(blob)) << blob;
+  std::filesystem::permissions(blob, std::filesystem::perms::owner_write, std::filesystem::perm_options::add);
+  { std::ofstream(blob, std::ios::binary | std::ios::trunc) << "A dataset whose stored copy will rot\n"; }
+  const std::string dest = cluster.dir().Sub("dl");
+  EXPECT_NE(cluster.MqctlWithErrors({"datasets", "download", "rot:1", "--out", dest}, &out), 0) << out;
+  ASSERT_EQ(cluster.MqctlWithErrors({"datasets", "upload", file, "--name", "rot"}, &out), 0) << out;
+  EXPECT_NE(out.find("damaged or missing"), std::string::npos) << out;
+  EXPECT_NE(out.find("rot:2"), std::string::npos) << out;
+  // Both versions read back intact (they share the reinstalled blob).
+  for (const char* ref : {"rot:1", "rot:2"}) {
+    std::filesystem::remove_all(dest);
+    ASSERT_EQ(cluster.MqctlWithErrors({"datasets", "download", ref, "--out", dest}, &out), 0) << ref << out;
   }
 }
 
