@@ -33,6 +33,13 @@ void LogCallEnd(const char* call, const std::string& request, const std::string&
 }
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
+// A call the client ended (OnCancel): past its deadline it timed out, else the client cancelled or
+// went away. The status it finishes with is also the one the RPC metrics record.
+grpc::Status EndedByClient(std::chrono::system_clock::time_point deadline) {
+  if (std::chrono::system_clock::now() >= deadline) return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
+  return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+}
+
 // The router holds a call's observer (shared) longer than gRPC keeps the call's reactor: the
 // Relay forwards the router's events to the reactor until the reactor, in its OnDone, detaches it.
 // Reactor: Push(const InferenceEvent&) and Complete(const absl::Status&).
@@ -61,7 +68,8 @@ class Relay final : public InferenceCallObserver {
 // Streams one Generate call: the router's events become writes, one in flight at a time.
 class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> {
  public:
-  GenerateReactor(ServiceDeps deps, const GenerateRequest& req) : deps_(deps), requested_model_(req.model()) {
+  GenerateReactor(ServiceDeps deps, const GenerateRequest& req, std::chrono::system_clock::time_point deadline)
+      : deps_(deps), requested_model_(req.model()), deadline_(deadline) {
     relay_ = std::make_shared<Relay<GenerateReactor>>(this);
     InferenceCall call;
     call.set_model(req.model());
@@ -102,9 +110,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       }
       last_token_[g.index()] = now;
       deps_.metrics->AddGenerationTokens(model_, g.token_ids_size());
-      if (!g.finish_reason().empty()) {
-        deps_.metrics->RequestFinished(model_, g.finish_reason());
-        if (g.index() == 0) deps_.metrics->AddPromptTokens(model_, g.prompt_tokens());
+      // The call's outcome is its first completion's finish reason, counted once at its end
+      // (RecordEnd), however many completions it has.
+      if (!g.finish_reason().empty() && g.index() == 0) {
+        outcome_ = g.finish_reason();
+        deps_.metrics->AddPromptTokens(model_, g.prompt_tokens());
       }
     }
     queue_.push_back(g);
@@ -157,8 +167,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       cancel = call_id_;
       if (!done_) {
         done_ = true;
-        final_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
-        RecordEnd("CANCELLED");
+        final_ = EndedByClient(deadline_);
+        RecordEnd(final_.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ? "DEADLINE_EXCEEDED" : "CANCELLED");
         DropUnsent();
       }
       MaybeFinish();
@@ -172,14 +182,14 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
   }
 
  private:
-  // Once per call, whichever way it ends: its latency and, unless it ended well (its completions
-  // counted their finish reasons), the status code as its outcome. The model is "" when the call
-  // ended before a worker named it (refused by the router, cancelled before the first token).
+  // Once per call, whichever way it ends: its latency and its outcome, the status code when it
+  // failed, else its first completion's finish reason. The model is "" when the call ended
+  // before a worker named it (refused by the router, cancelled before the first token).
   void RecordEnd(const std::string& failure_code) {
     if (deps_.metrics == nullptr || end_recorded_) return;
     end_recorded_ = true;
     deps_.metrics->ObserveRequestLatency(model_, Seconds(start_, Clock::now()));
-    if (!failure_code.empty()) deps_.metrics->RequestFinished(model_, failure_code);
+    deps_.metrics->RequestFinished(model_, !failure_code.empty() ? failure_code : outcome_.empty() ? "OK" : outcome_);
   }
 
   // Drops queued messages, keeping the one a write in flight still reads.
@@ -193,12 +203,14 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
 
   ServiceDeps deps_;
   const std::string requested_model_;
+  const std::chrono::system_clock::time_point deadline_;
   std::optional<absl::Status> ended_early_;  // the call ended before Start returned its id
   std::shared_ptr<Relay<GenerateReactor>> relay_;
   const Clock::time_point start_ = Clock::now();
   std::mutex mu_;  // guards everything below
   std::string call_id_;
   std::string model_;
+  std::string outcome_;  // completion 0's finish reason
   std::deque<GenerateResponse> queue_;
   std::map<int32_t, Clock::time_point> last_token_;
   bool first_token_seen_ = false;
@@ -236,8 +248,9 @@ struct ClassifyCall {
 template <typename Kind>
 class UnaryCallReactor final : public grpc::ServerUnaryReactor {
  public:
-  UnaryCallReactor(ServiceDeps deps, const typename Kind::Request& req, typename Kind::Response* resp)
-      : deps_(deps), requested_model_(req.model()), resp_(resp) {
+  UnaryCallReactor(ServiceDeps deps, const typename Kind::Request& req, typename Kind::Response* resp,
+                   std::chrono::system_clock::time_point deadline)
+      : deps_(deps), requested_model_(req.model()), deadline_(deadline), resp_(resp) {
     relay_ = std::make_shared<Relay<UnaryCallReactor>>(this);
     InferenceCall call;
     call.set_model(req.model());
@@ -258,10 +271,6 @@ class UnaryCallReactor final : public grpc::ServerUnaryReactor {
   }
   void Complete(const absl::Status& status) {
     std::lock_guard<std::mutex> l(mu_);
-    if (deps_.metrics != nullptr && !resp_->model().empty() && !finished_) {
-      deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
-      deps_.metrics->RequestFinished(resp_->model(), status.ok() ? Kind::kOutcome : absl::StatusCodeToString(status.code()));
-    }
     if (!finished_ && call_id_.empty()) ended_early_ = status;  // the constructor logs it with the id
     else if (!finished_) LogCallEnd(Kind::kName, call_id_, requested_model_, status, start_);
     FinishOnce(ToGrpcStatus(status));
@@ -273,7 +282,7 @@ class UnaryCallReactor final : public grpc::ServerUnaryReactor {
       std::lock_guard<std::mutex> l(mu_);
       cancelled_ = true;
       cancel = call_id_;
-      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
+      FinishOnce(EndedByClient(deadline_));
     }
     if (!cancel.empty()) deps_.router->Cancel(cancel);
   }
@@ -283,13 +292,22 @@ class UnaryCallReactor final : public grpc::ServerUnaryReactor {
   }
 
  private:
+  // Every way a call ends comes here once (refused by the router, answered, failed, cancelled or
+  // timed out): its latency and outcome are recorded with it. The model is the one that answered,
+  // else "" (refused, or ended before a worker named it).
   void FinishOnce(const grpc::Status& s) {
     if (finished_) return;
     finished_ = true;
+    if (deps_.metrics != nullptr) {
+      deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
+      deps_.metrics->RequestFinished(resp_->model(),
+                                     s.ok() ? Kind::kOutcome : absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())));
+    }
     Finish(s);
   }
   ServiceDeps deps_;
   const std::string requested_model_;
+  const std::chrono::system_clock::time_point deadline_;
   std::optional<absl::Status> ended_early_;  // the call ended before Start returned its id
   typename Kind::Response* resp_;
   std::shared_ptr<Relay<UnaryCallReactor>> relay_;
@@ -305,18 +323,18 @@ class UnaryCallReactor final : public grpc::ServerUnaryReactor {
 grpc::ServerWriteReactor<GenerateResponse>* InferenceServiceImpl::Generate(grpc::CallbackServerContext* ctx,
                                                                           const GenerateRequest* req) {
   absl::Status s;
-  return new GenerateReactor(deps_, *req);
+  return new GenerateReactor(deps_, *req, ctx->deadline());
 }
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::Score(grpc::CallbackServerContext* ctx, const ScoreRequest* req,
                                                       ScoreResponse* resp) {
   absl::Status s;
-  return new UnaryCallReactor<ScoreCall>(deps_, *req, resp);
+  return new UnaryCallReactor<ScoreCall>(deps_, *req, resp, ctx->deadline());
 }
 
 grpc::ServerUnaryReactor* InferenceServiceImpl::Classify(grpc::CallbackServerContext* ctx, const ClassifyRequest* req,
                                                          ClassifyResponse* resp) {
-  return new UnaryCallReactor<ClassifyCall>(deps_, *req, resp);
+  return new UnaryCallReactor<ClassifyCall>(deps_, *req, resp, ctx->deadline());
 }
 
 }  // namespace mq::server

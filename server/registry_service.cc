@@ -167,6 +167,12 @@ grpc::ServerWriteReactor<FileChunk>* RegistryServiceImpl::ReadFile(grpc::Callbac
         grpc::StatusCode::OUT_OF_RANGE, absl::StrCat("offset ", req->offset(), " is past the end (", file->size(), ")")));
   }
   auto fd = deps_.registry->blobs()->OpenBlob(file->sha256());
+  if (absl::IsNotFound(fd.status())) {
+    // The registry names these bytes but the store lost them: damage, not an unknown name.
+    return new FinishedWriteReactor<FileChunk>(grpc::Status(
+        grpc::StatusCode::DATA_LOSS, absl::StrCat("the stored copy of ", FormatRef(artifact->name(), artifact->version()), " ",
+                                                  req->path(), " is missing; upload the same content again to repair it")));
+  }
   if (!fd.ok()) return new FinishedWriteReactor<FileChunk>(ToGrpcStatus(fd.status()));
   return new BlobReadReactor(*std::move(fd), req->offset(), file->size(), file->sha256(), deps_.metrics);
 }

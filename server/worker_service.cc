@@ -204,7 +204,10 @@ grpc::ServerWriteReactor<FileChunk>* WorkerServiceImpl::FetchBlob(grpc::Callback
   }
   auto size = deps_.registry->blobs()->BlobSize(req->sha256());
   if (!size.ok()) {
-    return new FinishedWriteReactor<FileChunk>(grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("blob ", req->sha256(), " not found")));
+    // Referenced by a registered version but gone from the store: damage (DATA_LOSS), which the
+    // job reports, not an unknown digest.
+    return new FinishedWriteReactor<FileChunk>(grpc::Status(
+        grpc::StatusCode::DATA_LOSS, absl::StrCat("blob ", req->sha256(), " of a registered version is missing from the store")));
   }
   if (req->offset() > *size) {
     return new FinishedWriteReactor<FileChunk>(grpc::Status(grpc::StatusCode::OUT_OF_RANGE, "offset past the end"));

@@ -265,6 +265,17 @@ TEST(ControlPlaneDefects, ReuploadOfContentWhoseStoredCopyRottedSendsItAgain) {
     std::filesystem::remove_all(dest);
     ASSERT_EQ(cluster.MqctlWithErrors({"datasets", "download", ref, "--out", dest}, &out), 0) << ref << out;
   }
+  // A blob gone from the store is damage too: DATA_LOSS (it was NOT_FOUND, as for an unknown
+  // name), and the same re-upload brings it back.
+  std::filesystem::remove(blob);
+  std::filesystem::remove_all(dest);
+  EXPECT_NE(cluster.MqctlWithErrors({"datasets", "download", "rot:2", "--out", dest}, &out), 0);
+  EXPECT_NE(out.find("DATA_LOSS"), std::string::npos) << out;
+  EXPECT_NE(out.find("is missing"), std::string::npos) << out;
+  ASSERT_EQ(cluster.MqctlWithErrors({"datasets", "upload", file, "--name", "rot"}, &out), 0) << out;
+  EXPECT_NE(out.find("rot:3"), std::string::npos) << out;
+  std::filesystem::remove_all(dest);
+  ASSERT_EQ(cluster.MqctlWithErrors({"datasets", "download", "rot:2", "--out", dest}, &out), 0) << out;
 }
 
 }  // namespace

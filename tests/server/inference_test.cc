@@ -651,6 +651,38 @@ TEST(InferenceMetrics, PromtoolAcceptsThemAndTheyCountTheTokensServed) {
   EXPECT_EQ(cancelled, 1) << after;
   EXPECT_EQ(MetricValue(after, "mq_serving_e2e_request_latency_seconds_count{model=\"mamba-tiny:1\"}"), 7);
   EXPECT_EQ(MetricValue(after, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"length\"}"), 6);
+
+  // A call is counted once however many completions it has (it once counted each).
+  GenerateRequest three = TextRequest("Three ways", 3);
+  three.set_ignore_eos(true);
+  three.set_n(3);
+  ASSERT_TRUE(RunGenerate(*stub, three).status.ok());
+  // A call past its deadline is DEADLINE_EXCEEDED in both counters (it was counted CANCELLED).
+  GenerateRequest slow = TextRequest("Too slow", 4000);
+  slow.set_ignore_eos(true);
+  ASSERT_EQ(RunGenerate(*stub, slow, -1, absl::Milliseconds(300)).status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // Score refused (unknown model) and answered: both counted (refusals once were not).
+  {
+    ScoreRequest sr;
+    sr.set_model("no-such-model");
+    sr.set_text("hello world");
+    ScoreResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_EQ(stub->Score(&ctx, sr, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  double timed_out = 0;
+  for (int i = 0; i < 50 && timed_out < 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    after = HttpGet(server_metrics, "/metrics", absl::Seconds(5));
+    timed_out = MetricValue(after, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"DEADLINE_EXCEEDED\"}");
+  }
+  EXPECT_EQ(timed_out, 1) << after;
+  EXPECT_EQ(MetricValue(after, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"length\"}"), 7);
+  EXPECT_EQ(MetricValue(after, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"CANCELLED\"}"), 1);
+  EXPECT_EQ(MetricValue(after, "mq_serving_e2e_request_latency_seconds_count{model=\"mamba-tiny:1\"}"), 9);
+  EXPECT_EQ(MetricValue(after, "mq_serving_requests_total{model=\"\",outcome=\"NOT_FOUND\"}"), 1) << after;
+  EXPECT_EQ(MetricValue(after, "mq_rpc_requests_total{code=\"DEADLINE_EXCEEDED\",method=\"/mambaquant.v1.InferenceService/Generate\"}"), 1)
+      << after;
 }
 
 }  // namespace
