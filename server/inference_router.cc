@@ -228,7 +228,11 @@ absl::Status InferenceRouter::LoadModel(const std::string& model_ref, std::funct
 absl::Status InferenceRouter::UnloadModel(const std::string& model_ref, std::function<void(absl::Status)> done) {
   auto artifact = registry_->Get(ARTIFACT_KIND_MODEL, model_ref);
   if (!artifact.ok()) return artifact.status();
-  const std::string model = Resolved(*artifact);
+  UnloadResolved(Resolved(*artifact), std::move(done));
+  return absl::OkStatus();
+}
+
+void InferenceRouter::UnloadResolved(const std::string& model, std::function<void(absl::Status)> done) {
   // One command per holder; `done` runs when the last one answers, with the first error if any.
   struct Pending {
     absl::Mutex mu;
@@ -283,7 +287,6 @@ absl::Status InferenceRouter::UnloadModel(const std::string& model_ref, std::fun
   }
   for (int i = 0; i < failed_sends; ++i) answer(absl::UnavailableError("a worker's stream is closing"));
   answer(absl::OkStatus());  // the +1: nothing held it, or every command is out
-  return absl::OkStatus();
 }
 
 std::vector<ModelAvailability> InferenceRouter::Availability() {

@@ -73,6 +73,9 @@ class InferenceRouter {
   // Load picks a worker like Start does; Unload asks every worker holding the model.
   absl::Status LoadModel(const std::string& model_ref, std::function<void(absl::Status)> done);
   absl::Status UnloadModel(const std::string& model_ref, std::function<void(absl::Status)> done);
+  // Unload of a resolved "name:version" without asking the registry: a version just deleted
+  // (DeleteArtifact) or no longer registered that workers still hold.
+  void UnloadResolved(const std::string& model, std::function<void(absl::Status)> done);
   // Resolved "name:version" → where it is loaded. Only models some worker holds or loads.
   std::vector<ModelAvailability> Availability();
   // Whether a live worker has this resolved model loaded.

@@ -1030,8 +1030,19 @@ grpc::ServerUnaryReactor* KServeServiceImpl::RepositoryModelUnload(grpc::Callbac
   auto parsed = ParseRef(req->model_name());
   if (!parsed.ok()) return Reply(ctx, parsed.status());
   auto model = deps_.registry->Get(ARTIFACT_KIND_MODEL, req->model_name());
-  if (!model.ok()) return Reply(ctx, model.status());
   if (deps_.router == nullptr) return Reply(ctx, absl::UnavailableError("inference routing is not available"));
+  if (absl::IsNotFound(model.status()) && parsed->version != 0) {
+    // A version deleted from the registry that a worker still holds can still be unloaded.
+    const std::string ref = FormatRef(parsed->name, parsed->version);
+    for (const ModelAvailability& a : deps_.router->Availability()) {
+      if (a.model != ref) continue;
+      grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+      auto reply = std::make_shared<AsyncReply>(reactor);
+      deps_.router->UnloadResolved(ref, [reply](absl::Status st) { reply->Finish(st); });
+      return reactor;
+    }
+  }
+  if (!model.ok()) return Reply(ctx, model.status());
   // "name" unloads every version some worker holds; "name:version" that version.
   std::set<std::string> targets;
   if (parsed->version != 0) {

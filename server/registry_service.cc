@@ -4,6 +4,7 @@
 #include "absl/time/clock.h"
 #include "blob_read_reactor.h"
 #include "finished_reactor.h"
+#include "inference_router.h"
 #include "job_state.h"
 #include "log.h"
 #include "name_validation.h"
@@ -129,7 +130,9 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::DeleteArtifact(grpc::CallbackServ
   if (!s.ok()) return Reply(ctx, s);
   const ArtifactKind kind = req->kind();
   JobStore* jobs = deps_.jobs;
+  std::string deleted;
   s = deps_.registry->Delete(kind, req->ref(), [&](SqliteTx& tx, const std::string& resolved) -> absl::Status {
+    deleted = resolved;
     auto unfinished = jobs->UnfinishedJobsTx(tx);
     if (!unfinished.ok()) return unfinished.status();
     for (const Job& job : *unfinished) {
@@ -143,6 +146,13 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::DeleteArtifact(grpc::CallbackServ
     }
     return absl::OkStatus();
   });
+  // A deleted model no longer serves: the workers holding it drop it now rather than keeping its
+  // memory until eviction or a restart (best effort; the outcome is logged).
+  if (s.ok() && kind == ARTIFACT_KIND_MODEL && deps_.router != nullptr && !deleted.empty()) {
+    deps_.router->UnloadResolved(deleted, [deleted](absl::Status done) {
+      if (!done.ok()) Log(LogLevel::kWarning, "unloading a deleted model").Kv("model", deleted).Kv("error", done);
+    });
+  }
   return Reply(ctx, s);
 }
 

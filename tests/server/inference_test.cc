@@ -493,6 +493,7 @@ namespace {
 
 // A name:version deleted and registered again with other files is another model: the worker must
 // not answer with the weights it loaded under that name before (it looked models up by name).
+// Now a deleted version is unloaded from the workers and its number is never given again.
 TEST(InferenceModelIdentity, AVersionRegisteredAgainServesItsNewFiles) {
   Cluster c;
   c.StartServer();
@@ -529,10 +530,34 @@ TEST(InferenceModelIdentity, AVersionRegisteredAgainServesItsNewFiles) {
   const double quant_nll = score("qtiny:1");
   ASSERT_NE(float_nll, quant_nll);
   ASSERT_EQ(score("mamba-tiny:1"), float_nll);
+  auto loaded = [&](const std::string& model) {
+    std::string w;
+    if (c.Mqctl({"workers", "list", "--json"}, &w) != 0) return true;
+    return w.find("\"" + model + "\"") != std::string::npos;
+  };
+  ASSERT_TRUE(loaded("swap:1"));
   ASSERT_EQ(c.Mqctl({"models", "delete", "swap:1"}, &out), 0) << out;
-  ASSERT_EQ(c.Mqctl({"models", "upload", qdir, "--name", "swap", "--version", "1"}, &out), 0) << out;
-  EXPECT_EQ(score("swap:1"), quant_nll);  // the new files, not the weights loaded before
+  // The worker drops a deleted model at once (it kept it until eviction or a restart).
+  bool dropped = false;
+  for (int i = 0; i < 100 && !(dropped = !loaded("swap:1")); ++i) absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_TRUE(dropped) << c.WorkerLog(0);
+  EXPECT_TRUE(loaded("mamba-tiny:1"));
+  // The registry no longer gives a deleted number to other content (it did, and the worker then
+  // served the weights it had loaded under the name): swap:1 stays gone, the new files are swap:2.
+  EXPECT_NE(c.MqctlWithErrors({"models", "upload", qdir, "--name", "swap", "--version", "1"}, &out), 0);
+  EXPECT_NE(out.find("never reused"), std::string::npos) << out;
+  ASSERT_EQ(c.Mqctl({"models", "upload", qdir, "--name", "swap"}, &out), 0) << out;
+  EXPECT_NE(out.find("swap:2"), std::string::npos) << out;
+  EXPECT_EQ(score("swap"), quant_nll);  // the new files
   EXPECT_EQ(score("mamba-tiny:1"), float_nll);
+  {
+    ScoreRequest r;
+    r.set_model("swap:1");
+    r.set_text("gone");
+    ScoreResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_EQ(stub->Score(&ctx, r, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
 }
 
 // --preload: the worker loads its models at start, with every state slot and buffer, and exits
