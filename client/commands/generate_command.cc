@@ -6,6 +6,9 @@
 // Text shown on a terminal is sanitized (terminal_text.h); text written to a pipe or file is
 // passed through exactly.
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -28,6 +31,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Whether two descriptors are the same open file (device and inode), e.g. after 2>&1.
+bool SameOpenFile(int a, int b) {
+  struct stat sa, sb;
+  return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
 
 struct Completion {
   int index = 0;
@@ -64,6 +73,7 @@ class TextOut {
   void EndLine() {
     if (!at_line_start_) Write("\n");
   }
+  bool at_line_start() const { return at_line_start_; }
 
  private:
   bool tty_;
@@ -310,7 +320,10 @@ int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std:
                     absl::StrFormat(" time=%.3fs", wall));
     if (first_token.has_value()) absl::StrAppend(&line, absl::StrFormat(" ttft=%.3fs", Seconds(*first_token - start)));
     absl::StrAppend(&line, absl::StrFormat(" tokens/s=%.1f", wall > 0 ? static_cast<double>(tokens) / wall : 0.0));
-    std::fprintf(stderr, "%s\n", line.c_str());
+    // stdout and stderr into one file or pipe (2>&1, a log): the summary starts its own line
+    // without adding a byte to the text stdout carries when it goes elsewhere.
+    const bool glued = !out.at_line_start() && SameOpenFile(STDOUT_FILENO, STDERR_FILENO);
+    std::fprintf(stderr, "%s%s\n", glued ? "\n" : "", line.c_str());
   }
   return kExitOk;
 }

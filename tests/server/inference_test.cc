@@ -550,6 +550,18 @@ TEST(InferenceModelIdentity, AVersionRegisteredAgainServesItsNewFiles) {
   EXPECT_NE(out.find("swap:2"), std::string::npos) << out;
   EXPECT_EQ(score("swap"), quant_nll);  // the new files
   EXPECT_EQ(score("mamba-tiny:1"), float_nll);
+  // mqctl generate with stdout and stderr in one pipe: the summary starts its own line (it was
+  // glued to the text), and the text itself is unchanged when stdout goes elsewhere.
+  {
+    std::string both, only_text;
+    const std::vector<std::string> gen = {"generate", "--model", "mamba-tiny", "--prompt", "The city", "--max-new-tokens", "3", "--temperature", "0",
+                                          "--ignore-eos"};
+    ASSERT_EQ(c.MqctlWithErrors(gen, &both), 0) << both;
+    ASSERT_EQ(c.Mqctl(gen, &only_text), 0) << only_text;
+    ASSERT_FALSE(only_text.empty());
+    if (only_text.back() != '\n') EXPECT_NE(both.find(only_text + "\nfinish="), std::string::npos) << both;
+    EXPECT_EQ(only_text.find("finish="), std::string::npos) << only_text;
+  }
   {
     ScoreRequest r;
     r.set_model("swap:1");
