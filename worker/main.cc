@@ -127,6 +127,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--max-jobs must be 1..64\n");
     return 2;
   }
+  if (absl::GetFlag(FLAGS_poll_seconds) < 1 || absl::GetFlag(FLAGS_poll_seconds) > 60) {
+    std::fprintf(stderr, "--poll-seconds must be 1..60, got %d\n", absl::GetFlag(FLAGS_poll_seconds));
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_cache_max_bytes) < 0) {
+    std::fprintf(stderr, "--cache-max-bytes must be ≥ 0 (0: never evict), got %lld\n",
+                 static_cast<long long>(absl::GetFlag(FLAGS_cache_max_bytes)));
+    return 2;
+  }
 
   // The connection to the server.
   mq::ClientTlsOptions tls;
@@ -221,16 +230,17 @@ int main(int argc, char** argv) {
   options.memory_bytes = device.memory_bytes;
   options.max_jobs = absl::GetFlag(FLAGS_max_jobs);
   options.work_dir = mq::JoinPath(cache_dir, "jobs");
-  options.poll_wait_seconds = std::clamp(absl::GetFlag(FLAGS_poll_seconds), 1, 60);
-
-  mq::worker::QuantizeExecutor executor(plugin);
-  mq::worker::WorkerAgent agent(options, &server, cache->get(), &executor, &metrics);
-  agent.Start();
+  options.poll_wait_seconds = absl::GetFlag(FLAGS_poll_seconds);
 
   // Inference: models load on first use into the ModelHost; calls arrive on the Serve stream.
+  // Its options are checked here, before the worker registers, so a bad flag fails at once.
   mq::worker::ModelHostOptions host_options;
   mq::serve::ServingOptions& serving = host_options.serving;
   serving.backend.num_slots = absl::GetFlag(FLAGS_max_sequences);
+  if (absl::GetFlag(FLAGS_max_batch) < 0) {
+    std::fprintf(stderr, "serving flags: --max-batch must be ≥ 0 (0: --max-sequences), got %d\n", absl::GetFlag(FLAGS_max_batch));
+    return 2;
+  }
   serving.backend.max_batch = absl::GetFlag(FLAGS_max_batch) > 0 ? absl::GetFlag(FLAGS_max_batch) : serving.backend.num_slots;
   serving.backend.max_prefill_tokens = absl::GetFlag(FLAGS_prefill_chunk);
   serving.backend.max_logit_rows = std::min(serving.backend.max_prefill_tokens, 128);
@@ -249,7 +259,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int64_t budget = absl::GetFlag(FLAGS_model_memory_budget);
+  if (budget < 0) {
+    std::fprintf(stderr, "--model-memory-budget must be ≥ 0 bytes (0: 90%% of the device memory), got %lld\n",
+                 static_cast<long long>(budget));
+    return 2;
+  }
   host_options.memory_budget_bytes = budget > 0 ? static_cast<uint64_t>(budget) : device.memory_bytes / 10 * 9;
+
+  mq::worker::QuantizeExecutor executor(plugin);
+  mq::worker::WorkerAgent agent(options, &server, cache->get(), &executor, &metrics);
+  agent.Start();
+
   host_options.models_dir = mq::JoinPath(cache_dir, "models");
   host_options.plugin = plugin;
   host_options.metrics = &metrics;

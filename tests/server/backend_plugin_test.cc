@@ -279,6 +279,31 @@ TEST(WorkerBackendTest, AutoBackendServesMetricsWithThePluginLoaded) {
   EXPECT_EQ(worker.Wait(absl::Seconds(20)), 0) << mq::test::ReadFileOrDie(dir.Sub("worker.log"));
 }
 
+// Numeric flags are checked before the worker registers or listens: a nonsense value exits 2
+// naming the flag (they were silently replaced: a negative --cache-max-bytes meant never evict, a
+// negative --model-memory-budget 90 % of memory, --max-batch -1 the default).
+TEST(WorkerBackendTest, NonsenseNumericFlagsExitNamingTheFlag) {
+  mq::test::TempDir dir;
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--max-batch", "-1"}, "--max-batch must be"},
+      {{"--model-memory-budget", "-5"}, "--model-memory-budget must be"},
+      {{"--cache-max-bytes", "-1"}, "--cache-max-bytes must be"},
+      {{"--poll-seconds", "0"}, "--poll-seconds must be 1..60"},
+      {{"--poll-seconds", "61"}, "--poll-seconds must be 1..60"},
+      {{"--max-batch", "65"}, "max batch must be in [1, slots=64]"},
+  };
+  for (const auto& [flags, message] : cases) {
+    std::vector<std::string> argv = {MQ_WORKER_BIN, "--server", "127.0.0.1:1", "--listen",
+                                     absl::StrCat("127.0.0.1:", mq::test::PickFreePort()), "--backend", "cpu",
+                                     "--cache-dir", dir.Sub("cache"), "--insecure"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    std::string out;
+    EXPECT_EQ(mq::test::RunCommandWithStderr(argv, &out), 2) << flags[0] << " " << flags[1] << ": " << out;
+    EXPECT_TRUE(absl::StrContains(out, message)) << out;
+    EXPECT_FALSE(absl::StrContains(out, "registration failed")) << out;
+  }
+}
+
 TEST(WorkerBackendTest, CudaBackendWithoutThePluginExitsWithTheReason) {
   mq::test::TempDir dir;
   mq::test::ChildProcess worker({MQ_WORKER_BIN, "--server", "127.0.0.1:1", "--listen",
