@@ -25,7 +25,8 @@ struct InferenceRouter::Worker {
   std::set<std::string> loading;  // models it reported loading, or that we asked it to load
   int64_t inflight = 0;           // sequences of calls routed to it and not over (load reports lag)
   std::set<std::string> calls;
-  WorkerLoad last_load;           // its latest report (metrics)
+  WorkerLoad last_load;           // its latest report (metrics); last_load.draining(): shutting
+                                  // down, finishing its calls, not picked for new ones
 };
 
 struct InferenceRouter::Call {
@@ -74,13 +75,20 @@ absl::StatusOr<InferenceRouter::Worker*> InferenceRouter::PickWorker(const std::
     const int tier = w.loaded.count(model) ? 0 : (w.loading.count(model) ? 1 : 2);
     return std::make_tuple(tier, tier == 2 ? static_cast<int64_t>(w.loaded.size()) : 0, w.inflight);
   };
+  int draining = 0;
   for (auto& [id, w] : worker_) {
     if (w->sink == nullptr) continue;
+    if (w->last_load.draining()) {
+      ++draining;
+      continue;
+    }
     if (sequences > w->capacity.max_sequences()) continue;
     if (best == nullptr || rank(*w) < rank(*best)) best = w.get();
   }
   if (best == nullptr) {
     if (worker_.empty()) return absl::UnavailableError("no inference worker is connected; start an mq-worker");
+    if (draining == static_cast<int>(worker_.size()))
+      return absl::UnavailableError("every inference worker is shutting down (draining); retry when a new one is up");
     return absl::UnavailableError(absl::StrCat("no connected worker can hold ", sequences, " sequences at once"));
   }
   return best;
@@ -320,7 +328,7 @@ bool InferenceRouter::ModelReady(const std::string& resolved_model) {
 bool InferenceRouter::AnyWorker() {
   absl::MutexLock l(&mu_);
   for (auto& [id, w] : worker_)
-    if (w->sink != nullptr) return true;
+    if (w->sink != nullptr && !w->last_load.draining()) return true;
   return false;
 }
 
@@ -458,10 +466,19 @@ void InferenceRouter::OnWorkerEvent(const std::string& worker_id, const Inferenc
 }
 
 void InferenceRouter::OnWorkerLoad(const std::string& worker_id, const WorkerLoad& load) {
-  absl::MutexLock l(&mu_);
-  auto it = worker_.find(worker_id);
-  if (it == worker_.end()) return;
-  Worker& w = *it->second;
+  bool drain_changed = false;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = worker_.find(worker_id);
+    if (it == worker_.end()) return;
+    drain_changed = it->second->last_load.draining() != load.draining();
+    if (drain_changed && load.draining()) Log(LogLevel::kInfo, "inference worker draining").Kv("worker", worker_id);
+    UpdateLoadLocked(*it->second, load);
+  }
+  if (drain_changed) NotifyWorkers();  // health: a draining worker does not count as serving
+}
+
+void InferenceRouter::UpdateLoadLocked(Worker& w, const WorkerLoad& load) {
   w.loaded.clear();
   for (const auto& m : load.models()) w.loaded.insert(m.model());
   // Keep models we asked it to load until it reports them (its report may predate our command).

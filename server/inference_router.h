@@ -104,6 +104,7 @@ class InferenceRouter {
   struct Worker;
   struct Call;
   absl::StatusOr<Worker*> PickWorker(const std::string& model, int32_t sequences) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UpdateLoadLocked(Worker& w, const mambaquant::v1::WorkerLoad& load) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Registry* registry_;
   WorkerStore* workers_;

@@ -61,6 +61,17 @@ void InferenceStream::Stop() {
   host_->Shutdown();
 }
 
+size_t InferenceStream::Drain(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock<std::mutex> l(mu_);
+  draining_ = true;
+  load_changed_ = true;  // the writer reports it now
+  cv_.notify_all();
+  // Done when no call runs and their last events have left (the final token of a generation is
+  // queued just before its call ends): the stream closes right after.
+  cv_.wait_until(l, deadline, [&] { return (calls_.empty() && outbox_.empty() && !writing_batch_) || !open_ || stopping_; });
+  return calls_.size();
+}
+
 bool InferenceStream::connected() const {
   std::lock_guard<std::mutex> l(mu_);
   return open_;
@@ -99,12 +110,17 @@ void InferenceStream::Serve(const std::string& worker_id) {
   hello.mutable_hello()->set_worker_id(worker_id);
   *hello.mutable_hello()->mutable_capacity() = capacity_;
   *hello.mutable_hello()->mutable_load() = host_->Snapshot();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    hello.mutable_hello()->mutable_load()->set_draining(draining_);
+  }
   for (const auto& m : preload_) hello.mutable_hello()->add_preload(m);
   if (stream->Write(hello)) {
     {
       std::lock_guard<std::mutex> l(mu_);
       open_ = true;
       outbox_.clear();
+      writing_batch_ = false;
     }
     Log(LogLevel::kInfo, "inference stream open").Kv("worker", worker_id);
     std::thread writer([&] { WriterLoop(stream.get(), &ctx, worker_id); });
@@ -147,6 +163,7 @@ void InferenceStream::WriterLoop(Stream* stream, grpc::ClientContext* ctx, const
       cv_.wait_until(l, next_report, [&] { return !open_ || stopping_ || !outbox_.empty() || load_changed_; });
       if (!open_ || stopping_) break;
       batch.swap(outbox_);
+      writing_batch_ = !batch.empty();
       if (load_changed_ || std::chrono::steady_clock::now() >= next_report) {
         report = true;
         load_changed_ = false;
@@ -172,9 +189,18 @@ void InferenceStream::WriterLoop(Stream* stream, grpc::ClientContext* ctx, const
         return;
       }
     }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      writing_batch_ = false;
+      cv_.notify_all();  // Drain waits for the last events to be written
+    }
     if (report) {
       ServeUp up;
       *up.mutable_load() = host_->Snapshot();
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        up.mutable_load()->set_draining(draining_);
+      }
       if (!stream->Write(up)) {
         ctx->TryCancel();
         return;
@@ -210,6 +236,7 @@ void InferenceStream::SendError(const std::string& call_id, const absl::Status& 
 void InferenceStream::EndCall(const std::string& call_id) {
   std::lock_guard<std::mutex> l(mu_);
   calls_.erase(call_id);
+  if (calls_.empty()) cv_.notify_all();  // Drain waits for this
 }
 
 void InferenceStream::Dispatch(const ServeDown& down) {

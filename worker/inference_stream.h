@@ -8,6 +8,7 @@
 // call's events are queued by its model's serving loop.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -35,6 +36,10 @@ class InferenceStream {
   ~InferenceStream();  // Stop()
 
   void Start();
+  // Shutdown, first half: tells the server this worker is draining (no new calls are routed to
+  // it) and waits until the calls in flight have ended or `deadline` passes. Returns how many were
+  // still running then (Stop cancels them).
+  size_t Drain(std::chrono::steady_clock::time_point deadline);
   // Closes the stream, cancels the calls in flight and shuts the ModelHost down (its engines call
   // this stream's sinks, so they must stop first).
   void Stop();
@@ -74,8 +79,10 @@ class InferenceStream {
   mutable std::mutex mu_;  // guards the fields below
   std::condition_variable cv_;
   bool stopping_ = false;
+  bool draining_ = false;                   // reported with every load report from Drain on
   bool open_ = false;                       // a stream is open and accepting writes
   std::deque<mambaquant::v1::ServeUp> outbox_;
+  bool writing_batch_ = false;              // the writer holds messages taken from outbox_ not yet written
   bool load_changed_ = false;
   grpc::ClientContext* ctx_ = nullptr;      // the open stream's context, to cancel it
   std::map<std::string, LocalCall> calls_;  // calls in flight, by call id

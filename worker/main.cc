@@ -56,6 +56,8 @@ ABSL_FLAG(std::string, client_key, "", "PEM private key of --client-cert");
 ABSL_FLAG(std::string, token, "", "Worker bearer token (else --token-file, $MQ_WORKER_TOKEN, $MQ_TOKEN)");
 ABSL_FLAG(std::string, token_file, "", "File holding the worker bearer token");
 ABSL_FLAG(int, poll_seconds, 20, "Long-poll wait for a job, seconds");
+ABSL_FLAG(int, drain_seconds, 20,
+          "On SIGTERM, how long inference calls in flight may take to finish (no new ones are routed here meanwhile)");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warn | error");
 ABSL_FLAG(std::string, log_format, "text", "text (key=value) | json (one JSON object per line)");
 // Inference serving (per loaded model; everything is allocated when the model loads).
@@ -129,6 +131,10 @@ int main(int argc, char** argv) {
   }
   if (absl::GetFlag(FLAGS_poll_seconds) < 1 || absl::GetFlag(FLAGS_poll_seconds) > 60) {
     std::fprintf(stderr, "--poll-seconds must be 1..60, got %d\n", absl::GetFlag(FLAGS_poll_seconds));
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_drain_seconds) < 0 || absl::GetFlag(FLAGS_drain_seconds) > 3600) {
+    std::fprintf(stderr, "--drain-seconds must be 0..3600, got %d\n", absl::GetFlag(FLAGS_drain_seconds));
     return 2;
   }
   if (absl::GetFlag(FLAGS_cache_max_bytes) < 0) {
@@ -307,8 +313,14 @@ int main(int argc, char** argv) {
       .Kv("backend", backend).Kv("device", device.name).Kv("cache_dir", cache_dir);
 
   int sig = mq::WaitForShutdownSignal();
-  mq::Log(mq::LogLevel::kInfo, "signal received; leaving").Kv("signal", sig);
+  mq::Log(mq::LogLevel::kInfo, "signal received; draining").Kv("signal", sig).Kv("drain_s", absl::GetFlag(FLAGS_drain_seconds));
   if (auto* health = health_server->GetHealthCheckService()) health->Shutdown();
+  // A rolling update: the server stops routing calls here, the running ones finish (up to
+  // --drain-seconds), and only those still running then are cut.
+  if (!fatal) {
+    const size_t left = inference.Drain(std::chrono::steady_clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_drain_seconds)));
+    mq::Log(left == 0 ? mq::LogLevel::kInfo : mq::LogLevel::kWarning, "drained; leaving").Kv("calls_cut", static_cast<int64_t>(left));
+  }
   inference.Stop();
   agent.Shutdown();
   health_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -2,6 +2,8 @@
 // Generate and Score through the server's public API, compared with the engine's own tool and
 // the fixture's greedy ids; concurrency, seeded sampling, n > 1, stop strings, cancellation,
 // limits and their statuses.
+#include <signal.h>
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -752,6 +754,59 @@ TEST(InferenceHealth, InferenceServicesServeOnlyWithAWorker) {
   c.worker(w).Kill();
   EXPECT_TRUE(wait_for("mambaquant.v1.InferenceService", kNotServing));
   EXPECT_EQ(HealthStatus(c.address(), ""), kServing);
+}
+
+}  // namespace
+}  // namespace mq::test
+
+namespace mq::test {
+namespace {
+
+// SIGTERM on a worker (a rolling update) once cut every stream at once with UNAVAILABLE: now the
+// worker reports itself draining, the server routes nothing new to it, and the calls it runs finish
+// (up to --drain-seconds) before it leaves.
+TEST(InferenceDrain, SigtermLetsRunningGenerationsFinish) {
+  Cluster c;
+  c.StartServer();
+  c.UploadBundled();
+  const int w = c.StartWorker({"--drain-seconds", "60"});
+  auto channel = grpc::CreateChannel(c.address(), grpc::InsecureChannelCredentials());
+  auto stub = InferenceService::NewStub(channel);
+  Outcome warm;
+  for (int i = 0; i < 100 && !(warm = RunGenerate(*stub, TextRequest("Hello", 1), -1, absl::Seconds(10))).status.ok(); ++i)
+    absl::SleepFor(absl::Milliseconds(200));
+  ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
+  // A long generation; SIGTERM once it has streamed its first tokens.
+  GenerateRequest r = TextRequest("A long story", 4000);
+  r.set_ignore_eos(true);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+  auto reader = stub->Generate(&ctx, r);
+  GenerateResponse resp;
+  int64_t tokens = 0;
+  std::string finish;
+  ASSERT_TRUE(reader->Read(&resp));
+  tokens += resp.token_ids_size();
+  c.worker(w).Signal(SIGTERM);
+  // Meanwhile a new call finds no worker to take it (the only one is draining).
+  bool refused = false;
+  for (int i = 0; i < 100 && !refused; ++i) {
+    Outcome o = RunGenerate(*stub, TextRequest("New call", 2), -1, absl::Seconds(10));
+    refused = o.status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+              o.status.error_message().find("draining") != std::string::npos;
+    if (!refused) absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_TRUE(refused) << c.WorkerLog(w);
+  while (reader->Read(&resp)) {
+    tokens += resp.token_ids_size();
+    if (!resp.finish_reason().empty()) finish = resp.finish_reason();
+  }
+  grpc::Status st = reader->Finish();
+  EXPECT_TRUE(st.ok()) << st.error_message() << "\n" << c.WorkerLog(w);
+  EXPECT_EQ(finish, "length");
+  EXPECT_EQ(tokens, 4000);
+  EXPECT_EQ(c.worker(w).Wait(absl::Seconds(30)), 0) << c.WorkerLog(w);
+  EXPECT_NE(c.WorkerLog(w).find("drained; leaving"), std::string::npos) << c.WorkerLog(w);
 }
 
 }  // namespace
