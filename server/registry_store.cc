@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "name_validation.h"
 #include "proto_time.h"
+#include "sha256.h"
 
 namespace mq::server {
 
@@ -224,11 +225,19 @@ absl::StatusOr<ArtifactPage> RegistryStore::List(ArtifactKind kind, const std::s
                                                  const std::string& page_token) {
   if (page_size <= 0) page_size = 100;
   if (page_size > 1000) return absl::InvalidArgumentError("page_size must be at most 1000");
+  // A token is "a<id>.<query>": the last id of the page before and a digest of the query (kind,
+  // name) it continues, so that a token of one listing is refused by another rather than
+  // silently skipping its entries.
+  const std::string query = Sha256Hex(absl::StrCat(static_cast<int>(kind), "/", name)).substr(0, 12);
   int64_t before_id = INT64_MAX;
   if (!page_token.empty()) {
-    if (page_token[0] != 'a' || !absl::SimpleAtoi(page_token.substr(1), &before_id) || before_id <= 0) {
+    const size_t dot = page_token.find('.');
+    if (page_token[0] != 'a' || dot == std::string::npos ||
+        !absl::SimpleAtoi(page_token.substr(1, dot - 1), &before_id) || before_id <= 0) {
       return absl::InvalidArgumentError("invalid page_token");
     }
+    if (page_token.substr(dot + 1) != query)
+      return absl::InvalidArgumentError("page_token belongs to another listing (kind or name differ): start again without it");
   }
   ArtifactPage page;
   absl::Status s = db_->Read([&](SqliteTx& tx) -> absl::Status {
@@ -249,7 +258,7 @@ absl::StatusOr<ArtifactPage> RegistryStore::List(ArtifactKind kind, const std::s
       const size_t bytes = blob.size();
       if (static_cast<int>(page.artifacts.size()) == page_size ||
           (!page.artifacts.empty() && page_bytes + bytes > kMaxListPageBytes)) {
-        page.next_page_token = absl::StrCat("a", last_id);
+        page.next_page_token = absl::StrCat("a", last_id, ".", query);
         return absl::OkStatus();
       }
       page_bytes += bytes;

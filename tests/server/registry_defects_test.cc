@@ -118,6 +118,29 @@ TEST_F(RegistryDefects, ListPagesAreBoundedByBytes) {
   EXPECT_EQ(pages, 4);
 }
 
+// A page token continues the listing it came from only: used with another kind or name it once
+// silently skipped entries; now INVALID_ARGUMENT.
+TEST_F(RegistryDefects, PageTokensBelongToTheirListing) {
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Insert("same", 0).ok());
+  auto first = store_->List(ARTIFACT_KIND_DATASET, "same", 2, "");
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_FALSE(first->next_page_token.empty());
+  const std::string token = first->next_page_token;
+  auto next = store_->List(ARTIFACT_KIND_DATASET, "same", 2, token);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->artifacts.size(), 2u);
+  EXPECT_EQ(next->artifacts[0].version(), 3);
+  for (const auto& [kind, name] : {std::pair{mambaquant::v1::ARTIFACT_KIND_MODEL, std::string("same")},
+                                   std::pair{ARTIFACT_KIND_DATASET, std::string("")},
+                                   std::pair{ARTIFACT_KIND_DATASET, std::string("other")}}) {
+    auto wrong = store_->List(kind, name, 2, token);
+    EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_NE(wrong.status().message().find("another listing"), std::string::npos) << wrong.status();
+  }
+  for (const char* bad : {"a5", "x5.abc", "a-1.abc", "a.abc"})
+    EXPECT_EQ(store_->List(ARTIFACT_KIND_DATASET, "same", 2, bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+}
+
 TEST_F(RegistryDefects, JobListPagesAreBoundedByBytes) {
   JobStore jobs(db_.get());
   mambaquant::v1::QuantSpec spec;
