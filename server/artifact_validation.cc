@@ -1,6 +1,7 @@
 #include "artifact_validation.h"
 
 #include <set>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -116,6 +117,7 @@ absl::Status ValidateDatasetContent(const Artifact& artifact, const BlobStore& b
   Utf8Validator utf8;
   std::vector<char> buf(1 << 20);
   uint64_t pos = 0;
+  bool any_text = false;  // a byte other than ASCII whitespace
   while (pos < f.size()) {
     auto n = PreadFull(fd->get(), buf.data(), buf.size(), pos);
     if (!n.ok()) return n.status();
@@ -124,9 +126,12 @@ absl::Status ValidateDatasetContent(const Artifact& artifact, const BlobStore& b
       return absl::InvalidArgumentError(
           absl::StrCat("the dataset is not UTF-8 text (bad byte at offset ", pos + utf8.error_index(), ")"));
     }
+    for (size_t i = 0; i < *n && !any_text; ++i) any_text = std::string_view(" \t\n\r\v\f").find(buf[i]) == std::string_view::npos;
     pos += *n;
   }
   if (!utf8.Finish()) return absl::InvalidArgumentError("the dataset ends inside a UTF-8 sequence");
+  // Whitespace only: accepted once, it failed every job later ("fewer tokens than one window").
+  if (!any_text) return absl::InvalidArgumentError("the dataset has no text (only whitespace)");
   return absl::OkStatus();
 }
 

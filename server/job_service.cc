@@ -9,6 +9,7 @@
 #include "name_validation.h"
 #include "vim_artifact_check.h"
 #include "watch_job_reactor.h"
+#include "worker_store.h"
 
 namespace mq::server {
 
@@ -55,6 +56,29 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
   return Reply(ctx, absl::OkStatus());
 }
 
+namespace {
+
+// A queued job that names a backend no registered worker has waits for ever without a word: say
+// so in its message (computed when read, never stored).
+void ExplainWaiting(WorkerStore* workers, const std::vector<Job*>& jobs) {
+  bool any = false;
+  for (const Job* j : jobs) any = any || (j->state() == JOB_STATE_QUEUED && !j->spec().backend().empty());
+  if (!any || workers == nullptr) return;
+  auto live = workers->List();
+  if (!live.ok()) return;
+  for (Job* j : jobs) {
+    if (j->state() != JOB_STATE_QUEUED || j->spec().backend().empty()) continue;
+    int64_t matching = 0;
+    for (const auto& w : *live) matching += w.info.backend() == j->spec().backend();
+    if (matching == 0) {
+      j->set_message(absl::StrCat("waiting for a ", j->spec().backend(), " worker: none is registered (",
+                                  live->size(), " worker(s) of other backends)"));
+    }
+  }
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ctx, const GetJobRequest* req, Job* resp) {
   absl::Status s;
   if (s.ok()) s = ValidateJobId(req->job_id());
@@ -62,6 +86,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetJob(grpc::CallbackServerContext* ct
   auto job = deps_.jobs->Get(req->job_id());
   if (!job.ok()) return Reply(ctx, job.status());
   *resp = *std::move(job);
+  ExplainWaiting(deps_.workers, {resp});
   return Reply(ctx, absl::OkStatus());
 }
 
@@ -83,7 +108,12 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
   filter.page_token = req->page_token();
   auto page = deps_.jobs->List(filter);
   if (!page.ok()) return Reply(ctx, page.status());
-  for (auto& job : page->jobs) *resp->add_jobs() = std::move(job);
+  std::vector<Job*> listed;
+  for (auto& job : page->jobs) {
+    *resp->add_jobs() = std::move(job);
+    listed.push_back(resp->mutable_jobs(resp->jobs_size() - 1));
+  }
+  ExplainWaiting(deps_.workers, listed);
   resp->set_next_page_token(page->next_page_token);
   return Reply(ctx, absl::OkStatus());
 }

@@ -37,6 +37,8 @@ void PrintJob(const Job& from_server) {
               s.scope().c_str(), s.calib_dataset().c_str(), samples.c_str(),
               static_cast<unsigned long long>(s.seed()), s.eval_dataset().empty() ? "" : ", eval ",
               s.eval_dataset().c_str());
+  if (!s.backend().empty()) std::printf("backend      %s\n", s.backend().c_str());
+  if (job.state() == JOB_STATE_QUEUED && !job.message().empty()) std::printf("waiting      %s\n", job.message().c_str());
   if (job.state() == JOB_STATE_RUNNING || job.state() == JOB_STATE_ASSIGNED) {
     std::printf("progress     %.0f%% (%s %.0f%%), ETA %.0fs: %s\n", 100 * job.fraction(), StageLabel(job.stage()).c_str(),
                 100 * job.stage_fraction(), job.eta_seconds(), job.message().c_str());

@@ -12,6 +12,9 @@
 #include <grpcpp/create_channel.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include <nlohmann/json.hpp>
+
 #include "cluster.h"
 #include "sha256.h"
 #include "mambaquant/v1/worker.grpc.pb.h"
@@ -276,6 +279,34 @@ TEST(ControlPlaneDefects, ReuploadOfContentWhoseStoredCopyRottedSendsItAgain) {
   EXPECT_NE(out.find("rot:3"), std::string::npos) << out;
   std::filesystem::remove_all(dest);
   ASSERT_EQ(cluster.MqctlWithErrors({"datasets", "download", "rot:2", "--out", dest}, &out), 0) << out;
+}
+
+
+// A job naming a backend no worker has (--backend cuda on a CPU-only cluster) sat QUEUED for ever
+// and `jobs get` showed neither the backend nor why: the server now says what it waits for.
+TEST(ControlPlaneDefects, AJobWaitingForAnAbsentBackendSaysSo) {
+  Cluster cluster;
+  cluster.StartServer();
+  cluster.UploadBundled();
+  cluster.StartWorker();  // a cpu worker
+  std::string out;
+  ASSERT_EQ(cluster.Mqctl({"jobs", "submit", "--model", "mamba-tiny", "--preset", "rtn", "--bits", "w8a8", "--calib", "calib",
+                           "--backend", "cuda", "--json"},
+                          &out),
+            0)
+      << out;
+  const std::string id = nlohmann::json::parse(out)["id"].get<std::string>();
+  bool said = false;
+  for (int i = 0; i < 100 && !said; ++i) {  // until the worker has registered
+    ASSERT_EQ(cluster.Mqctl({"jobs", "get", id}, &out), 0) << out;
+    said = out.find("waiting      waiting for a cuda worker: none is registered (1 worker(s) of other backends)") != std::string::npos;
+    if (!said) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(said) << out;
+  EXPECT_NE(out.find("backend      cuda"), std::string::npos) << out;
+  EXPECT_NE(out.find("QUEUED"), std::string::npos) << out;
+  ASSERT_EQ(cluster.Mqctl({"jobs", "list", "--json"}, &out), 0) << out;
+  EXPECT_NE(out.find("none is registered"), std::string::npos) << out;
 }
 
 }  // namespace

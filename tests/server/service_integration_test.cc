@@ -437,6 +437,26 @@ TEST_F(BadInputTest, InvalidModelContentIsRejected) {
   EXPECT_EQ(cluster_->registry().CreateUpload(&ctx2, req, &upload).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// A dataset of whitespace only was registered and failed every job later ("fewer tokens than one
+// window"): refused at commit, saying why.
+TEST_F(BadInputTest, WhitespaceOnlyDatasetIsRefusedAtCommit) {
+  const std::string before = Snapshot();
+  const std::string blank = "\n\n   \t\r\n \n";
+  auto upload = Create("blank", "data.txt", blank);
+  ASSERT_TRUE(upload.ok()) << upload.status();
+  ASSERT_TRUE(Send(*upload, "data.txt", 0, blank).ok());
+  absl::Status s = Commit(*upload);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("no text (only whitespace)"), absl::string_view::npos) << s;
+  EXPECT_EQ(Snapshot(), before);
+  // One visible character is enough to be text.
+  const std::string one = "\n  x \n";
+  auto ok = Create("blank", "data.txt", one);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  ASSERT_TRUE(Send(*ok, "data.txt", 0, one).ok());
+  EXPECT_TRUE(Commit(*ok).ok());
+}
+
 TEST_F(BadInputTest, CancellingAFinishedJobIsFailedPrecondition) {
   grpc::ClientContext ctx;
   SubmitJobRequest req;
