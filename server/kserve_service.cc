@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cmath>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <set>
 #include <utility>
@@ -121,7 +123,13 @@ absl::StatusOr<int64_t> IntParameter(const std::string& name, const InferParamet
 
 absl::StatusOr<float> FloatParameter(const std::string& name, const InferParameter& p) {
   switch (p.parameter_choice_case()) {
-    case InferParameter::kDoubleParam: return static_cast<float>(p.double_param());
+    case InferParameter::kDoubleParam: {
+      // Beyond a float, the conversion would report "inf" for a value the client never sent.
+      const double d = p.double_param();
+      if (std::isfinite(d) && std::fabs(d) > std::numeric_limits<float>::max())
+        return Invalid(absl::StrCat("parameter ", name, " = ", d, " is out of range (beyond a 32-bit float)"));
+      return static_cast<float>(d);
+    }
     case InferParameter::kInt64Param: return static_cast<float>(p.int64_param());
     case InferParameter::kUint64Param: return static_cast<float>(p.uint64_param());
     default:

@@ -393,6 +393,15 @@ TEST_F(KServeTest, WrongDatatypeShapeOrDataIsInvalidArgument) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << n;
     EXPECT_NE(s.error_message().find(want), std::string::npos) << n << ": " << s.error_message();
   }
+  // A double beyond a float is named as sent (it was reported as "got inf", after the conversion).
+  {
+    ModelInferRequest r = MakeRequest(ids, true);
+    (*r.mutable_parameters())["temperature"].set_double_param(1e300);
+    ModelInferResponse resp;
+    grpc::Status s = Infer(*stub_, r, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("temperature = 1e+300 is out of range"), std::string::npos) << s.error_message();
+  }
   ModelInferRequest unknown = MakeRequest(ids, true);
   unknown.set_model_name("no-such-model");
   ModelInferResponse resp;
