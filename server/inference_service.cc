@@ -33,10 +33,15 @@ void LogCallEnd(const char* call, const std::string& request, const std::string&
 }
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-// A call the client ended (OnCancel): past its deadline it timed out, else the client cancelled or
-// went away. The status it finishes with is also the one the RPC metrics record.
+// A call the client ended (OnCancel): at its deadline it timed out, else the client cancelled or
+// went away. The status it finishes with is also the one the RPC metrics record. A client whose
+// own deadline fires cancels the stream, and that cancellation can reach the server a little
+// before the server's copy of the deadline (it started counting when the request arrived): a
+// cancellation within kDeadlineSlack of the deadline counts as the deadline.
+constexpr std::chrono::milliseconds kDeadlineSlack{1000};
 grpc::Status EndedByClient(std::chrono::system_clock::time_point deadline) {
-  if (std::chrono::system_clock::now() >= deadline) return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
+  if (std::chrono::system_clock::now() + kDeadlineSlack >= deadline)
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
   return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
 }
 
@@ -145,9 +150,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       if (!ok) {
         // The client is gone: stop the worker's sequence now rather than at the next failed write.
         cancel = call_id_;
-        if (!done_) RecordEnd("CANCELLED");
+        const grpc::Status ended = EndedByClient(deadline_);  // the write failed: gone, or timed out
+        if (!done_) RecordEnd(ended.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ? "DEADLINE_EXCEEDED" : "CANCELLED");
         done_ = true;
-        final_ = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+        final_ = ended.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED
+                     ? ended
+                     : grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
         DropUnsent();
       } else if (!queue_.empty()) {
         writing_ = true;
