@@ -1,6 +1,7 @@
 // mqctl score: perplexity and per-token log-probabilities of a text (InferenceService.Score).
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 
@@ -42,8 +43,16 @@ absl::StatusOr<std::string> ReadText(const Args& args) {
   const bool has_file = args.Has("file");
   if (has_text == has_file) return absl::InvalidArgumentError("score needs exactly one of --text TEXT and --file PATH");
   if (has_text) return *args.Get("text");
-  const std::string path = *args.Get("file");
-  if (path != "-") return ReadFileToString(path, kMaxTextBytes);
+  const std::string path = args.GetOr("file", "");
+  if (path != "-") {
+    // Local problems name the flag (exit 2), not a server-like INTERNAL/NOT_FOUND status.
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+      return absl::InvalidArgumentError(absl::StrCat("--file ", path, " is a directory, not a text file"));
+    auto text = ReadFileToString(path, kMaxTextBytes);
+    if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat("--file ", path, ": ", text.status().message()));
+    return text;
+  }
   std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   if (text.size() > kMaxTextBytes) return absl::InvalidArgumentError("standard input is larger than 8 MiB");
   return text;

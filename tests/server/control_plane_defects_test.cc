@@ -189,6 +189,11 @@ TEST(ControlPlaneDefects, MqctlRefusesTextThatIsNotUtf8AndAZeroTokenBudgetBefore
   std::ofstream(file, std::ios::binary) << "fine text \xf4\x90\x80\x80 then";  // above U+10FFFF
   EXPECT_EQ(run({"score", "--model", "m", "--file", file}, &out), 2) << out;
   EXPECT_NE(out.find("--file is not valid UTF-8 (byte 10)"), std::string::npos) << out;
+  // A directory or a missing file is a usage error naming the flag (was INTERNAL: pread / NOT_FOUND).
+  EXPECT_EQ(run({"score", "--model", "m", "--file", dir.path()}, &out), 2) << out;
+  EXPECT_NE(out.find("--file " + dir.path() + " is a directory"), std::string::npos) << out;
+  EXPECT_EQ(run({"score", "--model", "m", "--file", dir.Sub("missing.txt")}, &out), 2) << out;
+  EXPECT_NE(out.find("--file " + dir.Sub("missing.txt") + ": "), std::string::npos) << out;
   // --max-new-tokens 0 would be sent as "unset" (16 tokens): refused instead.
   EXPECT_EQ(run({"generate", "--model", "m", "--prompt", "x", "--max-new-tokens", "0"}, &out), 2) << out;
   EXPECT_NE(out.find("--max-new-tokens must be at least 1"), std::string::npos) << out;
