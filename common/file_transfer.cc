@@ -135,6 +135,11 @@ absl::Status DownloadToFile(const std::string& dest_path, uint64_t expected_size
   const std::string part = dest_path + ".part";
   ScopedFd fd(::open(part.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("create ", part));
+  // Bytes that must not be resumed from (corrupt, or none at all) leave no .part behind.
+  auto discard_part = [&] {
+    fd.Reset();
+    ::unlink(part.c_str());
+  };
   auto existing = FileSize(part);
   if (!existing.ok()) return existing.status();
   uint64_t offset = *existing;
@@ -184,17 +189,13 @@ absl::Status DownloadToFile(const std::string& dest_path, uint64_t expected_size
     // offset): what arrived may be the corrupt bytes, so nothing of it is kept to resume from —
     // else the next try, after the server is repaired, would fail again on the kept prefix.
     if (absl::IsDataLoss(write_status) || absl::IsDataLoss(s)) {
-      fd.Reset();
-      ::unlink(part.c_str());
+      discard_part();
       return absl::IsDataLoss(write_status) ? write_status : s;
     }
     if (!write_status.ok()) return write_status;
     if (s.ok()) break;
     if (!IsRetryable(s) || attempt + 1 >= kMaxAttempts) {
-      if (offset == 0) {  // nothing to resume from: leave no empty .part behind
-        fd.Reset();
-        ::unlink(part.c_str());
-      }
+      if (offset == 0) discard_part();  // nothing to resume from
       return s;
     }
     Backoff(attempt);
@@ -204,8 +205,7 @@ absl::Status DownloadToFile(const std::string& dest_path, uint64_t expected_size
   }
   std::string digest = hash.FinishHex();
   if (digest != expected_sha256) {
-    fd.Reset();
-    ::unlink(part.c_str());
+    discard_part();
     return absl::DataLossError(absl::StrCat(dest_path, ": SHA-256 ", digest, " != expected ", expected_sha256));
   }
   if (::fsync(fd.get()) != 0) return ErrnoStatus(errno, absl::StrCat("fsync ", part));

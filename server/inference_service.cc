@@ -39,10 +39,16 @@ double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 // before the server's copy of the deadline (it started counting when the request arrived): a
 // cancellation within kDeadlineSlack of the deadline counts as the deadline.
 constexpr std::chrono::milliseconds kDeadlineSlack{1000};
-grpc::Status EndedByClient(std::chrono::system_clock::time_point deadline) {
+grpc::Status EndedByClient(std::chrono::system_clock::time_point deadline,
+                           const char* cancelled = "cancelled by the client") {
   if (std::chrono::system_clock::now() + kDeadlineSlack >= deadline)
     return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
-  return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+  return grpc::Status(grpc::StatusCode::CANCELLED, cancelled);
+}
+
+// A status's code as the metrics name it ("CANCELLED", "DEADLINE_EXCEEDED", …).
+std::string CodeName(const grpc::Status& s) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code()));
 }
 
 // The router holds a call's observer (shared) longer than gRPC keeps the call's reactor: the
@@ -150,12 +156,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       if (!ok) {
         // The client is gone: stop the worker's sequence now rather than at the next failed write.
         cancel = call_id_;
-        const grpc::Status ended = EndedByClient(deadline_);  // the write failed: gone, or timed out
-        if (!done_) RecordEnd(ended.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ? "DEADLINE_EXCEEDED" : "CANCELLED");
+        const grpc::Status ended = EndedByClient(deadline_, "the client went away");  // the write failed: gone, or timed out
+        if (!done_) RecordEnd(CodeName(ended));
         done_ = true;
-        final_ = ended.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED
-                     ? ended
-                     : grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+        final_ = ended;
         DropUnsent();
       } else if (!queue_.empty()) {
         writing_ = true;
@@ -176,7 +180,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       if (!done_) {
         done_ = true;
         final_ = EndedByClient(deadline_);
-        RecordEnd(final_.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ? "DEADLINE_EXCEEDED" : "CANCELLED");
+        RecordEnd(CodeName(final_));
         DropUnsent();
       }
       MaybeFinish();
@@ -308,8 +312,7 @@ class UnaryCallReactor final : public grpc::ServerUnaryReactor {
     finished_ = true;
     if (deps_.metrics != nullptr) {
       deps_.metrics->ObserveRequestLatency(resp_->model(), Seconds(start_, Clock::now()));
-      deps_.metrics->RequestFinished(resp_->model(),
-                                     s.ok() ? Kind::kOutcome : absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())));
+      deps_.metrics->RequestFinished(resp_->model(), s.ok() ? Kind::kOutcome : CodeName(s));
     }
     Finish(s);
   }

@@ -72,6 +72,13 @@ size_t InferenceStream::Drain(std::chrono::steady_clock::time_point deadline) {
   return calls_.size();
 }
 
+WorkerLoad InferenceStream::CurrentLoad() {
+  WorkerLoad load = host_->Snapshot();
+  std::lock_guard<std::mutex> l(mu_);
+  load.set_draining(draining_);
+  return load;
+}
+
 bool InferenceStream::connected() const {
   std::lock_guard<std::mutex> l(mu_);
   return open_;
@@ -109,11 +116,7 @@ void InferenceStream::Serve(const std::string& worker_id) {
   ServeUp hello;
   hello.mutable_hello()->set_worker_id(worker_id);
   *hello.mutable_hello()->mutable_capacity() = capacity_;
-  *hello.mutable_hello()->mutable_load() = host_->Snapshot();
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    hello.mutable_hello()->mutable_load()->set_draining(draining_);
-  }
+  *hello.mutable_hello()->mutable_load() = CurrentLoad();
   for (const auto& m : preload_) hello.mutable_hello()->add_preload(m);
   if (stream->Write(hello)) {
     {
@@ -196,11 +199,7 @@ void InferenceStream::WriterLoop(Stream* stream, grpc::ClientContext* ctx, const
     }
     if (report) {
       ServeUp up;
-      *up.mutable_load() = host_->Snapshot();
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        up.mutable_load()->set_draining(draining_);
-      }
+      *up.mutable_load() = CurrentLoad();
       if (!stream->Write(up)) {
         ctx->TryCancel();
         return;

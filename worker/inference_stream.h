@@ -67,6 +67,7 @@ class InferenceStream {
   void Send(mambaquant::v1::ServeUp up);
   void SendError(const std::string& call_id, const absl::Status& status);
   void EndCall(const std::string& call_id);
+  mambaquant::v1::WorkerLoad CurrentLoad();  // the host's snapshot with this stream's draining flag
   void WriterLoop(Stream* stream, grpc::ClientContext* ctx, const std::string& worker_id);
 
   const ServerConnection* server_;

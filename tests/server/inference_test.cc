@@ -680,14 +680,19 @@ TEST(InferenceMetrics, PromtoolAcceptsThemAndTheyCountTheTokensServed) {
   r.set_ignore_eos(true);
   Outcome o = RunGenerate(*stub, r, 1);
   ASSERT_EQ(o.status.error_code(), grpc::StatusCode::CANCELLED) << o.status.error_message();
-  double cancelled = 0;
+  // Scrapes until `metric` reaches 1 (the server records a call's end asynchronously), leaving
+  // the last scrape in `after`.
   std::string after;
-  for (int i = 0; i < 50 && cancelled < 1; ++i) {
-    absl::SleepFor(absl::Milliseconds(100));
-    after = HttpGet(server_metrics, "/metrics", absl::Seconds(5));
-    cancelled = MetricValue(after, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"CANCELLED\"}");
-  }
-  EXPECT_EQ(cancelled, 1) << after;
+  auto wait_for_one = [&](const std::string& metric) {
+    double v = 0;
+    for (int i = 0; i < 50 && v < 1; ++i) {
+      absl::SleepFor(absl::Milliseconds(100));
+      after = HttpGet(server_metrics, "/metrics", absl::Seconds(5));
+      v = MetricValue(after, metric);
+    }
+    return v;
+  };
+  EXPECT_EQ(wait_for_one("mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"CANCELLED\"}"), 1) << after;
   EXPECT_EQ(MetricValue(after, "mq_serving_e2e_request_latency_seconds_count{model=\"mamba-tiny:1\"}"), 7);
   EXPECT_EQ(MetricValue(after, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"length\"}"), 6);
 
@@ -709,13 +714,7 @@ TEST(InferenceMetrics, PromtoolAcceptsThemAndTheyCountTheTokensServed) {
     grpc::ClientContext ctx;
     EXPECT_EQ(stub->Score(&ctx, sr, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
   }
-  double timed_out = 0;
-  for (int i = 0; i < 50 && timed_out < 1; ++i) {
-    absl::SleepFor(absl::Milliseconds(100));
-    after = HttpGet(server_metrics, "/metrics", absl::Seconds(5));
-    timed_out = MetricValue(after, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"DEADLINE_EXCEEDED\"}");
-  }
-  EXPECT_EQ(timed_out, 1) << after;
+  EXPECT_EQ(wait_for_one("mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"DEADLINE_EXCEEDED\"}"), 1) << after;
   EXPECT_EQ(MetricValue(after, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"length\"}"), 7);
   EXPECT_EQ(MetricValue(after, "mq_serving_requests_total{model=\"mamba-tiny:1\",outcome=\"CANCELLED\"}"), 1);
   EXPECT_EQ(MetricValue(after, "mq_serving_e2e_request_latency_seconds_count{model=\"mamba-tiny:1\"}"), 9);
