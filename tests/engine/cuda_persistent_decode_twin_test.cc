@@ -1,8 +1,8 @@
 // CPU twin of the persistent decode kernel's plan (cuda/decode_persistent_plan.h, the same functions
 // the kernel calls): for the Mamba-1 shapes 130m … 2.8b, every weight format, B = 1, 2, 4 and any
 // SM count 1 … 264, every channel, x_proj column and out_proj row is owned by exactly one block;
-// every weight byte a layer needs is copied into shared memory exactly once, from and to addresses
-// aligned for the copy size, inside its stage; the stages, activations, scratch and partial sums
+// every weight byte a layer needs is brought into shared memory exactly once by bulk copies, from
+// and to 16-byte aligned addresses, inside its stage; the stages, activations, scratch and partial sums
 // fit the H100's shared memory without overlapping; the per-tile warp tasks read every chunk of
 // every row exactly once; and the grid barriers' epoch arithmetic finds each launch's base. Runs in
 // CI (no GPU); tests/engine/cuda_persistent_decode_gpu_test.cc runs the kernel.
@@ -60,7 +60,9 @@ TEST(CudaPersistentDecodeTwinTest, SharedMemoryLayoutFitsWithoutOverlap) {
         EXPECT_GE(l.work_floats, B * (s.R + 2 * s.N));
         if (s.hadamard) EXPECT_GE(l.work_floats, 2 * s.E);
         EXPECT_LE(l.work_off + 4 * l.work_floats, l.red_off);
-        EXPECT_LE(l.red_off + int64_t{kPersistMaxTileRows} * B * 4, l.small_off);
+        // Two partial-sum buffers (tiles alternate between them).
+        EXPECT_EQ(PersistRedElems(B), int64_t{kPersistMaxTileRows} * B);
+        EXPECT_LE(l.red_off + 2 * PersistRedElems(B) * 4, l.small_off);
         EXPECT_LE(l.small_off + 4 * l.small.floats, l.ring_off);
         EXPECT_EQ(l.small_off % 16, 0);
         // The small data: room for any block's channels and out_proj rows, regions in order, each
@@ -156,23 +158,27 @@ TEST(CudaPersistentDecodeTwinTest, EveryChannelRowAndTileOwnedOnceForAnyGrid) {
       }
 }
 
-// Byte-level: the copy units of every tile of every block cover each weight byte a layer reads
-// exactly once (x_proj: the first E columns of each row; the padding columns meet zero
-// activations and are skipped), at granule-aligned source and stage offsets inside the stage.
-TEST(CudaPersistentDecodeTwinTest, CopyUnitsCoverEveryWeightByteOnce) {
+// Byte-level: the bulk copies of every tile of every block (MakePersistTileCopy, issued by the
+// kernel's warp 0) bring each weight byte a layer reads into the tile's rows exactly once (x_proj:
+// the first E columns of each row; the padding columns meet zero activations and are skipped);
+// every copy's source, destination and size are 16-byte aligned (a bulk copy's requirement), its
+// source inside the matrix, its destination inside the stage; the tile's rows sit densely from its
+// lead; and a contiguous tile's widening to 16-byte bounds reads at most the neighbouring rows' bytes.
+TEST(CudaPersistentDecodeTwinTest, TileCopiesCoverEveryWeightByteOnce) {
   for (const char* name : {"130m", "2.8b"})
     for (int fmt : {kPersistF16, kPersistI8, kPersistW4})
       for (int64_t grid : {1, 7, 32, 132, 264}) {
         SCOPED_TRACE(std::string(name) + " fmt " + std::to_string(fmt) + " grid " + std::to_string(grid));
         PersistShape s = Shape(name, fmt, 4);
         s.grid = grid;
+        ASSERT_TRUE(PersistShapeSupported(s.d, s.E, s.N, s.K, s.ld_in, s.ld_x, s.ld_dt, s.ld_out));
         const PersistSmemLayout l = MakePersistSmemLayout(s, kBudget);
         if (grid >= 32) ASSERT_TRUE(l.ok);
         if (!l.ok) continue;
         const int64_t rb_in = PersistWeightBytes(fmt, s.ld_in), rb_x = PersistWeightBytes(fmt, s.ld_x);
         const int64_t rb_dt = PersistWeightBytes(fmt, s.ld_dt), rb_out = PersistWeightBytes(fmt, s.ld_out);
         const int64_t xrows = s.R + 2 * s.N;
-        // Counters per 8-byte word (every row length, offset and granule is a multiple of 8).
+        // Counters per 8-byte word (every row length and offset is a multiple of 8).
         std::vector<uint8_t> in(static_cast<size_t>(2 * s.E * rb_in / 8)), x(static_cast<size_t>(xrows * rb_x / 8)),
             dt(static_cast<size_t>(s.E * rb_dt / 8)), out(static_cast<size_t>(s.d * rb_out / 8));
         std::vector<uint8_t>* mats[kPersistSegs] = {&in, &in, &x, &dt, &out};
@@ -181,37 +187,33 @@ TEST(CudaPersistentDecodeTwinTest, CopyUnitsCoverEveryWeightByteOnce) {
           for (int t = 0; t < p.tiles; ++t) {
             const PersistTile tile = PersistTileAt(p, t);
             const PersistSegment& g = p.seg[tile.seg];
-            ASSERT_TRUE(g.granule == 16 || g.granule == 8);
-            ASSERT_EQ(g.row_bytes % g.granule, 0);
-            std::vector<uint8_t> stage(static_cast<size_t>(l.stage_bytes / 8), 0);
-            const int64_t units = PersistTileUnits(g, tile.rows);
-            for (int64_t i = 0; i < units; ++i) {
-              int64_t src, dst;
-              PersistTileUnit(g, tile.row0, i, &src, &dst);
-              ASSERT_EQ(src % g.granule, 0);
-              ASSERT_EQ(dst % g.granule, 0);
-              ASSERT_LE(dst + g.granule, l.stage_bytes);
-              ASSERT_LE(src + g.granule, 8 * static_cast<int64_t>(mats[tile.seg]->size()));
-              for (int64_t k = 0; k < g.granule; k += 8) {
-                ASSERT_EQ(++stage[static_cast<size_t>((dst + k) / 8)], 1) << "stage word written twice";
-                ++(*mats[tile.seg])[static_cast<size_t>((src + k) / 8)];
+            ASSERT_EQ(g.row_bytes % 8, 0);
+            const int64_t mat_bytes = 8 * static_cast<int64_t>(mats[tile.seg]->size());
+            const PersistTileCopy c = MakePersistTileCopy(g, tile.row0, tile.rows);
+            ASSERT_GE(c.copies, 1);
+            ASSERT_EQ(c.lead, PersistTileLead(g, tile.row0));
+            ASSERT_EQ(c.bytes % kPersistCopyAlign, 0);
+            // Stage word k holds matrix word src_of[k] (or −1: not written).
+            std::vector<int64_t> src_of(static_cast<size_t>(l.stage_bytes / 8), -1);
+            for (int k = 0; k < c.copies; ++k) {
+              const int64_t src = c.src + k * c.src_pitch, dst = k * c.dst_pitch;
+              ASSERT_EQ(src % kPersistCopyAlign, 0);
+              ASSERT_EQ(dst % kPersistCopyAlign, 0);
+              ASSERT_GE(src, 0);
+              ASSERT_LE(src + c.bytes, mat_bytes);
+              ASSERT_LE(dst + c.bytes, l.stage_bytes);
+              for (int64_t w = 0; w < c.bytes; w += 8) {
+                ASSERT_EQ(src_of[static_cast<size_t>((dst + w) / 8)], -1) << "stage word written twice";
+                src_of[static_cast<size_t>((dst + w) / 8)] = (src + w) / 8;
               }
             }
-            // The stage holds the tile's rows densely: row r of the tile at r·row_bytes.
-            for (int64_t k = 0; k < tile.rows * g.row_bytes / 8; ++k) ASSERT_EQ(stage[static_cast<size_t>(k)], 1);
-            // The kernel's per-thread cursor (copy threads only) visits exactly these units.
-            for (int tid = 0; tid < kPersistCopyThreads; ++tid) {
-              PersistTileCursor k = MakePersistTileCursor(g, tile.rows, tid, kPersistCopyThreads);
-              ASSERT_EQ(k.units, units);
-              for (int i = tid; i < k.units; i += kPersistCopyThreads, PersistCursorNext(&k)) {
-                int64_t src, want_src, want_dst;
-                int dst;
-                PersistCursorOffsets(g, tile.row0, k, &src, &dst);
-                PersistTileUnit(g, tile.row0, i, &want_src, &want_dst);
-                ASSERT_EQ(src, want_src) << "unit " << i;
-                ASSERT_EQ(dst, want_dst) << "unit " << i;
+            // Row r of the tile at lead + r·row_bytes holds the matrix row's slice.
+            for (int64_t r = 0; r < tile.rows; ++r)
+              for (int64_t w = 0; w < g.row_bytes; w += 8) {
+                const int64_t want = ((tile.row0 + r) * g.ld_bytes + g.col0 + w) / 8;
+                ASSERT_EQ(src_of[static_cast<size_t>((c.lead + r * g.row_bytes + w) / 8)], want) << "row " << r;
+                ++(*mats[tile.seg])[static_cast<size_t>(want)];
               }
-            }
           }
         }
         for (uint8_t c : in) ASSERT_EQ(c, 1);
@@ -221,6 +223,18 @@ TEST(CudaPersistentDecodeTwinTest, CopyUnitsCoverEveryWeightByteOnce) {
         for (int64_t r = 0; r < xrows; ++r)
           for (int64_t k = 0; k < rb_x; k += 8) ASSERT_EQ(x[static_cast<size_t>((r * rb_x + k) / 8)], k < x_used ? 1 : 0);
       }
+}
+
+// Shapes the kernel refuses (the model then keeps the layer kernels): a d_inner that splits x_proj
+// into slices whose packed 4-bit columns would not be 16-byte aligned, odd widths, unpadded rows.
+TEST(CudaPersistentDecodeTwinTest, UnsupportedShapesAreRefused) {
+  EXPECT_TRUE(PersistShapeSupported(2560, 5120, 16, 4, 2560, 5120, 160, 5120));
+  EXPECT_TRUE(PersistShapeSupported(256, 512, 16, 4, 256, 512, 16, 512));
+  EXPECT_FALSE(PersistShapeSupported(264, 528, 16, 4, 272, 528, 32, 528));  // E % 32 != 0
+  EXPECT_FALSE(PersistShapeSupported(2560, 5120, 8, 4, 2560, 5120, 160, 5120));  // state 8
+  EXPECT_FALSE(PersistShapeSupported(2560, 5120, 16, 9, 2560, 5120, 160, 5120));  // conv 9
+  EXPECT_FALSE(PersistShapeSupported(2562, 5120, 16, 4, 2576, 5120, 176, 5120));  // d % 4 != 0
+  EXPECT_FALSE(PersistShapeSupported(2560, 5120, 16, 4, 2568, 5120, 160, 5120));  // ld_in not padded
 }
 
 // The warp tasks of a tile GEMV (TileGemv's index map): every chunk of every row read once, and the
@@ -235,12 +249,14 @@ TEST(CudaPersistentDecodeTwinTest, TileTasksReadEveryChunkOnce) {
     ASSERT_GE(t.lanes, 1);
     ASSERT_LE(t.lanes, 32);
     ASSERT_EQ(32 % t.lanes, 0);
+    ASSERT_EQ(t.lanes, 1 << t.lanes_log2);  // the kernel shifts instead of dividing
+    ASSERT_EQ(t.parts, 1 << t.parts_log2);
     ASSERT_LE(rows * t.parts, kPersistMaxTileRows);
     std::vector<int> seen(static_cast<size_t>(rows * chunks), 0);
     for (int task = 0; task < t.groups * t.parts; ++task) {
-      const int grp = task / t.parts, part = task % t.parts;
+      const int grp = task >> t.parts_log2, part = task & (t.parts - 1);
       for (int lane = 0; lane < 32; ++lane) {
-        const int r = grp * t.rows_per_warp + lane / t.lanes, gl = lane % t.lanes;
+        const int r = grp * t.rows_per_warp + (lane >> t.lanes_log2), gl = lane & (t.lanes - 1);
         if (r >= rows) continue;
         for (int c = part * t.lanes + gl; c < chunks; c += t.lanes * t.parts) {
           ASSERT_EQ(PersistChunkPart(t, c), part);

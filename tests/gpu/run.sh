@@ -6,6 +6,8 @@
 #   PEER_SHAPES (default 130m,1.4b,2.8b) at batch 1, 8, 64, 256; needs the state-spaces/mamba
 #   source in third_party_local/peers/state-spaces-mamba (a copy of ../shared/peers).
 #   `rowab`: decode with the few-token row clusters off (MQ_ROW_CLUSTER=0) and on, AB_SHAPES.
+#   `persist`: the persistent decode kernel alone: its twin and GPU tests, then decode B = 1, 2, 4
+#   through it and the layer kernels (PERSIST_SHAPES, default 1.4b,2.8b; INT8, FP16, W4A8).
 #   `vim`: the CUDA Vim classifier's images/s table (with its tests when `test` is not selected;
 #   build,vim runs only the Vim part).
 #   `service` needs no build: it runs the service built on the development machine
@@ -34,7 +36,9 @@ FIX="$ROOT/third_party_local/fixtures"
 QDIR=/tmp/mq-quant-small
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
 summary=()
-note() { summary+=("$1"); echo "== $1"; }
+# The summary also goes line by line to $RET/summary.txt, so that a run cut off by the device's
+# time limit still returns what it measured.
+note() { summary+=("$1"); echo "== $1"; [ -n "$RET" ] && echo "$1" >> "$RET/summary.txt"; }
 t0=$SECONDS
 
 if [ ! -d "$P" ] && [ -f third_party_local/gpu-deps.tar.xz ]; then
@@ -119,6 +123,26 @@ if has test; then
   grep -E "FAILED|Failure|error" "$OUT/quant_gpu_test.log" | head -20
   [ $rc -eq 0 ] && note "cuda_quant_gpu_test: ok ($((SECONDS - t1)) s)" || note "cuda_quant_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
   while read -r l; do note "$l"; done < <(grep -E "^\[(gpu|cuda)" "$OUT/quant_gpu_test.log")
+fi
+
+if has persist; then
+  t1=$SECONDS
+  "$BIN/tests/engine/cuda_persistent_decode_twin_test" > "$OUT/persistent_twin_test.log" 2>&1 &&
+    note "cuda_persistent_decode_twin_test: ok" || note "cuda_persistent_decode_twin_test: FAILED"
+  MQ_FIXTURES_DIR="$FIX" MQ_QUANT_SMALL_DIR="$QDIR" timeout 400 "$BIN/tests/engine/cuda_persistent_decode_gpu_test" \
+    > "$OUT/persistent_gpu_test.log" 2>&1
+  rc=$?
+  grep -E "FAILED|Failure|error" "$OUT/persistent_gpu_test.log" | head -20
+  [ $rc -eq 0 ] && note "cuda_persistent_decode_gpu_test: ok ($((SECONDS - t1)) s)" ||
+    note "cuda_persistent_decode_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
+  grep -E "^\[gpu\].*(B=1|B=4)" "$OUT/persistent_gpu_test.log" | head -12
+  for mode in int8 fp16 w4a8; do
+    timeout 200 "$BIN/bench/mq-bench" --shapes "${PERSIST_SHAPES:-1.4b,2.8b}" --modes "$mode" --decode-batches 1,2,4 \
+      --prefill "" --compare-paths > "$OUT/persist_bench_$mode.log" 2>&1 || note "persist bench $mode: FAILED"
+    while read -r l; do note "persist $l"; done < <(grep -hE "decode_b[124](_layer|_persistent)? " "$OUT/persist_bench_$mode.log" |
+      grep -vE "nopdl|l2prefetch|perstage" | awk '{print $1, $2, $3, $4}')
+  done
+  note "persist stage: $((SECONDS - t1)) s"
 fi
 
 if has test || has vim; then
@@ -230,7 +254,7 @@ if has profile; then
   # Nsight Compute on decode steps (b1, 2.8b shape, graph replays): duration, DRAM traffic and
   # launch shape of each layer kernel, one at a time (serialized, caches flushed, base clocks).
   t1=$SECONDS
-  for mode in int8 fp16; do
+  for mode in ${PROFILE_LAYER_MODES-int8 fp16}; do  # PROFILE_LAYER_MODES="" profiles the persistent kernel only
     timeout 240 /usr/local/cuda/bin/ncu -k 'regex:NormGemv|ConvXProj|DtScan|HadamardAct|OutProj|Greedy|Embedding' --launch-skip 3000 --launch-count 15 \
       --csv --page raw --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,launch__registers_per_thread,launch__occupancy_limit_registers \
       "$BIN/bench/mq-bench" --shapes 2.8b --modes "$mode" --decode-batches 1 --prefill "" > "$OUT/ncu_$mode.csv" 2> "$OUT/ncu_$mode.err"
@@ -254,6 +278,9 @@ PY
        > "$OUT/ncu_persistent.log" 2>&1; then
     /usr/local/cuda/bin/ncu --import /tmp/mq-persist.ncu-rep --page details --print-details all > "$OUT/ncu_persistent_details.txt" 2>&1
     /usr/local/cuda/bin/ncu --import /tmp/mq-persist.ncu-rep --page source --csv --print-source sass > "$OUT/ncu_persistent_sass.csv" 2>&1
+    /usr/local/cuda/bin/ncu --import /tmp/mq-persist.ncu-rep --page source --csv --print-source cuda > "$OUT/ncu_persistent_cuda.csv" 2>&1
+    python3 tests/gpu/ncu_source_top.py "$OUT/ncu_persistent_cuda.csv" "$OUT/ncu_persistent_sass.csv" > "$OUT/ncu_persistent_top.txt" 2>&1
+    head -80 "$OUT/ncu_persistent_top.txt"
     while read -r l; do note "ncu persistent $l"; done < <(grep -E \
       "^ +(Duration|DRAM Throughput|Issued Instructions |Issued Ipc Active|Stall (Barrier|Wait|Short Scoreboard|Long Scoreboard))" \
       "$OUT/ncu_persistent_details.txt" | sed 's/^ *//')

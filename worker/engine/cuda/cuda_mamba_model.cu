@@ -7,6 +7,7 @@
 
 #include "cpu/parallel_for.h"
 #include "cuda/cuda_check.h"
+#include "cuda/decode_persistent_plan.h"
 #include "cuda/hd_math.h"
 #include "cuda/int4_kernels.h"
 #include "cuda/kernel_params.h"
@@ -805,7 +806,8 @@ Status CudaMambaModel::PreparePersistent() {
     // One padded row length per linear for all layers, and an R2 the decode Hadamard supports
     // (LaunchDecodeLayer's check): else the persistent path stays off.
     if (p.in_proj.ld != p0.in_proj.ld || p.x_proj.ld != p0.x_proj.ld || p.dt_proj.ld != p0.dt_proj.ld ||
-        p.out_proj.ld != p0.out_proj.ld)
+        p.out_proj.ld != p0.out_proj.ld ||
+        !hd::PersistShapeSupported(d_, E_, N_, K_, p.in_proj.ld, p.x_proj.ld, p.dt_proj.ld, p.out_proj.ld))
       return OkStatus();
     if (p.had_scale != nullptr && (p.had_m > 28 || p.had_m * p.had_p != E_ || (p.had_p & (p.had_p - 1)) != 0))
       return OkStatus();

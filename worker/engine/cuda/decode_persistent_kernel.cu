@@ -6,17 +6,25 @@
 // them the small latency-bound work (x_proj, dt + scan, the R2 Hadamard) leaves DRAM idle, and a
 // previous persistent kernel with grid-wide barriers (removed in 7b1c85a, 4.7 ms a 2.8b step) lost
 // because every phase's weights were requested only after its barrier. Here the weights never wait
-// for the data: each block copies its next weight slices global → shared memory (cp.async,
-// 16-byte units; 8 where a packed 4-bit slice is only 8-byte aligned) into a ring of
+// for the data: each block copies its next weight slices global → shared memory into a ring of
 // hd::kPersistStages stages, kPersistStages − 1 tiles ahead of the one being consumed. While a
 // block waits at a grid barrier, quantizes, scans or transforms, the copies of its next x_proj,
 // dt_proj and out_proj slices and of the next layer's in_proj slice are in flight, so DRAM keeps
 // streaming for as long as the ring has room.
 //
+// Copies (v2): warp 0 issues each tile as bulk (TMA) copies — one for a contiguous range of whole
+// rows, one a row for x_proj's column slice (hd::MakePersistTileCopy) — that complete on the
+// stage's mbarrier; every thread waits on that mbarrier itself, so a tile costs one block barrier
+// (the GEMV's, which also frees the stage and publishes the partial sums), and the epilogues
+// alternate between two partial-sum buffers instead of ending with a barrier. The first version
+// copied with per-thread 16-byte cp.async units (index arithmetic for every unit, a block barrier
+// to publish each tile and one more after each epilogue) and issued 1.95·10⁹ warp instructions a
+// 2.8b step: it ran at 12 % of DRAM bandwidth, instruction-bound (docs/benchmarks.md).
+//
 // Ownership (decode_persistent_plan.h, MakePersistBlockPlan; balanced contiguous splits):
 //   channels [c0, c1): in_proj's x and z rows of those channels, conv + SiLU and the conv-state
 //     shift in in_proj's epilogue, dt_proj's rows, the scan step and the gate;
-//   x_proj split-K: the channels [xc0, xc1) (16-channel units) of every x_proj row;
+//   x_proj split-K: the channels [xc0, xc1) (kPersistXUnit-channel units) of every x_proj row;
 //   out_proj rows [o0, o1) of d.
 // The weight stream of a block in one layer is the tiles of its in_proj x rows, in_proj z rows,
 // x_proj column slice, dt_proj rows and out_proj rows, in that order; a tile is whole rows (of
@@ -77,18 +85,41 @@ constexpr int kMaxHadM = 28;
 static_assert(kPersistentMaxBatch == hd::kPersistMaxBatch, "one batch limit");
 
 // ---- asynchronous copies and grid barriers -----------------------------------------------------
-__device__ __forceinline__ void CpAsync16(void* dst, const void* src) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
-}
-__device__ __forceinline__ void CpAsync8(void* dst, const void* src) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(d), "l"(src) : "memory");
-}
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int kN>
 __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(kN) : "memory");
+}
+
+// The weight ring's copies: bulk (TMA) copies global → shared that complete on the stage's
+// mbarrier (one arrival, the issuing lane's, plus the stage's byte count).
+__device__ __forceinline__ unsigned SmemAddr(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ void MbarInit(uint64_t* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(SmemAddr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void MbarInitFence() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+__device__ __forceinline__ void MbarArriveExpectTx(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(SmemAddr(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void MbarWait(uint64_t* bar, unsigned parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n"
+      "}\n" ::"r"(SmemAddr(bar)),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void BulkCopy(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                   SmemAddr(dst)),
+               "l"(src), "r"(bytes), "r"(SmemAddr(bar))
+               : "memory");
 }
 
 __device__ __forceinline__ unsigned long long LoadAcquire(const unsigned long long* p) {
@@ -125,39 +156,27 @@ __device__ __forceinline__ void GridBarrier(unsigned long long* ctr, unsigned lo
 }
 
 // ---- the weight ring ---------------------------------------------------------------------------
-__device__ __forceinline__ const void* SegmentWeights(const PersistentLayer& l, int seg) {
-  switch (seg) {
-    case hd::kSegInX:
-    case hd::kSegInZ: return l.in_proj.w;
-    case hd::kSegXProj: return l.x_proj.w;
-    case hd::kSegDt: return l.dt_proj.w;
-    default: return l.out_proj.w;
-  }
+// The weights of each segment of one layer, indexed by hd::PersistSeg (in_proj twice).
+__device__ __forceinline__ void SegmentWeights(const PersistentLayer& l, const void** w) {
+  w[hd::kSegInX] = l.in_proj.w, w[hd::kSegInZ] = l.in_proj.w, w[hd::kSegXProj] = l.x_proj.w;
+  w[hd::kSegDt] = l.dt_proj.w, w[hd::kSegOut] = l.out_proj.w;
 }
 
-// Tile q of the block's stream (layer q / tiles, tile q mod tiles) into stage q mod kStages; every
-// thread commits one group per call (empty past the last tile), so that cp.async.wait_group counts
-// tiles.
-__device__ __forceinline__ void IssueTile(const DecodePersistentParams& p, const hd::PersistBlockPlan& plan, int64_t q,
-                                          int64_t total, uint8_t* ring, int64_t stage_bytes) {
-  if (q < total) {
-    const int64_t layer = q / plan.tiles;
-    const hd::PersistTile t = hd::PersistTileAt(plan, static_cast<int>(q % plan.tiles));
-    const hd::PersistSegment& g = plan.seg[t.seg];
-    const uint8_t* src = static_cast<const uint8_t*>(SegmentWeights(p.layer[layer], t.seg));
-    uint8_t* dst = ring + (q % kStages) * stage_bytes;
-    if (threadIdx.x < hd::kPersistCopyThreads) {
-      hd::PersistTileCursor k = hd::MakePersistTileCursor(g, t.rows, threadIdx.x, hd::kPersistCopyThreads);
-      for (int i = threadIdx.x; i < k.units; i += hd::kPersistCopyThreads, hd::PersistCursorNext(&k)) {
-        int64_t so;
-        int dof;
-        hd::PersistCursorOffsets(g, t.row0, k, &so, &dof);
-        if (g.granule == 16) CpAsync16(dst + dof, src + so);
-        else CpAsync8(dst + dof, src + so);
-      }
-    }
-  }
-  if (threadIdx.x < hd::kPersistCopyThreads) CpAsyncCommit();
+// Tile t of layer `layer` into `stage`, by warp 0 (lane 0 arms the stage's mbarrier with the
+// tile's bytes first, then the lanes issue its copies: x_proj's slice is a copy a row).
+// seg_w: the issuing layer's SegmentWeights (shared memory, refreshed when the layer changes, so
+// that a tile's issue does not wait on a global load).
+__device__ __forceinline__ void IssueTile(const hd::PersistBlockPlan& plan, const void* const* seg_w, int t,
+                                          uint8_t* stage, uint64_t* full) {
+  const int lane = threadIdx.x & 31;
+  const hd::PersistTile tile = hd::PersistTileAt(plan, t);
+  const hd::PersistSegment& g = plan.seg[tile.seg];
+  const hd::PersistTileCopy c = hd::MakePersistTileCopy(g, tile.row0, tile.rows);
+  const uint8_t* src = static_cast<const uint8_t*>(seg_w[tile.seg]) + c.src;
+  if (lane == 0) MbarArriveExpectTx(full, static_cast<unsigned>(c.bytes * c.copies));
+  __syncwarp();
+  for (int k = lane; k < c.copies; k += 32)
+    BulkCopy(stage + k * c.dst_pitch, src + k * c.src_pitch, static_cast<unsigned>(c.bytes), full);
 }
 
 // ---- the small per-layer data (hd::PersistSmallLayout), copied by the last warp ----------------
@@ -252,9 +271,9 @@ __device__ __forceinline__ int TileGemv(const uint8_t* tile, int rows, int row_b
   const int chunks = row_bytes / W::kBytes;
   const hd::PersistTileTasks tt = hd::MakePersistTileTasks(rows, chunks);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int gl = lane % tt.lanes, rl = lane / tt.lanes;
+  const int gl = lane & (tt.lanes - 1), rl = lane >> tt.lanes_log2;
   for (int task = warp; task < tt.groups * tt.parts; task += kWarps) {
-    const int grp = task / tt.parts, part = task % tt.parts;
+    const int grp = task >> tt.parts_log2, part = task & (tt.parts - 1);
     const int r = grp * tt.rows_per_warp + rl;
     Acc acc[kB];
 #pragma unroll
@@ -280,17 +299,18 @@ __device__ __forceinline__ int TileGemv(const uint8_t* tile, int rows, int row_b
   return tt.parts;
 }
 
-// Sums the parts of each (row, token) in a fixed order and hands them to epi; ends with a block
-// barrier (the stage and red are free again).
+// Sums the parts of each (row, token) in a fixed order and hands them to epi. No block barrier:
+// the next tile's GEMV writes the other partial-sum buffer, and the one after it starts only
+// after the next GEMV's closing barrier, which every thread reaches after this epilogue. Code that
+// reads what the epilogues wrote synchronizes the block first.
 template <typename Acc, int kB, typename Epi>
 __device__ __forceinline__ void TileEpilogue(int rows, int parts, int B, const Acc* red, Epi epi) {
   for (int i = threadIdx.x; i < rows * B; i += blockDim.x) {
-    const int b = i / rows, r = i % rows;
+    const int b = i / rows, r = i - b * rows;
     Acc s = red[(r * parts) * kB + b];
     for (int q = 1; q < parts; ++q) s += red[(r * parts + q) * kB + b];
     epi(r, b, s);
   }
-  __syncthreads();
 }
 
 // acc·s_x·s_w + bias (INT8) or acc + bias: the layer kernels' Dequant (a missing scale is 1, a
@@ -325,6 +345,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   __shared__ float fscr[32];
   __shared__ uint32_t s_neg[kMaxHadM];
   __shared__ unsigned long long s_base;
+  __shared__ __align__(8) uint64_t s_full[kStages];  // a stage's tile has landed (mbarrier)
+  __shared__ const void* s_issue_w[hd::kPersistSegs];  // warp 0: the issuing layer's weights
   hd::PersistBlockPlan& plan = *reinterpret_cast<hd::PersistBlockPlan*>(plan_raw);
   const PersistentLayer& L = *reinterpret_cast<const PersistentLayer*>(layer_raw);
   uint8_t* ring = smem + lay.ring_off;
@@ -342,6 +364,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (tid == 0) {
     plan = hd::MakePersistBlockPlan(shape, lay.stage_bytes, gridDim.x, blockIdx.x);
     s_base = hd::PersistBarrierBase(LoadAcquire(p.barrier), hd::PersistBarriersPerLaunch(p.layers), gridDim.x);
+    for (int i = 0; i < kStages; ++i) MbarInit(&s_full[i], 1);
+    MbarInitFence();
   }
   __syncthreads();
   // The block's rows of h live in shared memory across layers (only this block writes them).
@@ -352,19 +376,40 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t barriers = 0;
   auto grid_sync = [&] { GridBarrier(p.barrier, hd::PersistBarrierTarget(s_base, barriers++, gridDim.x)); };
 
-  // The ring: before tile q is consumed, tiles up to q + kStages − 1 have been issued.
-  const int64_t total = static_cast<int64_t>(plan.tiles) * p.layers;
-  int64_t issued = 0, consumed = 0;
-  for (int i = 0; i < kStages - 1; ++i) IssueTile(p, plan, issued++, total, ring, lay.stage_bytes);
-  PrefetchLayerSmallData(p, plan, 0);
-  auto acquire = [&]() -> const uint8_t* {
-    // Stage (consumed − 1) mod kStages is free: the previous tile ended with a block barrier.
-    IssueTile(p, plan, issued++, total, ring, lay.stage_bytes);
-    if (tid < hd::kPersistCopyThreads) CpAsyncWait<kStages - 1>();
-    else CpAsyncWait<0>();  // the last warp: this layer's small data (its only groups)
-    __syncthreads();
-    return ring + (consumed++ % kStages) * lay.stage_bytes;
+  // The ring: before tile q is consumed, tiles up to q + kStages − 1 have been issued (by warp 0;
+  // every thread keeps the counters). Stage q mod kStages holds tile q; its mbarrier's phase
+  // (q / kStages) mod 2 completes when the tile's bytes have landed.
+  int64_t issue_layer = 0;
+  int issue_t = 0, issued = 0, consumed = 0;
+  auto issue_next = [&] {
+    if (issue_layer >= p.layers || plan.tiles == 0) return;
+    const int st = issued % kStages;
+    if (warp == 0) {
+      if (issue_t == 0) {
+        if (lane == 0) SegmentWeights(p.layer[issue_layer], s_issue_w);
+        __syncwarp();
+      }
+      IssueTile(plan, s_issue_w, issue_t, ring + st * lay.stage_bytes, &s_full[st]);
+    }
+    ++issued;
+    if (++issue_t == plan.tiles) issue_t = 0, ++issue_layer;
   };
+  for (int i = 0; i < kStages - 1; ++i) issue_next();
+  PrefetchLayerSmallData(p, plan, 0);
+  // The next tile (whose rows start `lead` bytes into its stage) once it has landed. Its partial
+  // sums go to buffer consumed mod 2 (red_now()).
+  auto acquire = [&](int lead) -> const uint8_t* {
+    // Stage (consumed − 1) mod kStages is free: the previous tile's GEMV ended with a block barrier.
+    issue_next();
+    // The last warp: this layer's small data (its only cp.async groups), published to the block
+    // by the GEMV's closing barrier before any epilogue reads it.
+    if (warp == kWarps - 1) CpAsyncWait<0>();
+    const int st = consumed % kStages;
+    MbarWait(&s_full[st], static_cast<unsigned>((consumed / kStages) & 1));
+    ++consumed;
+    return ring + st * lay.stage_bytes + lead;
+  };
+  auto red_now = [&]() -> Acc* { return red + ((consumed - 1) & 1) * hd::PersistRedElems(kB); };
 
   for (int64_t l = 0; l < p.layers; ++l) {
     {
@@ -389,11 +434,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int k = hd::kSegInX; k <= hd::kSegInZ; ++k) {
       const hd::PersistSegment& g = plan.seg[k];
       for (int ti = 0; ti < g.tiles; ++ti) {
-        const uint8_t* tile = acquire();
         const int64_t r0 = g.row0 + ti * g.rows_per_tile;
         const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
-        const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, red);
-        TileEpilogue<Acc, kB>(rows, parts, B, red, [&](int r, int b, Acc s) {
+        const uint8_t* tile = acquire(hd::PersistTileLead(g, r0));
+        Acc* rd = red_now();
+        const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, rd);
+        TileEpilogue<Acc, kB>(rows, parts, B, rd, [&](int r, int b, Acc s) {
           const int64_t row = r0 + r;
           const bool xrow = k == hd::kSegInX;
           const int64_t cl = row - plan.c0 - (xrow ? 0 : E);  // the block's channel index
@@ -414,6 +460,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         });
       }
     }
+    __syncthreads();  // the epilogues' |u| maxima
     if (kInt8 && tid < B && s_umax[tid] != 0u) atomicMax(p.umax + tid, s_umax[tid]);
     grid_sync();  // A: u and its |max| complete
 
@@ -441,11 +488,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         __syncthreads();
       }
       for (int ti = 0; ti < g.tiles; ++ti) {
-        const uint8_t* tile = acquire();
         const int64_t r0 = g.row0 + ti * g.rows_per_tile;
         const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
-        const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, red);
-        TileEpilogue<Acc, kB>(rows, parts, B, red, [&](int r, int b, Acc s) { atomicAdd(xacc + b * cols + r0 + r, s); });
+        const uint8_t* tile = acquire(hd::PersistTileLead(g, r0));
+        Acc* rd = red_now();
+        const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, rd);
+        TileEpilogue<Acc, kB>(rows, parts, B, rd, [&](int r, int b, Acc s) { atomicAdd(xacc + b * cols + r0 + r, s); });
       }
     }
     grid_sync();  // B: x_proj sums complete
@@ -479,9 +527,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       const hd::PersistSegment& g = plan.seg[hd::kSegDt];
       const int dt_chunks = static_cast<int>(g.row_bytes / W::kBytes);
       for (int ti = 0; ti < g.tiles; ++ti) {
-        const uint8_t* tile = acquire();
         const int64_t r0 = g.row0 + ti * g.rows_per_tile;
         const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
+        const uint8_t* tile = acquire(hd::PersistTileLead(g, r0));
         // Four lanes a channel, four states each (the layer kernels' DtScanKernel): the same dot
         // order, the same scan and gate.
         for (int base = 0; base < rows; base += kThreads / 4) {
@@ -586,11 +634,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     {
       const hd::PersistSegment& g = plan.seg[hd::kSegOut];
       for (int ti = 0; ti < g.tiles; ++ti) {
-        const uint8_t* tile = acquire();
         const int64_t r0 = g.row0 + ti * g.rows_per_tile;
         const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
-        const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, red);
-        TileEpilogue<Acc, kB>(rows, parts, B, red, [&](int r, int b, Acc s) {
+        const uint8_t* tile = acquire(hd::PersistTileLead(g, r0));
+        Acc* rd = red_now();
+        const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, rd);
+        TileEpilogue<Acc, kB>(rows, parts, B, rd, [&](int r, int b, Acc s) {
           const int64_t ol = r0 + r - plan.o0;
           float* hh = sm + sl.h + b * sl.o_ld + ol;
           const float nv = *hh + DequantWith<kInt8>(s, s_so[b], sm[sl.ws_out + ol], sm[sl.b_out + ol]);
@@ -697,11 +746,10 @@ Status LaunchFormat(const DecodePersistentParams& p, cudaStream_t stream) {
 Status LaunchDecodePersistent(const DecodePersistentParams& p, cudaStream_t stream) {
   if (p.B < 1 || p.B > kPersistentMaxBatch)
     return InvalidArgumentError("persistent decode: batch must be in [1, " + std::to_string(kPersistentMaxBatch) + "]");
-  if (p.N != 16 || p.K < 2 || p.K > 8 || p.E % hd::kPersistXUnit != 0 || p.d % 4 != 0 || p.layers < 1)
-    return UnimplementedError("persistent decode: need state 16, conv kernel in [2, 8], d_inner % 16 == 0, d % 4 == 0");
-  if (p.ld_in < p.d || p.ld_x < p.E || p.ld_dt < p.R || p.ld_out < p.E || p.ld_in % 16 != 0 || p.ld_x % 16 != 0 ||
-      p.ld_dt % 16 != 0 || p.ld_out % 16 != 0)
-    return InvalidArgumentError("persistent decode: linear rows must be padded to 16 elements");
+  if (p.layers < 1 || p.ld_dt < p.R ||
+      !hd::PersistShapeSupported(p.d, p.E, p.N, p.K, p.ld_in, p.ld_x, p.ld_dt, p.ld_out))
+    return UnimplementedError("persistent decode: need state 16, conv kernel in [2, 8], d % 4 == 0, d_inner % " +
+                              std::to_string(hd::kPersistXUnit) + " == 0 and linear rows padded to 16 elements");
   if (p.int4 && !p.int8) return InvalidArgumentError("persistent decode: packed 4-bit weights need INT8 activations");
   if (p.layer == nullptr || p.slots == nullptr || p.h == nullptr || p.u == nullptr ||
       p.y == nullptr || p.umax == nullptr || p.xacc == nullptr || p.barrier == nullptr)

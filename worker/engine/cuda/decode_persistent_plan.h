@@ -15,14 +15,16 @@ namespace mq::cuda::hd {
 
 constexpr int kPersistWarps = 16;  // one 512-thread block per SM
 constexpr int kPersistThreads = kPersistWarps * 32;
-// Warps 0..14 copy the weight tiles; the last warp copies each layer's small per-channel data
-// (PersistSmallLayout) with cp.async groups of its own, so that waiting for that data never waits
-// for weight tiles still in flight (cp.async.wait_group counts a thread's own groups).
-constexpr int kPersistCopyThreads = kPersistThreads - 32;
+// Warp 0 issues the weight tiles as bulk (TMA) copies that complete on a per-stage mbarrier
+// (PersistTileCopy); the last warp copies each layer's small per-channel data (PersistSmallLayout)
+// with cp.async groups of its own.
 constexpr int kPersistStages = 8;      // shared-memory weight stages (a ring)
 constexpr int kPersistMaxBatch = 4;    // tokens of one step
 constexpr int kPersistMaxTileRows = 256;  // bounds the per-tile partial sums
-constexpr int kPersistXUnit = 16;      // x_proj split-K unit (channels): 16 INT8 activations a chunk
+// x_proj split-K unit (channels): 32, so that a packed 4-bit column slice starts and ends on a
+// 16-byte boundary (a bulk copy's alignment) as INT8 and FP16 ones do.
+constexpr int kPersistXUnit = 32;
+constexpr int kPersistCopyAlign = 16;  // bulk copies: 16-byte aligned addresses and sizes
 
 // Weight formats: FP16, INT8, packed 4-bit (W4A8).
 enum PersistFormat : int { kPersistF16 = 0, kPersistI8 = 1, kPersistW4 = 2 };
@@ -64,6 +66,8 @@ struct PersistSmallLayout {
   int64_t floats = 0;
 };
 MQ_HD int64_t PersistAlign(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
+// Entries of one tile's partial sums (one of the two buffers): rows·parts per token.
+MQ_HD int64_t PersistRedElems(int64_t B) { return static_cast<int64_t>(kPersistMaxTileRows) * B; }
 MQ_HD PersistSmallLayout MakePersistSmallLayout(const PersistShape& s) {
   PersistSmallLayout l;
   const int64_t grid = s.grid > 0 ? s.grid : 1;
@@ -96,14 +100,12 @@ enum PersistSeg : int { kSegInX = 0, kSegInZ = 1, kSegXProj = 2, kSegDt = 3, kSe
 
 // `rows` matrix rows from row0; of each, row_bytes bytes from byte col0 (a column slice for
 // x_proj, whole rows otherwise) of rows ld_bytes apart. Stored in a stage as dense rows of
-// row_bytes; tiles of rows_per_tile rows; copies of `granule` bytes (16, or 8 where a packed
-// 4-bit slice is only 8-byte aligned).
+// row_bytes (from the tile's lead, PersistTileCopy); tiles of rows_per_tile rows.
 struct PersistSegment {
   int64_t row0 = 0, rows = 0;
   int64_t col0 = 0, row_bytes = 0, ld_bytes = 0;
   int64_t rows_per_tile = 1;
   int tiles = 0;
-  int granule = 16;
 };
 
 struct PersistBlockPlan {
@@ -136,7 +138,9 @@ MQ_HD PersistSmemLayout MakePersistSmemLayout(const PersistShape& s, int64_t bud
   if (s.hadamard && 2 * s.E > wf) wf = 2 * s.E;
   if (s.B * (s.R + 2 * s.N) > wf) wf = s.B * (s.R + 2 * s.N);
   l.work_floats = PersistAlign(wf, 4);
-  const int64_t red_bytes = static_cast<int64_t>(kPersistMaxTileRows) * s.B * 4;
+  // Two partial-sum buffers (tiles alternate), so that a tile's epilogue needs no block barrier
+  // before the next tile's GEMV writes its sums.
+  const int64_t red_bytes = 2 * PersistRedElems(s.B) * 4;
   l.act_off = 0;
   l.work_off = PersistAlign(l.act_off + s.B * l.act_ld, 128);
   l.red_off = PersistAlign(l.work_off + 4 * l.work_floats, 128);
@@ -146,11 +150,11 @@ MQ_HD PersistSmemLayout MakePersistSmemLayout(const PersistShape& s, int64_t bud
   const int64_t left = budget - l.ring_off;
   l.stage_bytes = left > 0 ? left / kPersistStages / 128 * 128 : 0;
   l.total = l.ring_off + l.stage_bytes * kPersistStages;
-  // The widest row of any segment must fit a stage.
+  // The widest row of any segment must fit a stage (with a contiguous tile's 16-byte lead).
   const int64_t widest[] = {PersistWeightBytes(s.fmt, s.ld_in), PersistWeightBytes(s.fmt, s.ld_dt),
                             PersistWeightBytes(s.fmt, s.ld_out)};
   l.ok = l.stage_bytes > 0 && s.grid > 0 && s.K >= 2;
-  for (int64_t w : widest) l.ok = l.ok && w <= l.stage_bytes;
+  for (int64_t w : widest) l.ok = l.ok && w + kPersistCopyAlign <= l.stage_bytes;
   return l;
 }
 
@@ -159,13 +163,12 @@ MQ_HD void PersistFinishSegment(PersistSegment* g, int64_t stage_bytes) {
     g->rows = 0, g->tiles = 0, g->rows_per_tile = 1;
     return;
   }
-  int64_t rpt = stage_bytes / g->row_bytes;
+  // A contiguous tile may start 8 bytes into a 16-byte unit (PersistTileCopy's lead).
+  int64_t rpt = (stage_bytes - kPersistCopyAlign) / g->row_bytes;
   if (rpt > kPersistMaxTileRows) rpt = kPersistMaxTileRows;
   if (rpt < 1) rpt = 1;  // MakePersistSmemLayout's ok says whether a row fits at all
   g->rows_per_tile = rpt;
   g->tiles = static_cast<int>((g->rows + rpt - 1) / rpt);
-  const bool aligned16 = g->row_bytes % 16 == 0 && g->col0 % 16 == 0 && g->ld_bytes % 16 == 0;
-  g->granule = aligned16 ? 16 : 8;
 }
 
 // Block `block` of `grid`: its channel, x_proj and out_proj slices and its tiles.
@@ -221,39 +224,41 @@ MQ_HD PersistTile PersistTileAt(const PersistBlockPlan& p, int t) {
   return r;
 }
 
-// Copy unit i (0 ≤ i < PersistTileUnits) of a tile: source byte offset in the matrix and
-// destination offset in the stage (dense rows of row_bytes).
-MQ_HD int64_t PersistTileUnits(const PersistSegment& g, int64_t rows) { return rows * (g.row_bytes / g.granule); }
-MQ_HD void PersistTileUnit(const PersistSegment& g, int64_t tile_row0, int64_t i, int64_t* src, int64_t* dst) {
-  const int64_t per_row = g.row_bytes / g.granule;
-  const int64_t r = i / per_row, c = i % per_row;
-  *src = (tile_row0 + r) * g.ld_bytes + g.col0 + c * g.granule;
-  *dst = r * g.row_bytes + c * g.granule;
+// How a tile reaches its stage: `copies` bulk copies of `bytes` bytes, copy k from matrix byte
+// src + k·src_pitch to stage byte k·dst_pitch; the tile's row r then starts at stage byte
+// lead + r·row_bytes. Whole-row segments are one contiguous range, widened to 16-byte bounds (a
+// packed 4-bit row of 8 mod 16 bytes may start mid-unit: lead 8; the widened range stays inside
+// the matrix's 16-byte-aligned allocation); x_proj's column slice is a copy a row, each 16-byte
+// aligned (kPersistXUnit, PersistShapeSupported).
+struct PersistTileCopy {
+  int64_t src = 0, bytes = 0, src_pitch = 0, dst_pitch = 0;
+  int copies = 0, lead = 0;
+};
+MQ_HD bool PersistContiguous(const PersistSegment& g) { return g.col0 == 0 && g.row_bytes == g.ld_bytes; }
+MQ_HD int PersistTileLead(const PersistSegment& g, int64_t tile_row0) {
+  return PersistContiguous(g) ? static_cast<int>((tile_row0 * g.ld_bytes) % kPersistCopyAlign) : 0;
+}
+MQ_HD PersistTileCopy MakePersistTileCopy(const PersistSegment& g, int64_t tile_row0, int64_t rows) {
+  PersistTileCopy c;
+  if (rows <= 0) return c;
+  if (PersistContiguous(g)) {
+    const int64_t begin = tile_row0 * g.ld_bytes, end = begin + rows * g.row_bytes;
+    const int64_t lo = begin - begin % kPersistCopyAlign, hi = PersistAlign(end, kPersistCopyAlign);
+    c.src = lo, c.bytes = hi - lo, c.copies = 1, c.lead = static_cast<int>(begin - lo);
+  } else {
+    c.src = tile_row0 * g.ld_bytes + g.col0, c.bytes = g.row_bytes, c.copies = static_cast<int>(rows);
+    c.src_pitch = g.ld_bytes, c.dst_pitch = g.row_bytes;
+  }
+  return c;
 }
 
-// The copy units a thread issues (i = tid, tid + stride, …) without a division per unit: the
-// kernel's loop, checked against PersistTileUnit by the twin test. 32-bit: a tile is at most one
-// stage (< 2^31 bytes).
-struct PersistTileCursor {
-  int per_row = 1, units = 0, r = 0, c = 0, dr = 0, dc = 0;
-};
-MQ_HD PersistTileCursor MakePersistTileCursor(const PersistSegment& g, int64_t rows, int tid, int stride) {
-  PersistTileCursor k;
-  k.per_row = static_cast<int>(g.row_bytes / g.granule);
-  k.units = static_cast<int>(rows) * k.per_row;
-  k.r = tid / k.per_row, k.c = tid - k.r * k.per_row;
-  k.dr = stride / k.per_row, k.dc = stride - k.dr * k.per_row;
-  return k;
-}
-// Offsets of the cursor's current unit (as PersistTileUnit), then the step to the next one.
-MQ_HD void PersistCursorOffsets(const PersistSegment& g, int64_t tile_row0, const PersistTileCursor& k, int64_t* src,
-                                int* dst) {
-  *src = (tile_row0 + k.r) * g.ld_bytes + g.col0 + static_cast<int64_t>(k.c) * g.granule;
-  *dst = k.r * static_cast<int>(g.row_bytes) + k.c * g.granule;
-}
-MQ_HD void PersistCursorNext(PersistTileCursor* k) {
-  k->r += k->dr, k->c += k->dc;
-  if (k->c >= k->per_row) k->c -= k->per_row, ++k->r;
+// Shapes the persistent kernel takes (LaunchDecodePersistent refuses others; the model then keeps
+// the layer kernels): state 16, conv 2..8, d % 4, E % kPersistXUnit, rows padded to 16 elements
+// (so INT8 and FP16 rows are whole 16-byte units and packed 4-bit rows at least 8-byte ones).
+MQ_HD bool PersistShapeSupported(int64_t d, int64_t E, int64_t N, int64_t K, int64_t ld_in, int64_t ld_x, int64_t ld_dt,
+                                 int64_t ld_out) {
+  return N == 16 && K >= 2 && K <= 8 && E % kPersistXUnit == 0 && d % 4 == 0 && ld_in >= d && ld_x >= E && ld_out >= E &&
+         ld_dt >= 1 && ld_in % 16 == 0 && ld_x % 16 == 0 && ld_dt % 16 == 0 && ld_out % 16 == 0;
 }
 
 // Warp tasks of a GEMV over a tile of `rows` rows of `chunks` chunks: a row gets `lanes` lanes (a
@@ -262,16 +267,17 @@ MQ_HD void PersistCursorNext(PersistTileCursor* k) {
 // max(rows, 2·kPersistWarps) ≤ kPersistMaxTileRows entries of partial sums per token.
 struct PersistTileTasks {
   int lanes = 32, rows_per_warp = 1, groups = 0, parts = 1;
+  int lanes_log2 = 5, parts_log2 = 0;  // lanes and parts are powers of two: the kernel shifts
 };
 MQ_HD PersistTileTasks MakePersistTileTasks(int rows, int chunks) {
   PersistTileTasks t;
   const int want = chunks < 32 ? chunks : 32;
-  t.lanes = 1;
-  while (t.lanes < want) t.lanes *= 2;
+  t.lanes = 1, t.lanes_log2 = 0;
+  while (t.lanes < want) t.lanes *= 2, ++t.lanes_log2;
   t.rows_per_warp = 32 / t.lanes;
   t.groups = (rows + t.rows_per_warp - 1) / t.rows_per_warp;
-  t.parts = 1;
-  while (t.groups * t.parts < kPersistWarps && chunks >= 2 * t.lanes * t.parts) t.parts *= 2;
+  t.parts = 1, t.parts_log2 = 0;
+  while (t.groups * t.parts < kPersistWarps && chunks >= 2 * t.lanes * t.parts) t.parts *= 2, ++t.parts_log2;
   return t;
 }
 // Chunk c of the row is read by lane (c mod lanes) of part ((c / lanes) mod parts).
