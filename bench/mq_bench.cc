@@ -175,6 +175,9 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
           std::fprintf(stderr, "mq-bench: persistent decode B=%lld: %s\n", static_cast<long long>(B), ps.ToString().c_str());
       }
     }
+    // The GEMV choices below are the layer kernels' and per-stage path's (a run once left the
+    // persistent path selected here, so its "_cublaslt" rows timed the persistent kernel).
+    m.SetDecodePath(DecodePath::kLayerKernels, /*pdl=*/true, /*l2_prefetch=*/false, kDecodeMaxBatch);
     if (m.int4()) {
       // W4A8 decodes per stage; its linears: int4 GEMV (default up to int4_gemv_max_tokens), or
       // unpack + cuBLASLt for every batch, or the int4 GEMV for every batch.

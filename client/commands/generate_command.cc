@@ -204,6 +204,7 @@ int RunGenerateCommand(CliContext& cli, const Args& args, const std::vector<std:
   // 0 in the request means "unset" (16 tokens); a user who typed 0 asked for something else.
   if (*max_new && **max_new == 0)
     return CommandUsageError("generate", "--max-new-tokens must be at least 1 (omit it for the default, 16)");
+  if (*n && **n == 0) return CommandUsageError("generate", "--n must be at least 1 (omit it for the default, 1)");
   if (*max_new) req.set_max_new_tokens(static_cast<int32_t>(**max_new));
   if (*min_tokens) req.set_min_tokens(static_cast<int32_t>(**min_tokens));
   if (*logprobs) req.set_logprobs(static_cast<int32_t>(**logprobs));

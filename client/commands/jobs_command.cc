@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "commands.h"
 #include "grpc_status.h"
+#include "inference_flags.h"
 #include "progress_bar.h"
 #include "quant_spec_proto.h"
 #include "terminal_text.h"
@@ -93,6 +94,11 @@ int Submit(CliContext& cli, const Args& args) {
   auto window = args.GetInt("eval-window", 0, INT32_MIN, INT32_MAX);
   for (const absl::Status& s : {model.status(), calib.status(), samples.status(), seq_len.status(), seed.status(), window.status()}) {
     if (!s.ok()) return ReportError(s);
+  }
+  // 0 in the spec means "the default"; a user who typed 0 asked for something else.
+  for (const char* flag : {"samples", "seq-len", "eval-window"}) {
+    if (args.Has(flag) && *args.GetInt(flag, 0, INT32_MIN, INT32_MAX) == 0)
+      return CommandUsageError("jobs", std::string("--") + flag + " must be at least 1 (omit it for the default)");
   }
   spec.set_model(*model);
   spec.set_calib_dataset(*calib);

@@ -197,6 +197,13 @@ TEST(ControlPlaneDefects, MqctlRefusesTextThatIsNotUtf8AndAZeroTokenBudgetBefore
   // --max-new-tokens 0 would be sent as "unset" (16 tokens): refused instead.
   EXPECT_EQ(run({"generate", "--model", "m", "--prompt", "x", "--max-new-tokens", "0"}, &out), 2) << out;
   EXPECT_NE(out.find("--max-new-tokens must be at least 1"), std::string::npos) << out;
+  // The same for the other sizes whose 0 means "default" on the wire.
+  EXPECT_EQ(run({"generate", "--model", "m", "--prompt", "x", "--n", "0"}, &out), 2) << out;
+  EXPECT_NE(out.find("--n must be at least 1"), std::string::npos) << out;
+  for (const char* flag : {"--samples", "--seq-len", "--eval-window"}) {
+    EXPECT_EQ(run({"jobs", "submit", "--model", "m", "--calib", "c", flag, "0"}, &out), 2) << flag << out;
+    EXPECT_NE(out.find(std::string(flag) + " must be at least 1"), std::string::npos) << out;
+  }
   // Valid text (multi-byte included) passes the check and reaches the network: UNAVAILABLE.
   EXPECT_NE(run({"generate", "--model", "m", "--prompt", "caf\xc3\xa9 \xf0\x9f\x98\x80"}, &out), 2) << out;
   EXPECT_NE(out.find("UNAVAILABLE"), std::string::npos) << out;

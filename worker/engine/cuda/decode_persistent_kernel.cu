@@ -303,9 +303,12 @@ __device__ __forceinline__ int TileGemv(const uint8_t* tile, int rows, int row_b
 // the next tile's GEMV writes the other partial-sum buffer, and the one after it starts only
 // after the next GEMV's closing barrier, which every thread reaches after this epilogue. Code that
 // reads what the epilogues wrote synchronizes the block first.
+// Item i runs on lane i / kWarps of warp i mod kWarps: a tile's few items spread over the warps
+// instead of queueing in warp 0, which also issues the next copies.
 template <typename Acc, int kB, typename Epi>
 __device__ __forceinline__ void TileEpilogue(int rows, int parts, int B, const Acc* red, Epi epi) {
-  for (int i = threadIdx.x; i < rows * B; i += blockDim.x) {
+  const int first = (threadIdx.x & 31) * kWarps + (threadIdx.x >> 5);
+  for (int i = first; i < rows * B; i += blockDim.x) {
     const int b = i / rows, r = i - b * rows;
     Acc s = red[(r * parts) * kB + b];
     for (int q = 1; q < parts; ++q) s += red[(r * parts + q) * kB + b];
