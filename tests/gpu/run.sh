@@ -8,6 +8,9 @@
 #   `rowab`: decode with the few-token row clusters off (MQ_ROW_CLUSTER=0) and on, AB_SHAPES.
 #   `persist`: the persistent decode kernel alone: its twin and GPU tests, then decode B = 1, 2, 4
 #   through it and the layer kernels (PERSIST_SHAPES, default 1.4b,2.8b; INT8, FP16, W4A8).
+#   `exact`: the decode step's CPU-identical arithmetic (model/step_math.h): quantizes mamba-small,
+#   checks the INT8 layer-kernel decode state against the CPU bit for bit and the decode-step
+#   perplexity (0.01 % bar), the persistent kernel against the layer kernels, and times 2.8b decode.
 #   `vim`: the CUDA Vim classifier's images/s table (with its tests when `test` is not selected;
 #   build,vim runs only the Vim part).
 #   `service` needs no build: it runs the service built on the development machine
@@ -55,7 +58,7 @@ if has build; then
      ninja -C "$BUILD_DIR" -j "$JOBS" mq-engine mq-bench mq_cuda_backend cuda_twin_test cuda_sequence_backend_twin_test cuda_gpu_test cuda_quant_gpu_test quant_accelerator_test \
        cuda_int4_twin_test cuda_int4_gpu_test state_dtype_test cuda_state_gpu_test \
        cuda_persistent_decode_twin_test cuda_persistent_decode_gpu_test \
-       mq-vim-bench cuda_vim_twin_test cuda_vim_gpu_test > "$OUT/build.log" 2>&1; then
+       mq-vim-bench cuda_vim_twin_test cuda_vim_gpu_test step_math_test > "$OUT/build.log" 2>&1; then
     note "build: ok ($((SECONDS - t0)) s)"
   else
     tail -40 "$OUT/configure.log" "$OUT/build.log"
@@ -123,6 +126,28 @@ if has test; then
   grep -E "FAILED|Failure|error" "$OUT/quant_gpu_test.log" | head -20
   [ $rc -eq 0 ] && note "cuda_quant_gpu_test: ok ($((SECONDS - t1)) s)" || note "cuda_quant_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
   while read -r l; do note "$l"; done < <(grep -E "^\[(gpu|cuda)" "$OUT/quant_gpu_test.log")
+fi
+
+if has exact; then
+  t1=$SECONDS
+  "$BIN/tests/engine/step_math_test" > "$OUT/step_math_test.log" 2>&1 && note "step_math_test: ok" || note "step_math_test: FAILED"
+  if [ ! -d "$QDIR" ]; then
+    "$BIN/worker/engine/mq-engine" quantize --model "$FIX/mamba-small" --preset mambaquant --bits w8a8 --scope linear \
+      --calib models/text/calib.txt --samples 32 --seq-len 128 --out "$QDIR" > "$OUT/quantize.log" 2>&1 ||
+      note "quantize mamba-small: FAILED"
+  fi
+  MQ_FIXTURES_DIR="$FIX" MQ_QUANT_SMALL_DIR="$QDIR" timeout 300 "$BIN/tests/engine/cuda_state_gpu_test" \
+    --gtest_filter='*BitIdentical*:*DecodeStepPerplexity*' > "$OUT/exact_state_gpu_test.log" 2>&1
+  rc=$?
+  grep -E "Failure|differ|FAILED" "$OUT/exact_state_gpu_test.log" | head -10
+  [ $rc -eq 0 ] && note "cuda_state_gpu_test (bit-identical decode, perplexity): ok" || note "cuda_state_gpu_test exact: FAILED rc=$rc"
+  while read -r l; do note "$l"; done < <(grep -E "^\[gpu\]" "$OUT/exact_state_gpu_test.log")
+  MQ_FIXTURES_DIR="$FIX" MQ_QUANT_SMALL_DIR="$QDIR" timeout 200 "$BIN/tests/engine/cuda_persistent_decode_gpu_test" \
+    > "$OUT/persistent_gpu_test.log" 2>&1 && note "cuda_persistent_decode_gpu_test: ok" || note "cuda_persistent_decode_gpu_test: FAILED"
+  timeout 120 "$BIN/bench/mq-bench" --shapes "${EXACT_SHAPES:-2.8b}" --modes int8,fp16,w4a8 --decode-batches 1,4 --prefill "" \
+    > "$OUT/exact_bench.log" 2>&1 || note "exact bench: FAILED"
+  while read -r l; do note "exact $l"; done < <(grep -hE "decode_b[14]_ms" "$OUT/exact_bench.log" | awk '{print $1, $2, $3, $4}')
+  note "exact stage: $((SECONDS - t1)) s"
 fi
 
 if has persist; then

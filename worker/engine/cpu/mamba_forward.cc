@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cpu/selective_scan.h"
+#include "model/step_math.h"
 
 namespace mq::cpu {
 namespace {
@@ -20,9 +21,10 @@ void RmsNorm(const float* x, const float* gamma, float* y, int64_t rows, int64_t
   }
 }
 
-inline float Silu(float x) { return x / (1.0f + std::exp(-x)); }
-// torch.nn.functional.softplus with its default threshold 20.
-inline float Softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+// SiLU, softplus (threshold 20), the conv step and the scan are model/step_math.h's: the GPU's
+// decode kernels run the same operations, so a decode step agrees bit for bit.
+using step_math::Silu;
+using step_math::Softplus;
 
 // Per-token symmetric INT8 quantize-dequantize in place (scope `full` conv input).
 void FakeQuantRows(float* x, int64_t rows, int64_t cols) {
@@ -48,11 +50,8 @@ void CausalConvSilu(const float* u0, int64_t ld_u0, float* u, float* conv_state,
       for (int64_t s = 0; s < S; ++s) window[s] = st[s];
       for (int64_t l = 0; l < L; ++l) window[S + l] = u0[(b * L + l) * ld_u0 + c];
       const float* wc = weight + c * K;
-      for (int64_t l = 0; l < L; ++l) {
-        float acc = bias[c];
-        for (int64_t k = 0; k < K; ++k) acc += wc[k] * window[l + k];
-        u[(b * L + l) * E + c] = Silu(acc);
-      }
+      for (int64_t l = 0; l < L; ++l)
+        u[(b * L + l) * E + c] = step_math::ConvStepSilu(window.data() + l, wc, bias[c], K, window[l + S]);
       for (int64_t s = 0; s < S; ++s) st[s] = window[L + s];
     }
   }
@@ -158,9 +157,9 @@ Status MambaForward(const MambaWeights& w, const int32_t* ids, int64_t batch, in
       const float* z = xz.data() + t * 2 * E + E;
       float* yt = y.data() + t * E;
       if (lw.gate_scale.empty()) {
-        for (int64_t c = 0; c < E; ++c) yt[c] *= Silu(z[c]);
+        for (int64_t c = 0; c < E; ++c) yt[c] = step_math::Mul(yt[c], Silu(z[c]));
       } else {
-        for (int64_t c = 0; c < E; ++c) yt[c] *= z[c] / (1.0f + std::exp(-lw.gate_scale[c] * z[c]));
+        for (int64_t c = 0; c < E; ++c) yt[c] = step_math::Mul(yt[c], step_math::SmoothSilu(z[c], lw.gate_scale[c]));
       }
     }
     observe(layer, ActivationSite::kOutProjInput, y.data(), T, E);

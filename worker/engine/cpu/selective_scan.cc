@@ -6,6 +6,7 @@
 
 #include "cpu/parallel_for.h"
 #include "model/linear.h"
+#include "model/step_math.h"
 
 namespace mq::cpu {
 namespace {
@@ -28,12 +29,14 @@ void ScanFloat(const SelectiveScanParams& p) {
         const float dtu = dt * uu;
         const float* Bt = p.B + r * p.bc_stride;
         const float* Ct = p.C + r * p.bc_stride;
+        // model/step_math.h, as the GPU's decode kernels: exp(Δ·A) = 2^(Δ·(A·log2 e)), products
+        // and sums rounded one by one, Σ h·C in ascending n.
+        // The state update vectorizes; the sum stays in order.
+        for (int64_t n = 0; n < N; ++n)
+          h[n] = step_math::ScanState(h[n], step_math::Mul(a[n], step_math::kLog2e), dt, dtu, Bt[n]);
         float acc = 0.0f;
-        for (int64_t n = 0; n < N; ++n) {
-          h[n] = std::exp(dt * a[n]) * h[n] + dtu * Bt[n];
-          acc += h[n] * Ct[n];
-        }
-        p.y[r * E + c] = acc + d * uu;
+        for (int64_t n = 0; n < N; ++n) acc = step_math::Add(acc, step_math::Mul(h[n], Ct[n]));
+        p.y[r * E + c] = step_math::Add(acc, step_math::Mul(d, uu));
       }
     }
   }
@@ -60,7 +63,8 @@ void ScanStepwise(const SelectiveScanParams& p) {
         const float* a = p.A + c * N;
         const float dt = p.delta[r * E + c];
         const float dtu = dt * p.u[r * E + c];
-        for (int64_t n = 0; n < N; ++n) h[n] = std::exp(dt * a[n]) * h[n] + dtu * Bt[n];
+        for (int64_t n = 0; n < N; ++n)
+          h[n] = step_math::ScanState(h[n], step_math::Mul(a[n], step_math::kLog2e), dt, dtu, Bt[n]);
       }
       if (p.observer != nullptr) p.observer->Observe(p.layer, ActivationSite::kSsmState, hb, E, N);
       // Online R4 on the state rows; its transpose is folded into the C rows of x_proj, so the

@@ -12,13 +12,16 @@
 #include "cuda/int4_kernels.h"
 #include "cuda/kernel_params.h"
 #include "model/int4_pack.h"
+#include "model/step_math.h"
 #include "quant/hadamard.h"
 #include "quant/online_rotation.h"
 
 namespace mq::cuda {
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
+// A·log2(e), rounded once, is what the scan kernels read (A2); the CPU reference rounds the same
+// product (model/step_math.h, ScanState).
+constexpr float kLog2e = step_math::kLog2e;
 
 int64_t Pad16(int64_t v) { return hd::RoundUp(v, 16); }
 
@@ -298,7 +301,7 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
     MQ_RETURN_IF_ERROR(Upload(&L.conv_w, s.conv_weight));
     MQ_RETURN_IF_ERROR(Upload(&L.conv_b, s.conv_bias));
     std::vector<float> a2(s.A.size());
-    for (size_t i = 0; i < a2.size(); ++i) a2[i] = s.A[i] * kLog2e;
+    for (size_t i = 0; i < a2.size(); ++i) a2[i] = step_math::Mul(s.A[i], kLog2e);
     MQ_RETURN_IF_ERROR(Upload(&L.A2, a2));
     MQ_RETURN_IF_ERROR(Upload(&L.D, s.D));
     if (!s.gate_scale.empty()) MQ_RETURN_IF_ERROR(Upload(&L.gate_scale, s.gate_scale));

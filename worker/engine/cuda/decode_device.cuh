@@ -13,6 +13,7 @@
 #include "cuda/act_io.cuh"
 #include "cuda/hd_math.h"
 #include "cuda/int4_math.h"
+#include "model/step_math.h"
 
 namespace mq::cuda::decode_dev {
 
@@ -194,13 +195,30 @@ __device__ __forceinline__ void BlockHadamardChunks(float* x, int64_t n, int P, 
 }
 
 // u = SiLU(conv) of one channel and token: state st (K−1 values, oldest first), weights w (K),
-// bias, and this step's input x.
+// bias, and this step's input x — the CPU reference's arithmetic bit for bit (model/step_math.h).
 __device__ __forceinline__ float ConvStepSilu(const float* st, const float* w, float bias, int64_t K, float x) {
-  const int64_t S = K - 1;
-  float acc = bias;
-  for (int64_t k = 0; k < S; ++k) acc += w[k] * st[k];
-  acc += w[S] * x;
-  return hd::Silu(acc);
+  return step_math::ConvStepSilu(st, w, bias, K, x);
+}
+
+// One token's scan step of the channel whose four lanes (lane mod 4 = g) hold states 4g … 4g+3:
+// updates h, and returns y = (Σ_n h[n]·C[n] in ascending n + D·u)·gate on the group's lane g = 0
+// (the products are gathered there, so the sum runs in the CPU reference's order; other lanes
+// return 0). All 32 lanes of the warp must call it.
+__device__ __forceinline__ float ScanStepExact4(float* h, const float* a2, float dt, float dtu, const float* b,
+                                                const float* c, float D, float u, float gate) {
+  float prod[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    h[k] = step_math::ScanState(h[k], a2[k], dt, dtu, b[k]);
+    prod[k] = step_math::Mul(h[k], c[k]);
+  }
+  const int lane = threadIdx.x & 31, base = lane & ~3;
+  float all[16];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int k = 0; k < 4; ++k) all[j * 4 + k] = __shfl_sync(0xffffffffu, prod[k], base + j);
+  return (lane & 3) == 0 ? step_math::ScanOutput(all, 16, D, u, gate) : 0.0f;
 }
 
 }  // namespace mq::cuda::decode_dev

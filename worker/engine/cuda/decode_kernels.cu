@@ -222,7 +222,7 @@ __device__ __forceinline__ float Dequant(std::conditional_t<kInt8, int32_t, floa
   float v;
   if constexpr (kInt8) v = hd::Dequantize(s, sx, s_ws[rl]);
   else v = s;
-  return v + s_bias[rl];
+  return step_math::Add(v, s_bias[rl]);  // not fused with the product: the CPU rounds it first
 }
 
 
@@ -450,16 +450,16 @@ __global__ void __launch_bounds__(kScanThreads) DtScanKernel(DecodeLayerParams p
     float dtl;
     if constexpr (kInt8) dtl = hd::Dequantize(acc, s_scale[b], dt_ws);
     else dtl = acc;
-    const float dt = hd::Softplus(dtl + dt_bias);
-    const float gate = p.gate_scale != nullptr ? hd::SmoothSilu(z, gscale) : hd::Silu(z);
+    // The CPU reference's arithmetic bit for bit (model/step_math.h): a decode step of a quantized
+    // model then gives the same INT8 codes, state and y on both.
+    const float dt = step_math::Softplus(step_math::Add(dtl, dt_bias));
+    const float gate = p.gate_scale != nullptr ? step_math::SmoothSilu(z, gscale) : step_math::Silu(z);
     float h[4] = {hv[b].x, hv[b].y, hv[b].z, hv[b].w};
     const float* bc = rows + b * cols + p.R;
-    float part = hd::ScanStep<4>(h, a2, dt, dt * u, bc + g * 4, bc + N + g * 4);
-    part += __shfl_xor_sync(0xffffffffu, part, 2);
-    part += __shfl_xor_sync(0xffffffffu, part, 1);
+    const float yv = ScanStepExact4(h, a2, dt, dt * u, bc + g * 4, bc + N + g * 4, dcoef, u, gate);
     *reinterpret_cast<float4*>(hs) = make_float4(h[0], h[1], h[2], h[3]);
     if (g == 0) {
-      p.y[b * p.E + c] = (part + dcoef * u) * gate;
+      p.y[b * p.E + c] = yv;
       float* st = p.conv_state + slot * p.conv_slot_stride + c * S;
       for (int64_t s = 0; s + 1 < S; ++s) st[s] = st[s + 1];
       st[S - 1] = x;
@@ -549,7 +549,7 @@ __global__ void __launch_bounds__(kThreads, 2) OutProjKernel(DecodeLayerParams p
   });
   __syncthreads();
   GemvEpilogue<AccT<kInt8>, kB>(g, p.B, sm.red, [&](int64_t row, int rl, int b, AccT<kInt8> s) {
-    p.h[b * p.d + row] += Dequant<kInt8>(s, s_scale[b], sm.s_ws, sm.s_bias, rl);
+    p.h[b * p.d + row] = step_math::Add(p.h[b * p.d + row], Dequant<kInt8>(s, s_scale[b], sm.s_ws, sm.s_bias, rl));
   });
 }
 

@@ -323,7 +323,7 @@ __device__ __forceinline__ float DequantWith(AccT<kInt8> s, float sx, float ws, 
   float v;
   if constexpr (kInt8) v = hd::Dequantize(s, sx, ws);
   else v = s;
-  return v + bias;
+  return step_math::Add(v, bias);  // not fused with the product: the CPU rounds it first
 }
 template <bool kInt8>
 __device__ __forceinline__ float DequantRow(AccT<kInt8> s, float sx, const DecodeLinear& lin, int64_t row) {
@@ -562,20 +562,18 @@ __global__ void __launch_bounds__(kThreads, 1)
             float dtl;
             if constexpr (kInt8) dtl = hd::Dequantize(acc, s_sd[b], dt_ws);
             else dtl = acc;
-            const float dt = hd::Softplus(dtl + dt_bias);
+            const float dt = step_math::Softplus(step_math::Add(dtl, dt_bias));
             const float z = sm[sl.z + b * sl.c_ld + cl];
             const float u = sm[sl.u + b * sl.c_ld + cl];
-            const float gate = L.gate_scale != nullptr ? hd::SmoothSilu(z, gscale) : hd::Silu(z);
+            const float gate = L.gate_scale != nullptr ? step_math::SmoothSilu(z, gscale) : step_math::Silu(z);
             float* hs = L.ssm_state + p.slots[b] * p.ssm_slot_stride + c * N + gq * 4;
             const float4 hv = *reinterpret_cast<const float4*>(hs);
             float h[4] = {hv.x, hv.y, hv.z, hv.w};
             const float* bc = work + b * cols + R;
-            float part = hd::ScanStep<4>(h, a2, dt, dt * u, bc + gq * 4, bc + N + gq * 4);
-            part += __shfl_xor_sync(0xffffffffu, part, 2);
-            part += __shfl_xor_sync(0xffffffffu, part, 1);
+            const float yv = ScanStepExact4(h, a2, dt, dt * u, bc + gq * 4, bc + N + gq * 4, dcoef, u, gate);
             if (active) {
               *reinterpret_cast<float4*>(hs) = make_float4(h[0], h[1], h[2], h[3]);
-              if (gq == 0) p.y[b * E + c] = (part + dcoef * u) * gate;
+              if (gq == 0) p.y[b * E + c] = yv;
             }
           }
         }
@@ -645,7 +643,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         TileEpilogue<Acc, kB>(rows, parts, B, rd, [&](int r, int b, Acc s) {
           const int64_t ol = r0 + r - plan.o0;
           float* hh = sm + sl.h + b * sl.o_ld + ol;
-          const float nv = *hh + DequantWith<kInt8>(s, s_so[b], sm[sl.ws_out + ol], sm[sl.b_out + ol]);
+          const float nv = step_math::Add(*hh, DequantWith<kInt8>(s, s_so[b], sm[sl.ws_out + ol], sm[sl.b_out + ol]));
           *hh = nv;
           p.h[b * d + r0 + r] = nv;
         });
