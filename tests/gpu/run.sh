@@ -70,6 +70,20 @@ if has build; then
 fi
 BIN="$ROOT/$BUILD_DIR"
 
+# The persistent decode kernel's plan twin, then the kernel against the per-stage and layer-kernel
+# paths (fixtures, the quantized mamba-small when present, random INT8/W4A8/FP16 models).
+persistent_tests() {
+  local t0p=$SECONDS rc
+  "$BIN/tests/engine/cuda_persistent_decode_twin_test" > "$OUT/persistent_twin_test.log" 2>&1 &&
+    note "cuda_persistent_decode_twin_test: ok" || note "cuda_persistent_decode_twin_test: FAILED"
+  MQ_FIXTURES_DIR="$FIX" MQ_QUANT_SMALL_DIR="$QDIR" timeout 400 "$BIN/tests/engine/cuda_persistent_decode_gpu_test" \
+    > "$OUT/persistent_gpu_test.log" 2>&1
+  rc=$?
+  grep -E "FAILED|Failure|error" "$OUT/persistent_gpu_test.log" | head -20
+  [ $rc -eq 0 ] && note "cuda_persistent_decode_gpu_test: ok ($((SECONDS - t0p)) s)" ||
+    note "cuda_persistent_decode_gpu_test: FAILED rc=$rc ($((SECONDS - t0p)) s)"
+}
+
 if has test; then
   "$BIN/tests/engine/cuda_twin_test" > "$OUT/twin_test.log" 2>&1 && note "cuda_twin_test: ok" || note "cuda_twin_test: FAILED"
   "$BIN/tests/engine/cuda_sequence_backend_twin_test" > "$OUT/seq_twin_test.log" 2>&1 && note "cuda_sequence_backend_twin_test: ok" ||
@@ -106,17 +120,7 @@ if has test; then
   grep -E "FAILED|Failure|error" "$OUT/state_gpu_test.log" | head -20
   [ $rc -eq 0 ] && note "cuda_state_gpu_test: ok ($((SECONDS - t1)) s)" || note "cuda_state_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
   while read -r l; do note "$l"; done < <(grep -E "^\[gpu\]" "$OUT/state_gpu_test.log")
-  # The persistent decode kernel (opt-in): its plan's twin, then the kernel against the per-stage
-  # and layer-kernel paths (fixtures, quantized mamba-small, random INT8/W4A8/FP16 models).
-  "$BIN/tests/engine/cuda_persistent_decode_twin_test" > "$OUT/persistent_twin_test.log" 2>&1 &&
-    note "cuda_persistent_decode_twin_test: ok" || note "cuda_persistent_decode_twin_test: FAILED"
-  t1=$SECONDS
-  MQ_FIXTURES_DIR="$FIX" MQ_QUANT_SMALL_DIR="$QDIR" timeout 400 "$BIN/tests/engine/cuda_persistent_decode_gpu_test" \
-    > "$OUT/persistent_gpu_test.log" 2>&1
-  rc=$?
-  grep -E "FAILED|Failure|error" "$OUT/persistent_gpu_test.log" | head -20
-  [ $rc -eq 0 ] && note "cuda_persistent_decode_gpu_test: ok ($((SECONDS - t1)) s)" ||
-    note "cuda_persistent_decode_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
+  persistent_tests
   while read -r l; do note "$l"; done < <(grep -E "^\[gpu\]" "$OUT/persistent_gpu_test.log")
   "$BIN/tests/engine/quant_accelerator_test" > "$OUT/quant_cpu_test.log" 2>&1 && note "quant_accelerator_test (CPU twin): ok" ||
     note "quant_accelerator_test: FAILED"
@@ -142,8 +146,7 @@ if has exact; then
   grep -E "Failure|differ|FAILED" "$OUT/exact_state_gpu_test.log" | head -10
   [ $rc -eq 0 ] && note "cuda_state_gpu_test (bit-identical decode, perplexity): ok" || note "cuda_state_gpu_test exact: FAILED rc=$rc"
   while read -r l; do note "$l"; done < <(grep -E "^\[gpu\]" "$OUT/exact_state_gpu_test.log")
-  MQ_FIXTURES_DIR="$FIX" MQ_QUANT_SMALL_DIR="$QDIR" timeout 200 "$BIN/tests/engine/cuda_persistent_decode_gpu_test" \
-    > "$OUT/persistent_gpu_test.log" 2>&1 && note "cuda_persistent_decode_gpu_test: ok" || note "cuda_persistent_decode_gpu_test: FAILED"
+  persistent_tests
   timeout 120 "$BIN/bench/mq-bench" --shapes "${EXACT_SHAPES:-2.8b}" --modes int8,fp16,w4a8 --decode-batches 1,4 --prefill "" \
     > "$OUT/exact_bench.log" 2>&1 || note "exact bench: FAILED"
   while read -r l; do note "exact $l"; done < <(grep -hE "decode_b[14]_ms" "$OUT/exact_bench.log" | awk '{print $1, $2, $3, $4}')
@@ -152,14 +155,7 @@ fi
 
 if has persist; then
   t1=$SECONDS
-  "$BIN/tests/engine/cuda_persistent_decode_twin_test" > "$OUT/persistent_twin_test.log" 2>&1 &&
-    note "cuda_persistent_decode_twin_test: ok" || note "cuda_persistent_decode_twin_test: FAILED"
-  MQ_FIXTURES_DIR="$FIX" MQ_QUANT_SMALL_DIR="$QDIR" timeout 400 "$BIN/tests/engine/cuda_persistent_decode_gpu_test" \
-    > "$OUT/persistent_gpu_test.log" 2>&1
-  rc=$?
-  grep -E "FAILED|Failure|error" "$OUT/persistent_gpu_test.log" | head -20
-  [ $rc -eq 0 ] && note "cuda_persistent_decode_gpu_test: ok ($((SECONDS - t1)) s)" ||
-    note "cuda_persistent_decode_gpu_test: FAILED rc=$rc ($((SECONDS - t1)) s)"
+  persistent_tests
   grep -E "^\[gpu\].*(B=1|B=4)" "$OUT/persistent_gpu_test.log" | head -12
   for mode in int8 fp16 w4a8; do
     timeout 200 "$BIN/bench/mq-bench" --shapes "${PERSIST_SHAPES:-1.4b,2.8b}" --modes "$mode" --decode-batches 1,2,4 \

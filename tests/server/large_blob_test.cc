@@ -1,5 +1,7 @@
 // A 1 GiB upload and download stream through the server in bounded memory: its peak RSS grows by
-// less than 64 MiB. The data is generated on the fly, never held whole by the test either.
+// less than 32 MiB (measured ~8 MiB, also with both cores busy; before the server fixed its HTTP/2
+// receive window, the bandwidth-delay probe let a loaded server buffer 60–100 MiB of one upload).
+// The data is generated on the fly, never held whole by the test either.
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
@@ -103,7 +105,7 @@ TEST(LargeBlob, OneGibUploadAndDownloadInBoundedServerMemory) {
   const int64_t peak_kb = ProcStatusKb(pid, "VmHWM");
   std::printf("server RSS baseline %lld KiB, peak %lld KiB\n", static_cast<long long>(baseline_kb),
               static_cast<long long>(peak_kb));
-  EXPECT_LT(peak_kb - baseline_kb, 64 * 1024) << "server memory grew with the transfer size";
+  EXPECT_LT(peak_kb - baseline_kb, 32 * 1024) << "server memory grew with the transfer size";
 }
 
 }  // namespace

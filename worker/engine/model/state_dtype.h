@@ -21,6 +21,7 @@
 #include <cstring>
 #include <string>
 
+#include "model/float_bits.h"
 #include "util/status.h"
 
 #if defined(__CUDACC__)
@@ -45,25 +46,6 @@ MQ_STATE_HD constexpr int DtypeBytes(StateDtype d) {
 }
 // Whether rows of this dtype carry a scale.
 MQ_STATE_HD bool HasScale(StateDtype d) { return d == StateDtype::kInt8; }
-
-MQ_STATE_HD uint32_t FloatBits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  return u;
-#endif
-}
-MQ_STATE_HD float BitsFloat(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-#endif
-}
 
 // float → binary16 bits, round to nearest even.
 MQ_STATE_HD uint16_t FloatToHalfBits(float x) {

@@ -14,13 +14,15 @@
 //     approximations (each correct to an ulp or two, but not the same ulp);
 //   * sums run in one fixed order (the scan's Σ h·C over the N states ascending).
 // Accuracy: Exp and Exp2 within 2 ulp, Log1p within 3 ulp of the exact values over their ranges
-// (tests/engine/step_math_test.cc sweeps them against long double; the GPU test compares the
-// device's bits with the host's, tests/engine/cuda_gpu_test.cc).
+// (tests/engine/step_math_test.cc sweeps them against long double, in CI). That the device computes
+// the host's bits is checked end to end on the GPU: a quantized model's decode state equals the
+// CPU's bit for bit (tests/engine/cuda_state_gpu_test.cc, Int8LayerKernelDecodeIsBitIdenticalToCpu).
 // Plain C++ when not under nvcc; no engine dependencies.
 #pragma once
 
 #include <cstdint>
-#include <cstring>
+
+#include "model/float_bits.h"
 
 #if defined(__CUDACC__)
 #define MQ_SM __host__ __device__ __forceinline__
@@ -60,24 +62,6 @@ MQ_SM float Rint(float x) {
   return __builtin_rintf(x);
 #endif
 }
-MQ_SM float FromBits(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-#endif
-}
-MQ_SM uint32_t ToBits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-#endif
-}
 MQ_SM bool IsNan(float x) { return x != x; }
 constexpr float kInf = __builtin_huge_valf();
 
@@ -87,7 +71,7 @@ constexpr float kInf = __builtin_huge_valf();
 MQ_SM float Scale(float p, int k) {
   const int k1 = k > 127 ? 127 : k < -126 ? -126 : k;
   const int k2 = k - k1;
-  return Mul(Mul(p, FromBits(static_cast<uint32_t>(k1 + 127) << 23)), FromBits(static_cast<uint32_t>(k2 + 127) << 23));
+  return Mul(Mul(p, BitsFloat(static_cast<uint32_t>(k1 + 127) << 23)), BitsFloat(static_cast<uint32_t>(k2 + 127) << 23));
 }
 // An integer-valued float (or NaN) as an int; NaN becomes 0 (its NaN travels in the polynomial).
 MQ_SM int ToInt(float k) { return static_cast<int>(k == k ? k : 0.0f); }
@@ -133,9 +117,9 @@ MQ_SM float Exp2(float y) {
 // ln(1 + f) = f − (f²/2 − s·(f²/2 + R(s²))), s = f/(2 + f), |s| ≤ 0.172, R the atanh series
 // from 2/3 to 2/11 (truncation below 1e-10 relative).
 MQ_SM float LogAtLeastOne(float u) {
-  const uint32_t bits = ToBits(u);
+  const uint32_t bits = FloatBits(u);
   int e = static_cast<int>((bits >> 23) & 0xff) - 127;
-  float m = FromBits((bits & 0x007fffffu) | 0x3f800000u);  // [1, 2)
+  float m = BitsFloat((bits & 0x007fffffu) | 0x3f800000u);  // [1, 2)
   if (m > 1.41421356f) m = Mul(m, 0.5f), ++e;
   const float f = Add(m, -1.0f);  // exact (Sterbenz)
   const float s = Div(f, Add(2.0f, f));
