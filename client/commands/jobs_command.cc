@@ -1,6 +1,7 @@
 // mqctl jobs ...: submit, get, list, cancel, watch.
 #include <cstdio>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -96,8 +97,9 @@ int Submit(CliContext& cli, const Args& args) {
     if (!s.ok()) return ReportError(s);
   }
   // 0 in the spec means "the default"; a user who typed 0 asked for something else.
-  for (const char* flag : {"samples", "seq-len", "eval-window"}) {
-    if (args.Has(flag) && *args.GetInt(flag, 0, INT32_MIN, INT32_MAX) == 0)
+  const std::pair<const char*, int64_t> sizes[] = {{"samples", *samples}, {"seq-len", *seq_len}, {"eval-window", *window}};
+  for (const auto& [flag, value] : sizes) {
+    if (args.Has(flag) && value == 0)
       return CommandUsageError("jobs", std::string("--") + flag + " must be at least 1 (omit it for the default)");
   }
   spec.set_model(*model);

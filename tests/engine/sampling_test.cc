@@ -127,11 +127,11 @@ int32_t KernelSampleTwin(const std::vector<float>& row, const SamplingOptions& o
   const double total = block_sum([&](int64_t i) { return static_cast<double>(weight(i)); });
   uint32_t tau = 0;
   if (o.top_p < 1.0f)
-    tau = sampling::LargestKey([&](uint32_t t) { return block_sum([&](int64_t i) { const float w = weight(i); return sampling::Bits(w) >= t ? static_cast<double>(w) : 0.0; }); },
+    tau = sampling::LargestKey([&](uint32_t t) { return block_sum([&](int64_t i) { const float w = weight(i); return FloatBits(w) >= t ? static_cast<double>(w) : 0.0; }); },
                  static_cast<double>(o.top_p) * total);
   auto nucleus = [&](int64_t i) {
     const float w = weight(i);
-    return (w > 0.0f && sampling::Bits(w) >= tau) ? w : 0.0f;
+    return (w > 0.0f && FloatBits(w) >= tau) ? w : 0.0f;
   };
   const int64_t chunk = (V + threads - 1) / threads;
   std::vector<double> local(static_cast<size_t>(threads), 0.0);

@@ -15,12 +15,15 @@ namespace {
 void ScanFloat(const SelectiveScanParams& p) {
   const int64_t E = p.channels, N = p.state, L = p.seqlen;
   // Channels are independent: threads split them (rows of one channel stay on one thread).
+  // model/step_math.h, as the GPU's decode kernels: exp(Δ·A) = 2^(Δ·a2) with a2 = A·log2 e rounded
+  // once, products and sums rounded one by one, Σ h·C in ascending n.
   ParallelFor(p.batch * E, 64, [&](int64_t begin, int64_t end) {
+  std::vector<float> a2(static_cast<size_t>(N));
   for (int64_t bc = begin; bc < end; ++bc) {
     const int64_t b = bc / E, c = bc % E;
     {
       float* h = p.h + (b * E + c) * N;
-      const float* a = p.A + c * N;
+      for (int64_t n = 0; n < N; ++n) a2[n] = step_math::ScanA2(p.A[c * N + n]);
       const float d = p.D[c];
       for (int64_t l = 0; l < L; ++l) {
         const int64_t r = b * L + l;
@@ -29,11 +32,8 @@ void ScanFloat(const SelectiveScanParams& p) {
         const float dtu = dt * uu;
         const float* Bt = p.B + r * p.bc_stride;
         const float* Ct = p.C + r * p.bc_stride;
-        // model/step_math.h, as the GPU's decode kernels: exp(Δ·A) = 2^(Δ·(A·log2 e)), products
-        // and sums rounded one by one, Σ h·C in ascending n.
         // The state update vectorizes; the sum stays in order.
-        for (int64_t n = 0; n < N; ++n)
-          h[n] = step_math::ScanState(h[n], step_math::Mul(a[n], step_math::kLog2e), dt, dtu, Bt[n]);
+        for (int64_t n = 0; n < N; ++n) h[n] = step_math::ScanState(h[n], a2[n], dt, dtu, Bt[n]);
         float acc = 0.0f;
         for (int64_t n = 0; n < N; ++n) acc = step_math::Add(acc, step_math::Mul(h[n], Ct[n]));
         p.y[r * E + c] = step_math::Add(acc, step_math::Mul(d, uu));
@@ -52,6 +52,8 @@ void ScanStepwise(const SelectiveScanParams& p) {
   std::vector<int8_t> qc(static_cast<size_t>(N));
   std::vector<float> crow(static_cast<size_t>(N));
   std::vector<float> sh(static_cast<size_t>(E));
+  std::vector<float> a2(static_cast<size_t>(E * N));
+  for (int64_t i = 0; i < E * N; ++i) a2[static_cast<size_t>(i)] = step_math::ScanA2(p.A[i]);
   for (int64_t b = 0; b < p.batch; ++b) {
     float* hb = p.h + b * E * N;
     for (int64_t l = 0; l < L; ++l) {
@@ -60,11 +62,10 @@ void ScanStepwise(const SelectiveScanParams& p) {
       const float* Ct = p.C + r * p.bc_stride;
       for (int64_t c = 0; c < E; ++c) {
         float* h = hb + c * N;
-        const float* a = p.A + c * N;
+        const float* a2c = a2.data() + c * N;
         const float dt = p.delta[r * E + c];
         const float dtu = dt * p.u[r * E + c];
-        for (int64_t n = 0; n < N; ++n)
-          h[n] = step_math::ScanState(h[n], step_math::Mul(a[n], step_math::kLog2e), dt, dtu, Bt[n]);
+        for (int64_t n = 0; n < N; ++n) h[n] = step_math::ScanState(h[n], a2c[n], dt, dtu, Bt[n]);
       }
       if (p.observer != nullptr) p.observer->Observe(p.layer, ActivationSite::kSsmState, hb, E, N);
       // Online R4 on the state rows; its transpose is folded into the C rows of x_proj, so the

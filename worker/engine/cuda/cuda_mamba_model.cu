@@ -19,10 +19,6 @@
 namespace mq::cuda {
 namespace {
 
-// A·log2(e), rounded once, is what the scan kernels read (A2); the CPU reference rounds the same
-// product (model/step_math.h, ScanState).
-constexpr float kLog2e = step_math::kLog2e;
-
 int64_t Pad16(int64_t v) { return hd::RoundUp(v, 16); }
 
 // Host float [rows, cols] → half [rows, ld] with zero padding (rows over the cores: the 2.8B shape
@@ -301,7 +297,7 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::Create(const MambaWeig
     MQ_RETURN_IF_ERROR(Upload(&L.conv_w, s.conv_weight));
     MQ_RETURN_IF_ERROR(Upload(&L.conv_b, s.conv_bias));
     std::vector<float> a2(s.A.size());
-    for (size_t i = 0; i < a2.size(); ++i) a2[i] = step_math::Mul(s.A[i], kLog2e);
+    for (size_t i = 0; i < a2.size(); ++i) a2[i] = step_math::ScanA2(s.A[i]);
     MQ_RETURN_IF_ERROR(Upload(&L.A2, a2));
     MQ_RETURN_IF_ERROR(Upload(&L.D, s.D));
     if (!s.gate_scale.empty()) MQ_RETURN_IF_ERROR(Upload(&L.gate_scale, s.gate_scale));
@@ -376,7 +372,7 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::CreateRandom(const Ran
     MQ_RETURN_IF_ERROR(f32(&L.conv_b, E, -0.1f, 0.1f));
     MQ_RETURN_IF_ERROR(linear(&L.x_proj, R + 2 * N, E, false));
     MQ_RETURN_IF_ERROR(linear(&L.dt_proj, E, R, true));
-    MQ_RETURN_IF_ERROR(f32(&L.A2, E * N, -16.0f * kLog2e, -1.0f * kLog2e));
+    MQ_RETURN_IF_ERROR(f32(&L.A2, E * N, -16.0f * step_math::kLog2e, -1.0f * step_math::kLog2e));
     MQ_RETURN_IF_ERROR(f32(&L.D, E, 0.9f, 1.1f));
     MQ_RETURN_IF_ERROR(linear(&L.out_proj, d, E, false));
     if (m->int8_ && spec.online_hadamard) {

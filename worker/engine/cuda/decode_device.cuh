@@ -194,12 +194,6 @@ __device__ __forceinline__ void BlockHadamardChunks(float* x, int64_t n, int P, 
   }
 }
 
-// u = SiLU(conv) of one channel and token: state st (K−1 values, oldest first), weights w (K),
-// bias, and this step's input x — the CPU reference's arithmetic bit for bit (model/step_math.h).
-__device__ __forceinline__ float ConvStepSilu(const float* st, const float* w, float bias, int64_t K, float x) {
-  return step_math::ConvStepSilu(st, w, bias, K, x);
-}
-
 // One token's scan step of the channel whose four lanes (lane mod 4 = g) hold states 4g … 4g+3:
 // updates h, and returns y = (Σ_n h[n]·C[n] in ascending n + D·u)·gate on the group's lane g = 0
 // (the products are gathered there, so the sum runs in the CPU reference's order; other lanes

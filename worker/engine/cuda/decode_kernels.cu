@@ -230,7 +230,8 @@ __device__ __forceinline__ float Dequant(std::conditional_t<kInt8, int32_t, floa
 // u = SiLU(conv) of channel c for token b from the conv state (oldest first) and this step's input x.
 __device__ __forceinline__ float ConvU(const DecodeLayerParams& p, int b, int64_t c, float x) {
   const int64_t S = p.K - 1;
-  return ConvStepSilu(p.conv_state + p.slots[b] * p.conv_slot_stride + c * S, p.conv_w + c * p.K, p.conv_b[c], p.K, x);
+  return step_math::ConvStepSilu(p.conv_state + p.slots[b] * p.conv_slot_stride + c * S, p.conv_w + c * p.K, p.conv_b[c],
+                                 p.K, x);
 }
 
 template <bool kInt8>

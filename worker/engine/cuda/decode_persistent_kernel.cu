@@ -399,8 +399,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
   for (int i = 0; i < kStages - 1; ++i) issue_next();
   PrefetchLayerSmallData(p, plan, 0);
-  // The next tile (whose rows start `lead` bytes into its stage) once it has landed. Its partial
-  // sums go to buffer consumed mod 2 (red_now()).
+  // The next tile (whose rows start `lead` bytes into its stage) once it has landed.
   auto acquire = [&](int lead) -> const uint8_t* {
     // Stage (consumed − 1) mod kStages is free: the previous tile's GEMV ended with a block barrier.
     issue_next();
@@ -412,7 +411,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     ++consumed;
     return ring + st * lay.stage_bytes + lead;
   };
-  auto red_now = [&]() -> Acc* { return red + ((consumed - 1) & 1) * hd::PersistRedElems(kB); };
+  // Every tile of segment g: acquire it, its GEMV, then epi(row, token, sum) for each of its rows
+  // (row: the matrix row).
+  auto gemv_segment = [&](const hd::PersistSegment& g, auto epi) {
+    for (int ti = 0; ti < g.tiles; ++ti) {
+      const int64_t r0 = g.row0 + ti * g.rows_per_tile;
+      const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
+      const uint8_t* tile = acquire(hd::PersistTileLead(g, r0));
+      Acc* rd = red + ((consumed - 1) & 1) * hd::PersistRedElems(kB);  // the two buffers alternate
+      const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, rd);
+      TileEpilogue<Acc, kB>(rows, parts, B, rd, [&](int r, int b, Acc sum) { epi(r0 + r, b, sum); });
+    }
+  };
 
   for (int64_t l = 0; l < p.layers; ++l) {
     {
@@ -435,33 +445,24 @@ __global__ void __launch_bounds__(kThreads, 1)
       __syncthreads();
     }
     for (int k = hd::kSegInX; k <= hd::kSegInZ; ++k) {
-      const hd::PersistSegment& g = plan.seg[k];
-      for (int ti = 0; ti < g.tiles; ++ti) {
-        const int64_t r0 = g.row0 + ti * g.rows_per_tile;
-        const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
-        const uint8_t* tile = acquire(hd::PersistTileLead(g, r0));
-        Acc* rd = red_now();
-        const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, rd);
-        TileEpilogue<Acc, kB>(rows, parts, B, rd, [&](int r, int b, Acc s) {
-          const int64_t row = r0 + r;
-          const bool xrow = k == hd::kSegInX;
-          const int64_t cl = row - plan.c0 - (xrow ? 0 : E);  // the block's channel index
-          const float v = DequantWith<kInt8>(s, s_sin[b], sm[(xrow ? sl.ws_x : sl.ws_z) + cl],
-                                             sm[(xrow ? sl.b_x : sl.b_z) + cl]);
-          if (xrow) {
-            const float* st_in = sm + sl.conv_state + (b * sl.nc + cl) * S;
-            const float u = ConvStepSilu(st_in, sm + sl.conv_w + cl * K, sm[sl.conv_b + cl], K, v);
-            p.u[b * E + row] = u;
-            sm[sl.u + b * sl.c_ld + cl] = u;
-            float* st = L.conv_state + p.slots[b] * p.conv_slot_stride + row * S;
-            for (int64_t s2 = 0; s2 + 1 < S; ++s2) st[s2] = st_in[s2 + 1];
-            st[S - 1] = v;
-            if constexpr (kInt8) atomicMax(&s_umax[b], __float_as_uint(fabsf(u)));
-          } else {
-            sm[sl.z + b * sl.c_ld + cl] = v;
-          }
-        });
-      }
+      gemv_segment(plan.seg[k], [&](int64_t row, int b, Acc s) {
+        const bool xrow = k == hd::kSegInX;
+        const int64_t cl = row - plan.c0 - (xrow ? 0 : E);  // the block's channel index
+        const float v = DequantWith<kInt8>(s, s_sin[b], sm[(xrow ? sl.ws_x : sl.ws_z) + cl],
+                                           sm[(xrow ? sl.b_x : sl.b_z) + cl]);
+        if (xrow) {
+          const float* st_in = sm + sl.conv_state + (b * sl.nc + cl) * S;
+          const float u = step_math::ConvStepSilu(st_in, sm + sl.conv_w + cl * K, sm[sl.conv_b + cl], K, v);
+          p.u[b * E + row] = u;
+          sm[sl.u + b * sl.c_ld + cl] = u;
+          float* st = L.conv_state + p.slots[b] * p.conv_slot_stride + row * S;
+          for (int64_t s2 = 0; s2 + 1 < S; ++s2) st[s2] = st_in[s2 + 1];
+          st[S - 1] = v;
+          if constexpr (kInt8) atomicMax(&s_umax[b], __float_as_uint(fabsf(u)));
+        } else {
+          sm[sl.z + b * sl.c_ld + cl] = v;
+        }
+      });
     }
     __syncthreads();  // the epilogues' |u| maxima
     if (kInt8 && tid < B && s_umax[tid] != 0u) atomicMax(p.umax + tid, s_umax[tid]);
@@ -490,14 +491,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         __syncthreads();
       }
-      for (int ti = 0; ti < g.tiles; ++ti) {
-        const int64_t r0 = g.row0 + ti * g.rows_per_tile;
-        const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
-        const uint8_t* tile = acquire(hd::PersistTileLead(g, r0));
-        Acc* rd = red_now();
-        const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, rd);
-        TileEpilogue<Acc, kB>(rows, parts, B, rd, [&](int r, int b, Acc s) { atomicAdd(xacc + b * cols + r0 + r, s); });
-      }
+      gemv_segment(g, [&](int64_t row, int b, Acc s) { atomicAdd(xacc + b * cols + row, s); });
     }
     grid_sync();  // B: x_proj sums complete
 
@@ -632,23 +626,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 
     // ---- out_proj → residual ----
-    {
-      const hd::PersistSegment& g = plan.seg[hd::kSegOut];
-      for (int ti = 0; ti < g.tiles; ++ti) {
-        const int64_t r0 = g.row0 + ti * g.rows_per_tile;
-        const int rows = static_cast<int>(min(g.rows_per_tile, g.row0 + g.rows - r0));
-        const uint8_t* tile = acquire(hd::PersistTileLead(g, r0));
-        Acc* rd = red_now();
-        const int parts = TileGemv<Acc, kB, kW4>(tile, rows, static_cast<int>(g.row_bytes), act, act_ld, B, rd);
-        TileEpilogue<Acc, kB>(rows, parts, B, rd, [&](int r, int b, Acc s) {
-          const int64_t ol = r0 + r - plan.o0;
-          float* hh = sm + sl.h + b * sl.o_ld + ol;
-          const float nv = step_math::Add(*hh, DequantWith<kInt8>(s, s_so[b], sm[sl.ws_out + ol], sm[sl.b_out + ol]));
-          *hh = nv;
-          p.h[b * d + r0 + r] = nv;
-        });
-      }
-    }
+    gemv_segment(plan.seg[hd::kSegOut], [&](int64_t row, int b, Acc s) {
+      const int64_t ol = row - plan.o0;
+      float* hh = sm + sl.h + b * sl.o_ld + ol;
+      const float nv = step_math::Add(*hh, DequantWith<kInt8>(s, s_so[b], sm[sl.ws_out + ol], sm[sl.b_out + ol]));
+      *hh = nv;
+      p.h[b * d + row] = nv;
+    });
     if (l + 1 < p.layers) grid_sync();  // D: h complete
   }
   CpAsyncWait<0>();

@@ -242,9 +242,9 @@ MQ_HD PersistTileCopy MakePersistTileCopy(const PersistSegment& g, int64_t tile_
   PersistTileCopy c;
   if (rows <= 0) return c;
   if (PersistContiguous(g)) {
+    c.lead = PersistTileLead(g, tile_row0);
     const int64_t begin = tile_row0 * g.ld_bytes, end = begin + rows * g.row_bytes;
-    const int64_t lo = begin - begin % kPersistCopyAlign, hi = PersistAlign(end, kPersistCopyAlign);
-    c.src = lo, c.bytes = hi - lo, c.copies = 1, c.lead = static_cast<int>(begin - lo);
+    c.src = begin - c.lead, c.bytes = PersistAlign(end, kPersistCopyAlign) - c.src, c.copies = 1;
   } else {
     c.src = tile_row0 * g.ld_bytes + g.col0, c.bytes = g.row_bytes, c.copies = static_cast<int>(rows);
     c.src_pitch = g.ld_bytes, c.dst_pitch = g.row_bytes;

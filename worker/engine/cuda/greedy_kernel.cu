@@ -45,7 +45,7 @@ __device__ int32_t SampleRow(const GreedyParams& p, const float* row, float m, i
           double s = 0;
           for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
             const float w = weight(i);
-            if (sampling::Bits(w) >= t) s += w;
+            if (FloatBits(w) >= t) s += w;
           }
           return BlockSum(s, dscr);
         },
@@ -53,7 +53,7 @@ __device__ int32_t SampleRow(const GreedyParams& p, const float* row, float m, i
   }
   auto nucleus = [&](int64_t i) {
     const float w = weight(i);
-    return (w > 0.0f && sampling::Bits(w) >= tau) ? w : 0.0f;
+    return (w > 0.0f && FloatBits(w) >= tau) ? w : 0.0f;
   };
   // Contiguous chunks a thread, running sums in index order: the thread whose chunk holds the
   // target walks it like the CPU's loop.

@@ -45,12 +45,12 @@ int32_t SampleToken(const float* logits, int64_t V, const SamplingOptions& o, ui
         [&](uint32_t t) {
           double s = 0;
           for (int64_t i = 0; i < V; ++i)
-            if (sampling::Bits(w[i]) >= t) s += w[i];
+            if (FloatBits(w[i]) >= t) s += w[i];
           return s;
         },
         static_cast<double>(o.top_p) * total);
     for (int64_t i = 0; i < V; ++i)
-      if (sampling::Bits(w[i]) < tau) w[i] = 0.0f;
+      if (FloatBits(w[i]) < tau) w[i] = 0.0f;
   }
   double nucleus = 0.0;
   for (int64_t i = 0; i < V; ++i) nucleus += w[i];

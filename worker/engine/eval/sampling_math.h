@@ -11,7 +11,8 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
+
+#include "model/float_bits.h"
 
 #if defined(__CUDACC__)
 #define MQ_SAMPLING_HD __host__ __device__ __forceinline__
@@ -45,19 +46,11 @@ MQ_SAMPLING_HD double Uniform(uint64_t seed, uint64_t sequence, uint64_t step) {
   return static_cast<double>(Philox(seed, sequence, step) >> 8) * (1.0 / 16777216.0);
 }
 
-// A float's bits; for non-negative values (the weights) they order like the values.
-MQ_SAMPLING_HD uint32_t Bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t b;
-  std::memcpy(&b, &x, 4);
-  return b;
-#endif
-}
-// A float's bits mapped to an unsigned key with the same order (−0 and +0 differ; NaN sorts high).
+// A float's bits (model/float_bits.h FloatBits) order like the values for non-negative floats (the
+// weights); for any float, this maps them to an unsigned key with the same order (−0 and +0 differ;
+// NaN sorts high).
 MQ_SAMPLING_HD uint32_t OrderedKey(float x) {
-  const uint32_t b = Bits(x);
+  const uint32_t b = FloatBits(x);
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 

@@ -162,7 +162,10 @@ MQ_SM float ConvStepSilu(const float* prev, const float* w, float bias, int64_t 
   return Silu(acc);
 }
 
-// One state entry of the selective scan: h ← 2^(Δ·a2)·h + (Δ·u)·b, a2 = A·log2 e; returns h.
+// A·log2 e, rounded once: the scan's a2 (the GPU uploads it so, cuda_mamba_model.cu; the CPU
+// computes it once a scan).
+MQ_SM float ScanA2(float a) { return Mul(a, kLog2e); }
+// One state entry of the selective scan: h ← 2^(Δ·a2)·h + (Δ·u)·b, a2 = ScanA2(A); returns h.
 MQ_SM float ScanState(float h, float a2, float dt, float dtu, float b) {
   return Add(Mul(Exp2(Mul(dt, a2)), h), Mul(dtu, b));
 }
