@@ -2,7 +2,7 @@
 // (random weights generated on the device) and on model directories (fixtures, quantized exports).
 //
 //   mq-bench [--shapes 130m,370m,790m,1.4b,2.8b] [--modes fp16,int8,w4a8] [--decode-batches 1,8,64]
-//            [--prefill 1x2048,8x2048] [--model DIR ...] [--json FILE] [--compare-paths]
+//            [--prefill 1x2048,8x2048] [--model DIR ...] [--json FILE] [--compare-paths] [--skinny-ab]
 //            [--state-dtype fp32|fp16|bf16|int8]
 //
 // Prints one line per measurement and writes them as JSON lines (--json). Times are CUDA-event
@@ -86,6 +86,7 @@ struct BenchOptions {
   std::vector<std::pair<int64_t, int64_t>> prefill = {{1, 2048}, {8, 2048}};
   std::vector<int64_t> decode_batches = {1, 8, 64};
   bool compare_paths = false;
+  bool skinny_ab = false;  // INT8/W4A8 per-stage decode rows again with the skinny GEMM off
   double copy_bw = 0;
 };
 
@@ -153,6 +154,15 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
   if (m.options().state_dtype != StateDtype::kF32) mode += std::string("+state-") + StateDtypeName(m.options().state_dtype);
   for (const auto& [B, L] : o.prefill) BENCH_CHECK(RunPrefill(m, name, mode, B, L));
   for (int64_t B : o.decode_batches) BENCH_CHECK(RunDecode(m, name, mode, B));
+  if (o.skinny_ab && m.int8()) {
+    // The batches whose linears run per stage, with cuBLASLt (unpack + cuBLASLt for W4A8) instead
+    // of the skinny GEMM, in the same process: "_noskinny" rows.
+    const int64_t skinny = m.options().skinny_gemm_max_tokens;
+    m.SetSkinnyGemmMaxTokens(0);
+    for (int64_t B : o.decode_batches)
+      if (!m.DecodesWithLayerKernels(B)) BENCH_CHECK(RunDecode(m, name, mode, B, "_noskinny"));
+    m.SetSkinnyGemmMaxTokens(skinny);
+  }
   if (o.compare_paths) {
     // The same decode steps through the other paths and launch options (B ≤ 8; the persistent
     // kernel B ≤ 4), then the INT8 GEMV choices of the per-stage path.
@@ -236,6 +246,7 @@ int Main(int argc, char** argv) {
     else if (a == "--modes") modes = Split(next(), ',');
     else if (a == "--model") model_dirs.push_back(next());
     else if (a == "--compare-paths") o.compare_paths = true;
+    else if (a == "--skinny-ab") o.skinny_ab = true;
     else if (a == "--state-dtype") {
       auto d = ParseStateDtype(next());
       if (!d.ok()) {
@@ -256,7 +267,7 @@ int Main(int argc, char** argv) {
       }
     } else {
       std::fprintf(stderr, "usage: mq-bench [--shapes a,b] [--modes fp16,int8,w4a8] [--model DIR]... [--json FILE]\n"
-                           "                [--decode-batches 1,8,64] [--prefill 1x2048,8x2048] [--compare-paths]\n"
+                           "                [--decode-batches 1,8,64] [--prefill 1x2048,8x2048] [--compare-paths] [--skinny-ab]\n"
                            "                [--state-dtype fp32|fp16|bf16|int8]\n");
       return 2;
     }

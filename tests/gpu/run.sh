@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build, test and benchmark the CUDA backend on the GPU machine, in one call:
-#   tests/gpu/run.sh [stages]     stages: any of build,test,quant,bench,rowab,peers,profile,service,hf,vim
+#   tests/gpu/run.sh [stages]     stages: any of build,test,quant,bench,rowab,skinny,peers,profile,service,hf,vim
 #                                 (default: build,test,quant,bench,peers,hf)
 #   `peers`: mamba_ssm's FP16 CUDA-graph generation loop (bench/mamba_ssm_baseline.py) on
 #   PEER_SHAPES (default 130m,1.4b,2.8b) at batch 1, 8, 64, 256; needs the state-spaces/mamba
@@ -11,6 +11,9 @@
 #   `exact`: the decode step's CPU-identical arithmetic (model/step_math.h): quantizes mamba-small,
 #   checks the INT8 layer-kernel decode state against the CPU bit for bit and the decode-step
 #   perplexity (0.01 % bar), the persistent kernel against the layer kernels, and times 2.8b decode.
+#   `skinny`: the skinny tensor-core GEMM (skinny_gemm.h): its twin and GPU tests, then per-stage
+#   decode (B 8, 16, 32, 64) of SKINNY_SHAPES (default 130m,1.4b,2.8b) in INT8, W4A8 and FP16 with
+#   it on and off (mq-bench --skinny-ab) and with the int8 state cache.
 #   `vim`: the CUDA Vim classifier's images/s table (with its tests when `test` is not selected;
 #   build,vim runs only the Vim part).
 #   `service` needs no build: it runs the service built on the development machine
@@ -58,7 +61,8 @@ if has build; then
      ninja -C "$BUILD_DIR" -j "$JOBS" mq-engine mq-bench mq_cuda_backend cuda_twin_test cuda_sequence_backend_twin_test cuda_gpu_test cuda_quant_gpu_test quant_accelerator_test \
        cuda_int4_twin_test cuda_int4_gpu_test state_dtype_test cuda_state_gpu_test \
        cuda_persistent_decode_twin_test cuda_persistent_decode_gpu_test \
-       mq-vim-bench cuda_vim_twin_test cuda_vim_gpu_test step_math_test > "$OUT/build.log" 2>&1; then
+       mq-vim-bench cuda_vim_twin_test cuda_vim_gpu_test step_math_test \
+       cuda_skinny_gemm_twin_test cuda_skinny_gemm_gpu_test > "$OUT/build.log" 2>&1; then
     note "build: ok ($((SECONDS - t0)) s)"
   else
     tail -40 "$OUT/configure.log" "$OUT/build.log"
@@ -82,6 +86,18 @@ persistent_tests() {
   grep -E "FAILED|Failure|error" "$OUT/persistent_gpu_test.log" | head -20
   [ $rc -eq 0 ] && note "cuda_persistent_decode_gpu_test: ok ($((SECONDS - t0p)) s)" ||
     note "cuda_persistent_decode_gpu_test: FAILED rc=$rc ($((SECONDS - t0p)) s)"
+}
+
+# The skinny GEMM's twin, then the kernel and models with it on and off (bit-identical).
+skinny_tests() {
+  local t0s=$SECONDS rc
+  "$BIN/tests/engine/cuda_skinny_gemm_twin_test" > "$OUT/skinny_twin_test.log" 2>&1 &&
+    note "cuda_skinny_gemm_twin_test: ok" || note "cuda_skinny_gemm_twin_test: FAILED"
+  timeout 300 "$BIN/tests/engine/cuda_skinny_gemm_gpu_test" > "$OUT/skinny_gpu_test.log" 2>&1
+  rc=$?
+  grep -E "FAILED|Failure|error|Which is|differ" "$OUT/skinny_gpu_test.log" | head -20
+  [ $rc -eq 0 ] && note "cuda_skinny_gemm_gpu_test: ok ($((SECONDS - t0s)) s)" ||
+    note "cuda_skinny_gemm_gpu_test: FAILED rc=$rc ($((SECONDS - t0s)) s)"
 }
 
 if has test; then
@@ -122,6 +138,7 @@ if has test; then
   while read -r l; do note "$l"; done < <(grep -E "^\[gpu\]" "$OUT/state_gpu_test.log")
   persistent_tests
   while read -r l; do note "$l"; done < <(grep -E "^\[gpu\]" "$OUT/persistent_gpu_test.log")
+  skinny_tests
   "$BIN/tests/engine/quant_accelerator_test" > "$OUT/quant_cpu_test.log" 2>&1 && note "quant_accelerator_test (CPU twin): ok" ||
     note "quant_accelerator_test: FAILED"
   t1=$SECONDS
@@ -164,6 +181,19 @@ if has persist; then
       grep -vE "nopdl|l2prefetch|perstage" | awk '{print $1, $2, $3, $4}')
   done
   note "persist stage: $((SECONDS - t1)) s"
+fi
+
+if has skinny; then
+  t1=$SECONDS
+  skinny_tests
+  timeout 300 "$BIN/bench/mq-bench" --shapes "${SKINNY_SHAPES:-130m,1.4b,2.8b}" --modes int8,w4a8,fp16 \
+    --decode-batches 8,16,32,64 --prefill "" --skinny-ab --json "$OUT/skinny_bench.json" > "$OUT/skinny_bench.log" 2>&1 ||
+    note "skinny bench: FAILED"
+  while read -r l; do note "skinny $l"; done < <(grep -hE "decode_b" "$OUT/skinny_bench.log" | awk '{print $1, $2, $3, $4}')
+  timeout 120 "$BIN/bench/mq-bench" --shapes 2.8b --modes int8,fp16 --decode-batches 8,64 --prefill "" --skinny-ab \
+    --state-dtype int8 > "$OUT/skinny_bench_state8.log" 2>&1 || note "skinny bench state int8: FAILED"
+  while read -r l; do note "skinny $l"; done < <(grep -hE "decode_b" "$OUT/skinny_bench_state8.log" | awk '{print $1, $2, $3, $4}')
+  note "skinny stage: $((SECONDS - t1)) s"
 fi
 
 if has test || has vim; then

@@ -10,6 +10,7 @@
 #include "cuda/decode_persistent_plan.h"
 #include "cuda/hd_math.h"
 #include "cuda/int4_kernels.h"
+#include "cuda/skinny_gemm.h"
 #include "cuda/kernel_params.h"
 #include "model/int4_pack.h"
 #include "model/step_math.h"
@@ -399,15 +400,34 @@ StatusOr<std::unique_ptr<CudaMambaModel>> CudaMambaModel::CreateRandom(const Ran
 
 Status CudaMambaModel::RunLinear(const Linear& lin, const void* x, int64_t ldx, int64_t tokens, void* out, int64_t ldc,
                                  bool out_f32) {
-  if (!lin.w4.empty()) {
-    // W4A8: the int4 GEMV reads the packed weights; more tokens unpack them once per call into
-    // the scratch buffer (stream-ordered, so one buffer serves every linear) for cuBLASLt.
-    if (tokens <= options_.int4_gemv_max_tokens) {
-      Int4GemvParams p;
-      p.w = lin.w4.get(), p.x = static_cast<const int8_t*>(x), p.ldx = ldx;
-      p.acc = static_cast<int32_t*>(out), p.ldc = ldc, p.out = lin.out, p.tokens = tokens, p.k = lin.ld;
-      return LaunchInt4Gemv(p, stream_.get());
+  const bool w4 = !lin.w4.empty();
+  if (w4 && tokens <= options_.int4_gemv_max_tokens) {
+    Int4GemvParams p;
+    p.w = lin.w4.get(), p.x = static_cast<const int8_t*>(x), p.ldx = ldx;
+    p.acc = static_cast<int32_t*>(out), p.ldc = ldc, p.out = lin.out, p.tokens = tokens, p.k = lin.ld;
+    return LaunchInt4Gemv(p, stream_.get());
+  }
+  if (int8_ && !w4 && tokens <= options_.gemv_max_tokens) {
+    Int8GemvParams p;
+    p.w = lin.w8.get(), p.ldw = lin.ld, p.x = static_cast<const int8_t*>(x), p.ldx = ldx;
+    p.acc = static_cast<int32_t*>(out), p.ldc = ldc, p.out = lin.out, p.tokens = tokens, p.k = lin.ld;
+    return LaunchInt8Gemv(p, stream_.get());
+  }
+  if (int8_ && tokens <= options_.skinny_gemm_max_tokens && SkinnyGemmSupports(lin.out, lin.ld, tokens)) {
+    SkinnyGemmParams p;
+    if (w4) {
+      p.w4 = lin.w4.get();
+    } else {
+      p.w8 = lin.w8.get();
     }
+    p.ldw = lin.ld, p.x = static_cast<const int8_t*>(x), p.ldx = ldx;
+    p.acc = static_cast<int32_t*>(out), p.ldc = ldc, p.out = lin.out, p.tokens = tokens, p.k = lin.ld;
+    p.pdl = true;  // the kernel waits for the previous one before it reads x or writes acc
+    return LaunchSkinnyGemm(p, stream_.get());
+  }
+  if (w4) {
+    // Many tokens: unpack once per call into the scratch buffer (stream-ordered, so one buffer
+    // serves every linear) for cuBLASLt.
     if (int4_unpacked_.size() < static_cast<size_t>(lin.out * lin.ld))
       return InternalError("W4A8: unpack scratch smaller than a linear");
     MQ_RETURN_IF_ERROR(LaunchUnpackInt4(lin.w4.get(), lin.out, lin.ld, int4_unpacked_.get(), stream_.get()));
@@ -415,12 +435,6 @@ Status CudaMambaModel::RunLinear(const Linear& lin, const void* x, int64_t ldx, 
                        lin.out, tokens, lin.ld, stream_.get());
   }
   if (int8_) {
-    if (tokens <= options_.gemv_max_tokens) {
-      Int8GemvParams p;
-      p.w = lin.w8.get(), p.ldw = lin.ld, p.x = static_cast<const int8_t*>(x), p.ldx = ldx;
-      p.acc = static_cast<int32_t*>(out), p.ldc = ldc, p.out = lin.out, p.tokens = tokens, p.k = lin.ld;
-      return LaunchInt8Gemv(p, stream_.get());
-    }
     return gemm_->Int8(lin.w8.get(), lin.ld, static_cast<const int8_t*>(x), ldx, static_cast<int32_t*>(out), ldc,
                        lin.out, tokens, lin.ld, stream_.get());
   }

@@ -50,17 +50,17 @@ struct CudaModelOptions {
   int64_t max_batch = 64;          // sequences of one forward / decode step
   int64_t num_slots = 64;          // recurrent-state slots (plus one scratch slot)
   int64_t max_logit_rows = 64;     // logits rows held on the device (kAll needs B·L)
-  // INT8 per-stage linears: own GEMV up to this many tokens, cuBLASLt above. Measured on the H100
-  // (per-stage decode, docs/benchmarks.md): the GEMV wins at 2 tokens, cuBLASLt from 4 (2.8b at 8
-  // tokens: 5.18 ms a step vs 6.64).
+  // Per-stage linears by token count (a decode step's batch, or B·L of a prefill):
+  //   INT8: the own GEMV up to gemv_max_tokens (measured on the H100: it beats cuBLASLt at 2 tokens,
+  //         4.32 vs 4.49 ms a 2.8b step, and loses from 4);
+  //   W4A8: the int4 GEMV up to int4_gemv_max_tokens, reading the packed rows;
+  //   both: then the skinny tensor-core GEMM (skinny_gemm.h, weights read once, W4A8 unpacked in
+  //         registers) up to skinny_gemm_max_tokens (≤ 64; 0: off, the A/B switch of
+  //         mq-bench --skinny-ab), and cuBLASLt above — for W4A8 after unpacking the weights into a
+  //         scratch buffer at every call (not kept: 1.5× the INT8 model's weight memory).
   int64_t gemv_max_tokens = 2;
-  // W4A8 (packed 4-bit weights) per-stage linears: the int4 GEMV up to this many tokens; above,
-  // the weights are unpacked to int8 into a scratch buffer for cuBLASLt at every call (not kept
-  // unpacked: that would cost 1.5× the INT8 model's weight memory). The unpack adds 1.5 bytes a
-  // weight of traffic, so the GEMV stays the better choice further than for INT8: measured on the H100
-  // (mq-bench --modes w4a8 --compare-paths, 2.8b) 6.63 ms a step at 8 tokens against 6.57 unpacked,
-  // 26.4 against 7.57 at 64.
-  int64_t int4_gemv_max_tokens = 8;
+  int64_t int4_gemv_max_tokens = 2;
+  int64_t skinny_gemm_max_tokens = 64;
   DecodePath decode_path = DecodePath::kLayerKernels;
   // Largest decode batch for the layer kernels (≤ 8; larger batches take the per-stage kernels);
   // 0: INT8 and W4A8 4, FP16 2, the crossovers measured on the H100 (docs/benchmarks.md).
@@ -194,6 +194,11 @@ class CudaMambaModel {
   // INT8: use the engine's GEMV up to this many tokens (0: cuBLASLt always). Drops captured graphs.
   void SetGemvMaxTokens(int64_t tokens) {
     options_.gemv_max_tokens = tokens;
+    graphs_.clear();
+  }
+  // INT8 / W4A8: the skinny GEMM up to this many tokens above the GEMVs' (0: off). Drops graphs.
+  void SetSkinnyGemmMaxTokens(int64_t tokens) {
+    options_.skinny_gemm_max_tokens = tokens;
     graphs_.clear();
   }
   // W4A8: use the int4 GEMV up to this many tokens (0: unpack + cuBLASLt always). Drops graphs.
