@@ -86,7 +86,7 @@ struct BenchOptions {
   std::vector<std::pair<int64_t, int64_t>> prefill = {{1, 2048}, {8, 2048}};
   std::vector<int64_t> decode_batches = {1, 8, 64};
   bool compare_paths = false;
-  bool skinny_ab = false;  // INT8/W4A8 per-stage decode rows again with the skinny GEMM off
+  bool skinny_ab = false;  // INT8/W4A8 per-stage decode rows again with the skinny GEMM switched
   double copy_bw = 0;
 };
 
@@ -155,13 +155,14 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
   for (const auto& [B, L] : o.prefill) BENCH_CHECK(RunPrefill(m, name, mode, B, L));
   for (int64_t B : o.decode_batches) BENCH_CHECK(RunDecode(m, name, mode, B));
   if (o.skinny_ab && m.int8()) {
-    // The batches whose linears run per stage, with cuBLASLt (unpack + cuBLASLt for W4A8) instead
-    // of the skinny GEMM, in the same process: "_noskinny" rows.
-    const int64_t skinny = m.options().skinny_gemm_max_tokens;
-    m.SetSkinnyGemmMaxTokens(0);
+    // The batches whose linears run per stage with the other choice of the skinny GEMM (on where
+    // the default is off, off where it is on), in the same process: "_skinny" / "_noskinny" rows.
+    const int64_t s8 = m.options().skinny_gemm_max_tokens, s4 = m.options().int4_skinny_gemm_max_tokens;
+    const bool on = (m.int4() ? s4 : s8) > 0;
+    m.SetSkinnyGemmMaxTokens(on ? 0 : 64, on ? 0 : 64);
     for (int64_t B : o.decode_batches)
-      if (!m.DecodesWithLayerKernels(B)) BENCH_CHECK(RunDecode(m, name, mode, B, "_noskinny"));
-    m.SetSkinnyGemmMaxTokens(skinny);
+      if (!m.DecodesWithLayerKernels(B)) BENCH_CHECK(RunDecode(m, name, mode, B, on ? "_noskinny" : "_skinny"));
+    m.SetSkinnyGemmMaxTokens(s8, s4);
   }
   if (o.compare_paths) {
     // The same decode steps through the other paths and launch options (B ≤ 8; the persistent

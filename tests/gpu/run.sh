@@ -12,8 +12,8 @@
 #   checks the INT8 layer-kernel decode state against the CPU bit for bit and the decode-step
 #   perplexity (0.01 % bar), the persistent kernel against the layer kernels, and times 2.8b decode.
 #   `skinny`: the skinny tensor-core GEMM (skinny_gemm.h): its twin and GPU tests, then per-stage
-#   decode (B 8, 16, 32, 64) of SKINNY_SHAPES (default 130m,1.4b,2.8b) in INT8, W4A8 and FP16 with
-#   it on and off (mq-bench --skinny-ab) and with the int8 state cache.
+#   decode (SKINNY_BATCHES, default 8,16,32,64) of SKINNY_SHAPES (default 130m,1.4b,2.8b) in INT8, W4A8 and FP16 with
+#   it on and off (mq-bench --skinny-ab) and with the int8 state cache (SKINNY_STATE8=0: not).
 #   `vim`: the CUDA Vim classifier's images/s table (with its tests when `test` is not selected;
 #   build,vim runs only the Vim part).
 #   `service` needs no build: it runs the service built on the development machine
@@ -187,12 +187,14 @@ if has skinny; then
   t1=$SECONDS
   skinny_tests
   timeout 300 "$BIN/bench/mq-bench" --shapes "${SKINNY_SHAPES:-130m,1.4b,2.8b}" --modes int8,w4a8,fp16 \
-    --decode-batches 8,16,32,64 --prefill "" --skinny-ab --json "$OUT/skinny_bench.json" > "$OUT/skinny_bench.log" 2>&1 ||
+    --decode-batches "${SKINNY_BATCHES:-8,16,32,64}" --prefill "" --skinny-ab --json "$OUT/skinny_bench.json" > "$OUT/skinny_bench.log" 2>&1 ||
     note "skinny bench: FAILED"
   while read -r l; do note "skinny $l"; done < <(grep -hE "decode_b" "$OUT/skinny_bench.log" | awk '{print $1, $2, $3, $4}')
-  timeout 120 "$BIN/bench/mq-bench" --shapes 2.8b --modes int8,fp16 --decode-batches 8,64 --prefill "" --skinny-ab \
-    --state-dtype int8 > "$OUT/skinny_bench_state8.log" 2>&1 || note "skinny bench state int8: FAILED"
-  while read -r l; do note "skinny $l"; done < <(grep -hE "decode_b" "$OUT/skinny_bench_state8.log" | awk '{print $1, $2, $3, $4}')
+  if [ "${SKINNY_STATE8:-1}" != 0 ]; then
+    timeout 120 "$BIN/bench/mq-bench" --shapes 2.8b --modes int8,fp16 --decode-batches 8,64 --prefill "" --skinny-ab \
+      --state-dtype int8 > "$OUT/skinny_bench_state8.log" 2>&1 || note "skinny bench state int8: FAILED"
+    while read -r l; do note "skinny $l"; done < <(grep -hE "decode_b" "$OUT/skinny_bench_state8.log" | awk '{print $1, $2, $3, $4}')
+  fi
   note "skinny stage: $((SECONDS - t1)) s"
 fi
 

@@ -413,7 +413,8 @@ Status CudaMambaModel::RunLinear(const Linear& lin, const void* x, int64_t ldx, 
     p.acc = static_cast<int32_t*>(out), p.ldc = ldc, p.out = lin.out, p.tokens = tokens, p.k = lin.ld;
     return LaunchInt8Gemv(p, stream_.get());
   }
-  if (int8_ && tokens <= options_.skinny_gemm_max_tokens && SkinnyGemmSupports(lin.out, lin.ld, tokens)) {
+  const int64_t skinny_max = w4 ? options_.int4_skinny_gemm_max_tokens : options_.skinny_gemm_max_tokens;
+  if (int8_ && tokens <= skinny_max && SkinnyGemmSupports(lin.out, lin.ld, tokens)) {
     SkinnyGemmParams p;
     if (w4) {
       p.w4 = lin.w4.get();

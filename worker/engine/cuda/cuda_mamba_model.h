@@ -52,15 +52,22 @@ struct CudaModelOptions {
   int64_t max_logit_rows = 64;     // logits rows held on the device (kAll needs B·L)
   // Per-stage linears by token count (a decode step's batch, or B·L of a prefill):
   //   INT8: the own GEMV up to gemv_max_tokens (measured on the H100: it beats cuBLASLt at 2 tokens,
-  //         4.32 vs 4.49 ms a 2.8b step, and loses from 4);
-  //   W4A8: the int4 GEMV up to int4_gemv_max_tokens, reading the packed rows;
-  //   both: then the skinny tensor-core GEMM (skinny_gemm.h, weights read once, W4A8 unpacked in
-  //         registers) up to skinny_gemm_max_tokens (≤ 64; 0: off, the A/B switch of
-  //         mq-bench --skinny-ab), and cuBLASLt above — for W4A8 after unpacking the weights into a
-  //         scratch buffer at every call (not kept: 1.5× the INT8 model's weight memory).
+  //         4.32 vs 4.49 ms a 2.8b step, and loses from 4), then the skinny tensor-core GEMM
+  //         (skinny_gemm.h) up to skinny_gemm_max_tokens, cuBLASLt IMMA above. Measured (H100, 2.8b
+  //         per-stage decode, mq-bench --skinny-ab, docs/benchmarks.md): the skinny GEMM takes 8.4 %
+  //         off the step at 8 tokens and 3.7 % at 16, but is slower from 32 (its weight loads are
+  //         64-byte row segments, 8 rows an instruction): hence 16.
+  //   W4A8: the int4 GEMV up to int4_gemv_max_tokens (it and unpack + cuBLASLt tie at 8 tokens,
+  //         6.63 vs 6.57 ms), then the skinny GEMM on the packed rows up to
+  //         int4_skinny_gemm_max_tokens — off: measured slower than unpack + cuBLASLt at every batch
+  //         (8.58 vs 6.53 ms at 8 tokens; 32-byte row segments) — and above, the weights unpacked
+  //         into a scratch buffer at every call (not kept: 1.5× the INT8 model's weight memory) for
+  //         cuBLASLt.
+  // 0 turns a kernel off (the A/B switches of mq-bench --skinny-ab).
   int64_t gemv_max_tokens = 2;
-  int64_t int4_gemv_max_tokens = 2;
-  int64_t skinny_gemm_max_tokens = 64;
+  int64_t skinny_gemm_max_tokens = 16;
+  int64_t int4_gemv_max_tokens = 8;
+  int64_t int4_skinny_gemm_max_tokens = 0;
   DecodePath decode_path = DecodePath::kLayerKernels;
   // Largest decode batch for the layer kernels (≤ 8; larger batches take the per-stage kernels);
   // 0: INT8 and W4A8 4, FP16 2, the crossovers measured on the H100 (docs/benchmarks.md).
@@ -196,9 +203,11 @@ class CudaMambaModel {
     options_.gemv_max_tokens = tokens;
     graphs_.clear();
   }
-  // INT8 / W4A8: the skinny GEMM up to this many tokens above the GEMVs' (0: off). Drops graphs.
-  void SetSkinnyGemmMaxTokens(int64_t tokens) {
-    options_.skinny_gemm_max_tokens = tokens;
+  // The skinny GEMM up to this many tokens above the GEMVs' (≤ 64; 0: off), INT8 and W4A8 linears.
+  // Drops captured graphs.
+  void SetSkinnyGemmMaxTokens(int64_t int8_tokens, int64_t int4_tokens) {
+    options_.skinny_gemm_max_tokens = int8_tokens;
+    options_.int4_skinny_gemm_max_tokens = int4_tokens;
     graphs_.clear();
   }
   // W4A8: use the int4 GEMV up to this many tokens (0: unpack + cuBLASLt always). Drops graphs.
