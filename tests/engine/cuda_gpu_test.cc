@@ -411,18 +411,7 @@ TEST(CudaGpuTest, DecodeKernelsMatchPerStageOnRandomModels) {
   MQ_REQUIRE_GPU();
   struct Case { bool int8; int64_t d; };
   for (const Case& c : {Case{false, 640}, Case{true, 640}, Case{true, 768}, Case{true, 512}}) {
-    RandomModelSpec spec;
-    spec.config.vocab_size = 1000;
-    spec.config.hidden_size = c.d;
-    spec.config.intermediate_size = 2 * c.d;
-    spec.config.state_size = 16;
-    spec.config.num_hidden_layers = 3;
-    spec.config.conv_kernel = 4;
-    spec.config.time_step_rank = (c.d + 15) / 16;
-    spec.config.expand = 2;
-    spec.config.tie_word_embeddings = true;
-    spec.int8 = c.int8;
-    spec.seed = 5;
+    const RandomModelSpec spec = RandomFamilySpec(c.d, 3, c.int8 ? 8 : 16, 5);
     CudaModelOptions o;
     o.max_tokens = 512, o.max_batch = 8, o.num_slots = 8, o.max_logit_rows = 8;
     auto model = CudaMambaModel::CreateRandom(spec, o);

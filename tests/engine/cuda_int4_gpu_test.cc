@@ -280,17 +280,7 @@ TEST(CudaInt4GpuTest, RandomW4A8ModelDecodes) {
 TEST(CudaInt4GpuTest, PackedLayerKernelsMatchPerStageOnRandomW4A8Models) {
   MQ_REQUIRE_GPU();
   for (int64_t d : {768, 2560}) {
-    RandomModelSpec spec;
-    spec.config.vocab_size = 1000;
-    spec.config.hidden_size = d;
-    spec.config.intermediate_size = 2 * d;
-    spec.config.state_size = 16;
-    spec.config.num_hidden_layers = 2;
-    spec.config.conv_kernel = 4;
-    spec.config.time_step_rank = (d + 15) / 16;
-    spec.config.expand = 2;
-    spec.config.tie_word_embeddings = true;
-    spec.int8 = true, spec.weight_bits = 4, spec.seed = 9;
+    const RandomModelSpec spec = RandomFamilySpec(d, 2, 4, 9);
     CudaModelOptions o;
     o.max_tokens = 512, o.max_batch = 8, o.num_slots = 8, o.max_logit_rows = 8;
     auto model = CudaMambaModel::CreateRandom(spec, o);

@@ -214,19 +214,7 @@ TEST(CudaPersistentDecodeGpuTest, MatchesOnRandomModels) {
   // d_inner 1280 = 20·64, 1536 = 12·128, 1024 = 2^10 (the block Hadamard), 5120 (2.8b's width).
   for (const Case& c : {Case{8, 640, 3}, Case{8, 768, 3}, Case{8, 512, 3}, Case{16, 640, 3}, Case{4, 768, 2},
                         Case{4, 2560, 2}, Case{8, 2560, 2}}) {
-    RandomModelSpec spec;
-    spec.config.vocab_size = 1000;
-    spec.config.hidden_size = c.d;
-    spec.config.intermediate_size = 2 * c.d;
-    spec.config.state_size = 16;
-    spec.config.num_hidden_layers = c.layers;
-    spec.config.conv_kernel = 4;
-    spec.config.time_step_rank = (c.d + 15) / 16;
-    spec.config.expand = 2;
-    spec.config.tie_word_embeddings = true;
-    spec.int8 = c.bits != 16;
-    spec.weight_bits = c.bits == 4 ? 4 : 8;
-    spec.seed = 11;
+    const RandomModelSpec spec = RandomFamilySpec(c.d, c.layers, c.bits, 11);
     auto model = CudaMambaModel::CreateRandom(spec, Options());
     ASSERT_TRUE(model.ok()) << model.status().ToString();
     const std::string what = std::string(c.bits == 16 ? "random FP16 " : c.bits == 8 ? "random INT8 " : "random W4A8 ") +
@@ -241,17 +229,7 @@ TEST(CudaPersistentDecodeGpuTest, MatchesOnRandomModels) {
 // now the device maximum, set once, decode_persistent_kernel.cu PrepareKernel.)
 TEST(CudaPersistentDecodeGpuTest, LargerBatchesFallBackAndBadGridIsRefused) {
   MQ_REQUIRE_GPU();
-  RandomModelSpec spec;
-  spec.config.vocab_size = 500;
-  spec.config.hidden_size = 256;
-  spec.config.intermediate_size = 512;
-  spec.config.state_size = 16;
-  spec.config.num_hidden_layers = 2;
-  spec.config.conv_kernel = 4;
-  spec.config.time_step_rank = 16;
-  spec.config.expand = 2;
-  spec.config.tie_word_embeddings = true;
-  spec.int8 = true;
+  const RandomModelSpec spec = RandomFamilySpec(256, 2, 8, RandomModelSpec{}.seed, /*vocab=*/500);
   auto model = CudaMambaModel::CreateRandom(spec, Options());
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   CudaMambaModel& m = **model;

@@ -7,6 +7,7 @@
 #include <cooperative_groups.h>
 
 #include "cuda/cuda_check.h"
+#include "cuda/decode_device.cuh"
 #include "cuda/int4_math.h"
 #include "cuda/launch_attrs.h"
 #include "cuda/skinny_gemm.h"
@@ -20,30 +21,17 @@ namespace cg = cooperative_groups;
 constexpr int kThreads = hd::kSkinnyWarps * 32;
 constexpr int kUnroll = 4;  // chunks of weights in flight a lane: 4 × 2 tiles × 2 rows × 16 bytes
 
-__device__ __forceinline__ int4 LoadStreaming16(const void* p) {
-  int4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-__device__ __forceinline__ uint2 LoadStreaming8(const void* p) {
-  uint2 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
-  return v;
-}
-
 // 16 levels of row `row` at k (a multiple of 16) as four dp4a-order words.
 template <bool kW4>
 __device__ __forceinline__ int4 LoadPiece(const SkinnyGemmParams& p, int64_t row, int64_t k) {
   if constexpr (kW4) {
-    const uint2 v = LoadStreaming8(p.w4 + row * (p.ldw / 2) + k / 2);
+    const uint2 v = decode_dev::LdStream8(p.w4 + row * (p.ldw / 2) + k / 2);
     int4 r;
     hd::UnpackInt4Word(v.x, &r.x, &r.y);
     hd::UnpackInt4Word(v.y, &r.z, &r.w);
     return r;
   } else {
-    return LoadStreaming16(p.w8 + row * p.ldw + k);
+    return decode_dev::LdStream(reinterpret_cast<const uint8_t*>(p.w8 + row * p.ldw + k));
   }
 }
 
