@@ -201,9 +201,12 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
       m.SetInt4GemvMaxTokens(int4_default);
     } else if (m.int8()) {
       const int64_t gemv_default = m.options().gemv_max_tokens;
-      m.SetGemvMaxTokens(0);  // cuBLASLt for every INT8 linear
+      const int64_t s8 = m.options().skinny_gemm_max_tokens, s4 = m.options().int4_skinny_gemm_max_tokens;
+      m.SetGemvMaxTokens(0);  // cuBLASLt for every INT8 linear (the skinny GEMM off too)
+      m.SetSkinnyGemmMaxTokens(0, s4);
       for (int64_t B : o.decode_batches)
         if (B <= kDecodeMaxBatch) BENCH_CHECK(RunDecode(m, name, mode, B, "_cublaslt"));
+      m.SetSkinnyGemmMaxTokens(s8, s4);
       m.SetGemvMaxTokens(m.options().max_batch);  // own GEMV for every decode batch
       for (int64_t B : o.decode_batches)
         if (B > kDecodeMaxBatch) BENCH_CHECK(RunDecode(m, name, mode, B, "_gemv"));
