@@ -24,12 +24,8 @@
 namespace mq::cuda {
 namespace {
 
-uint32_t Word32(const uint8_t* p) {
-  uint32_t w;
-  std::memcpy(&w, p, 4);  // little-endian, as the GPU loads it
-  return w;
-}
-int32_t Word(const int8_t* p) { return static_cast<int32_t>(Word32(reinterpret_cast<const uint8_t*>(p))); }
+using testing::Int8Word;
+using testing::LeWord;
 
 std::vector<int8_t> RandomLevels(size_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -51,7 +47,7 @@ std::vector<int8_t> EmulateUnpack(const std::vector<uint8_t>& packed, int64_t ro
   std::vector<int8_t> out(static_cast<size_t>(rows * ld));
   for (int64_t i = 0; i < rows * ld / 8; ++i) {
     int32_t a, b;
-    hd::UnpackInt4Word(Word32(packed.data() + 4 * i), &a, &b);
+    hd::UnpackInt4Word(LeWord(packed.data() + 4 * i), &a, &b);
     std::memcpy(out.data() + 8 * i, &a, 4);
     std::memcpy(out.data() + 8 * i + 4, &b, 4);
   }
@@ -80,11 +76,11 @@ void EmulateInt4Gemv(const std::vector<uint8_t>& w, const std::vector<int8_t>& x
           const int64_t ch = hd::GemvChunk(l, kpart, gl, it);
           if (ch >= l.chunks) continue;
           ++(*reads)[row * l.chunks + ch];
-          const uint32_t w0 = Word32(wrow + ch * 8), w1 = Word32(wrow + ch * 8 + 4);
+          const uint32_t w0 = LeWord(wrow + ch * 8), w1 = LeWord(wrow + ch * 8 + 4);
           for (int64_t t = 0; t < tokens; ++t) {
             const int8_t* xc = x.data() + t * kp + ch * 16;
             int32_t& a = (*acc)[t * out + row];
-            a = hd::Int4Dot16(w0, w1, Word(xc), Word(xc + 4), Word(xc + 8), Word(xc + 12), a);
+            a = hd::Int4Dot16(w0, w1, Int8Word(xc), Int8Word(xc + 4), Int8Word(xc + 8), Int8Word(xc + 12), a);
           }
         }
       }
@@ -183,7 +179,7 @@ void EmulatePackedDecodeGemv(const std::vector<uint8_t>& w, const std::vector<in
                 for (int64_t t = 0; t < tokens; ++t) {
                   const int8_t* xc = x.data() + t * ld + static_cast<int64_t>(c) * 16;
                   int32_t& a = (*acc)[static_cast<size_t>(t * out + row)];
-                  a = hd::Int4Dot16(Word32(wc), Word32(wc + 4), Word(xc), Word(xc + 4), Word(xc + 8), Word(xc + 12), a);
+                  a = hd::Int4Dot16(LeWord(wc), LeWord(wc + 4), Int8Word(xc), Int8Word(xc + 4), Int8Word(xc + 8), Int8Word(xc + 12), a);
                 }
               }
             }
@@ -205,7 +201,7 @@ void EmulatePackedDtProj(const std::vector<uint8_t>& w, const std::vector<int8_t
         for (int ch = q; ch < chunks; ch += 4) {
           const uint8_t* wc = w.data() + c * (ld / 2) + ch * 8;
           const int8_t* xc = x.data() + t * ld + ch * 16;
-          part[q] = hd::Int4Dot16(Word32(wc), Word32(wc + 4), Word(xc), Word(xc + 4), Word(xc + 8), Word(xc + 12), part[q]);
+          part[q] = hd::Int4Dot16(LeWord(wc), LeWord(wc + 4), Int8Word(xc), Int8Word(xc + 4), Int8Word(xc + 8), Int8Word(xc + 12), part[q]);
         }
       const int32_t p01 = part[0] + part[2], p23 = part[1] + part[3];  // xor 2, then xor 1
       (*acc)[static_cast<size_t>(t * E + c)] = p01 + p23;

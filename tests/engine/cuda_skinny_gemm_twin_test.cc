@@ -21,13 +21,10 @@
 namespace mq::cuda {
 namespace {
 
+using testing::Int8Word;
+using testing::LeWord;
 using testing::RandomInt8;
 
-int32_t Word(const int8_t* p) {
-  uint32_t w = 0;
-  for (int i = 0; i < 4; ++i) w |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
-  return static_cast<int32_t>(w);
-}
 int8_t Byte(int32_t w, int j) { return static_cast<int8_t>(static_cast<uint32_t>(w) >> (8 * j)); }
 
 struct Operands {
@@ -42,12 +39,10 @@ struct Operands {
 void LoadPiece(const Operands& o, bool w4, int64_t row, int64_t k, int32_t* words) {
   if (w4) {
     const uint8_t* b = o.w4.data() + row * (o.kp / 2) + k / 2;
-    uint32_t v[2] = {0, 0};
-    for (int i = 0; i < 8; ++i) v[i / 4] |= static_cast<uint32_t>(b[i]) << (8 * (i % 4));
-    hd::UnpackInt4Word(v[0], &words[0], &words[1]);
-    hd::UnpackInt4Word(v[1], &words[2], &words[3]);
+    hd::UnpackInt4Word(LeWord(b), &words[0], &words[1]);
+    hd::UnpackInt4Word(LeWord(b + 4), &words[2], &words[3]);
   } else {
-    for (int q = 0; q < 4; ++q) words[q] = Word(&o.w[row * o.kp + k + 4 * q]);
+    for (int q = 0; q < 4; ++q) words[q] = Int8Word(&o.w[row * o.kp + k + 4 * q]);
   }
 }
 
@@ -105,7 +100,7 @@ std::vector<int32_t> EmulateSkinny(const Operands& o, bool w4, int sms) {
                     }
                   }
                   for (int q = 0; q < 4; ++q)
-                    xw[q] = Word(&smem[static_cast<size_t>(hd::SkinnyStageOffset(cl, nt * 8 + g, t, TT) + 4 * q)]);
+                    xw[q] = Int8Word(&smem[static_cast<size_t>(hd::SkinnyStageOffset(cl, nt * 8 + g, t, TT) + 4 * q)]);
                   int32_t a[4], b[2];
                   hd::SkinnyFragments(lo, hi, xw, h, a, b);
                   for (int j = 0; j < 4; ++j) {

@@ -21,13 +21,8 @@ namespace mq::cuda {
 namespace {
 
 using testing::RandomFloat;
+using testing::Int8Word;
 using testing::RandomInt8;
-
-int32_t Word(const int8_t* p) {
-  uint32_t w = 0;
-  for (int i = 0; i < 4; ++i) w |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
-  return static_cast<int32_t>(w);
-}
 
 // Emulates Int8GemvKernel lane by lane: layout, chunk assignment, dp4a words, group and k-split
 // reductions; every chunk of every row must be read exactly once and the sums must equal the
@@ -54,7 +49,7 @@ void EmulateGemv(const std::vector<int8_t>& w, const std::vector<int8_t>& x, int
           for (int64_t t = 0; t < tokens; ++t) {
             int32_t& a = (*acc)[t * out + row];
             for (int q = 0; q < 4; ++q)
-              a = hd::Dp4a(Word(&w[row * kp + ch * 16 + 4 * q]), Word(&x[t * kp + ch * 16 + 4 * q]), a);
+              a = hd::Dp4a(Int8Word(&w[row * kp + ch * 16 + 4 * q]), Int8Word(&x[t * kp + ch * 16 + 4 * q]), a);
           }
         }
       }
@@ -196,7 +191,7 @@ TEST(CudaTwinTest, WarpHadamardAndMaskedMixAreBitIdentical) {
 
 TEST(CudaTwinTest, Dp4aMatchesIntegerProducts) {
   const std::vector<int8_t> a = {-128, 127, -1, 5}, b = {-128, -128, 127, -7};
-  EXPECT_EQ(hd::Dp4a(Word(a.data()), Word(b.data()), 10), 10 + 16384 - 16256 - 127 - 35);
+  EXPECT_EQ(hd::Dp4a(Int8Word(a.data()), Int8Word(b.data()), 10), 10 + 16384 - 16256 - 127 - 35);
 }
 
 TEST(CudaTwinTest, PerTokenQuantizationIsBitIdentical) {

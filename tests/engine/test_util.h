@@ -38,6 +38,14 @@ inline std::vector<int32_t> ToInt32(const TensorView& v) {
 }
 
 // Seeded random test data: INT8 in [−127, 127], floats uniform in [lo, hi).
+// Four bytes as the little-endian word a GPU's 32-bit load gives: the dp4a and packed-int4 words
+// the CUDA twins emulate.
+inline uint32_t LeWord(const void* p) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  return static_cast<uint32_t>(b[0]) | static_cast<uint32_t>(b[1]) << 8 | static_cast<uint32_t>(b[2]) << 16 |
+         static_cast<uint32_t>(b[3]) << 24;
+}
+inline int32_t Int8Word(const int8_t* p) { return static_cast<int32_t>(LeWord(p)); }
 inline std::vector<int8_t> RandomInt8(size_t n, uint64_t seed) {
   std::mt19937_64 g(seed);
   std::vector<int8_t> v(n);

@@ -267,25 +267,21 @@ Status LaunchTiles(const CausalConvParams& p, cudaStream_t stream) {
   const int64_t tiles = p.batch * ((p.seqlen + kTile - 1) / kTile);
   if (tiles > 65535) return InvalidArgumentError("CausalConv: too many tokens for one launch");
   const int64_t groups = (kQuant && p.quant.q != nullptr ? p.quant.ld : p.E) / kVec;  // with the INT8 padding
-  cudaLaunchConfig_t cfg = {};
-  cudaLaunchAttribute attr[1];
-  cfg.stream = stream;
+  const auto kernel = CausalConvTileKernel<kIn, kQuant, kK>;
   if constexpr (kQuant) {
     // The smallest cluster whose blocks stay within kQuantThreads threads.
     int cluster = 1;
     while (cluster < kMaxCluster && (groups + cluster - 1) / cluster > kQuantThreads) cluster *= 2;
     const int64_t threads = hd::RoundUp((groups + cluster - 1) / cluster, 32);
     if (threads > kQuantMaxThreads) return InvalidArgumentError("CausalConv: d_inner too large");
-    cfg.gridDim = dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(tiles));
-    cfg.blockDim = dim3(static_cast<unsigned>(threads));
-    attr[0] = ClusterAttr(static_cast<unsigned>(cluster));
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    MQ_CUDA_RETURN_IF_ERROR(LaunchKernelEx(kernel, dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(tiles)),
+                                           dim3(static_cast<unsigned>(threads)), 0, static_cast<unsigned>(cluster),
+                                           /*pdl=*/false, stream, p));
   } else {
-    cfg.gridDim = dim3(static_cast<unsigned>((groups + kF16Threads - 1) / kF16Threads), static_cast<unsigned>(tiles));
-    cfg.blockDim = dim3(kF16Threads);
+    MQ_CUDA_RETURN_IF_ERROR(LaunchKernelEx(
+        kernel, dim3(static_cast<unsigned>((groups + kF16Threads - 1) / kF16Threads), static_cast<unsigned>(tiles)),
+        dim3(kF16Threads), 0, /*cluster=*/0, /*pdl=*/false, stream, p));
   }
-  MQ_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, CausalConvTileKernel<kIn, kQuant, kK>, p));
   MQ_CUDA_CHECK_LAUNCH("CausalConvTileKernel");
   return OkStatus();
 }
@@ -300,18 +296,11 @@ Status Launch(const CausalConvParams& p, cudaStream_t stream) {
     const size_t smem = kQuant ? static_cast<size_t>(slice) * sizeof(float) : 0;
     if (smem > 48 * 1024) return InvalidArgumentError("CausalConv: d_inner too large for one block");
     if (ranks > 1 && T > 65535) return InvalidArgumentError("CausalConv: too many tokens for one launch");
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute attr[1];
-    cfg.gridDim = ranks == 1 ? dim3(static_cast<unsigned>(T)) : dim3(static_cast<unsigned>(ranks), static_cast<unsigned>(T));
-    cfg.blockDim = dim3(static_cast<unsigned>(RowKernelThreads(T, slice)));
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
-    if (kQuant && ranks > 1) {
-      attr[0] = ClusterAttr(static_cast<unsigned>(ranks));
-      cfg.attrs = attr;
-      cfg.numAttrs = 1;
-    }
-    MQ_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, CausalConvStepKernel<kIn, kQuant>, p, ranks));
+    const dim3 grid = ranks == 1 ? dim3(static_cast<unsigned>(T)) : dim3(static_cast<unsigned>(ranks), static_cast<unsigned>(T));
+    const unsigned cluster = kQuant && ranks > 1 ? static_cast<unsigned>(ranks) : 0;
+    MQ_CUDA_RETURN_IF_ERROR(LaunchKernelEx(CausalConvStepKernel<kIn, kQuant>, grid,
+                                           dim3(static_cast<unsigned>(RowKernelThreads(T, slice))), smem, cluster,
+                                           /*pdl=*/false, stream, p, ranks));
     MQ_CUDA_CHECK_LAUNCH("CausalConvStepKernel");
     return OkStatus();
   }

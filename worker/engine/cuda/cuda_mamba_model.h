@@ -55,12 +55,12 @@ struct CudaModelOptions {
   //         4.32 vs 4.49 ms a 2.8b step, and loses from 4), then the skinny tensor-core GEMM
   //         (skinny_gemm.h) up to skinny_gemm_max_tokens, cuBLASLt IMMA above. Measured (H100, 2.8b
   //         per-stage decode, mq-bench --skinny-ab, docs/benchmarks.md): the skinny GEMM takes 8.4 %
-  //         off the step at 8 tokens and 3.7 % at 16, but is slower from 32 (its weight loads are
-  //         64-byte row segments, 8 rows an instruction): hence 16.
+  //         off the step at 8 tokens and 3.7 % at 16, but is slower from 32 (not profiled; its weight
+  //         loads are 64-byte row segments, 8 rows an instruction): hence 16.
   //   W4A8: the int4 GEMV up to int4_gemv_max_tokens (it and unpack + cuBLASLt tie at 8 tokens,
   //         6.63 vs 6.57 ms), then the skinny GEMM on the packed rows up to
   //         int4_skinny_gemm_max_tokens — off: measured slower than unpack + cuBLASLt at every batch
-  //         (8.58 vs 6.53 ms at 8 tokens; 32-byte row segments) — and above, the weights unpacked
+  //         (8.58 vs 6.53 ms at 8 tokens; its loads are 32-byte row segments) — and above, the weights unpacked
   //         into a scratch buffer at every call (not kept: 1.5× the INT8 model's weight memory) for
   //         cuBLASLt.
   // 0 turns a kernel off (the A/B switches of mq-bench --skinny-ab).

@@ -584,15 +584,8 @@ size_t RedBytes(const GemvPlan& g, int kB) {
 
 template <typename Kernel, typename... Args>
 Status LaunchEx(Kernel kernel, int grid, int threads, size_t smem, bool pdl, cudaStream_t stream, Args... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid));
-  cfg.blockDim = dim3(static_cast<unsigned>(threads));
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1] = {PdlAttr()};
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  MQ_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, kernel, args...));
+  MQ_CUDA_RETURN_IF_ERROR(LaunchKernelEx(kernel, dim3(static_cast<unsigned>(grid)), dim3(static_cast<unsigned>(threads)),
+                                         smem, /*cluster=*/0, pdl, stream, args...));
   return OkStatus();
 }
 

@@ -298,15 +298,9 @@ Status LaunchCluster(const HadamardQuantParams& p, const hd::HadamardClusterPlan
   const size_t smem = 2 * static_cast<size_t>(hd::RoundUp(pl.local, 4)) * sizeof(float);
   static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem);
   MQ_CUDA_RETURN_IF_ERROR(attr);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(pl.ranks), static_cast<unsigned>(p.tokens));
-  cfg.blockDim = dim3(kClusterThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute la[2] = {ClusterAttr(static_cast<unsigned>(pl.ranks)), PdlAttr()};
-  cfg.attrs = la;
-  cfg.numAttrs = p.pdl ? 2 : 1;
-  MQ_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, kernel, p, pl));
+  MQ_CUDA_RETURN_IF_ERROR(LaunchKernelEx(kernel, dim3(static_cast<unsigned>(pl.ranks), static_cast<unsigned>(p.tokens)),
+                                         dim3(kClusterThreads), smem, static_cast<unsigned>(pl.ranks), p.pdl, stream, p,
+                                         pl));
   MQ_CUDA_CHECK_LAUNCH("HadamardQuantClusterKernel");
   return OkStatus();
 }

@@ -29,6 +29,25 @@ inline cudaLaunchAttribute PdlAttr() {
   return a;
 }
 
+// cudaLaunchKernelEx with the attributes above: a cluster of `cluster` blocks along x (0: no
+// cluster attribute) and, when pdl, programmatic dependent launch.
+template <typename Kernel, typename... Args>
+cudaError_t LaunchKernelEx(Kernel kernel, dim3 grid, dim3 block, size_t smem, unsigned cluster, bool pdl,
+                           cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (cluster > 0) attr[n++] = ClusterAttr(cluster);
+  if (pdl) attr[n++] = PdlAttr();
+  cfg.attrs = attr;
+  cfg.numAttrs = n;
+  return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 // SMs of the current device (read once per process; 0 without a device): how wide the decode
 // kernels plan their grids and the few-token kernels spread a step.
 inline int DeviceSmCount() {

@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kThreads) SkinnyGemmKernel(SkinnyGemmParams p,
 #pragma unroll
   for (int mt = 0; mt < hd::kSkinnyRowTiles; ++mt)
 #pragma unroll
-    for (int u = 0; u < 2; ++u) row[mt][u] = hd::SkinnyRow(rb, warp, mt, u, g), row_ok[mt][u] = row[mt][u] < p.out;
+    for (int up = 0; up < 2; ++up) row[mt][up] = hd::SkinnyRow(rb, warp, mt, up, g), row_ok[mt][up] = row[mt][up] < p.out;
 
   int4 wv[kUnroll][hd::kSkinnyRowTiles][2];
   auto load_group = [&](int64_t cb) {
@@ -161,15 +161,10 @@ Status Launch(const SkinnyGemmParams& p, const hd::SkinnyGemmPlan& pl, cudaStrea
   static const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                        static_cast<int>(hd::kSkinnyStageBudget));
   MQ_CUDA_RETURN_IF_ERROR(attr);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(pl.blocks()));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = static_cast<size_t>(pl.smem_bytes());
-  cfg.stream = stream;
-  cudaLaunchAttribute la[2] = {ClusterAttr(static_cast<unsigned>(pl.ranks)), PdlAttr()};
-  cfg.attrs = la;
-  cfg.numAttrs = p.pdl ? 2 : 1;
-  MQ_CUDA_RETURN_IF_ERROR(cudaLaunchKernelEx(&cfg, kernel, p, pl));
+  // Always a cluster launch, of one block when k is not split: the kernel's cluster calls need one.
+  MQ_CUDA_RETURN_IF_ERROR(LaunchKernelEx(kernel, dim3(static_cast<unsigned>(pl.blocks())), dim3(kThreads),
+                                         static_cast<size_t>(pl.smem_bytes()), static_cast<unsigned>(pl.ranks), p.pdl,
+                                         stream, p, pl));
   MQ_CUDA_CHECK_LAUNCH("SkinnyGemmKernel");
   return OkStatus();
 }

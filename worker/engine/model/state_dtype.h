@@ -18,7 +18,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <string>
 
 #include "model/float_bits.h"
