@@ -800,8 +800,54 @@ Status CudaMambaModel::PrepareLayerKernels() {
   dec_head_.d = d_, dec_head_.eps = static_cast<float>(config_.layer_norm_epsilon);
   dec_head_.h = buf_->h.get(), dec_head_.norm_f = norm_f_.get();
   dec_head_.head.w = lm_head_.get(), dec_head_.head.ld = dp_, dec_head_.head.out = V_, dec_head_.head.in = d_;
+  SetDecodeL2Ahead();
   dec_head_.logits = logits_.get(), dec_head_.ld_logits = V_;
   return PreparePersistent();
+}
+
+namespace {
+constexpr int64_t kDefaultDecodeL2AheadMb = 0;
+
+int64_t DecodeL2AheadMb(int64_t option) {
+  if (option >= 0) return option;
+  static const int64_t env = [] {
+    const char* e = std::getenv("MQ_DECODE_L2_AHEAD_MB");
+    if (e == nullptr || *e == '\0') return kDefaultDecodeL2AheadMb;
+    char* end = nullptr;
+    const long long v = std::strtoll(e, &end, 10);
+    return *end == '\0' && v >= 0 && v <= 1024 ? static_cast<int64_t>(v) : kDefaultDecodeL2AheadMb;
+  }();
+  return env;
+}
+
+// Bytes of a decode linear's weights as its kernels stream them (FP16, INT8 or packed 4-bit rows).
+int64_t DecodeWeightBytes(const DecodeLinear& l, bool int8, bool int4) {
+  const int64_t row = int4 ? l.ld / 2 : int8 ? l.ld : 2 * l.ld;
+  return row * l.out;
+}
+}  // namespace
+
+// Each layer's x_proj kernel prefetches its out_proj weights and its scan kernel a prefix of the
+// next linear's (the next layer's in_proj, after the last layer the LM head), up to the budget
+// together: at batch 1 these kernels are latency-bound and leave DRAM idle (docs/benchmarks.md).
+void CudaMambaModel::SetDecodeL2Ahead() {
+  const int64_t budget = DecodeL2AheadMb(options_.decode_l2_ahead_mb) << 20;
+  for (size_t li = 0; li < dec_layer_.size(); ++li) {
+    DecodeLayerParams& p = dec_layer_[li];
+    p.ahead_x = p.ahead_scan = L2Span{};
+    if (budget <= 0) continue;
+    const int64_t out_bytes = std::min(budget, DecodeWeightBytes(p.out_proj, p.int8, p.int4)) / 16 * 16;
+    p.ahead_x = L2Span{p.out_proj.w, out_bytes};
+    L2Span next;
+    if (li + 1 < dec_layer_.size()) {
+      const DecodeLayerParams& q = dec_layer_[li + 1];
+      next = L2Span{q.in_proj.w, DecodeWeightBytes(q.in_proj, q.int8, q.int4)};
+    } else {
+      next = L2Span{dec_head_.head.w, DecodeWeightBytes(dec_head_.head, false, false)};
+    }
+    next.bytes = std::min(next.bytes, budget - out_bytes) / 16 * 16;
+    if (next.bytes > 0) p.ahead_scan = next;
+  }
 }
 
 // The persistent kernel's layer table is the layer kernels' per-layer parameters (one source for

@@ -74,6 +74,10 @@ struct CudaModelOptions {
   int64_t layer_kernels_max_batch = 0;
   bool decode_pdl = true;           // layer kernels: programmatic dependent launch
   bool decode_l2_prefetch = false;  // layer kernels: bulk L2 prefetch of weight slices (measured slower)
+  // Layer kernels: MB of later weights (out_proj, then the next in_proj or LM head) that the x_proj
+  // and scan kernels bulk-prefetch into L2 while DRAM idles under them; 0 off; −1: the environment's
+  // MQ_DECODE_L2_AHEAD_MB (an A/B switch for benchmarks), else kDefaultDecodeL2AheadMb.
+  int64_t decode_l2_ahead_mb = -1;
   size_t workspace_bytes = 32ull << 20;
   // Storage of the recurrent-state pool (model/state_dtype.h): fp32 exact; fp16/bf16/int8 are
   // narrower device buffers, rounded at every store. Decode then takes the per-stage kernels at
@@ -205,6 +209,12 @@ class CudaMambaModel {
   }
   // The skinny GEMM up to this many tokens above the GEMVs' (≤ 64; 0: off), INT8 and W4A8 linears.
   // Drops captured graphs.
+  // Layer kernels: MB of L2 look-ahead (CudaModelOptions::decode_l2_ahead_mb). Drops graphs.
+  void SetDecodeL2AheadMb(int64_t mb) {
+    options_.decode_l2_ahead_mb = mb;
+    SetDecodeL2Ahead();
+    graphs_.clear();
+  }
   void SetSkinnyGemmMaxTokens(int64_t int8_tokens, int64_t int4_tokens) {
     options_.skinny_gemm_max_tokens = int8_tokens;
     options_.int4_skinny_gemm_max_tokens = int4_tokens;
@@ -232,6 +242,7 @@ class CudaMambaModel {
   Status Tap(int64_t layer, ActivationSite site, const void* x, bool f32, int64_t ld, int64_t rows, int64_t cols);
   Status PrepareLayerKernels();
   bool UseLayerKernels(int64_t B) const;
+  void SetDecodeL2Ahead();      // the layer kernels' L2Spans (options_.decode_l2_ahead_mb)
   Status PreparePersistent();  // the device layer table and work buffers of DecodePath::kPersistent
   bool UsePersistent(int64_t B) const;
   int64_t LayerKernelsMaxBatch() const;  // the option, or the default of this weight format

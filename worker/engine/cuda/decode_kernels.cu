@@ -68,6 +68,15 @@ __device__ __forceinline__ void PrefetchL2(const uint8_t* p, int64_t bytes) {
   asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(n) : "memory");
 }
 
+// This block's share of a later kernel's weights into L2 (L2Span), issued after the wait: before it
+// the previous kernel is still streaming its own weights.
+__device__ __forceinline__ void PrefetchAhead(const L2Span& s) {
+  if (s.p == nullptr || s.bytes <= 0) return;
+  const int64_t share = ((s.bytes + gridDim.x - 1) / gridDim.x + 15) / 16 * 16;
+  const int64_t off = static_cast<int64_t>(blockIdx.x) * share;
+  if (off >= s.bytes) return;
+  PrefetchL2(static_cast<const uint8_t*>(s.p) + off, s.bytes - off < share ? s.bytes - off : share);
+}
 
 using GemvPlan = hd::DecodeGemvPlan;  // how one GEMV is spread over blocks and warps (hd_math.h)
 
@@ -333,6 +342,7 @@ __global__ void __launch_bounds__(kThreads, 2) ConvXProjKernel(DecodeLayerParams
   BlockGemv<AccT<kInt8>, kB, kW4>(g, lin.w, w_ld, sm.act, act_ld, p.B, sm.red, [&] {
     PdlWait();
     PdlLaunchDependents();
+    PrefetchAhead(p.ahead_x);
     for (int b = 0; b < p.B; ++b) {
       LoadRow(p.u + b * p.E, nullptr, p.E, sm.buf);
       __syncthreads();
@@ -391,6 +401,7 @@ __global__ void __launch_bounds__(kScanThreads) DtScanKernel(DecodeLayerParams p
     if (b < p.B) hv[b] = *reinterpret_cast<const float4*>(p.ssm_state + p.slots[b] * p.ssm_slot_stride + cc * N + g * 4);
   PdlWait();
   PdlLaunchDependents();
+  PrefetchAhead(p.ahead_scan);
   // Stage δ|B|C of every token (all loads of a thread in flight at once), then quantize δ per
   // token (a warp a token).
   for (int64_t i = threadIdx.x; i < p.B * cols; i += kLoadsInFlight * blockDim.x) {

@@ -231,6 +231,14 @@ struct DecodeLinear {
   float act_static_scale = 0.0f;   // INT8: > 0 → per-tensor static activation scale
 };
 
+// Bytes of a later kernel's weights that a latency-bound decode kernel bulk-prefetches into L2, its
+// blocks sharing the span, once the data it waited for is there: DRAM would idle meanwhile.
+// p and bytes are multiples of 16 (weight buffers are; the host rounds bytes down).
+struct L2Span {
+  const void* p = nullptr;
+  int64_t bytes = 0;
+};
+
 struct DecodeLayerParams {
   bool int8 = false;               // INT8 linears with per-token INT8 activations; else FP16
   bool int4 = false;               // with int8: the four linears' weights packed 4-bit (W4A8)
@@ -264,6 +272,8 @@ struct DecodeLayerParams {
   int64_t had_p = 1;
   bool pdl = true;                 // programmatic dependent launch
   bool l2_prefetch = false;        // blocks bulk-prefetch their weight slice into L2 before waiting
+  L2Span ahead_x;                  // kernel 2 (x_proj) prefetches it: this layer's out_proj weights …
+  L2Span ahead_scan;               // … kernel 3 (scan): a prefix of the next linear's (in_proj or LM head)
 };
 
 // The LM head of a decode step: logits[b] = W · RMSNorm(h[b])·γ_f as half (FP16 weights).
