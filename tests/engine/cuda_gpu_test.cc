@@ -399,16 +399,18 @@ void ExpectDecodePathsAgree(CudaMambaModel& model, const std::string& what, doub
         EXPECT_GE(same, B - 1) << what << " " << name << ": greedy ids differ in more than one row";
       }
     }
-    // The L2 look-ahead only prefetches weights: the layer kernels' logits and next ids are the same bits.
-    std::vector<float> off, off_ids, on, on_ids;
-    model.SetDecodeL2AheadMb(0);
-    step(DecodePath::kLayerKernels, true, &off, &off_ids);
-    model.SetDecodeL2AheadMb(64);
-    step(DecodePath::kLayerKernels, true, &on, &on_ids);
-    model.SetDecodeL2AheadMb(-1);
-    if (::testing::Test::HasFatalFailure()) return;
-    EXPECT_EQ(on, off) << what << " B " << B << ": L2 look-ahead changed the logits";
-    EXPECT_EQ(on_ids, off_ids) << what << " B " << B;
+    // The L2 look-ahead only prefetches weights: both paths' logits and next ids are the same bits.
+    for (DecodePath path : {DecodePath::kLayerKernels, DecodePath::kPerStage}) {
+      std::vector<float> off, off_ids, on, on_ids;
+      model.SetDecodeL2AheadMb(0);
+      step(path, true, &off, &off_ids);
+      model.SetDecodeL2AheadMb(64);
+      step(path, true, &on, &on_ids);
+      model.SetDecodeL2AheadMb(-1);
+      if (::testing::Test::HasFatalFailure()) return;
+      EXPECT_EQ(on, off) << what << " B " << B << ": L2 look-ahead changed the logits";
+      EXPECT_EQ(on_ids, off_ids) << what << " B " << B;
+    }
   }
   model.SetDecodePath(DecodePath::kLayerKernels);
 }

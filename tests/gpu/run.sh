@@ -6,7 +6,7 @@
 #   PEER_SHAPES (default 130m,1.4b,2.8b) at batch 1, 8, 64, 256; needs the state-spaces/mamba
 #   source in third_party_local/peers/state-spaces-mamba (a copy of ../shared/peers).
 #   `rowab`: decode with the few-token row clusters off (MQ_ROW_CLUSTER=0) and on, AB_SHAPES.
-#   `ahead`: decode B = 1, 2, 4 with the layer kernels' L2 look-ahead at AHEAD_MBS (0 = off).
+#   `ahead`: decode (AHEAD_BATCHES) with the L2 look-ahead at AHEAD_MBS (0 = off).
 #   `persist`: the persistent decode kernel alone: its twin and GPU tests, then decode B = 1, 2, 4
 #   through it and the layer kernels (PERSIST_SHAPES, default 1.4b,2.8b; INT8, FP16, W4A8).
 #   `exact`: the decode step's CPU-identical arithmetic (model/step_math.h): quantizes mamba-small,
@@ -297,7 +297,7 @@ fi
 if has ahead; then
   # A/B of the layer kernels' L2 look-ahead (CudaModelOptions::decode_l2_ahead_mb): the x_proj and
   # scan kernels prefetch out_proj and the next in_proj into L2; MQ_DECODE_L2_AHEAD_MB=0 is off.
-  # AHEAD_MBS (default 0,24,40), AHEAD_SHAPES (default 1.4b,2.8b), batches 1,2,4, twice each.
+  # AHEAD_MBS (default 0,24,40), AHEAD_SHAPES (default 1.4b,2.8b), AHEAD_BATCHES (1,2,4,8,16,64), twice each.
   t1=$SECONDS
   if ! has test; then
     timeout 200 "$BIN/tests/engine/cuda_gpu_test" --gtest_filter='*DecodeKernelsMatchPerStage*' > "$OUT/ahead_test.log" 2>&1 &&
@@ -306,7 +306,7 @@ if has ahead; then
   fi
   for rep in a b; do for mb in ${AHEAD_MBS//,/ }; do
     MQ_DECODE_L2_AHEAD_MB=$mb timeout 150 "$BIN/bench/mq-bench" --shapes "${AHEAD_SHAPES:-1.4b,2.8b}" --modes int8,fp16,w4a8 \
-      --decode-batches 1,2,4 --prefill "" > "$OUT/ahead_${mb}_$rep.log" 2>&1 || note "ahead $mb$rep: FAILED"
+      --decode-batches "${AHEAD_BATCHES:-1,2,4,8,16,64}" --prefill "" > "$OUT/ahead_${mb}_$rep.log" 2>&1 || note "ahead $mb$rep: FAILED"
   done; done
   for mb in ${AHEAD_MBS//,/ }; do
     while read -r l; do note "ahead mb=$mb $l"; done < <(paste -d' ' <(grep -h "decode_b" "$OUT/ahead_${mb}_a.log" | awk '{print $1, $2, $3, $4}') \

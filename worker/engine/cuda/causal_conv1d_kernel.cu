@@ -18,6 +18,7 @@
 #include "cuda/act_io.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/kernel_params.h"
+#include "cuda/l2_prefetch.cuh"
 #include "cuda/launch_attrs.h"
 #include "cuda/row_cluster_plan.h"
 
@@ -190,6 +191,7 @@ __global__ void __launch_bounds__(kMaxThreads) CausalConvStepKernel(CausalConvPa
   // Distributed shared memory may be touched only once every block of the cluster runs: arrive
   // now, wait just before the first push (the conv below hides the wait).
   if (cluster_quant) asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  PrefetchAhead(p.l2_ahead);  // the previous kernel is complete: DRAM is free for the next weights
   int64_t lo, hi;
   hd::RowClusterSlice(p.E, ranks, rank, &lo, &hi);
   const int64_t S = p.K - 1;

@@ -515,6 +515,10 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     } else {
       cp.out_f16 = b.u16.get();
     }
+    // A decode step's conv and scan kernels prefetch out_proj's and the next layer's weights into L2
+    // (SetDecodeL2Ahead; empty spans when off or above the token limit).
+    const bool ahead = L == 1 && T <= options_.decode_l2_ahead_max_tokens && li < static_cast<int64_t>(dec_layer_.size());
+    if (ahead) cp.l2_ahead = dec_layer_[static_cast<size_t>(li)].ahead_x;
     MQ_RETURN_IF_ERROR(LaunchCausalConv(cp, st));
     MQ_RETURN_IF_ERROR(Mark("conv"));
     MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kXProjInput, b.u16.get(), false, E_, T, E_));
@@ -563,6 +567,7 @@ Status CudaMambaModel::EnqueueForward(const int32_t* ids_dev, const int32_t* slo
     sp.ssm_scale = ssm_scale_.empty() ? nullptr : ssm_scale_.get() + li * E_;
     sp.state_rotation = Ly.state_rot.get(), sp.quantize_output_product = Ly.quant_output_product;
     sp.state_absmax = state_absmax_.empty() ? nullptr : state_absmax_.get() + li * N_;
+    if (ahead) sp.l2_ahead = dec_layer_[static_cast<size_t>(li)].ahead_scan;
     MQ_RETURN_IF_ERROR(LaunchSelectiveScan(sp, st));
     MQ_RETURN_IF_ERROR(Mark("scan"));
     MQ_RETURN_IF_ERROR(Tap(li, ActivationSite::kOutProjInput, b.y16.get(), false, E_, T, E_));

@@ -74,10 +74,13 @@ struct CudaModelOptions {
   int64_t layer_kernels_max_batch = 0;
   bool decode_pdl = true;           // layer kernels: programmatic dependent launch
   bool decode_l2_prefetch = false;  // layer kernels: bulk L2 prefetch of weight slices (measured slower)
-  // Layer kernels: MB of later weights (out_proj, then the next in_proj or LM head) that the x_proj
-  // and scan kernels bulk-prefetch into L2 while DRAM idles under them; 0 off; −1: the environment's
-  // MQ_DECODE_L2_AHEAD_MB (an A/B switch for benchmarks), else kDefaultDecodeL2AheadMb.
+  // Decode: MB of later weights (out_proj, then the next in_proj or LM head) that the layer kernels'
+  // x_proj and scan kernels (the per-stage path's conv and scan) bulk-prefetch into L2 while DRAM
+  // idles under them; 0 off; −1: the environment's MQ_DECODE_L2_AHEAD_MB (an A/B switch for
+  // benchmarks), else kDefaultDecodeL2AheadMb.
   int64_t decode_l2_ahead_mb = -1;
+  // The same look-ahead in the per-stage path (its conv and scan step kernels) up to this many tokens.
+  int64_t decode_l2_ahead_max_tokens = 64;
   size_t workspace_bytes = 32ull << 20;
   // Storage of the recurrent-state pool (model/state_dtype.h): fp32 exact; fp16/bf16/int8 are
   // narrower device buffers, rounded at every store. Decode then takes the per-stage kernels at
@@ -207,14 +210,14 @@ class CudaMambaModel {
     options_.gemv_max_tokens = tokens;
     graphs_.clear();
   }
-  // The skinny GEMM up to this many tokens above the GEMVs' (≤ 64; 0: off), INT8 and W4A8 linears.
-  // Drops captured graphs.
-  // Layer kernels: MB of L2 look-ahead (CudaModelOptions::decode_l2_ahead_mb). Drops graphs.
+  // Decode: MB of L2 look-ahead (CudaModelOptions::decode_l2_ahead_mb). Drops graphs.
   void SetDecodeL2AheadMb(int64_t mb) {
     options_.decode_l2_ahead_mb = mb;
     SetDecodeL2Ahead();
     graphs_.clear();
   }
+  // The skinny GEMM up to this many tokens above the GEMVs' (≤ 64; 0: off), INT8 and W4A8 linears.
+  // Drops captured graphs.
   void SetSkinnyGemmMaxTokens(int64_t int8_tokens, int64_t int4_tokens) {
     options_.skinny_gemm_max_tokens = int8_tokens;
     options_.int4_skinny_gemm_max_tokens = int4_tokens;

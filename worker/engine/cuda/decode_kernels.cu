@@ -36,6 +36,7 @@
 #include "cuda/hd_math.h"
 #include "cuda/int4_math.h"
 #include "cuda/kernel_params.h"
+#include "cuda/l2_prefetch.cuh"
 #include "cuda/launch_attrs.h"
 #include "cuda/row_cluster_plan.h"
 
@@ -54,29 +55,6 @@ constexpr int64_t kPrefetchTotal = 24ll << 20;  // L2 bytes one kernel may prefe
 
 __device__ __forceinline__ void PdlWait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void PdlLaunchDependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
-
-
-
-// Bulk prefetch of [p, p + bytes) into L2, split over the lanes of warp 0 (p and bytes are
-// multiples of 16: PrefetchSlice rounds them).
-__device__ __forceinline__ void PrefetchL2(const uint8_t* p, int64_t bytes) {
-  if (threadIdx.x >= 32 || bytes <= 0) return;
-  const int64_t piece = ((bytes + 31) / 32 + 15) / 16 * 16;
-  const int64_t off = static_cast<int64_t>(threadIdx.x) * piece;
-  if (off >= bytes) return;
-  const unsigned n = static_cast<unsigned>(bytes - off < piece ? bytes - off : piece);
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(n) : "memory");
-}
-
-// This block's share of a later kernel's weights into L2 (L2Span), issued after the wait: before it
-// the previous kernel is still streaming its own weights.
-__device__ __forceinline__ void PrefetchAhead(const L2Span& s) {
-  if (s.p == nullptr || s.bytes <= 0) return;
-  const int64_t share = ((s.bytes + gridDim.x - 1) / gridDim.x + 15) / 16 * 16;
-  const int64_t off = static_cast<int64_t>(blockIdx.x) * share;
-  if (off >= s.bytes) return;
-  PrefetchL2(static_cast<const uint8_t*>(s.p) + off, s.bytes - off < share ? s.bytes - off : share);
-}
 
 using GemvPlan = hd::DecodeGemvPlan;  // how one GEMV is spread over blocks and warps (hd_math.h)
 

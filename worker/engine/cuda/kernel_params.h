@@ -63,6 +63,14 @@ struct ResidualNormParams {
   QuantOut quant;               // used when out_f16 is null
 };
 
+// Bytes of a later kernel's weights that a latency-bound decode kernel bulk-prefetches into L2, its
+// blocks sharing the span, once the data it waited for is there: DRAM would idle meanwhile.
+// p and bytes are multiples of 16 (weight buffers are; the host rounds bytes down).
+struct L2Span {
+  const void* p = nullptr;
+  int64_t bytes = 0;
+};
+
 // u = SiLU(causal depthwise conv(u0)) over each sequence, continuing from the conv state.
 struct CausalConvParams {
   ActView u0;                   // [T, ≥E] (the first E columns of in_proj's output)
@@ -78,6 +86,7 @@ struct CausalConvParams {
   __half* out_f16 = nullptr;    // FP16 path: u as half [T, E]
   float* out_f32 = nullptr;     // INT8 path: u as float [T, E] (for the scan) …
   QuantOut quant;               // … and as INT8 (for x_proj) when quant.q is set
+  L2Span l2_ahead;              // decode (seqlen 1): weights of a later kernel to prefetch into L2
 };
 
 // After x_proj: δ|B|C → float dbc [T, R+2N] (B, C for the scan) and δ for dt_proj as half or INT8.
@@ -118,6 +127,7 @@ struct SelectiveScanParams {
   // Calibration (FP16 prefill): max|h_t[c, n]| over steps and channels folded into [N] (atomicMax
   // on the float bits, so zero it first), or null.
   float* state_absmax = nullptr;
+  L2Span l2_ahead;              // decode step (selective_scan_step_kernel.cu): weights to prefetch into L2
 };
 
 // Scope `full`'s conv input: out[t] = per-token INT8 fake quantization of x[t] (q·s, s = max|x_t|/127),
@@ -229,14 +239,6 @@ struct DecodeLinear {
   const float* wscale = nullptr;   // INT8: [out]
   const float* bias = nullptr;     // [out] or null
   float act_static_scale = 0.0f;   // INT8: > 0 → per-tensor static activation scale
-};
-
-// Bytes of a later kernel's weights that a latency-bound decode kernel bulk-prefetches into L2, its
-// blocks sharing the span, once the data it waited for is there: DRAM would idle meanwhile.
-// p and bytes are multiples of 16 (weight buffers are; the host rounds bytes down).
-struct L2Span {
-  const void* p = nullptr;
-  int64_t bytes = 0;
 };
 
 struct DecodeLayerParams {

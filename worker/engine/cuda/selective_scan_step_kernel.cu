@@ -10,6 +10,7 @@
 #include "cuda/act_io.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/kernel_params.h"
+#include "cuda/l2_prefetch.cuh"
 
 namespace mq::cuda {
 namespace {
@@ -49,6 +50,7 @@ template <ActKind kIn, StateDtype kD>
 __global__ void __launch_bounds__(kThreads) SelectiveScanStepKernel(SelectiveScanParams p) {
   __shared__ float bc[2 * kN];
   const int64_t b = blockIdx.y;  // the sequence, = its token row (L = 1)
+  PrefetchAhead(p.l2_ahead);  // the previous kernel is complete: DRAM is free for the next weights
   if (threadIdx.x < 2 * kN) bc[threadIdx.x] = p.dbc[b * p.dbc_ld + p.R + threadIdx.x];
   __syncthreads();
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
