@@ -839,19 +839,14 @@ void CudaMambaModel::SetDecodeL2Ahead() {
   const int64_t budget = DecodeL2AheadMb(options_.decode_l2_ahead_mb) << 20;
   for (size_t li = 0; li < dec_layer_.size(); ++li) {
     DecodeLayerParams& p = dec_layer_[li];
-    p.ahead_x = p.ahead_scan = L2Span{};
-    if (budget <= 0) continue;
-    const int64_t out_bytes = std::min(budget, DecodeWeightBytes(p.out_proj, p.int8, p.int4)) / 16 * 16;
-    p.ahead_x = L2Span{p.out_proj.w, out_bytes};
-    L2Span next;
+    const L2Span out{p.out_proj.w, DecodeWeightBytes(p.out_proj, p.int8, p.int4)};
+    L2Span next{dec_head_.head.w, DecodeWeightBytes(dec_head_.head, false, false)};
     if (li + 1 < dec_layer_.size()) {
       const DecodeLayerParams& q = dec_layer_[li + 1];
       next = L2Span{q.in_proj.w, DecodeWeightBytes(q.in_proj, q.int8, q.int4)};
-    } else {
-      next = L2Span{dec_head_.head.w, DecodeWeightBytes(dec_head_.head, false, false)};
     }
-    next.bytes = std::min(next.bytes, budget - out_bytes) / 16 * 16;
-    if (next.bytes > 0) p.ahead_scan = next;
+    const hd::L2AheadSpans spans = hd::PlanL2Ahead(out, next, budget);
+    p.ahead_x = spans.x, p.ahead_scan = spans.scan;
   }
 }
 

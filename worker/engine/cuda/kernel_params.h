@@ -16,6 +16,7 @@
 
 #include <cstdint>
 
+#include "cuda/l2_ahead_plan.h"  // L2Span
 #include "eval/sampling.h"
 #include "model/state_dtype.h"
 #include "util/status.h"
@@ -61,14 +62,6 @@ struct ResidualNormParams {
   __half* out_f16 = nullptr;    // [rows, ld_out] or null
   int64_t ld_out = 0;
   QuantOut quant;               // used when out_f16 is null
-};
-
-// Bytes of a later kernel's weights that a latency-bound decode kernel bulk-prefetches into L2, its
-// blocks sharing the span, once the data it waited for is there: DRAM would idle meanwhile.
-// p and bytes are multiples of 16 (weight buffers are; the host rounds bytes down).
-struct L2Span {
-  const void* p = nullptr;
-  int64_t bytes = 0;
 };
 
 // u = SiLU(causal depthwise conv(u0)) over each sequence, continuing from the conv state.

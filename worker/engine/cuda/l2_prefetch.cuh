@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "cuda/kernel_params.h"
+#include "cuda/l2_ahead_plan.h"
 
 namespace mq::cuda {
 
@@ -13,24 +13,21 @@ namespace mq::cuda {
 // multiples of 16).
 __device__ __forceinline__ void PrefetchL2(const uint8_t* p, int64_t bytes) {
   if (threadIdx.x >= 32 || bytes <= 0) return;
-  const int64_t piece = ((bytes + 31) / 32 + 15) / 16 * 16;
-  const int64_t off = static_cast<int64_t>(threadIdx.x) * piece;
-  if (off >= bytes) return;
-  const unsigned n = static_cast<unsigned>(bytes - off < piece ? bytes - off : piece);
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(n) : "memory");
+  int64_t off, n;
+  hd::L2Piece(bytes, 32, threadIdx.x, &off, &n);
+  if (n <= 0) return;
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(static_cast<unsigned>(n)) : "memory");
 }
 
-// This block's share of a later kernel's weights (the grid's blocks, x then y, split the span in
-// 16-byte multiples). Issue it once the data the kernel waited for is there: before that the
-// previous kernel is still streaming its own weights.
+// This block's share of a later kernel's weights (the grid's blocks, x then y, split the span).
+// Issue it once the data the kernel waited for is there: before that the previous kernel is still
+// streaming its own weights.
 __device__ __forceinline__ void PrefetchAhead(const L2Span& s) {
   if (s.p == nullptr || s.bytes <= 0) return;
-  const int64_t blocks = static_cast<int64_t>(gridDim.x) * gridDim.y;
-  const int64_t block = blockIdx.x + static_cast<int64_t>(gridDim.x) * blockIdx.y;
-  const int64_t share = ((s.bytes + blocks - 1) / blocks + 15) / 16 * 16;
-  const int64_t off = block * share;
-  if (off >= s.bytes) return;
-  PrefetchL2(static_cast<const uint8_t*>(s.p) + off, s.bytes - off < share ? s.bytes - off : share);
+  int64_t off, n;
+  hd::L2Piece(s.bytes, static_cast<int64_t>(gridDim.x) * gridDim.y, blockIdx.x + static_cast<int64_t>(gridDim.x) * blockIdx.y,
+              &off, &n);
+  if (n > 0) PrefetchL2(static_cast<const uint8_t*>(s.p) + off, n);
 }
 
 }  // namespace mq::cuda
