@@ -304,14 +304,12 @@ if has ahead; then
       note "ahead: layer kernels with and without look-ahead equal: ok" || note "ahead: cuda_gpu_test FAILED"
     grep -E "FAILED|Failure|Which is" "$OUT/ahead_test.log" | head -10
   fi
+  # Each run's lines are noted as it ends (a run cut off by the time limit keeps the earlier ones).
   for rep in a b; do for mb in ${AHEAD_MBS//,/ }; do
     MQ_DECODE_L2_AHEAD_MB=$mb timeout 150 "$BIN/bench/mq-bench" --shapes "${AHEAD_SHAPES:-1.4b,2.8b}" --modes int8,fp16,w4a8 \
       --decode-batches "${AHEAD_BATCHES:-1,2,4,8,16,64}" --prefill "" > "$OUT/ahead_${mb}_$rep.log" 2>&1 || note "ahead $mb$rep: FAILED"
+    while read -r l; do note "ahead$rep mb=$mb $l"; done < <(grep -h "decode_b" "$OUT/ahead_${mb}_$rep.log" | awk '{print $1, $2, $3, $4}')
   done; done
-  for mb in ${AHEAD_MBS//,/ }; do
-    while read -r l; do note "ahead mb=$mb $l"; done < <(paste -d' ' <(grep -h "decode_b" "$OUT/ahead_${mb}_a.log" | awk '{print $1, $2, $3, $4}') \
-      <(grep -h "decode_b" "$OUT/ahead_${mb}_b.log" | awk '{print $4}'))
-  done
   note "ahead stage: $((SECONDS - t1)) s"
 fi
 
