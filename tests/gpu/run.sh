@@ -297,7 +297,7 @@ fi
 if has ahead; then
   # A/B of the layer kernels' L2 look-ahead (CudaModelOptions::decode_l2_ahead_mb): the x_proj and
   # scan kernels prefetch out_proj and the next in_proj into L2; MQ_DECODE_L2_AHEAD_MB=0 is off.
-  # AHEAD_MBS (default 0,24,40), AHEAD_SHAPES (default 1.4b,2.8b), AHEAD_BATCHES (1,2,4,8,16,64), twice each.
+  # AHEAD_MBS (default 0,24,40), AHEAD_SHAPES (default 1.4b,2.8b), AHEAD_BATCHES (1,2,4,8,16,64), AHEAD_REPS (default "a b": twice each).
   t1=$SECONDS
   if ! has test; then
     timeout 200 "$BIN/tests/engine/cuda_gpu_test" --gtest_filter='*DecodeKernelsMatchPerStage*' > "$OUT/ahead_test.log" 2>&1 &&
@@ -305,7 +305,7 @@ if has ahead; then
     grep -E "FAILED|Failure|Which is" "$OUT/ahead_test.log" | head -10
   fi
   # Each run's lines are noted as it ends (a run cut off by the time limit keeps the earlier ones).
-  for rep in a b; do for mb in ${AHEAD_MBS//,/ }; do
+  for rep in ${AHEAD_REPS:-a b}; do for mb in ${AHEAD_MBS//,/ }; do
     MQ_DECODE_L2_AHEAD_MB=$mb timeout 150 "$BIN/bench/mq-bench" --shapes "${AHEAD_SHAPES:-1.4b,2.8b}" --modes int8,fp16,w4a8 \
       --decode-batches "${AHEAD_BATCHES:-1,2,4,8,16,64}" --prefill "" > "$OUT/ahead_${mb}_$rep.log" 2>&1 || note "ahead $mb$rep: FAILED"
     while read -r l; do note "ahead$rep mb=$mb $l"; done < <(grep -h "decode_b" "$OUT/ahead_${mb}_$rep.log" | awk '{print $1, $2, $3, $4}')
