@@ -3,6 +3,7 @@
 //
 //   mq-bench [--shapes 130m,370m,790m,1.4b,2.8b] [--modes fp16,int8,w4a8] [--decode-batches 1,8,64]
 //            [--prefill 1x2048,8x2048] [--model DIR ...] [--json FILE] [--compare-paths] [--skinny-ab]
+//            [--ahead-ab MB,MB...]
 //            [--state-dtype fp32|fp16|bf16|int8]
 //
 // Prints one line per measurement and writes them as JSON lines (--json). Times are CUDA-event
@@ -87,6 +88,7 @@ struct BenchOptions {
   std::vector<int64_t> decode_batches = {1, 8, 64};
   bool compare_paths = false;
   bool skinny_ab = false;  // INT8/W4A8 per-stage decode rows again with the skinny GEMM switched
+  std::vector<int64_t> ahead_mbs;  // decode rows again at each L2 look-ahead budget (MB; 0 = off)
   double copy_bw = 0;
 };
 
@@ -163,6 +165,16 @@ Status BenchModel(CudaMambaModel& m, const std::string& name, const BenchOptions
     for (int64_t B : o.decode_batches)
       if (!m.DecodesWithLayerKernels(B)) BENCH_CHECK(RunDecode(m, name, mode, B, on ? "_noskinny" : "_skinny"));
     m.SetSkinnyGemmMaxTokens(s8, s4);
+  }
+  if (!o.ahead_mbs.empty()) {
+    // The decode rows at each L2 look-ahead budget, in the same process and graphs rebuilt per
+    // budget: "_ahead<MB>" rows (CudaModelOptions::decode_l2_ahead_mb).
+    for (int64_t B : o.decode_batches)
+      for (int64_t mb : o.ahead_mbs) {
+        m.SetDecodeL2AheadMb(mb);
+        BENCH_CHECK(RunDecode(m, name, mode, B, "_ahead" + std::to_string(mb)));
+      }
+    m.SetDecodeL2AheadMb(-1);
   }
   if (o.compare_paths) {
     // The same decode steps through the other paths and launch options (B ≤ 8; the persistent
@@ -251,6 +263,17 @@ int Main(int argc, char** argv) {
     else if (a == "--model") model_dirs.push_back(next());
     else if (a == "--compare-paths") o.compare_paths = true;
     else if (a == "--skinny-ab") o.skinny_ab = true;
+    else if (a == "--ahead-ab") {
+      for (const auto& v : Split(next(), ',')) {
+        char* end = nullptr;
+        const long long mb = std::strtoll(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || mb < 0 || mb > 1024) {
+          std::fprintf(stderr, "mq-bench: --ahead-ab takes MB values in [0, 1024], got %s\n", v.c_str());
+          return 2;
+        }
+        o.ahead_mbs.push_back(mb);
+      }
+    }
     else if (a == "--state-dtype") {
       auto d = ParseStateDtype(next());
       if (!d.ok()) {
@@ -272,7 +295,7 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr, "usage: mq-bench [--shapes a,b] [--modes fp16,int8,w4a8] [--model DIR]... [--json FILE]\n"
                            "                [--decode-batches 1,8,64] [--prefill 1x2048,8x2048] [--compare-paths] [--skinny-ab]\n"
-                           "                [--state-dtype fp32|fp16|bf16|int8]\n");
+                           "                [--ahead-ab MB,MB...] [--state-dtype fp32|fp16|bf16|int8]\n");
       return 2;
     }
   }

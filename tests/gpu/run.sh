@@ -295,9 +295,11 @@ if has rowab; then
 fi
 
 if has ahead; then
-  # A/B of the layer kernels' L2 look-ahead (CudaModelOptions::decode_l2_ahead_mb): the x_proj and
-  # scan kernels prefetch out_proj and the next in_proj into L2; MQ_DECODE_L2_AHEAD_MB=0 is off.
-  # AHEAD_MBS (default 0,24,40), AHEAD_SHAPES (default 1.4b,2.8b), AHEAD_BATCHES (1,2,4,8,16,64), AHEAD_REPS (default "a b": twice each).
+  # A/B of the decode step's L2 look-ahead (CudaModelOptions::decode_l2_ahead_mb): the layer kernels'
+  # x_proj and scan kernels (the per-stage conv and scan step kernels) prefetch out_proj and the
+  # next in_proj into L2. mq-bench --ahead-ab: every batch at each budget in one process, the
+  # budgets interleaved per batch; AHEAD_MBS (default 0,24,40; 0 = off), AHEAD_SHAPES (default
+  # 1.4b,2.8b), AHEAD_BATCHES (default 1,2,4,8,16,64), AHEAD_REPS (default "a b": twice).
   t1=$SECONDS
   if ! has test; then
     timeout 200 "$BIN/tests/engine/cuda_gpu_test" --gtest_filter='*DecodeKernelsMatchPerStage*' > "$OUT/ahead_test.log" 2>&1 &&
@@ -305,11 +307,12 @@ if has ahead; then
     grep -E "FAILED|Failure|Which is" "$OUT/ahead_test.log" | head -10
   fi
   # Each run's lines are noted as it ends (a run cut off by the time limit keeps the earlier ones).
-  for rep in ${AHEAD_REPS:-a b}; do for mb in ${AHEAD_MBS//,/ }; do
-    MQ_DECODE_L2_AHEAD_MB=$mb timeout 150 "$BIN/bench/mq-bench" --shapes "${AHEAD_SHAPES:-1.4b,2.8b}" --modes int8,fp16,w4a8 \
-      --decode-batches "${AHEAD_BATCHES:-1,2,4,8,16,64}" --prefill "" > "$OUT/ahead_${mb}_$rep.log" 2>&1 || note "ahead $mb$rep: FAILED"
-    while read -r l; do note "ahead$rep mb=$mb $l"; done < <(grep -h "decode_b" "$OUT/ahead_${mb}_$rep.log" | awk '{print $1, $2, $3, $4}')
-  done; done
+  for rep in ${AHEAD_REPS:-a b}; do
+    timeout 200 "$BIN/bench/mq-bench" --shapes "${AHEAD_SHAPES:-1.4b,2.8b}" --modes int8,fp16,w4a8 \
+      --decode-batches "${AHEAD_BATCHES:-1,2,4,8,16,64}" --prefill "" --ahead-ab "$AHEAD_MBS" > "$OUT/ahead_$rep.log" 2>&1 ||
+      note "ahead $rep: FAILED"
+    while read -r l; do note "ahead$rep $l"; done < <(grep -h "_ahead" "$OUT/ahead_$rep.log" | awk '{print $1, $2, $3, $4}')
+  done
   note "ahead stage: $((SECONDS - t1)) s"
 fi
 
