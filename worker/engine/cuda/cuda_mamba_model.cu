@@ -805,8 +805,8 @@ Status CudaMambaModel::PrepareLayerKernels() {
   dec_head_.d = d_, dec_head_.eps = static_cast<float>(config_.layer_norm_epsilon);
   dec_head_.h = buf_->h.get(), dec_head_.norm_f = norm_f_.get();
   dec_head_.head.w = lm_head_.get(), dec_head_.head.ld = dp_, dec_head_.head.out = V_, dec_head_.head.in = d_;
-  SetDecodeL2Ahead();
   dec_head_.logits = logits_.get(), dec_head_.ld_logits = V_;
+  SetDecodeL2Ahead();
   return PreparePersistent();
 }
 
@@ -834,7 +834,8 @@ int64_t DecodeWeightBytes(const DecodeLinear& l, bool int8, bool int4) {
 
 // Each layer's x_proj kernel prefetches its out_proj weights and its scan kernel a prefix of the
 // next linear's (the next layer's in_proj, after the last layer the LM head), up to the budget
-// together: at batch 1 these kernels are latency-bound and leave DRAM idle (docs/benchmarks.md).
+// together: at batch 1 these kernels are latency-bound and leave DRAM idle (docs/gpu.md, "L2
+// look-ahead"). The per-stage decode path takes the same spans for its conv and scan step kernels.
 void CudaMambaModel::SetDecodeL2Ahead() {
   const int64_t budget = DecodeL2AheadMb(options_.decode_l2_ahead_mb) << 20;
   for (size_t li = 0; li < dec_layer_.size(); ++li) {

@@ -245,7 +245,7 @@ class CudaMambaModel {
   Status Tap(int64_t layer, ActivationSite site, const void* x, bool f32, int64_t ld, int64_t rows, int64_t cols);
   Status PrepareLayerKernels();
   bool UseLayerKernels(int64_t B) const;
-  void SetDecodeL2Ahead();      // the layer kernels' L2Spans (options_.decode_l2_ahead_mb)
+  void SetDecodeL2Ahead();     // each layer's decode L2Spans (options_.decode_l2_ahead_mb)
   Status PreparePersistent();  // the device layer table and work buffers of DecodePath::kPersistent
   bool UsePersistent(int64_t B) const;
   int64_t LayerKernelsMaxBatch() const;  // the option, or the default of this weight format

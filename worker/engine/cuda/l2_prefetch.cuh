@@ -1,6 +1,6 @@
 // Bulk L2 prefetches (cp.async.bulk.prefetch.L2): fire-and-forget copies from DRAM into L2 that a
 // kernel issues for weights a later kernel will stream. Used where a latency-bound kernel leaves
-// DRAM idle (the decode step's small kernels, docs/benchmarks.md "L2 look-ahead").
+// DRAM idle (the decode step's small kernels, docs/gpu.md "L2 look-ahead").
 #pragma once
 
 #include <cstdint>
