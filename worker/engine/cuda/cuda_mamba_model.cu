@@ -825,11 +825,8 @@ int64_t DecodeL2AheadMb(int64_t option) {
   return env;
 }
 
-// Bytes of a decode linear's weights as its kernels stream them (FP16, INT8 or packed 4-bit rows).
-int64_t DecodeWeightBytes(const DecodeLinear& l, bool int8, bool int4) {
-  const int64_t row = int4 ? l.ld / 2 : int8 ? l.ld : 2 * l.ld;
-  return row * l.out;
-}
+// Bytes of a decode linear's weights as its kernels stream them.
+int64_t DecodeWeightBytes(const DecodeLinear& l, bool int8, bool int4) { return DecodeRowBytes(l.ld, int8, int4) * l.out; }
 }  // namespace
 
 // Each layer's x_proj kernel prefetches its out_proj weights and its scan kernel a prefix of the

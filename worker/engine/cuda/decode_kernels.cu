@@ -223,11 +223,6 @@ __device__ __forceinline__ float ConvU(const DecodeLayerParams& p, int b, int64_
 
 template <bool kInt8>
 constexpr int kElem = kInt8 ? 1 : 2;
-// Bytes of a weight row of ld elements: FP16, INT8 or (kW4) packed 4-bit.
-template <bool kInt8, bool kW4>
-__host__ __device__ constexpr int64_t WeightRowBytes(int64_t ld) {
-  return kW4 ? ld / 2 : ld * kElem<kInt8>;
-}
 
 // The dynamic shared memory of a GEMV kernel: activations [kB][act_ld bytes], `floats` of scratch,
 // the partial sums and the row constants (the layout RedBytes sizes on the host). Construction also
@@ -276,7 +271,7 @@ __global__ void __launch_bounds__(kThreads, 2) NormGemvKernel(NormGemvArgs a, Ge
   __shared__ double dscr[32];
   __shared__ float fscr[32];
   const int act_ld = static_cast<int>(a.lin.ld) * kElem<kInt8>;
-  const int64_t w_ld = WeightRowBytes<kInt8, kW4>(a.lin.ld);
+  const int64_t w_ld = DecodeRowBytes(a.lin.ld, kInt8, kW4);
   const GemvSmem<kInt8, kB> sm(smem, g, a.lin, act_ld, w_ld, 2 * hd::RoundUp(a.d, 4), a.prefetch);
   float* s_gamma = sm.buf + hd::RoundUp(a.d, 4);  // [d]
   if (threadIdx.x < kB) s_umax[threadIdx.x] = 0u;
@@ -315,7 +310,7 @@ __global__ void __launch_bounds__(kThreads, 2) ConvXProjKernel(DecodeLayerParams
   __shared__ float s_scale[kB];
   const DecodeLinear& lin = p.x_proj;
   const int act_ld = static_cast<int>(lin.ld) * kElem<kInt8>;
-  const int64_t w_ld = WeightRowBytes<kInt8, kW4>(lin.ld);
+  const int64_t w_ld = DecodeRowBytes(lin.ld, kInt8, kW4);
   const GemvSmem<kInt8, kB> sm(smem, g, lin, act_ld, w_ld, hd::RoundUp(p.E, 4), p.l2_prefetch);
   BlockGemv<AccT<kInt8>, kB, kW4>(g, lin.w, w_ld, sm.act, act_ld, p.B, sm.red, [&] {
     PdlWait();
@@ -355,7 +350,7 @@ __global__ void __launch_bounds__(kScanThreads) DtScanKernel(DecodeLayerParams p
   const bool active = c < p.E;  // E is a multiple of 16: inactive channels fill whole warps
   const int64_t cc = active ? c : 0;
   using W = WChunk<kW4>;
-  const uint8_t* wrow = static_cast<const uint8_t*>(lin.w) + cc * WeightRowBytes<kInt8, kW4>(lin.ld);
+  const uint8_t* wrow = static_cast<const uint8_t*>(lin.w) + cc * DecodeRowBytes(lin.ld, kInt8, kW4);
   const int dt_chunks = act_ld / 16;
   typename W::T wdt[kDtChunksPerLane];
 #pragma unroll
@@ -516,7 +511,7 @@ __global__ void __launch_bounds__(kThreads, 2) OutProjKernel(DecodeLayerParams p
   const DecodeLinear& lin = p.out_proj;
   const int act_ld = static_cast<int>(lin.ld) * kElem<kInt8>;
   const int64_t E = p.E;
-  const int64_t w_ld = WeightRowBytes<kInt8, kW4>(lin.ld);
+  const int64_t w_ld = DecodeRowBytes(lin.ld, kInt8, kW4);
   const GemvSmem<kInt8, kB> sm(smem, g, lin, act_ld, w_ld, kInt8 ? 0 : hd::RoundUp(E, 4), p.l2_prefetch);
   BlockGemv<AccT<kInt8>, kB, kW4>(g, lin.w, w_ld, sm.act, act_ld, p.B, sm.red, [&] {
     PdlWait();

@@ -80,7 +80,9 @@ MQ_HD float MixOutput(const float* x, const int8_t* coef, int m, int p, int o, i
 template <int kNpt>
 MQ_HD float ScanStep(float* h, const float* a2, float dt, float dtu, const float* b, const float* c) {
   float acc = 0.0f;
+#if defined(__CUDACC__)  // as cuda_vim_math.h: host compilers warn on it
 #pragma unroll
+#endif
   for (int k = 0; k < kNpt; ++k) {
 #if defined(__CUDA_ARCH__)
     float decay;  // MUFU.EX2 directly (exp2f adds denormal handling the decay never needs)

@@ -234,6 +234,12 @@ struct DecodeLinear {
   float act_static_scale = 0.0f;   // INT8: > 0 → per-tensor static activation scale
 };
 
+// Bytes of a decode weight row of ld elements as the kernels stream it: packed 4-bit (int4), INT8
+// or FP16. The one definition for the decode kernels and the host's L2 look-ahead spans.
+__host__ __device__ constexpr int64_t DecodeRowBytes(int64_t ld, bool int8, bool int4) {
+  return int4 ? ld / 2 : int8 ? ld : 2 * ld;
+}
+
 struct DecodeLayerParams {
   bool int8 = false;               // INT8 linears with per-token INT8 activations; else FP16
   bool int4 = false;               // with int8: the four linears' weights packed 4-bit (W4A8)
