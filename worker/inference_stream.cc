@@ -69,7 +69,13 @@ size_t InferenceStream::Drain(std::chrono::steady_clock::time_point deadline) {
   // Done when no call runs and their last events have left (the final token of a generation is
   // queued just before its call ends): the stream closes right after.
   cv_.wait_until(l, deadline, [&] { return (calls_.empty() && outbox_.empty() && !writing_batch_) || !open_ || stopping_; });
-  return calls_.size();
+  const size_t left = calls_.size();
+  if (left == 0 && open_ && !stopping_) {
+    closing_ = true;
+    cv_.notify_all();
+    cv_.wait_until(l, deadline, [&] { return !open_ || stopping_; });
+  }
+  return left;
 }
 
 WorkerLoad InferenceStream::CurrentLoad() {
@@ -89,7 +95,7 @@ void InferenceStream::Run() {
   for (;;) {
     {
       std::lock_guard<std::mutex> l(mu_);
-      if (stopping_) return;
+      if (stopping_ || closing_) return;  // closing_: drained; the process is about to leave
     }
     const std::string id = worker_id_();
     if (!id.empty()) {
@@ -147,7 +153,7 @@ void InferenceStream::Serve(const std::string& worker_id) {
   bool stopping;
   {
     std::lock_guard<std::mutex> l(mu_);
-    stopping = stopping_;
+    stopping = stopping_ || closing_;
   }
   if (st.error_code() == grpc::StatusCode::FAILED_PRECONDITION && !preload_.empty() && on_fatal_) {
     on_fatal_(st.error_message());  // an unknown --preload model: retrying cannot help
@@ -163,8 +169,9 @@ void InferenceStream::WriterLoop(Stream* stream, grpc::ClientContext* ctx, const
     bool report = false;
     {
       std::unique_lock<std::mutex> l(mu_);
-      cv_.wait_until(l, next_report, [&] { return !open_ || stopping_ || !outbox_.empty() || load_changed_; });
+      cv_.wait_until(l, next_report, [&] { return !open_ || stopping_ || closing_ || !outbox_.empty() || load_changed_; });
       if (!open_ || stopping_) break;
+      if (closing_ && outbox_.empty()) break;  // everything queued is written: half-close
       batch.swap(outbox_);
       writing_batch_ = !batch.empty();
       if (load_changed_ || std::chrono::steady_clock::now() >= next_report) {

@@ -38,7 +38,10 @@ class InferenceStream {
   void Start();
   // Shutdown, first half: tells the server this worker is draining (no new calls are routed to
   // it) and waits until the calls in flight have ended or `deadline` passes. Returns how many were
-  // still running then (Stop cancels them).
+  // still running then (Stop cancels them). When none is left it then closes the stream the
+  // orderly way (WritesDone, and waits for the server's end of it, within the same deadline): a
+  // write that succeeded is only in gRPC's buffer, and cancelling the stream at once could drop the
+  // last tokens of a call that finished here (the server would fail that call as lost).
   size_t Drain(std::chrono::steady_clock::time_point deadline);
   // Closes the stream, cancels the calls in flight and shuts the ModelHost down (its engines call
   // this stream's sinks, so they must stop first).
@@ -82,6 +85,7 @@ class InferenceStream {
   bool stopping_ = false;
   bool draining_ = false;                   // reported with every load report from Drain on
   bool open_ = false;                       // a stream is open and accepting writes
+  bool closing_ = false;                    // drained: the writer half-closes once outbox_ is empty; no reconnect
   std::deque<mambaquant::v1::ServeUp> outbox_;
   bool writing_batch_ = false;              // the writer holds messages taken from outbox_ not yet written
   bool load_changed_ = false;
