@@ -806,6 +806,10 @@ TEST(InferenceDrain, SigtermLetsRunningGenerationsFinish) {
   EXPECT_EQ(tokens, 4000);
   EXPECT_EQ(c.worker(w).Wait(absl::Seconds(30)), 0) << c.WorkerLog(w);
   EXPECT_NE(c.WorkerLog(w).find("drained; leaving"), std::string::npos) << c.WorkerLog(w);
+  // It left by closing its stream the orderly way: no reconnect attempt, and the server failed
+  // no call as lost when it detached.
+  EXPECT_EQ(c.WorkerLog(w).find("reconnecting"), std::string::npos) << c.WorkerLog(w);
+  EXPECT_NE(c.ServerLog().find("calls_failed=0"), std::string::npos) << c.ServerLog();
 }
 
 }  // namespace
