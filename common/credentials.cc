@@ -1,5 +1,7 @@
 #include "credentials.h"
 
+#include "grpc_limits.h"
+
 #include <cstdlib>
 
 #include <grpcpp/create_channel.h>
@@ -33,9 +35,8 @@ absl::StatusOr<std::string> ResolveToken(const std::string& flag_value, const st
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target,
                                                            const ClientTlsOptions& tls) {
   grpc::ChannelArguments args;
-  // Chunks are at most 4 MiB of payload; leave room for framing.
-  args.SetMaxReceiveMessageSize(8 << 20);
-  args.SetMaxSendMessageSize(8 << 20);
+  args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   // Reconnect quickly after a server restart: the default backoff grows to two minutes, longer
   // than a worker lease. GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is left at its default: gRPC uses it

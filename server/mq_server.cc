@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "log.h"
+#include "grpc_limits.h"
 #include "rpc_metrics_interceptor.h"
 #include "schema_migrations.h"
 
@@ -139,8 +140,7 @@ absl::Status MqServer::Init() {
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen, *creds, &port_);
   if (worker_port) builder.AddListeningPort(options_.worker_listen, worker_creds, &worker_port_);
-  builder.SetMaxReceiveMessageSize(8 << 20);
-  builder.SetMaxSendMessageSize(8 << 20);
+  ApplyServerLimits(&builder);
   // A fixed HTTP/2 receive window instead of the bandwidth-delay probe: the probe grows a fast
   // stream's window to tens of MB, all of which is buffered in the server whenever the handler
   // (writing an upload to disk) falls behind the socket — measured 70–100 MB of RSS for one 1 GiB
@@ -167,6 +167,7 @@ absl::Status MqServer::Init() {
   // kubelet's). It carries no API and mirrors the API port's health.
   if (!options_.health_listen.empty()) {
     grpc::ServerBuilder health_builder;
+    ApplyServerLimits(&health_builder);
     health_builder.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(), &health_port_);
     health_server_ = health_builder.BuildAndStart();
     if (health_server_ == nullptr || health_port_ == 0) {

@@ -23,6 +23,7 @@
 #include "flag_names.h"
 #include "device_info.h"
 #include "file_util.h"
+#include "grpc_limits.h"
 #include "inference_stream.h"
 #include "log.h"
 #include "model_host.h"
@@ -206,6 +207,7 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  mq::ApplyServerLimits(&builder);
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *own_creds, &port);
   std::unique_ptr<grpc::Server> health_server = builder.BuildAndStart();

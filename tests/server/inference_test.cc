@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cluster.h"
+#include "health_probe.grpc.pb.h"
 #include "mambaquant/v1/inference.grpc.pb.h"
 
 namespace mq::test {
@@ -810,6 +811,51 @@ TEST(InferenceDrain, SigtermLetsRunningGenerationsFinish) {
   // no call as lost when it detached.
   EXPECT_EQ(c.WorkerLog(w).find("reconnecting"), std::string::npos) << c.WorkerLog(w);
   EXPECT_NE(c.ServerLog().find("calls_failed=0"), std::string::npos) << c.ServerLog();
+}
+
+}  // namespace
+}  // namespace mq::test
+
+namespace mq::test {
+namespace {
+
+// gRPC 1.51 inflates a compressed message whole before comparing it with the 8 MiB limit: a
+// ~1 MB gzip request once made the server allocate 1 GiB, without a token on the health service.
+// The server takes no compressed message (ApplyServerLimits); a client that compresses is told so
+// before its message is read, and uncompressed calls on the same channel are unaffected.
+TEST(MessageLimits, CompressedRequestsAreRefusedBeforeInflating) {
+  Cluster c;
+  c.StartServer();
+  const int64_t hwm_before = ProcStatusKb(c.server().pid(), "VmHWM");
+  auto channel = grpc::CreateChannel(c.address(), grpc::InsecureChannelCredentials());
+  // 256 MiB of one byte: ~256 KB on the wire once gzipped.
+  GenerateRequest big = TextRequest(std::string(256u << 20, 'a'), 1);
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_compression_algorithm(GRPC_COMPRESS_GZIP);
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    auto stub = InferenceService::NewStub(channel);
+    auto reader = stub->Generate(&ctx, big);
+    GenerateResponse resp;
+    while (reader->Read(&resp)) {
+    }
+    const grpc::Status st = reader->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNIMPLEMENTED) << st.error_message();
+    EXPECT_NE(st.error_message().find("gzip"), std::string::npos) << st.error_message();
+  }
+  {
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_compression_algorithm(GRPC_COMPRESS_DEFLATE);
+    const grpc::Status st = grpc::health::v1::Health::NewStub(channel)->Check(&ctx, req, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNIMPLEMENTED) << st.error_message();
+  }
+  EXPECT_EQ(HealthStatus(c.address(), ""), 1);  // SERVING: uncompressed calls still work
+  const int64_t hwm_after = ProcStatusKb(c.server().pid(), "VmHWM");
+  ASSERT_GT(hwm_before, 0);
+  // Inflating even one of the requests would have added 256 MiB.
+  EXPECT_LT(hwm_after - hwm_before, 64 << 10) << hwm_before << " → " << hwm_after << " KiB";
 }
 
 }  // namespace
