@@ -128,7 +128,12 @@ absl::StatusOr<float> FloatParameter(const std::string& name, const InferParamet
       const double d = p.double_param();
       if (std::isfinite(d) && std::fabs(d) > std::numeric_limits<float>::max())
         return Invalid(absl::StrCat("parameter ", name, " = ", d, " is out of range (beyond a 32-bit float)"));
-      return static_cast<float>(d);
+      // Nor may a nonzero value round to zero: 0 means "off" for top_p and the penalties, and a
+      // negative one would become -0 and pass the fields' sign checks.
+      const float f = static_cast<float>(d);
+      if (d != 0.0 && f == 0.0f)
+        return Invalid(absl::StrCat("parameter ", name, " = ", d, " is out of range (rounds to 0 as a 32-bit float)"));
+      return f;
     }
     case InferParameter::kInt64Param: return static_cast<float>(p.int64_param());
     case InferParameter::kUint64Param: return static_cast<float>(p.uint64_param());

@@ -123,6 +123,29 @@ TEST(TokenSamplerTest, RepetitionPenaltyDividesPositiveMultipliesNegative) {
   }
 }
 
+// A penalty near 0 (allowed: (0, 10]) takes positive logits past the largest float: they saturate
+// there, so the draw stays a draw (it was NaN, and the seed was ignored), among the saturated ones.
+TEST(TokenSamplerTest, TinyRepetitionPenaltySaturatesInsteadOfOverflowing) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.repetition_penalty = 1e-45f;
+  const std::vector<float> logits = {-1.0f, 5.0f, 3.0f, 9.0f, -kInf};
+  std::set<int32_t> seen;
+  for (uint64_t seed = 0; seed < 64; ++seed) {
+    TokenSampler s(p, seed, 5, {1, 2, 4});
+    auto c = s.Next(logits.data(), {}, 2);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_TRUE(c->token == 1 || c->token == 2) << c->token;  // 9 of token 3 is far below
+    EXPECT_TRUE(std::isfinite(c->logprob));                     // the model's, not the penalized one
+    seen.insert(c->token);
+  }
+  EXPECT_EQ(seen.size(), 2u);  // the seed matters again
+  // Greedy: the lowest id among the saturated; the banned (-inf) prompt token 4 stays out.
+  p.temperature = 0.0f;
+  TokenSampler g(p, 0, 5, {1, 2, 4});
+  EXPECT_EQ(Pick(g, logits), 1);
+}
+
 TEST(TokenSamplerTest, RepetitionPenaltyCountsOutputOnceWhateverTheCount) {
   SamplingParams p;
   p.repetition_penalty = 2.0f;

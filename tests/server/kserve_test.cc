@@ -402,6 +402,24 @@ TEST_F(KServeTest, WrongDatatypeShapeOrDataIsInvalidArgument) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_NE(s.error_message().find("temperature = 1e+300 is out of range"), std::string::npos) << s.error_message();
   }
+  // Nor may a nonzero double round to 0 (top_p 1e-300 became "off"; -1e-300 became -0 and passed
+  // the sign checks); a tiny value a float holds (a subnormal) still passes.
+  for (const auto& [name, v] : std::vector<std::pair<std::string, double>>{
+           {"top_p", 1e-300}, {"repetition_penalty", 1e-300}, {"repetition_penalty", -1e-300}, {"temperature", -1e-300}}) {
+    ModelInferRequest r = MakeRequest(ids, true);
+    (*r.mutable_parameters())[name].set_double_param(v);
+    ModelInferResponse resp;
+    grpc::Status s = Infer(*stub_, r, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << name << " " << v;
+    EXPECT_NE(s.error_message().find("rounds to 0"), std::string::npos) << s.error_message();
+  }
+  {
+    ModelInferRequest r = MakeRequest(ids, true);
+    (*r.mutable_parameters())["top_p"].set_double_param(1e-40);
+    ModelInferResponse resp;
+    grpc::Status s = Infer(*stub_, r, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
   ModelInferRequest unknown = MakeRequest(ids, true);
   unknown.set_model_name("no-such-model");
   ModelInferResponse resp;

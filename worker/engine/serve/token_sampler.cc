@@ -199,7 +199,16 @@ float TokenSampler::Prepare(const float* logits, const std::vector<int32_t>& ban
 
   if (repetition_) {
     const float p = params_.repetition_penalty;
-    const auto apply = [&](int32_t t) { w[t] = w[t] > 0 ? w[t] / p : w[t] * p; };
+    // Saturated at the largest float: a penalty near 0 (1e-45 is inside (0, 10]) takes a positive
+    // logit past it, and a +inf weight makes the draw NaN (the seed was then ignored). The quotient
+    // and product in double, rounded once, equal float arithmetic wherever that does not overflow.
+    // -inf (banned, NaN) stays -inf.
+    constexpr double kMax = std::numeric_limits<float>::max();
+    const auto apply = [&](int32_t t) {
+      if (!(w[t] > -kInf)) return;
+      const double v = w[t] > 0 ? static_cast<double>(w[t]) / p : static_cast<double>(w[t]) * p;
+      w[t] = static_cast<float>(std::clamp(v, -kMax, kMax));
+    };
     for (const int32_t t : prompt_ids_) apply(t);
     for (const auto& [t, count] : generated_)
       if (!std::binary_search(prompt_ids_.begin(), prompt_ids_.end(), t)) apply(t);
