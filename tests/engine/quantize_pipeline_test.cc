@@ -253,6 +253,22 @@ TEST(MqEngineCliTest, TokenizeGenerateAndErrors) {
   auto d = testing::RunCommand(bin + " tokenize --model " + model + " --decode " + id_list);
   EXPECT_EQ(d.exit_code, 0);
   EXPECT_EQ(d.output, "Hello world\n");
+  // Plain --decode prints every byte of the text, NUL included (it stopped at the first NUL).
+  {
+    const std::string path = ::testing::TempDir() + "/nul.txt";
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::fwrite("a\0b\0\0c", 1, 6, f);
+    std::fclose(f);
+    auto e = testing::RunCommand(bin + " tokenize --model " + model + " --file " + path + " --json");
+    ASSERT_EQ(e.exit_code, 0) << e.output;
+    std::string nul_ids;
+    const nlohmann::json encoded = nlohmann::json::parse(e.output);
+    for (auto& i : encoded["ids"]) nul_ids += std::to_string(i.get<int>()) + ",";
+    auto plain = testing::RunCommand(bin + " tokenize --model " + model + " --decode " + nul_ids);
+    ASSERT_EQ(plain.exit_code, 0) << nul_ids << ": " << plain.output;
+    EXPECT_EQ(plain.output, std::string("a\0b\0\0c\n", 7));
+  }
   auto g = testing::RunCommand(bin + " generate --model " + model + " --prompt 'The cat' --max-tokens 8 --json");
   ASSERT_EQ(g.exit_code, 0) << g.output;
   EXPECT_LE(nlohmann::json::parse(g.output)["ids"].size(), 8u);

@@ -51,7 +51,9 @@ int RunTokenizeCommand(const std::vector<std::string>& args) {
     if (cl->Has("json")) {
       std::printf("%s\n", nlohmann::json({{"ids", *ids}, {"text", *text}}).dump().c_str());
     } else {
-      std::printf("%s\n", text->c_str());
+      // The text's bytes as they are: it may hold NUL (a token can decode to one).
+      std::fwrite(text->data(), 1, text->size(), stdout);
+      std::fputc('\n', stdout);
     }
     return 0;
   }
