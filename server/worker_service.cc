@@ -28,6 +28,21 @@ namespace {
 
 constexpr size_t kMaxReportBytes = 1 << 20;
 constexpr size_t kMaxMessageBytes = 1024;
+
+// Errors of committing a job's result that no retry can change (as opposed to UNAVAILABLE,
+// INTERNAL, ABORTED: the database or the disk may come back).
+bool ResultRefused(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:     // the export fails the model check
+    case absl::StatusCode::kFailedPrecondition:  // its files are incomplete
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kResourceExhausted:   // the output name has no version left, or no room
+    case absl::StatusCode::kOutOfRange:
+      return true;
+    default:
+      return false;
+  }
+}
 constexpr size_t kMaxErrorBytes = 4096;
 constexpr double kMaxEtaSeconds = 30.0 * 24 * 3600;
 
@@ -256,6 +271,19 @@ grpc::ServerReadReactor<UploadChunk>* WorkerServiceImpl::UploadResultChunks(grpc
                                  });
 }
 
+absl::Status WorkerServiceImpl::FinishWithoutResult(const std::string& worker_id, const std::string& job_id,
+                                                    JobState outcome, const std::string& error,
+                                                    const std::string& result_upload_id, absl::Time now, Job* finished) {
+  absl::Status s = deps_.registry_store->db()->Transaction([&](SqliteTx& tx) -> absl::Status {
+    auto f = deps_.jobs->FinishTx(tx, worker_id, job_id, outcome, error.substr(0, kMaxErrorBytes), "", now);
+    if (!f.ok()) return f.status();
+    *finished = *std::move(f);
+    return absl::OkStatus();
+  });
+  if (s.ok() && !result_upload_id.empty()) (void)deps_.uploads->Abort(result_upload_id);
+  return s;
+}
+
 grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerContext* ctx, const FinishJobRequest* req,
                                                        FinishJobResponse* resp) {
   absl::Status s = ValidateWorkerId(req->worker_id());
@@ -348,16 +376,20 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::FinishJob(grpc::CallbackServerConte
       return absl::OkStatus();
     };
     auto artifact = deps_.registry->CommitUpload(req->result_upload_id(), now, hooks);
-    if (!artifact.ok()) return Reply(ctx, artifact.status());
+    if (!artifact.ok() && !ResultRefused(artifact.status())) return Reply(ctx, artifact.status());
+    if (!artifact.ok()) {
+      // The registry will never take this result (the output name has no version left, the
+      // export fails the model check, ...): a worker retrying would hold the job RUNNING, and
+      // its slot, for ever. The job fails here, saying why.
+      s = FinishWithoutResult(req->worker_id(), req->job_id(), JOB_STATE_FAILED,
+                              absl::StrCat("the result could not be registered: ", artifact.status().ToString()),
+                              req->result_upload_id(), now, &finished);
+      if (!s.ok()) return Reply(ctx, s);
+    }
   } else {
-    s = deps_.registry_store->db()->Transaction([&](SqliteTx& tx) -> absl::Status {
-      auto f = deps_.jobs->FinishTx(tx, req->worker_id(), req->job_id(), req->outcome(), req->error(), "", now);
-      if (!f.ok()) return f.status();
-      finished = *std::move(f);
-      return absl::OkStatus();
-    });
+    s = FinishWithoutResult(req->worker_id(), req->job_id(), req->outcome(), req->error(), req->result_upload_id(), now,
+                            &finished);
     if (!s.ok()) return Reply(ctx, s);
-    if (!req->result_upload_id().empty()) (void)deps_.uploads->Abort(req->result_upload_id());
   }
   Log(LogLevel::kInfo, "job finished")
       .Kv("job", finished.id()).Kv("state", JobStateName(finished.state())).Kv("worker", req->worker_id())

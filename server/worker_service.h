@@ -36,6 +36,10 @@ class WorkerServiceImpl final : public mambaquant::v1::WorkerService::CallbackSe
  private:
   // The caller must be the identity `worker_id` is bound to (binding it when unbound).
   absl::Status ClaimWorker(const grpc::CallbackServerContext& ctx, const std::string& worker_id);
+  // Ends the job in `outcome` with no result registered (and drops the result upload, if any).
+  absl::Status FinishWithoutResult(const std::string& worker_id, const std::string& job_id,
+                                   mambaquant::v1::JobState outcome, const std::string& error,
+                                   const std::string& result_upload_id, absl::Time now, mambaquant::v1::Job* finished);
 
   ServiceDeps deps_;
   WorkerOwnership owners_;

@@ -321,5 +321,31 @@ TEST(ControlPlaneDefects, AJobWaitingForAnAbsentBackendSaysSo) {
   EXPECT_NE(out.find("none is registered"), std::string::npos) << out;
 }
 
+// A result the registry can never take (here: its output name reached the last version while the
+// job was queued) once kept the job RUNNING and its worker's one job slot taken for 30 minutes of
+// FinishJob retries, and CancelJob could not end it. The server now fails the job, saying why,
+// and the worker goes on to the next job.
+TEST(ControlPlaneDefects, AResultTheRegistryRefusesFailsTheJobAndFreesTheWorker) {
+  Cluster cluster;
+  cluster.StartServer();
+  cluster.UploadBundled();
+  Job first;
+  ASSERT_TRUE(Submit(cluster, "mamba-tiny", "vmax", &first).ok());
+  // While it waits for a worker, its output name gets the last version there is.
+  ASSERT_EQ(cluster.Mqctl({"models", "upload", SourceDir() + "/models/mamba-tiny", "--name", "vmax", "--version", "2147483647"}), 0);
+  cluster.StartWorker({"--max-jobs", "1"});
+  const Job done = cluster.WaitJob(first.id(), absl::Seconds(120), [](const Job& j) { return IsTerminalState(j.state()); });
+  EXPECT_EQ(done.state(), JOB_STATE_FAILED) << done.DebugString() << cluster.WorkerLog(0);
+  EXPECT_NE(done.error().find("the result could not be registered"), std::string::npos) << done.error();
+  EXPECT_NE(done.error().find("2147483647"), std::string::npos) << done.error();
+  EXPECT_TRUE(done.result_model().empty());
+  // The worker is free: the next job runs to the end on it.
+  Job second;
+  ASSERT_TRUE(Submit(cluster, "mamba-tiny", "fine", &second).ok());
+  const Job ok = cluster.WaitJob(second.id(), absl::Seconds(120), [](const Job& j) { return IsTerminalState(j.state()); });
+  EXPECT_EQ(ok.state(), JOB_STATE_SUCCEEDED) << ok.DebugString() << cluster.WorkerLog(0);
+  EXPECT_EQ(ok.result_model(), "fine:1");
+}
+
 }  // namespace
 }  // namespace mq::test
