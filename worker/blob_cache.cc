@@ -37,7 +37,29 @@ absl::StatusOr<std::string> BlobCache::Get(const mambaquant::v1::FileEntry& file
   const std::string path = PathFor(file.sha256());
   absl::MutexLock digest_lock(DigestMutex(file.sha256()));
   auto size = FileSize(path);
-  if (size.ok() && *size == file.size()) {
+  bool verified = false;
+  {
+    absl::MutexLock lock(&mu_);
+    verified = verified_.count(file.sha256()) > 0;
+  }
+  if (size.ok() && *size == file.size() && !verified) {
+    // A file of the right size may still hold other bytes (a disk error, a hand edit, a cache
+    // directory shared by mistake): it was served and quantized as is. Its digest is checked
+    // once a process (the first use after a restart) and a mismatch is fetched again.
+    auto digest = Sha256File(path);
+    if (digest.ok() && *digest == file.sha256()) {
+      verified = true;
+      absl::MutexLock lock(&mu_);
+      verified_.insert(file.sha256());
+    } else {
+      Log(LogLevel::kWarning, "cached file does not match its digest; fetching it again")
+          .Kv("sha256", file.sha256()).Kv("error", digest.ok() ? std::string("other bytes") : digest.status().ToString());
+      ++corrupt_;
+      if (::unlink(path.c_str()) != 0) return absl::InternalError(absl::StrCat("cannot remove the corrupt cached file ", file.sha256()));
+      size = absl::NotFoundError("removed");
+    }
+  }
+  if (size.ok() && *size == file.size() && verified) {
     ++hits_;
     ::utime(path.c_str(), nullptr);  // recency for eviction
     if (progress) progress(file.size(), file.size());
@@ -53,6 +75,10 @@ absl::StatusOr<std::string> BlobCache::Get(const mambaquant::v1::FileEntry& file
     if (progress) progress(done, total);
   });
   if (!s.ok()) return s;
+  {
+    absl::MutexLock lock(&mu_);
+    verified_.insert(file.sha256());  // DownloadToFile checked the digest of what it wrote
+  }
   return path;
 }
 
@@ -93,6 +119,7 @@ void BlobCache::Trim() {
     if (total <= max_bytes_) break;
     if (pins_.count(e.digest)) continue;
     if (::unlink(e.path.c_str()) == 0) {
+      verified_.erase(e.digest);
       total -= e.size;
       Log(LogLevel::kInfo, "cache evicted").Kv("sha256", e.digest).Kv("bytes", e.size);
     }

@@ -39,6 +39,8 @@ class BlobCache {
   uint64_t misses() const { return misses_.load(); }
   // Bytes downloaded from the server (cache misses only; a hit transfers nothing).
   uint64_t fetched_bytes() const { return fetched_bytes_.load(); }
+  // Cached files found not to match their digest (removed and fetched again).
+  uint64_t corrupt() const { return corrupt_.load(); }
 
  private:
   BlobCache(std::string dir, uint64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {}
@@ -49,9 +51,11 @@ class BlobCache {
   std::atomic<uint64_t> hits_{0};
   std::atomic<uint64_t> misses_{0};
   std::atomic<uint64_t> fetched_bytes_{0};
+  std::atomic<uint64_t> corrupt_{0};
   absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<absl::Mutex>> downloading_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> pins_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> verified_ ABSL_GUARDED_BY(mu_);  // digests checked (or downloaded) by this process
 };
 
 }  // namespace mq::worker

@@ -2,6 +2,8 @@
 // fake: progress events, cancellation, failures, results. Independent of the numerical engine.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <grpcpp/create_channel.h>
 #include <nlohmann/json.hpp>
 
@@ -10,6 +12,7 @@
 #include "cluster.h"
 #include "fake_job_executor.h"
 #include "grpc_status.h"
+#include "sha256.h"
 #include "worker_agent.h"
 
 namespace mq::test {
@@ -146,6 +149,51 @@ TEST_F(JobLifecycleTest, CachedBlobsAreFetchedOnce) {
   }
   EXPECT_EQ(cache_->misses(), 7u);  // 5 model files + calib + eval, the first time only
   EXPECT_EQ(cache_->hits(), 7u);
+}
+
+// A cached file of the right size but other bytes (a disk error, a hand edit) was served and
+// quantized as is: its digest is now checked on its first use by a process, and it is fetched again.
+TEST_F(JobLifecycleTest, ACorruptCachedFileIsFetchedAgainAfterARestart) {
+  agent_->Start();
+  std::string id = Submit();
+  ASSERT_EQ(cluster_.WaitJob(id, absl::Seconds(30), [](const Job& j) { return IsTerminalState(j.state()); }).state(),
+            JOB_STATE_SUCCEEDED);
+  // The calibration text: overwrite bytes in the middle, keeping the size.
+  GetArtifactRequest get;
+  get.set_kind(ARTIFACT_KIND_DATASET);
+  get.set_ref("calib");
+  Artifact artifact;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(cluster_.registry().GetArtifact(&ctx, get, &artifact).ok());
+  }
+  ASSERT_EQ(artifact.files_size(), 1);
+  const std::string digest = artifact.files(0).sha256();
+  const std::string path = cache_->PathFor(digest);
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good()) << path;
+    f.seekp(100);
+    f.write("CORRUPTED", 9);
+  }
+  ASSERT_NE(*Sha256File(path), digest);
+  // The worker restarts on the same cache directory.
+  agent_->Shutdown();
+  cache_ = *worker::BlobCache::Open(cluster_.dir().Sub("cache"), 0);
+  worker::WorkerOptions options;
+  options.name = "restarted";
+  options.backend = "cpu";
+  options.work_dir = cluster_.dir().Sub("jobs");
+  options.poll_wait_seconds = 2;
+  agent_ = std::make_unique<worker::WorkerAgent>(options, &server_, cache_.get(), &executor_, nullptr);
+  agent_->Start();
+  id = Submit();
+  ASSERT_EQ(cluster_.WaitJob(id, absl::Seconds(30), [](const Job& j) { return IsTerminalState(j.state()); }).state(),
+            JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(cache_->corrupt(), 1u);
+  EXPECT_EQ(cache_->misses(), 1u);  // the corrupt file only
+  EXPECT_EQ(cache_->hits(), 6u);
+  EXPECT_EQ(*Sha256File(path), digest);
 }
 
 }  // namespace
