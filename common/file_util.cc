@@ -38,6 +38,20 @@ absl::Status MakeDirs(const std::string& path) {
   return absl::OkStatus();
 }
 
+absl::Status ProbeWritable(const std::string& dir) {
+  absl::Status s = MakeDirs(dir);
+  if (!s.ok()) return s;
+  std::string path = JoinPath(dir, ".write-probe-XXXXXX");
+  ScopedFd fd(::mkstemp(path.data()));
+  if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("create a file in ", dir));
+  const char byte = 0;
+  const bool wrote = ::write(fd.get(), &byte, 1) == 1;
+  const int write_errno = errno;
+  ::unlink(path.c_str());
+  if (!wrote) return ErrnoStatus(write_errno, absl::StrCat("write a file in ", dir));
+  return absl::OkStatus();
+}
+
 absl::Status FsyncDir(const std::string& dir) {
   ScopedFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid()) return ErrnoStatus(errno, absl::StrCat("open dir ", dir));

@@ -47,6 +47,9 @@ absl::Status ErrnoStatus(int err, absl::string_view what);
 // mkdir -p.
 absl::Status MakeDirs(const std::string& path);
 absl::Status FsyncDir(const std::string& dir);
+// Creates `dir` if needed, then creates, writes and removes a small file in it: whether files can
+// be written there now (a read-only remount, a full disk, lost permissions), not only at startup.
+absl::Status ProbeWritable(const std::string& dir);
 absl::StatusOr<std::string> ReadFileToString(const std::string& path, uint64_t max_bytes);
 absl::Status WriteFileAtomic(const std::string& path, absl::string_view content);
 // Writes all of `data` at `offset` (pwrite loop).

@@ -35,6 +35,7 @@ class BlobCache {
   void Trim();
 
   std::string PathFor(const std::string& sha256) const;
+  const std::string& dir() const { return dir_; }
   uint64_t hits() const { return hits_.load(); }
   uint64_t misses() const { return misses_.load(); }
   // Bytes downloaded from the server (cache misses only; a hit transfers nothing).

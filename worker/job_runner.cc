@@ -1,5 +1,6 @@
 #include "job_runner.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "file_util.h"
 #include "grpc_status.h"
 #include "log.h"
+#include "report_paths.h"
 
 namespace mq::worker {
 
@@ -68,6 +70,11 @@ void JobRunner::Stop(StopReason reason) {
   }
 }
 
+std::string JobRunner::Shown(const std::string& text) {
+  absl::MutexLock lock(&mu_);
+  return ReplaceLocalPathsInText(text, shown_paths_);
+}
+
 void JobRunner::SetProgress(Stage stage, double fraction, const std::string& message) {
   absl::MutexLock lock(&mu_);
   if (stage != stage_) {
@@ -76,7 +83,7 @@ void JobRunner::SetProgress(Stage stage, double fraction, const std::string& mes
   }
   stage_ = stage;
   stage_fraction_ = fraction;
-  message_ = message;
+  message_ = ReplaceLocalPathsInText(message, shown_paths_);
   tracker_.Update(stage, fraction);
   dirty_ = true;
 }
@@ -272,11 +279,33 @@ void JobRunner::Run() {
   ExecutionRequest request;
   request.spec = assignment_.spec();
   request.output_dir = JoinPath(job_dir, "out");
+  auto set_shown_paths = [&] {
+    auto paths = ReportPathReplacements(request);
+    paths.emplace_back(job_dir, "<job>");
+    paths.emplace_back(cache_->dir(), "<cache>");
+    paths.emplace_back(work_dir_, "<work>");
+    std::stable_sort(paths.begin(), paths.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+    absl::MutexLock lock(&mu_);
+    shown_paths_ = std::move(paths);
+  };
+  set_shown_paths();
   SetProgress(STAGE_FETCH, 0, "fetching inputs");
   absl::Status s = MakeDirs(job_dir);
   if (s.ok()) s = Fetch(job_dir, &request);
+  if (s.ok()) set_shown_paths();  // now with the fetched inputs' paths
   absl::StatusOr<ExecutionResult> result = absl::UnknownError("not run");
-  if (!s.ok()) {
+  absl::Status storage;
+  if (!s.ok() && !stopped()) {
+    // Failing before the engine ran: if this worker cannot write its own directories, the job is
+    // not at fault and another worker should take it (failing it here would let one broken
+    // worker fail the whole queue).
+    storage = ProbeWritable(work_dir_);
+    if (storage.ok()) storage = ProbeWritable(JoinPath(cache_->dir(), "sha256"));
+  }
+  if (!storage.ok()) {
+    handed_back_.store(true);
+    result = s;
+  } else if (!s.ok()) {
     result = s;
   } else {
     result = executor_->Execute(request, [this](const ExecutionProgress& p) {
@@ -286,7 +315,11 @@ void JobRunner::Run() {
   }
   std::string outcome_name;
   const StopReason reason = static_cast<StopReason>(stop_.load());
-  if (reason == StopReason::kAbandon) {
+  if (handed_back_.load()) {
+    outcome_name = "HANDED_BACK";
+    Log(LogLevel::kError, "this worker cannot write its directories; job handed back")
+        .Kv("job", assignment_.job_id()).Kv("error", storage).Kv("job_error", s);
+  } else if (reason == StopReason::kAbandon) {
     outcome_name = "ABANDONED";
     Log(LogLevel::kInfo, "job abandoned").Kv("job", assignment_.job_id());
   } else if (reason == StopReason::kCancelRequested) {
@@ -295,7 +328,7 @@ void JobRunner::Run() {
   } else if (!result.ok()) {
     outcome_name = "FAILED";
     Log(LogLevel::kWarning, "job failed").Kv("job", assignment_.job_id()).Kv("error", result.status());
-    Finish(JOB_STATE_FAILED, result.status().ToString(), "", "");
+    Finish(JOB_STATE_FAILED, Shown(result.status().ToString()), "", "");
   } else {
     SetProgress(STAGE_UPLOAD, 0, "uploading result");
     Finish(JOB_STATE_SUCCEEDED, "", result->report_json, request.output_dir);

@@ -10,6 +10,8 @@
 #include <atomic>
 #include <string>
 #include <thread>
+#include <vector>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -41,6 +43,10 @@ class JobRunner {
   void Stop(StopReason reason);
   const std::string& job_id() const { return assignment_.job_id(); }
   bool done() const { return done_.load(); }
+  // The job could not start because this worker cannot write its directories: it was not ended on
+  // the server (which requeues it once the worker's heartbeat stops listing it), and the worker
+  // should take no job until its storage is writable again.
+  bool handed_back() const { return handed_back_.load(); }
 
  private:
   absl::Status Fetch(const std::string& job_dir, ExecutionRequest* request);
@@ -53,6 +59,9 @@ class JobRunner {
   void EndStageLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReporterLoop();
   bool stopped() const { return stop_.load() != static_cast<int>(StopReason::kNone); }
+  // `text` with this worker's paths (the job's directory, the cache, the fetched inputs) replaced
+  // by what a user can act on: progress and errors are read by every operator.
+  std::string Shown(const std::string& text);
 
   const ServerConnection* server_;
   BlobCache* cache_;
@@ -65,12 +74,14 @@ class JobRunner {
 
   std::atomic<int> stop_{0};  // StopReason
   std::atomic<bool> done_{false};
+  std::atomic<bool> handed_back_{false};
 
   absl::Mutex mu_;
   ProgressTracker tracker_ ABSL_GUARDED_BY(mu_);
   mambaquant::v1::Stage stage_ ABSL_GUARDED_BY(mu_) = mambaquant::v1::STAGE_UNSPECIFIED;
   double stage_fraction_ ABSL_GUARDED_BY(mu_) = 0;
   std::string message_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, std::string>> shown_paths_ ABSL_GUARDED_BY(mu_);  // longest first
   bool dirty_ ABSL_GUARDED_BY(mu_) = false;
   bool stage_changed_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time stage_start_ ABSL_GUARDED_BY(mu_);  // when stage_ began (for the stage duration metric)

@@ -44,6 +44,16 @@ void ReplaceLocalPaths(nlohmann::json* report, const std::vector<std::pair<std::
   }
 }
 
+std::string ReplaceLocalPathsInText(std::string text, const std::vector<std::pair<std::string, std::string>>& replacements) {
+  for (const auto& [path, shown] : replacements) {
+    if (path.empty()) continue;
+    for (size_t at = text.find(path); at != std::string::npos; at = text.find(path, at + shown.size())) {
+      text.replace(at, path.size(), shown);
+    }
+  }
+  return text;
+}
+
 absl::StatusOr<std::string> FinalizeReport(const ExecutionRequest& request, const std::string& report_json,
                                            const nlohmann::json& extra) {
   auto report = nlohmann::json::parse(report_json, nullptr, false);

@@ -23,6 +23,10 @@ std::vector<std::pair<std::string, std::string>> ReportPathReplacements(const Ex
 // takes the replacement (plus the part beneath). Other strings are unchanged.
 void ReplaceLocalPaths(nlohmann::json* report, const std::vector<std::pair<std::string, std::string>>& replacements);
 
+// Every occurrence of a local path in free text (an error, a progress message) takes its
+// replacement; `replacements` longest first, as ReportPathReplacements gives them.
+std::string ReplaceLocalPathsInText(std::string text, const std::vector<std::pair<std::string, std::string>>& replacements);
+
 // The report of a finished job, with its local paths replaced, also rewritten into the export's
 // quant_report.json (the copy uploaded with the model). `extra` fields are merged in first.
 absl::StatusOr<std::string> FinalizeReport(const ExecutionRequest& request, const std::string& report_json,

@@ -134,6 +134,20 @@ void WorkerAgent::PollLoop() {
       id = worker_id_;
       registration_seen = registration_;
     }
+    // A worker that cannot write its job and cache directories (a read-only remount, a full
+    // disk) would fail every job it took: it takes none until it can (checked before each poll).
+    absl::Status storage = ProbeWritable(options_.work_dir);
+    if (storage.ok()) storage = ProbeWritable(JoinPath(cache_->dir(), "sha256"));
+    if (!storage.ok()) {
+      if (!storage_fault_) Log(LogLevel::kError, "cannot write its directories; taking no jobs until it can").Kv("error", storage);
+      storage_fault_ = true;
+      absl::MutexLock lock(&mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+      mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Seconds(5));
+      continue;
+    }
+    if (storage_fault_) Log(LogLevel::kInfo, "its directories are writable again; taking jobs");
+    storage_fault_ = false;
     grpc::ClientContext ctx;
     server_->Prepare(&ctx, absl::Seconds(options_.poll_wait_seconds + 15));
     {

@@ -75,6 +75,7 @@ class WorkerAgent {
   absl::Duration lease_ ABSL_GUARDED_BY(mu_) = absl::Seconds(15);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* poll_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;  // the AcquireJob in flight, to cancel it
+  bool storage_fault_ = false;  // PollLoop only: the last probe of its directories failed (logged once)
   std::map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);
   std::thread poll_thread_;
   std::thread heartbeat_thread_;

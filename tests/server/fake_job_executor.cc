@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "file_util.h"
 
@@ -22,7 +23,9 @@ absl::StatusOr<worker::ExecutionResult> FakeJobExecutor::Execute(const worker::E
         return absl::CancelledError("cancelled");
       }
       if (stage == mambaquant::v1::STAGE_CALIBRATE && !fail_with.empty() && i == 2) {
-        return absl::InvalidArgumentError(fail_with);
+        // "{calib}" and "{output}" stand for this job's local paths (as an engine error names them).
+        std::string why = absl::StrReplaceAll(fail_with, {{"{calib}", request.calib_path}, {"{output}", request.output_dir}});
+        return absl::InvalidArgumentError(why);
       }
       absl::SleepFor(step);
     }

@@ -14,7 +14,7 @@ class FakeJobExecutor : public worker::JobExecutor {
  public:
   absl::Duration step = absl::Milliseconds(20);  // per progress call
   int steps_per_stage = 5;
-  std::string fail_with;                         // non-empty: fail in CALIBRATE with this message
+  std::string fail_with;                         // non-empty: fail in CALIBRATE with this message ({calib}, {output}: the paths)
   bool run_until_cancelled = false;              // loop in CALIBRATE until the callback says stop
 
   std::atomic<int> executions{0};

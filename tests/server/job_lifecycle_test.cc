@@ -2,6 +2,7 @@
 // fake: progress events, cancellation, failures, results. Independent of the numerical engine.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include <grpcpp/create_channel.h>
@@ -12,6 +13,7 @@
 #include "cluster.h"
 #include "fake_job_executor.h"
 #include "grpc_status.h"
+#include "job_runner.h"
 #include "sha256.h"
 #include "worker_agent.h"
 
@@ -149,6 +151,69 @@ TEST_F(JobLifecycleTest, CachedBlobsAreFetchedOnce) {
   }
   EXPECT_EQ(cache_->misses(), 7u);  // 5 model files + calib + eval, the first time only
   EXPECT_EQ(cache_->hits(), 7u);
+}
+
+// The worker's paths in a job's error (as an engine error names them) are shown as what a user can
+// act on: the dataset's reference, <output>. Operators read errors; the worker's layout is not theirs.
+TEST_F(JobLifecycleTest, AJobErrorShowsNoWorkerPath) {
+  executor_.fail_with = "cannot read {calib} nor write {output}/model.safetensors";
+  std::string id = Submit();
+  agent_->Start();
+  Job done = cluster_.WaitJob(id, absl::Seconds(30), [](const Job& j) { return IsTerminalState(j.state()); });
+  EXPECT_EQ(done.state(), JOB_STATE_FAILED);
+  EXPECT_NE(done.error().find("cannot read calib:1 nor write <output>/model.safetensors"), std::string::npos) << done.error();
+  EXPECT_EQ(done.error().find(cluster_.dir().path()), std::string::npos) << done.error();
+}
+
+// A worker whose job directory cannot be written would fail every job it took (the whole queue):
+// it takes none until it can, and then runs them.
+TEST_F(JobLifecycleTest, AWorkerThatCannotWriteItsDirectoriesTakesNoJobUntilItCan) {
+  const std::string work = cluster_.dir().Sub("jobs");
+  std::filesystem::remove_all(work);
+  { std::ofstream(work) << "not a directory"; }  // unwritable even for root
+  agent_->Start();
+  std::string id = Submit();
+  absl::SleepFor(absl::Seconds(4));  // two polls' worth: it would have taken and failed the job
+  auto job = cluster_.GetJob(id);
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->state(), JOB_STATE_QUEUED) << job->DebugString();
+  EXPECT_EQ(executor_.executions.load(), 0);
+  std::filesystem::remove(work);
+  Job done = cluster_.WaitJob(id, absl::Seconds(30), [](const Job& j) { return IsTerminalState(j.state()); });
+  EXPECT_EQ(done.state(), JOB_STATE_SUCCEEDED) << done.DebugString();
+  EXPECT_EQ(done.attempt(), 1);
+}
+
+// The race the probe above leaves (the directories break between the poll and the job's start):
+// the job is handed back, not failed, so another worker can run it.
+TEST_F(JobLifecycleTest, AJobThatCannotStartForTheWorkersStorageIsHandedBackNotFailed) {
+  const std::string id = Submit();
+  RegisterWorkerRequest reg;
+  reg.set_name("by-hand");
+  reg.set_backend("cpu");
+  RegisterWorkerResponse registered;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.stub->RegisterWorker(&ctx, reg, &registered).ok());
+  }
+  AcquireJobRequest acquire;
+  acquire.set_worker_id(registered.worker_id());
+  acquire.set_wait_seconds(5);
+  AcquireJobResponse got;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.stub->AcquireJob(&ctx, acquire, &got).ok());
+  }
+  ASSERT_EQ(got.assignment().job_id(), id);
+  const std::string work = cluster_.dir().Sub("broken-jobs");
+  { std::ofstream(work) << "not a directory"; }
+  worker::JobRunner runner(&server_, cache_.get(), &executor_, nullptr, registered.worker_id(), work, got.assignment());
+  runner.Run();
+  EXPECT_TRUE(runner.handed_back());
+  EXPECT_EQ(executor_.executions.load(), 0);
+  auto job = cluster_.GetJob(id);
+  ASSERT_TRUE(job.ok());
+  EXPECT_FALSE(IsTerminalState(job->state())) << job->DebugString();  // not FAILED: the server requeues it
 }
 
 // A cached file of the right size but other bytes (a disk error, a hand edit) was served and
