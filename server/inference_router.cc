@@ -121,6 +121,7 @@ absl::StatusOr<std::string> InferenceRouter::Start(InferenceCall call, std::shar
   ServeDown down;
   {
     absl::MutexLock l(&mu_);
+    if (draining_) return absl::UnavailableError("the server is shutting down; retry");
     const int32_t sequences = Sequences(call);
     auto picked = PickWorker(call.model(), sequences);
     if (!picked.ok()) return picked.status();
@@ -357,6 +358,17 @@ void InferenceRouter::NotifyWorkers() {
   if (listener) listener(AnyWorker());
 }
 
+void InferenceRouter::Drain(absl::Time deadline) {
+  absl::MutexLock l(&mu_);
+  draining_ = true;
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return calls_.empty(); };
+  mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
+  // Under mu_: a sink is freed only after DetachWorker, which needs mu_.
+  for (auto& [id, w] : worker_) {
+    if (w->sink != nullptr) w->sink->CloseStream();
+  }
+}
+
 absl::Status InferenceRouter::AttachWorker(const ServeHello& hello, WorkerStreamSink* sink) {
   auto record = workers_->Get(hello.worker_id());
   if (!record.ok()) {
@@ -378,6 +390,7 @@ absl::Status InferenceRouter::AttachWorker(const ServeHello& hello, WorkerStream
   std::vector<std::shared_ptr<Call>> orphaned;
   {
     absl::MutexLock l(&mu_);
+    if (draining_) return absl::UnavailableError("the server is shutting down");
     auto& slot = worker_[hello.worker_id()];
     if (slot != nullptr) {
       // A new stream of the same worker replaces the old one: the old one's calls are lost.

@@ -47,6 +47,9 @@ class WorkerStreamSink {
   virtual ~WorkerStreamSink() = default;
   // Queues a message to the worker; false when the stream is closing.
   virtual bool Send(const mambaquant::v1::ServeDown& message) = 0;
+  // Ends the stream (OK) once the messages queued are written; the router hears of it through
+  // DetachWorker, as for any stream that ends. Never calls back into the router.
+  virtual void CloseStream() = 0;
 };
 
 struct ModelAvailability {
@@ -90,6 +93,10 @@ class InferenceRouter {
   std::map<std::string, WorkerServing> ConnectedWorkers();
   // Runs (outside the router's lock) whenever the answer of AnyWorker may have changed: health.
   void SetWorkersListener(std::function<void(bool any_worker)> listener);
+  // Server shutdown: refuses new calls and workers (UNAVAILABLE), waits until the calls in flight
+  // have ended or `deadline` passes, then closes every worker's stream (cutting what still runs).
+  // Without it an idle worker's open stream held the shutdown for its whole drain timeout.
+  void Drain(absl::Time deadline);
 
   // --- The worker side (WorkerService.Serve). ---
   // The worker's hello: attaches its stream. A second stream of the same worker replaces the first.
@@ -114,6 +121,7 @@ class InferenceRouter {
   std::map<std::string, std::shared_ptr<Call>> calls_ ABSL_GUARDED_BY(mu_);
   uint64_t next_call_ ABSL_GUARDED_BY(mu_) = 0;
   std::function<void(bool)> workers_listener_ ABSL_GUARDED_BY(mu_);
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
   void NotifyWorkers();
 };
 

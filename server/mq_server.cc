@@ -217,8 +217,12 @@ void MqServer::Shutdown() {
   // Long polls get "no job" and watch streams end; unary calls in flight finish normally.
   if (scheduler_ != nullptr) scheduler_->Stop();
   if (hub_ != nullptr) hub_->Shutdown();
+  const absl::Time deadline = absl::Now() + options_.drain_timeout;
+  // Inference calls in flight finish (up to the deadline), then the workers' streams close: an
+  // idle worker's open stream would otherwise hold server_->Shutdown until the deadline.
+  if (router_ != nullptr) router_->Drain(deadline);
   if (server_ != nullptr) {
-    server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.drain_timeout));
+    server_->Shutdown(absl::ToChronoTime(deadline));
     server_->Wait();
   }
   if (health_server_ != nullptr) health_server_->Shutdown(absl::ToChronoTime(absl::Now()));

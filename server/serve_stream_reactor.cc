@@ -23,6 +23,14 @@ bool ServeStreamReactor::Send(const ServeDown& message) {
   return true;
 }
 
+void ServeStreamReactor::CloseStream() {
+  absl::MutexLock l(&mu_);
+  if (closing_) return;
+  closing_ = true;
+  final_ = grpc::Status::OK;
+  MaybeFinish();  // now, or once the write in flight is done
+}
+
 void ServeStreamReactor::OnWriteDone(bool ok) {
   bool close = false;
   {

@@ -27,6 +27,7 @@ class ServeStreamReactor final : public grpc::ServerBidiReactor<mambaquant::v1::
                               std::function<absl::Status(const std::string&)> check_worker = nullptr);
 
   bool Send(const mambaquant::v1::ServeDown& message) override;
+  void CloseStream() override;
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;

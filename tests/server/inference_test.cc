@@ -860,3 +860,47 @@ TEST(MessageLimits, CompressedRequestsAreRefusedBeforeInflating) {
 
 }  // namespace
 }  // namespace mq::test
+
+namespace mq::test {
+namespace {
+
+// SIGTERM on the server: a generation in flight still finishes, then the workers' streams are
+// closed and the server exits at once — an idle worker's open stream held the exit for the whole
+// drain timeout (20 s).
+TEST(ServerDrain, FinishesRunningGenerationsThenExitsWithoutWaitingForIdleWorkers) {
+  Cluster c;
+  c.StartServer();
+  c.UploadBundled();
+  c.StartWorker();
+  c.StartWorker();  // the second stays idle
+  auto channel = grpc::CreateChannel(c.address(), grpc::InsecureChannelCredentials());
+  auto stub = InferenceService::NewStub(channel);
+  Outcome warm;
+  for (int i = 0; i < 100 && !(warm = RunGenerate(*stub, TextRequest("Hello", 1), -1, absl::Seconds(10))).status.ok(); ++i)
+    absl::SleepFor(absl::Milliseconds(200));
+  ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
+  GenerateRequest r = TextRequest("A story", 300);
+  r.set_ignore_eos(true);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  auto reader = stub->Generate(&ctx, r);
+  GenerateResponse resp;
+  ASSERT_TRUE(reader->Read(&resp));
+  int64_t tokens = resp.token_ids_size();
+  const absl::Time t0 = absl::Now();
+  c.server().Signal(SIGTERM);
+  std::string finish;
+  while (reader->Read(&resp)) {
+    tokens += resp.token_ids_size();
+    if (!resp.finish_reason().empty()) finish = resp.finish_reason();
+  }
+  grpc::Status st = reader->Finish();
+  EXPECT_TRUE(st.ok()) << st.error_message() << "\n" << c.ServerLog();
+  EXPECT_EQ(finish, "length");
+  EXPECT_EQ(tokens, 300);
+  EXPECT_EQ(c.server().Wait(absl::Seconds(30)), 0) << c.ServerLog();
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(10)) << c.ServerLog();
+}
+
+}  // namespace
+}  // namespace mq::test
