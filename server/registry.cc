@@ -12,11 +12,7 @@ using mambaquant::v1::Artifact;
 absl::StatusOr<Artifact> Registry::CommitUpload(const std::string& upload_id, absl::Time now,
                                                 const CommitHooks& hooks) {
   auto record = store_->GetUpload(upload_id);
-  if (absl::IsNotFound(record.status())) {
-    // A retry of a commit that took effect (its answer was lost): the same answer again.
-    auto committed = store_->CommittedUpload(upload_id);
-    if (committed.ok() || !absl::IsNotFound(committed.status())) return committed;
-  }
+  if (absl::IsNotFound(record.status())) return RepeatedCommit(upload_id, hooks);
   if (!record.ok()) return record.status();
   const auto& req = record->request;
   Artifact artifact;
@@ -45,7 +41,17 @@ absl::StatusOr<Artifact> Registry::CommitUpload(const std::string& upload_id, ab
     if (!s.ok()) return s;
   }
   Artifact stored;
+  bool committed_meanwhile = false;
   s = store_->db()->Transaction([&](SqliteTx& tx) -> absl::Status {
+    // Another call committed this upload while this one validated it (concurrent CommitUpload or
+    // FinishJob retries): this one is a repeat, answered below as one (NOT_FOUND when the upload
+    // was aborted or expired instead).
+    auto pending = store_->UploadPendingTx(tx, upload_id);
+    if (!pending.ok()) return pending.status();
+    if (!*pending) {
+      committed_meanwhile = true;
+      return absl::OkStatus();
+    }
     auto inserted = store_->InsertTx(tx, artifact);
     if (!inserted.ok()) return inserted.status();
     stored = *std::move(inserted);
@@ -58,6 +64,7 @@ absl::StatusOr<Artifact> Registry::CommitUpload(const std::string& upload_id, ab
     return store_->DeleteUploadTx(tx, upload_id);
   });
   if (!s.ok()) return s;
+  if (committed_meanwhile) return RepeatedCommit(upload_id, hooks);
   uploads_->Release(*record);
   Log(LogLevel::kInfo, "registered")
       .Kv("kind", req.kind() == mambaquant::v1::ARTIFACT_KIND_MODEL ? "model" : "dataset")
@@ -65,6 +72,18 @@ absl::StatusOr<Artifact> Registry::CommitUpload(const std::string& upload_id, ab
       .Kv("bytes", static_cast<uint64_t>(stored.total_size()))
       .Kv("upload", upload_id);
   return stored;
+}
+
+absl::StatusOr<Artifact> Registry::RepeatedCommit(const std::string& upload_id, const CommitHooks& hooks) {
+  Artifact committed;
+  absl::Status s = store_->db()->Transaction([&](SqliteTx& tx) -> absl::Status {
+    auto got = store_->CommittedUploadTx(tx, upload_id);
+    if (!got.ok()) return got.status();
+    committed = *std::move(got);
+    return hooks.after_insert ? hooks.after_insert(tx, committed) : absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return committed;
 }
 
 absl::StatusOr<Artifact> Registry::Get(mambaquant::v1::ArtifactKind kind, const std::string& ref) {

@@ -27,14 +27,17 @@ class Registry {
 
   // Optional steps of a commit: `prepare` adjusts the artifact before it is inserted
   // (provenance); `after_insert` runs in the same transaction once the version is known, to write
-  // other rows atomically with it (the job's SUCCEEDED state).
+  // other rows atomically with it (the job's SUCCEEDED state). A repeat of a commit that took
+  // effect runs `after_insert` again, with the version that commit made, so it must be idempotent.
   struct CommitHooks {
     std::function<absl::Status(mambaquant::v1::Artifact*)> prepare;
     std::function<absl::Status(SqliteTx&, const mambaquant::v1::Artifact&)> after_insert;
   };
 
   // FAILED_PRECONDITION: files incomplete; INVALID_ARGUMENT: content invalid; ALREADY_EXISTS:
-  // version taken. On success the upload record is gone.
+  // version taken. On success the upload record is gone. Idempotent: a repeat of a commit that
+  // took effect, after it or concurrently with it, answers the version it made (NOT_FOUND once
+  // that version is deleted); only one version is ever made.
   absl::StatusOr<mambaquant::v1::Artifact> CommitUpload(const std::string& upload_id, absl::Time now,
                                                         const CommitHooks& hooks = {});
 
@@ -54,6 +57,9 @@ class Registry {
   RegistryStore* store() { return store_; }
 
  private:
+  // The answer to a commit of an upload that is no longer pending: the version it became.
+  absl::StatusOr<mambaquant::v1::Artifact> RepeatedCommit(const std::string& upload_id, const CommitHooks& hooks);
+
   RegistryStore* store_;
   BlobStore* blobs_;
   UploadManager* uploads_;

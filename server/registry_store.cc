@@ -61,6 +61,13 @@ absl::StatusOr<UploadRecord> RegistryStore::GetUpload(const std::string& id) {
   return out;
 }
 
+absl::StatusOr<bool> RegistryStore::UploadPendingTx(SqliteTx& tx, const std::string& id) {
+  auto stmt = tx.Prepare("SELECT 1 FROM uploads WHERE id = ?1");
+  if (!stmt.ok()) return stmt.status();
+  stmt->Bind(1, id);
+  return stmt->Step();
+}
+
 absl::Status RegistryStore::TouchUpload(const std::string& id, absl::Time now) {
   return db_->Transaction([&](SqliteTx& tx) -> absl::Status {
     auto stmt = tx.Prepare("UPDATE uploads SET touch_time_ms = ?1 WHERE id = ?2");
@@ -135,9 +142,11 @@ absl::StatusOr<Artifact> RegistryStore::InsertTx(SqliteTx& tx, Artifact artifact
     auto row = exists->Step();
     if (!row.ok()) return row.status();
     if (!*row) {
+      // Free, but below the highest version the name has had: deleted, or skipped by an explicit
+      // --version above it. Which one is not recorded, so the message says only what holds.
       return absl::AlreadyExistsError(absl::StrCat(KindName(artifact.kind()), " ", FormatRef(artifact.name(), artifact.version()),
-                                                   " existed and was deleted; version numbers are never reused (the next is ",
-                                                   last + 1, ")"));
+                                                   " cannot be created: versions only increase, the next version of ",
+                                                   artifact.name(), " is ", last + 1));
     }
   }
   {
@@ -285,24 +294,18 @@ absl::Status RegistryStore::RecordCommitTx(SqliteTx& tx, const std::string& uplo
   return stmt->Run();
 }
 
-absl::StatusOr<Artifact> RegistryStore::CommittedUpload(const std::string& upload_id) {
-  Artifact out;
-  absl::Status s = db_->Read([&](SqliteTx& tx) -> absl::Status {
-    auto stmt = tx.Prepare("SELECT kind, name, version FROM committed_uploads WHERE upload_id = ?1");
-    if (!stmt.ok()) return stmt.status();
-    stmt->Bind(1, upload_id);
-    auto row = stmt->Step();
-    if (!row.ok()) return row.status();
-    if (!*row) return absl::NotFoundError(absl::StrCat("upload ", upload_id, " not found"));
-    auto a = GetTx(tx, static_cast<ArtifactKind>(stmt->Int(0)), ArtifactRef{stmt->Text(1), stmt->Int(2)});
-    if (!a.ok()) {
-      return absl::NotFoundError(absl::StrCat("upload ", upload_id, " was committed, but its version has been deleted since"));
-    }
-    out = *std::move(a);
-    return absl::OkStatus();
-  });
-  if (!s.ok()) return s;
-  return out;
+absl::StatusOr<Artifact> RegistryStore::CommittedUploadTx(SqliteTx& tx, const std::string& upload_id) {
+  auto stmt = tx.Prepare("SELECT kind, name, version FROM committed_uploads WHERE upload_id = ?1");
+  if (!stmt.ok()) return stmt.status();
+  stmt->Bind(1, upload_id);
+  auto row = stmt->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return absl::NotFoundError(absl::StrCat("upload ", upload_id, " not found (expired or aborted?)"));
+  auto a = GetTx(tx, static_cast<ArtifactKind>(stmt->Int(0)), ArtifactRef{stmt->Text(1), stmt->Int(2)});
+  if (!a.ok()) {
+    return absl::NotFoundError(absl::StrCat("upload ", upload_id, " was committed, but its version has been deleted since"));
+  }
+  return a;
 }
 
 absl::StatusOr<std::set<std::string>> RegistryStore::ReferencedDigests() {

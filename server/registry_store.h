@@ -35,6 +35,8 @@ class RegistryStore {
 
   absl::Status InsertUpload(const UploadRecord& record);
   absl::StatusOr<UploadRecord> GetUpload(const std::string& id);
+  // Whether the upload is still unfinished (not committed, aborted or expired).
+  absl::StatusOr<bool> UploadPendingTx(SqliteTx& tx, const std::string& id);
   absl::Status TouchUpload(const std::string& id, absl::Time now);
   absl::Status DeleteUploadTx(SqliteTx& tx, const std::string& id);
   absl::Status DeleteUpload(const std::string& id);
@@ -60,7 +62,7 @@ class RegistryStore {
                               absl::Time now);
   // The artifact a committed upload became; NOT_FOUND when the upload was never committed or its
   // version has been deleted since.
-  absl::StatusOr<mambaquant::v1::Artifact> CommittedUpload(const std::string& upload_id);
+  absl::StatusOr<mambaquant::v1::Artifact> CommittedUploadTx(SqliteTx& tx, const std::string& upload_id);
   // Every digest an artifact version or an unfinished upload names (blobs to keep).
   absl::StatusOr<std::set<std::string>> ReferencedDigests();
   // Whether any artifact references the digest.

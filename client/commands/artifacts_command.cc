@@ -52,6 +52,35 @@ bool SameFiles(const Artifact& a, const google::protobuf::RepeatedPtrField<FileE
   return have == want;
 }
 
+// Before a resume sends anything: whether the local files are the ones `upload` declared (the same
+// paths, sizes and SHA-256). Other bytes would be sent in full only to fail the server's digest
+// check, which discards what it had received of that file. Returns why not ("" when they are),
+// or the error reading a local file.
+absl::StatusOr<std::string> ResumeMismatch(const Upload& upload, const std::map<std::string, std::string>& files) {
+  const std::string again = "resume with the file or directory the upload was started with, or upload without --resume";
+  std::set<std::string> declared;
+  for (const auto& f : upload.files()) {
+    declared.insert(f.file().path());
+    auto it = files.find(f.file().path());
+    if (it == files.end()) {
+      return absl::StrCat("upload ", upload.upload_id(), " has the file ", f.file().path(),
+                          ", which is not among the local files; ", again);
+    }
+    auto local = DescribeLocalFile(it->second, f.file().path());
+    if (!local.ok()) return local.status();
+    if (local->size() != f.file().size() || local->sha256() != f.file().sha256()) {
+      return absl::StrCat(it->second, " is not the ", f.file().path(), " upload ", upload.upload_id(), " was started with (its ",
+                          local->size() != f.file().size() ? "size" : "SHA-256", " differs); ", again);
+    }
+  }
+  for (const auto& [path, local] : files) {
+    if (declared.count(path) == 0) {
+      return absl::StrCat(local, " is not a file of upload ", upload.upload_id(), "; ", again);
+    }
+  }
+  return std::string();
+}
+
 void PrintUploaded(CliContext& cli, ArtifactKind kind, const Artifact& from_server) {
   if (cli.json) {
     cli.PrintJson(from_server);
@@ -87,6 +116,9 @@ int UploadArtifact(CliContext& cli, const Args& args, ArtifactKind kind, const s
     if (state->name() != *name || state->kind() != kind) {
       return UsageError(absl::StrCat("upload ", *resume, " is for ", state->name(), ", not ", *name));
     }
+    auto mismatch = ResumeMismatch(*state, files);
+    if (!mismatch.ok()) return ReportError(mismatch.status());
+    if (!mismatch->empty()) return UsageError(*mismatch);
     upload = *std::move(state);
   } else {
     CreateUploadRequest req;

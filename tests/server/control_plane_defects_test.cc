@@ -167,6 +167,85 @@ TEST(ControlPlaneDefects, AnInterruptedUploadSaysHowToResume) {
   EXPECT_NE(out.find("dataset big:1 uploaded"), std::string::npos) << out;
 }
 
+// `--resume` with other local files than the upload was started with once sent them anyway: another
+// name failed with "INTERNAL: no local file for ...", other content was sent in full, failed the
+// digest (DATA_LOSS discards the server's valid bytes of that file) and still said to resume. Now
+// the local files are compared with the upload's (paths, sizes, SHA-256) first: a usage error naming
+// the file, and nothing sent.
+TEST(ControlPlaneDefects, MqctlResumeRefusesOtherLocalFilesBeforeSending) {
+  Cluster cluster;
+  cluster.StartServer();
+  std::string text;
+  for (int i = 0; text.size() < (3u << 20); ++i) text += absl::StrCat("line ", i, " of the dataset\n");
+  const std::string file = cluster.dir().Sub("a.txt");
+  std::ofstream(file, std::ios::binary) << text;
+  // An upload that holds the first MiB of a.txt, as an interrupted mqctl leaves it.
+  Upload upload;
+  {
+    grpc::ClientContext ctx;
+    CreateUploadRequest req;
+    req.set_kind(ARTIFACT_KIND_DATASET);
+    req.set_name("med");
+    FileEntry* f = req.add_files();
+    f->set_path("a.txt");
+    f->set_size(text.size());
+    f->set_sha256(Sha256Hex(text));
+    ASSERT_TRUE(cluster.registry().CreateUpload(&ctx, req, &upload).ok());
+  }
+  constexpr uint64_t kSent = 1 << 20;
+  {
+    grpc::ClientContext ctx;
+    UploadChunksResponse resp;
+    auto writer = cluster.registry().UploadChunks(&ctx, &resp);
+    UploadChunk chunk;
+    chunk.set_upload_id(upload.upload_id());
+    chunk.set_path("a.txt");
+    chunk.set_offset(0);
+    chunk.set_data(text.substr(0, kSent));
+    ASSERT_TRUE(writer->Write(chunk));
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  auto committed_bytes = [&] {
+    grpc::ClientContext ctx;
+    GetUploadRequest req;
+    req.set_upload_id(upload.upload_id());
+    Upload got;
+    grpc::Status s = cluster.registry().GetUpload(&ctx, req, &got);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return got.files_size() == 1 ? got.files(0).committed_bytes() : 0;
+  };
+  ASSERT_EQ(committed_bytes(), kSent);
+  auto resume = [&](const std::string& path, std::string* out) {
+    return cluster.MqctlWithErrors({"datasets", "upload", path, "--name", "med", "--resume", upload.upload_id()}, out);
+  };
+  std::string out;
+  // Another file name.
+  const std::string other = cluster.dir().Sub("other.txt");
+  std::ofstream(other, std::ios::binary) << text;
+  EXPECT_EQ(resume(other, &out), 2) << out;
+  EXPECT_NE(out.find(absl::StrCat("usage error: upload ", upload.upload_id(), " has the file a.txt, which is not among the local files")),
+            std::string::npos) << out;
+  // The same name, other content of the same size; then of another size.
+  std::filesystem::create_directories(cluster.dir().Sub("b"));
+  const std::string changed = cluster.dir().Sub("b") + "/a.txt";
+  std::string bytes = text;
+  bytes[bytes.size() - 2] = 'X';
+  std::ofstream(changed, std::ios::binary | std::ios::trunc) << bytes;
+  EXPECT_EQ(resume(changed, &out), 2) << out;
+  EXPECT_NE(out.find(absl::StrCat(changed, " is not the a.txt upload ", upload.upload_id(), " was started with (its SHA-256 differs)")),
+            std::string::npos) << out;
+  EXPECT_EQ(out.find("upload interrupted"), std::string::npos) << out;  // no advice to repeat what cannot work
+  std::ofstream(changed, std::ios::binary | std::ios::trunc) << text.substr(0, text.size() - 1);
+  EXPECT_EQ(resume(changed, &out), 2) << out;
+  EXPECT_NE(out.find("(its size differs)"), std::string::npos) << out;
+  // Nothing was sent: the server still holds the first MiB, and the right file finishes the upload.
+  EXPECT_EQ(committed_bytes(), kSent);
+  ASSERT_EQ(resume(file, &out), 0) << out;
+  EXPECT_NE(out.find("dataset med:1 uploaded"), std::string::npos) << out;
+}
+
 // Protobuf string fields must be UTF-8: a Generate or Score request carrying anything else fails to
 // parse on the server before any check runs (gRPC answers UNIMPLEMENTED with no message). mqctl
 // refuses such text itself, naming the flag and the byte, before it connects (no server listens).

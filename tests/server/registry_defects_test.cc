@@ -3,11 +3,15 @@
 // version numbers capped at their documented range, CommitUpload idempotent on retry, blobs
 // left by rejected or aborted uploads collected after a grace period, and a blob corrupted on disk
 // repaired by the next upload of its bytes (not deduplicated into one more unreadable version), and
-// a deleted version's number never given to other content.
+// a deleted version's number never given to other content (and an explicit number below the highest
+// refused with a message that says so truly), and concurrent commits of one upload making one version.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -202,7 +206,8 @@ TEST_F(RegistryDefects, DeletedVersionNumbersAreNeverReused) {
   // every one given is allowed, and counting goes on from it.
   auto again = Insert("v", 2);
   EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists) << again.status();
-  EXPECT_NE(again.status().message().find("never reused (the next is 5)"), std::string::npos) << again.status();
+  EXPECT_NE(again.status().message().find("versions only increase, the next version of v is 5"), std::string::npos)
+      << again.status();
   EXPECT_EQ(Insert("v", 4).status().code(), absl::StatusCode::kAlreadyExists);  // exists
   ASSERT_TRUE(Insert("v", 9).ok());
   EXPECT_EQ(Insert("v", 0)->version(), 10);
@@ -272,6 +277,58 @@ TEST_F(RegistryDefects, CommitUploadRetriedAfterItTookEffectAnswersTheSameVersio
   ASSERT_TRUE(registry_->Delete(ARTIFACT_KIND_DATASET, absl::StrCat("retry:", first->version()), nullptr).ok());
   EXPECT_EQ(registry_->CommitUpload(*id, absl::Now()).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(registry_->CommitUpload("u-0000000000000000", absl::Now()).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Concurrent commits of one upload (mqctl --resume while the first commit runs, a worker's FinishJob
+// retried past its deadline) once let the losers insert a second version and then fail on the
+// committed-upload record with SQLite's text ("UNIQUE constraint failed"). Every one now answers the
+// version the winner made, and runs its after_insert hook with it (FinishJob learns the job state).
+TEST_F(RegistryDefects, ConcurrentCommitsOfOneUploadAllAnswerTheSameVersion) {
+  constexpr int kThreads = 8;
+  for (int round = 0; round < 10; ++round) {
+    const std::string name = absl::StrCat("race", round);
+    auto id = UploadDataset(name, absl::StrCat("text of round ", round, "\n"));
+    ASSERT_TRUE(id.ok()) << id.status();
+    std::atomic<int> ready{0};
+    std::vector<absl::StatusOr<Artifact>> results(kThreads, absl::UnknownError("not run"));
+    std::vector<int64_t> hooked(kThreads, -1);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        Registry::CommitHooks hooks;
+        hooks.after_insert = [&hooked, t](SqliteTx&, const Artifact& stored) {
+          hooked[t] = stored.version();
+          return absl::OkStatus();
+        };
+        ready.fetch_add(1);
+        while (ready.load() < kThreads) {
+        }
+        results[t] = registry_->CommitUpload(*id, absl::Now(), hooks);
+      });
+    }
+    for (auto& th : threads) th.join();
+    for (int t = 0; t < kThreads; ++t) {
+      ASSERT_TRUE(results[t].ok()) << "round " << round << " thread " << t << ": " << results[t].status();
+      EXPECT_EQ(results[t]->version(), 1) << name;
+      EXPECT_EQ(hooked[t], 1) << name;
+    }
+    auto page = store_->List(ARTIFACT_KIND_DATASET, name, 10, "");
+    ASSERT_TRUE(page.ok());
+    EXPECT_EQ(page->artifacts.size(), 1u) << name;
+  }
+}
+
+// An explicit version below the name's highest that never existed was refused as one that
+// "existed and was deleted". The rule stays (versions only increase); the message is true for both.
+TEST_F(RegistryDefects, AnExplicitVersionBelowTheHighestIsRefusedWithATrueMessage) {
+  ASSERT_TRUE(Insert("w", 5).ok());
+  auto skipped = Insert("w", 3);  // never existed
+  EXPECT_EQ(skipped.status().code(), absl::StatusCode::kAlreadyExists) << skipped.status();
+  EXPECT_EQ(std::string(skipped.status().message()), "dataset w:3 cannot be created: versions only increase, the next version of w is 6");
+  ASSERT_TRUE(registry_->Delete(ARTIFACT_KIND_DATASET, "w:5", nullptr).ok());
+  auto deleted = Insert("w", 5);  // existed and was deleted: the same rule, the same message
+  EXPECT_EQ(deleted.status().code(), absl::StatusCode::kAlreadyExists) << deleted.status();
+  EXPECT_EQ(std::string(deleted.status().message()), "dataset w:5 cannot be created: versions only increase, the next version of w is 6");
 }
 
 TEST_F(RegistryDefects, UploadOfContentWhoseBlobRottedSendsTheBytesAgainAndRepairsIt) {
