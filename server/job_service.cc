@@ -47,6 +47,10 @@ grpc::ServerUnaryReactor* JobServiceImpl::SubmitJob(grpc::CallbackServerContext*
     return Reply(ctx, absl::InvalidArgumentError(absl::StrCat("spec.output_name: ", model->name(),
                                                               " is the source model; the result needs another name")));
   }
+  // An output name with no version left would fail the job only at its end, after the whole run.
+  if (auto next = deps_.registry_store->NextVersion(ARTIFACT_KIND_MODEL, spec.output_name(), 0); !next.ok()) {
+    return Reply(ctx, absl::Status(next.status().code(), absl::StrCat("spec.output_name: ", next.status().message())));
+  }
   auto job = deps_.jobs->Create(spec, model->name(), deps_.max_queued_jobs, absl::Now());
   if (!job.ok()) return Reply(ctx, job.status());
   Log(LogLevel::kInfo, "job submitted").Kv("job", job->id()).Kv("model", spec.model()).Kv("preset", spec.preset()).Kv("bits", spec.bits());

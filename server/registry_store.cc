@@ -111,8 +111,9 @@ absl::StatusOr<std::vector<UploadRecord>> RegistryStore::StaleUploads(absl::Time
   return out;
 }
 
-absl::StatusOr<Artifact> RegistryStore::InsertTx(SqliteTx& tx, Artifact artifact) {
-  if (artifact.version() != 0 && (artifact.version() < 1 || artifact.version() > kMaxVersion))
+absl::StatusOr<int64_t> RegistryStore::NextVersionTx(SqliteTx& tx, ArtifactKind kind, const std::string& name,
+                                                     int64_t version) {
+  if (version != 0 && (version < 1 || version > kMaxVersion))
     return absl::InvalidArgumentError(absl::StrCat("version must be 1..", kMaxVersion));
   // The highest version this name ever had, deleted ones included (artifact_names): numbers are
   // never reused, so a name:version once seen always means the same bytes.
@@ -122,33 +123,51 @@ absl::StatusOr<Artifact> RegistryStore::InsertTx(SqliteTx& tx, Artifact artifact
         "SELECT MAX(COALESCE((SELECT MAX(version) FROM artifacts WHERE kind = ?1 AND name = ?2), 0),"
         " COALESCE((SELECT last_version FROM artifact_names WHERE kind = ?1 AND name = ?2), 0))");
     if (!stmt.ok()) return stmt.status();
-    stmt->Bind(1, static_cast<int64_t>(artifact.kind())).Bind(2, artifact.name());
+    stmt->Bind(1, static_cast<int64_t>(kind)).Bind(2, name);
     auto row = stmt->Step();
     if (!row.ok()) return row.status();
     last = stmt->Int(0);
   }
-  if (artifact.version() == 0) {
+  if (version == 0) {
     // Versions are addressable only up to kMaxVersion (references parse 1..2^31-1): past it a
     // new version could never be named, so the name is full.
     if (last >= kMaxVersion) {
-      return absl::ResourceExhaustedError(absl::StrCat(KindName(artifact.kind()), " ", artifact.name(), " has reached version ",
+      return absl::ResourceExhaustedError(absl::StrCat(KindName(kind), " ", name, " has reached version ",
                                                        kMaxVersion, ", the last one; upload under another name"));
     }
-    artifact.set_version(last + 1);
-  } else if (artifact.version() <= last) {
+    return last + 1;
+  }
+  if (version <= last) {
     auto exists = tx.Prepare("SELECT 1 FROM artifacts WHERE kind = ?1 AND name = ?2 AND version = ?3");
     if (!exists.ok()) return exists.status();
-    exists->Bind(1, static_cast<int64_t>(artifact.kind())).Bind(2, artifact.name()).Bind(3, artifact.version());
+    exists->Bind(1, static_cast<int64_t>(kind)).Bind(2, name).Bind(3, version);
     auto row = exists->Step();
     if (!row.ok()) return row.status();
     if (!*row) {
       // Free, but below the highest version the name has had: deleted, or skipped by an explicit
       // --version above it. Which one is not recorded, so the message says only what holds.
-      return absl::AlreadyExistsError(absl::StrCat(KindName(artifact.kind()), " ", FormatRef(artifact.name(), artifact.version()),
+      return absl::AlreadyExistsError(absl::StrCat(KindName(kind), " ", FormatRef(name, version),
                                                    " cannot be created: versions only increase, the next version of ",
-                                                   artifact.name(), " is ", last + 1));
+                                                   name, " is ", last + 1));
     }
   }
+  return version;  // taken: the insert answers ALREADY_EXISTS
+}
+
+absl::StatusOr<int64_t> RegistryStore::NextVersion(ArtifactKind kind, const std::string& name, int64_t version) {
+  absl::StatusOr<int64_t> next = absl::InternalError("not read");
+  absl::Status s = db_->Read([&](SqliteTx& tx) -> absl::Status {
+    next = NextVersionTx(tx, kind, name, version);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return next;
+}
+
+absl::StatusOr<Artifact> RegistryStore::InsertTx(SqliteTx& tx, Artifact artifact) {
+  auto version = NextVersionTx(tx, artifact.kind(), artifact.name(), artifact.version());
+  if (!version.ok()) return version.status();
+  artifact.set_version(*version);
   {
     auto stmt = tx.Prepare(
         "INSERT INTO artifact_names (kind, name, last_version) VALUES (?1, ?2, ?3) "

@@ -46,6 +46,12 @@ class RegistryStore {
   // Inserts an artifact version. version 0 takes the next free version of the name.
   // ALREADY_EXISTS when the version is taken. Returns the stored artifact.
   absl::StatusOr<mambaquant::v1::Artifact> InsertTx(SqliteTx& tx, mambaquant::v1::Artifact artifact);
+  // The version a new artifact `name` would get: `version` (0: the next one) if the rule allows it
+  // — versions only increase, none past kMaxVersion — else the error InsertTx would give (the one
+  // owner of that rule; CreateUpload and SubmitJob ask before bytes are sent or a job runs).
+  absl::StatusOr<int64_t> NextVersionTx(SqliteTx& tx, mambaquant::v1::ArtifactKind kind, const std::string& name,
+                                        int64_t version);
+  absl::StatusOr<int64_t> NextVersion(mambaquant::v1::ArtifactKind kind, const std::string& name, int64_t version);
   absl::StatusOr<bool> VersionExists(mambaquant::v1::ArtifactKind kind, const std::string& name, int64_t version);
   // ref.version 0 resolves to the latest version. NOT_FOUND when absent.
   absl::StatusOr<mambaquant::v1::Artifact> Get(mambaquant::v1::ArtifactKind kind, const ArtifactRef& ref);

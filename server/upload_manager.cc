@@ -21,6 +21,9 @@ absl::StatusOr<Upload> UploadManager::Create(const mambaquant::v1::CreateUploadR
       return absl::AlreadyExistsError(absl::StrCat(FormatRef(request.name(), request.version()), " already exists"));
     }
   }
+  // A version the commit would refuse (below the name's highest, or none left) is refused before
+  // any byte is sent; the commit checks again (another upload may take it meanwhile).
+  if (auto next = store_->NextVersion(request.kind(), request.name(), request.version()); !next.ok()) return next.status();
   for (const auto& f : request.files()) {
     auto size = blobs_->BlobSize(f.sha256());
     if (size.ok() && *size == f.size()) {

@@ -1,6 +1,7 @@
 #include "fake_job_executor.h"
 
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -39,6 +40,9 @@ absl::StatusOr<worker::ExecutionResult> FakeJobExecutor::Execute(const worker::E
     std::filesystem::copy_file(std::string(MQ_SOURCE_DIR) + "/models/mamba-tiny/" + name,
                                JoinPath(request.output_dir, name), std::filesystem::copy_options::overwrite_existing, ec);
     if (ec) return absl::InternalError(absl::StrCat("fake executor: copying ", name, ": ", ec.message()));
+  }
+  if (result_fails_model_check) {
+    std::ofstream(JoinPath(request.output_dir, "config.json"), std::ios::trunc) << "{\"model_type\": \"mamba\", \"d_model\": -1}";
   }
   return worker::ExecutionResult{"{\"fake\": true, \"calib_path_set\": " +
                                  std::string(request.calib_path.empty() ? "false" : "true") + "}"};

@@ -16,6 +16,7 @@ class FakeJobExecutor : public worker::JobExecutor {
   int steps_per_stage = 5;
   std::string fail_with;                         // non-empty: fail in CALIBRATE with this message ({calib}, {output}: the paths)
   bool run_until_cancelled = false;              // loop in CALIBRATE until the callback says stop
+  bool result_fails_model_check = false;         // write a config.json the commit's model check refuses
 
   std::atomic<int> executions{0};
   std::atomic<bool> saw_cancel{false};

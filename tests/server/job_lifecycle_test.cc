@@ -184,6 +184,23 @@ TEST_F(JobLifecycleTest, AWorkerThatCannotWriteItsDirectoriesTakesNoJobUntilItCa
   EXPECT_EQ(done.attempt(), 1);
 }
 
+// A result the registry refuses (here: the export fails the commit's model check) fails the job
+// with the reason; the worker retried FinishJob for 30 minutes with the job RUNNING.
+TEST_F(JobLifecycleTest, AResultTheRegistryRefusesFailsTheJob) {
+  executor_.result_fails_model_check = true;
+  std::string id = Submit();
+  agent_->Start();
+  Job done = cluster_.WaitJob(id, absl::Seconds(30), [](const Job& j) { return IsTerminalState(j.state()); });
+  EXPECT_EQ(done.state(), JOB_STATE_FAILED) << done.DebugString();
+  EXPECT_NE(done.error().find("the result could not be registered: INVALID_ARGUMENT"), std::string::npos) << done.error();
+  EXPECT_TRUE(done.result_model().empty());
+  // The worker is free for the next job.
+  executor_.result_fails_model_check = false;
+  id = Submit();
+  done = cluster_.WaitJob(id, absl::Seconds(30), [](const Job& j) { return IsTerminalState(j.state()); });
+  EXPECT_EQ(done.state(), JOB_STATE_SUCCEEDED) << done.DebugString();
+}
+
 // The race the probe above leaves (the directories break between the poll and the job's start):
 // the job is handed back, not failed, so another worker can run it.
 TEST_F(JobLifecycleTest, AJobThatCannotStartForTheWorkersStorageIsHandedBackNotFailed) {

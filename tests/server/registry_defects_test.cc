@@ -329,6 +329,23 @@ TEST_F(RegistryDefects, AnExplicitVersionBelowTheHighestIsRefusedWithATrueMessag
   auto deleted = Insert("w", 5);  // existed and was deleted: the same rule, the same message
   EXPECT_EQ(deleted.status().code(), absl::StatusCode::kAlreadyExists) << deleted.status();
   EXPECT_EQ(std::string(deleted.status().message()), "dataset w:5 cannot be created: versions only increase, the next version of w is 6");
+  // CreateUpload says the same before any byte is sent (it was said only at the commit).
+  CreateUploadRequest below = DatasetRequest("w", "text\n");
+  below.set_version(4);
+  auto refused = uploads_->Create(below, "", absl::Now());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists) << refused.status();
+  EXPECT_EQ(std::string(refused.status().message()), "dataset w:4 cannot be created: versions only increase, the next version of w is 6");
+  below.set_version(6);
+  EXPECT_TRUE(uploads_->Create(below, "", absl::Now()).ok());
+}
+
+// A name at the last version there is: a new upload under it is refused before its bytes are sent.
+TEST_F(RegistryDefects, ANameWithNoVersionLeftIsRefusedAtCreateUpload) {
+  ASSERT_TRUE(Insert("full", 2147483647).ok());
+  auto refused = uploads_->Create(DatasetRequest("full", "text\n"), "", absl::Now());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_NE(refused.status().message().find("has reached version 2147483647"), absl::string_view::npos) << refused.status();
+  EXPECT_TRUE(uploads_->Create(DatasetRequest("other", "text\n"), "", absl::Now()).ok());
 }
 
 TEST_F(RegistryDefects, UploadOfContentWhoseBlobRottedSendsTheBytesAgainAndRepairsIt) {
