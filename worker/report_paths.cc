@@ -46,7 +46,7 @@ void ReplaceLocalPaths(nlohmann::json* report, const std::vector<std::pair<std::
 
 std::string ReplaceLocalPathsInText(std::string text, const std::vector<std::pair<std::string, std::string>>& replacements) {
   for (const auto& [path, shown] : replacements) {
-    if (path.empty()) continue;
+    if (path.size() < 2) continue;  // "" or "/": every slash would become a replacement
     for (size_t at = text.find(path); at != std::string::npos; at = text.find(path, at + shown.size())) {
       text.replace(at, path.size(), shown);
     }

@@ -72,3 +72,18 @@ TEST(ReportPaths, NotAnObjectIsAnError) {
 
 }  // namespace
 }  // namespace mq::worker
+
+namespace mq::worker {
+namespace {
+
+TEST(ReportPaths, PathsInFreeTextAreReplacedLongestFirst) {
+  const std::vector<std::pair<std::string, std::string>> r = {
+      {"/data/jobs/j-1/model", "mamba-small:3"}, {"/data/jobs/j-1", "<job>"}, {"/data", "<work>"}, {"/", "<root>"}};
+  EXPECT_EQ(ReplaceLocalPathsInText("open /data/jobs/j-1/model/config.json: no; mkdir /data/jobs/j-1/out; /data/x", r),
+            "open mamba-small:3/config.json: no; mkdir <job>/out; <work>/x");
+  EXPECT_EQ(ReplaceLocalPathsInText("no path here", r), "no path here");
+  EXPECT_EQ(ReplaceLocalPathsInText("", r), "");
+}
+
+}  // namespace
+}  // namespace mq::worker
