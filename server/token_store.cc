@@ -1,5 +1,9 @@
 #include "token_store.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -8,6 +12,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "file_util.h"
 
@@ -116,10 +121,24 @@ absl::StatusOr<std::unique_ptr<TokenStore>> TokenStore::Create(std::string path,
 absl::StatusOr<std::shared_ptr<const std::vector<TokenEntry>>> TokenStore::Load() const {
   std::vector<TokenEntry> all = fixed_;
   if (!path_.empty()) {
+    // Whoever can write the file can add an admin token: a file writable by group or others is
+    // refused (at start, and on reload, where the set in use stays).
+    struct stat st;
+    if (::stat(path_.c_str(), &st) != 0) return ErrnoStatus(errno, absl::StrCat("stat ", path_));
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat("tokens file ", path_, " is writable by its group or others (mode ",
+                                                        absl::StrFormat("%04o", st.st_mode & 0777), "): anyone who can write it can ",
+                                                        "add a token; chmod go-w it"));
+    }
     auto content = ReadFileToString(path_, kMaxTokensFileBytes);
     if (!content.ok()) return content.status();
     auto parsed = ParseTokensFile(*content);
     if (!parsed.ok()) return parsed.status();
+    // An empty file is more likely a truncated one (an editor mid-save, a bad secret render) than
+    // a wish to refuse every client: refused, so a reload keeps the set in use.
+    if (parsed->empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("tokens file ", path_, " holds no token (every client would be refused)"));
+    }
     for (TokenEntry& e : *parsed) {
       for (const TokenEntry& f : fixed_) {
         if (f.digest == e.digest) return absl::InvalidArgumentError(absl::StrCat("token ", e.name, " is also given by a flag"));

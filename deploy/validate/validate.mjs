@@ -126,6 +126,18 @@ function checkWorkload(where, o, byKindName) {
       fail(where, `volume ${v.name}: Secret ${v.secret.secretName} is not defined in deploy/k8s/secrets`);
     if (v.configMap && !byKindName.has(`ConfigMap/${v.configMap.name}`)) fail(where, `volume ${v.name}: ConfigMap ${v.configMap.name} is not rendered`);
   }
+  // The kubelet evicts a pod whose emptyDir volumes and containers' writable layers and logs
+  // exceed the sum of its containers' ephemeral-storage limits: the limits must hold the volumes.
+  const bytes = (q) => {
+    const m = /^([0-9.]+)([KMGT]i?)?$/.exec(String(q ?? ""));
+    if (!m) return NaN;
+    const unit = { K: 1e3, M: 1e6, G: 1e9, T: 1e12, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40 }[m[2]] ?? 1;
+    return Number(m[1]) * unit;
+  };
+  const emptyDirBytes = (spec.volumes || []).reduce((sum, v) => sum + (v.emptyDir ? bytes(v.emptyDir.sizeLimit) : 0), 0);
+  const limitBytes = (spec.containers || []).reduce((sum, c) => sum + bytes(c.resources?.limits?.["ephemeral-storage"]), 0);
+  if (!(limitBytes >= emptyDirBytes))
+    fail(where, `containers' ephemeral-storage limits (${limitBytes} B) are below the emptyDir sizeLimits (${emptyDirBytes} B): the kubelet would evict the pod as its volumes fill`);
   for (const c of spec.containers || []) {
     const cw = `${where} container ${c.name}`;
     const sc = c.securityContext || {};

@@ -86,7 +86,7 @@ const mint = (role) => {
 };
 const minted = { client: mint("admin"), worker: mint("worker") };
 const tokens = { client: minted.client.token, worker: minted.worker.token };
-fs.writeFileSync(path.join(secretsDir, "tokens"), `# e2e\n${minted.client.tokens_file_line}\n${minted.worker.tokens_file_line}\n`);
+fs.writeFileSync(path.join(secretsDir, "tokens"), `# e2e\n${minted.client.tokens_file_line}\n${minted.worker.tokens_file_line}\n`, { mode: 0o600 });
 fs.writeFileSync(path.join(secretsDir, "worker"), tokens.worker);
 fs.writeFileSync(path.join(secretsDir, "client"), tokens.client);  // mqctl's --token-file, not a Secret key
 const secretData = {

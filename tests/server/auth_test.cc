@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <set>
@@ -39,7 +40,11 @@ std::string Line(const std::string& token, const std::string& role, const std::s
   return absl::StrCat("sha256:", Sha256Hex(token), " ", role, " ", name);
 }
 
-void WriteFile(const std::string& path, const std::string& content) { std::ofstream(path, std::ios::trunc) << content; }
+// Mode 0600 whatever the umask: the server refuses a tokens file others can write.
+void WriteFile(const std::string& path, const std::string& content) {
+  std::ofstream(path, std::ios::trunc) << content;
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+}
 
 TEST(TokensFile, ParsesRolesAndNames) {
   const std::string t1 = "mqt_first", t2 = "mqt_second";
@@ -105,6 +110,28 @@ TEST(TokenStoreTest, ReloadSwapsAndABrokenFileKeepsTheOldSet) {
   EXPECT_EQ((*store)->Find("new-token")->role, Role::kWorker);
   EXPECT_EQ((*store)->Find("new-token")->name, "new");
   EXPECT_TRUE((*store)->Find("flag").has_value());  // the flags' tokens stay
+}
+
+// A file others can write (anyone could add an admin token) and an empty file (truncated mid-save:
+// every client would be locked out) are refused, at start and on reload, where the set in use stays.
+TEST(TokenStoreTest, AFileOthersCanWriteAndAnEmptyFileAreRefused) {
+  TempDir dir;
+  const std::string path = dir.Sub("tokens");
+  WriteFile(path, Line("tok", "admin", "adm"));
+  auto store = TokenStore::Create(path, {});
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::filesystem::permissions(path, std::filesystem::perms::group_write, std::filesystem::perm_options::add);
+  absl::Status s = (*store)->Reload();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("mode 0620"), absl::string_view::npos) << s;
+  EXPECT_TRUE((*store)->Find("tok").has_value());
+  EXPECT_FALSE(TokenStore::Create(path, {}).ok());
+  WriteFile(path, "# all lines removed\n");
+  s = (*store)->Reload();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("holds no token"), absl::string_view::npos) << s;
+  EXPECT_TRUE((*store)->Find("tok").has_value());
+  EXPECT_FALSE(TokenStore::Create(path, {}).ok());
 }
 
 TEST(TokenStoreTest, MintedTokensAreDistinctAndTheirLineParses) {

@@ -40,6 +40,8 @@ class MtlsServer : public ::testing::Test {
     }
     std::ofstream(dir_.Sub("tokens")) << Line("op-token", "operator", "op") << "\n" << Line("worker-token", "worker", "wrk") << "\n"
                                       << Line("admin-token", "admin", "adm") << "\n";
+    // 0600 whatever the umask: the server refuses a tokens file others can write.
+    std::filesystem::permissions(dir_.Sub("tokens"), std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     // The worker CA in a file of its own, so a test can replace it without touching the server's CA.
     std::filesystem::copy_file(ca_.cert, dir_.Sub("worker-ca.pem"));
     public_ = absl::StrCat("127.0.0.1:", PickFreePort());
