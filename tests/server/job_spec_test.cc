@@ -278,6 +278,30 @@ TEST(JobSpec, DefaultsAreTheEnginesAndTheServerStoresThem) {
 
 // Fields only the message has: the r1_covariance and backend names, a budget the client set to 0
 // (the engine reads 0 as "no budget requested"), and the references and output name.
+// A refused choice is echoed escaped: a raw newline or ESC from the client would forge lines on
+// the terminal of whoever reads the error (mqctl prints it).
+TEST(JobSpec, RefusedChoicesAreEchoedEscaped) {
+  const std::string evil = "a\nts=2026 level=info msg=\"FORGED\"\x1b[2J\xff";
+  const std::vector<std::pair<std::function<void(QuantSpec&)>, std::string>> cases = {
+      {[&](QuantSpec& s) { s.set_preset(evil); }, "preset"},
+      {[&](QuantSpec& s) { s.set_bits(evil); }, "bits"},
+      {[&](QuantSpec& s) { s.set_scope(evil); }, "scope"},
+      {[&](QuantSpec& s) { s.set_backend(evil); }, "backend"},
+      {[&](QuantSpec& s) { s.set_r1_covariance(evil); }, "r1_covariance"},
+  };
+  for (const auto& [mutate, field] : cases) {
+    SCOPED_TRACE(field);
+    QuantSpec spec = BaseSpec();
+    mutate(spec);
+    const absl::Status s = server::NormalizeQuantSpec(&spec);
+    ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    const std::string m(s.message());
+    EXPECT_NE(m.find(field), std::string::npos) << m;
+    for (const char bad : {'\n', '\x1b', '\xff'}) EXPECT_EQ(m.find(bad), std::string::npos) << m;
+    EXPECT_NE(m.find("a\\x0ats=2026"), std::string::npos) << m;
+  }
+}
+
 TEST(JobSpec, MessageOnlyFieldsAreRefusedByName) {
   const std::vector<std::pair<std::function<void(QuantSpec&)>, std::string>> cases = {
       {[](QuantSpec& s) { s.set_r1_covariance("layer7"); }, "spec.r1_covariance"},

@@ -35,9 +35,21 @@ Status InRange(std::string_view field, int64_t value, int64_t lo, int64_t hi) {
 Status CheckChoice(std::string_view field, const std::string& value, std::span<const std::string_view> names) {
   for (std::string_view n : names)
     if (value == n) return OkStatus();
-  // The refused value is echoed bounded: it may come from a network client.
-  return InvalidArgumentError(std::string(field) + " must be one of " + Joined(names) + "; got \"" +
-                              value.substr(0, 64) + (value.size() > 64 ? "…" : "") + "\"");
+  // The refused value is echoed bounded and escaped: it comes from a network client, and a raw
+  // newline or escape sequence would forge lines on the terminal of whoever reads the error. The
+  // choices are ASCII names, so every other byte is shown as \xHH.
+  std::string shown;
+  for (const char ch : value.substr(0, 64)) {
+    const auto b = static_cast<unsigned char>(ch);
+    if (b >= 0x20 && b < 0x7f && b != '"' && b != '\\') {
+      shown += ch;
+    } else {
+      static constexpr char kHex[] = "0123456789abcdef";
+      shown += {'\\', 'x', kHex[b >> 4], kHex[b & 15]};
+    }
+  }
+  return InvalidArgumentError(std::string(field) + " must be one of " + Joined(names) + "; got \"" + shown +
+                              (value.size() > 64 ? "…" : "") + "\"");
 }
 
 Status CheckTolerableLoss(double percent) {
