@@ -20,6 +20,8 @@ absl::StatusOr<std::unique_ptr<BlobCache>> BlobCache::Open(const std::string& di
   return std::unique_ptr<BlobCache>(new BlobCache(dir, max_bytes));
 }
 
+absl::Status BlobCache::ProbeWritable() const { return mq::ProbeWritable(JoinPath(dir_, "sha256")); }
+
 std::string BlobCache::PathFor(const std::string& sha256) const {
   return absl::StrCat(dir_, "/sha256/", sha256.substr(0, 2), "/", sha256);
 }
@@ -37,29 +39,13 @@ absl::StatusOr<std::string> BlobCache::Get(const mambaquant::v1::FileEntry& file
   const std::string path = PathFor(file.sha256());
   absl::MutexLock digest_lock(DigestMutex(file.sha256()));
   auto size = FileSize(path);
-  bool verified = false;
-  {
-    absl::MutexLock lock(&mu_);
-    verified = verified_.count(file.sha256()) > 0;
+  bool cached = size.ok() && *size == file.size();
+  if (cached) {
+    auto intact = CheckCachedOnce(file.sha256(), path);
+    if (!intact.ok()) return intact.status();
+    cached = *intact;  // false: it was corrupt and is removed, fetched below
   }
-  if (size.ok() && *size == file.size() && !verified) {
-    // A file of the right size may still hold other bytes (a disk error, a hand edit, a cache
-    // directory shared by mistake): it was served and quantized as is. Its digest is checked
-    // once a process (the first use after a restart) and a mismatch is fetched again.
-    auto digest = Sha256File(path);
-    if (digest.ok() && *digest == file.sha256()) {
-      verified = true;
-      absl::MutexLock lock(&mu_);
-      verified_.insert(file.sha256());
-    } else {
-      Log(LogLevel::kWarning, "cached file does not match its digest; fetching it again")
-          .Kv("sha256", file.sha256()).Kv("error", digest.ok() ? std::string("other bytes") : digest.status().ToString());
-      ++corrupt_;
-      if (::unlink(path.c_str()) != 0) return absl::InternalError(absl::StrCat("cannot remove the corrupt cached file ", file.sha256()));
-      size = absl::NotFoundError("removed");
-    }
-  }
-  if (size.ok() && *size == file.size() && verified) {
+  if (cached) {
     ++hits_;
     ::utime(path.c_str(), nullptr);  // recency for eviction
     if (progress) progress(file.size(), file.size());
@@ -80,6 +66,27 @@ absl::StatusOr<std::string> BlobCache::Get(const mambaquant::v1::FileEntry& file
     verified_.insert(file.sha256());  // DownloadToFile checked the digest of what it wrote
   }
   return path;
+}
+
+absl::StatusOr<bool> BlobCache::CheckCachedOnce(const std::string& sha256, const std::string& path) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (verified_.count(sha256) > 0) return true;
+  }
+  // A file of the right size may still hold other bytes (a disk error, a hand edit, a cache
+  // directory shared by mistake): it was served and quantized as is. Its digest is checked once a
+  // process (the first use after a restart) and a mismatch is removed, to be fetched again.
+  auto digest = Sha256File(path);
+  if (digest.ok() && *digest == sha256) {
+    absl::MutexLock lock(&mu_);
+    verified_.insert(sha256);
+    return true;
+  }
+  Log(LogLevel::kWarning, "cached file does not match its digest; fetching it again")
+      .Kv("sha256", sha256).Kv("error", digest.ok() ? std::string("other bytes") : digest.status().ToString());
+  ++corrupt_;
+  if (::unlink(path.c_str()) != 0) return absl::InternalError(absl::StrCat("cannot remove the corrupt cached file ", sha256));
+  return false;
 }
 
 void BlobCache::Pin(const std::string& sha256) {

@@ -36,6 +36,8 @@ class BlobCache {
 
   std::string PathFor(const std::string& sha256) const;
   const std::string& dir() const { return dir_; }
+  // Whether a blob could be written into the cache now (mq::ProbeWritable of its blob directory).
+  absl::Status ProbeWritable() const;
   uint64_t hits() const { return hits_.load(); }
   uint64_t misses() const { return misses_.load(); }
   // Bytes downloaded from the server (cache misses only; a hit transfers nothing).
@@ -46,6 +48,9 @@ class BlobCache {
  private:
   BlobCache(std::string dir, uint64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {}
   absl::Mutex* DigestMutex(const std::string& sha256);
+  // Whether the cached file at `path` (of the right size) holds its digest's bytes, hashed once a
+  // process; a mismatch is removed (and counted in corrupt_). An error only when it cannot be.
+  absl::StatusOr<bool> CheckCachedOnce(const std::string& sha256, const std::string& path);
 
   std::string dir_;
   uint64_t max_bytes_;

@@ -70,6 +70,12 @@ void JobRunner::Stop(StopReason reason) {
   }
 }
 
+absl::Status ProbeJobStorage(const std::string& work_dir, const BlobCache& cache) {
+  absl::Status s = ProbeWritable(work_dir);
+  if (s.ok()) s = cache.ProbeWritable();
+  return s;
+}
+
 std::string JobRunner::Shown(const std::string& text) {
   absl::MutexLock lock(&mu_);
   return ReplaceLocalPathsInText(text, shown_paths_);
@@ -299,8 +305,7 @@ void JobRunner::Run() {
     // Failing before the engine ran: if this worker cannot write its own directories, the job is
     // not at fault and another worker should take it (failing it here would let one broken
     // worker fail the whole queue).
-    storage = ProbeWritable(work_dir_);
-    if (storage.ok()) storage = ProbeWritable(JoinPath(cache_->dir(), "sha256"));
+    storage = ProbeJobStorage(work_dir_, *cache_);
   }
   if (!storage.ok()) {
     handed_back_.store(true);

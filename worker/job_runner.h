@@ -26,6 +26,11 @@
 
 namespace mq::worker {
 
+// Whether this worker can write what a job needs now: its job directory `work_dir` and the blob
+// cache (a read-only remount, a full disk, lost permissions). One check for the agent, before it
+// asks for a job, and for a job that could not start.
+absl::Status ProbeJobStorage(const std::string& work_dir, const BlobCache& cache);
+
 class JobRunner {
  public:
   enum class StopReason {

@@ -136,8 +136,7 @@ void WorkerAgent::PollLoop() {
     }
     // A worker that cannot write its job and cache directories (a read-only remount, a full
     // disk) would fail every job it took: it takes none until it can (checked before each poll).
-    absl::Status storage = ProbeWritable(options_.work_dir);
-    if (storage.ok()) storage = ProbeWritable(JoinPath(cache_->dir(), "sha256"));
+    const absl::Status storage = ProbeJobStorage(options_.work_dir, *cache_);
     if (!storage.ok()) {
       if (!storage_fault_) Log(LogLevel::kError, "cannot write its directories; taking no jobs until it can").Kv("error", storage);
       storage_fault_ = true;

@@ -100,6 +100,15 @@ GenerateRequest TextRequest(const std::string& prompt, int max_new_tokens) {
   return req;
 }
 
+// A one-token generation of "Hello", retried while the cluster's worker connects (up to ~20 s);
+// its outcome is the first that succeeded, or the last failure.
+Outcome WarmUp(InferenceService::Stub& stub) {
+  Outcome first;
+  for (int i = 0; i < 100 && !(first = RunGenerate(stub, TextRequest("Hello", 1), -1, absl::Seconds(10))).status.ok(); ++i)
+    absl::SleepFor(absl::Milliseconds(200));
+  return first;
+}
+
 // `mq-engine generate --json` on the bundled model: the engine's own answer.
 nlohmann::json EngineGenerate(const std::string& prompt, int max_tokens, const std::vector<std::string>& extra = {}) {
   std::vector<std::string> argv = {MQ_ENGINE_BIN, "generate", "--model", SourceDir() + "/models/mamba-tiny",
@@ -640,9 +649,7 @@ TEST(InferenceMetrics, PromtoolAcceptsThemAndTheyCountTheTokensServed) {
   c.StartWorker({"--metrics-listen", absl::StrCat("127.0.0.1:", worker_metrics)});
   auto channel = grpc::CreateChannel(c.address(), grpc::InsecureChannelCredentials());
   auto stub = InferenceService::NewStub(channel);
-  Outcome first;
-  for (int i = 0; i < 100 && !(first = RunGenerate(*stub, TextRequest("Hello", 1), -1, absl::Seconds(10))).status.ok(); ++i)
-    absl::SleepFor(absl::Milliseconds(200));
+  Outcome first = WarmUp(*stub);
   ASSERT_TRUE(first.status.ok());
   int64_t tokens = static_cast<int64_t>(first.completions[0].ids.size());
   for (int i = 0; i < 5; ++i) {
@@ -790,9 +797,7 @@ TEST(InferenceDrain, SigtermLetsRunningGenerationsFinish) {
   const int w = c.StartWorker({"--drain-seconds", "60"});
   auto channel = grpc::CreateChannel(c.address(), grpc::InsecureChannelCredentials());
   auto stub = InferenceService::NewStub(channel);
-  Outcome warm;
-  for (int i = 0; i < 100 && !(warm = RunGenerate(*stub, TextRequest("Hello", 1), -1, absl::Seconds(10))).status.ok(); ++i)
-    absl::SleepFor(absl::Milliseconds(200));
+  Outcome warm = WarmUp(*stub);
   ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
   // A long generation; SIGTERM once it has streamed its first tokens.
   GenerateRequest r = TextRequest("A long story", 4000);
@@ -893,9 +898,7 @@ TEST(ServerDrain, FinishesRunningGenerationsThenExitsWithoutWaitingForIdleWorker
   c.StartWorker();  // the second stays idle
   auto channel = grpc::CreateChannel(c.address(), grpc::InsecureChannelCredentials());
   auto stub = InferenceService::NewStub(channel);
-  Outcome warm;
-  for (int i = 0; i < 100 && !(warm = RunGenerate(*stub, TextRequest("Hello", 1), -1, absl::Seconds(10))).status.ok(); ++i)
-    absl::SleepFor(absl::Milliseconds(200));
+  Outcome warm = WarmUp(*stub);
   ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
   GenerateRequest r = TextRequest("A story", 300);
   r.set_ignore_eos(true);

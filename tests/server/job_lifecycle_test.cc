@@ -29,9 +29,15 @@ class JobLifecycleTest : public ::testing::Test {
     cluster_.UploadBundled();
     server_.channel = grpc::CreateChannel(cluster_.address(), grpc::InsecureChannelCredentials());
     server_.stub = WorkerService::NewStub(server_.channel);
+    OpenWorker("in-process");
+  }
+  // A worker (not started) with its cache and job directories under the cluster's: opened again
+  // after a Shutdown, it is that worker restarted.
+  void OpenWorker(const std::string& name) {
+    agent_.reset();  // before the cache it points to
     cache_ = *worker::BlobCache::Open(cluster_.dir().Sub("cache"), 0);
     worker::WorkerOptions options;
-    options.name = "in-process";
+    options.name = name;
     options.backend = "cpu";
     options.work_dir = cluster_.dir().Sub("jobs");
     options.poll_wait_seconds = 2;
@@ -261,13 +267,7 @@ TEST_F(JobLifecycleTest, ACorruptCachedFileIsFetchedAgainAfterARestart) {
   ASSERT_NE(*Sha256File(path), digest);
   // The worker restarts on the same cache directory.
   agent_->Shutdown();
-  cache_ = *worker::BlobCache::Open(cluster_.dir().Sub("cache"), 0);
-  worker::WorkerOptions options;
-  options.name = "restarted";
-  options.backend = "cpu";
-  options.work_dir = cluster_.dir().Sub("jobs");
-  options.poll_wait_seconds = 2;
-  agent_ = std::make_unique<worker::WorkerAgent>(options, &server_, cache_.get(), &executor_, nullptr);
+  OpenWorker("restarted");
   agent_->Start();
   id = Submit();
   ASSERT_EQ(cluster_.WaitJob(id, absl::Seconds(30), [](const Job& j) { return IsTerminalState(j.state()); }).state(),
